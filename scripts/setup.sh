@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Set up pyvmm from a clean clone on Debian 12 (as root): the Debian packages it needs,
+# a virtual environment in .venv with pyvmm installed editable (which compiles the cffi
+# bindings against this machine's kernel headers), and the bundled guest.
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: the compiler and headers for the cffi bindings and the guest,
+# busybox-static for container images, e2fsprogs/cpio for disk images.
+DEBS=(gcc make binutils libc6-dev linux-libc-dev libffi-dev python3-dev python3-venv
+      busybox-static cpio e2fsprogs)
+
+missing=()
+for p in "${DEBS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+# Reinstall when the bindings' sources are newer than the compiled modules.
+if ! .venv/bin/python -c "import vmm.kvm._kvm, vmm.container._libc, click, capstone, pytest" 2>/dev/null \
+   || [ -n "$(find setup.py pyproject.toml vmm -name '*build.py' -newer .venv/.installed 2>/dev/null)" ] \
+   || [ ! -e .venv/.installed ]; then
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+    touch .venv/.installed
+fi
+make -s -C guest

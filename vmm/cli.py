@@ -1,0 +1,65 @@
+"""The ``pyvmm`` command line.
+
+The CLI parses and reports; the work happens in the library below it. Subcommand groups
+are imported only when used, so ``pyvmm boot`` does not pay for importing the container
+runtime or the benchmark (interpreter start-up is part of every measured boot).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from vmm.errors import PyvmmError
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands live in other modules, imported on first use."""
+
+    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            module, attr = self.lazy[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context):
+        """Turn library errors into one line on stderr and their exit status."""
+        try:
+            return super().invoke(ctx)
+        except PyvmmError as e:
+            click.echo(f"pyvmm: {e}", err=True)
+            ctx.exit(e.exit_code)
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy={
+        "boot": "vmm.boot_cli:boot",
+        "container": "vmm.container.cli:container",
+        "image": "vmm.container.cli:image",
+        "volume": "vmm.container.cli:volume",
+        "bench": "vmm.bench.cli:bench",
+    },
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.option(
+    "--root",
+    envvar="PYVMM_ROOT",
+    default="/var/lib/pyvmm",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="State directory for images, containers and volumes (or $PYVMM_ROOT).",
+)
+@click.version_option(package_name="pyvmm")
+@click.pass_context
+def main(ctx: click.Context, root: str) -> None:
+    """pyvmm: boot a tiny VM on KVM, run the same program in a container, compare them."""
+    ctx.obj = {"root": root}

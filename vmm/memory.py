@@ -1,0 +1,146 @@
+"""Guest-physical memory: host mmap regions and bounds-checked access to them.
+
+Every guest-physical address the VMM touches on the guest's behalf (a virtqueue
+descriptor, a buffer, a kernel segment) comes from untrusted input, so every access
+goes through ``GuestMemory``, which refuses anything not wholly inside one region.
+"""
+
+from __future__ import annotations
+
+import mmap
+import re
+import struct
+from dataclasses import dataclass
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kKmMgGtT]?)(i?[bB])?\s*$")
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+class GuestMemoryError(ValueError):
+    """A guest-physical access outside guest memory."""
+
+
+def parse_size(text: str) -> int:
+    """Parse a size such as ``64M``, ``1G``, ``512k`` or ``4096`` into bytes (binary units)."""
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise ValueError(f"bad size {text!r}: expected a number with an optional K, M, G suffix")
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+
+
+@dataclass
+class Region:
+    """One contiguous run of guest-physical memory backed by an anonymous host mapping."""
+
+    gpa: int
+    size: int
+    mm: mmap.mmap
+
+    @property
+    def end(self) -> int:
+        return self.gpa + self.size
+
+
+class GuestMemory:
+    """Guest RAM as a list of regions; the KVM layer maps each region into a memory slot.
+
+    Anonymous private mappings are zero-filled and lazily backed: a 1 GiB guest costs
+    host memory only for the pages the guest (or the VMM) actually touches.
+    """
+
+    def __init__(self, regions: list[tuple[int, int]]):
+        self.regions: list[Region] = []
+        for gpa, size in sorted(regions):
+            if size <= 0 or size % mmap.PAGESIZE or gpa % mmap.PAGESIZE:
+                raise GuestMemoryError(f"region {gpa:#x}+{size:#x} is not page aligned")
+            if self.regions and gpa < self.regions[-1].end:
+                raise GuestMemoryError(f"region {gpa:#x} overlaps the one before it")
+            mm = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            self.regions.append(Region(gpa, size, mm))
+
+    @classmethod
+    def flat(cls, size: int) -> GuestMemory:
+        """RAM from address 0 up to ``size`` (the common case for small guests)."""
+        return cls([(0, size)])
+
+    @property
+    def size(self) -> int:
+        return sum(r.size for r in self.regions)
+
+    def _locate(self, gpa: int, size: int) -> tuple[mmap.mmap, int]:
+        """Find the region holding all of [gpa, gpa+size) and the offset into it."""
+        if gpa >= 0 and size >= 0:
+            for r in self.regions:
+                if r.gpa <= gpa and gpa + size <= r.end:
+                    return r.mm, gpa - r.gpa
+        raise GuestMemoryError(f"guest address {gpa:#x}+{size:#x} is outside guest memory")
+
+    def contains(self, gpa: int, size: int = 1) -> bool:
+        try:
+            self._locate(gpa, size)
+        except GuestMemoryError:
+            return False
+        return True
+
+    def view(self, gpa: int, size: int) -> memoryview:
+        """A zero-copy window onto guest memory, for device DMA straight into guest buffers."""
+        mm, off = self._locate(gpa, size)
+        return memoryview(mm)[off : off + size]
+
+    def read(self, gpa: int, size: int) -> bytes:
+        mm, off = self._locate(gpa, size)
+        return mm[off : off + size]
+
+    def write(self, gpa: int, data: bytes | bytearray | memoryview) -> None:
+        mm, off = self._locate(gpa, len(data))
+        mm[off : off + len(data)] = data
+
+    def read_u16(self, gpa: int) -> int:
+        mm, off = self._locate(gpa, 2)
+        return struct.unpack_from("<H", mm, off)[0]
+
+    def read_u32(self, gpa: int) -> int:
+        mm, off = self._locate(gpa, 4)
+        return struct.unpack_from("<I", mm, off)[0]
+
+    def read_u64(self, gpa: int) -> int:
+        mm, off = self._locate(gpa, 8)
+        return struct.unpack_from("<Q", mm, off)[0]
+
+    def write_u16(self, gpa: int, value: int) -> None:
+        mm, off = self._locate(gpa, 2)
+        struct.pack_into("<H", mm, off, value)
+
+    def write_u32(self, gpa: int, value: int) -> None:
+        mm, off = self._locate(gpa, 4)
+        struct.pack_into("<I", mm, off, value)
+
+    def write_u64(self, gpa: int, value: int) -> None:
+        mm, off = self._locate(gpa, 8)
+        struct.pack_into("<Q", mm, off, value)
+
+    def touched_bytes(self) -> int:
+        """Host memory actually backing guest RAM (resident pages), read from /proc."""
+        starts = {_host_address(r.mm): r.size for r in self.regions}
+        total = 0
+        with open("/proc/self/smaps") as f:
+            current = None
+            for line in f:
+                if "-" in line.split(" ", 1)[0]:
+                    start = int(line.split("-", 1)[0], 16)
+                    current = start if start in starts else None
+                elif current is not None and line.startswith("Rss:"):
+                    total += int(line.split()[1]) * 1024
+        return total
+
+    def close(self) -> None:
+        for r in self.regions:
+            r.mm.close()
+        self.regions = []
+
+
+def _host_address(mm: mmap.mmap) -> int:
+    """The host virtual address of a mapping (what KVM's memory slot needs)."""
+    import ctypes
+
+    return ctypes.addressof(ctypes.c_char.from_buffer(mm))
