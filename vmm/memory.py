@@ -7,6 +7,7 @@ goes through ``GuestMemory``, which refuses anything not wholly inside one regio
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import re
 import struct
@@ -39,6 +40,11 @@ class Region:
     @property
     def end(self) -> int:
         return self.gpa + self.size
+
+    @property
+    def host_address(self) -> int:
+        """Where the region lives in this process (what a KVM memory slot points at)."""
+        return ctypes.addressof(ctypes.c_char.from_buffer(self.mm))
 
 
 class GuestMemory:
@@ -121,7 +127,7 @@ class GuestMemory:
 
     def touched_bytes(self) -> int:
         """Host memory actually backing guest RAM (resident pages), read from /proc."""
-        starts = {_host_address(r.mm): r.size for r in self.regions}
+        starts = {r.host_address: r.size for r in self.regions}
         total = 0
         with open("/proc/self/smaps") as f:
             current = None
@@ -135,12 +141,9 @@ class GuestMemory:
 
     def close(self) -> None:
         for r in self.regions:
-            r.mm.close()
+            try:
+                r.mm.close()
+            except BufferError:
+                pass  # a device still holds a view; the mapping goes when the view does
         self.regions = []
 
-
-def _host_address(mm: mmap.mmap) -> int:
-    """The host virtual address of a mapping (what KVM's memory slot needs)."""
-    import ctypes
-
-    return ctypes.addressof(ctypes.c_char.from_buffer(mm))

@@ -1,0 +1,61 @@
+/* Shared declarations of the tiny kernel. */
+#ifndef KERNEL_H
+#define KERNEL_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../include/bootinfo.h"
+
+/* Segment selectors: the layout SYSCALL/SYSRET require (SDM vol. 2, SYSCALL): kernel code,
+ * kernel data, then user code32 (unused), user data, user code64, then the TSS. */
+#define KERNEL_CS 0x08
+#define KERNEL_DS 0x10
+#define USER_DS (0x20 | 3)
+#define USER_CS (0x28 | 3)
+#define TSS_SEL 0x30
+
+/* Exit status when the kernel itself gives up. */
+#define PANIC_STATUS 255
+
+static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" ::"a"(v), "Nd"(port)); }
+static inline uint8_t inb(uint16_t port)
+{
+    uint8_t v;
+    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
+    return v;
+}
+
+/* The registers as the trap entry saves them (traps.S pushes them in this order). */
+struct trap_frame {
+    uint64_t r15, r14, r13, r12, r11, r10, r9, r8;
+    uint64_t rbp, rdi, rsi, rdx, rcx, rbx, rax;
+    uint64_t vector, error;
+    uint64_t rip, cs, rflags, rsp, ss; /* pushed by the CPU */
+};
+
+/* uart.c */
+void uart_init(void);
+void uart_write(const char *s, size_t n);
+void kprintf(const char *fmt, ...);
+
+/* power.c */
+__attribute__((noreturn)) void power_off(int status);
+__attribute__((noreturn)) void panic(const char *msg);
+
+/* cpu.c */
+void cpu_init(void);
+void map_user(uint64_t start, uint64_t end, int writable);
+__attribute__((noreturn)) void enter_user(uint64_t rip, uint64_t rsp);
+
+/* program.c */
+__attribute__((noreturn)) void run_program(const struct boot_info *bi);
+
+/* syscall.c */
+void syscall_dispatch(struct trap_frame *f);
+
+/* lib.c */
+void *memcpy(void *d, const void *s, size_t n);
+void *memset(void *d, int c, size_t n);
+size_t strlen(const char *s);
+int memcmp(const void *a, const void *b, size_t n);
+#endif

@@ -1,0 +1,83 @@
+/* Ways into ring 0: CPU exceptions and system calls, all ending in one trap frame
+ * (struct trap_frame in kernel.h) and one C function, trap_dispatch(). */
+
+#define KERNEL_DS 0x10
+#define USER_DS (0x20 | 3)
+#define USER_CS (0x28 | 3)
+#define SYSCALL_VECTOR 0x80 /* marks a frame built by the hardware SYSCALL path */
+
+/* Exceptions that push an error code themselves (SDM vol. 3, table 6-1). */
+#define HAS_ERROR(v) ((v) == 8 || ((v) >= 10 && (v) <= 14) || (v) == 17 || (v) == 21 || (v) == 29 || (v) == 30)
+
+.macro trap_stub v
+trap_stub_\v:
+    .if !HAS_ERROR(\v)
+    pushq $0
+    .endif
+    pushq $\v
+    jmp trap_common
+.endm
+
+#define VECTORS 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+.text
+.irp v, VECTORS
+    trap_stub \v
+.endr
+
+.section .rodata
+.globl trap_stubs
+trap_stubs:
+.irp v, VECTORS
+    .quad trap_stub_\v
+.endr
+
+.text
+/* Save the general registers, call C with the frame, restore them and IRET. IRET serves
+ * every return to ring 3, system calls included: it works on hardware and under PVM. */
+trap_common:
+    pushq %rax; pushq %rbx; pushq %rcx; pushq %rdx; pushq %rsi; pushq %rdi; pushq %rbp
+    pushq %r8; pushq %r9; pushq %r10; pushq %r11; pushq %r12; pushq %r13; pushq %r14; pushq %r15
+    cld
+    movq %rsp, %rdi
+    call trap_dispatch
+    popq %r15; popq %r14; popq %r13; popq %r12; popq %r11; popq %r10; popq %r9; popq %r8
+    popq %rbp; popq %rdi; popq %rsi; popq %rdx; popq %rcx; popq %rbx; popq %rax
+    addq $16, %rsp /* vector and error code */
+    iretq
+
+/* The SYSCALL entry (MSR_LSTAR). On hardware KVM, SYSCALL lands here in ring 0 still on
+ * the user's stack. Under PVM it lands here in ring 3, so this page is user-accessible
+ * and the code first asks CS which ring it is in; from ring 3 the way into ring 0 is
+ * INT3 through the DPL-3 #BP gate, and trap_dispatch() knows that INT3 by its address.
+ * The 128 bytes below RSP are the user's red zone (SysV ABI 3.2.2): step over them. */
+.section .user_text, "ax"
+.globl syscall_entry, syscall_int3_return
+syscall_entry:
+    leaq -128(%rsp), %rsp
+    pushq %rax
+    movl %cs, %eax
+    testl $3, %eax
+    popq %rax
+    leaq 128(%rsp), %rsp /* LEA leaves the flags of TEST alone */
+    jz syscall_ring0
+    int3
+syscall_int3_return: /* never reached: trap_dispatch() returns to the caller's RCX */
+    ud2
+
+.text
+/* Hardware path: switch to the kernel stack and build the same frame as an exception
+ * from ring 3 would, with RIP and RFLAGS taken from RCX and R11 as SYSCALL left them. */
+syscall_ring0:
+    movq %rsp, user_rsp(%rip)
+    movq tss_rsp0(%rip), %rsp
+    pushq $USER_DS
+    pushq user_rsp(%rip)
+    pushq %r11
+    pushq $USER_CS
+    pushq %rcx
+    pushq $0
+    pushq $SYSCALL_VECTOR
+    jmp trap_common
+
+.data
+user_rsp: .quad 0

@@ -1,0 +1,99 @@
+/* A polling driver for the 16550 UART at COM1, programmed as on real hardware.
+ * Polling, not interrupts: the kernel only ever writes, and each byte costs one LSR read
+ * and one THR write (two VM exits), which is cheaper than taking an interrupt. */
+#include <stdarg.h>
+
+#include "kernel.h"
+
+#define COM1 0x3f8
+#define UART_TX 0  /* transmit holding register (DLAB=0) */
+#define UART_DLL 0 /* divisor latch low (DLAB=1) */
+#define UART_IER 1
+#define UART_DLM 1 /* divisor latch high (DLAB=1) */
+#define UART_FCR 2
+#define UART_LCR 3
+#define UART_MCR 4
+#define UART_LSR 5
+#define UART_LCR_DLAB 0x80
+#define UART_LCR_WLEN8 0x03 /* 8 data bits, no parity, 1 stop bit */
+#define UART_FCR_ENABLE_FIFO 0x01
+#define UART_FCR_CLEAR_RCVR 0x02
+#define UART_FCR_CLEAR_XMIT 0x04
+#define UART_MCR_DTR 0x01
+#define UART_MCR_RTS 0x02
+#define UART_MCR_OUT2 0x08
+#define UART_LSR_THRE 0x20 /* transmit holding register empty */
+
+#define BAUD_BASE 115200 /* 1.8432 MHz clock / 16 */
+#define BAUD 115200
+
+void uart_init(void)
+{
+    outb(COM1 + UART_IER, 0); /* no interrupts: we poll */
+    outb(COM1 + UART_LCR, UART_LCR_DLAB);
+    outb(COM1 + UART_DLL, (BAUD_BASE / BAUD) & 0xff);
+    outb(COM1 + UART_DLM, (BAUD_BASE / BAUD) >> 8);
+    outb(COM1 + UART_LCR, UART_LCR_WLEN8);
+    outb(COM1 + UART_FCR, UART_FCR_ENABLE_FIFO | UART_FCR_CLEAR_RCVR | UART_FCR_CLEAR_XMIT);
+    outb(COM1 + UART_MCR, UART_MCR_DTR | UART_MCR_RTS | UART_MCR_OUT2);
+}
+
+static void uart_putc(char c)
+{
+    while (!(inb(COM1 + UART_LSR) & UART_LSR_THRE))
+        ;
+    outb(COM1 + UART_TX, (uint8_t)c);
+}
+
+void uart_write(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        uart_putc(s[i]);
+}
+
+static void put_number(uint64_t v, unsigned base, int is_signed)
+{
+    char buf[24];
+    int i = 0;
+    if (is_signed && (int64_t)v < 0) {
+        uart_putc('-');
+        v = -v;
+    }
+    do {
+        buf[i++] = "0123456789abcdef"[v % base];
+        v /= base;
+    } while (v);
+    while (i)
+        uart_putc(buf[--i]);
+}
+
+/* printf for the kernel: %s %c %d %u %x %p, with an 'l' accepted and ignored (all 64-bit). */
+void kprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    for (; *fmt; fmt++) {
+        if (*fmt != '%') {
+            uart_putc(*fmt);
+            continue;
+        }
+        fmt++;
+        while (*fmt == 'l')
+            fmt++;
+        switch (*fmt) {
+        case 's': {
+            const char *s = va_arg(ap, const char *);
+            uart_write(s, strlen(s));
+            break;
+        }
+        case 'c': uart_putc((char)va_arg(ap, int)); break;
+        case 'd': put_number(va_arg(ap, int64_t), 10, 1); break;
+        case 'u': put_number(va_arg(ap, uint64_t), 10, 0); break;
+        case 'p': uart_write("0x", 2); /* fall through */
+        case 'x': put_number(va_arg(ap, uint64_t), 16, 0); break;
+        case '%': uart_putc('%'); break;
+        default: uart_putc('?');
+        }
+    }
+    va_end(ap);
+}

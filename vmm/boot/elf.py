@@ -1,0 +1,91 @@
+"""ELF64 parsing for the two static executables pyvmm loads: the guest kernel and the
+ring-3 program the tiny kernel runs.
+
+The file is untrusted input, so every header field is checked against the file size
+before it is used (ELF spec: the ELF header, program headers, PT_LOAD segments).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from vmm.errors import PyvmmError
+
+ELF_MAGIC = b"\x7fELF"
+ELFCLASS64 = 2
+ELFDATA2LSB = 1
+ET_EXEC = 2
+EM_X86_64 = 62
+PT_LOAD = 1
+PF_X = 1
+
+_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")  # Elf64_Ehdr
+_PHDR = struct.Struct("<IIQQQQQQ")  # Elf64_Phdr
+
+
+class ElfError(PyvmmError):
+    """An ELF file that pyvmm cannot or will not load."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A PT_LOAD segment: ``filesz`` bytes from ``offset`` in the file at ``addr``, then zeros
+    up to ``memsz``."""
+
+    addr: int
+    offset: int
+    filesz: int
+    memsz: int
+    executable: bool
+
+
+@dataclass(frozen=True)
+class ElfImage:
+    entry: int
+    segments: tuple[Segment, ...]
+
+    @property
+    def end(self) -> int:
+        return max(s.addr + s.memsz for s in self.segments)
+
+
+def is_elf(data: bytes) -> bool:
+    return data[:4] == ELF_MAGIC
+
+
+def parse(data: bytes, name: str = "ELF file") -> ElfImage:
+    """Validate a static x86-64 ELF executable and return its entry point and segments."""
+    if len(data) < _EHDR.size:
+        raise ElfError(f"{name} is truncated: {len(data)} bytes, shorter than an ELF header")
+    (ident, e_type, e_machine, _ver, entry, phoff, _shoff, _flags, _ehsize, phentsize, phnum,
+     _shentsize, _shnum, _shstrndx) = _EHDR.unpack_from(data)
+    if ident[4] != ELFCLASS64:
+        raise ElfError(f"{name} is a 32-bit ELF; pyvmm loads 64-bit (ELFCLASS64) executables")
+    if ident[5] != ELFDATA2LSB:
+        raise ElfError(f"{name} is big-endian; x86-64 is little-endian")
+    if e_machine != EM_X86_64:
+        raise ElfError(f"{name} is for machine {e_machine}, not x86-64 ({EM_X86_64})")
+    if e_type != ET_EXEC:
+        raise ElfError(f"{name} is not a static executable (ELF type {e_type}, want ET_EXEC)")
+    if phentsize != _PHDR.size or phnum == 0:
+        raise ElfError(f"{name} has no usable program headers")
+    if phoff + phnum * phentsize > len(data):
+        raise ElfError(f"{name} is truncated: its program headers run past the end of the file")
+    segments = []
+    for i in range(phnum):
+        p_type, p_flags, offset, _vaddr, paddr, filesz, memsz, _align = _PHDR.unpack_from(
+            data, phoff + i * phentsize
+        )
+        if p_type != PT_LOAD or memsz == 0:
+            continue
+        if filesz > memsz:
+            raise ElfError(f"{name}: segment {i} has more file bytes than memory bytes")
+        if offset + filesz > len(data):
+            raise ElfError(f"{name} is truncated: segment {i} runs past the end of the file")
+        segments.append(Segment(paddr, offset, filesz, memsz, bool(p_flags & PF_X)))
+    if not segments:
+        raise ElfError(f"{name} has no loadable (PT_LOAD) segment")
+    if not any(s.executable and s.addr <= entry < s.addr + s.memsz for s in segments):
+        raise ElfError(f"{name}: entry point {entry:#x} is not inside an executable segment")
+    return ElfImage(entry, tuple(segments))

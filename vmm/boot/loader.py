@@ -1,0 +1,147 @@
+"""Put a kernel into guest memory and say how the first vCPU starts.
+
+Two formats, told apart by their contents: an ELF64 executable (the tiny guest kernel),
+entered in long mode with the boot-info block in RDI; and a flat 16-bit binary (the labs),
+recognised by the PC boot-sector signature or a ``.bin`` name, started in real mode.
+A Linux bzImage is recognised so that the error can say what it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vmm.boot import elf, layout
+from vmm.boot.bootinfo import BootInfo, VirtioSlot
+from vmm.boot.x86 import CpuStart, write_boot_gdt, write_page_tables
+from vmm.errors import PyvmmError
+from vmm.memory import GuestMemory
+
+BOOT_SIGNATURE = b"\x55\xaa"  # last two bytes of a PC boot sector
+BZIMAGE_MAGIC_OFFSET = 0x202  # "HdrS", Documentation/arch/x86/boot.rst
+BZIMAGE_MAGIC = b"HdrS"
+
+
+class KernelError(PyvmmError):
+    """A kernel or program file that cannot be loaded; the message says which and why."""
+
+
+@dataclass
+class BootRequest:
+    kernel: str
+    cmdline: str = ""
+    program: str | None = None
+    real_mode_load: int = layout.REAL_MODE_LOAD
+    virtio: list[VirtioSlot] = field(default_factory=list)
+
+
+def read_file(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise KernelError(f"{what} {path!r} does not exist") from None
+    except IsADirectoryError:
+        raise KernelError(f"{what} {path!r} is a directory") from None
+    except OSError as e:
+        raise KernelError(f"cannot read {what} {path!r}: {e.strerror}") from None
+    if not data:
+        raise KernelError(f"{what} {path!r} is empty")
+    return data
+
+
+def kernel_format(data: bytes, path: str) -> str:
+    if elf.is_elf(data):
+        return "elf"
+    if data[BZIMAGE_MAGIC_OFFSET : BZIMAGE_MAGIC_OFFSET + 4] == BZIMAGE_MAGIC:
+        raise KernelError(
+            f"{path!r} is a Linux bzImage; pyvmm boots its tiny ELF kernel and flat binaries "
+            "(a bzImage loader is planned for hosts with hardware KVM)"
+        )
+    if data[510:512] == BOOT_SIGNATURE or path.endswith(".bin"):
+        return "flat"
+    raise KernelError(
+        f"{path!r} is of unknown format: not an ELF64 kernel, nor a flat binary "
+        "(a boot sector ending in 55 aa, or a .bin file)"
+    )
+
+
+def load(memory: GuestMemory, request: BootRequest) -> CpuStart:
+    data = read_file(request.kernel, "kernel")
+    if kernel_format(data, request.kernel) == "flat":
+        return _load_flat(memory, data, request)
+    return _load_elf_kernel(memory, data, request)
+
+
+def _load_flat(memory: GuestMemory, data: bytes, request: BootRequest) -> CpuStart:
+    base = request.real_mode_load
+    if base + len(data) > min(layout.REAL_MODE_TOP, memory.size):
+        raise KernelError(
+            f"{request.kernel!r} ({len(data)} bytes at {base:#x}) does not fit in the "
+            f"real-mode memory below {layout.REAL_MODE_TOP:#x}"
+        )
+    memory.write(base, data)
+    # Pages for the lab to build its own long-mode tables on are its own business;
+    # the VMM only loads the bytes, as a BIOS loads a boot sector.
+    return CpuStart(long_mode=False, rip=base, rsp=base)
+
+
+def _check_fits(memory: GuestMemory, addr: int, size: int, what: str, path: str) -> None:
+    if addr < layout.KERNEL_MIN or not memory.contains(addr, size) or addr + size > layout.LOW_RAM_END:
+        raise KernelError(
+            f"{what} of {path!r} at {addr:#x}+{size:#x} does not fit in guest memory "
+            f"({memory.size >> 20} MiB; loadable from {layout.KERNEL_MIN:#x})"
+        )
+
+
+def _load_elf_kernel(memory: GuestMemory, data: bytes, request: BootRequest) -> CpuStart:
+    image = elf.parse(data, f"kernel {request.kernel!r}")
+    for i, seg in enumerate(image.segments):
+        _check_fits(memory, seg.addr, seg.memsz, f"segment {i}", request.kernel)
+        # Fresh guest memory is anonymous and already zero, so only file bytes are copied.
+        memory.write(seg.addr, data[seg.offset : seg.offset + seg.filesz])
+
+    cmdline = request.cmdline.encode()
+    if len(cmdline) > layout.CMDLINE_MAX:
+        raise KernelError(f"command line is {len(cmdline)} bytes; at most {layout.CMDLINE_MAX}")
+    memory.write(layout.CMDLINE, cmdline + b"\0")
+
+    low_end = memory.regions[0].end
+    info = BootInfo(
+        mem_size=memory.size,
+        low_mem_end=low_end,
+        cmdline_addr=layout.CMDLINE,
+        cmdline_len=len(cmdline),
+        mmio_base=layout.MMIO_BASE,
+        virtio=request.virtio,
+    )
+    if request.program:
+        info.program_addr, info.program_size = _place_program(
+            memory, request.program, floor=image.end
+        )
+    write_boot_gdt(memory)
+    mapped = max(layout.HIGH_RAM_BASE, memory.regions[-1].end)
+    info.page_tables = write_page_tables(memory, mapped)
+    memory.write(layout.BOOT_INFO, info.pack())
+    return CpuStart(long_mode=True, rip=image.entry, rsp=layout.BOOT_STACK_TOP, rdi=layout.BOOT_INFO)
+
+
+def _place_program(memory: GuestMemory, path: str, floor: int) -> tuple[int, int]:
+    """Copy the ring-3 program's file to the top of low RAM, where the kernel will find it.
+
+    The kernel copies its segments to their own addresses and puts the user stack in the
+    2 MiB just below the file, so all of that must lie above the kernel and the segments.
+    """
+    data = read_file(path, "program")
+    program = elf.parse(data, f"program {path!r}")
+    low_end = memory.regions[0].end
+    addr = (low_end - len(data)) // layout.PROGRAM_ALIGN * layout.PROGRAM_ALIGN
+    lowest_free = max(floor, program.end, layout.KERNEL_MIN)
+    if addr - layout.PROGRAM_ALIGN < lowest_free or program.segments[0].addr < floor:
+        raise KernelError(
+            f"program {path!r} does not fit in guest memory ({memory.size >> 20} MiB) "
+            "beside the kernel: give the guest more --memory"
+        )
+    memory.write(addr, data)
+    return addr, len(data)
+
+

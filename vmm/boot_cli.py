@@ -1,0 +1,79 @@
+"""``pyvmm boot``: build a machine from the options, run it, exit with the guest's status."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from vmm.errors import PyvmmError
+from vmm.memory import parse_size
+
+KVM_DEVICE_ENV = "PYVMM_KVM_DEVICE"  # another path for /dev/kvm (tests use it)
+
+
+def _memory(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise PyvmmError(f"--memory: {e}") from None
+
+
+@click.command()
+@click.option("--kernel", metavar="PATH", help="Kernel to boot: an ELF64 kernel or a flat "
+              "16-bit binary. Default: the bundled tiny kernel (built on first use).")
+@click.option("--program", metavar="PATH", help="Static x86-64 Linux executable for the "
+              "tiny kernel to run in ring 3. Default: the bundled demo program.")
+@click.option("--memory", "-m", default="64M", show_default=True, metavar="SIZE",
+              help="Guest RAM, e.g. 64M or 1G.")
+@click.option("--cmdline", default="console=ttyS0", show_default=True,
+              help="Kernel command line; words after '--' become the program's arguments.")
+@click.option("--trace", is_flag=True, help="Print every VM exit, with the guest instruction "
+              "behind it disassembled, to stderr.")
+@click.option("--stats", is_flag=True, help="Print exit counts by reason and the time spent "
+              "in the guest and in the VMM, to stderr.")
+def boot(kernel, program, memory, cmdline, trace, stats):
+    """Boot a guest on KVM and run it until it powers off.
+
+    With no --kernel, boots the bundled tiny kernel, which runs a program in ring 3.
+    The exit status is the guest's (the program's exit status for the tiny kernel);
+    125 when the VM itself failed (triple fault, KVM error), with a report on stderr.
+    """
+    from vmm import guest
+    from vmm.console import Console
+    from vmm.kvm import Kvm
+    from vmm.machine import Machine, MachineConfig
+
+    memory_size = _memory(memory)
+    if kernel is None:
+        guest.ensure_built(guest.KERNEL, guest.DEMO_PROGRAM)
+        kernel = str(guest.KERNEL)
+        program = program or str(guest.DEMO_PROGRAM)
+    kvm = Kvm(os.environ.get(KVM_DEVICE_ENV, "/dev/kvm"))
+    console = Console()
+    config = MachineConfig(kernel, memory_size, cmdline, program, output=console.output)
+    try:
+        with Machine(config, kvm) as machine:
+            if trace:
+                from vmm.trace import Tracer
+
+                machine.observers.after.append(Tracer(machine.memory))
+            if stats:
+                from vmm.stats import ExitStats
+
+                counter = ExitStats()
+                machine.observers.before.append(counter.before)
+                machine.observers.after.append(counter.after)
+            console.start_input(machine.serial.receive)
+            result = machine.run()
+    finally:
+        console.close()
+        kvm.close()
+    if stats:
+        click.echo(counter.report(), err=True)
+    if result.failed:
+        click.echo(f"pyvmm: {result.reason}", err=True)
+        if result.report:
+            click.echo(result.report, err=True)
+    sys.exit(result.status)

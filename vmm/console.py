@@ -1,0 +1,62 @@
+"""The host side of the guest's serial port: the terminal.
+
+Output is buffered per line and written straight to file descriptor 1 (one write(2) a
+line rather than a byte). Input, only when stdin is a terminal, is read in cbreak mode
+on a background thread and handed to the UART's receiver.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import termios
+import threading
+import tty
+from collections.abc import Callable
+
+
+class Console:
+    def __init__(self, fd: int = 1):
+        self.fd = fd
+        self._buf = bytearray()
+        self._saved_tty = None
+        self.first_byte_at: float | None = None  # perf_counter() of the first guest byte
+
+    def output(self, data: bytes) -> None:
+        if self.first_byte_at is None:
+            from time import perf_counter
+
+            self.first_byte_at = perf_counter()
+        self._buf += data
+        if b"\n" in data or len(self._buf) >= 4096:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buf:
+            os.write(self.fd, self._buf)
+            self._buf.clear()
+
+    def start_input(self, receive: Callable[[bytes], None]) -> None:
+        """Forward keystrokes to the guest, if there is a terminal to read them from."""
+        if not sys.stdin.isatty():
+            return
+        self._saved_tty = termios.tcgetattr(0)
+        tty.setcbreak(0)
+
+        def pump() -> None:
+            while True:
+                try:
+                    data = os.read(0, 64)
+                except OSError:
+                    return
+                if not data:
+                    return
+                receive(data)
+
+        threading.Thread(target=pump, name="console-input", daemon=True).start()
+
+    def close(self) -> None:
+        self.flush()
+        if self._saved_tty is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, self._saved_tty)
+            self._saved_tty = None

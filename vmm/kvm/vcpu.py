@@ -1,0 +1,210 @@
+"""A virtual CPU: its registers, and ``run()``, which enters the guest and decodes the exit.
+
+``KVM_RUN`` returns when the guest does something the kernel will not handle by
+itself. The reason and its details sit in ``struct kvm_run``, a page shared with the
+kernel through mmap (api.rst, section 5). ``run()`` turns that into one small Python
+object per exit, so the machine above can dispatch on the type without knowing KVM.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+from dataclasses import dataclass
+
+from vmm.kvm._kvm import ffi, lib
+from vmm.kvm.ioctl import KvmError, ioctl
+
+
+@dataclass(slots=True)
+class IoExit:
+    """IN/OUT to a port. ``data`` is a window onto kvm_run: for IN, fill it before the next run.
+
+    ``count`` > 1 for string instructions (rep outsb): ``data`` then holds count items.
+    """
+
+    port: int
+    size: int
+    count: int
+    is_write: bool
+    data: memoryview
+
+
+@dataclass(slots=True)
+class MmioExit:
+    """A load or store to a guest-physical address with no memory slot behind it."""
+
+    addr: int
+    is_write: bool
+    data: memoryview
+
+
+@dataclass(slots=True)
+class HltExit:
+    """HLT with no in-kernel irqchip: the guest has nothing left to do."""
+
+
+@dataclass(slots=True)
+class ShutdownExit:
+    """A triple fault (or other shutdown condition); the guest cannot continue."""
+
+
+@dataclass(slots=True)
+class FailEntryExit:
+    """The hardware refused to enter the guest: its state is invalid."""
+
+    hardware_reason: int
+
+
+@dataclass(slots=True)
+class InternalErrorExit:
+    """KVM itself could not go on, for instance an instruction it cannot emulate."""
+
+    suberror: int
+    data: tuple[int, ...]
+
+
+@dataclass(slots=True)
+class SystemEventExit:
+    """The guest asked for shutdown, reset or reported a crash (PSCI, on x86 rarely)."""
+
+    type: int
+
+
+@dataclass(slots=True)
+class InterruptedExit:
+    """KVM_RUN returned early because a signal arrived for this thread."""
+
+
+@dataclass(slots=True)
+class UnknownExit:
+    reason: int
+
+
+_INTERNAL_ERRORS = {
+    lib.KVM_INTERNAL_ERROR_EMULATION: "instruction emulation failed",
+    lib.KVM_INTERNAL_ERROR_SIMUL_EX: "exception while delivering an exception",
+    lib.KVM_INTERNAL_ERROR_DELIVERY_EV: "event delivery failed",
+    lib.KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON: "unexpected hardware exit reason",
+}
+
+
+def internal_error_name(suberror: int) -> str:
+    return _INTERNAL_ERRORS.get(suberror, f"suberror {suberror}")
+
+
+class Vcpu:
+    def __init__(self, vm, fd: int, index: int):
+        self.vm = vm
+        self.fd = fd
+        self.index = index
+        size = vm.kvm.vcpu_mmap_size
+        self._run_mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._run_view = memoryview(self._run_mm)
+        self.kvm_run = ffi.cast("struct kvm_run *", ffi.from_buffer(self._run_mm))
+        base = int(ffi.cast("uintptr_t", self.kvm_run))
+        self._mmio_data_offset = int(ffi.cast("uintptr_t", self.kvm_run.mmio.data)) - base
+
+    # --- entering the guest -------------------------------------------------------
+
+    def run(self):
+        """Run the guest until its next exit and return that exit, decoded."""
+        if lib.kvm_ioctl_val(self.fd, lib.KVM_RUN, 0) < 0:
+            err = ffi.errno
+            if err in (errno.EINTR, errno.EAGAIN):
+                return InterruptedExit()
+            raise KvmError("KVM_RUN", err)
+        run = self.kvm_run
+        reason = run.exit_reason
+        if reason == lib.KVM_EXIT_IO:
+            io = run.io
+            size = io.size
+            count = io.count
+            off = io.data_offset
+            return IoExit(
+                io.port,
+                size,
+                count,
+                io.direction == lib.KVM_EXIT_IO_OUT,
+                self._run_view[off : off + size * count],
+            )
+        if reason == lib.KVM_EXIT_MMIO:
+            mmio = run.mmio
+            off = self._mmio_data_offset
+            return MmioExit(mmio.phys_addr, bool(mmio.is_write), self._run_view[off : off + mmio.len])
+        if reason == lib.KVM_EXIT_HLT:
+            return HltExit()
+        if reason == lib.KVM_EXIT_SHUTDOWN:
+            return ShutdownExit()
+        if reason == lib.KVM_EXIT_FAIL_ENTRY:
+            return FailEntryExit(run.fail_entry.hardware_entry_failure_reason)
+        if reason == lib.KVM_EXIT_INTERNAL_ERROR:
+            internal = run.internal
+            n = min(internal.ndata, 16)
+            return InternalErrorExit(internal.suberror, tuple(internal.data[0:n]))
+        if reason == lib.KVM_EXIT_SYSTEM_EVENT:
+            return SystemEventExit(run.system_event.type)
+        if reason == lib.KVM_EXIT_INTR:
+            return InterruptedExit()
+        return UnknownExit(reason)
+
+    def request_immediate_exit(self) -> None:
+        """Make the next (or current, with a signal) KVM_RUN return at once (api.rst 5)."""
+        self.kvm_run.immediate_exit = 1
+
+    # --- registers ------------------------------------------------------------------
+
+    def get_regs(self):
+        regs = ffi.new("struct kvm_regs *")
+        ioctl(self.fd, lib.KVM_GET_REGS, regs, what="KVM_GET_REGS")
+        return regs
+
+    def set_regs(self, regs) -> None:
+        ioctl(self.fd, lib.KVM_SET_REGS, regs, what="KVM_SET_REGS")
+
+    def get_sregs(self):
+        sregs = ffi.new("struct kvm_sregs *")
+        ioctl(self.fd, lib.KVM_GET_SREGS, sregs, what="KVM_GET_SREGS")
+        return sregs
+
+    def set_sregs(self, sregs) -> None:
+        ioctl(self.fd, lib.KVM_SET_SREGS, sregs, what="KVM_SET_SREGS")
+
+    def set_msrs(self, msrs: dict[int, int]) -> None:
+        buf = ffi.new("struct kvm_msrs *", {"entries": len(msrs)})
+        buf.nmsrs = len(msrs)
+        for i, (index, value) in enumerate(msrs.items()):
+            buf.entries[i].index = index
+            buf.entries[i].data = value
+        done = ioctl(self.fd, lib.KVM_SET_MSRS, buf, what="KVM_SET_MSRS")
+        if done != len(msrs):
+            bad = list(msrs)[done]
+            raise KvmError(f"KVM_SET_MSRS of MSR {bad:#x}", errno.EINVAL)
+
+    def get_msrs(self, indices: list[int]) -> dict[int, int]:
+        buf = ffi.new("struct kvm_msrs *", {"entries": len(indices)})
+        buf.nmsrs = len(indices)
+        for i, index in enumerate(indices):
+            buf.entries[i].index = index
+        done = ioctl(self.fd, lib.KVM_GET_MSRS, buf, what="KVM_GET_MSRS")
+        return {buf.entries[i].index: buf.entries[i].data for i in range(done)}
+
+    def set_cpuid(self, cpuid) -> None:
+        ioctl(self.fd, lib.KVM_SET_CPUID2, cpuid, what="KVM_SET_CPUID2")
+
+    def translate(self, linear: int) -> int | None:
+        """Guest-physical address of a guest-linear one through the guest's page tables."""
+        tr = ffi.new("struct kvm_translation *")
+        tr.linear_address = linear
+        try:
+            ioctl(self.fd, lib.KVM_TRANSLATE, tr, what="KVM_TRANSLATE")
+        except KvmError:
+            return None
+        return tr.physical_address if tr.valid else None
+
+    def close(self) -> None:
+        self._run_view.release()
+        self.kvm_run = None
+        self._run_mm.close()
+        os.close(self.fd)

@@ -1,0 +1,81 @@
+"""A KVM virtual machine: memory slots, the interrupt controllers, IRQ lines, eventfds."""
+
+from __future__ import annotations
+
+import os
+
+from vmm.kvm._kvm import ffi, lib
+from vmm.kvm.ioctl import ioctl, ioctl_val
+
+# Three pages KVM needs below 4 GiB for its real-mode TSS on Intel (api.rst 4.39),
+# and the identity-map page right before it; the same addresses QEMU and kvmtool use.
+KVM_TSS_ADDRESS = 0xFFFBD000
+KVM_IDENTITY_MAP_ADDRESS = 0xFFFBC000
+
+
+class Vm:
+    """A VM file descriptor and the few VM-wide settings pyvmm makes."""
+
+    def __init__(self, kvm, fd: int):
+        self.kvm = kvm
+        self.fd = fd
+        self._slots = 0
+        self.has_irqchip = False
+        ioctl_val(fd, lib.KVM_SET_TSS_ADDR, KVM_TSS_ADDRESS, what="KVM_SET_TSS_ADDR")
+        addr = ffi.new("uint64_t *", KVM_IDENTITY_MAP_ADDRESS)
+        ioctl(fd, lib.KVM_SET_IDENTITY_MAP_ADDR, addr, what="KVM_SET_IDENTITY_MAP_ADDR")
+
+    def set_memory(self, gpa: int, size: int, host_addr: int, readonly: bool = False) -> int:
+        """Map host memory at guest-physical ``gpa`` in the next free slot; returns the slot."""
+        region = ffi.new("struct kvm_userspace_memory_region *")
+        region.slot = self._slots
+        region.flags = lib.KVM_MEM_READONLY if readonly else 0
+        region.guest_phys_addr = gpa
+        region.memory_size = size
+        region.userspace_addr = host_addr
+        ioctl(self.fd, lib.KVM_SET_USER_MEMORY_REGION, region, what="KVM_SET_USER_MEMORY_REGION")
+        self._slots += 1
+        return region.slot
+
+    def create_irqchip(self) -> None:
+        """The in-kernel PIC, IOAPIC and local APICs (so interrupts never leave the kernel).
+
+        With it, HLT waits in the kernel for an interrupt rather than exiting to us.
+        Must come before the vCPUs are created.
+        """
+        ioctl(self.fd, lib.KVM_CREATE_IRQCHIP, what="KVM_CREATE_IRQCHIP")
+        pit = ffi.new("struct kvm_pit_config *")
+        pit.flags = lib.KVM_PIT_SPEAKER_DUMMY
+        ioctl(self.fd, lib.KVM_CREATE_PIT2, pit, what="KVM_CREATE_PIT2")
+        self.has_irqchip = True
+
+    def set_irq_line(self, irq: int, level: int) -> None:
+        line = ffi.new("struct kvm_irq_level *")
+        line.irq = irq
+        line.level = level
+        ioctl(self.fd, lib.KVM_IRQ_LINE, line, what="KVM_IRQ_LINE")
+
+    def register_irqfd(self, eventfd: int, gsi: int) -> None:
+        """Writing to ``eventfd`` now raises ``gsi`` in the kernel, with no exit and no ioctl."""
+        irqfd = ffi.new("struct kvm_irqfd *")
+        irqfd.fd = eventfd
+        irqfd.gsi = gsi
+        ioctl(self.fd, lib.KVM_IRQFD, irqfd, what="KVM_IRQFD")
+
+    def register_ioeventfd(self, eventfd: int, addr: int, size: int, pio: bool = False) -> None:
+        """A guest write of ``size`` bytes to ``addr`` signals ``eventfd`` instead of exiting."""
+        ev = ffi.new("struct kvm_ioeventfd *")
+        ev.addr = addr
+        ev.len = size
+        ev.fd = eventfd
+        ev.flags = lib.KVM_IOEVENTFD_FLAG_PIO if pio else 0
+        ioctl(self.fd, lib.KVM_IOEVENTFD, ev, what="KVM_IOEVENTFD")
+
+    def create_vcpu(self, index: int):
+        from vmm.kvm.vcpu import Vcpu
+
+        fd = ioctl_val(self.fd, lib.KVM_CREATE_VCPU, index, what="KVM_CREATE_VCPU")
+        return Vcpu(self, fd, index)
+
+    def close(self) -> None:
+        os.close(self.fd)

@@ -1,0 +1,231 @@
+"""A virtual machine put together: memory, a vCPU, the buses and devices, the exit loop.
+
+The exit loop is the heart of a VMM. ``KVM_RUN`` runs the guest until it touches
+something only the VMM can answer (a port, an unbacked address) or cannot go on; the
+loop decodes that exit, hands port and MMIO accesses to the bus that owns the
+address, and turns everything else into the end of the run with a clear reason.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from vmm.boot import layout, loader
+from vmm.boot.loader import BootRequest
+from vmm.boot.x86 import start_vcpu
+from vmm.bus import Bus
+from vmm.devices.power import (
+    EXIT_PORT,
+    EXIT_PORT_SIZE,
+    I8042_DATA_PORT,
+    ExitPort,
+    GuestStop,
+    I8042,
+)
+from vmm.devices.serial import COM1_BASE, UART_NR_PORTS, Serial
+from vmm.errors import PyvmmError
+from vmm.kvm import (
+    FailEntryExit,
+    HltExit,
+    InternalErrorExit,
+    InterruptedExit,
+    IoExit,
+    Kvm,
+    MmioExit,
+    ShutdownExit,
+    internal_error_name,
+)
+from vmm.memory import GuestMemory
+
+DEFAULT_MEMORY = 64 << 20
+MIN_MEMORY = 1 << 20
+# pyvmm's own exit status when the VM failed rather than the guest program: chosen
+# outside the range a program's exit_group status commonly uses, like Docker's 125.
+VM_FAILED_STATUS = 125
+
+
+class ConfigError(PyvmmError):
+    pass
+
+
+@dataclass
+class MachineConfig:
+    kernel: str
+    memory: int = DEFAULT_MEMORY
+    cmdline: str = ""
+    program: str | None = None
+    output: Callable[[bytes], None] = print
+
+
+@dataclass
+class RunResult:
+    """How a run ended. ``report`` explains a failure: registers and the instruction."""
+
+    status: int
+    reason: str
+    report: str = ""
+    failed: bool = False
+
+
+@dataclass
+class Observers:
+    """Hooks around each KVM_RUN, for --trace and --stats; empty in a plain run."""
+
+    before: list[Callable[[], None]] = field(default_factory=list)
+    after: list[Callable[[object, object], None]] = field(default_factory=list)
+
+
+def check_memory_size(size: int) -> int:
+    if size % 4096:
+        raise ConfigError(f"memory size {size} is not a multiple of 4 KiB")
+    if not MIN_MEMORY <= size <= layout.MAX_MEMORY:
+        raise ConfigError(
+            f"memory size {size >> 20} MiB is out of range "
+            f"({MIN_MEMORY >> 20} MiB to {layout.MAX_MEMORY >> 30} GiB)"
+        )
+    return size
+
+
+class Machine:
+    """One VM: build it from a config, ``run()`` it once, ``close()`` it (or use ``with``)."""
+
+    def __init__(self, config: MachineConfig, kvm: Kvm | None = None):
+        check_memory_size(config.memory)
+        self.config = config
+        self.observers = Observers()
+        self._closers: list[Callable[[], None]] = []
+        try:
+            self._build(kvm)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, kvm: Kvm | None) -> None:
+        self.kvm = kvm or Kvm()
+        if kvm is None:
+            self._closers.append(self.kvm.close)
+        self.vm = self.kvm.create_vm()
+        self._closers.append(self.vm.close)
+        self.memory = GuestMemory(layout.ram_regions(self.config.memory))
+        self._closers.append(self.memory.close)
+        for region in self.memory.regions:
+            self.vm.set_memory(region.gpa, region.size, region.host_address)
+
+        self.io_bus = Bus("port I/O")
+        self.mmio_bus = Bus("MMIO")
+        self.serial = Serial(self.config.output)
+        self.io_bus.insert(self.serial, COM1_BASE, UART_NR_PORTS)
+        self.io_bus.insert(ExitPort(), EXIT_PORT, EXIT_PORT_SIZE)
+        self.io_bus.insert(I8042(), I8042_DATA_PORT, 5)
+
+        self.vcpu = self.vm.create_vcpu(0)
+        self._closers.append(self.vcpu.close)
+        self.vcpu.set_cpuid(self.kvm.supported_cpuid())
+        request = BootRequest(self.config.kernel, self.config.cmdline, self.config.program)
+        start = loader.load(self.memory, request)
+        start_vcpu(self.vcpu, start, layout.PML4)
+
+    # --- running ----------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        """Run the vCPU on its own thread until the guest stops; Ctrl-C stops it too."""
+        result: list[RunResult] = []
+        errors: list[BaseException] = []
+
+        def vcpu_thread() -> None:
+            try:
+                result.append(self.run_vcpu(self.vcpu))
+            except BaseException as e:  # handed to the main thread, which re-raises
+                errors.append(e)
+
+        # A signal that interrupts KVM_RUN in the vCPU thread; the handler does nothing.
+        previous = signal.signal(signal.SIGUSR1, lambda *_: None)
+        thread = threading.Thread(target=vcpu_thread, name="vcpu0")
+        thread.start()
+        try:
+            thread.join()
+        except KeyboardInterrupt:
+            self._stop_requested = True
+            self.vcpu.request_immediate_exit()
+            signal.pthread_kill(thread.ident, signal.SIGUSR1)
+            thread.join()
+        finally:
+            signal.signal(signal.SIGUSR1, previous)
+        if errors:
+            raise errors[0]
+        return result[0]
+
+    _stop_requested = False
+
+    def run_vcpu(self, vcpu) -> RunResult:
+        """The exit loop: enter the guest, decode why it left, dispatch, repeat."""
+        io_bus, mmio_bus = self.io_bus, self.mmio_bus
+        before, after = self.observers.before, self.observers.after
+        try:
+            while True:
+                for hook in before:
+                    hook()
+                exit = vcpu.run()
+                for hook in after:
+                    hook(vcpu, exit)
+                kind = type(exit)
+                if kind is IoExit:
+                    _port_io(io_bus, exit)
+                elif kind is MmioExit:
+                    if exit.is_write:
+                        mmio_bus.write(exit.addr, exit.data.tobytes())
+                    else:
+                        exit.data[:] = mmio_bus.read(exit.addr, len(exit.data))
+                elif kind is InterruptedExit:
+                    if self._stop_requested:
+                        return RunResult(130, "interrupted", failed=True)
+                else:
+                    return self._failure(vcpu, exit)
+        except GuestStop as stop:
+            return RunResult(stop.status, stop.reason)
+
+    def _failure(self, vcpu, exit) -> RunResult:
+        from vmm.trace import describe_vcpu
+
+        if isinstance(exit, HltExit):
+            reason = "guest halted (HLT with nothing left to wake it) without powering off"
+        elif isinstance(exit, ShutdownExit):
+            reason = "guest triple-faulted (KVM_EXIT_SHUTDOWN)"
+        elif isinstance(exit, FailEntryExit):
+            reason = f"KVM could not enter the guest (hardware reason {exit.hardware_reason:#x})"
+        elif isinstance(exit, InternalErrorExit):
+            data = " ".join(f"{d:#x}" for d in exit.data)
+            reason = f"KVM internal error: {internal_error_name(exit.suberror)} [{data}]"
+        else:
+            reason = f"unexpected exit {exit!r}"
+        return RunResult(
+            VM_FAILED_STATUS, reason, report=describe_vcpu(vcpu, self.memory), failed=True
+        )
+
+    def close(self) -> None:
+        while self._closers:
+            self._closers.pop()()
+
+    def __enter__(self) -> Machine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _port_io(bus: Bus, exit: IoExit) -> None:
+    port, size, data = exit.port, exit.size, exit.data
+    if exit.count == 1:
+        if exit.is_write:
+            bus.write(port, data.tobytes())
+        else:
+            data[:] = bus.read(port, size)
+        return
+    for i in range(0, size * exit.count, size):  # rep ins/outs: one access per item
+        if exit.is_write:
+            bus.write(port, data[i : i + size].tobytes())
+        else:
+            data[i : i + size] = bus.read(port, size)

@@ -1,0 +1,47 @@
+"""``--stats``: how many exits of each kind, and where the time went.
+
+Time inside KVM_RUN counts as time in the guest (including KVM's own work); the rest
+of the run is the VMM: decoding exits and emulating devices in Python.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from time import perf_counter_ns
+
+
+class ExitStats:
+    def __init__(self):
+        self.counts: Counter[str] = Counter()
+        self.guest_ns = 0
+        self._entered = 0
+        self._started = perf_counter_ns()
+        self._ended = 0
+
+    def before(self) -> None:
+        self._entered = perf_counter_ns()
+
+    def after(self, vcpu, exit) -> None:
+        now = perf_counter_ns()
+        self.guest_ns += now - self._entered
+        self._ended = now
+        name = type(exit).__name__.removesuffix("Exit").upper()
+        if name == "IO":
+            name = "IO out" if exit.is_write else "IO in"
+        elif name == "MMIO":
+            name = "MMIO write" if exit.is_write else "MMIO read"
+        self.counts[name] += 1
+
+    def report(self) -> str:
+        total = sum(self.counts.values())
+        wall = max(self._ended - self._started, 1)
+        vmm = wall - self.guest_ns
+        rows = [f"{'exit':<12}{'count':>10}"]
+        rows += [f"{name:<12}{n:>10}" for name, n in self.counts.most_common()]
+        rows.append(f"{'total':<12}{total:>10}")
+        rows.append(
+            f"time in guest {self.guest_ns / 1e6:.3f} ms ({100 * self.guest_ns / wall:.0f}%), "
+            f"in the VMM {vmm / 1e6:.3f} ms ({100 * vmm / wall:.0f}%)"
+            + (f", {wall / total / 1e3:.1f} us per exit" if total else "")
+        )
+        return "\n".join(rows)

@@ -1,0 +1,110 @@
+"""Seeing inside a run: the guest instruction behind an exit, disassembled with capstone,
+a line per exit for ``--trace``, and the register dump of a failure report.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import capstone
+
+from vmm.kvm import IoExit, MmioExit
+from vmm.memory import GuestMemory
+
+MAX_INSTRUCTION = 15  # the longest x86 instruction, in bytes (SDM vol. 2, 2.3.11)
+
+_disassemblers: dict[int, capstone.Cs] = {}
+
+
+def _cpu_mode(sregs) -> int:
+    """Capstone's mode for the code segment the vCPU is executing in."""
+    if sregs.efer & (1 << 10) and sregs.cs.l:
+        return capstone.CS_MODE_64
+    if sregs.cr0 & 1 and sregs.cs.db:
+        return capstone.CS_MODE_32
+    return capstone.CS_MODE_16
+
+
+def _code_bytes(vcpu, memory: GuestMemory, linear: int, size: int) -> bytes:
+    """Guest bytes at a linear address, through the guest's own page tables."""
+    gpa = vcpu.translate(linear)
+    if gpa is None:
+        return b""
+    # Stay within the page: the next one may map elsewhere (or nowhere).
+    size = min(size, 0x1000 - (gpa & 0xFFF)) if gpa & 0xFFF else size
+    try:
+        return memory.read(gpa, size)
+    except ValueError:
+        return b""
+
+
+def disassemble(vcpu, memory: GuestMemory, io_exit: bool = False) -> str:
+    """The instruction at RIP, as ``address: bytes  mnemonic operands``.
+
+    After a port-I/O exit KVM has already stepped past the IN/OUT (RIP is the next
+    instruction), so for those we look back for the IN/OUT that ends at RIP.
+    """
+    regs = vcpu.get_regs()
+    sregs = vcpu.get_sregs()
+    mode = _cpu_mode(sregs)
+    cs = _disassemblers.get(mode)
+    if cs is None:
+        cs = _disassemblers[mode] = capstone.Cs(capstone.CS_ARCH_X86, mode)
+    rip = sregs.cs.base + regs.rip if mode == capstone.CS_MODE_16 else regs.rip
+    candidates = [rip]
+    if io_exit:
+        candidates = [rip - n for n in (1, 2, 3)] + candidates
+    for linear in candidates:
+        code = _code_bytes(vcpu, memory, linear, MAX_INSTRUCTION)
+        for insn in cs.disasm(code, linear, 1):
+            if linear != rip and not (
+                insn.address + insn.size == rip and insn.mnemonic.startswith(("in", "out"))
+            ):
+                break
+            return f"{insn.address:#x}: {insn.bytes.hex(' '):<20} {insn.mnemonic} {insn.op_str}"
+    return f"{rip:#x}: (no code readable at this address)"
+
+
+def describe_vcpu(vcpu, memory: GuestMemory) -> str:
+    """Registers and the instruction at RIP: what a student needs to see why a guest died."""
+    r = vcpu.get_regs()
+    s = vcpu.get_sregs()
+    rows = [
+        f"  rip {r.rip:016x}  rsp {r.rsp:016x}  rflags {r.rflags:08x}",
+        f"  rax {r.rax:016x}  rbx {r.rbx:016x}  rcx {r.rcx:016x}  rdx {r.rdx:016x}",
+        f"  rsi {r.rsi:016x}  rdi {r.rdi:016x}  rbp {r.rbp:016x}  r8  {r.r8:016x}",
+        f"  r9  {r.r9:016x}  r10 {r.r10:016x}  r11 {r.r11:016x}  r12 {r.r12:016x}",
+        f"  r13 {r.r13:016x}  r14 {r.r14:016x}  r15 {r.r15:016x}",
+        f"  cs {s.cs.selector:04x} (dpl {s.cs.dpl}, {'64' if s.cs.l else '32' if s.cs.db else '16'}"
+        f"-bit)  ss {s.ss.selector:04x}  cr0 {s.cr0:08x}  cr2 {s.cr2:016x}",
+        f"  cr3 {s.cr3:016x}  cr4 {s.cr4:08x}  efer {s.efer:x}",
+        f"  instruction: {disassemble(vcpu, memory)}",
+    ]
+    return "\n".join(rows)
+
+
+class Tracer:
+    """``--trace``: one line per exit with its details and the guest instruction behind it."""
+
+    def __init__(self, memory: GuestMemory, write: Callable[[str], None] | None = None):
+        self.memory = memory
+        self.write = write or (lambda line: print(line, file=sys.stderr))
+        self.count = 0
+
+    def __call__(self, vcpu, exit) -> None:
+        self.count += 1
+        if isinstance(exit, IoExit):
+            what = (
+                f"IO   {'out' if exit.is_write else 'in '} port {exit.port:#06x} "
+                f"size {exit.size}" + (f" data {exit.data.hex()}" if exit.is_write else "")
+            )
+        elif isinstance(exit, MmioExit):
+            what = (
+                f"MMIO {'write' if exit.is_write else 'read '} {exit.addr:#x} "
+                f"size {len(exit.data)}" + (f" data {exit.data.hex()}" if exit.is_write else "")
+            )
+        else:
+            what = type(exit).__name__.removesuffix("Exit").upper()
+        insn = disassemble(vcpu, self.memory, io_exit=isinstance(exit, IoExit))
+        self.write(f"[{self.count:6}] {what:<44} {insn}")
