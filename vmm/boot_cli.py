@@ -21,18 +21,42 @@ def _memory(text: str) -> int:
 
 
 @click.command()
-@click.option("--kernel", metavar="PATH", help="Kernel to boot: an ELF64 kernel or a flat "
-              "16-bit binary. Default: the bundled tiny kernel (built on first use).")
-@click.option("--program", metavar="PATH", help="Static x86-64 Linux executable for the "
-              "tiny kernel to run in ring 3. Default: the bundled demo program.")
-@click.option("--memory", "-m", default="64M", show_default=True, metavar="SIZE",
-              help="Guest RAM, e.g. 64M or 1G.")
-@click.option("--cmdline", default="console=ttyS0", show_default=True,
-              help="Kernel command line; words after '--' become the program's arguments.")
-@click.option("--trace", is_flag=True, help="Print every VM exit, with the guest instruction "
-              "behind it disassembled, to stderr.")
-@click.option("--stats", is_flag=True, help="Print exit counts by reason and the time spent "
-              "in the guest and in the VMM, to stderr.")
+@click.option(
+    "--kernel",
+    metavar="PATH",
+    help="Kernel to boot: an ELF64 kernel or a flat "
+    "16-bit binary. Default: the bundled tiny kernel (built on first use).",
+)
+@click.option(
+    "--program",
+    metavar="PATH",
+    help="Static x86-64 Linux executable for the "
+    "tiny kernel to run in ring 3. Default: the bundled demo program.",
+)
+@click.option(
+    "--memory",
+    "-m",
+    default="64M",
+    show_default=True,
+    metavar="SIZE",
+    help="Guest RAM, e.g. 64M or 1G.",
+)
+@click.option(
+    "--cmdline",
+    default="console=ttyS0",
+    show_default=True,
+    help="Kernel command line; words after '--' become the program's arguments.",
+)
+@click.option(
+    "--trace",
+    is_flag=True,
+    help="Print every VM exit, with the guest instruction behind it disassembled, to stderr.",
+)
+@click.option(
+    "--stats",
+    is_flag=True,
+    help="Print exit counts by reason and the time spent in the guest and in the VMM, to stderr.",
+)
 def boot(kernel, program, memory, cmdline, trace, stats):
     """Boot a guest on KVM and run it until it powers off.
 
@@ -48,8 +72,8 @@ def boot(kernel, program, memory, cmdline, trace, stats):
     memory_size = _memory(memory)
     if kernel is None:
         guest.ensure_built(guest.KERNEL, guest.DEMO_PROGRAM)
-        kernel = str(guest.KERNEL)
-        program = program or str(guest.DEMO_PROGRAM)
+        kernel = guest.KERNEL
+        program = program or guest.DEMO_PROGRAM
     kvm = Kvm(os.environ.get(KVM_DEVICE_ENV, "/dev/kvm"))
     console = Console()
     config = MachineConfig(kernel, memory_size, cmdline, program, output=console.output)
@@ -58,13 +82,13 @@ def boot(kernel, program, memory, cmdline, trace, stats):
             if trace:
                 from vmm.trace import Tracer
 
-                machine.observers.after.append(Tracer(machine.memory))
+                machine.after_run.append(Tracer(machine.memory))
             if stats:
                 from vmm.stats import ExitStats
 
                 counter = ExitStats()
-                machine.observers.before.append(counter.before)
-                machine.observers.after.append(counter.after)
+                machine.before_run.append(counter.before)
+                machine.after_run.append(counter.after)
             console.start_input(machine.serial.receive)
             result = machine.run()
     finally:

@@ -1,43 +1,49 @@
-"""The bundled guest: where its files are, and building them the first time they are needed."""
+"""The bundled guest: where its files are, and building them the first time they are needed.
+
+Plain os.path and a lazy subprocess import: this runs on every ``pyvmm boot``, whose
+whole-process time is measured.
+"""
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
+import os
 
 from vmm.errors import PyvmmError
 
-GUEST_DIR = Path(__file__).resolve().parent.parent / "guest"
-KERNEL = GUEST_DIR / "build" / "kernel.elf"
-DEMO_PROGRAM = GUEST_DIR / "build" / "hello"
-REALMODE_LAB = GUEST_DIR / "build" / "realmode.bin"
-WORKLOAD = GUEST_DIR / "workload" / "workload"
-_SOURCES = ("kernel", "include", "demo", "labs", "workload", "Makefile")
+GUEST_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "guest")
+KERNEL = os.path.join(GUEST_DIR, "build", "kernel.elf")
+DEMO_PROGRAM = os.path.join(GUEST_DIR, "build", "hello")
+REALMODE_LAB = os.path.join(GUEST_DIR, "build", "realmode.bin")
+WORKLOAD = os.path.join(GUEST_DIR, "workload", "workload")
+_SOURCE_DIRS = ("kernel", "include", "demo", "labs/realmode", "workload", ".")
+_SOURCE_SUFFIXES = (".c", ".h", ".S", ".ld", "Makefile")
 
 
 def _newest_source() -> float:
     newest = 0.0
-    for name in _SOURCES:
-        path = GUEST_DIR / name
-        paths = [path] if path.is_file() else path.rglob("*") if path.exists() else []
-        for p in paths:
-            if p.suffix in (".c", ".h", ".S", ".ld") or p.name == "Makefile":
-                newest = max(newest, p.stat().st_mtime)
+    for d in _SOURCE_DIRS:
+        try:
+            with os.scandir(os.path.join(GUEST_DIR, d)) as entries:
+                for e in entries:
+                    if e.name.endswith(_SOURCE_SUFFIXES):
+                        newest = max(newest, e.stat().st_mtime)
+        except FileNotFoundError:
+            continue
     return newest
 
 
-def ensure_built(*outputs: Path) -> None:
+def ensure_built(*outputs: str) -> None:
     """Run ``make -C guest`` if an output is missing or older than the guest's sources."""
     try:
-        if all(o.exists() for o in outputs):
-            oldest = min(o.stat().st_mtime for o in outputs)
-            if oldest >= _newest_source():
-                return
+        if min(os.stat(o).st_mtime for o in outputs) >= _newest_source():
+            return
     except OSError:
-        pass
-    if not (GUEST_DIR / "Makefile").exists():
+        pass  # an output is missing
+    if not os.path.exists(os.path.join(GUEST_DIR, "Makefile")):
         raise PyvmmError(f"the bundled guest's sources are not in {GUEST_DIR}")
-    proc = subprocess.run(["make", "-s", "-C", str(GUEST_DIR)], capture_output=True, text=True)
+    import subprocess
+
+    proc = subprocess.run(["make", "-s", "-C", GUEST_DIR], capture_output=True, text=True)
     if proc.returncode != 0:
         last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
         raise PyvmmError(f"building the bundled guest failed (make -C {GUEST_DIR}): {last[0]}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from vmm.boot import layout, loader
 from vmm.boot.loader import BootRequest
@@ -20,10 +20,10 @@ from vmm.bus import Bus
 from vmm.devices.power import (
     EXIT_PORT,
     EXIT_PORT_SIZE,
+    I8042,
     I8042_DATA_PORT,
     ExitPort,
     GuestStop,
-    I8042,
 )
 from vmm.devices.serial import COM1_BASE, UART_NR_PORTS, Serial
 from vmm.errors import PyvmmError
@@ -51,8 +51,7 @@ class ConfigError(PyvmmError):
     pass
 
 
-@dataclass
-class MachineConfig:
+class MachineConfig(NamedTuple):
     kernel: str
     memory: int = DEFAULT_MEMORY
     cmdline: str = ""
@@ -60,22 +59,13 @@ class MachineConfig:
     output: Callable[[bytes], None] = print
 
 
-@dataclass
-class RunResult:
+class RunResult(NamedTuple):
     """How a run ended. ``report`` explains a failure: registers and the instruction."""
 
     status: int
     reason: str
     report: str = ""
     failed: bool = False
-
-
-@dataclass
-class Observers:
-    """Hooks around each KVM_RUN, for --trace and --stats; empty in a plain run."""
-
-    before: list[Callable[[], None]] = field(default_factory=list)
-    after: list[Callable[[object, object], None]] = field(default_factory=list)
 
 
 def check_memory_size(size: int) -> int:
@@ -95,7 +85,9 @@ class Machine:
     def __init__(self, config: MachineConfig, kvm: Kvm | None = None):
         check_memory_size(config.memory)
         self.config = config
-        self.observers = Observers()
+        # Hooks around each KVM_RUN, for --trace and --stats; empty in a plain run.
+        self.before_run: list[Callable[[], None]] = []
+        self.after_run: list[Callable[[object, object], None]] = []
         self._closers: list[Callable[[], None]] = []
         try:
             self._build(kvm)
@@ -163,7 +155,7 @@ class Machine:
     def run_vcpu(self, vcpu) -> RunResult:
         """The exit loop: enter the guest, decode why it left, dispatch, repeat."""
         io_bus, mmio_bus = self.io_bus, self.mmio_bus
-        before, after = self.observers.before, self.observers.after
+        before, after = self.before_run, self.after_run
         try:
             while True:
                 for hook in before:
@@ -202,7 +194,7 @@ class Machine:
         else:
             reason = f"unexpected exit {exit!r}"
         return RunResult(
-            VM_FAILED_STATUS, reason, report=describe_vcpu(vcpu, self.memory), failed=True
+            VM_FAILED_STATUS, reason, report=describe_vcpu(vcpu, self.memory, exit), failed=True
         )
 
     def close(self) -> None:

@@ -146,4 +146,3 @@ class GuestMemory:
             except BufferError:
                 pass  # a device still holds a view; the mapping goes when the view does
         self.regions = []
-

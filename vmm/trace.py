@@ -9,10 +9,13 @@ from collections.abc import Callable
 
 import capstone
 
-from vmm.kvm import IoExit, MmioExit
+from vmm.kvm import HltExit, IoExit, MmioExit
 from vmm.memory import GuestMemory
 
 MAX_INSTRUCTION = 15  # the longest x86 instruction, in bytes (SDM vol. 2, 2.3.11)
+# Exits that KVM reports with RIP already past the instruction that caused them: for
+# these we look back for that instruction (IN/OUT are at most 3 bytes, HLT is 1).
+_COMPLETED_BEFORE_EXIT = {IoExit: ("in", "out"), HltExit: ("hlt",)}
 
 _disassemblers: dict[int, capstone.Cs] = {}
 
@@ -39,12 +42,13 @@ def _code_bytes(vcpu, memory: GuestMemory, linear: int, size: int) -> bytes:
         return b""
 
 
-def disassemble(vcpu, memory: GuestMemory, io_exit: bool = False) -> str:
-    """The instruction at RIP, as ``address: bytes  mnemonic operands``.
+def disassemble(vcpu, memory: GuestMemory, exit=None) -> str:
+    """The instruction behind an exit, as ``address: bytes  mnemonic operands``.
 
-    After a port-I/O exit KVM has already stepped past the IN/OUT (RIP is the next
-    instruction), so for those we look back for the IN/OUT that ends at RIP.
+    Usually that is the one at RIP; after port I/O and HLT, KVM has already stepped
+    past it, so we look back for the IN/OUT/HLT that ends at RIP.
     """
+    looking_back = _COMPLETED_BEFORE_EXIT.get(type(exit), ())
     regs = vcpu.get_regs()
     sregs = vcpu.get_sregs()
     mode = _cpu_mode(sregs)
@@ -52,21 +56,19 @@ def disassemble(vcpu, memory: GuestMemory, io_exit: bool = False) -> str:
     if cs is None:
         cs = _disassemblers[mode] = capstone.Cs(capstone.CS_ARCH_X86, mode)
     rip = sregs.cs.base + regs.rip if mode == capstone.CS_MODE_16 else regs.rip
-    candidates = [rip]
-    if io_exit:
-        candidates = [rip - n for n in (1, 2, 3)] + candidates
-    for linear in candidates:
+    candidates = [rip - n for n in (1, 2, 3)] if looking_back else []
+    for linear in [*candidates, rip]:
         code = _code_bytes(vcpu, memory, linear, MAX_INSTRUCTION)
         for insn in cs.disasm(code, linear, 1):
             if linear != rip and not (
-                insn.address + insn.size == rip and insn.mnemonic.startswith(("in", "out"))
+                insn.address + insn.size == rip and insn.mnemonic.startswith(looking_back)
             ):
                 break
             return f"{insn.address:#x}: {insn.bytes.hex(' '):<20} {insn.mnemonic} {insn.op_str}"
     return f"{rip:#x}: (no code readable at this address)"
 
 
-def describe_vcpu(vcpu, memory: GuestMemory) -> str:
+def describe_vcpu(vcpu, memory: GuestMemory, exit=None) -> str:
     """Registers and the instruction at RIP: what a student needs to see why a guest died."""
     r = vcpu.get_regs()
     s = vcpu.get_sregs()
@@ -79,7 +81,7 @@ def describe_vcpu(vcpu, memory: GuestMemory) -> str:
         f"  cs {s.cs.selector:04x} (dpl {s.cs.dpl}, {'64' if s.cs.l else '32' if s.cs.db else '16'}"
         f"-bit)  ss {s.ss.selector:04x}  cr0 {s.cr0:08x}  cr2 {s.cr2:016x}",
         f"  cr3 {s.cr3:016x}  cr4 {s.cr4:08x}  efer {s.efer:x}",
-        f"  instruction: {disassemble(vcpu, memory)}",
+        f"  instruction: {disassemble(vcpu, memory, exit)}",
     ]
     return "\n".join(rows)
 
@@ -106,5 +108,5 @@ class Tracer:
             )
         else:
             what = type(exit).__name__.removesuffix("Exit").upper()
-        insn = disassemble(vcpu, self.memory, io_exit=isinstance(exit, IoExit))
+        insn = disassemble(vcpu, self.memory, exit)
         self.write(f"[{self.count:6}] {what:<44} {insn}")

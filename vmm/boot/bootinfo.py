@@ -20,7 +20,7 @@ The layout is mirrored by ``guest/include/bootinfo.h``; change both together.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 BOOT_INFO_MAGIC = 0x4D565950
 BOOT_INFO_VERSION = 1
@@ -30,15 +30,13 @@ _HEADER = struct.Struct("<IIQQQIIQQQQ")
 _VIRTIO = struct.Struct("<QII")
 
 
-@dataclass
-class VirtioSlot:
+class VirtioSlot(NamedTuple):
     base: int
     size: int
     irq: int
 
 
-@dataclass
-class BootInfo:
+class BootInfo(NamedTuple):
     mem_size: int
     low_mem_end: int
     cmdline_addr: int
@@ -47,13 +45,21 @@ class BootInfo:
     program_size: int = 0
     page_tables: int = 0
     mmio_base: int = 0
-    virtio: list[VirtioSlot] = field(default_factory=list)
+    virtio: tuple[VirtioSlot, ...] = ()
 
     def pack(self) -> bytes:
         head = _HEADER.pack(
-            BOOT_INFO_MAGIC, BOOT_INFO_VERSION, self.mem_size, self.low_mem_end,
-            self.cmdline_addr, self.cmdline_len, len(self.virtio), self.program_addr,
-            self.program_size, self.page_tables, self.mmio_base,
+            BOOT_INFO_MAGIC,
+            BOOT_INFO_VERSION,
+            self.mem_size,
+            self.low_mem_end,
+            self.cmdline_addr,
+            self.cmdline_len,
+            len(self.virtio),
+            self.program_addr,
+            self.program_size,
+            self.page_tables,
+            self.mmio_base,
         )
         slots = [*self.virtio, *[VirtioSlot(0, 0, 0)] * (MAX_VIRTIO - len(self.virtio))]
         return head + b"".join(_VIRTIO.pack(s.base, s.size, s.irq) for s in slots)

@@ -8,7 +8,7 @@ before it is used (ELF spec: the ELF header, program headers, PT_LOAD segments).
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from vmm.errors import PyvmmError
 
@@ -28,8 +28,7 @@ class ElfError(PyvmmError):
     """An ELF file that pyvmm cannot or will not load."""
 
 
-@dataclass(frozen=True)
-class Segment:
+class Segment(NamedTuple):
     """A PT_LOAD segment: ``filesz`` bytes from ``offset`` in the file at ``addr``, then zeros
     up to ``memsz``."""
 
@@ -40,8 +39,7 @@ class Segment:
     executable: bool
 
 
-@dataclass(frozen=True)
-class ElfImage:
+class ElfImage(NamedTuple):
     entry: int
     segments: tuple[Segment, ...]
 
@@ -58,8 +56,22 @@ def parse(data: bytes, name: str = "ELF file") -> ElfImage:
     """Validate a static x86-64 ELF executable and return its entry point and segments."""
     if len(data) < _EHDR.size:
         raise ElfError(f"{name} is truncated: {len(data)} bytes, shorter than an ELF header")
-    (ident, e_type, e_machine, _ver, entry, phoff, _shoff, _flags, _ehsize, phentsize, phnum,
-     _shentsize, _shnum, _shstrndx) = _EHDR.unpack_from(data)
+    (
+        ident,
+        e_type,
+        e_machine,
+        _ver,
+        entry,
+        phoff,
+        _shoff,
+        _flags,
+        _ehsize,
+        phentsize,
+        phnum,
+        _shentsize,
+        _shnum,
+        _shstrndx,
+    ) = _EHDR.unpack_from(data)
     if ident[4] != ELFCLASS64:
         raise ElfError(f"{name} is a 32-bit ELF; pyvmm loads 64-bit (ELFCLASS64) executables")
     if ident[5] != ELFDATA2LSB:

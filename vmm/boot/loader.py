@@ -8,7 +8,7 @@ A Linux bzImage is recognised so that the error can say what it is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from vmm.boot import elf, layout
 from vmm.boot.bootinfo import BootInfo, VirtioSlot
@@ -25,13 +25,12 @@ class KernelError(PyvmmError):
     """A kernel or program file that cannot be loaded; the message says which and why."""
 
 
-@dataclass
-class BootRequest:
+class BootRequest(NamedTuple):
     kernel: str
     cmdline: str = ""
     program: str | None = None
     real_mode_load: int = layout.REAL_MODE_LOAD
-    virtio: list[VirtioSlot] = field(default_factory=list)
+    virtio: tuple[VirtioSlot, ...] = ()
 
 
 def read_file(path: str, what: str) -> bytes:
@@ -86,7 +85,11 @@ def _load_flat(memory: GuestMemory, data: bytes, request: BootRequest) -> CpuSta
 
 
 def _check_fits(memory: GuestMemory, addr: int, size: int, what: str, path: str) -> None:
-    if addr < layout.KERNEL_MIN or not memory.contains(addr, size) or addr + size > layout.LOW_RAM_END:
+    if (
+        addr < layout.KERNEL_MIN
+        or not memory.contains(addr, size)
+        or addr + size > layout.LOW_RAM_END
+    ):
         raise KernelError(
             f"{what} of {path!r} at {addr:#x}+{size:#x} does not fit in guest memory "
             f"({memory.size >> 20} MiB; loadable from {layout.KERNEL_MIN:#x})"
@@ -105,24 +108,26 @@ def _load_elf_kernel(memory: GuestMemory, data: bytes, request: BootRequest) -> 
         raise KernelError(f"command line is {len(cmdline)} bytes; at most {layout.CMDLINE_MAX}")
     memory.write(layout.CMDLINE, cmdline + b"\0")
 
-    low_end = memory.regions[0].end
+    program_addr = program_size = 0
+    if request.program:
+        program_addr, program_size = _place_program(memory, request.program, floor=image.end)
+    write_boot_gdt(memory)
+    mapped = max(layout.HIGH_RAM_BASE, memory.regions[-1].end)
     info = BootInfo(
         mem_size=memory.size,
-        low_mem_end=low_end,
+        low_mem_end=memory.regions[0].end,
         cmdline_addr=layout.CMDLINE,
         cmdline_len=len(cmdline),
+        program_addr=program_addr,
+        program_size=program_size,
+        page_tables=write_page_tables(memory, mapped),
         mmio_base=layout.MMIO_BASE,
         virtio=request.virtio,
     )
-    if request.program:
-        info.program_addr, info.program_size = _place_program(
-            memory, request.program, floor=image.end
-        )
-    write_boot_gdt(memory)
-    mapped = max(layout.HIGH_RAM_BASE, memory.regions[-1].end)
-    info.page_tables = write_page_tables(memory, mapped)
     memory.write(layout.BOOT_INFO, info.pack())
-    return CpuStart(long_mode=True, rip=image.entry, rsp=layout.BOOT_STACK_TOP, rdi=layout.BOOT_INFO)
+    return CpuStart(
+        long_mode=True, rip=image.entry, rsp=layout.BOOT_STACK_TOP, rdi=layout.BOOT_INFO
+    )
 
 
 def _place_program(memory: GuestMemory, path: str, floor: int) -> tuple[int, int]:
@@ -143,5 +148,3 @@ def _place_program(memory: GuestMemory, path: str, floor: int) -> tuple[int, int
         )
     memory.write(addr, data)
     return addr, len(data)
-
-

@@ -8,7 +8,7 @@ and sets the control registers (Intel SDM vol. 3, 9.8.5 "Initializing IA-32e Mod
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from vmm.boot import layout
 from vmm.memory import GuestMemory
@@ -40,8 +40,7 @@ SELECTOR_DATA = 0x10
 RFLAGS_RESERVED = 1 << 1  # bit 1 always reads as 1
 
 
-@dataclass(frozen=True)
-class CpuStart:
+class CpuStart(NamedTuple):
     """Where and how the first vCPU starts."""
 
     long_mode: bool
@@ -63,11 +62,15 @@ def write_page_tables(memory: GuestMemory, mapped_bytes: int) -> int:
     memory.write_u64(layout.PML4, layout.PDPT | upper)
     memory.write(
         layout.PDPT,
-        struct.pack(f"<{nr_dirs}Q", *(layout.PAGE_DIRS + i * 0x1000 | upper for i in range(nr_dirs))),
+        struct.pack(
+            f"<{nr_dirs}Q", *(layout.PAGE_DIRS + i * 0x1000 | upper for i in range(nr_dirs))
+        ),
     )
     leaf = PTE_PRESENT | PTE_WRITE | PTE_PAGE_SIZE
     entries = nr_dirs * 512
-    memory.write(layout.PAGE_DIRS, struct.pack(f"<{entries}Q", *range(leaf, entries << 21, 1 << 21)))
+    memory.write(
+        layout.PAGE_DIRS, struct.pack(f"<{entries}Q", *range(leaf, entries << 21, 1 << 21))
+    )
     return layout.PML4
 
 

@@ -127,8 +127,14 @@ ffibuilder.set_source(
 #include <sys/ioctl.h>
 
 /* ioctl() is variadic; two fixed-signature wrappers keep cffi's calls simple. */
-static int kvm_ioctl(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
-static int kvm_ioctl_val(int fd, unsigned long request, unsigned long arg) { return ioctl(fd, request, arg); }
+static int kvm_ioctl(int fd, unsigned long request, void *arg)
+{
+    return ioctl(fd, request, arg);
+}
+static int kvm_ioctl_val(int fd, unsigned long request, unsigned long arg)
+{
+    return ioctl(fd, request, arg);
+}
 """,
 )
 

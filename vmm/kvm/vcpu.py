@@ -11,75 +11,100 @@ from __future__ import annotations
 import errno
 import mmap
 import os
-from dataclasses import dataclass
 
 from vmm.kvm._kvm import ffi, lib
 from vmm.kvm.ioctl import KvmError, ioctl
 
 
-@dataclass(slots=True)
-class IoExit:
+class VmExit:
+    """Why KVM_RUN returned. Plain classes with __slots__, not dataclasses: one is made
+    per exit, and these are the cheapest to create (and to import)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class IoExit(VmExit):
     """IN/OUT to a port. ``data`` is a window onto kvm_run: for IN, fill it before the next run.
 
     ``count`` > 1 for string instructions (rep outsb): ``data`` then holds count items.
     """
 
-    port: int
-    size: int
-    count: int
-    is_write: bool
-    data: memoryview
+    __slots__ = ("port", "size", "count", "is_write", "data")
+
+    def __init__(self, port: int, size: int, count: int, is_write: bool, data: memoryview):
+        self.port = port
+        self.size = size
+        self.count = count
+        self.is_write = is_write
+        self.data = data
 
 
-@dataclass(slots=True)
-class MmioExit:
+class MmioExit(VmExit):
     """A load or store to a guest-physical address with no memory slot behind it."""
 
-    addr: int
-    is_write: bool
-    data: memoryview
+    __slots__ = ("addr", "is_write", "data")
+
+    def __init__(self, addr: int, is_write: bool, data: memoryview):
+        self.addr = addr
+        self.is_write = is_write
+        self.data = data
 
 
-@dataclass(slots=True)
-class HltExit:
+class HltExit(VmExit):
     """HLT with no in-kernel irqchip: the guest has nothing left to do."""
 
+    __slots__ = ()
 
-@dataclass(slots=True)
-class ShutdownExit:
+
+class ShutdownExit(VmExit):
     """A triple fault (or other shutdown condition); the guest cannot continue."""
 
+    __slots__ = ()
 
-@dataclass(slots=True)
-class FailEntryExit:
+
+class FailEntryExit(VmExit):
     """The hardware refused to enter the guest: its state is invalid."""
 
-    hardware_reason: int
+    __slots__ = ("hardware_reason",)
+
+    def __init__(self, hardware_reason: int):
+        self.hardware_reason = hardware_reason
 
 
-@dataclass(slots=True)
-class InternalErrorExit:
+class InternalErrorExit(VmExit):
     """KVM itself could not go on, for instance an instruction it cannot emulate."""
 
-    suberror: int
-    data: tuple[int, ...]
+    __slots__ = ("suberror", "data")
+
+    def __init__(self, suberror: int, data: tuple[int, ...]):
+        self.suberror = suberror
+        self.data = data
 
 
-@dataclass(slots=True)
-class SystemEventExit:
-    """The guest asked for shutdown, reset or reported a crash (PSCI, on x86 rarely)."""
+class SystemEventExit(VmExit):
+    """The guest asked for shutdown or reset, or reported a crash."""
 
-    type: int
+    __slots__ = ("type",)
+
+    def __init__(self, type: int):
+        self.type = type
 
 
-@dataclass(slots=True)
-class InterruptedExit:
+class InterruptedExit(VmExit):
     """KVM_RUN returned early because a signal arrived for this thread."""
 
+    __slots__ = ()
 
-@dataclass(slots=True)
-class UnknownExit:
-    reason: int
+
+class UnknownExit(VmExit):
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: int):
+        self.reason = reason
 
 
 _INTERNAL_ERRORS = {
@@ -132,7 +157,9 @@ class Vcpu:
         if reason == lib.KVM_EXIT_MMIO:
             mmio = run.mmio
             off = self._mmio_data_offset
-            return MmioExit(mmio.phys_addr, bool(mmio.is_write), self._run_view[off : off + mmio.len])
+            return MmioExit(
+                mmio.phys_addr, bool(mmio.is_write), self._run_view[off : off + mmio.len]
+            )
         if reason == lib.KVM_EXIT_HLT:
             return HltExit()
         if reason == lib.KVM_EXIT_SHUTDOWN:

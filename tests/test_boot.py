@@ -1,0 +1,218 @@
+"""Booting real guests on /dev/kvm through the ``pyvmm boot`` command."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, assert_one_line_error, needs_kvm, run_pyvmm
+
+pytestmark = needs_kvm
+
+
+def build(tmp_path, name, source, *ldflags):
+    src = tmp_path / f"{name}.S"
+    src.write_text(source)
+    out = tmp_path / name
+    subprocess.run(
+        [
+            "gcc",
+            "-nostdlib",
+            "-static",
+            "-no-pie",
+            "-Wl,--build-id=none",
+            *ldflags,
+            "-o",
+            str(out),
+            str(src),
+        ],
+        check=True,
+    )
+    return out
+
+
+def test_bundled_guest_prints_banner_and_ring3_demo_and_exits_0(guest_build):
+    proc = run_pyvmm("boot")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == 'pyvmm tiny kernel: 64 MiB of memory, command line "console=ttyS0"'
+    assert lines[1] == "hello from ring 3, through the write system call"
+
+
+def test_memory_and_command_line_reach_the_guest(guest_build):
+    proc = run_pyvmm("boot", "--memory", "128M", "--cmdline", "quiet -- 0 two")
+    assert proc.returncode == 0, proc.stderr
+    assert 'pyvmm tiny kernel: 128 MiB of memory, command line "quiet -- 0 two"' in proc.stdout
+    assert "arg: 0\narg: two\n" in proc.stdout
+
+
+def test_exit_status_of_boot_is_the_guest_programs(guest_build):
+    proc = run_pyvmm("boot", "--cmdline", "-- 42")
+    assert proc.returncode == 42, proc.stderr
+
+
+def test_program_option_runs_another_static_executable(guest_build, tmp_path):
+    prog = build(
+        tmp_path,
+        "seven",
+        """
+        .globl _start
+        _start: mov $1, %eax; mov $1, %edi; lea msg(%rip), %rsi; mov $6, %edx; syscall
+                mov $231, %eax; mov $7, %edi; syscall
+        msg: .ascii "seven\\n"
+    """,
+    )
+    proc = run_pyvmm("boot", "--program", str(prog))
+    assert proc.returncode == 7, proc.stderr
+    assert proc.stdout.endswith("seven\n")
+
+
+def test_program_that_faults_is_killed_like_sigsegv(guest_build, tmp_path):
+    prog = build(tmp_path, "crash", ".globl _start\n_start: movq 0x10, %rax\n")
+    proc = run_pyvmm("boot", "--program", str(prog))
+    assert proc.returncode == 128 + 11
+    assert "program killed: #PF page fault" in proc.stdout
+
+
+def test_program_cannot_pass_kernel_memory_to_write(guest_build, tmp_path):
+    # write(1, <the kernel at 1 MiB>, 16) must fail with -EFAULT (-14), not print kernel bytes.
+    prog = build(
+        tmp_path,
+        "efault",
+        """
+        .globl _start
+        _start: mov $1, %eax; mov $1, %edi; mov $0x100000, %esi; mov $16, %edx; syscall
+                mov %eax, %edi; neg %edi; mov $231, %eax; syscall
+    """,
+    )
+    proc = run_pyvmm("boot", "--program", str(prog))
+    assert proc.returncode == 14, (proc.stdout, proc.stderr)
+
+
+def test_realmode_lab_switches_to_protected_and_long_mode(guest_build):
+    proc = run_pyvmm("boot", "--kernel", str(guest_build / "realmode.bin"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "realmode lab: 16-bit real mode",
+        "realmode lab: 32-bit protected mode",
+        "realmode lab: 64-bit long mode",
+    ]
+
+
+def test_trace_shows_each_out_disassembled(guest_build):
+    proc = run_pyvmm("boot", "--trace")
+    assert proc.returncode == 0
+    outs = [line for line in proc.stderr.splitlines() if "IO   out port 0x03f8" in line]
+    assert outs and all(line.rstrip().endswith("out dx, al") for line in outs)
+    assert re.search(r"IO   out port 0x0501 size 1 data 00 .* ee\s+out dx, al", proc.stderr)
+    assert re.search(r"IO   in  port 0x03fd size 1 .* ec\s+in al, dx", proc.stderr)
+    # One traced exit per byte the guest sent, plus the UART setup and the power-off.
+    assert len(outs) == len(proc.stdout.encode()) + 1  # +1: the DLL write (offset 0, DLAB)
+
+
+def test_trace_disassembles_16_bit_code_in_real_mode(guest_build):
+    proc = run_pyvmm("boot", "--trace", "--kernel", str(guest_build / "realmode.bin"))
+    first = next(line for line in proc.stderr.splitlines() if "IO" in line)
+    assert "0x7c" in first and "in al, dx" in first
+
+
+def test_stats_counts_exits_and_splits_time(guest_build):
+    proc = run_pyvmm("boot", "--stats")
+    assert proc.returncode == 0
+    counts = dict(re.findall(r"^(IO out|IO in)\s+(\d+)$", proc.stderr, re.M))
+    assert int(counts["IO out"]) > len(proc.stdout)
+    assert re.search(r"time in guest [\d.]+ ms \(\d+%\), in the VMM [\d.]+ ms", proc.stderr)
+
+
+def test_hlt_ends_the_run_with_a_report(tmp_path):
+    (tmp_path / "hlt.bin").write_bytes(b"\x90\xf4")
+    proc = run_pyvmm("boot", "--kernel", str(tmp_path / "hlt.bin"))
+    assert proc.returncode == 125
+    assert "guest halted" in proc.stderr
+    assert re.search(r"instruction: 0x7c01: f4\s+hlt", proc.stderr)
+
+
+def test_triple_fault_is_reported_with_registers_and_instruction(tmp_path):
+    kernel = build(
+        tmp_path,
+        "tf.elf",
+        """
+        .globl _start
+        _start: lidt idtr(%rip)
+                ud2
+        idtr: .word 0
+              .quad 0
+    """,
+        "-Wl,-Ttext-segment=0x100000",
+    )
+    proc = run_pyvmm("boot", "--kernel", str(kernel))
+    assert proc.returncode == 125
+    assert "triple-faulted" in proc.stderr
+    assert re.search(r"instruction: 0x10[01]007: 0f 0b\s+ud2", proc.stderr)
+    assert "Traceback" not in proc.stderr
+
+
+# --- bad input: one line, exit status 2 ------------------------------------------------
+
+
+def test_no_kvm_device():
+    proc = run_pyvmm("boot", env={"PYVMM_KVM_DEVICE": "/nonexistent/kvm"})
+    assert_one_line_error(proc, "/nonexistent/kvm does not exist")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a device node")
+def test_no_permission_on_kvm_device(guest_build, tmp_path):
+    # A KVM device node nobody may open, and root without the capability to override
+    # file permissions: the same EACCES an ordinary user outside group 'kvm' gets.
+    node = tmp_path / "kvm"
+    st = os.stat("/dev/kvm")
+    os.mknod(node, 0o600 | 0o020000, st.st_rdev)
+    os.chmod(node, 0)
+    proc = subprocess.run(
+        [
+            "setpriv",
+            "--bounding-set=-dac_override,-dac_read_search",
+            sys.executable,
+            "-m",
+            "vmm",
+            "boot",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYVMM_KVM_DEVICE": str(node)},
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert_one_line_error(proc, f"no permission to open {node}")
+
+
+def test_missing_kernel(tmp_path):
+    assert_one_line_error(run_pyvmm("boot", "--kernel", str(tmp_path / "none")), "does not exist")
+
+
+def test_empty_kernel(tmp_path):
+    (tmp_path / "empty").write_bytes(b"")
+    assert_one_line_error(run_pyvmm("boot", "--kernel", str(tmp_path / "empty")), "is empty")
+
+
+def test_truncated_kernel(tmp_path, guest_build):
+    data = (guest_build / "kernel.elf").read_bytes()
+    (tmp_path / "cut.elf").write_bytes(data[:3000])
+    assert_one_line_error(run_pyvmm("boot", "--kernel", str(tmp_path / "cut.elf")), "truncated")
+
+
+def test_kernel_of_unknown_format(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a kernel\n" * 100)
+    assert_one_line_error(
+        run_pyvmm("boot", "--kernel", str(tmp_path / "notes.txt")), "unknown format"
+    )
+
+
+def test_kernel_segment_that_does_not_fit_in_memory(guest_build):
+    assert_one_line_error(run_pyvmm("boot", "--memory", "1M"), "does not fit in guest memory")
+
+
+@pytest.mark.parametrize("value", ["lots", "64X", "0", "1000G", "1001"])
+def test_bad_memory_value(value):
+    assert_one_line_error(run_pyvmm("boot", "--memory", value), "memory")
