@@ -7,10 +7,14 @@ sets QueueReady, and forwards queue notifications and config-space accesses to a
 what the device does).
 
 Interrupts leave through a plain callable: the transport sets a bit in InterruptStatus
-and then calls ``interrupt()``, once per event (an edge), so the machine may wire it to
-an irqfd or pulse KVM_IRQ_LINE. A queue notification arrives either as a QueueNotify
-write through ``write`` (the vCPU's exit loop) or as a direct ``notify(queue)`` call from
-an I/O thread waiting on that queue's ioeventfd; both take the same path.
+and then calls ``interrupt()``, once per event (an edge), outside its locks and on
+whichever thread served the queue, so the machine may wire it to an irqfd or pulse
+KVM_IRQ_LINE. The driver reads InterruptStatus and acknowledges with InterruptACK.
+
+A queue notification arrives either as a QueueNotify write through ``write`` (the
+vCPU's exit loop) or as a direct ``notify(queue)`` call from an I/O thread waiting on
+that queue's ioeventfd (registered at base + VIRTIO_MMIO_QUEUE_NOTIFY); both take the
+same path.
 
 Threading: ``_queue_lock`` serialises queue processing (a notify from the vCPU thread
 and one from an I/O thread, or a reset during processing); ``_lock`` guards the
