@@ -1,0 +1,115 @@
+"""Fixtures for the container runtime tests: real containers, real mounts, real cgroups.
+
+Every test gets the same per-session state directory (a tmp dir, never
+/var/lib/pyvmm) holding the images scripts/build_images.py builds, and is checked on
+the way out: whatever containers it left are force-removed, and then the host must
+have exactly the mounts and pyvmm cgroups it had before the test.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PYVMM = [sys.executable, "-c", "import sys; from vmm.cli import main; sys.exit(main())"]
+
+if os.geteuid() != 0:
+    pytest.skip("container tests need root (namespaces, mounts, cgroups)", allow_module_level=True)
+
+
+@pytest.fixture(scope="session")
+def root(tmp_path_factory) -> Path:
+    """The session's state directory, with busybox:latest and workload:latest imported."""
+    root = tmp_path_factory.mktemp("pyvmm-root")
+    workload = REPO / "guest" / "workload" / "workload"
+    subprocess.run(
+        [sys.executable, REPO / "scripts" / "build_images.py", "--root", root,
+         "--workload", workload if workload.is_file() else "/bin/busybox"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return root
+
+
+class Pyvmm:
+    """Runs the real ``pyvmm`` command line against the session's state directory."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def __call__(self, *args: str, input: str | None = None, timeout: float = 60, **kw):
+        env = {**os.environ, "PYVMM_ROOT": str(self.root)}
+        return subprocess.run(
+            [*PYVMM, *map(str, args)], input=input, capture_output=True, text=True,
+            env=env, timeout=timeout, **kw,
+        )  # fmt: skip
+
+    def ok(self, *args: str, **kw) -> str:
+        """Run and insist on success; return stdout."""
+        r = self(*args, **kw)
+        assert r.returncode == 0, f"pyvmm {' '.join(args)}: {r.returncode}\n{r.stderr}"
+        return r.stdout
+
+    def inspect(self, name: str) -> dict:
+        return json.loads(self.ok("container", "inspect", name))
+
+    def import_tar(self, members: list[tuple[tarfile.TarInfo, bytes | None]], ref: str, tmp: Path):
+        """Import a layer tar built from ``members``; returns the CompletedProcess."""
+        path = tmp / f"{ref.replace(':', '_')}.tar"
+        with tarfile.open(path, "w") as tar:
+            for info, data in members:
+                tar.addfile(info, io.BytesIO(data) if data is not None else None)
+        return self("image", "import", path, ref)
+
+
+def entry(name: str, kind: bytes = tarfile.REGTYPE, data: bytes | None = b"", **attrs):
+    """One tar member for ``Pyvmm.import_tar``."""
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+    if kind == tarfile.REGTYPE:
+        info.size = len(data or b"")
+    for k, v in attrs.items():
+        setattr(info, k, v)
+    return info, data if kind == tarfile.REGTYPE else None
+
+
+def one_line_error(r) -> str:
+    """The failed command's stderr, checked to be the single ``pyvmm: ...`` line."""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pyvmm: "), r.stderr
+    assert "Traceback" not in r.stderr
+    return lines[0]
+
+
+def _host_state() -> tuple[set[str], set[str]]:
+    with open("/proc/self/mountinfo") as f:
+        mounts = {" ".join(line.split()[3:5]) for line in f}  # root and mount point
+    cgroups = set(glob.glob("/sys/fs/cgroup/*/pyvmm/*")) | set(glob.glob("/sys/fs/cgroup/pyvmm/*"))
+    return mounts, cgroups
+
+
+@pytest.fixture
+def pyvmm(root: Path):
+    """The CLI runner; on the way out, removes the test's containers and checks that
+    no mount and no cgroup was left behind."""
+    before = _host_state()
+    runner = Pyvmm(root)
+    try:
+        yield runner
+    finally:
+        ids = runner("container", "ps", "-a", "-q").stdout.split()
+        if ids:
+            runner("container", "rm", "-f", *ids)
+    after = _host_state()
+    assert after[0] == before[0], f"mounts left behind: {after[0] - before[0]}"
+    assert after[1] == before[1], f"cgroups left behind: {after[1] - before[1]}"
+    assert not list((root / "containers").glob("*")), "container directories left behind"

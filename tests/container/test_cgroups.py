@@ -1,0 +1,83 @@
+"""Resource limits through cgroups, v1 here and v2 where the host has it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from vmm.container import cgroups
+from vmm.container.cgroups import CgroupV2, Limits
+from vmm.errors import PyvmmError
+
+V1 = cgroups.host_version() == "v1"
+
+
+def test_process_over_memory_limit_is_oom_killed_with_137(pyvmm):
+    r = pyvmm("container", "run", "--name", "hog", "--memory", "32M", "busybox",
+              "dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1")  # fmt: skip
+    assert r.returncode == 137
+    assert "out of memory" in r.stderr
+    info = pyvmm.inspect("hog")
+    assert info["oom_killed"] is True and info["exit_code"] == 137
+    assert 0 < info["peak_memory"] <= 32 * 2**20
+
+
+def test_process_under_memory_limit_is_not_killed(pyvmm):
+    r = pyvmm("container", "run", "--rm", "--memory", "128M", "busybox",
+              "dd", "if=/dev/zero", "of=/dev/null", "bs=32M", "count=1")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+
+
+def test_fork_bomb_stops_at_the_pids_limit(pyvmm):
+    script = "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 1 & done; wait"
+    r = pyvmm("container", "run", "--rm", "--pids", "6", "busybox", "sh", "-c", script)
+    assert "can't fork" in r.stderr
+
+
+def test_inspect_reports_peak_memory_and_the_cgroup_is_gone_after_exit(pyvmm):
+    cid = pyvmm.ok("container", "run", "-d", "--cpus", "0.5", "busybox", "sleep", "30").strip()
+    if V1:
+        quota = Path(f"/sys/fs/cgroup/cpu/pyvmm/{cid}/cpu.cfs_quota_us").read_text()
+        assert int(quota) == 50_000
+    pyvmm.ok("container", "stop", "-t", "0.1", cid)
+    info = pyvmm.inspect(cid)
+    assert info["peak_memory"] > 0
+    assert not cgroups.for_container(cid).exists()
+
+
+@pytest.fixture
+def unified() -> Path:
+    """A cgroup2 hierarchy: the host's own on a v2 host; on a hybrid host the
+    controller-less one mounted at /sys/fs/cgroup/unified."""
+    for path in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")):
+        if (path / "cgroup.controllers").exists():
+            return path
+    pytest.skip("no cgroup2 hierarchy mounted")
+
+
+def test_v2_cgroup_holds_a_process_and_removal_kills_it(unified):
+    cg = CgroupV2("pyvmm-test-" + os.urandom(4).hex(), unified)
+    cg.create(Limits())
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        cg.add(sleeper.pid)
+        assert str(sleeper.pid) in (cg.path / "cgroup.procs").read_text().split()
+        cg.remove()
+        assert sleeper.wait(timeout=5) == -9
+        assert not cg.exists() and not cg.path.parent.exists()
+    finally:
+        sleeper.kill()
+        cg.remove()
+
+
+def test_v2_limit_without_its_controller_fails_cleanly(unified):
+    available = (unified / "cgroup.controllers").read_text().split()
+    if "memory" in available:
+        pytest.skip("this cgroup2 hierarchy has the memory controller")
+    cg = CgroupV2("pyvmm-test-" + os.urandom(4).hex(), unified)
+    with pytest.raises(PyvmmError, match="no memory controller"):
+        cg.create(Limits(memory=64 << 20))
+    assert not cg.exists() and not cg.path.parent.exists()

@@ -1,0 +1,192 @@
+"""Images and layers: importing every supported format, whiteouts, and hostile tars."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+from conftest import entry, one_line_error
+
+from vmm.container import images
+from vmm.container.state import Store
+
+DIR, SYM, LNK, CHR = tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE
+
+
+def _layers(root: Path) -> set[str]:
+    return {p.name for p in (root / "layers" / "sha256").iterdir()}
+
+
+def _image_ref(pyvmm, ref: str) -> dict:
+    return json.loads(pyvmm.ok("image", "inspect", ref))
+
+
+def test_directory_tar_and_gzip_tar_of_one_tree_are_one_layer(pyvmm, tmp_path):
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "motd").write_text("hello\n")
+    pyvmm.ok("image", "import", tree, "fromdir")
+    with tarfile.open(tmp_path / "t.tar.gz", "w:gz") as tar:
+        tar.add(tree / "etc", arcname="etc")
+    pyvmm.ok("image", "import", tmp_path / "t.tar.gz", "fromgz")
+    a, b = _image_ref(pyvmm, "fromdir"), _image_ref(pyvmm, "fromgz")
+    assert len(a["layers"]) == len(b["layers"]) == 1
+    layer = pyvmm.root / "layers" / "sha256" / a["layers"][0]["digest"][7:] / "diff"
+    assert (layer / "etc" / "motd").read_text() == "hello\n"
+    pyvmm.ok("image", "rm", "fromdir", "fromgz")
+
+
+def test_image_ls_counts_a_shared_layer_once_in_the_total(pyvmm):
+    out = pyvmm.ok("image", "ls")
+    busybox = _image_ref(pyvmm, "busybox")
+    workload = _image_ref(pyvmm, "workload")
+    assert workload["layers"][0] == busybox["layers"][0]  # the base layer is shared
+    records = images.list_images(Store(pyvmm.root))
+    total = images.total_size(Store(pyvmm.root), records)
+    assert total < sum(r["size"] for r in records)
+    assert "shared layers counted once" in out
+
+
+def _oci_layout(path: Path, layer_tars: list[bytes], cmd: list[str]) -> None:
+    (path / "blobs" / "sha256").mkdir(parents=True)
+
+    def blob(data: bytes, media_type: str) -> dict:
+        digest = hashlib.sha256(data).hexdigest()
+        (path / "blobs" / "sha256" / digest).write_bytes(data)
+        return {"mediaType": media_type, "digest": "sha256:" + digest, "size": len(data)}
+
+    layers = [blob(gzip.compress(t), "application/vnd.oci.image.layer.v1.tar+gzip")
+              for t in layer_tars]  # fmt: skip
+    config = blob(json.dumps({"config": {"Cmd": cmd}}).encode(), "application/json")
+    manifest = blob(
+        json.dumps({"schemaVersion": 2, "config": config, "layers": layers}).encode(),
+        "application/vnd.oci.image.manifest.v1+json",
+    )
+    (path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [manifest]}))
+    (path / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+
+
+def _tar_bytes(members) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def _busybox_tar(pyvmm) -> bytes:
+    layer = _image_ref(pyvmm, "busybox")["layers"][0]["digest"][7:]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(pyvmm.root / "layers" / "sha256" / layer / "diff", arcname=".")
+    return buf.getvalue()
+
+
+def test_oci_layout_tar_with_gzip_layers_runs_its_default_command(pyvmm, tmp_path):
+    top = _tar_bytes([entry("hello.txt", data=b"from the top layer\n")])
+    _oci_layout(tmp_path / "oci", [_busybox_tar(pyvmm), top], ["cat", "/hello.txt"])
+    with tarfile.open(tmp_path / "oci.tar", "w") as tar:
+        tar.add(tmp_path / "oci", arcname=".")
+    pyvmm.ok("image", "import", tmp_path / "oci.tar", "ocitest:v1")
+    assert pyvmm.ok("container", "run", "--rm", "ocitest:v1") == "from the top layer\n"
+    pyvmm.ok("image", "rm", "ocitest:v1")
+
+
+def test_docker_save_tar_with_legacy_manifest_imports_layers_in_order(pyvmm, tmp_path):
+    save = tmp_path / "save"
+    for i, data in enumerate([_busybox_tar(pyvmm), _tar_bytes([entry("v", data=b"2\n")])]):
+        (save / f"l{i}").mkdir(parents=True)
+        (save / f"l{i}" / "layer.tar").write_bytes(data)
+    (save / "cfg.json").write_text(json.dumps({"config": {"Cmd": ["cat", "/v"]}}))
+    manifest = [
+        {"Config": "cfg.json", "RepoTags": ["x:1"], "Layers": ["l0/layer.tar", "l1/layer.tar"]}
+    ]
+    (save / "manifest.json").write_text(json.dumps(manifest))
+    with tarfile.open(tmp_path / "save.tar", "w") as tar:
+        tar.add(save, arcname=".")
+    pyvmm.ok("image", "import", tmp_path / "save.tar", "saved")
+    assert pyvmm.ok("container", "run", "--rm", "saved") == "2\n"
+    pyvmm.ok("image", "rm", "saved")
+
+
+def test_whiteouts_hide_lower_files_and_opaque_dirs_hide_lower_content(pyvmm, tmp_path):
+    top = _tar_bytes([
+        entry("etc/.wh.passwd", data=b""),
+        entry("var/.wh..wh..opq", data=b""),
+        entry("var/new", data=b"n\n"),
+    ])  # fmt: skip
+    base = _tar_bytes([entry("var/old", data=b"o\n"), entry("etc/group", data=b"g\n")])
+    _oci_layout(tmp_path / "oci", [_busybox_tar(pyvmm), base, top], ["sh"])
+    pyvmm.ok("image", "import", tmp_path / "oci", "wh")
+    out = pyvmm.ok("container", "run", "--rm", "wh", "sh", "-c", "ls /etc /var")
+    assert "passwd" not in out and "group" in out
+    assert "new" in out and "old" not in out
+    pyvmm.ok("image", "rm", "wh")
+
+
+BAD_LAYERS = {
+    "dotdot": [entry("../escape", data=b"x")],
+    "absolute": [entry("/etc/escape", data=b"x")],
+    "symlinked-parent": [entry("d", SYM, linkname="/tmp"), entry("d/escape", data=b"x")],
+    "hardlink-outside": [entry("h", LNK, linkname="../../etc/passwd")],
+    "hardlink-missing": [entry("h", LNK, linkname="etc/shadow")],
+    "bare-whiteout": [entry("dir/.wh.", data=b"")],
+    "device-node": [entry("dev/sda", CHR, devmajor=8, devminor=0)],
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_LAYERS))
+def test_unsafe_layer_tar_is_refused_and_leaves_nothing(pyvmm, tmp_path, case):
+    layers_before = _layers(pyvmm.root)
+    members = [entry("ok", DIR), entry("ok/file", data=b"fine"), *BAD_LAYERS[case]]
+    r = pyvmm.import_tar(members, f"bad-{case}", tmp_path)
+    assert r.returncode == 2
+    one_line_error(r)
+    assert _layers(pyvmm.root) == layers_before
+    assert not (pyvmm.root / "images" / f"bad-{case}").exists()
+    assert not os.path.exists("/tmp/escape") and not os.path.exists("/etc/escape")
+
+
+def test_failed_multi_layer_import_removes_the_layers_it_added(pyvmm, tmp_path):
+    good = _tar_bytes([entry("fresh", data=os.urandom(16))])
+    bad = _tar_bytes(BAD_LAYERS["dotdot"])
+    _oci_layout(tmp_path / "oci", [good, bad], ["sh"])
+    layers_before = _layers(pyvmm.root)
+    r = pyvmm("image", "import", tmp_path / "oci", "halfbad")
+    assert r.returncode == 2 and "leaves the layer" in one_line_error(r)
+    assert _layers(pyvmm.root) == layers_before
+
+
+def test_unknown_image_is_a_one_line_error(pyvmm):
+    r = pyvmm("container", "run", "--rm", "no-such-image", "true")
+    assert r.returncode == 2
+    assert "no such image" in one_line_error(r)
+
+
+def test_image_rm_is_refused_while_a_container_uses_it(pyvmm, tmp_path):
+    tree = tmp_path / "tree"
+    shutil.copytree(
+        pyvmm.root
+        / "layers"
+        / "sha256"
+        / _image_ref(pyvmm, "busybox")["layers"][0]["digest"][7:]
+        / "diff",
+        tree,
+        symlinks=True,
+    )
+    (tree / "marker").write_text("unique\n")
+    pyvmm.ok("image", "import", tree, "inuse")
+    layer = _image_ref(pyvmm, "inuse")["layers"][0]["digest"][7:]
+    pyvmm.ok("container", "run", "--name", "user", "inuse", "true")
+    r = pyvmm("image", "rm", "inuse")
+    assert r.returncode == 2 and "used by container" in one_line_error(r)
+    pyvmm.ok("container", "rm", "user")
+    pyvmm.ok("image", "rm", "inuse")
+    assert layer not in _layers(pyvmm.root)  # no other image uses it

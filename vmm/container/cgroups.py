@@ -1,0 +1,261 @@
+"""cgroups: the kernel's accounting and limits for one container's processes.
+
+Two hierarchies exist in the wild and this module implements one interface, ``Cgroup``,
+for each:
+
+- **v1** (``CgroupV1``): one hierarchy per controller, mounted at
+  ``/sys/fs/cgroup/<controller>``; the container gets ``pyvmm/<id>`` in each
+  controller it uses, and each has its own file names (``memory.limit_in_bytes``,
+  ``pids.max``, ``cpu.cfs_quota_us``...). This machine is v1 ("hybrid": an empty
+  cgroup2 is mounted at ``/sys/fs/cgroup/unified`` but owns no controllers).
+- **v2** (``CgroupV2``): a single tree at ``/sys/fs/cgroup``; controllers are switched
+  on for children through ``cgroup.subtree_control``, and the files are
+  ``memory.max``, ``memory.peak``, ``memory.events``, ``pids.max``, ``cpu.max``.
+  (Documentation/admin-guide/cgroup-v2.rst in the kernel tree.)
+
+The runtime moves the container's first process into its cgroup before that process
+execs, so the command and everything it forks are accounted from their first
+instruction. Moving a process between cgroups can take a whole RCU grace period (10-20
+ms here: the kernel's cgroup_threadgroup_rwsem), so the runtime does it while the
+process sets up its namespaces and mounts, not before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from vmm.errors import PyvmmError
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PARENT = "pyvmm"
+CFS_PERIOD_US = 100_000
+
+
+class Limits:
+    """Resource limits of one container; None means unlimited."""
+
+    def __init__(self, memory: int | None = None, pids: int | None = None,
+                 cpus: float | None = None):  # fmt: skip
+        self.memory = memory  # bytes
+        self.pids = pids
+        self.cpus = cpus
+
+
+def _write(path: Path, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def _read_key(path: Path, key: str) -> int | None:
+    """The value of ``key`` in a flat-keyed cgroup file such as ``memory.events``."""
+    with contextlib.suppress(FileNotFoundError):
+        for line in path.read_text().splitlines():
+            k, _, v = line.partition(" ")
+            if k == key:
+                return int(v)
+    return None
+
+
+def _read_int(path: Path) -> int | None:
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        return int(path.read_text())
+    return None
+
+
+def _mkdir_under_parent(parent: Path, name: str, prepare_parent) -> Path:
+    """Create ``parent/name``; the shared parent is created (and prepared) if needed.
+
+    Another pyvmm may remove the parent when its own last container ends, between our
+    mkdir of the parent and of the child; then we simply try again.
+    """
+    for _ in range(10):
+        try:
+            if not parent.is_dir():
+                with contextlib.suppress(FileExistsError):
+                    parent.mkdir()
+                prepare_parent(parent)
+            path = parent / name
+            path.mkdir()
+            return path
+        except FileNotFoundError:
+            continue
+    raise PyvmmError(f"cannot create cgroup {parent / name}")
+
+
+def _rmdir(path: Path, kill_file: Path | None) -> None:
+    """Remove a cgroup directory, first killing anything still in it."""
+    if not path.is_dir():
+        return
+    for _ in range(200):
+        if kill_file is not None and kill_file.exists():
+            _write(kill_file, "1")
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                for pid in (path / "cgroup.procs").read_text().split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+        try:
+            path.rmdir()
+            break
+        except FileNotFoundError:
+            break
+        except OSError:  # EBUSY while killed tasks are still exiting
+            time.sleep(0.005)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()  # the shared parent, once its last container is gone
+
+
+class Cgroup(ABC):
+    """The cgroup of one container, whichever hierarchy the host uses."""
+
+    version: str
+
+    def __init__(self, cid: str, root: Path = CGROUP_ROOT):
+        self.cid = cid
+        self.root = root
+
+    @abstractmethod
+    def create(self, limits: Limits) -> None:
+        """Create the cgroup with ``limits``; on failure leave nothing behind."""
+
+    @abstractmethod
+    def add(self, pid: int) -> None:
+        """Move process ``pid`` (all its threads) into the cgroup."""
+
+    @abstractmethod
+    def peak_memory(self) -> int | None:
+        """The most memory the container has used, in bytes, if the kernel says."""
+
+    @abstractmethod
+    def oom_killed(self) -> bool:
+        """Whether the kernel's OOM killer killed a process of this container."""
+
+    @abstractmethod
+    def remove(self) -> None:
+        """Kill whatever is left in the cgroup and remove it (idempotent)."""
+
+    @abstractmethod
+    def exists(self) -> bool: ...
+
+
+class CgroupV1(Cgroup):
+    """One directory per controller hierarchy, each with that controller's files."""
+
+    version = "v1"
+
+    def _dirs(self) -> dict[str, Path]:
+        return {c: self.root / c / PARENT / self.cid for c in ("memory", "pids", "cpu")}
+
+    def create(self, limits: Limits) -> None:
+        files: dict[str, list[tuple[str, str]]] = {"memory": [], "pids": [], "cpu": []}
+        if limits.memory is not None:
+            files["memory"] += [("memory.limit_in_bytes", str(limits.memory))]
+            # Without swap accounting there is no memsw file, and no swap to escape to.
+            files["memory"] += [("memory.memsw.limit_in_bytes", str(limits.memory))]
+        if limits.pids is not None:
+            files["pids"].append(("pids.max", str(limits.pids)))
+        if limits.cpus is not None:
+            files["cpu"] += [
+                ("cpu.cfs_period_us", str(CFS_PERIOD_US)),
+                ("cpu.cfs_quota_us", str(int(limits.cpus * CFS_PERIOD_US))),
+            ]
+        try:
+            for controller, path in self._dirs().items():
+                if not (self.root / controller).is_dir():
+                    raise PyvmmError(f"cgroup v1 controller {controller} is not mounted")
+                _mkdir_under_parent(path.parent, self.cid, lambda p: None)
+                for name, value in files[controller]:
+                    if (path / name).exists() or not name.startswith("memory.memsw"):
+                        _write(path / name, value)
+        except BaseException:
+            self.remove()
+            raise
+
+    def add(self, pid: int) -> None:
+        for path in self._dirs().values():
+            _write(path / "cgroup.procs", str(pid))
+
+    def peak_memory(self) -> int | None:
+        return _read_int(self._dirs()["memory"] / "memory.max_usage_in_bytes")
+
+    def oom_killed(self) -> bool:
+        return bool(_read_key(self._dirs()["memory"] / "memory.oom_control", "oom_kill"))
+
+    def remove(self) -> None:
+        for path in self._dirs().values():
+            _rmdir(path, None)
+
+    def exists(self) -> bool:
+        return any(p.is_dir() for p in self._dirs().values())
+
+
+class CgroupV2(Cgroup):
+    """One directory in the unified tree; controllers enabled from the top down."""
+
+    version = "v2"
+
+    @property
+    def path(self) -> Path:
+        return self.root / PARENT / self.cid
+
+    def _enable(self, parent: Path, wanted: list[str]) -> None:
+        """Switch on ``wanted`` controllers for the children of the root and ``parent``."""
+        available = (self.root / "cgroup.controllers").read_text().split()
+        missing = [c for c in wanted if c not in available]
+        if missing:
+            raise PyvmmError(f"cgroup v2 at {self.root} has no {' or '.join(missing)} controller")
+        if wanted:
+            change = " ".join(f"+{c}" for c in wanted)
+            _write(self.root / "cgroup.subtree_control", change)
+            _write(parent / "cgroup.subtree_control", change)
+
+    def create(self, limits: Limits) -> None:
+        files = []
+        if limits.memory is not None:
+            files += [("memory.max", str(limits.memory)), ("memory.swap.max", "0")]
+            files += [("memory.oom.group", "1")]  # an OOM kill takes the whole container
+        if limits.pids is not None:
+            files.append(("pids.max", str(limits.pids)))
+        if limits.cpus is not None:
+            files.append(("cpu.max", f"{int(limits.cpus * CFS_PERIOD_US)} {CFS_PERIOD_US}"))
+        wanted = sorted({name.partition(".")[0] for name, _ in files})
+        try:
+            self._enable(self.root, wanted)  # fail before creating anything
+            _mkdir_under_parent(self.path.parent, self.cid, lambda p: self._enable(p, wanted))
+            for name, value in files:
+                if (self.path / name).exists() or name != "memory.swap.max":
+                    _write(self.path / name, value)
+        except BaseException:
+            self.remove()
+            raise
+
+    def add(self, pid: int) -> None:
+        _write(self.path / "cgroup.procs", str(pid))
+
+    def peak_memory(self) -> int | None:
+        return _read_int(self.path / "memory.peak")  # Linux 5.19 and later
+
+    def oom_killed(self) -> bool:
+        return bool(_read_key(self.path / "memory.events", "oom_kill"))
+
+    def remove(self) -> None:
+        _rmdir(self.path, self.path / "cgroup.kill")  # cgroup.kill: Linux 5.14 and later
+
+    def exists(self) -> bool:
+        return self.path.is_dir()
+
+
+def host_version(root: Path = CGROUP_ROOT) -> str:
+    """'v2' on a unified host, else 'v1' (a hybrid host's controllers are all in v1)."""
+    return "v2" if (root / "cgroup.controllers").exists() else "v1"
+
+
+def for_container(cid: str, version: str | None = None, root: Path = CGROUP_ROOT) -> Cgroup:
+    """The cgroup of container ``cid`` in the host's hierarchy (or ``version``'s)."""
+    cls = CgroupV2 if (version or host_version(root)) == "v2" else CgroupV1
+    return cls(cid, root)

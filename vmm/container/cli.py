@@ -1,0 +1,305 @@
+"""``pyvmm container``, ``pyvmm image`` and ``pyvmm volume``: parse, call, print.
+
+Each command is a few lines over the library (``container.py``, ``images.py``,
+``volumes.py``); errors are ``PyvmmError``s the top-level CLI prints in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import sys
+import time
+
+IMPORT_START = time.perf_counter()  # what importing the container runtime costs `run`
+
+import click  # noqa: E402
+
+from vmm.container import container as lifecycle  # noqa: E402
+from vmm.container import images, layers, volumes  # noqa: E402
+from vmm.container.cgroups import Limits  # noqa: E402
+from vmm.container.state import Store  # noqa: E402
+from vmm.errors import PyvmmError  # noqa: E402
+
+UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def _store(ctx: click.Context) -> Store:
+    return Store(ctx.obj["root"])
+
+
+def parse_size(text: str) -> int:
+    """``64M``, ``1g``, ``4096`` to bytes."""
+    m = re.fullmatch(r"(\d+)([bkmgBKMG]?)", text.strip())
+    if not m or int(m.group(1)) == 0:
+        raise PyvmmError(f"bad memory size {text!r}: use a number with an optional K, M or G")
+    return int(m.group(1)) * UNITS[m.group(2).lower()]
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return f"{n:.1f}GiB"
+
+
+def _ago(t: float) -> str:
+    s = int(time.time() - t)
+    if s < 120:
+        return f"{s} seconds"
+    return f"{s // 60} minutes" if s < 7200 else f"{s // 3600} hours"
+
+
+def _status(rec: dict) -> str:
+    if rec["status"] == "running":
+        return f"Up {_ago(rec['started_at'])}"
+    if rec["status"] == "exited":
+        code = "unknown" if rec["exit_code"] is None else rec["exit_code"]
+        return f"Exited ({code}) {_ago(rec['finished_at'])} ago"
+    return rec["status"].capitalize()
+
+
+def _table(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@click.group()
+def container() -> None:
+    """Run and manage containers."""
+
+
+@container.command(context_settings={"allow_interspersed_args": False})
+@click.option("--rm", "auto_remove", is_flag=True, help="Remove the container when it exits.")
+@click.option("-d", "--detach", is_flag=True, help="Run in the background; print the id.")
+@click.option("--name", help="Name the container (default: its short id).")
+@click.option("--hostname", help="Hostname inside the container (default: its short id).")
+@click.option("-v", "--volume", "volume_specs", multiple=True, metavar="SRC:DEST[:ro]",
+              help="Named volume (NAME:/path) or bind mount (/host/path:/path).")  # fmt: skip
+@click.option("--memory", help="Memory limit, e.g. 64M; the OOM killer enforces it.")
+@click.option("--pids", type=click.IntRange(min=1), help="Maximum number of processes.")
+@click.option("--cpus", type=click.FloatRange(min=0.01), help="CPU time, in CPUs (0.5 = half).")
+@click.argument("image")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def run(ctx, image, command, memory, pids, cpus, **options) -> None:
+    """Run COMMAND in a new container from IMAGE; exit with its exit status."""
+    t0 = time.perf_counter()  # the run request: pyvmm's own time is measured from here
+    limits = Limits(memory=parse_size(memory) if memory else None, pids=pids, cpus=cpus)
+    rec, status = lifecycle.run(
+        _store(ctx),
+        image,
+        list(command),
+        limits=limits,
+        t0=t0,
+        imports_s=t0 - IMPORT_START,
+        **options,
+    )
+    if status is None:
+        click.echo(rec["id"])
+        return
+    _exit_with(ctx, rec, status)
+
+
+def _exit_with(ctx: click.Context, rec: dict, status: int) -> None:
+    if rec.get("oom_killed"):
+        limit = human_size(rec["limits"]["memory"])
+        click.echo(f"pyvmm: container {rec['name']} ran out of memory ({limit})", err=True)
+    ctx.exit(status)
+
+
+@container.command()
+@click.option("-a", "--attach", is_flag=True, help="Attach to its output and wait for it.")
+@click.argument("name")
+@click.pass_context
+def start(ctx, name, attach) -> None:
+    """Start a stopped container again, on the same writable layer."""
+    rec, status = lifecycle.start(_store(ctx), name, attach)
+    if status is None:
+        click.echo(name)
+    else:
+        _exit_with(ctx, rec, status)
+
+
+@container.command()
+@click.option("-a", "--all", "show_all", is_flag=True, help="Show stopped containers too.")
+@click.option("-q", "--quiet", is_flag=True, help="Only ids.")
+@click.pass_context
+def ps(ctx, show_all, quiet) -> None:
+    """List containers (cleaning up after those whose runtime died)."""
+    recs = lifecycle.list_containers(_store(ctx))
+    recs = [r for r in recs if show_all or r["status"] != "exited"]
+    if quiet:
+        for r in recs:
+            click.echo(r["id"][:12])
+        return
+    rows = [["CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "NAMES"]]
+    for r in recs:
+        cmd = " ".join(r["command"])
+        cmd = cmd if len(cmd) <= 22 else cmd[:19] + "..."
+        rows.append([r["id"][:12], r["image"], json.dumps(cmd), _status(r), r["name"]])
+    _table(rows)
+
+
+@container.command()
+@click.option("-t", "--time", "timeout", default=10.0, show_default=True,
+              help="Seconds to wait after SIGTERM before SIGKILL.")  # fmt: skip
+@click.argument("names", nargs=-1, required=True)
+@click.pass_context
+def stop(ctx, names, timeout) -> None:
+    """Stop running containers: SIGTERM, then SIGKILL."""
+    for name in names:
+        lifecycle.stop(_store(ctx), name, timeout)
+        click.echo(name)
+
+
+@container.command()
+@click.option("-s", "--signal", "sig", default="KILL", show_default=True, help="Signal to send.")
+@click.argument("names", nargs=-1, required=True)
+@click.pass_context
+def kill(ctx, names, sig) -> None:
+    """Send a signal to the containers' first process."""
+    try:
+        name = "SIG" + sig.upper().removeprefix("SIG")
+        number = int(sig) if sig.isdigit() else signal.Signals[name]
+    except KeyError:
+        raise PyvmmError(f"unknown signal {sig}") from None
+    for name in names:
+        lifecycle.kill(_store(ctx), name, number)
+        click.echo(name)
+
+
+@container.command()
+@click.option("-f", "--force", is_flag=True, help="Kill it first if it is running.")
+@click.argument("names", nargs=-1, required=True)
+@click.pass_context
+def rm(ctx, names, force) -> None:
+    """Remove containers and their writable layers (volumes stay)."""
+    for name in names:
+        lifecycle.remove(_store(ctx), name, force)
+        click.echo(name)
+
+
+@container.command()
+@click.argument("name")
+@click.pass_context
+def logs(ctx, name) -> None:
+    """Print what the container wrote to stdout and stderr."""
+    sys.stdout.buffer.write(lifecycle.logs(_store(ctx), name))
+
+
+@container.command()
+@click.argument("name")
+@click.pass_context
+def inspect(ctx, name) -> None:
+    """Print the container's record as JSON (status, exit code, peak memory...)."""
+    click.echo(json.dumps(lifecycle.find(_store(ctx), name), indent=2, sort_keys=True))
+
+
+@container.command()
+@click.argument("name")
+@click.pass_context
+def diff(ctx, name) -> None:
+    """Changes in the container's writable layer: A added, C changed, D deleted."""
+    for kind, path in lifecycle.diff(_store(ctx), name):
+        click.echo(f"{kind} {path}")
+
+
+@click.group()
+def image() -> None:
+    """Import and manage images."""
+
+
+@image.command("import")
+@click.argument("source", type=click.Path())
+@click.argument("ref", metavar="NAME[:TAG]")
+@click.pass_context
+def image_import(ctx, source, ref) -> None:
+    """Import a rootfs directory or tar, an OCI layout, or a docker save tar."""
+    from vmm.container import importer  # tarfile and friends: not on `run`'s path
+
+    record = importer.import_image(_store(ctx), source, ref)
+    click.echo(f"{record['name']}:{record['tag']} {record['id'][:12]}")
+
+
+@image.command("ls")
+@click.pass_context
+def image_ls(ctx) -> None:
+    """List images; the total counts layers shared by images once."""
+    store = _store(ctx)
+    records = images.list_images(store)
+    rows = [["NAME", "TAG", "IMAGE ID", "LAYERS", "SIZE"]]
+    for r in records:
+        size = human_size(r["size"])
+        rows.append([r["name"], r["tag"], r["id"][:12], str(len(r["layers"])), size])
+    _table(rows)
+    total = human_size(images.total_size(store, records))
+    click.echo(f"total {total} on disk (shared layers counted once)")
+
+
+@image.command("inspect")
+@click.argument("ref", metavar="NAME[:TAG]")
+@click.pass_context
+def image_inspect(ctx, ref) -> None:
+    """Print the image's record and its layers (bottom first) as JSON."""
+    store = _store(ctx)
+    record = images.get(store, ref)
+    record["layers"] = [{"digest": d, "size": layers.size(store, d)} for d in record["layers"]]
+    click.echo(json.dumps(record, indent=2, sort_keys=True))
+
+
+@image.command("rm")
+@click.argument("refs", nargs=-1, required=True, metavar="NAME[:TAG]...")
+@click.pass_context
+def image_rm(ctx, refs) -> None:
+    """Remove images, refused while a container uses them; unused layers go too."""
+    store = _store(ctx)
+    for ref in refs:
+        with store.lock():
+            users = lifecycle.users_of(store, image=images.get(store, ref))
+            images.remove(store, ref, lifecycle.layers_in_use(store), users)
+        click.echo(ref)
+
+
+@click.group()
+def volume() -> None:
+    """Create and manage named volumes."""
+
+
+@volume.command("create")
+@click.argument("name")
+@click.pass_context
+def volume_create(ctx, name) -> None:
+    store = _store(ctx)
+    with store.lock():
+        click.echo(volumes.create(store, name)["name"])
+
+
+@volume.command("ls")
+@click.pass_context
+def volume_ls(ctx) -> None:
+    rows = [["VOLUME NAME", "MOUNTPOINT"]]
+    rows += [[v["name"], v["mountpoint"]] for v in volumes.list_volumes(_store(ctx))]
+    _table(rows)
+
+
+@volume.command("inspect")
+@click.argument("name")
+@click.pass_context
+def volume_inspect(ctx, name) -> None:
+    click.echo(json.dumps(volumes.get(_store(ctx), name), indent=2, sort_keys=True))
+
+
+@volume.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@click.pass_context
+def volume_rm(ctx, names) -> None:
+    """Remove volumes and their data, refused while a container refers to them."""
+    store = _store(ctx)
+    for name in names:
+        with store.lock():
+            volumes.remove(store, name, lifecycle.users_of(store, volume=name))
+        click.echo(name)

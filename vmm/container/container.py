@@ -1,0 +1,565 @@
+"""The container lifecycle: create, start (attached or detached), stop, kill, rm.
+
+``run`` is ``create`` then ``start``. Starting makes the calling process the
+container's *monitor* (a detached start first forks a daemon to be it):
+
+1. the monitor claims the container in its state file, creates its cgroup, unshares
+   a new PID namespace and forks;
+2. the child, PID 1 of that namespace, joins the cgroup, unshares the other
+   namespaces, mounts the overlay and the system filesystems, pivots into the new
+   root, drops capabilities and execs the command (``_init``);
+3. a close-on-exec pipe tells the monitor how that went: closed without a word means
+   the exec succeeded; otherwise it carries the exit status and a one-line error;
+4. the monitor copies the container's output to its own and to the container's log,
+   waits for it to exit, records the exit status, the peak memory and whether the OOM
+   killer struck, and removes the cgroup. The mounts need no cleanup: they live only
+   in the container's mount namespace, which dies with its last process.
+
+The container's PID 1 gets SIGKILL if its monitor dies (PR_SET_PDEATHSIG), so a killed
+runtime never leaves an unsupervised container; ``reconcile`` (run by ``ps`` and every
+command that reads a container) records such deaths and removes their cgroups.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from vmm.container import capabilities, cgroups, images, layers, mounts, namespaces, volumes
+from vmm.container._libc import lib
+from vmm.container.cgroups import Limits
+from vmm.container.libc import prctl
+from vmm.container.names import check_name
+from vmm.container.state import (
+    Store,
+    is_alive,
+    process_start,
+    read_json,
+    remove_tree,
+    write_json,
+)
+from vmm.errors import PyvmmError
+
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+ACTIVE = ("starting", "running")
+
+
+class ContainerStartError(PyvmmError):
+    """The container's command could not be started; ``exit_code`` is Docker's (125-127)."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _dir(store: Store, cid: str) -> Path:
+    return store.containers / cid
+
+
+def _save(store: Store, rec: dict) -> None:
+    write_json(_dir(store, rec["id"]) / "state.json", rec)
+
+
+def _load(store: Store, cid: str) -> dict | None:
+    try:
+        return read_json(_dir(store, cid) / "state.json")
+    except FileNotFoundError:
+        return None
+
+
+def _all(store: Store) -> list[dict]:
+    if not store.containers.is_dir():
+        return []
+    recs = [_load(store, p.name) for p in store.containers.iterdir()]
+    return sorted((r for r in recs if r), key=lambda r: r["created"])
+
+
+def _remove_files(store: Store, rec: dict) -> None:
+    cgroups.for_container(rec["id"], rec.get("cgroup")).remove()
+    remove_tree(_dir(store, rec["id"]))
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(store.names / rec["name"])
+
+
+def reconcile(store: Store, rec: dict) -> dict | None:
+    """Bring ``rec`` in line with the processes that really exist; caller locks.
+
+    A container whose monitor is gone (a killed ``pyvmm``) is recorded as exited with
+    an unknown status and its cgroup removed; with ``--rm`` it is removed entirely
+    and None is returned.
+    """
+    if rec["status"] not in ACTIVE or is_alive(rec["monitor_pid"], rec["monitor_start"]):
+        return rec
+    if is_alive(rec.get("pid"), rec.get("pid_start")):
+        return rec  # still running; the kernel kills it when it notices the monitor gone
+    cg = cgroups.for_container(rec["id"], rec.get("cgroup"))
+    rec.update(
+        status="exited",
+        exit_code=None,
+        error="the pyvmm process supervising it died",
+        finished_at=time.time(),
+        peak_memory=cg.peak_memory(),
+        oom_killed=cg.oom_killed(),
+        pid=None,
+    )
+    if rec["auto_remove"]:
+        _remove_files(store, rec)
+        return None
+    cg.remove()
+    _save(store, rec)
+    return rec
+
+
+def list_containers(store: Store) -> list[dict]:
+    """Every container, each reconciled with reality (dead ones recorded, --rm ones gone)."""
+    with store.lock():
+        return [r for r in (reconcile(store, rec) for rec in _all(store)) if r]
+
+
+def find(store: Store, ref: str) -> dict:
+    """The container named ``ref``, or whose id is or starts with ``ref``."""
+    if not ref:
+        raise PyvmmError("container name is empty")
+    with store.lock():
+        try:
+            by_name = _load(store, os.readlink(store.names / ref))
+        except OSError:
+            by_name = None
+        matches = [by_name] if by_name else [r for r in _all(store) if r["id"].startswith(ref)]
+        if len(matches) != 1:
+            raise PyvmmError(
+                f"no such container: {ref}" if not matches else f"ambiguous id prefix {ref}"
+            )
+        rec = reconcile(store, matches[0])
+    if rec is None:
+        raise PyvmmError(f"no such container: {ref}")
+    return rec
+
+
+def users_of(store: Store, image: dict | None = None, volume: str | None = None) -> list[str]:
+    """Names of containers created from ``image`` or referring to ``volume``."""
+    names = []
+    for rec in _all(store):
+        if image and rec["image_id"] == image["id"]:
+            names.append(rec["name"])
+        if volume and any(m["source"] == volume for m in rec["mounts"] if m["type"] == "volume"):
+            names.append(rec["name"])
+    return names
+
+
+def layers_in_use(store: Store) -> set[str]:
+    return {d for rec in _all(store) for d in rec["layers"]}
+
+
+def create(
+    store: Store,
+    image_ref: str,
+    command: list[str],
+    *,
+    name: str | None = None,
+    hostname: str | None = None,
+    volume_specs: tuple[str, ...] = (),
+    limits: Limits | None = None,
+    auto_remove: bool = False,
+    claim: bool = False,
+) -> dict:
+    """Record a new container and its empty writable layer; nothing runs yet.
+
+    Everything a user can get wrong is checked before anything is created. With
+    ``claim``, the container is created already claimed by this process for starting
+    (one locked step instead of two on ``run``'s path).
+    """
+    if name is not None:
+        check_name("container", name)
+    if hostname is not None:
+        check_name("hostname", hostname)
+    image = images.get(store, image_ref)
+    mounts_ = [volumes.parse(spec) for spec in volume_specs]
+    config = image["config"]
+    command = list(command) or (config.get("Entrypoint") or []) + (config.get("Cmd") or [])
+    if not command:
+        raise PyvmmError(f"no command given and image {image_ref} has no default command")
+    cid = os.urandom(32).hex()
+    name = name or cid[:12]
+    hostname = hostname or cid[:12]
+    env = config.get("Env") or [DEFAULT_PATH]
+    with store.lock():
+        store.names.mkdir(exist_ok=True)
+        try:
+            os.symlink(cid, store.names / name)
+        except FileExistsError:
+            raise PyvmmError(f"container name {name} is already in use") from None
+        new_volumes = [
+            m["source"]
+            for m in mounts_
+            if m["type"] == "volume" and not (store.volumes / m["source"]).exists()
+        ]
+        for v in new_volumes:
+            volumes.create(store, v)
+        cdir = _dir(store, cid)
+        for sub in ("upper", "work", "merged"):
+            os.makedirs(cdir / sub, mode=0o700)
+        rec = {
+            "id": cid,
+            "name": name,
+            "image": f"{image['name']}:{image['tag']}",
+            "image_id": image["id"],
+            "layers": image["layers"],
+            "command": command,
+            "env": [*env, f"HOSTNAME={hostname}"],
+            "cwd": config.get("WorkingDir") or "/",
+            "hostname": hostname,
+            "mounts": mounts_,
+            "new_volumes": new_volumes,
+            "limits": vars(limits or Limits()),
+            "auto_remove": auto_remove,
+            "created": time.time(),
+            "status": "created",
+            "monitor_pid": None,
+            "monitor_start": None,
+            "pid": None,
+            "pid_start": None,
+            "exit_code": None,
+        }
+        if claim:
+            _claimed(rec)
+        _save(store, rec)
+    return rec
+
+
+def _init(store: Store, rec: dict, stdio: tuple, report: int, go: int) -> None:
+    """The container's PID 1, from fork to execve; never returns.
+
+    ``go`` says when the monitor has moved this process into its cgroup (a zero-length
+    read: it could not); ``report`` carries a failure back (see the module docstring).
+    """
+    code, message = 2, "container setup failed"
+    try:
+        for target, fd in enumerate(stdio):
+            os.dup2(fd, target)
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; exec keeps that
+            signal.signal(sig, signal.SIG_DFL)
+        prctl(lib.PR_SET_PDEATHSIG, signal.SIGKILL)
+        namespaces.unshare(namespaces.CHILD_FLAGS)
+        namespaces.set_hostname(rec["hostname"])
+        namespaces.loopback_up()
+        mounts.detach_from_host()
+        cdir = _dir(store, rec["id"])
+        rootfs = str(cdir / "merged")
+        lowers = [str(layers.layer_dir(store, d)) for d in reversed(rec["layers"])]
+        mounts.mount_overlay(rootfs, lowers, str(cdir / "upper"), str(cdir / "work"))
+        mounts.mount_system(rootfs)
+        for m in rec["mounts"]:
+            source = m["source"]
+            if m["type"] == "volume":
+                target = mounts.path_in(rootfs, m["target"])
+                volumes.populate(store, source, target)
+                source = volumes.data_dir(store, source)
+            else:
+                target = mounts.path_in(rootfs, m["target"], is_dir=os.path.isdir(source))
+            mounts.bind(source, target, m["ro"])
+        mounts.finish(rootfs)
+        os.chdir(rec["cwd"])
+        if not os.read(go, 1):
+            os._exit(2)  # the monitor failed and reports why itself
+        namespaces.new_cgroup_namespace()
+        capabilities.restrict()
+        os.closerange(3, report)
+        os.closerange(report + 1, 1 << 16)
+        env = dict(e.split("=", 1) for e in rec["env"])
+        code, message = 127, f"{rec['command'][0]}: executable file not found in the container"
+        try:
+            os.execvpe(rec["command"][0], rec["command"], env)
+        except PermissionError:
+            code, message = 126, f"{rec['command'][0]}: permission denied"
+        except FileNotFoundError:
+            pass
+    except PyvmmError as e:
+        message = str(e)
+    except OSError as e:
+        message = f"container setup failed: {e.strerror or e}"
+    except BaseException as e:  # noqa: BLE001 - must never return into the monitor's code
+        message = f"container setup failed: {e!r}"
+    try:
+        os.write(report, f"{code}\n{message}".encode())
+    finally:
+        os._exit(code)
+
+
+def _relay(outputs: dict[int, int], log_fd: int, on_output: Callable[[], None]) -> None:
+    """Copy the container's output pipes to our stdout/stderr and its log, until EOF."""
+    first = True
+    while outputs:
+        ready, _, _ = select.select(list(outputs), [], [])
+        for fd in ready:
+            data = os.read(fd, 65536)
+            if not data:
+                os.close(fd)
+                del outputs[fd]
+                continue
+            if first:
+                on_output()
+                first = False
+            for out in (outputs[fd], log_fd):
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(out, view) :]
+                except OSError:
+                    pass  # our reader went away; keep draining so the container can finish
+
+
+def _claimed(rec: dict) -> None:
+    rec.update(
+        status="starting",
+        monitor_pid=os.getpid(),
+        monitor_start=process_start(os.getpid()),
+        exit_code=None,
+        error=None,
+        cgroup=cgroups.host_version(),
+    )
+
+
+def _claim(store: Store, cid: str) -> dict:
+    """Mark the container as starting under this process, unless it already runs."""
+    with store.lock():
+        rec = _load(store, cid)
+        rec = rec and reconcile(store, rec)
+        if rec is None:
+            raise PyvmmError(f"no such container: {cid[:12]}")
+        if rec["status"] in ACTIVE:
+            raise PyvmmError(f"container {rec['name']} is already running")
+        _claimed(rec)
+        _save(store, rec)
+        return rec
+
+
+def _monitor(store: Store, rec: dict, attach: bool, on_started: Callable, t0: float,
+             imports_s: float = 0.0) -> int:  # fmt: skip
+    """Start the claimed container ``rec`` and supervise it to its end; return its
+    exit status (``rec`` gains ``oom_killed``, ``peak_memory`` and ``timings``)."""
+    cid = rec["id"]
+    cg = cgroups.for_container(cid, rec["cgroup"])
+    try:
+        cg.create(Limits(**rec["limits"]))
+    except BaseException:
+        _finish(store, cid, None, None)
+        raise
+    log_fd = os.open(_dir(store, cid) / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    if attach:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        stdio, outputs, child_only = (0, out_w, err_w), {out_r: 1, err_r: 2}, [out_w, err_w]
+    else:
+        null = os.open("/dev/null", os.O_RDONLY)
+        stdio, outputs, child_only = (null, log_fd, log_fd), {}, [null]
+    report_r, report_w = os.pipe2(os.O_CLOEXEC)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    namespaces.new_pid_namespace()
+    pid = os.fork()
+    if pid == 0:
+        _init(store, rec, stdio, report_w, go_r)
+    for fd in [*child_only, report_w, go_r]:
+        os.close(fd)
+    try:
+        cg.add(pid)
+        os.write(go_w, b"1")
+        failure = b""
+    except OSError as e:  # the child died early (it reports why) or the cgroup refused
+        failure = f"2\ncannot move the container into its cgroup: {e.strerror}".encode()
+    finally:
+        os.close(go_w)
+    with os.fdopen(report_r, "rb") as report:
+        failure = report.read() or failure
+    t_exec = time.perf_counter()
+    if failure:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        for fd in [*outputs, log_fd]:
+            os.close(fd)
+        cg.remove()
+        _finish(store, cid, None, None)
+        code, _, message = failure.decode(errors="replace").partition("\n")
+        raise ContainerStartError(message, int(code))
+    timings = {"imports_s": imports_s, "exec_s": t_exec - t0}
+    with store.lock():
+        rec.update(status="running", pid=pid, pid_start=process_start(pid), started_at=time.time())
+        if _load(store, cid) is not None:  # else removed with rm -f already
+            _save(store, rec)
+    on_started(rec)
+    forward = {s: signal.signal(s, lambda sig, _f: os.kill(pid, sig)) for s in FORWARDED}
+    try:
+        _relay(outputs, log_fd, lambda: timings.update(first_output_s=time.perf_counter() - t0))
+        _, status = os.waitpid(pid, 0)
+    finally:
+        for s, handler in forward.items():
+            signal.signal(s, handler)
+        os.close(log_fd)
+    code = os.waitstatus_to_exitcode(status)
+    code = 128 - code if code < 0 else code
+    result = {"oom_killed": cg.oom_killed(), "peak_memory": cg.peak_memory(), "timings": timings}
+    rec.update(result)
+    cg.remove()
+    _finish(store, cid, code, result)
+    return code
+
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _finish(store: Store, cid: str, code: int | None, result: dict | None) -> None:
+    """Record how the container ended (or that it never started); apply --rm."""
+    with store.lock():
+        rec = _load(store, cid)
+        if rec is None:
+            return  # removed with rm -f while it ran
+        rec.update(status="exited", exit_code=code, pid=None, finished_at=time.time())
+        rec.update(result or {})
+        if rec["auto_remove"] and result is not None:
+            _remove_files(store, rec)
+        else:
+            _save(store, rec)
+
+
+def _start_detached(store: Store, cid: str) -> None:
+    """Fork a daemon monitor for the container; return once its command has started."""
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                null = os.open("/dev/null", os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                os.closerange(3, w)
+                os.closerange(w + 1, 1 << 16)
+
+                def started(_rec):
+                    os.write(w, b"ok")
+                    os.close(w)
+
+                try:
+                    _monitor(store, _claim(store, cid), False, started, time.perf_counter())
+                except PyvmmError as e:
+                    os.write(w, f"{e.exit_code}\n{e}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(child, 0)
+    with os.fdopen(r, "rb") as f:
+        answer = f.read().decode(errors="replace")
+    if answer != "ok":
+        code, _, message = answer.partition("\n")
+        raise ContainerStartError(message or "the container monitor died", int(code or 2))
+
+
+def start(store: Store, ref: str, attach: bool, t0: float | None = None) -> tuple[dict, int | None]:
+    """Start a created or exited container on its existing writable layer.
+
+    Attached: supervise it here and return its record and exit status. Detached:
+    return once it runs (status None), a daemon monitor supervising it.
+    """
+    rec = find(store, ref)
+    if not attach:
+        _start_detached(store, rec["id"])
+        return rec, None
+    rec = _claim(store, rec["id"])
+    return rec, _monitor(store, rec, True, lambda _rec: None, t0 or time.perf_counter())
+
+
+def run(store: Store, image_ref: str, command: list[str], *, detach: bool = False,
+        t0: float | None = None, imports_s: float = 0.0,
+        **options) -> tuple[dict, int | None]:  # fmt: skip
+    """``create`` and ``start``; a container whose command cannot start is removed again,
+    with the volumes it created, so a failed ``run`` leaves nothing behind.
+
+    ``t0`` is when the request came in; the record's ``timings`` count from it
+    (``imports_s``, the caller's import time before ``t0``, is recorded beside them).
+    """
+    t0 = t0 or time.perf_counter()
+    rec = create(store, image_ref, command, claim=not detach, **options)
+    try:
+        if detach:
+            _start_detached(store, rec["id"])
+            return rec, None
+        return rec, _monitor(store, rec, True, lambda _rec: None, t0, imports_s)
+    except BaseException:
+        with store.lock():
+            if _load(store, rec["id"]):
+                _remove_files(store, rec)
+            for v in rec["new_volumes"]:
+                if not users_of(store, volume=v):
+                    volumes.remove(store, v, [])
+        raise
+
+
+def _wait_dead(pid: int | None, start_time: int | None, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while is_alive(pid, start_time):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def kill(store: Store, ref: str, sig: int = signal.SIGKILL) -> dict:
+    """Send ``sig`` to the container's PID 1."""
+    rec = find(store, ref)
+    if rec["status"] != "running":
+        raise PyvmmError(f"container {rec['name']} is not running")
+    os.kill(rec["pid"], sig)
+    if _wait_dead(rec["pid"], rec["pid_start"], 1.0):
+        _wait_dead(rec["monitor_pid"], rec["monitor_start"], 5.0)
+    return rec
+
+
+def stop(store: Store, ref: str, timeout: float = 10.0) -> dict:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds; return once it has exited.
+
+    A PID 1 that installed no SIGTERM handler ignores SIGTERM (the kernel protects a
+    namespace's init), as in Docker; then the SIGKILL ends it.
+    """
+    rec = find(store, ref)
+    if rec["status"] == "running":
+        with_pid = (rec["pid"], rec["pid_start"])
+        if is_alive(*with_pid):
+            os.kill(rec["pid"], signal.SIGTERM)
+        if not _wait_dead(*with_pid, timeout) and is_alive(*with_pid):
+            os.kill(rec["pid"], signal.SIGKILL)
+        _wait_dead(*with_pid, 5.0)
+        _wait_dead(rec["monitor_pid"], rec["monitor_start"], 5.0)
+    return find(store, rec["id"])
+
+
+def remove(store: Store, ref: str, force: bool = False) -> None:
+    """Delete the container and its writable layer (volumes stay)."""
+    rec = find(store, ref)
+    if rec["status"] in ACTIVE:
+        if not force:
+            raise PyvmmError(f"container {rec['name']} is running: stop it first or use -f")
+        if is_alive(rec["pid"], rec["pid_start"]):
+            os.kill(rec["pid"], signal.SIGKILL)
+        _wait_dead(rec["monitor_pid"], rec["monitor_start"], 5.0)
+    with store.lock():
+        if _load(store, rec["id"]):
+            _remove_files(store, rec)
+
+
+def logs(store: Store, ref: str) -> bytes:
+    rec = find(store, ref)
+    try:
+        return (_dir(store, rec["id"]) / "log").read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
+def diff(store: Store, ref: str) -> list[tuple[str, str]]:
+    rec = find(store, ref)
+    lowers = [layers.layer_dir(store, d) for d in reversed(rec["layers"])]
+    return layers.diff(_dir(store, rec["id"]) / "upper", lowers)

@@ -1,0 +1,162 @@
+"""Mounts: the container's root filesystem and everything mounted into it.
+
+All of this runs in the container's own mount namespace, made a *slave* of the host's
+first, so no mount made here appears on the host and every one of them disappears
+with the namespace when the container's last process exits: nothing to clean up.
+
+The root is an overlayfs: the image layers as read-only ``lowerdir``s (topmost
+first), the container's writable ``upperdir``, and a ``workdir`` overlayfs needs for
+atomic copy-up. Writing to a lower file copies it up into ``upperdir`` first; the
+lower layer is never touched.
+
+Then a fresh /proc (this PID namespace's processes only), a small /dev on tmpfs with
+just the harmless devices, /sys read-only, volumes and bind mounts, and the sensitive
+/proc and /sys paths masked or read-only (the list runc uses). Finally pivot_root makes
+the overlay the root and the old root is detached: unlike chroot, the host's tree is
+then unreachable, not merely out of sight.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from vmm.container._libc import ffi, lib
+from vmm.container.libc import check, mount, umount2
+from vmm.errors import PyvmmError
+
+NOSUID_NODEV_NOEXEC = lib.MS_NOSUID | lib.MS_NODEV | lib.MS_NOEXEC
+
+DEVICES = {  # name: (major, minor), all mode 0666 as in the OCI runtime spec
+    "null": (1, 3),
+    "zero": (1, 5),
+    "full": (1, 7),
+    "random": (1, 8),
+    "urandom": (1, 9),
+    "tty": (5, 0),
+}
+DEV_LINKS = {
+    "ptmx": "pts/ptmx",
+    "fd": "/proc/self/fd",
+    "stdin": "/proc/self/fd/0",
+    "stdout": "/proc/self/fd/1",
+    "stderr": "/proc/self/fd/2",
+}
+MASKED = (
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+)
+READ_ONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+
+def detach_from_host() -> None:
+    """Stop mounts made from now on from propagating to the host (``--make-rslave /``)."""
+    mount(None, "/", None, lib.MS_REC | lib.MS_SLAVE)
+
+
+def mount_overlay(target: str, lowers: list[str], upper: str, work: str) -> None:
+    """Mount the union of ``lowers`` (topmost first) with ``upper`` on ``target``."""
+    options = f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work}"
+    if len(options) >= 4096:
+        raise PyvmmError(f"too many image layers for one overlay mount ({len(lowers)})")
+    mount("overlay", target, "overlay", 0, options)
+
+
+def path_in(rootfs: str, path: str, is_dir: bool = True) -> str:
+    """The host path of the container path ``path``, created if missing.
+
+    No component may be a symlink: the image is untrusted, and a /proc or a volume
+    target that is a symlink to ``/`` would mount over the host's own directories.
+    """
+    host = rootfs
+    parts = [p for p in path.split("/") if p]
+    for i, part in enumerate(parts):
+        host = os.path.join(host, part)
+        last = i == len(parts) - 1
+        try:
+            st = os.lstat(host)
+        except FileNotFoundError:
+            if is_dir or not last:
+                os.mkdir(host, 0o755)
+            else:
+                os.close(os.open(host, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o644))
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise PyvmmError(f"the image's {'/'.join(['', *parts[: i + 1]])} is a symlink")
+        if not last and not stat.S_ISDIR(st.st_mode):
+            raise PyvmmError(f"the image's {'/'.join(['', *parts[: i + 1]])} is not a directory")
+    return host
+
+
+def _mount_dev(rootfs: str) -> None:
+    dev = path_in(rootfs, "/dev")
+    mount("tmpfs", dev, "tmpfs", lib.MS_NOSUID | lib.MS_NOEXEC, "mode=755,size=65536k")
+    old = os.umask(0)
+    try:
+        for name, (major, minor) in DEVICES.items():
+            os.mknod(f"{dev}/{name}", stat.S_IFCHR | 0o666, os.makedev(major, minor))
+    finally:
+        os.umask(old)
+    for name, target in DEV_LINKS.items():
+        os.symlink(target, f"{dev}/{name}")
+    for sub in ("pts", "shm"):
+        os.mkdir(f"{dev}/{sub}", 0o755)
+    mount(
+        "devpts",
+        f"{dev}/pts",
+        "devpts",
+        lib.MS_NOSUID | lib.MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620",
+    )
+    mount("shm", f"{dev}/shm", "tmpfs", NOSUID_NODEV_NOEXEC, "mode=1777,size=65536k")
+
+
+def bind(source: str, target: str, read_only: bool) -> None:
+    """Bind-mount ``source`` on ``target``; read-only needs a second, remount step."""
+    mount(source, target, None, lib.MS_BIND | lib.MS_REC)
+    if read_only:
+        # A remount replaces the flags; keep the nosuid/nodev/noexec the source had.
+        # (statvfs's ST_* flag values are the same bits as the MS_* mount flags.)
+        keep = os.statvfs(target).f_flag & NOSUID_NODEV_NOEXEC
+        mount(None, target, None, lib.MS_BIND | lib.MS_REMOUNT | lib.MS_RDONLY | keep)
+
+
+def _mask(rootfs: str) -> None:
+    for path in MASKED:
+        host = rootfs + path
+        if os.path.isdir(host) and not os.path.islink(host):
+            mount("tmpfs", host, "tmpfs", lib.MS_RDONLY, None)
+        elif os.path.exists(host) and not os.path.islink(host):
+            mount(rootfs + "/dev/null", host, None, lib.MS_BIND)
+    for path in READ_ONLY:
+        host = rootfs + path
+        if os.path.exists(host) and not os.path.islink(host):
+            bind(host, host, read_only=True)
+
+
+def mount_system(rootfs: str) -> None:
+    """Mount /proc, /dev and /sys into ``rootfs`` (call after the overlay is mounted)."""
+    mount("proc", path_in(rootfs, "/proc"), "proc", NOSUID_NODEV_NOEXEC)
+    _mount_dev(rootfs)
+    mount("sysfs", path_in(rootfs, "/sys"), "sysfs", NOSUID_NODEV_NOEXEC | lib.MS_RDONLY)
+
+
+def finish(rootfs: str) -> None:
+    """Mask sensitive paths, then make ``rootfs`` the root and drop the old one."""
+    _mask(rootfs)
+    os.chdir(rootfs)
+    # pivot_root(".", "."): the old root ends up stacked under the new one at "/",
+    # from where it is detached; no directory for the old root is needed.
+    dot = ffi.new("char[]", b".")
+    check(lib.syscall(lib.SYS_pivot_root, dot, dot), "pivot_root")
+    umount2(".", lib.MNT_DETACH)
+    os.chdir("/")
