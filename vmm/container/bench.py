@@ -1,0 +1,175 @@
+"""Measuring container start-up: pyvmm beside crun, runc and a bare unshare+chroot.
+
+Every function returns a plain dict (times in seconds) so that ``pyvmm bench`` and
+``scripts/bench_container.py`` can print or plot the same numbers. Each measurement is
+the median of several runs of a whole process, start to exit, timed from outside; for
+pyvmm the record of a run also holds what it measured from inside (``timings``).
+
+The same root filesystem runs everywhere: the image's layers copied into one
+directory for crun, runc and chroot, which have no layer store of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from vmm.container import container as lifecycle
+from vmm.container import images, layers
+from vmm.container.state import Store
+
+# The installed console script when there is one: what a user runs.
+_SCRIPT = Path(sys.executable).with_name("pyvmm")
+PYVMM = (
+    [str(_SCRIPT)]
+    if _SCRIPT.exists()
+    else [sys.executable, "-c", "import sys; from vmm.cli import main; sys.exit(main())"]
+)
+
+
+def _env(root: Path) -> dict:
+    """pyvmm's environment: its state dir, and bytecode caching allowed, as installed."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYVMM_ROOT"] = str(root)
+    return env
+
+
+def timed_runs(argv: list[str], runs: int, env: dict | None = None, cleanup=None) -> dict:
+    """Run ``argv`` ``runs`` times; the median and min wall time and the last output.
+
+    ``cleanup`` runs after each run, outside the timing.
+    """
+    times, out = [], ""
+    for _ in range(runs):
+        t = time.perf_counter()
+        r = subprocess.run(argv, capture_output=True, text=True, env=env)
+        times.append(time.perf_counter() - t)
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv[:4])}...: exit {r.returncode}: {r.stderr.strip()}")
+        out = r.stdout.strip()
+        if cleanup:
+            cleanup()
+    return {"median_s": statistics.median(times), "min_s": min(times), "runs": runs,
+            "result": out}  # fmt: skip
+
+
+def flat_rootfs(store: Store, image_ref: str, dest: Path) -> Path:
+    """Copy an image's layers, bottom first, into one directory (the images built by
+    scripts/build_images.py have no whiteouts, which a plain copy would not apply)."""
+    for digest in images.get(store, image_ref)["layers"]:
+        shutil.copytree(layers.layer_dir(store, digest), dest, symlinks=True, dirs_exist_ok=True)
+    return dest
+
+
+def oci_bundle(rootfs: Path, bundle: Path, args: list[str], binds: dict[str, str]) -> Path:
+    """An OCI runtime bundle for crun and runc: ``runc spec``'s defaults (the same
+    masked paths, devices and capabilities as pyvmm), no terminal, plus a cgroup
+    namespace and the ``binds`` (host path: container path)."""
+    bundle.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["runc", "spec", "--bundle", bundle], check=True)
+    config = json.loads((bundle / "config.json").read_text())
+    config["root"] = {"path": str(rootfs), "readonly": False}
+    config["process"].update(terminal=False, args=args)
+    config["linux"]["namespaces"].append({"type": "cgroup"})
+    for host, target in binds.items():
+        config["mounts"].append({"destination": target, "type": "bind", "source": host,
+                                 "options": ["rbind", "rw"]})  # fmt: skip
+    (bundle / "config.json").write_text(json.dumps(config))
+    return bundle
+
+
+def runc_run(bundle: Path, runs: int) -> dict:
+    return timed_runs(["runc", "run", "--bundle", str(bundle), "pyvmm-bench-runc"], runs)
+
+
+def crun_run(bundle: Path, runs: int) -> dict:
+    """crun refuses a hybrid cgroup layout (controllers in v1, an empty cgroup2 at
+    /sys/fs/cgroup/unified); there it runs in a private mount namespace with that
+    cgroup2 mount removed, which adds an ``unshare`` to its time."""
+    argv = ["crun", "run", "--bundle", str(bundle), "pyvmm-bench-crun"]
+    if os.path.ismount("/sys/fs/cgroup/unified"):
+        argv = ["unshare", "-m", "sh", "-c", 'umount /sys/fs/cgroup/unified && exec "$@"',
+                "sh", *argv]  # fmt: skip
+    return timed_runs(argv, runs)
+
+
+def chroot_floor(rootfs: Path, args: list[str], runs: int) -> dict:
+    """The least a container can cost: new namespaces, a fresh /proc, chroot, exec."""
+    return timed_runs(["unshare", "-fmpiun", "--mount-proc=" + str(rootfs / "proc"),
+                       "chroot", str(rootfs), *args], runs)  # fmt: skip
+
+
+def pyvmm_run(root: Path, image_ref: str, args: list[str], volumes: list[str], runs: int) -> dict:
+    """``pyvmm container run --rm``, whole process; then the same without ``--rm`` to
+    read back what pyvmm measured from inside (request to exec, to first output) and
+    the cgroup's peak memory."""
+    store, env = Store(root), _env(root)
+    vflags = [f for v in volumes for f in ("-v", v)]
+    whole = timed_runs([*PYVMM, "container", "run", "--rm", *vflags, image_ref, *args], runs, env)
+    inner = []
+    for i in range(runs):
+        name = f"bench{i}"
+        subprocess.run([*PYVMM, "container", "run", "--name", name, *vflags, image_ref, *args],
+                       env=env, check=True, capture_output=True)  # fmt: skip
+        inner.append(lifecycle.find(store, name))
+        lifecycle.remove(store, name)
+    median = {}
+    for key in ("imports_s", "exec_s", "first_output_s"):  # no output: no first_output_s
+        values = [r["timings"][key] for r in inner if key in r["timings"]]
+        median[key] = statistics.median(values) if values else None
+    return {**whole, **median, "peak_memory": statistics.median(r["peak_memory"] for r in inner)}
+
+
+def interpreter_costs(runs: int) -> dict:
+    """What stands before pyvmm's own work: the interpreter, click (vmm.cli), and the
+    container runtime's modules."""
+    env = _env(Path("/nonexistent"))
+    py = [sys.executable, "-c"]
+    subprocess.run([*py, "import vmm.cli, vmm.container.cli"], env=env, check=True)  # warm caches
+    return {
+        "python_s": timed_runs([*py, "pass"], runs, env)["median_s"],
+        "python_vmm_cli_s": timed_runs([*py, "import vmm.cli"], runs, env)["median_s"],
+        "python_container_cli_s": timed_runs([*py, "import vmm.cli, vmm.container.cli"], runs, env)[
+            "median_s"
+        ],
+    }
+
+
+def cgroup_attach_cost(runs: int, idle_s: float = 0.05) -> dict:
+    """Moving a process into a cgroup after the hierarchy has been idle for a while.
+
+    The kernel's cgroup_threadgroup_rwsem makes the first migration after a quiet
+    spell wait for an RCU grace period; a container start pays it once.
+    """
+    from vmm.container import cgroups
+
+    cg = cgroups.for_container("bench-attach-" + os.urandom(4).hex())
+    cg.create(cgroups.Limits())
+    times = []
+    try:
+        for _ in range(runs):
+            sleeper = subprocess.Popen(["sleep", "10"])
+            time.sleep(idle_s)
+            t = time.perf_counter()
+            cg.add(sleeper.pid)
+            times.append(time.perf_counter() - t)
+            sleeper.kill()
+            sleeper.wait()
+    finally:
+        cg.remove()
+    return {"median_s": statistics.median(times), "min_s": min(times), "runs": runs,
+            "cgroup": cg.version}  # fmt: skip
+
+
+def image_sizes(root: Path) -> dict:
+    """Bytes on disk per image, and for all of them with shared layers counted once."""
+    store = Store(root)
+    records = images.list_images(store)
+    sizes = {f"{r['name']}:{r['tag']}": r["size"] for r in records}
+    return {"images": sizes, "total": images.total_size(store, records)}
