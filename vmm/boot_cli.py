@@ -11,6 +11,7 @@ from vmm.errors import PyvmmError
 from vmm.memory import parse_size
 
 KVM_DEVICE_ENV = "PYVMM_KVM_DEVICE"  # another path for /dev/kvm (tests use it)
+MAX_DISKS = 4  # the boot-info block has room for four virtio devices
 
 
 def _memory(text: str) -> int:
@@ -48,6 +49,19 @@ def _memory(text: str) -> int:
     help="Kernel command line; words after '--' become the program's arguments.",
 )
 @click.option(
+    "--disk",
+    "disks",
+    multiple=True,
+    metavar="PATH[,ro]",
+    help="Raw disk image as a virtio-blk device (repeatable: /dev/vda, /dev/vdb, ...). With "
+    "the bundled kernel and no --program, the workload runs on /dev/vda.",
+)
+@click.option(
+    "--ioeventfd",
+    is_flag=True,
+    help="Serve disk requests on an I/O thread woken by ioeventfd, not in the vCPU's exit loop.",
+)
+@click.option(
     "--trace",
     is_flag=True,
     help="Print every VM exit, with the guest instruction behind it disassembled, to stderr.",
@@ -57,7 +71,7 @@ def _memory(text: str) -> int:
     is_flag=True,
     help="Print exit counts by reason and the time spent in the guest and in the VMM, to stderr.",
 )
-def boot(kernel, program, memory, cmdline, trace, stats):
+def boot(kernel, program, memory, cmdline, disks, ioeventfd, trace, stats):
     """Boot a guest on KVM and run it until it powers off.
 
     With no --kernel, boots the bundled tiny kernel, which runs a program in ring 3.
@@ -66,17 +80,27 @@ def boot(kernel, program, memory, cmdline, trace, stats):
     """
     from vmm import guest
     from vmm.console import Console
+    from vmm.devices.virtio.blk import parse_disk_option
     from vmm.kvm import Kvm
     from vmm.machine import Machine, MachineConfig
 
     memory_size = _memory(memory)
+    disk_list = tuple(parse_disk_option(d) for d in disks)
+    if len(disk_list) > MAX_DISKS:
+        raise PyvmmError(f"at most {MAX_DISKS} --disk options")
     if kernel is None:
-        guest.ensure_built(guest.KERNEL, guest.DEMO_PROGRAM)
+        guest.ensure_built(guest.KERNEL, guest.DEMO_PROGRAM, guest.WORKLOAD)
         kernel = guest.KERNEL
+        if program is None and disk_list:
+            program = guest.WORKLOAD
+            if "--" not in cmdline.split():
+                cmdline += " -- /dev/vda"
         program = program or guest.DEMO_PROGRAM
     kvm = Kvm(os.environ.get(KVM_DEVICE_ENV, "/dev/kvm"))
     console = Console()
-    config = MachineConfig(kernel, memory_size, cmdline, program, output=console.output)
+    config = MachineConfig(
+        kernel, memory_size, cmdline, program, console.output, disk_list, ioeventfd
+    )
     try:
         with Machine(config, kvm) as machine:
             if trace:

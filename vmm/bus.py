@@ -28,6 +28,9 @@ class Bus:
         self.name = name
         self._bases: list[int] = []
         self._entries: list[tuple[int, int, Device]] = []  # (base, end, device)
+        # address -> (device, offset, end): a guest touches the same few registers over
+        # and over, and a dict hit is several times cheaper than the bisect.
+        self._cache: dict[int, tuple[Device, int, int]] = {}
 
     def insert(self, device: Device, base: int, length: int) -> None:
         end = base + length
@@ -38,15 +41,23 @@ class Bus:
             raise BusError(f"{self.name} range {base:#x}+{length:#x} overlaps another device")
         self._bases.insert(i, base)
         self._entries.insert(i, (base, end, device))
+        self._cache.clear()
 
     def find(self, addr: int, size: int = 1) -> tuple[Device, int] | None:
         """The device whose range holds [addr, addr+size), and the offset into it."""
-        i = bisect.bisect_right(self._bases, addr) - 1
-        if i >= 0:
+        hit = self._cache.get(addr)
+        if hit is None:
+            i = bisect.bisect_right(self._bases, addr) - 1
+            if i < 0:
+                return None
             base, end, device = self._entries[i]
-            if addr + size <= end:
-                return device, addr - base
-        return None
+            if addr >= end:
+                return None
+            hit = self._cache[addr] = (device, addr - base, end)
+        device, offset, end = hit
+        if addr + size > end:
+            return None
+        return device, offset
 
     def read(self, addr: int, size: int) -> bytes:
         """Read from a device; unclaimed addresses read as all ones, as on a PC's bus."""

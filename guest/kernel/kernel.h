@@ -53,6 +53,15 @@ __attribute__((noreturn)) void run_program(const struct boot_info *bi);
 /* syscall.c */
 void syscall_dispatch(struct trap_frame *f);
 
+/* virtio_blk.c */
+void virtio_blk_init(const struct boot_info *bi);
+int virtio_blk_count(void);
+int64_t virtio_blk_rw(int disk, int write, uint8_t *buf, uint64_t count, uint64_t offset);
+int virtio_blk_flush(int disk);
+
+/* program.c */
+int user_range_ok(uint64_t p, uint64_t n);
+
 /* lib.c */
 void *memcpy(void *d, const void *s, size_t n);
 void *memset(void *d, int c, size_t n);

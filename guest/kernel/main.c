@@ -10,5 +10,6 @@ void kmain(const struct boot_info *bi)
     uart_write((const char *)bi->cmdline_addr, bi->cmdline_len);
     kprintf("\"\n");
     cpu_init();
+    virtio_blk_init(bi);
     run_program(bi);
 }

@@ -1,25 +1,82 @@
 /* The system-call table: Linux's numbers and calling convention (arch/x86/entry/syscalls/
- * syscall_64.tbl), so an unmodified static Linux executable runs on this kernel. */
+ * syscall_64.tbl), so an unmodified static Linux executable runs on this kernel.
+ *
+ * Files: 0-2 are the console; openat() of /dev/vda, /dev/vdb, ... opens a virtio disk.
+ * Every pointer a program passes is checked against the program's own memory first. */
 #include "kernel.h"
 
 #define SYS_write 1
+#define SYS_close 3
+#define SYS_pread64 17
+#define SYS_pwrite64 18
 #define SYS_exit 60
+#define SYS_fsync 74
 #define SYS_exit_group 231
-#define ENOSYS 38
+#define SYS_openat 257
+
+#define ENOENT 2
 #define EBADF 9
 #define EFAULT 14
+#define EINVAL 22
+#define EMFILE 24
+#define ENOSYS 38
+#define ENAMETOOLONG 36
 
-/* Is [p, p+n) memory that the program may pass us? (Only ring-3 pages qualify.) */
-int user_range_ok(uint64_t p, uint64_t n);
+#define MAX_FILES 16
+#define FIRST_DISK_FD 3
+#define PATH_MAX_LEN 64
+
+/* fd -> disk index + 1 (0: not open); 0-2 are the console and never in this table. */
+static int files[MAX_FILES];
 
 static int64_t sys_write(uint64_t fd, uint64_t buf, uint64_t count)
 {
-    if (fd != 1 && fd != 2)
-        return -EBADF;
     if (!user_range_ok(buf, count))
         return -EFAULT;
-    uart_write((const char *)buf, count);
-    return count;
+    if (fd == 1 || fd == 2) {
+        uart_write((const char *)buf, count);
+        return count;
+    }
+    if (fd < MAX_FILES && files[fd])
+        return -EINVAL; /* a disk is written with pwrite64 */
+    return -EBADF;
+}
+
+static int64_t sys_openat(uint64_t path)
+{
+    char name[PATH_MAX_LEN];
+    for (int i = 0;; i++) {
+        if (i == PATH_MAX_LEN)
+            return -ENAMETOOLONG;
+        if (!user_range_ok(path + i, 1))
+            return -EFAULT;
+        name[i] = ((const char *)path)[i];
+        if (!name[i])
+            break;
+    }
+    /* "/dev/vd" followed by one letter naming a disk that exists. */
+    if (memcmp(name, "/dev/vd", 7) || !name[7] || name[8] || name[7] < 'a' ||
+        name[7] - 'a' >= virtio_blk_count())
+        return -ENOENT;
+    for (int fd = FIRST_DISK_FD; fd < MAX_FILES; fd++)
+        if (!files[fd]) {
+            files[fd] = name[7] - 'a' + 1;
+            return fd;
+        }
+    return -EMFILE;
+}
+
+static int disk_of(uint64_t fd) { return fd < MAX_FILES && files[fd] ? files[fd] - 1 : -1; }
+
+static int64_t sys_prw(uint64_t fd, uint64_t buf, uint64_t count, uint64_t offset, int write)
+{
+    if (disk_of(fd) < 0)
+        return -EBADF;
+    if ((int64_t)offset < 0)
+        return -EINVAL;
+    if (!user_range_ok(buf, count))
+        return -EFAULT;
+    return virtio_blk_rw(disk_of(fd), write, (uint8_t *)buf, count, offset);
 }
 
 void syscall_dispatch(struct trap_frame *f)
@@ -27,6 +84,15 @@ void syscall_dispatch(struct trap_frame *f)
     int64_t ret;
     switch (f->rax) {
     case SYS_write: ret = sys_write(f->rdi, f->rsi, f->rdx); break;
+    case SYS_openat: ret = sys_openat(f->rsi); break;
+    case SYS_pread64: ret = sys_prw(f->rdi, f->rsi, f->rdx, f->r10, 0); break;
+    case SYS_pwrite64: ret = sys_prw(f->rdi, f->rsi, f->rdx, f->r10, 1); break;
+    case SYS_fsync: ret = disk_of(f->rdi) < 0 ? -EBADF : virtio_blk_flush(disk_of(f->rdi)); break;
+    case SYS_close:
+        ret = disk_of(f->rdi) < 0 ? -EBADF : 0;
+        if (!ret)
+            files[f->rdi] = 0;
+        break;
     case SYS_exit:
     case SYS_exit_group: power_off((int)f->rdi);
     default: ret = -ENOSYS;

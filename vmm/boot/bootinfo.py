@@ -1,5 +1,9 @@
 """The boot-info block: what the VMM tells the tiny kernel, at the address in RDI.
 
+The contract around it: the kernel is entered in 64-bit mode with the identity map
+described below, and all RAM the VMM loaded nothing into reads as zero (the kernel
+relies on it rather than clearing a program's .bss in emulated ring-0 code).
+
 The layout is mirrored by ``guest/include/bootinfo.h``; change both together.
 
     offset  field

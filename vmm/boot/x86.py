@@ -30,6 +30,8 @@ EFER_LMA = 1 << 10
 PTE_PRESENT = 1 << 0
 PTE_WRITE = 1 << 1
 PTE_USER = 1 << 2
+PTE_ACCESSED = 1 << 5
+PTE_DIRTY = 1 << 6
 PTE_PAGE_SIZE = 1 << 7  # in a page directory: a 2 MiB page
 
 # The boot GDT: null, then flat 64-bit code at 0x08 and flat data at 0x10 (SDM 3.4.5).
@@ -58,7 +60,7 @@ def write_page_tables(memory: GuestMemory, mapped_bytes: int) -> int:
     nr_dirs = -(-mapped_bytes // (1 << 30))
     if nr_dirs > layout.MAX_PAGE_DIRS:
         raise ValueError(f"cannot identity-map {mapped_bytes:#x} bytes")
-    upper = PTE_PRESENT | PTE_WRITE | PTE_USER
+    upper = PTE_PRESENT | PTE_WRITE | PTE_USER | PTE_ACCESSED
     memory.write_u64(layout.PML4, layout.PDPT | upper)
     memory.write(
         layout.PDPT,
@@ -66,7 +68,7 @@ def write_page_tables(memory: GuestMemory, mapped_bytes: int) -> int:
             f"<{nr_dirs}Q", *(layout.PAGE_DIRS + i * 0x1000 | upper for i in range(nr_dirs))
         ),
     )
-    leaf = PTE_PRESENT | PTE_WRITE | PTE_PAGE_SIZE
+    leaf = PTE_PRESENT | PTE_WRITE | PTE_PAGE_SIZE | PTE_ACCESSED | PTE_DIRTY
     entries = nr_dirs * 512
     memory.write(
         layout.PAGE_DIRS, struct.pack(f"<{entries}Q", *range(leaf, entries << 21, 1 << 21))

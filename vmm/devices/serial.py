@@ -80,7 +80,9 @@ class Serial:
     """A 16550A with output to a callable and input pushed in by ``receive``.
 
     ``interrupt(level)`` drives the IRQ line; it is optional because a polling driver
-    (like the tiny guest's) needs none.
+    (like the tiny guest's) needs none. ``receive`` runs on the console thread; it only
+    appends to the receive deque (atomic in CPython), and LSR's data-ready bit is derived
+    from that deque, so the vCPU's register accesses, the hot path, take no lock.
     """
 
     def __init__(
@@ -90,13 +92,13 @@ class Serial:
     ):
         self.output = output
         self.interrupt = interrupt
-        self._lock = threading.Lock()  # receive() comes from the console thread
+        self._irq_lock = threading.Lock()  # the line is driven from both threads
         self.rx: deque[int] = deque()
+        self.overrun = False
         self.divisor = UART_RESET_DIVISOR
         self.ier = 0
         self.lcr = 0x03  # 8 data bits, no parity, 1 stop bit
         self.mcr = UART_MCR_OUT2
-        self.lsr = UART_LSR_THRE | UART_LSR_TEMT
         self.msr = UART_MSR_DCD | UART_MSR_DSR | UART_MSR_CTS
         self.scr = 0
         self.fifo_enabled = False
@@ -106,15 +108,25 @@ class Serial:
     # --- guest side -----------------------------------------------------------------
 
     def read(self, offset: int, size: int) -> bytes:
-        with self._lock:
-            value = self._read_register(offset)
+        value = self._read_register(offset)
+        if self.interrupt is not None:
             self._update_interrupt()
         return bytes((value,)) + b"\0" * (size - 1)
 
     def write(self, offset: int, data: bytes) -> None:
-        with self._lock:
-            self._write_register(offset, data[0])
+        self._write_register(offset, data[0])
+        if self.interrupt is not None:
             self._update_interrupt()
+
+    @property
+    def lsr(self) -> int:
+        """Transmitter always empty (we send at once); data ready while the FIFO holds any."""
+        return (
+            UART_LSR_THRE
+            | UART_LSR_TEMT
+            | (UART_LSR_DR if self.rx else 0)
+            | (UART_LSR_OE if self.overrun else 0)
+        )
 
     def _dlab(self) -> bool:
         return bool(self.lcr & UART_LCR_DLAB)
@@ -137,7 +149,7 @@ class Serial:
             return self.mcr
         if offset == UART_LSR:
             lsr = self.lsr
-            self.lsr &= ~UART_LSR_OE  # error bits clear when LSR is read
+            self.overrun = False  # error bits clear when LSR is read
             return lsr
         if offset == UART_MSR:
             msr = self._modem_status()
@@ -167,7 +179,6 @@ class Serial:
             self.fifo_enabled = bool(value & UART_FCR_ENABLE_FIFO)
             if value & UART_FCR_CLEAR_RCVR or not self.fifo_enabled:
                 self.rx.clear()
-                self.lsr &= ~UART_LSR_DR
         elif offset == UART_LCR:
             self.lcr = value
         elif offset == UART_MCR:
@@ -202,31 +213,26 @@ class Serial:
 
     def _update_interrupt(self) -> None:
         # The IRQ line reaches the PIC only when OUT2 is set, as on a PC.
-        level = self._pending_interrupt() != UART_IIR_NO_INT and bool(self.mcr & UART_MCR_OUT2)
-        if self.interrupt is not None and level != self._irq_level:
-            self._irq_level = level
-            self.interrupt(level)
+        with self._irq_lock:
+            level = self._pending_interrupt() != UART_IIR_NO_INT and bool(self.mcr & UART_MCR_OUT2)
+            if level != self._irq_level:
+                self._irq_level = level
+                self.interrupt(level)
 
     def _pop_rx(self) -> int:
-        if not self.rx:
-            return 0
-        value = self.rx.popleft()
-        if not self.rx:
-            self.lsr &= ~UART_LSR_DR
-        return value
+        return self.rx.popleft() if self.rx else 0
 
     def _push_rx(self, value: int) -> None:
         if len(self.rx) >= (UART_FIFO_SIZE if self.fifo_enabled else 1):
-            self.lsr |= UART_LSR_OE
+            self.overrun = True
             return
         self.rx.append(value)
-        self.lsr |= UART_LSR_DR
 
     # --- host side ------------------------------------------------------------------
 
     def receive(self, data: bytes) -> None:
         """Bytes typed on the host's terminal arrive at the receiver."""
-        with self._lock:
-            for b in data:
-                self._push_rx(b)
+        for b in data:
+            self._push_rx(b)
+        if self.interrupt is not None:
             self._update_interrupt()

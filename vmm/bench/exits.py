@@ -1,0 +1,148 @@
+"""``pyvmm bench exits``: what one VM exit costs in pyvmm, beside the same loop in C.
+
+Three figures (medians over several runs):
+  (a) VM creation to the first byte the tiny kernel sends to the UART, in-process;
+      and for a flat guest, creation to its first exit, pyvmm beside C;
+  (b) the cost of one port-I/O exit through pyvmm's exit loop for a guest doing N
+      OUTs to the UART's scratch register, beside a minimal C VMM running the same guest;
+  (c) the whole-process wall time of ``pyvmm boot`` of the bundled tiny guest.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+from vmm import guest
+from vmm.bench.measure import build_c, repeat, wall_time
+from vmm.kvm import Kvm
+from vmm.machine import Machine, MachineConfig
+
+C_SOURCE = os.path.join(os.path.dirname(__file__), "kvm_exit_loop.c")
+
+
+def out_loop_guest(n: int) -> bytes:
+    """16-bit real-mode code: N OUTs to COM1's scratch register, then the exit port.
+
+    mov ecx, N ; mov dx, 0x3ff ; 1: out dx, al ; dec ecx ; jnz 1b
+    mov dx, 0x501 ; out dx, al ; hlt
+    """
+    return (
+        b"\x66\xb9" + struct.pack("<I", n)
+        + b"\xba\xff\x03"
+        + b"\xee\x66\x49\x75\xfb"
+        + b"\xba\x01\x05\xee\xf4"
+    )  # fmt: skip
+
+
+def _pyvmm_run(kvm: Kvm, kernel: str, program: str | None = None):
+    """Build and run one machine; return (creation time, first exit, first byte, end)."""
+    marks: dict[str, float] = {}
+
+    def output(_data: bytes) -> None:
+        marks.setdefault("first_byte", time.perf_counter())
+
+    def first_exit(_vcpu, _exit) -> None:
+        marks.setdefault("first_exit", time.perf_counter())
+
+    t0 = time.perf_counter()
+    with Machine(MachineConfig(kernel, program=program, output=output), kvm) as m:
+        marks["built"] = time.perf_counter()
+        if program is None:  # the flat guest: note its first exit, then get out of the way
+            m.after_run.append(first_exit)
+        m.run()
+        marks["end"] = time.perf_counter()
+    return t0, marks
+
+
+def measure(runs: int = 7, n_exits: int = 20000) -> dict:
+    guest.ensure_built(guest.KERNEL, guest.DEMO_PROGRAM)
+    c_loop = build_c(C_SOURCE, "kvm_exit_loop")
+    kvm = Kvm()
+    with tempfile.TemporaryDirectory() as tmp:
+        flat = os.path.join(tmp, "outloop.bin")
+        with open(flat, "wb") as f:
+            f.write(out_loop_guest(n_exits))
+        first = os.path.join(tmp, "first.bin")
+        with open(first, "wb") as f:
+            f.write(out_loop_guest(1))
+
+        def c_figures(path: str) -> dict[str, float]:
+            out = subprocess.run([c_loop, path], capture_output=True, text=True, check=True).stdout
+            return {k: float(v) for k, v in (line.split() for line in out.splitlines())}
+
+        def py_first_byte() -> float:
+            t0, marks = _pyvmm_run(kvm, guest.KERNEL, guest.DEMO_PROGRAM)
+            return (marks["first_byte"] - t0) * 1e3
+
+        def py_first_exit() -> float:
+            t0, marks = _pyvmm_run(kvm, first)
+            return (marks["first_exit"] - t0) * 1e3
+
+        def py_per_exit() -> float:
+            with Machine(MachineConfig(flat), kvm) as m:
+                t = time.perf_counter()
+                m.run()
+                return (time.perf_counter() - t) / (n_exits + 1) * 1e6
+
+        pyvmm = [sys.executable, "-m", "vmm", "boot"]
+        script = os.path.join(os.path.dirname(sys.executable), "pyvmm")
+        if os.path.exists(script):
+            pyvmm = [script, "boot"]
+        result = {
+            "first_byte_ms": repeat(py_first_byte, runs),
+            "first_exit_ms": {
+                "pyvmm": repeat(py_first_exit, runs),
+                "c": repeat(lambda: c_figures(first)["create_to_first_exit"] / 1e3, runs),
+            },
+            "per_exit_us": {
+                "pyvmm": repeat(py_per_exit, runs),
+                "c": repeat(lambda: c_figures(flat)["per_exit"], runs),
+            },
+            "boot_process_ms": repeat(lambda: wall_time(pyvmm) * 1e3, runs),
+            "python_start_ms": repeat(
+                lambda: wall_time([sys.executable, "-c", "pass"]) * 1e3, runs
+            ),
+            "python_click_ms": repeat(
+                lambda: wall_time([sys.executable, "-c", "import click"]) * 1e3, runs
+            ),
+            "n_exits": n_exits,
+        }
+    kvm.close()
+    return result
+
+
+def table(r: dict) -> str:
+    def med(d):
+        return d["median"]
+
+    def ratio(pair):
+        return f"{med(pair['pyvmm']) / med(pair['c']):.2f}"
+
+    pe, fe = r["per_exit_us"], r["first_exit_ms"]
+    rows = [
+        ("figure", "pyvmm", "C floor", "pyvmm/C", "target"),
+        ("(a) creation -> first serial byte, tiny kernel (ms)",
+         f"{med(r['first_byte_ms']):.3f}", "", "", "< 1.5"),
+        ("(a) creation -> first exit, flat guest (ms)",
+         f"{med(fe['pyvmm']):.3f}", f"{med(fe['c']):.3f}", ratio(fe), ""),
+        (f"(b) per port-I/O exit, ring 0, {r['n_exits']} OUTs (us)",
+         f"{med(pe['pyvmm']):.2f}", f"{med(pe['c']):.2f}", ratio(pe), "<= 1.25"),
+        ("(c) pyvmm boot, whole process (ms)", f"{med(r['boot_process_ms']):.1f}", "", "", "< 120"),
+        ("    python -c pass (ms)", f"{med(r['python_start_ms']):.1f}", "", "", ""),
+        ("    python -c 'import click' (ms)", f"{med(r['python_click_ms']):.1f}", "", "", ""),
+    ]  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
+    lines.append(f"medians of {r['first_byte_ms']['runs']} runs each")
+    return "\n".join(lines)
