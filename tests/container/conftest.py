@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,20 @@ def one_line_error(r) -> str:
     return lines[0]
 
 
+def _pyvmm_processes(root: Path) -> list[int]:
+    """Processes other than this one started with PYVMM_ROOT=root (CLIs and monitors)."""
+    marker = f"PYVMM_ROOT={root}".encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker in f.read().split(b"\0") and int(pid) != os.getpid():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
 def _host_state() -> tuple[set[str], set[str]]:
     with open("/proc/self/mountinfo") as f:
         mounts = {" ".join(line.split()[3:5]) for line in f}  # root and mount point
@@ -100,7 +115,7 @@ def _host_state() -> tuple[set[str], set[str]]:
 @pytest.fixture
 def pyvmm(root: Path):
     """The CLI runner; on the way out, removes the test's containers and checks that
-    no mount and no cgroup was left behind."""
+    no mount, cgroup, container directory or pyvmm process was left behind."""
     before = _host_state()
     runner = Pyvmm(root)
     try:
@@ -113,3 +128,7 @@ def pyvmm(root: Path):
     assert after[0] == before[0], f"mounts left behind: {after[0] - before[0]}"
     assert after[1] == before[1], f"cgroups left behind: {after[1] - before[1]}"
     assert not list((root / "containers").glob("*")), "container directories left behind"
+    deadline = time.monotonic() + 5
+    while _pyvmm_processes(root) and time.monotonic() < deadline:
+        time.sleep(0.02)  # a monitor records the exit and removes the cgroup, then exits
+    assert not _pyvmm_processes(root), "pyvmm processes left behind"

@@ -67,21 +67,18 @@ def _read_int(path: Path) -> int | None:
     return None
 
 
-def _mkdir_under_parent(parent: Path, name: str, prepare_parent) -> Path:
-    """Create ``parent/name``; the shared parent is created (and prepared) if needed.
+def _mkdir_under_parent(parent: Path, name: str) -> Path:
+    """Create ``parent/name``, and the shared parent first if needed.
 
     Another pyvmm may remove the parent when its own last container ends, between our
     mkdir of the parent and of the child; then we simply try again.
     """
     for _ in range(10):
+        with contextlib.suppress(FileExistsError):
+            parent.mkdir()
         try:
-            if not parent.is_dir():
-                with contextlib.suppress(FileExistsError):
-                    parent.mkdir()
-                prepare_parent(parent)
-            path = parent / name
-            path.mkdir()
-            return path
+            (parent / name).mkdir()
+            return parent / name
         except FileNotFoundError:
             continue
     raise PyvmmError(f"cannot create cgroup {parent / name}")
@@ -168,7 +165,7 @@ class CgroupV1(Cgroup):
             for controller, path in self._dirs().items():
                 if not (self.root / controller).is_dir():
                     raise PyvmmError(f"cgroup v1 controller {controller} is not mounted")
-                _mkdir_under_parent(path.parent, self.cid, lambda p: None)
+                _mkdir_under_parent(path.parent, self.cid)
                 for name, value in files[controller]:
                     if (path / name).exists() or not name.startswith("memory.memsw"):
                         _write(path / name, value)
@@ -204,15 +201,13 @@ class CgroupV2(Cgroup):
         return self.root / PARENT / self.cid
 
     def _enable(self, parent: Path, wanted: list[str]) -> None:
-        """Switch on ``wanted`` controllers for the children of the root and ``parent``."""
-        available = (self.root / "cgroup.controllers").read_text().split()
+        """Switch on ``wanted`` controllers for the children of ``parent``."""
+        available = (parent / "cgroup.controllers").read_text().split()
         missing = [c for c in wanted if c not in available]
         if missing:
-            raise PyvmmError(f"cgroup v2 at {self.root} has no {' or '.join(missing)} controller")
+            raise PyvmmError(f"cgroup v2 at {parent} has no {' or '.join(missing)} controller")
         if wanted:
-            change = " ".join(f"+{c}" for c in wanted)
-            _write(self.root / "cgroup.subtree_control", change)
-            _write(parent / "cgroup.subtree_control", change)
+            _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))
 
     def create(self, limits: Limits) -> None:
         files = []
@@ -226,7 +221,10 @@ class CgroupV2(Cgroup):
         wanted = sorted({name.partition(".")[0] for name, _ in files})
         try:
             self._enable(self.root, wanted)  # fail before creating anything
-            _mkdir_under_parent(self.path.parent, self.cid, lambda p: self._enable(p, wanted))
+            _mkdir_under_parent(self.path.parent, self.cid)
+            # The parent may predate this container's needs; it has no processes of
+            # its own, so its children may be given controllers at any time.
+            self._enable(self.path.parent, wanted)
             for name, value in files:
                 if (self.path / name).exists() or name != "memory.swap.max":
                     _write(self.path / name, value)

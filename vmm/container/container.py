@@ -508,18 +508,18 @@ def _wait_dead(pid: int | None, start_time: int | None, timeout: float) -> bool:
     return True
 
 
-def kill(store: Store, ref: str, sig: int = signal.SIGKILL) -> dict:
-    """Send ``sig`` to the container's PID 1."""
+def kill(store: Store, ref: str, sig: int = signal.SIGKILL) -> None:
+    """Send ``sig`` to the container's PID 1; if that ends it, wait until its exit is
+    recorded, so that a following ``ps`` or ``inspect`` shows it."""
     rec = find(store, ref)
-    if rec["status"] != "running":
+    if rec["status"] != "running" or not is_alive(rec["pid"], rec["pid_start"]):
         raise PyvmmError(f"container {rec['name']} is not running")
     os.kill(rec["pid"], sig)
     if _wait_dead(rec["pid"], rec["pid_start"], 1.0):
         _wait_dead(rec["monitor_pid"], rec["monitor_start"], 5.0)
-    return rec
 
 
-def stop(store: Store, ref: str, timeout: float = 10.0) -> dict:
+def stop(store: Store, ref: str, timeout: float = 10.0) -> None:
     """SIGTERM, then SIGKILL after ``timeout`` seconds; return once it has exited.
 
     A PID 1 that installed no SIGTERM handler ignores SIGTERM (the kernel protects a
@@ -534,7 +534,6 @@ def stop(store: Store, ref: str, timeout: float = 10.0) -> dict:
             os.kill(rec["pid"], signal.SIGKILL)
         _wait_dead(*with_pid, 5.0)
         _wait_dead(rec["monitor_pid"], rec["monitor_start"], 5.0)
-    return find(store, rec["id"])
 
 
 def remove(store: Store, ref: str, force: bool = False) -> None:
