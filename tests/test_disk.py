@@ -91,3 +91,17 @@ def test_missing_disk_image_is_a_one_line_error(tmp_path):
 def test_unknown_disk_option_is_a_one_line_error(image):
     path, _ = image
     assert_one_line_error(run_pyvmm("boot", "--disk", f"{path},rw"), "rw")
+
+
+@pytest.mark.parametrize("ioeventfd", [False, True], ids=["exit-loop", "ioeventfd"])
+def test_hostile_requests_from_inside_the_guest_are_refused_and_the_vmm_survives(image, ioeventfd):
+    path, digest = image
+    args = ["boot", "--disk", str(path), "--cmdline", "virtio_selftest"]
+    vm = run_pyvmm(*args + (["--ioeventfd"] if ioeventfd else []))
+    assert vm.returncode == 0, (vm.stdout, vm.stderr)
+    checks = [line for line in vm.stdout.splitlines() if line.startswith("selftest:")]
+    assert len(checks) == 7, vm.stdout
+    assert all(line.endswith(("refused as expected", ": ok")) for line in checks), checks
+    assert "descriptor loop: refused as expected" in vm.stdout
+    # ... and the workload that follows on the same, reset device still gets it right.
+    assert vm.stdout.endswith(f"sha256={digest}\n")

@@ -58,6 +58,7 @@ void virtio_blk_init(const struct boot_info *bi);
 int virtio_blk_count(void);
 int64_t virtio_blk_rw(int disk, int write, uint8_t *buf, uint64_t count, uint64_t offset);
 int virtio_blk_flush(int disk);
+void virtio_blk_selftest(void);
 
 /* program.c */
 int user_range_ok(uint64_t p, uint64_t n);

@@ -1,6 +1,25 @@
 /* The tiny kernel: say hello on the UART, set up the CPU, run the program in ring 3. */
 #include "kernel.h"
 
+/* Is ``word`` one of the words of the kernel command line (before any "--")? */
+static int cmdline_has(const struct boot_info *bi, const char *word)
+{
+    const char *p = (const char *)bi->cmdline_addr, *end = p + bi->cmdline_len;
+    size_t n = strlen(word);
+    while (p < end) {
+        while (p < end && *p == ' ')
+            p++;
+        const char *start = p;
+        while (p < end && *p != ' ')
+            p++;
+        if (p - start == 2 && start[0] == '-' && start[1] == '-')
+            return 0;
+        if ((size_t)(p - start) == n && !memcmp(start, word, n))
+            return 1;
+    }
+    return 0;
+}
+
 void kmain(const struct boot_info *bi)
 {
     uart_init();
@@ -11,5 +30,7 @@ void kmain(const struct boot_info *bi)
     kprintf("\"\n");
     cpu_init();
     virtio_blk_init(bi);
+    if (cmdline_has(bi, "virtio_selftest"))
+        virtio_blk_selftest();
     run_program(bi);
 }

@@ -55,6 +55,7 @@
 #define VIRTIO_BLK_T_OUT 1
 #define VIRTIO_BLK_T_FLUSH 4
 #define VIRTIO_BLK_S_OK 0
+#define VIRTIO_BLK_S_IOERR 1
 
 #define QUEUE_SIZE 8 /* one request at a time needs three descriptors */
 #define SECTOR 512
@@ -159,27 +160,42 @@ void virtio_blk_init(const struct boot_info *bi)
 
 int virtio_blk_count(void) { return nr_disks; }
 
-/* One request: header, optional data buffer, status byte; then wait for the used ring. */
-static int submit(struct vblk *d, uint32_t type, uint64_t sector, void *buf, uint32_t len)
+#define NEEDS_RESET (-1)
+#define VIRTIO_CONFIG_S_NEEDS_RESET 64
+#define POLLS_PER_STATUS_CHECK 4096
+
+/* Make the chain at descriptor 0 available, notify, and wait for the device to use it.
+ * Returns the request's status byte, or NEEDS_RESET if the device gave up on the queue
+ * (it then never uses the chain, so the wait also watches the device status). */
+static int post_and_wait(struct vblk *d)
 {
-    d->header.type = type;
-    d->header.sector = sector;
-    /* Descriptor 0 the header, 1 the data (skipped when there is none), 2 the status. */
-    d->desc[0] = (struct virtq_desc){(uint64_t)&d->header, sizeof(d->header), VIRTQ_DESC_F_NEXT, len ? 1 : 2};
-    if (len)
-        d->desc[1] = (struct virtq_desc){(uint64_t)buf, len,
-                                         VIRTQ_DESC_F_NEXT | (type == VIRTIO_BLK_T_IN ? VIRTQ_DESC_F_WRITE : 0), 2};
-    d->desc[2] = (struct virtq_desc){(uint64_t)&d->status, 1, VIRTQ_DESC_F_WRITE, 0};
     d->status = 0xff;
     d->avail.ring[d->avail.idx % QUEUE_SIZE] = 0;
     barrier();
     d->avail.idx++;
     barrier();
     wr(d, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
-    while (*(volatile uint16_t *)&d->used.idx == d->last_used)
+    for (unsigned polls = 1; *(volatile uint16_t *)&d->used.idx == d->last_used; polls++) {
         __asm__ volatile("pause");
+        if (polls % POLLS_PER_STATUS_CHECK == 0 && rd(d, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET)
+            return NEEDS_RESET;
+    }
     d->last_used++;
-    return d->status == VIRTIO_BLK_S_OK ? 0 : -1;
+    return d->status;
+}
+
+/* One request: descriptor 0 the header, 1 the data (left out when there is none), 2 the
+ * status byte. Returns 0 when the device answered VIRTIO_BLK_S_OK. */
+static int submit(struct vblk *d, uint32_t type, uint64_t sector, void *buf, uint32_t len)
+{
+    d->header.type = type;
+    d->header.sector = sector;
+    d->desc[0] = (struct virtq_desc){(uint64_t)&d->header, sizeof(d->header), VIRTQ_DESC_F_NEXT, len ? 1 : 2};
+    if (len)
+        d->desc[1] = (struct virtq_desc){(uint64_t)buf, len,
+                                         VIRTQ_DESC_F_NEXT | (type == VIRTIO_BLK_T_IN ? VIRTQ_DESC_F_WRITE : 0), 2};
+    d->desc[2] = (struct virtq_desc){(uint64_t)&d->status, 1, VIRTQ_DESC_F_WRITE, 0};
+    return post_and_wait(d) == VIRTIO_BLK_S_OK ? 0 : -1;
 }
 
 #define EIO 5
@@ -233,4 +249,48 @@ int virtio_blk_flush(int disk)
     if (disk < 0 || disk >= nr_disks)
         return -EBADF;
     return submit(&disks[disk], VIRTIO_BLK_T_FLUSH, 0, 0, 0) ? -EIO : 0;
+}
+
+/* Guest test mode ("virtio_selftest" on the command line): requests a buggy or hostile
+ * driver could send, each of which the VMM must refuse without crashing or hanging:
+ * IOERR for a bad request, NEEDS_RESET for a broken queue, then a reset and a good read. */
+static void expect(const char *what, int got, int want)
+{
+    kprintf("selftest: %s: %s\n", what, got == want ? "refused as expected" : "NOT REFUSED");
+}
+
+void virtio_blk_selftest(void)
+{
+    if (!nr_disks) {
+        kprintf("selftest: no disk\n");
+        return;
+    }
+    struct vblk *d = &disks[0];
+    uint8_t *bounce = d->bounce;
+    expect("sector past the end", submit(d, VIRTIO_BLK_T_IN, d->capacity, bounce, SECTOR), -1);
+    expect("buffer outside guest memory",
+           submit(d, VIRTIO_BLK_T_IN, 0, (void *)0x7ff000000000ull, SECTOR), -1);
+    expect("length not a whole sector", submit(d, VIRTIO_BLK_T_IN, 0, bounce, 100), -1);
+
+    /* A header cut short: 8 of its 16 bytes. */
+    submit(d, VIRTIO_BLK_T_IN, 0, bounce, SECTOR); /* fills the descriptors */
+    d->desc[0].len = 8;
+    expect("header too short", post_and_wait(d), VIRTIO_BLK_S_IOERR);
+
+    /* Data the device must write placed in a device-readable buffer. */
+    d->desc[0].len = sizeof(d->header);
+    d->desc[1].flags = VIRTQ_DESC_F_NEXT;
+    expect("read into a device-readable buffer", post_and_wait(d), VIRTIO_BLK_S_IOERR);
+
+    /* A chain that loops back to its start: the device must see the loop and give up. */
+    d->desc[1].flags = VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE;
+    d->desc[2].flags = VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT;
+    d->desc[2].next = 0;
+    expect("descriptor loop", post_and_wait(d), NEEDS_RESET);
+
+    /* After a reset the device serves good requests again. */
+    uint64_t base = (uint64_t)d->regs;
+    memset(d, 0, sizeof(*d));
+    int ok = probe(d, base) && submit(d, VIRTIO_BLK_T_IN, 0, bounce, SECTOR) == 0;
+    kprintf("selftest: read after reset: %s\n", ok ? "ok" : "FAILED");
 }
