@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import PYVMM
 
 from vmm.container import cgroups
 from vmm.container.cgroups import CgroupV2, Limits
@@ -81,3 +82,32 @@ def test_v2_limit_without_its_controller_fails_cleanly(unified):
     with pytest.raises(PyvmmError, match="no memory controller"):
         cg.create(Limits(memory=64 << 20))
     assert not cg.exists() and not cg.path.parent.exists()
+
+
+def test_container_runs_in_a_cgroup2_hierarchy_mounted_in_a_private_namespace(root, pyvmm):
+    """Mounting cgroup2 over /sys/fs/cgroup in a private mount namespace makes pyvmm
+    use its v2 implementation end to end, even on a v1 host (where cgroup2 owns no
+    controllers, so a limit must fail cleanly; on a v2 host it must be enforced)."""
+    unified = Path("/sys/fs/cgroup") if not V1 else Path("/sys/fs/cgroup/unified")
+    if not (unified / "cgroup.controllers").exists():
+        pytest.skip("this kernel has no cgroup2 hierarchy mounted")
+    env = {**os.environ, "PYVMM_ROOT": str(root)}
+    script = 'mount -t cgroup2 none /sys/fs/cgroup && exec "$@"'
+
+    def run(*args):
+        argv = [*PYVMM, "container", "run", *args]
+        return subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", *argv],
+                              env=env, capture_output=True, text=True)  # fmt: skip
+
+    r = run("-d", "busybox", "sleep", "30")
+    assert r.returncode == 0, r.stderr
+    info = pyvmm.inspect(r.stdout.strip())
+    assert info["cgroup"] == "v2"
+    procs = (unified / "pyvmm" / info["id"] / "cgroup.procs").read_text().split()
+    assert str(info["pid"]) in procs
+    pyvmm.ok("container", "rm", "-f", info["id"])
+    r = run("--rm", "--memory", "32M", "busybox", "dd", "if=/dev/zero", "of=/dev/null", "bs=64M")
+    if "no memory controller" in r.stderr:
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    else:
+        assert r.returncode == 137

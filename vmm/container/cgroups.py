@@ -141,7 +141,12 @@ class Cgroup(ABC):
 
 
 class CgroupV1(Cgroup):
-    """One directory per controller hierarchy, each with that controller's files."""
+    """One directory per controller hierarchy, each with that controller's files.
+
+    The memory hierarchy is always used (it measures the peak); pids and cpu only
+    when limited, as each hierarchy a process joins is one more write on the way to
+    its first instruction.
+    """
 
     version = "v1"
 
@@ -163,6 +168,8 @@ class CgroupV1(Cgroup):
             ]
         try:
             for controller, path in self._dirs().items():
+                if controller != "memory" and not files[controller]:
+                    continue
                 if not (self.root / controller).is_dir():
                     raise PyvmmError(f"cgroup v1 controller {controller} is not mounted")
                 _mkdir_under_parent(path.parent, self.cid)
@@ -175,7 +182,8 @@ class CgroupV1(Cgroup):
 
     def add(self, pid: int) -> None:
         for path in self._dirs().values():
-            _write(path / "cgroup.procs", str(pid))
+            if path.is_dir():
+                _write(path / "cgroup.procs", str(pid))
 
     def peak_memory(self) -> int | None:
         return _read_int(self._dirs()["memory"] / "memory.max_usage_in_bytes")
