@@ -13,6 +13,7 @@ from vmm.errors import PyvmmError
 GUEST_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "guest")
 KERNEL = os.path.join(GUEST_DIR, "build", "kernel.elf")
 DEMO_PROGRAM = os.path.join(GUEST_DIR, "build", "hello")
+RAWREAD = os.path.join(GUEST_DIR, "build", "rawread")
 REALMODE_LAB = os.path.join(GUEST_DIR, "build", "realmode.bin")
 WORKLOAD = os.path.join(GUEST_DIR, "workload", "workload")
 _SOURCE_DIRS = ("kernel", "include", "demo", "labs/realmode", "workload", ".")

@@ -44,6 +44,7 @@ static uint64_t gdt[8];
 static struct idt_gate idt[256];
 extern const uint64_t trap_stubs[32]; /* traps.S */
 extern char syscall_entry[];          /* traps.S, in the user-accessible page */
+extern char bp_entry[];               /* traps.S: #BP, a system call under PVM */
 extern char __user_text_start[], __user_text_end[];
 
 static void wrmsr(uint32_t msr, uint64_t v)
@@ -97,7 +98,7 @@ void cpu_init(void)
     for (int v = 0; v < 32; v++)
         set_gate(v, trap_stubs[v], 0, v == 8 ? 1 : 0); /* #DF on its own stack */
     /* #BP is reachable from ring 3: under PVM it is how a system call enters ring 0. */
-    set_gate(3, trap_stubs[3], 3, 0);
+    set_gate(3, (uint64_t)bp_entry, 3, 0);
     __asm__ volatile("lidt %0" ::"m"(idtr));
 
     /* SYSCALL: CS/SS from STAR[47:32]; SYSRET: from STAR[63:48] (+16 for 64-bit CS). */

@@ -50,9 +50,6 @@ __attribute__((noreturn)) void enter_user(uint64_t rip, uint64_t rsp);
 /* program.c */
 __attribute__((noreturn)) void run_program(const struct boot_info *bi);
 
-/* syscall.c */
-void syscall_dispatch(struct trap_frame *f);
-
 /* virtio_blk.c */
 void virtio_blk_init(const struct boot_info *bi);
 int virtio_blk_count(void);

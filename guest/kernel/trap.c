@@ -1,14 +1,5 @@
-/* Where every entry into ring 0 arrives: system calls by either path, and faults. */
+/* Where CPU exceptions arrive (system calls have their own path, in traps.S). */
 #include "kernel.h"
-
-#define SYSCALL_VECTOR 0x80
-#define VECTOR_BP 3
-/* Arithmetic flags and DF may come back from user space; IF is always on there. */
-#define USER_RFLAGS_MASK 0xcd5
-#define RFLAGS_IF (1 << 9)
-#define RFLAGS_RESERVED (1 << 1)
-
-extern char syscall_int3_return[];
 
 static const char *const exception_names[32] = {
     "#DE divide error", "#DB debug", "NMI", "#BP breakpoint", "#OF overflow",
@@ -33,17 +24,6 @@ static int signal_for(uint64_t vector)
 
 void trap_dispatch(struct trap_frame *f)
 {
-    if (f->vector == SYSCALL_VECTOR) {
-        syscall_dispatch(f);
-        return;
-    }
-    if (f->vector == VECTOR_BP && (f->cs & 3) && f->rip == (uint64_t)syscall_int3_return) {
-        /* A system call that came in through INT3 (PVM): return where SYSCALL would. */
-        f->rip = f->rcx;
-        f->rflags = (f->r11 & USER_RFLAGS_MASK) | RFLAGS_IF | RFLAGS_RESERVED;
-        syscall_dispatch(f);
-        return;
-    }
     uint64_t cr2;
     __asm__ volatile("mov %%cr2, %0" : "=r"(cr2));
     const char *name = f->vector < 32 && exception_names[f->vector] ? exception_names[f->vector] : "?";

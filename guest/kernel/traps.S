@@ -4,7 +4,12 @@
 #define KERNEL_DS 0x10
 #define USER_DS (0x20 | 3)
 #define USER_CS (0x28 | 3)
-#define SYSCALL_VECTOR 0x80 /* marks a frame built by the hardware SYSCALL path */
+#define NR_SYSCALLS 258 /* syscall_table's size: openat (257) is the highest we serve */
+#define ENOSYS 38
+/* Arithmetic flags and DF may come back from user space; IF is always on there. */
+#define USER_RFLAGS_MASK 0xcd5
+#define RFLAGS_IF 0x200
+#define RFLAGS_RESERVED 0x2
 
 /* Exceptions that push an error code themselves (SDM vol. 3, table 6-1). */
 #define HAS_ERROR(v) ((v) == 8 || ((v) >= 10 && (v) <= 14) || (v) == 17 || (v) == 21 || (v) == 29 || (v) == 30)
@@ -48,7 +53,7 @@ trap_common:
 /* The SYSCALL entry (MSR_LSTAR). On hardware KVM, SYSCALL lands here in ring 0 still on
  * the user's stack. Under PVM it lands here in ring 3, so this page is user-accessible
  * and the code first asks CS which ring it is in; from ring 3 the way into ring 0 is
- * INT3 through the DPL-3 #BP gate, and trap_dispatch() knows that INT3 by its address.
+ * INT3 through the DPL-3 #BP gate, and bp_entry knows that INT3 by its address.
  * The 128 bytes below RSP are the user's red zone (SysV ABI 3.2.2): step over them. */
 .section .user_text, "ax"
 .globl syscall_entry, syscall_int3_return
@@ -61,12 +66,12 @@ syscall_entry:
     leaq 128(%rsp), %rsp /* LEA leaves the flags of TEST alone */
     jz syscall_ring0
     int3
-syscall_int3_return: /* never reached: trap_dispatch() returns to the caller's RCX */
+syscall_int3_return: /* never reached: the IRET goes back to the caller's RCX */
     ud2
 
 .text
-/* Hardware path: switch to the kernel stack and build the same frame as an exception
- * from ring 3 would, with RIP and RFLAGS taken from RCX and R11 as SYSCALL left them. */
+/* Hardware path: switch to the kernel stack and build the IRET frame an exception from
+ * ring 3 would have pushed, so that both paths continue alike. */
 syscall_ring0:
     movq %rsp, user_rsp(%rip)
     movq tss_rsp0(%rip), %rsp
@@ -75,9 +80,36 @@ syscall_ring0:
     pushq %r11
     pushq $USER_CS
     pushq %rcx
-    pushq $0
-    pushq $SYSCALL_VECTOR
-    jmp trap_common
+    jmp syscall_common
+
+/* The #BP gate: a system call if the INT3 is the one in syscall_entry, else a fault. */
+.globl bp_entry
+bp_entry:
+    cmpq $syscall_int3_return, (%rsp)
+    jne trap_stub_3
+
+/* A system call, on the kernel stack below an IRET frame. Linux's convention: number in
+ * RAX, arguments in RDI, RSI, RDX, R10, R8, R9, result in RAX; RCX and R11 hold the
+ * return address and flags, every other register survives. Under PVM every ring-0
+ * instruction here is emulated (about 1 us each), so this path saves only what the C
+ * function may clobber, dispatches through a table, and returns with one IRET. */
+syscall_common:
+    pushq %rcx; pushq %r11; pushq %rdi; pushq %rsi; pushq %rdx; pushq %r8; pushq %r9; pushq %r10
+    movq %r10, %rcx /* the C convention's fourth argument register */
+    cmpq $NR_SYSCALLS, %rax
+    jae 1f
+    movq syscall_table(, %rax, 8), %rax
+    testq %rax, %rax
+    jz 1f
+    call *%rax
+    jmp 2f
+1:  movq $-ENOSYS, %rax
+2:  popq %r10; popq %r9; popq %r8; popq %rdx; popq %rsi; popq %rdi; popq %r11; popq %rcx
+    movq %rcx, (%rsp)     /* IRET's RIP: the instruction after SYSCALL */
+    andq $USER_RFLAGS_MASK, %r11
+    orq $RFLAGS_IF | RFLAGS_RESERVED, %r11
+    movq %r11, 16(%rsp)   /* IRET's RFLAGS: the caller's, with interrupts on */
+    iretq
 
 .data
 user_rsp: .quad 0
