@@ -1,23 +1,10 @@
-"""Shared fixtures: the built guest, /dev/kvm, and running the real ``pyvmm`` command."""
+"""Fixtures for the VM tests: the bundled guest, built once per session."""
 
-from __future__ import annotations
-
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-GUEST = ROOT / "guest"
-
-
-def kvm_usable() -> bool:
-    return os.access("/dev/kvm", os.R_OK | os.W_OK)
-
-
-needs_kvm = pytest.mark.skipif(not kvm_usable(), reason="needs a usable /dev/kvm")
+from vmtest import GUEST
 
 
 @pytest.fixture(scope="session")
@@ -25,26 +12,3 @@ def guest_build() -> Path:
     """The bundled guest, built once per test session with the system's gcc."""
     subprocess.run(["make", "-s", "-C", str(GUEST)], check=True)
     return GUEST / "build"
-
-
-def run_pyvmm(*args: str, env: dict | None = None, timeout: float = 120, **kw):
-    """Run the real CLI in a child process, as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "vmm", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-        cwd=ROOT,
-        **kw,
-    )
-
-
-def assert_one_line_error(proc, *fragments: str, status: int = 2) -> None:
-    """A clean failure: the given status, one line on stderr naming the problem, no traceback."""
-    assert proc.returncode == status, (proc.returncode, proc.stdout, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]

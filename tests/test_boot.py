@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, assert_one_line_error, needs_kvm, run_pyvmm
+from vmtest import ROOT, assert_one_line_error, needs_kvm, run_pyvmm
 
 pytestmark = needs_kvm
 

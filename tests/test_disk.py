@@ -6,8 +6,8 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import ROOT, assert_one_line_error, needs_kvm, run_pyvmm
 from test_workload_host import mkimage
+from vmtest import ROOT, assert_one_line_error, needs_kvm, run_pyvmm
 
 pytestmark = needs_kvm
 WORKLOAD = ROOT / "guest" / "workload" / "workload"
