@@ -1,0 +1,187 @@
+"""``pyvmm bench``: the comparison in its fast mode, run for real as a user runs it.
+
+Never a speed: what is asserted is that the figures exist and are consistent, that
+every row did the work (printed the expected line), that a row which did not is
+reported as a failure and not as a number, that bad options are one-line errors, and
+that nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from vmtest import ROOT, assert_one_line_error, kvm_usable, run_pyvmm
+
+from vmm.bench.compare import RowFailure, check
+from vmm.bench.measure import CACHE_DIR, run_processes
+
+_spec = importlib.util.spec_from_file_location("mkimage", ROOT / "scripts" / "mkimage.py")
+mkimage = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(mkimage)
+
+SIZE = 65536
+LIAR = "workload: bytes=1 sha256=00"
+CONTAINERS = os.geteuid() == 0 and os.path.exists("/bin/busybox")
+
+
+def expected_line(tmp_path) -> str:
+    """The line the workload must print for the fast mode's input (seed 0), computed here
+    from an image made alike, independently of the bench."""
+    sha = mkimage.make_image(tmp_path / "same.img", SIZE)
+    return f"workload: bytes={SIZE} sha256={sha}"
+
+
+def standard_rows() -> list[str]:
+    rows = ["host"]
+    if kvm_usable():
+        rows.append("tiny-vm")
+    if CONTAINERS:
+        rows += ["container-volume", "container-bind"]
+    return rows
+
+
+@pytest.fixture
+def bench(tmp_path):
+    """Run ``pyvmm --root ROOT bench --fast ...`` with its scratch space in tmp_path;
+    afterwards, check it left nothing behind there or in the container state."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    root = tmp_path / "state"
+
+    def run(*args: str, timeout: float = 120):
+        return run_pyvmm("--root", str(root), "bench", *args, env={"TMPDIR": str(scratch)},
+                         timeout=timeout)  # fmt: skip
+
+    yield run
+    assert os.listdir(scratch) == []
+    for kind in ("containers", "volumes"):
+        assert not (root / kind).exists() or os.listdir(root / kind) == []
+
+
+def test_fast_mode_every_row_matches_and_failing_rows_are_failures(bench, tmp_path):
+    out = tmp_path / "bench.json"
+    report = tmp_path / "bench.md"
+    rows = standard_rows()
+    proc = bench("--fast", "--rows", ",".join(rows), "--json", str(out), "--report", str(report),
+                 "--row", f"liar=sh -c 'echo {LIAR}'", "--row", "broken=false {image}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    expected = expected_line(tmp_path)
+
+    assert result["input"]["expected_line"] == expected
+    assert result["settings"]["runs"] == 1 and result["settings"]["input_bytes"] == SIZE
+    machine = result["machine"]
+    assert machine["kvm"]["kind"] in ("pvm", "hardware", "none")
+    assert {"kernel", "cpu_model", "pyvmm"} <= machine.keys()
+    by_key = {r["key"]: r for r in result["rows"]}
+    assert list(by_key) == [*rows, "liar", "broken"]
+
+    for key in rows:
+        row = by_key[key]
+        assert row["status"] == "ok", (row["status"], row.get("reason"))
+        assert row["result_line"] == expected
+        assert row["run_command"]
+        figures = row["figures"]
+        for name in ("first_byte_ms", "result_ms", "done_ms", "rss_bytes"):
+            f = figures[name]
+            assert f["runs"] == 1 and f["min"] <= f["median"] <= f["max"]
+        assert figures["first_byte_ms"]["median"] <= figures["done_ms"]["median"]
+        assert row["disk"]["total_bytes"] == sum(row["disk"]["parts"].values()) > 0
+        assert row["label"] in proc.stdout
+    if "tiny-vm" in by_key:
+        assert {"inside_ms", "guest_touched_bytes"} <= by_key["tiny-vm"]["figures"].keys()
+    if CONTAINERS:
+        for key in ("container-volume", "container-bind"):
+            assert "cgroup_peak_bytes" in by_key[key]["figures"]
+
+    liar, broken = by_key["liar"], by_key["broken"]
+    assert liar["status"] == "error" and liar["printed"] == LIAR
+    assert broken["status"] == "error" and "exit status 1" in broken["reason"]
+    for row in (liar, broken):
+        assert "figures" not in row and "disk" not in row
+        assert f"{row['label']}: error" in proc.stdout
+    assert "Rows without figures" in report.read_text()
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--runs", "0"], "--runs"),
+        (["--runs", "x"], "--runs"),
+        (["--scale", "1,0"], "--scale"),
+        (["--size", "lots"], "--size"),
+        (["--rows", "host,nope"], "unknown row 'nope'"),
+        (["--row", "no-command"], "--row"),
+        (["--json", "/nonexistent/dir/out.json"], "--json"),
+        (["--report", "/"], "--report"),
+    ],
+)
+def test_bad_options_are_one_line_errors(bench, args, fragment):
+    assert_one_line_error(bench("--fast", "--rows", "host", *args), fragment)
+
+
+def test_exits_subcommand_is_still_there(bench):
+    proc = bench("exits", "--help")
+    assert proc.returncode == 0 and "VM exit" in proc.stdout
+
+
+def test_a_command_past_its_timeout_is_killed_and_a_failure():
+    (proc,) = run_processes([["sh", "-c", "echo started; exec sleep 30"]], timeout=0.5)
+    assert proc.status is None and proc.stdout == b"started\n"
+    with pytest.raises(RowFailure, match="did not finish"):
+        check(proc, b"workload: bytes=0 sha256=x", 0.5)
+
+
+def test_peak_memory_is_the_commands_own_not_the_callers():
+    """The launcher keeps the Python parent's resident set out of the child's figure."""
+    small, big = run_processes(
+        [["true"], [sys.executable, "-c", "b = bytearray(64 << 20); b[::4096] = b'x' * (16384)"]],
+        timeout=30,
+    )
+    assert small.status == 0 and big.status == 0, big.stderr
+    assert small.maxrss < 8 << 20
+    assert big.maxrss > 64 << 20
+
+
+LINUX_CACHE = os.path.join(CACHE_DIR, "linux-vm")
+
+
+@pytest.mark.skipif(
+    not shutil.which("qemu-system-x86_64")
+    or not os.path.isdir(LINUX_CACHE)
+    or not any(n.endswith(".deb") for n in os.listdir(LINUX_CACHE)),
+    reason="QEMU and a downloaded Debian cloud kernel are needed (pyvmm bench fetches them)",
+)
+def test_linux_vm_row_boots_the_cloud_kernel_and_says_how(bench, tmp_path):
+    out = tmp_path / "bench.json"
+    proc = bench("--fast", "--rows", "linux-vm", "--json", str(out), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["status"] == "ok", row
+    assert row["result_line"] == expected_line(tmp_path)
+    accel = row["facts"]["accelerator"]
+    assert accel.upper() in row["label"]
+    assert row["run_command"][row["run_command"].index("-accel") + 1] == accel
+
+
+def test_workload_image_check_needs_the_same_executable(tmp_path):
+    """The bench refuses a container image whose /bin/workload is another file."""
+    if not CONTAINERS:
+        pytest.skip("needs root and busybox-static")
+    root = tmp_path / "state"
+    other = tmp_path / "other"
+    shutil.copy("/bin/busybox", other)
+    subprocess.run([sys.executable, ROOT / "scripts" / "build_images.py", "--root", root,
+                    "--workload", other], check=True, capture_output=True)  # fmt: skip
+    out = tmp_path / "bench.json"
+    proc = run_pyvmm("--root", str(root), "bench", "--fast", "--rows", "container-bind",
+                     "--json", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["status"] == "could not run" and "another /bin/workload" in row["reason"]

@@ -1,0 +1,172 @@
+"""``pyvmm bench``: measurements, never assertions. Each subcommand prints a table of
+medians and can write its raw figures as JSON.
+
+With no subcommand, ``pyvmm bench`` runs the comparison this project exists for: one
+workload as a host process, a tiny pyvmm VM, pyvmm containers and reference runtimes
+(compare.py). Everything a user can get wrong is checked before the first run, so a
+long benchmark never fails at the end for want of a writable output path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from vmm.errors import PyvmmError
+
+FAST_SIZE = "64K"
+FAST_ROWS = ("host", "tiny-vm", "container-volume", "container-bind")
+ROWS = (*FAST_ROWS, "crun", "runc", "linux-vm")
+
+
+def _positive(name: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise PyvmmError(f"{name} {text!r}: not a whole number") from None
+    if value < 1:
+        raise PyvmmError(f"{name} {text!r}: must be at least 1")
+    return value
+
+
+def _scale(text: str | None) -> list[int]:
+    if not text:
+        return []
+    return [_positive("--scale", part.strip()) for part in text.split(",")]
+
+
+def _size(text: str) -> int:
+    from vmm.memory import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise PyvmmError(f"--size: {e}") from None
+
+
+def _writable(option: str, path: str | None) -> None:
+    """Fail now, not after the benchmark, if the output cannot be written."""
+    if path is None:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise PyvmmError(f"{option} {path}: is a directory")
+    if not os.path.isdir(directory):
+        raise PyvmmError(f"{option} {path}: directory {directory} does not exist")
+    if not os.access(path if os.path.exists(path) else directory, os.W_OK):
+        raise PyvmmError(f"{option} {path}: not writable")
+
+
+def _progress():
+    """A one-line progress display on stderr, only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        return lambda _text: None, lambda: None
+
+    def show(text: str) -> None:
+        sys.stderr.write(f"\r\033[K{text}")
+        sys.stderr.flush()
+
+    return show, lambda: show("")
+
+
+@click.group(invoke_without_command=True)
+@click.option("--runs", help="Measured runs per row, after one warm-up.  [default: 10]")
+@click.option("--size", help="Workload input data size, e.g. 64M.  [default: 64M]")
+@click.option("--scale", metavar="N,N,...", help="Also start N instances at once, for each N.")
+@click.option("--rows", "only", metavar="KEY,...", help=f"Only these rows: {', '.join(ROWS)}.")
+@click.option(
+    "--row",
+    "extra",
+    multiple=True,
+    metavar="NAME=COMMAND",
+    help="Another row: COMMAND, {image} standing for the input image (repeatable).",
+)
+@click.option(
+    "--fast",
+    is_flag=True,
+    help=f"A quick check: 1 run, {FAST_SIZE} input, rows {','.join(FAST_ROWS)} unless --rows.",
+)
+@click.option("--json", "json_path", metavar="FILE", help="Write every figure and command here.")
+@click.option("--plot", "plot_path", metavar="FILE.png", help="Charts (needs matplotlib).")
+@click.option("--report", "report_path", metavar="FILE.md", help="Write a Markdown report here.")
+@click.option("--root", metavar="DIR", help="Container state directory (default: pyvmm's --root).")
+@click.pass_context
+def bench(ctx, runs, size, scale, only, extra, fast, json_path, plot_path, report_path, root):
+    """Measure pyvmm: the same workload as VM, container and host (no subcommand); the
+    cost of VM exits (``exits``); the virtio-blk path (``disk``)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from vmm.bench import rows as rowdefs
+    from vmm.bench.compare import Bench
+    from vmm.bench.report import markdown, table
+
+    if fast:
+        runs, size, only = runs or "1", size or FAST_SIZE, only or ",".join(FAST_ROWS)
+    runs, size = runs or "10", size or "64M"
+    chosen = _choose(rowdefs.standard_rows(), only) + [rowdefs.CommandRow(s) for s in extra]
+    if not chosen:
+        raise PyvmmError("no rows to run")
+    for option, path in (("--json", json_path), ("--plot", plot_path), ("--report", report_path)):
+        _writable(option, path)
+    if plot_path:
+        from vmm.bench.plot import require_matplotlib
+
+        require_matplotlib()
+    root = root or (ctx.find_root().obj or {}).get("root") or "/var/lib/pyvmm"
+    show, clear = _progress()
+    try:
+        result = Bench(chosen, _positive("--runs", runs), _size(size), _scale(scale), root,
+                       show).run()  # fmt: skip
+    finally:
+        clear()
+    _emit(result, table, json_path)
+    if report_path:
+        with open(report_path, "w") as f:
+            f.write(markdown(result))
+    if plot_path:
+        from vmm.bench.plot import plot
+
+        plot(result, plot_path)
+
+
+def _choose(rows: list, only: str | None) -> list:
+    if not only:
+        return rows
+    keys = [k.strip() for k in only.split(",") if k.strip()]
+    known = {r.key: r for r in rows}
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        raise PyvmmError(f"--rows: unknown row {unknown[0]!r} (known: {', '.join(known)})")
+    return [known[k] for k in keys]
+
+
+def _emit(result: dict, table, json_path: str | None) -> None:
+    click.echo(table(result))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+@bench.command()
+@click.option("--runs", default=7, show_default=True, help="Runs per figure (median reported).")
+@click.option("--exits", "n_exits", default=20000, show_default=True, help="OUTs per run in (b).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write figures here.")
+def exits(runs, n_exits, json_path):
+    """Cost of a VM exit and of booting, beside a minimal C VMM on the same guest."""
+    from vmm.bench.exits import measure, table
+
+    _emit(measure(runs, n_exits), table, json_path)
+
+
+@bench.command()
+@click.option("--runs", default=5, show_default=True, help="Runs per figure (median reported).")
+@click.option("--size", default="256M", show_default=True, help="Input data size.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write figures here.")
+def disk(runs, size, json_path):
+    """The virtio-blk path: the workload and raw reads in the tiny VM, beside the host."""
+    from vmm.bench.disk import measure, table
+
+    _emit(measure(_positive("--runs", str(runs)), _size(size)), table, json_path)

@@ -1,0 +1,188 @@
+"""``pyvmm bench``: the same workload every way, timed, checked and summarised alike.
+
+For each row: get ready (or record why it cannot), one warm-up run, then ``runs``
+measured runs, each one process started as a user would start it; every run must
+print the expected result line or the row is an error, not a number. The figures of a
+row are medians with min and max over its runs. With ``scale``, N instances are then
+started at once, N for each value given, and the time until all have finished and the
+memory they took together are summarised the same way.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+
+from vmm.bench import workload
+from vmm.bench.machineinfo import describe
+from vmm.bench.measure import ProcessResult, run_checked, run_processes, summary
+from vmm.bench.rows import Row, Workspace
+from vmm.errors import PyvmmError
+
+WARMUP = 1
+# Figures per run, by their key in the JSON; seconds are reported in milliseconds.
+TIMES = ("first_byte", "result", "done", "inside")
+SIZES = ("rss", "guest_touched", "cgroup_peak")
+
+Progress = Callable[[str], None]
+
+
+class RowFailure(PyvmmError):
+    """A run of a row did not do the work: its reason, and what it printed instead."""
+
+    def __init__(self, reason: str, output: str | None = None):
+        super().__init__(reason)
+        self.output = output
+
+
+def check(proc: ProcessResult, expected: bytes, timeout: float) -> int:
+    """The offset of the expected result line in the output; RowFailure otherwise."""
+    line, offset = workload.result_line(proc.stdout)
+    printed = line.decode(errors="replace") if line is not None else None
+    if proc.status is None:
+        raise RowFailure(f"did not finish within {timeout:.0f} s (killed)", printed)
+    if line is None:
+        said = (proc.stderr or proc.stdout).decode(errors="replace").strip().splitlines()
+        tail = f": {said[-1][:200]}" if said else ""
+        raise RowFailure(f"exit status {proc.status} and no result line{tail}", printed)
+    if line != expected:
+        raise RowFailure(f"printed a different result line (exit status {proc.status})", printed)
+    if proc.status != 0:
+        raise RowFailure(f"printed the right line but exited with status {proc.status}", printed)
+    return offset
+
+
+class Bench:
+    """One comparison: the workspace, the rows, and the results as they come."""
+
+    def __init__(self, rows: list[Row], runs: int, size: int, scale: list[int], root: str,
+                 progress: Progress = lambda _text: None):  # fmt: skip
+        if runs < 1:
+            raise PyvmmError("--runs must be at least 1")
+        if any(n < 1 for n in scale):
+            raise PyvmmError("--scale values must be at least 1")
+        self.rows, self.runs, self.size, self.scale = rows, runs, size, scale
+        self.root = root
+        self.progress = progress
+        self._instances = 0
+
+    def run(self) -> dict:
+        started = _now()
+        scratch = tempfile.mkdtemp(prefix="pyvmm-bench-")
+        try:
+            os.mkdir(os.path.join(scratch, "data"))
+            image = os.path.join(scratch, "data", "input.img")
+            self.progress(f"making a {self.size}-byte input image")
+            make = workload.make_command(image, self.size)
+            run_checked(make, [])
+            ws = Workspace(image, workload.expected_line(image), scratch, self.root)
+            results = [self._row(ws, i, row) for i, row in enumerate(self.rows)]
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return {
+            "tool": "pyvmm bench",
+            "started_utc": started,
+            "finished_utc": _now(),
+            "machine": describe(),
+            "settings": {
+                "runs": self.runs,
+                "warmup_runs": WARMUP,
+                "input_bytes": self.size,
+                "scale": self.scale,
+                "container_root": self.root,
+            },  # fmt: skip
+            "input": {"bytes": self.size, "expected_line": ws.expected.decode(), "command": make},
+            "rows": results,
+        }
+
+    def _instance(self) -> str:
+        self._instances += 1
+        return f"pyvmm-bench-{os.getpid()}-{self._instances}"
+
+    def _once(self, ws: Workspace, row: Row, n: int, detailed: bool) -> list[dict]:
+        """Start ``n`` instances of the row at once; their figures, all checked."""
+        names = [self._instance() for _ in range(n)]
+        argvs = [row.command(ws, name) for name in names]
+        procs = run_processes(argvs, row.timeout)
+        figures, failure = [], None
+        for name, proc in zip(names, procs, strict=True):
+            try:
+                offset = check(proc, ws.expected, row.timeout)
+            except RowFailure as e:
+                failure = failure or e
+            try:  # always: a container row removes its container here
+                extra = row.collect(ws, name, proc, detailed)
+            except PyvmmError as e:
+                failure = failure or RowFailure(str(e))
+            if failure:
+                continue
+            times = {"first_byte": proc.first_byte, "result": proc.time_of(offset),
+                     "done": proc.done, "inside": extra.get("inside_s")}  # fmt: skip
+            sizes = {"rss": proc.maxrss, "guest_touched": extra.get("guest_touched"),
+                     "cgroup_peak": extra.get("cgroup_peak")}  # fmt: skip
+            ms = {f"{k}_ms": v * 1e3 for k, v in times.items() if v is not None}
+            figures.append({**ms, **{f"{k}_bytes": v for k, v in sizes.items() if v is not None}})
+        if failure:
+            raise failure
+        row.last_command = argvs[0]
+        return figures
+
+    def _row(self, ws: Workspace, index: int, row: Row) -> dict:
+        where = f"[{index + 1}/{len(self.rows)}] {row.label}"
+        entry = {"key": row.key, "label": row.label, "kind": row.kind, "measures": row.measures,
+                 "status": "ok", "commands": row.commands, "notes": row.notes}  # fmt: skip
+        try:
+            self.progress(f"{where}: getting ready")
+            row.prepare(ws)
+        except (PyvmmError, OSError) as e:
+            row.cleanup(ws)
+            return {**entry, "status": "could not run", "reason": str(e)}
+        try:
+            samples = []
+            for i in range(WARMUP + self.runs):
+                run = "warm-up" if i < WARMUP else f"run {i - WARMUP + 1}/{self.runs}"
+                self.progress(f"{where}: {run}")
+                samples += self._once(ws, row, 1, detailed=True)
+            entry["label"] = row.label  # a row may name itself better once prepared
+            entry["run_command"] = row.last_command
+            entry["result_line"] = ws.expected.decode()
+            entry["figures"] = _summarise(samples[WARMUP:])
+            parts = row.disk(ws)
+            entry["disk"] = {"parts": parts, "total_bytes": sum(parts.values())}
+            entry["scale"] = [self._scale(ws, row, n, where) for n in self.scale]
+        except RowFailure as e:
+            entry.update(status="error", reason=str(e), printed=e.output)
+        except (PyvmmError, OSError) as e:
+            entry.update(status="error", reason=str(e))
+        finally:
+            row.cleanup(ws)
+            entry["commands"] = row.commands
+            entry["facts"] = row.facts
+        return entry
+
+    def _scale(self, ws: Workspace, row: Row, n: int, where: str) -> dict:
+        """``n`` at once, ``runs`` times: until the last has finished, and the memory of
+        all (each instance's peak resident set plus its container's cgroup peak)."""
+        done, memory = [], []
+        try:
+            for i in range(self.runs):
+                self.progress(f"{where}: {n} at once, run {i + 1}/{self.runs}")
+                figures = self._once(ws, row, n, detailed=False)
+                done.append(max(f["done_ms"] for f in figures))
+                memory.append(sum(f["rss_bytes"] + f.get("cgroup_peak_bytes", 0) for f in figures))
+        except RowFailure as e:
+            return {"instances": n, "status": "error", "reason": str(e), "printed": e.output}
+        return {"instances": n, "status": "ok", "all_done_ms": summary(done),
+                "total_memory_bytes": summary(memory)}  # fmt: skip
+
+
+def _summarise(samples: list[dict]) -> dict:
+    keys = [k for k in samples[0] if all(k in s for s in samples)]
+    return {k: summary([s[k] for s in samples]) for k in keys}
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

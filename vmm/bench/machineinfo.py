@@ -1,0 +1,85 @@
+"""What machine a benchmark ran on, recorded beside every figure.
+
+A VM-versus-container figure means little without the machine behind it: the same
+pyvmm boot costs microseconds per exit on hardware KVM and several times that under
+PVM, a software KVM for nested guests. So the kind of KVM is read from the kernel, not
+assumed, and the result travels with the numbers into the JSON and the report.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from importlib import metadata
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def cpu_model() -> str:
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _cpu_flags() -> set[str]:
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def kvm_kind(sys_module: str = "/sys/module") -> dict:
+    """Which KVM /dev/kvm is: 'pvm' (software, for nested guests), 'hardware', or 'none'.
+
+    The loaded modules say which (built-in modules appear under /sys/module too, where
+    /proc/modules lists only loadable ones); the CPU's ``hypervisor`` flag says whether
+    this host is itself a guest, i.e. whether any VM it runs is nested.
+    """
+    loaded = set(os.listdir(sys_module)) if os.path.isdir(sys_module) else set()
+    if "kvm_pvm" in loaded:
+        kind = "pvm"
+    elif loaded & {"kvm_intel", "kvm_amd"}:
+        kind = "hardware"
+    else:
+        kind = "none"
+    flags = _cpu_flags()
+    return {
+        "kind": kind,
+        "device": os.access("/dev/kvm", os.R_OK | os.W_OK),
+        "nested": "hypervisor" in flags,
+        "cpu_virtualization": sorted(flags & {"vmx", "svm"}),
+    }
+
+
+def pyvmm_version() -> str:
+    """The installed version, and the commit of the checkout when there is one."""
+    version = metadata.version("pyvmm")
+    try:
+        commit = subprocess.run(
+            ["git", "-C", REPO, "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return f"{version} ({commit})" if commit else version
+
+
+def describe() -> dict:
+    uname = os.uname()
+    return {
+        "hostname": uname.nodename,
+        "machine": uname.machine,
+        "kernel": f"{uname.sysname} {uname.release} {uname.version}",
+        "cpu_model": cpu_model(),
+        "cpus": os.cpu_count(),
+        "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+        "kvm": kvm_kind(),
+        "python": platform.python_version(),
+        "pyvmm": pyvmm_version(),
+    }

@@ -1,0 +1,386 @@
+"""The ways the one workload is run: each row of the comparison, and what it needs.
+
+A row knows how to get ready (and says why it cannot), the command that runs one
+instance, the figures only it can add after a run (what pyvmm measured from inside, the
+guest memory touched, the cgroup's peak) and what it keeps on disk. Timing, checking
+the result line and summarising are the same for every row and live in compare.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from vmm import guest
+from vmm.bench.machineinfo import REPO
+from vmm.bench.measure import ProcessResult, disk_usage, run_checked
+from vmm.bench.workload import result_line
+from vmm.errors import PyvmmError
+
+IMAGE_REF = "workload:latest"
+DATA = "/data"
+TIMEOUT = 120.0
+
+
+def pyvmm_command() -> list[str]:
+    """The installed console script when there is one: what a user runs."""
+    script = os.path.join(os.path.dirname(sys.executable), "pyvmm")
+    return [script] if os.path.exists(script) else [sys.executable, "-m", "vmm"]
+
+
+class Workspace:
+    """What every row shares: the input image, its expected line, a scratch directory."""
+
+    def __init__(self, image: str, expected: bytes, scratch: str, root: str):
+        self.image = image
+        self.expected = expected
+        self.scratch = scratch
+        self.root = root
+
+
+class Row:
+    """One way of running the workload. Subclasses fill in the blanks."""
+
+    key = ""
+    label = ""
+    kind = ""  # "floor", "pyvmm", "reference" or "custom"
+    measures = ""  # one sentence for the report: what this row runs
+    timeout = TIMEOUT
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+        self.commands: list[list[str]] = []  # what preparing it ran
+        self.facts: dict = {}  # what else the report should know, found while preparing
+        self.last_command: list[str] = []
+
+    def prepare(self, ws: Workspace) -> None:
+        """Get ready; raise PyvmmError saying why if the row cannot run here."""
+
+    def command(self, ws: Workspace, instance: str) -> list[str]:
+        raise NotImplementedError
+
+    def collect(
+        self, ws: Workspace, instance: str, proc: ProcessResult, detailed: bool
+    ) -> dict[str, float]:
+        """Figures only this row has, after one run of ``instance`` (the costly ones only
+        when ``detailed``); clean up after it whether it worked or not."""
+        return {}
+
+    def disk(self, ws: Workspace) -> dict[str, int]:
+        """Bytes on disk of everything the row needs, by part."""
+        raise NotImplementedError
+
+    def cleanup(self, ws: Workspace) -> None:
+        """Undo ``prepare``."""
+
+
+class HostRow(Row):
+    key = "host"
+    label = "host process"
+    kind = "floor"
+    measures = "the workload executable run directly on the host: the floor"
+
+    def prepare(self, ws):
+        guest.ensure_built(guest.WORKLOAD)
+
+    def command(self, ws, instance):
+        return [guest.WORKLOAD, ws.image]
+
+    def disk(self, ws):
+        return {
+            "workload executable": disk_usage(guest.WORKLOAD),
+            "input image": disk_usage(ws.image),
+        }
+
+
+class TinyVmRow(Row):
+    key = "tiny-vm"
+    label = "tiny VM (pyvmm)"
+    kind = "pyvmm"
+    measures = (
+        "`pyvmm boot --disk IMAGE`: pyvmm's tiny kernel runs the same executable in ring 3 "
+        "on the image as a virtio-blk disk"
+    )
+
+    def prepare(self, ws):
+        if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+            raise PyvmmError("no usable /dev/kvm")
+        guest.ensure_built(guest.KERNEL, guest.WORKLOAD)
+        from vmm.kvm import Kvm
+
+        self.kvm = Kvm()
+
+    def command(self, ws, instance):
+        return [*pyvmm_command(), "boot", "--disk", ws.image]
+
+    def collect(self, ws, instance, proc, detailed):
+        """The same boot in this process: from the request to the first output byte, with
+        the interpreter's start and imports already behind, and the guest RAM touched."""
+        if not detailed:
+            return {}
+        from vmm.machine import DEFAULT_MEMORY, Machine, MachineConfig
+
+        output = bytearray()
+        first: list[float] = []
+
+        def on_output(data: bytes) -> None:
+            first or first.append(time.perf_counter())
+            output.extend(data)
+
+        t0 = time.perf_counter()
+        config = MachineConfig(
+            guest.KERNEL, DEFAULT_MEMORY, "console=ttyS0 -- /dev/vda", guest.WORKLOAD,
+            output=on_output, disks=((ws.image, False),),
+        )  # fmt: skip
+        with Machine(config, self.kvm) as machine:
+            result = machine.run()
+            touched = machine.memory.touched_bytes()
+        line, _ = result_line(bytes(output))
+        if result.failed or line != ws.expected:
+            raise PyvmmError(f"the in-process run printed {line!r} ({result.reason})")
+        return {"inside_s": first[0] - t0, "guest_touched": touched}
+
+    def disk(self, ws):
+        return {
+            "tiny kernel": disk_usage(guest.KERNEL),
+            "workload executable": disk_usage(guest.WORKLOAD),
+            "disk image": disk_usage(ws.image),
+        }
+
+    def cleanup(self, ws):
+        if hasattr(self, "kvm"):
+            self.kvm.close()
+
+
+def workload_image(ws: Workspace, commands: list[list[str]]):
+    """The container store at ``ws.root`` with the workload image in it, built by the
+    project's own script the first time (the command goes into the row's record)."""
+    from vmm.container import images
+    from vmm.container.state import Store
+
+    store = Store(ws.root)
+    try:
+        images.get(store, IMAGE_REF)
+    except PyvmmError:
+        script = os.path.join(REPO, "scripts", "build_images.py")
+        run_checked([sys.executable, script, "--root", ws.root, "--workload", guest.WORKLOAD],
+                    commands)  # fmt: skip
+    _same_workload(store)
+    return store
+
+
+def _same_workload(store) -> None:
+    """The comparison is fair only if the image holds the very executable the other rows
+    run: compare the topmost layer's /bin/workload with it, byte for byte."""
+    from vmm.container import images, layers
+
+    for digest in reversed(images.get(store, IMAGE_REF)["layers"]):
+        path = layers.layer_dir(store, digest) / "bin" / "workload"
+        if path.exists():
+            with open(guest.WORKLOAD, "rb") as built:
+                if path.read_bytes() == built.read():
+                    return
+            raise PyvmmError(
+                f"{IMAGE_REF} in {store.root} holds another /bin/workload than "
+                f"{guest.WORKLOAD}: rebuild it with scripts/build_images.py"
+            )
+    raise PyvmmError(f"{IMAGE_REF} in {store.root} has no /bin/workload")
+
+
+class ContainerRow(Row):
+    """``pyvmm container run``, the data through a named volume or a bind mount."""
+
+    kind = "pyvmm"
+
+    def __init__(self, volume: bool):
+        super().__init__()
+        self.volume = volume
+        self.key = "container-volume" if volume else "container-bind"
+        self.label = "container, volume" if volume else "container, bind mount"
+        how = "a named volume holding a copy of the image" if volume else "a bind mount of it"
+        self.measures = f"`pyvmm container run` of the workload image, the input through {how}"
+        self.writable = 0
+
+    def prepare(self, ws):
+        if os.geteuid() != 0:
+            raise PyvmmError("containers need root")
+        from vmm.container import volumes
+
+        self.store = workload_image(ws, self.commands)
+        if self.volume:
+            self.volume_name = f"pyvmm-bench-{os.getpid()}"
+            with self.store.lock():
+                volumes.create(self.store, self.volume_name)
+            self.data = volumes.data_dir(self.store, self.volume_name)
+            shutil.copyfile(ws.image, os.path.join(self.data, "input.img"))
+            self.spec = f"{self.volume_name}:{DATA}"
+        else:
+            self.data = os.path.dirname(ws.image)
+            self.spec = f"{self.data}:{DATA}"
+
+    def command(self, ws, instance):
+        return [*pyvmm_command(), "--root", ws.root, "container", "run", "--name", instance,
+                "-v", self.spec, IMAGE_REF, "/bin/workload",
+                f"{DATA}/{os.path.basename(ws.image)}"]  # fmt: skip
+
+    def collect(self, ws, instance, proc, detailed):
+        """What pyvmm recorded from inside (request to first output), the cgroup's peak,
+        and the size of the writable layer, read before the container is removed."""
+        from vmm.container import container as lifecycle
+
+        rec = lifecycle.find(self.store, instance)
+        try:
+            self.writable = disk_usage(str(self.store.containers / rec["id"] / "upper"))
+            figures = {"cgroup_peak": rec.get("peak_memory")}
+            if "first_output_s" in rec.get("timings", {}):
+                figures["inside_s"] = rec["timings"]["first_output_s"]
+            return {k: v for k, v in figures.items() if v is not None}
+        finally:
+            lifecycle.remove(self.store, instance, force=True)
+
+    def disk(self, ws):
+        from vmm.container import images, layers
+
+        digests = images.get(self.store, IMAGE_REF)["layers"]
+        parts = {
+            f"image layers ({len(digests)}, each once)": disk_usage(
+                *(str(layers.layer_dir(self.store, d)) for d in digests)
+            ),
+            "writable layer": self.writable,
+        }
+        if self.volume:
+            parts["volume"] = disk_usage(self.data)
+        else:
+            parts["bind-mounted input image"] = disk_usage(ws.image)
+        return parts
+
+    def cleanup(self, ws):
+        if self.volume and hasattr(self, "volume_name"):
+            from vmm.container import volumes
+
+            with self.store.lock():
+                volumes.remove(self.store, self.volume_name, [])
+
+
+class OciRow(Row):
+    """crun or runc on the workload image's layers copied into one root filesystem."""
+
+    kind = "reference"
+
+    def __init__(self, runtime: str):
+        super().__init__()
+        self.runtime = runtime
+        self.key = self.label = runtime
+        self.measures = (
+            f"`{runtime} run` of an OCI bundle: the image's layers copied into one rootfs, "
+            "the input bind-mounted (reference: another runtime, same files)"
+        )
+
+    def prepare(self, ws):
+        if os.geteuid() != 0:
+            raise PyvmmError(f"{self.runtime} needs root")
+        if not shutil.which(self.runtime):
+            run_checked(["apt-get", "install", "-y", "-qq", self.runtime], self.commands)
+        from vmm.container import bench
+
+        store = workload_image(ws, self.commands)
+        bundle = Path(ws.scratch) / f"bundle-{self.runtime}"
+        if not (Path(ws.scratch) / "rootfs").exists():
+            bench.flat_rootfs(store, IMAGE_REF, Path(ws.scratch) / "rootfs")
+        args = ["/bin/workload", f"{DATA}/{os.path.basename(ws.image)}"]
+        bench.oci_bundle(Path(ws.scratch) / "rootfs", bundle, args,
+                         {os.path.dirname(ws.image): DATA})  # fmt: skip
+        self.bundle = str(bundle)
+
+    def command(self, ws, instance):
+        argv = [self.runtime, "run", "--bundle", self.bundle, instance]
+        if self.runtime == "crun" and os.path.ismount("/sys/fs/cgroup/unified"):
+            # crun refuses a hybrid cgroup layout; without its empty cgroup2 mount, in a
+            # private mount namespace, it runs (the same workaround as bench_container.py)
+            argv = ["unshare", "-m", "sh", "-c", 'umount /sys/fs/cgroup/unified && exec "$@"',
+                    "sh", *argv]  # fmt: skip
+        return argv
+
+    def disk(self, ws):
+        return {
+            "root filesystem": disk_usage(os.path.join(ws.scratch, "rootfs")),
+            "bind-mounted input image": disk_usage(ws.image),
+        }
+
+
+class LinuxVmRow(Row):
+    key = "linux-vm"
+    kind = "reference"
+    timeout = 600.0
+
+    def __init__(self):
+        super().__init__()
+        self.label = "Linux VM (QEMU)"
+        self.measures = (
+            "Debian's cloud kernel with a busybox initramfs under qemu-system-x86_64, the "
+            "image as a virtio disk (reference: a general-purpose kernel's boot)"
+        )
+
+    def prepare(self, ws):
+        from vmm.bench import linux_vm
+
+        self.vm = linux_vm.prepare(guest.WORKLOAD)
+        self.commands.extend(self.vm.commands)
+        self.label = f"Linux VM (QEMU, {self.vm.accel.upper()})"
+        self.facts = {
+            "accelerator": self.vm.accel,
+            "kernel_package": self.vm.package,
+            "kernel_package_bytes": disk_usage(self.vm.package_dir),
+        }
+        if self.vm.accel == "tcg":
+            self.notes.append(
+                "QEMU emulated the CPU (TCG): this host's KVM cannot boot a stock Linux "
+                "kernel, so these times are an emulated machine's, not a KVM guest's"
+            )
+
+    def command(self, ws, instance):
+        from vmm.bench import linux_vm
+
+        return linux_vm.command(self.vm, ws.image)
+
+    def disk(self, ws):
+        return {
+            "kernel": disk_usage(self.vm.kernel),
+            "initramfs": disk_usage(self.vm.initramfs),
+            "disk image": disk_usage(ws.image),
+        }
+
+
+class CommandRow(Row):
+    """A row from ``--row NAME=COMMAND``: any command, ``{image}`` replaced by the input
+    image's path. Lets a user put another runtime (or a deliberately broken command)
+    beside the others under the same timing and the same check of the result."""
+
+    kind = "custom"
+
+    def __init__(self, spec: str):
+        super().__init__()
+        name, sep, template = spec.partition("=")
+        if not sep or not name.strip() or not template.strip():
+            raise PyvmmError(f"--row {spec!r}: use NAME=COMMAND, e.g. 'mine=./run {{image}}'")
+        self.key = self.label = name.strip()
+        self.template = template
+        self.measures = f"a command given on the command line: `{template}`"
+
+    def command(self, ws, instance):
+        try:
+            return shlex.split(self.template.replace("{image}", shlex.quote(ws.image)))
+        except ValueError as e:
+            raise PyvmmError(f"--row {self.key}: {e}") from None
+
+    def disk(self, ws):
+        return {"input image": disk_usage(ws.image)}
+
+
+def standard_rows() -> list[Row]:
+    return [HostRow(), TinyVmRow(), ContainerRow(volume=True), ContainerRow(volume=False),
+            OciRow("crun"), OciRow("runc"), LinuxVmRow()]  # fmt: skip
