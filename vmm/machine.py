@@ -28,14 +28,7 @@ from vmm.devices.power import (
     GuestStop,
 )
 from vmm.devices.serial import COM1_BASE, UART_NR_PORTS, Serial
-from vmm.devices.virtio.blk import VirtioBlk
-from vmm.devices.virtio.mmio import (
-    VIRTIO_MMIO_QUEUE_NOTIFY,
-    VIRTIO_MMIO_WINDOW_SIZE,
-    VirtioMmio,
-)
 from vmm.errors import PyvmmError
-from vmm.iothread import IoThread
 from vmm.kvm import (
     FailEntryExit,
     HltExit,
@@ -131,8 +124,11 @@ class Machine:
         self.io_bus.insert(self.serial, COM1_BASE, UART_NR_PORTS)
         self.io_bus.insert(ExitPort(), EXIT_PORT, EXIT_PORT_SIZE)
         self.io_bus.insert(I8042(), I8042_DATA_PORT, 5)
-        self.io_thread = IoThread() if self.config.ioeventfd else None
-        if self.io_thread:
+        self.io_thread = None
+        if self.config.ioeventfd and self.config.disks:
+            from vmm.iothread import IoThread
+
+            self.io_thread = IoThread()
             self._closers.append(self.io_thread.stop)
         slots = tuple(
             self._attach_disk(i, path, readonly)
@@ -151,7 +147,18 @@ class Machine:
         start_vcpu(self.vcpu, start, layout.PML4)
 
     def _attach_disk(self, index: int, path: str, readonly: bool) -> VirtioSlot:
-        """A virtio-blk disk in its own MMIO window, its interrupt on an irqfd."""
+        """A virtio-blk disk in its own MMIO window, its interrupt on an irqfd.
+
+        The virtio modules are imported here, not at the top: a boot without disks does
+        not pay for them (interpreter start-up is part of every measured boot).
+        """
+        from vmm.devices.virtio.blk import VirtioBlk
+        from vmm.devices.virtio.mmio import (
+            VIRTIO_MMIO_QUEUE_NOTIFY,
+            VIRTIO_MMIO_WINDOW_SIZE,
+            VirtioMmio,
+        )
+
         base = layout.MMIO_BASE + index * VIRTIO_MMIO_STRIDE
         gsi = VIRTIO_FIRST_GSI + index
         disk = VirtioBlk(path, readonly)
