@@ -40,14 +40,3 @@ int main(int argc, char **argv)
             status = status * 10 + (*p - '0');
     return status;
 }
-
-/* The process entry (SysV ABI 3.4.1): RSP points at argc, then argv. */
-__asm__(".globl _start\n"
-        "_start:\n"
-        "    movq (%rsp), %rdi\n"
-        "    leaq 8(%rsp), %rsi\n"
-        "    andq $-16, %rsp\n"
-        "    call main\n"
-        "    movl %eax, %edi\n"
-        "    movl $231, %eax\n" /* exit_group */
-        "    syscall\n");

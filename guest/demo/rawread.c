@@ -69,13 +69,3 @@ int main(int argc, char **argv)
     put("\n");
     return 0;
 }
-
-__asm__(".globl _start\n"
-        "_start:\n"
-        "    movq (%rsp), %rdi\n"
-        "    leaq 8(%rsp), %rsi\n"
-        "    andq $-16, %rsp\n"
-        "    call main\n"
-        "    movl %eax, %edi\n"
-        "    movl $231, %eax\n"
-        "    syscall\n");

@@ -15,41 +15,10 @@
 #define MSR_EFER 0xc0000080
 #define EFER_LME 0x100
 
-.code16
-.globl _start
-_start:
-    cli
-    xorw %ax, %ax
-    movw %ax, %ds
-    movw %ax, %es
-    movw %ax, %ss
-    movw $0x7c00, %sp
-    movw $msg16, %si
-1:  lodsb                       /* print msg16, waiting for THRE before each byte */
-    testb %al, %al
-    jz 3f
-    movb %al, %bl
-    movw $COM1 + UART_LSR, %dx
-2:  inb %dx, %al
-    testb $UART_LSR_THRE, %al
-    jz 2b
-    movw $COM1, %dx
-    movb %bl, %al
-    outb %al, %dx
-    jmp 1b
-3:  lgdtl gdt_descriptor
-    movl %cr0, %eax
-    orl $CR0_PE, %eax
-    movl %eax, %cr0
-    ljmpl $0x08, $protected_mode
-
-.code32
-protected_mode:
-    movw $0x10, %ax
-    movw %ax, %ds
-    movw %ax, %es
-    movw %ax, %ss
-    movl $msg32, %esi
+/* Print the NUL-terminated string at (E/R)SI, waiting for THRE before each byte. The
+ * same source lines assemble to 16-, 32- or 64-bit code, by the .code directive in force
+ * where the macro is used. */
+.macro uart_puts
 1:  lodsb
     testb %al, %al
     jz 3f
@@ -62,7 +31,35 @@ protected_mode:
     movb %bl, %al
     outb %al, %dx
     jmp 1b
-3:  /* Identity-map the first 2 MiB with one large page: PML4 -> PDPT -> PD. */
+3:
+.endm
+
+.code16
+.globl _start
+_start:
+    cli
+    xorw %ax, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
+    movw $0x7c00, %sp
+    movw $msg16, %si
+    uart_puts
+    lgdtl gdt_descriptor
+    movl %cr0, %eax
+    orl $CR0_PE, %eax
+    movl %eax, %cr0
+    ljmpl $0x08, $protected_mode
+
+.code32
+protected_mode:
+    movw $0x10, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
+    movl $msg32, %esi
+    uart_puts
+    /* Identity-map the first 2 MiB with one large page: PML4 -> PDPT -> PD. */
     movl $PML4, %edi
     xorl %eax, %eax
     movl $3 * 1024, %ecx
@@ -87,19 +84,8 @@ protected_mode:
 .code64
 long_mode:
     leaq msg64(%rip), %rsi
-1:  lodsb
-    testb %al, %al
-    jz 3f
-    movb %al, %bl
-    movw $COM1 + UART_LSR, %dx
-2:  inb %dx, %al
-    testb $UART_LSR_THRE, %al
-    jz 2b
-    movw $COM1, %dx
-    movb %bl, %al
-    outb %al, %dx
-    jmp 1b
-3:  movw $EXIT_PORT, %dx
+    uart_puts
+    movw $EXIT_PORT, %dx
     xorb %al, %al
     outb %al, %dx
     hlt
