@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from vmm.container.state import Store
+
 REPO = Path(__file__).resolve().parents[2]
 PYVMM = [sys.executable, "-c", "import sys; from vmm.cli import main; sys.exit(main())"]
 
@@ -105,18 +107,22 @@ def _pyvmm_processes(root: Path) -> list[int]:
     return found
 
 
-def _host_state() -> tuple[set[str], set[str]]:
+def _host_state(root: Path) -> tuple[set[str], set[str]]:
+    """The host's mount points, and the cgroups of this session's containers."""
     with open("/proc/self/mountinfo") as f:
         mounts = {" ".join(line.split()[3:5]) for line in f}  # root and mount point
-    cgroups = set(glob.glob("/sys/fs/cgroup/*/pyvmm/*")) | set(glob.glob("/sys/fs/cgroup/pyvmm/*"))
-    return mounts, cgroups
+    parent = Store(root).cgroup_parent
+    return mounts, {
+        *glob.glob(f"/sys/fs/cgroup/{parent}"),
+        *glob.glob(f"/sys/fs/cgroup/*/{parent}"),
+    }
 
 
 @pytest.fixture
 def pyvmm(root: Path):
     """The CLI runner; on the way out, removes the test's containers and checks that
     no mount, cgroup, container directory or pyvmm process was left behind."""
-    before = _host_state()
+    before = _host_state(root)
     runner = Pyvmm(root)
     try:
         yield runner
@@ -124,7 +130,7 @@ def pyvmm(root: Path):
         ids = runner("container", "ps", "-a", "-q").stdout.split()
         if ids:
             runner("container", "rm", "-f", *ids)
-    after = _host_state()
+    after = _host_state(root)
     assert after[0] == before[0], f"mounts left behind: {after[0] - before[0]}"
     assert after[1] == before[1], f"cgroups left behind: {after[1] - before[1]}"
     assert not list((root / "containers").glob("*")), "container directories left behind"

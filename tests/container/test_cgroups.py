@@ -11,6 +11,7 @@ from conftest import PYVMM
 
 from vmm.container import cgroups
 from vmm.container.cgroups import CgroupV2, Limits
+from vmm.container.state import Store
 from vmm.errors import PyvmmError
 
 V1 = cgroups.host_version() == "v1"
@@ -41,12 +42,13 @@ def test_fork_bomb_stops_at_the_pids_limit(pyvmm):
 def test_inspect_reports_peak_memory_and_the_cgroup_is_gone_after_exit(pyvmm):
     cid = pyvmm.ok("container", "run", "-d", "--cpus", "0.5", "busybox", "sleep", "30").strip()
     if V1:
-        quota = Path(f"/sys/fs/cgroup/cpu/pyvmm/{cid}/cpu.cfs_quota_us").read_text()
+        parent = Store(pyvmm.root).cgroup_parent
+        quota = Path(f"/sys/fs/cgroup/cpu/{parent}/{cid}/cpu.cfs_quota_us").read_text()
         assert int(quota) == 50_000
     pyvmm.ok("container", "stop", "-t", "0.1", cid)
     info = pyvmm.inspect(cid)
     assert info["peak_memory"] > 0
-    assert not cgroups.for_container(cid).exists()
+    assert not cgroups.for_container(cid, parent=Store(pyvmm.root).cgroup_parent).exists()
 
 
 @pytest.fixture
@@ -60,7 +62,7 @@ def unified() -> Path:
 
 
 def test_v2_cgroup_holds_a_process_and_removal_kills_it(unified):
-    cg = CgroupV2("pyvmm-test-" + os.urandom(4).hex(), unified)
+    cg = CgroupV2(os.urandom(8).hex(), "pyvmm-test-" + os.urandom(4).hex(), unified)
     cg.create(Limits())
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
@@ -78,7 +80,7 @@ def test_v2_limit_without_its_controller_fails_cleanly(unified):
     available = (unified / "cgroup.controllers").read_text().split()
     if "memory" in available:
         pytest.skip("this cgroup2 hierarchy has the memory controller")
-    cg = CgroupV2("pyvmm-test-" + os.urandom(4).hex(), unified)
+    cg = CgroupV2(os.urandom(8).hex(), "pyvmm-test-" + os.urandom(4).hex(), unified)
     with pytest.raises(PyvmmError, match="no memory controller"):
         cg.create(Limits(memory=64 << 20))
     assert not cg.exists() and not cg.path.parent.exists()
@@ -103,7 +105,8 @@ def test_container_runs_in_a_cgroup2_hierarchy_mounted_in_a_private_namespace(ro
     assert r.returncode == 0, r.stderr
     info = pyvmm.inspect(r.stdout.strip())
     assert info["cgroup"] == "v2"
-    procs = (unified / "pyvmm" / info["id"] / "cgroup.procs").read_text().split()
+    parent = Store(root).cgroup_parent
+    procs = (unified / parent / info["id"] / "cgroup.procs").read_text().split()
     assert str(info["pid"]) in procs
     pyvmm.ok("container", "rm", "-f", info["id"])
     r = run("--rm", "--memory", "32M", "busybox", "dd", "if=/dev/zero", "of=/dev/null", "bs=64M")

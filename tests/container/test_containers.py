@@ -15,6 +15,7 @@ import pytest
 from conftest import PYVMM, entry, one_line_error
 
 from vmm.container import cgroups
+from vmm.container.state import Store
 
 
 def _busybox_layer(pyvmm) -> Path:
@@ -98,7 +99,7 @@ def test_ps_after_the_runtime_is_killed_shows_the_container_dead_and_cleans_up(p
         time.sleep(0.02)
     assert "orphan" not in pyvmm.ok("container", "ps")
     assert "Exited (unknown)" in pyvmm.ok("container", "ps", "-a")
-    assert not cgroups.for_container(info["id"]).exists()
+    assert not cgroups.for_container(info["id"], parent=Store(pyvmm.root).cgroup_parent).exists()
 
 
 def test_killed_foreground_run_with_rm_is_cleaned_by_ps(pyvmm, root):

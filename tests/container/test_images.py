@@ -190,3 +190,20 @@ def test_image_rm_is_refused_while_a_container_uses_it(pyvmm, tmp_path):
     pyvmm.ok("container", "rm", "user")
     pyvmm.ok("image", "rm", "inuse")
     assert layer not in _layers(pyvmm.root)  # no other image uses it
+
+
+@pytest.mark.parametrize("ref", ["", "..", "a/b", "x" * 65, "ok:..", ":tag", "ok:a/b"])
+def test_bad_image_reference_is_refused(pyvmm, tmp_path, ref):
+    r = pyvmm("image", "import", tmp_path, ref)
+    assert r.returncode == 2
+    one_line_error(r)
+    assert not (pyvmm.root / "images" / ref.partition(":")[0]).is_file()
+
+
+def test_source_that_is_not_an_image_is_a_one_line_error(pyvmm, tmp_path):
+    (tmp_path / "notes.txt").write_text("not a tar\n")
+    for source in (tmp_path / "notes.txt", tmp_path / "missing"):
+        r = pyvmm("image", "import", source, "junk")
+        assert r.returncode == 2
+        one_line_error(r)
+    assert "junk" not in pyvmm.ok("image", "ls")

@@ -149,7 +149,7 @@ def cgroup_attach_cost(runs: int, idle_s: float = 0.05) -> dict:
     """
     from vmm.container import cgroups
 
-    cg = cgroups.for_container("bench-attach-" + os.urandom(4).hex())
+    cg = cgroups.for_container(os.urandom(8).hex(), parent="pyvmm-bench")
     cg.create(cgroups.Limits())
     times = []
     try:

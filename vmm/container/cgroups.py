@@ -32,7 +32,7 @@ from pathlib import Path
 from vmm.errors import PyvmmError
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-PARENT = "pyvmm"
+PARENT = "pyvmm"  # the default state directory's; see Store.cgroup_parent
 CFS_PERIOD_US = 100_000
 
 
@@ -112,8 +112,9 @@ class Cgroup(ABC):
 
     version: str
 
-    def __init__(self, cid: str, root: Path = CGROUP_ROOT):
+    def __init__(self, cid: str, parent: str = PARENT, root: Path = CGROUP_ROOT):
         self.cid = cid
+        self.parent = parent
         self.root = root
 
     @abstractmethod
@@ -151,7 +152,7 @@ class CgroupV1(Cgroup):
     version = "v1"
 
     def _dirs(self) -> dict[str, Path]:
-        return {c: self.root / c / PARENT / self.cid for c in ("memory", "pids", "cpu")}
+        return {c: self.root / c / self.parent / self.cid for c in ("memory", "pids", "cpu")}
 
     def create(self, limits: Limits) -> None:
         files: dict[str, list[tuple[str, str]]] = {"memory": [], "pids": [], "cpu": []}
@@ -206,7 +207,7 @@ class CgroupV2(Cgroup):
 
     @property
     def path(self) -> Path:
-        return self.root / PARENT / self.cid
+        return self.root / self.parent / self.cid
 
     def _enable(self, parent: Path, wanted: list[str]) -> None:
         """Switch on ``wanted`` controllers for the children of ``parent``."""
@@ -261,7 +262,8 @@ def host_version(root: Path = CGROUP_ROOT) -> str:
     return "v2" if (root / "cgroup.controllers").exists() else "v1"
 
 
-def for_container(cid: str, version: str | None = None, root: Path = CGROUP_ROOT) -> Cgroup:
-    """The cgroup of container ``cid`` in the host's hierarchy (or ``version``'s)."""
+def for_container(cid: str, version: str | None = None, parent: str = PARENT,
+                  root: Path = CGROUP_ROOT) -> Cgroup:  # fmt: skip
+    """The cgroup ``parent/cid`` in the host's hierarchy (or ``version``'s)."""
     cls = CgroupV2 if (version or host_version(root)) == "v2" else CgroupV1
-    return cls(cid, root)
+    return cls(cid, parent, root)

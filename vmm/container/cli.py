@@ -67,7 +67,18 @@ def _table(rows: list[list[str]]) -> None:
         click.echo("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
-@click.group()
+class _Group(click.Group):
+    """A command group whose OS errors (no root, a full disk...) become one-line errors."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except OSError as e:
+            where = f": {e.filename}" if e.filename else ""
+            raise PyvmmError(f"{e.strerror or e}{where}") from None
+
+
+@click.group(cls=_Group)
 def container() -> None:
     """Run and manage containers."""
 
@@ -208,7 +219,7 @@ def diff(ctx, name) -> None:
         click.echo(f"{kind} {path}")
 
 
-@click.group()
+@click.group(cls=_Group)
 def image() -> None:
     """Import and manage images."""
 
@@ -264,7 +275,7 @@ def image_rm(ctx, refs) -> None:
         click.echo(ref)
 
 
-@click.group()
+@click.group(cls=_Group)
 def volume() -> None:
     """Create and manage named volumes."""
 

@@ -80,7 +80,7 @@ def _all(store: Store) -> list[dict]:
 
 
 def _remove_files(store: Store, rec: dict) -> None:
-    cgroups.for_container(rec["id"], rec.get("cgroup")).remove()
+    cgroups.for_container(rec["id"], rec.get("cgroup"), store.cgroup_parent).remove()
     remove_tree(_dir(store, rec["id"]))
     with contextlib.suppress(FileNotFoundError):
         os.unlink(store.names / rec["name"])
@@ -97,7 +97,7 @@ def reconcile(store: Store, rec: dict) -> dict | None:
         return rec
     if is_alive(rec.get("pid"), rec.get("pid_start")):
         return rec  # still running; the kernel kills it when it notices the monitor gone
-    cg = cgroups.for_container(rec["id"], rec.get("cgroup"))
+    cg = cgroups.for_container(rec["id"], rec.get("cgroup"), store.cgroup_parent)
     rec.update(
         status="exited",
         exit_code=None,
@@ -344,7 +344,7 @@ def _monitor(store: Store, rec: dict, attach: bool, on_started: Callable, t0: fl
     """Start the claimed container ``rec`` and supervise it to its end; return its
     exit status (``rec`` gains ``oom_killed``, ``peak_memory`` and ``timings``)."""
     cid = rec["id"]
-    cg = cgroups.for_container(cid, rec["cgroup"])
+    cg = cgroups.for_container(cid, rec["cgroup"], store.cgroup_parent)
     try:
         cg.create(Limits(**rec["limits"]))
     except BaseException:

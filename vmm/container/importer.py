@@ -42,6 +42,8 @@ class _Dir:
         return (self.path / name).is_file()
 
     def open(self, name: str) -> BinaryIO:
+        if name.startswith("/") or ".." in name.split("/"):
+            raise PyvmmError(f"image layout refers to {name!r}, outside the layout")
         return open(self.path / name, "rb")
 
 
@@ -122,8 +124,8 @@ def _import_layers(store: Store, source: Path, added: list[str]) -> tuple[list[s
             return [add(tmp)], {}
     try:
         tar = tarfile.open(source, "r:*")
-    except (tarfile.TarError, OSError) as e:
-        raise PyvmmError(f"{source}: not a directory or a tar: {e}") from None
+    except tarfile.TarError:
+        raise PyvmmError(f"{source}: not a directory or a tar (plain or gzip)") from None
     with tar:
         layout = _Tar(tar)
         if layout.has("manifest.json") or layout.has("oci-layout"):

@@ -24,8 +24,11 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
+
+DEFAULT_ROOT = Path("/var/lib/pyvmm")
 
 
 class Store:
@@ -33,6 +36,11 @@ class Store:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).absolute()
+        # Containers' cgroups are <parent>/<id>. Each state directory is a pyvmm of its
+        # own, so each gets its own parent: pyvmm for the default, pyvmm-tmp-x for /tmp/x.
+        self.cgroup_parent = "pyvmm" + (
+            "" if self.root == DEFAULT_ROOT else re.sub(r"[^\w.-]", "-", str(self.root))[:200]
+        )
         self.layers = self.root / "layers" / "sha256"
         self.images = self.root / "images"
         self.containers = self.root / "containers"

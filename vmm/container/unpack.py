@@ -151,9 +151,13 @@ def extract(f: BinaryIO, dest: Path) -> str:
     try:
         with tarfile.open(fileobj=reader, mode="r|") as tar:
             for m in tar:
-                _extract_one(tar, m, dest, dirs)
+                try:
+                    _extract_one(tar, m, dest, dirs)
+                except OSError as e:
+                    raise LayerError(f"layer entry {m.name!r}: {e.strerror or e}") from None
     except (tarfile.TarError, EOFError, gzip.BadGzipFile) as e:
-        raise LayerError(f"not a readable layer tar: {e}") from None
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise LayerError(f"not a readable layer tar: {reason}") from None
     # Directories last: adding entries to a directory changes its mtime.
     for path, m in reversed(dirs):
         _set_metadata(path, m)
