@@ -9,7 +9,6 @@
 #define USER_BASE 0x400000ull /* where static executables are linked by default */
 #define PAGE_2M (2ull << 20)
 #define MAX_ARGS 16
-#define MAX_USER_RANGES 8
 
 struct elf64_ehdr {
     unsigned char ident[16];
@@ -25,27 +24,29 @@ struct elf64_phdr {
     uint64_t offset, vaddr, paddr, filesz, memsz, align;
 };
 
-/* What ring 3 may hand to a system call: its segments and its stack. */
-static struct { uint64_t start, end; } user_ranges[MAX_USER_RANGES];
-static int nr_user_ranges;
+/* What ring 3 may hand to a system call: exactly the 2 MiB pages it can touch itself
+ * (its segments and its stack), one bit a page, so a check costs a few instructions. */
+#define USER_PAGES (64ull << 30 >> 21) /* as far as the VMM's identity map goes */
+static uint64_t user_pages[USER_PAGES / 64];
 
 static void add_user_range(uint64_t start, uint64_t end, int writable)
 {
-    if (nr_user_ranges == MAX_USER_RANGES)
-        panic("program has too many segments");
-    user_ranges[nr_user_ranges].start = start;
-    user_ranges[nr_user_ranges++].end = end;
+    for (uint64_t pg = start >> 21; pg <= (end - 1) >> 21; pg++)
+        user_pages[pg / 64] |= 1ull << (pg % 64);
     map_user(start, end, writable);
 }
 
 int user_range_ok(uint64_t p, uint64_t n)
 {
-    if (p + n < p)
+    uint64_t last = p + n - 1;
+    if (n == 0)
+        return 1;
+    if (last < p || last >> 21 >= USER_PAGES)
         return 0;
-    for (int i = 0; i < nr_user_ranges; i++)
-        if (p >= user_ranges[i].start && p + n <= user_ranges[i].end)
-            return 1;
-    return 0;
+    for (uint64_t pg = p >> 21; pg <= last >> 21; pg++)
+        if (!(user_pages[pg / 64] >> (pg % 64) & 1))
+            return 0;
+    return 1;
 }
 
 static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n'; }

@@ -134,6 +134,10 @@ static int probe(struct vblk *d, uint64_t base)
         return 0;
     wr(d, VIRTIO_MMIO_QUEUE_NUM, QUEUE_SIZE);
     d->avail.flags = VIRTQ_AVAIL_F_NO_INTERRUPT;
+    /* The parts of the three descriptors that never change: 0 the header, 2 the status. */
+    d->desc[0] = (struct virtq_desc){(uint64_t)&d->header, sizeof(d->header), VIRTQ_DESC_F_NEXT, 1};
+    d->desc[1].next = 2;
+    d->desc[2] = (struct virtq_desc){(uint64_t)&d->status, 1, VIRTQ_DESC_F_WRITE, 0};
     set_address(d, VIRTIO_MMIO_QUEUE_DESC_LOW, d->desc);
     set_address(d, VIRTIO_MMIO_QUEUE_DRIVER_LOW, &d->avail);
     set_address(d, VIRTIO_MMIO_QUEUE_DEVICE_LOW, &d->used);
@@ -188,16 +192,16 @@ static int post_and_wait(struct vblk *d)
 }
 
 /* One request: descriptor 0 the header, 1 the data (left out when there is none), 2 the
- * status byte. Returns 0 when the device answered VIRTIO_BLK_S_OK. */
+ * status byte. Returns 0 when the device answered VIRTIO_BLK_S_OK. Only what changes
+ * is written: each ring-0 store is an emulated instruction under PVM. */
 static int submit(struct vblk *d, uint32_t type, uint64_t sector, void *buf, uint32_t len)
 {
     d->header.type = type;
     d->header.sector = sector;
-    d->desc[0] = (struct virtq_desc){(uint64_t)&d->header, sizeof(d->header), VIRTQ_DESC_F_NEXT, len ? 1 : 2};
-    if (len)
-        d->desc[1] = (struct virtq_desc){(uint64_t)buf, len,
-                                         VIRTQ_DESC_F_NEXT | (type == VIRTIO_BLK_T_IN ? VIRTQ_DESC_F_WRITE : 0), 2};
-    d->desc[2] = (struct virtq_desc){(uint64_t)&d->status, 1, VIRTQ_DESC_F_WRITE, 0};
+    d->desc[0].next = len ? 1 : 2;
+    d->desc[1].addr = (uint64_t)buf;
+    d->desc[1].len = len;
+    d->desc[1].flags = VIRTQ_DESC_F_NEXT | (type == VIRTIO_BLK_T_IN ? VIRTQ_DESC_F_WRITE : 0);
     return post_and_wait(d) == VIRTIO_BLK_S_OK ? 0 : -1;
 }
 
@@ -205,21 +209,14 @@ static int submit(struct vblk *d, uint32_t type, uint64_t sector, void *buf, uin
 #define EBADF 9
 #define EROFS 30
 
-/* Read or write ``count`` bytes at byte ``offset``: whole sectors go straight between the
- * disk and the caller's buffer; a partial sector at either end goes through the bounce
- * sector (read-modify-write for writes). Returns bytes done, or -errno. */
-int64_t virtio_blk_rw(int disk, int write, uint8_t *buf, uint64_t count, uint64_t offset)
+#define MAX_REQUEST 0x40000000 /* a descriptor's length is 32 bits; stay well inside */
+
+/* The general case: whole sectors go straight between the disk and the caller's
+ * buffer; a partial sector at either end goes through the bounce sector
+ * (read-modify-write for writes). Returns bytes done, or -errno. */
+static __attribute__((noinline)) int64_t rw_any(struct vblk *d, int write, uint8_t *buf,
+                                                uint64_t count, uint64_t offset)
 {
-    if (disk < 0 || disk >= nr_disks)
-        return -EBADF;
-    struct vblk *d = &disks[disk];
-    if (write && d->readonly)
-        return -EROFS;
-    uint64_t size = d->capacity * SECTOR;
-    if (offset >= size)
-        return 0;
-    if (count > size - offset)
-        count = size - offset;
     uint64_t done = 0;
     while (done < count) {
         uint64_t pos = offset + done, sector = pos / SECTOR, skip = pos % SECTOR;
@@ -237,14 +234,36 @@ int64_t virtio_blk_rw(int disk, int write, uint8_t *buf, uint64_t count, uint64_
             }
         } else {
             n = (count - done) & ~(uint64_t)(SECTOR - 1);
-            if (n > 0x40000000) /* a descriptor's length is 32 bits; stay well inside */
-                n = 0x40000000;
+            if (n > MAX_REQUEST)
+                n = MAX_REQUEST;
             if (submit(d, write ? VIRTIO_BLK_T_OUT : VIRTIO_BLK_T_IN, sector, buf + done, n))
                 return done ? (int64_t)done : -EIO;
         }
         done += n;
     }
     return done;
+}
+
+/* Read or write ``count`` bytes at byte ``offset`` of a disk; returns bytes done or
+ * -errno. Whole sectors at a sector boundary, the workload's every request, take one
+ * request straight into the caller's buffer; anything else takes the general path. */
+int64_t virtio_blk_rw(int disk, int write, uint8_t *buf, uint64_t count, uint64_t offset)
+{
+    if ((unsigned)disk >= (unsigned)nr_disks)
+        return -EBADF;
+    struct vblk *d = &disks[disk];
+    if (write && d->readonly)
+        return -EROFS;
+    uint64_t size = d->capacity * SECTOR;
+    if (offset >= size)
+        return 0;
+    if (count > size - offset)
+        count = size - offset;
+    if (!((offset | count) & (SECTOR - 1)) && count && count <= MAX_REQUEST)
+        return submit(d, write ? VIRTIO_BLK_T_OUT : VIRTIO_BLK_T_IN, offset / SECTOR, buf, count)
+                   ? -EIO
+                   : (int64_t)count;
+    return rw_any(d, write, buf, count, offset);
 }
 
 int virtio_blk_flush(int disk)
