@@ -15,6 +15,7 @@ import pytest
 from conftest import PYVMM, entry, one_line_error
 
 from vmm.container import cgroups
+from vmm.container import container as lifecycle
 from vmm.container.state import Store
 
 
@@ -147,3 +148,12 @@ def test_concurrent_runs_all_succeed_with_distinct_state(pyvmm):
     assert [r.stdout for r in results] == [f"{i}\n" for i in range(6)]
     ps = pyvmm.ok("container", "ps", "-a")
     assert all(f"par{i}" in ps for i in range(6))
+
+
+def test_one_process_can_run_containers_one_after_another(pyvmm, capfd):
+    """Each run needs a PID namespace of its own: the first one's init is gone."""
+    store = Store(pyvmm.root)
+    for _ in range(2):
+        _rec, status = lifecycle.run(store, "busybox", ["sh", "-c", "echo $$"], auto_remove=True)
+        assert status == 0
+    assert capfd.readouterr().out == "1\n1\n"

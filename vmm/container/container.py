@@ -270,7 +270,7 @@ def _init(store: Store, rec: dict, stdio: tuple, report: int, go: int) -> None:
         namespaces.new_cgroup_namespace()
         capabilities.restrict()
         os.closerange(3, report)
-        os.closerange(report + 1, 1 << 16)
+        os.closerange(report + 1, os.sysconf("SC_OPEN_MAX"))
         env = dict(e.split("=", 1) for e in rec["env"])
         code, message = 127, f"{rec['command'][0]}: executable file not found in the container"
         try:
@@ -345,25 +345,31 @@ def _monitor(store: Store, rec: dict, attach: bool, on_started: Callable, t0: fl
     exit status (``rec`` gains ``oom_killed``, ``peak_memory`` and ``timings``)."""
     cid = rec["id"]
     cg = cgroups.for_container(cid, rec["cgroup"], store.cgroup_parent)
+    fds: list[int] = []
     try:
         cg.create(Limits(**rec["limits"]))
+        log_fd = os.open(_dir(store, cid) / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        fds.append(log_fd)
+        if attach:
+            fds += os.pipe() + os.pipe()
+            out_r, out_w, err_r, err_w = fds[1:]
+            stdio, outputs, child_only = (0, out_w, err_w), {out_r: 1, err_r: 2}, [out_w, err_w]
+        else:
+            fds.append(os.open("/dev/null", os.O_RDONLY))
+            stdio, outputs, child_only = (fds[-1], log_fd, log_fd), {}, [fds[-1]]
+        report_r, report_w = os.pipe2(os.O_CLOEXEC)
+        go_r, go_w = os.pipe2(os.O_CLOEXEC)
+        fds += [report_r, report_w, go_r, go_w]
+        with namespaces.pid_namespace_for_children():
+            pid = os.fork()
+            if pid == 0:
+                _init(store, rec, stdio, report_w, go_r)
     except BaseException:
+        for fd in fds:
+            os.close(fd)
+        cg.remove()
         _finish(store, cid, None, None)
         raise
-    log_fd = os.open(_dir(store, cid) / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-    if attach:
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        stdio, outputs, child_only = (0, out_w, err_w), {out_r: 1, err_r: 2}, [out_w, err_w]
-    else:
-        null = os.open("/dev/null", os.O_RDONLY)
-        stdio, outputs, child_only = (null, log_fd, log_fd), {}, [null]
-    report_r, report_w = os.pipe2(os.O_CLOEXEC)
-    go_r, go_w = os.pipe2(os.O_CLOEXEC)
-    namespaces.new_pid_namespace()
-    pid = os.fork()
-    if pid == 0:
-        _init(store, rec, stdio, report_w, go_r)
     for fd in [*child_only, report_w, go_r]:
         os.close(fd)
     try:

@@ -59,6 +59,7 @@ typedef struct { uint32_t effective; uint32_t permitted; uint32_t inheritable; }
     cap_user_data_struct;
 
 int unshare(int flags);
+int setns(int fd, int nstype);
 int mount(const char *source, const char *target, const char *fstype,
           unsigned long flags, const void *data);
 int umount2(const char *target, int flags);

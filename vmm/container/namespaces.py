@@ -10,6 +10,10 @@ container's init) unshares the rest for itself.
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
+
 from vmm.container._libc import lib
 from vmm.container.libc import check
 
@@ -23,9 +27,21 @@ def unshare(flags: int) -> None:
     check(lib.unshare(flags), "unshare")
 
 
-def new_pid_namespace() -> None:
-    """The caller's next child will be PID 1 of a new PID namespace."""
-    unshare(lib.CLONE_NEWPID)
+@contextlib.contextmanager
+def pid_namespace_for_children() -> Iterator[None]:
+    """Inside the block, the caller's next child is PID 1 of a new PID namespace.
+
+    Afterwards the caller's children are born in its own namespace again: a process
+    that starts a second container needs a second new namespace, as the first one's
+    init may be gone (and then no process can join it).
+    """
+    own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        unshare(lib.CLONE_NEWPID)
+        yield
+    finally:
+        check(lib.setns(own, lib.CLONE_NEWPID), "setns")
+        os.close(own)
 
 
 def new_cgroup_namespace() -> None:
