@@ -73,6 +73,14 @@ def test_detached_container_runs_in_background_and_logs_keep_its_output(pyvmm):
     assert r.returncode == 2 and "is running" in one_line_error(r)
 
 
+def test_foreground_output_reaches_the_caller_and_the_log(pyvmm):
+    r = pyvmm(
+        "container", "run", "--name", "fg-log", "busybox", "sh", "-c", "echo out; echo err >&2"
+    )
+    assert (r.stdout, r.stderr) == ("out\n", "err\n")
+    assert sorted(pyvmm.ok("container", "logs", "fg-log").split()) == ["err", "out"]
+
+
 def test_stop_ends_a_pid_1_that_ignores_sigterm(pyvmm):
     pyvmm.ok("container", "run", "-d", "--name", "st", "busybox", "sleep", "30")
     pyvmm.ok("container", "stop", "-t", "0.2", "st")

@@ -380,6 +380,11 @@ def _monitor(store: Store, rec: dict, attach: bool, on_started: Callable, t0: fl
         failure = f"2\ncannot move the container into its cgroup: {e.strerror}".encode()
     finally:
         os.close(go_w)
+    # Recorded while the child finishes its setup, not after: off the path to its exec.
+    with store.lock():
+        rec.update(status="running", pid=pid, pid_start=process_start(pid), started_at=time.time())
+        if _load(store, cid) is not None:  # else removed with rm -f already
+            _save(store, rec)
     with os.fdopen(report_r, "rb") as report:
         failure = report.read() or failure
     t_exec = time.perf_counter()
@@ -393,10 +398,6 @@ def _monitor(store: Store, rec: dict, attach: bool, on_started: Callable, t0: fl
         code, _, message = failure.decode(errors="replace").partition("\n")
         raise ContainerStartError(message, int(code))
     timings = {"imports_s": imports_s, "exec_s": t_exec - t0}
-    with store.lock():
-        rec.update(status="running", pid=pid, pid_start=process_start(pid), started_at=time.time())
-        if _load(store, cid) is not None:  # else removed with rm -f already
-            _save(store, rec)
     on_started(rec)
     forward = {s: signal.signal(s, lambda sig, _f: os.kill(pid, sig)) for s in FORWARDED}
     try:
