@@ -95,10 +95,12 @@ def test_fast_mode_every_row_matches_and_failing_rows_are_failures(bench, tmp_pa
         assert row["disk"]["total_bytes"] == sum(row["disk"]["parts"].values()) > 0
         assert row["label"] in proc.stdout
     if "tiny-vm" in by_key:
-        assert {"inside_ms", "guest_touched_bytes"} <= by_key["tiny-vm"]["figures"].keys()
+        vm = by_key["tiny-vm"]["figures"]
+        assert {"inside_ms", "inside_result_ms", "guest_touched_bytes"} <= vm.keys()
+        assert vm["inside_ms"]["median"] <= vm["inside_result_ms"]["median"]
     if CONTAINERS:
         for key in ("container-volume", "container-bind"):
-            assert "cgroup_peak_bytes" in by_key[key]["figures"]
+            assert {"cgroup_peak_bytes", "inside_ms"} <= by_key[key]["figures"].keys()
 
     liar, broken = by_key["liar"], by_key["broken"]
     assert liar["status"] == "error" and liar["printed"] == LIAR
@@ -168,6 +170,14 @@ def test_linux_vm_row_boots_the_cloud_kernel_and_says_how(bench, tmp_path):
     accel = row["facts"]["accelerator"]
     assert accel.upper() in row["label"]
     assert row["run_command"][row["run_command"].index("-accel") + 1] == accel
+
+    image = tmp_path / "in.img"
+    mkimage.make_image(image, 4096)
+    script = [sys.executable, ROOT / "scripts" / "qemu_reference.py", image, "--print-command"]
+    printed = subprocess.run(script, capture_output=True, text=True, timeout=60)
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.startswith("qemu-system-x86_64 -accel " + accel)
+    assert f"accelerator {accel}" in printed.stderr
 
 
 def test_workload_image_check_needs_the_same_executable(tmp_path):

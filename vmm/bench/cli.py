@@ -118,8 +118,9 @@ def bench(ctx, runs, size, scale, only, extra, fast, json_path, plot_path, repor
     root = root or (ctx.find_root().obj or {}).get("root") or "/var/lib/pyvmm"
     show, clear = _progress()
     try:
-        result = Bench(chosen, _positive("--runs", runs), _size(size), _scale(scale), root,
-                       show).run()  # fmt: skip
+        result = Bench(
+            chosen, _positive("--runs", runs), _size(size), _scale(scale), root, show
+        ).run()
     finally:
         clear()
     _emit(result, table, json_path)

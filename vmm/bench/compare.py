@@ -23,9 +23,6 @@ from vmm.bench.rows import Row, Workspace
 from vmm.errors import PyvmmError
 
 WARMUP = 1
-# Figures per run, by their key in the JSON; seconds are reported in milliseconds.
-TIMES = ("first_byte", "result", "done", "inside")
-SIZES = ("rss", "guest_touched", "cgroup_peak")
 
 Progress = Callable[[str], None]
 
@@ -58,8 +55,15 @@ def check(proc: ProcessResult, expected: bytes, timeout: float) -> int:
 class Bench:
     """One comparison: the workspace, the rows, and the results as they come."""
 
-    def __init__(self, rows: list[Row], runs: int, size: int, scale: list[int], root: str,
-                 progress: Progress = lambda _text: None):  # fmt: skip
+    def __init__(
+        self,
+        rows: list[Row],
+        runs: int,
+        size: int,
+        scale: list[int],
+        root: str,
+        progress: Progress = lambda _text: None,
+    ):
         if runs < 1:
             raise PyvmmError("--runs must be at least 1")
         if any(n < 1 for n in scale):
@@ -70,7 +74,7 @@ class Bench:
         self._instances = 0
 
     def run(self) -> dict:
-        started = _now()
+        started, machine = _now(), describe()
         scratch = tempfile.mkdtemp(prefix="pyvmm-bench-")
         try:
             os.mkdir(os.path.join(scratch, "data"))
@@ -86,14 +90,15 @@ class Bench:
             "tool": "pyvmm bench",
             "started_utc": started,
             "finished_utc": _now(),
-            "machine": describe(),
+            "load_average_after": os.getloadavg(),
+            "machine": machine,
             "settings": {
                 "runs": self.runs,
                 "warmup_runs": WARMUP,
                 "input_bytes": self.size,
                 "scale": self.scale,
                 "container_root": self.root,
-            },  # fmt: skip
+            },
             "input": {"bytes": self.size, "expected_line": ws.expected.decode(), "command": make},
             "rows": results,
         }
@@ -119,12 +124,15 @@ class Bench:
                 failure = failure or RowFailure(str(e))
             if failure:
                 continue
-            times = {"first_byte": proc.first_byte, "result": proc.time_of(offset),
-                     "done": proc.done, "inside": extra.get("inside_s")}  # fmt: skip
-            sizes = {"rss": proc.maxrss, "guest_touched": extra.get("guest_touched"),
-                     "cgroup_peak": extra.get("cgroup_peak")}  # fmt: skip
-            ms = {f"{k}_ms": v * 1e3 for k, v in times.items() if v is not None}
-            figures.append({**ms, **{f"{k}_bytes": v for k, v in sizes.items() if v is not None}})
+            figures.append(
+                {
+                    "first_byte_ms": proc.first_byte * 1e3,
+                    "result_ms": proc.time_of(offset) * 1e3,
+                    "done_ms": proc.done * 1e3,
+                    "rss_bytes": proc.maxrss,
+                    **extra,
+                }
+            )
         if failure:
             raise failure
         row.last_command = argvs[0]
@@ -132,8 +140,15 @@ class Bench:
 
     def _row(self, ws: Workspace, index: int, row: Row) -> dict:
         where = f"[{index + 1}/{len(self.rows)}] {row.label}"
-        entry = {"key": row.key, "label": row.label, "kind": row.kind, "measures": row.measures,
-                 "status": "ok", "commands": row.commands, "notes": row.notes}  # fmt: skip
+        entry = {
+            "key": row.key,
+            "label": row.label,
+            "kind": row.kind,
+            "measures": row.measures,
+            "status": "ok",
+            "commands": row.commands,
+            "notes": row.notes,
+        }
         try:
             self.progress(f"{where}: getting ready")
             row.prepare(ws)
@@ -175,8 +190,12 @@ class Bench:
                 memory.append(sum(f["rss_bytes"] + f.get("cgroup_peak_bytes", 0) for f in figures))
         except RowFailure as e:
             return {"instances": n, "status": "error", "reason": str(e), "printed": e.output}
-        return {"instances": n, "status": "ok", "all_done_ms": summary(done),
-                "total_memory_bytes": summary(memory)}  # fmt: skip
+        return {
+            "instances": n,
+            "status": "ok",
+            "all_done_ms": summary(done),
+            "total_memory_bytes": summary(memory),
+        }
 
 
 def _summarise(samples: list[dict]) -> dict:

@@ -179,10 +179,26 @@ def command(vm: LinuxVm, image: str) -> list[str]:
     the other rows do (each writes the same result block).
     """
     return [
-        QEMU, "-accel", vm.accel, "-m", GUEST_MEMORY, "-smp", "1",
-        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-serial", "stdio",
-        "-kernel", vm.kernel, "-initrd", vm.initramfs,
-        "-append", "console=ttyS0 quiet panic=-1",
-        "-drive", f"file={image},format=raw,if=virtio,file.locking=off",
-    ]  # fmt: skip
+        QEMU,
+        "-accel",
+        vm.accel,
+        "-m",
+        GUEST_MEMORY,
+        "-smp",
+        "1",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-serial",
+        "stdio",
+        "-kernel",
+        vm.kernel,
+        "-initrd",
+        vm.initramfs,
+        "-append",
+        "console=ttyS0 quiet panic=-1",
+        "-drive",
+        f"file={image},format=raw,if=virtio,file.locking=off",
+    ]

@@ -81,5 +81,7 @@ def describe() -> dict:
         "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
         "kvm": kvm_kind(),
         "python": platform.python_version(),
+        # Other work on the machine moves every figure: say how busy it was.
+        "load_average": os.getloadavg(),
         "pyvmm": pyvmm_version(),
     }

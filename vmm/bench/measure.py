@@ -95,11 +95,17 @@ def run_processes(
     reports = [os.pipe() for _ in argvs]
     t0 = time.perf_counter()
     procs = [
-        subprocess.Popen([launcher, str(w), *argv], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                         start_new_session=True, pass_fds=(w,), **popen)
+        subprocess.Popen(
+            [launcher, str(w), *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            pass_fds=(w,),
+            **popen,
+        )
         for argv, (_, w) in zip(argvs, reports, strict=True)
-    ]  # fmt: skip
+    ]
     for _, w in reports:
         os.close(w)
     sel = selectors.DefaultSelector()
@@ -156,8 +162,11 @@ def run_processes(
         with os.fdopen(r, "rb") as f:
             report = f.read().strip()
         maxrss = int(report) * 1024 if report else None
-        results.append(ProcessResult(argvs[i], *ended[i], maxrss, bytes(out[i][0]),
-                                     bytes(out[i][1]), chunks[i]))  # fmt: skip
+        results.append(
+            ProcessResult(
+                argvs[i], *ended[i], maxrss, bytes(out[i][0]), bytes(out[i][1]), chunks[i]
+            )
+        )
     return results
 
 

@@ -54,8 +54,11 @@ def plot(result: dict, path: str) -> None:
     disk.invert_yaxis()
     counts = result["settings"]["scale"]
     for r in ok:
-        points = [(s["instances"], s["all_done_ms"]["median"]) for s in r.get("scale", [])
-                  if s["status"] == "ok"]  # fmt: skip
+        points = [
+            (s["instances"], s["all_done_ms"]["median"])
+            for s in r.get("scale", [])
+            if s["status"] == "ok"
+        ]
         if points:
             scale.plot(*zip(*points, strict=True), marker="o", label=r["label"])
     scale.set_title("N at once: until all finished, ms" if counts else "(no --scale given)")
@@ -64,8 +67,10 @@ def plot(result: dict, path: str) -> None:
         scale.set_yscale("log")
         scale.legend()
     m = result["machine"]
-    fig.suptitle(f"pyvmm bench: {m['cpu_model']}, KVM {m['kvm']['kind']}, "
-                 f"{result['settings']['input_bytes']} bytes input")  # fmt: skip
+    fig.suptitle(
+        f"pyvmm bench: {m['cpu_model']}, KVM {m['kvm']['kind']}, "
+        f"{result['settings']['input_bytes']} bytes input"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

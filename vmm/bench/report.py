@@ -7,6 +7,8 @@ reader sees is exactly what was measured and written to ``--json``.
 from __future__ import annotations
 
 MIB = 1 << 20
+TIME_FIGURES = ("first_byte_ms", "result_ms", "done_ms", "inside_ms", "inside_result_ms")
+MEMORY_FIGURES = ("rss_bytes", "guest_touched_bytes", "cgroup_peak_bytes")
 
 
 def ms(value: float) -> str:
@@ -42,11 +44,10 @@ def _ok(result: dict) -> list[dict]:
 
 
 def time_rows(result: dict) -> list[list[str]]:
-    rows = [["row", "first byte", "result line", "done", "inside pyvmm"]]
+    rows = [["row", "first byte", "result line", "done", "pyvmm: 1st byte", "pyvmm: result"]]
     for r in _ok(result):
         f = r["figures"]
-        rows.append([r["label"], *(_spread(f.get(k), ms) for k in
-                     ("first_byte_ms", "result_ms", "done_ms", "inside_ms"))])  # fmt: skip
+        rows.append([r["label"], *(_spread(f.get(k), ms) for k in TIME_FIGURES)])
     return rows
 
 
@@ -54,9 +55,8 @@ def size_rows(result: dict) -> list[list[str]]:
     rows = [["row", "on disk", "process peak RSS", "guest touched", "cgroup peak"]]
     for r in _ok(result):
         f = r["figures"]
-        rows.append([r["label"], mib(r["disk"]["total_bytes"]),
-                     *(_spread(f.get(k), mib) for k in
-                       ("rss_bytes", "guest_touched_bytes", "cgroup_peak_bytes"))])  # fmt: skip
+        cells = [_spread(f.get(k), mib) for k in MEMORY_FIGURES]
+        rows.append([r["label"], mib(r["disk"]["total_bytes"]), *cells])
     return rows
 
 
@@ -92,9 +92,10 @@ def _machine_line(result: dict) -> str:
     kvm = m["kvm"]
     nested = "nested" if kvm["nested"] else "not nested"
     release = m["kernel"].split()[1]
+    load = f"{m['load_average'][0]:.2f} before, {result['load_average_after'][0]:.2f} after"
     return (
         f"{m['cpu_model']} x{m['cpus']}, {mib(m['memory_bytes'])} MiB, Linux {release},"
-        f" KVM: {kvm['kind']} ({nested}), pyvmm {m['pyvmm']}"
+        f" KVM: {kvm['kind']} ({nested}), pyvmm {m['pyvmm']}; load average {load}"
     )
 
 
@@ -114,6 +115,8 @@ def table(result: dict) -> str:
         out += ["", "scale: all finished (median ms), memory of all (median MiB)"]
         out += _grid(scale_rows(result))
     notes = [f"{r['label']}: {n}" for r in _ok(result) for n in r["notes"]]
+    if any(r["kind"] == "reference" for r in result["rows"]):
+        notes.insert(0, "[ref]: reference rows, other tools on the same files and input")
     fails = failures(result)
     if notes:
         out += ["", *notes]
@@ -161,14 +164,20 @@ def _claims(result: dict) -> list[str]:
         speed = _each(ok, lambda r: f"x{r['figures']['done_ms']['median'] / host:.1f}")
     memory = _each(ok, lambda r: f"{mib(_memory(r))} MiB")
     claims = [
-        ("containers start in seconds or less; VMs take minutes to boot",
-         f"start to result line, whole process: {start}"),
+        (
+            "containers start in seconds or less; VMs take minutes to boot",
+            f"start to result line, whole process: {start}",
+        ),
         ("VMs are GBs, containers MBs", f"on disk, everything each row needs: {disk}"),
-        ("containers run at native speed; VMs pay an overhead",
-         f"whole process, against the host process: {speed}"),
-        ("VMs isolate with a kernel of their own; containers share the host's",
-         f"memory per instance (process peak RSS, plus the cgroup peak for containers): {memory}"),
-    ]  # fmt: skip
+        (
+            "containers run at native speed; VMs pay an overhead",
+            f"whole process, against the host process: {speed}",
+        ),
+        (
+            "VMs isolate with a kernel of their own; containers share the host's",
+            f"memory per instance (peak RSS, plus the cgroup peak for containers): {memory}",
+        ),
+    ]
     return ["| the seed says | measured here (medians) |", "|---|---|"] + [
         f"| {claim} | {measured} |" for claim, measured in claims
     ]

@@ -14,6 +14,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from vmm import guest
 from vmm.bench.machineinfo import REPO
@@ -32,14 +33,14 @@ def pyvmm_command() -> list[str]:
     return [script] if os.path.exists(script) else [sys.executable, "-m", "vmm"]
 
 
-class Workspace:
-    """What every row shares: the input image, its expected line, a scratch directory."""
+class Workspace(NamedTuple):
+    """What every row shares: the input image, its expected line, a scratch directory,
+    and the container state directory."""
 
-    def __init__(self, image: str, expected: bytes, scratch: str, root: str):
-        self.image = image
-        self.expected = expected
-        self.scratch = scratch
-        self.root = root
+    image: str
+    expected: bytes
+    scratch: str
+    root: str
 
 
 class Row:
@@ -67,7 +68,8 @@ class Row:
         self, ws: Workspace, instance: str, proc: ProcessResult, detailed: bool
     ) -> dict[str, float]:
         """Figures only this row has, after one run of ``instance`` (the costly ones only
-        when ``detailed``); clean up after it whether it worked or not."""
+        when ``detailed``), named as in the JSON (``inside_ms``, ``cgroup_peak_bytes``...);
+        clean up after the run whether it worked or not."""
         return {}
 
     def disk(self, ws: Workspace) -> dict[str, int]:
@@ -118,31 +120,41 @@ class TinyVmRow(Row):
         return [*pyvmm_command(), "boot", "--disk", ws.image]
 
     def collect(self, ws, instance, proc, detailed):
-        """The same boot in this process: from the request to the first output byte, with
-        the interpreter's start and imports already behind, and the guest RAM touched."""
+        """The same boot in this process: from the request to the first output byte (the
+        kernel's banner) and to the result line, with the interpreter's start and imports
+        already behind; and the guest RAM touched."""
         if not detailed:
             return {}
         from vmm.machine import DEFAULT_MEMORY, Machine, MachineConfig
 
         output = bytearray()
-        first: list[float] = []
+        marks: list[float] = []  # first byte, then result line
 
         def on_output(data: bytes) -> None:
-            first or first.append(time.perf_counter())
             output.extend(data)
+            if not marks or (len(marks) == 1 and ws.expected + b"\n" in output):
+                marks.append(time.perf_counter())
 
         t0 = time.perf_counter()
         config = MachineConfig(
-            guest.KERNEL, DEFAULT_MEMORY, "console=ttyS0 -- /dev/vda", guest.WORKLOAD,
-            output=on_output, disks=((ws.image, False),),
-        )  # fmt: skip
+            guest.KERNEL,
+            DEFAULT_MEMORY,
+            "console=ttyS0 -- /dev/vda",
+            guest.WORKLOAD,
+            output=on_output,
+            disks=((ws.image, False),),
+        )
         with Machine(config, self.kvm) as machine:
             result = machine.run()
             touched = machine.memory.touched_bytes()
         line, _ = result_line(bytes(output))
         if result.failed or line != ws.expected:
             raise PyvmmError(f"the in-process run printed {line!r} ({result.reason})")
-        return {"inside_s": first[0] - t0, "guest_touched": touched}
+        return {
+            "inside_ms": (marks[0] - t0) * 1e3,
+            "inside_result_ms": (marks[-1] - t0) * 1e3,
+            "guest_touched_bytes": touched,
+        }
 
     def disk(self, ws):
         return {
@@ -167,8 +179,9 @@ def workload_image(ws: Workspace, commands: list[list[str]]):
         images.get(store, IMAGE_REF)
     except PyvmmError:
         script = os.path.join(REPO, "scripts", "build_images.py")
-        run_checked([sys.executable, script, "--root", ws.root, "--workload", guest.WORKLOAD],
-                    commands)  # fmt: skip
+        run_checked(
+            [sys.executable, script, "--root", ws.root, "--workload", guest.WORKLOAD], commands
+        )
     _same_workload(store)
     return store
 
@@ -223,22 +236,41 @@ class ContainerRow(Row):
             self.spec = f"{self.data}:{DATA}"
 
     def command(self, ws, instance):
-        return [*pyvmm_command(), "--root", ws.root, "container", "run", "--name", instance,
-                "-v", self.spec, IMAGE_REF, "/bin/workload",
-                f"{DATA}/{os.path.basename(ws.image)}"]  # fmt: skip
+        return [
+            *pyvmm_command(),
+            "--root",
+            ws.root,
+            "container",
+            "run",
+            "--name",
+            instance,
+            "-v",
+            self.spec,
+            IMAGE_REF,
+            "/bin/workload",
+            f"{DATA}/{os.path.basename(ws.image)}",
+        ]
 
     def collect(self, ws, instance, proc, detailed):
         """What pyvmm recorded from inside (request to first output), the cgroup's peak,
-        and the size of the writable layer, read before the container is removed."""
+        and the size of the writable layer, read before the container is removed.
+
+        The workload prints one line only, so when the output starts with it (checked
+        here), pyvmm's first output is the result line and the figure stands for both."""
         from vmm.container import container as lifecycle
 
         rec = lifecycle.find(self.store, instance)
         try:
             self.writable = disk_usage(str(self.store.containers / rec["id"] / "upper"))
-            figures = {"cgroup_peak": rec.get("peak_memory")}
-            if "first_output_s" in rec.get("timings", {}):
-                figures["inside_s"] = rec["timings"]["first_output_s"]
-            return {k: v for k, v in figures.items() if v is not None}
+            figures = {}
+            if rec.get("peak_memory") is not None:
+                figures["cgroup_peak_bytes"] = rec["peak_memory"]
+            first = rec.get("timings", {}).get("first_output_s")
+            if first is not None:
+                figures["inside_ms"] = first * 1e3
+                if proc.stdout.startswith(ws.expected):
+                    figures["inside_result_ms"] = first * 1e3
+            return figures
         finally:
             lifecycle.remove(self.store, instance, force=True)
 
@@ -274,7 +306,8 @@ class OciRow(Row):
     def __init__(self, runtime: str):
         super().__init__()
         self.runtime = runtime
-        self.key = self.label = runtime
+        self.key = runtime
+        self.label = f"{runtime} [ref]"
         self.measures = (
             f"`{runtime} run` of an OCI bundle: the image's layers copied into one rootfs, "
             "the input bind-mounted (reference: another runtime, same files)"
@@ -292,8 +325,9 @@ class OciRow(Row):
         if not (Path(ws.scratch) / "rootfs").exists():
             bench.flat_rootfs(store, IMAGE_REF, Path(ws.scratch) / "rootfs")
         args = ["/bin/workload", f"{DATA}/{os.path.basename(ws.image)}"]
-        bench.oci_bundle(Path(ws.scratch) / "rootfs", bundle, args,
-                         {os.path.dirname(ws.image): DATA})  # fmt: skip
+        bench.oci_bundle(
+            Path(ws.scratch) / "rootfs", bundle, args, {os.path.dirname(ws.image): DATA}
+        )
         self.bundle = str(bundle)
 
     def command(self, ws, instance):
@@ -301,8 +335,15 @@ class OciRow(Row):
         if self.runtime == "crun" and os.path.ismount("/sys/fs/cgroup/unified"):
             # crun refuses a hybrid cgroup layout; without its empty cgroup2 mount, in a
             # private mount namespace, it runs (the same workaround as bench_container.py)
-            argv = ["unshare", "-m", "sh", "-c", 'umount /sys/fs/cgroup/unified && exec "$@"',
-                    "sh", *argv]  # fmt: skip
+            argv = [
+                "unshare",
+                "-m",
+                "sh",
+                "-c",
+                'umount /sys/fs/cgroup/unified && exec "$@"',
+                "sh",
+                *argv,
+            ]
         return argv
 
     def disk(self, ws):
@@ -319,7 +360,7 @@ class LinuxVmRow(Row):
 
     def __init__(self):
         super().__init__()
-        self.label = "Linux VM (QEMU)"
+        self.label = "Linux VM, QEMU [ref]"
         self.measures = (
             "Debian's cloud kernel with a busybox initramfs under qemu-system-x86_64, the "
             "image as a virtio disk (reference: a general-purpose kernel's boot)"
@@ -330,7 +371,7 @@ class LinuxVmRow(Row):
 
         self.vm = linux_vm.prepare(guest.WORKLOAD)
         self.commands.extend(self.vm.commands)
-        self.label = f"Linux VM (QEMU, {self.vm.accel.upper()})"
+        self.label = f"Linux VM, QEMU {self.vm.accel.upper()} [ref]"
         self.facts = {
             "accelerator": self.vm.accel,
             "kernel_package": self.vm.package,
@@ -382,5 +423,12 @@ class CommandRow(Row):
 
 
 def standard_rows() -> list[Row]:
-    return [HostRow(), TinyVmRow(), ContainerRow(volume=True), ContainerRow(volume=False),
-            OciRow("crun"), OciRow("runc"), LinuxVmRow()]  # fmt: skip
+    return [
+        HostRow(),
+        TinyVmRow(),
+        ContainerRow(volume=True),
+        ContainerRow(volume=False),
+        OciRow("crun"),
+        OciRow("runc"),
+        LinuxVmRow(),
+    ]
