@@ -117,8 +117,9 @@ def run(ctx, image, command, memory, pids, cpus, **options) -> None:
 
 def _exit_with(ctx: click.Context, rec: dict, status: int) -> None:
     if rec.get("oom_killed"):
-        limit = human_size(rec["limits"]["memory"])
-        click.echo(f"pyvmm: container {rec['name']} ran out of memory ({limit})", err=True)
+        limit = rec["limits"]["memory"]
+        limit = f" (limit {human_size(limit)})" if limit else ""
+        click.echo(f"pyvmm: container {rec['name']} ran out of memory{limit}", err=True)
     ctx.exit(status)
 
 
