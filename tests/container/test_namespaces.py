@@ -45,9 +45,15 @@ def test_capabilities_are_reduced_with_no_inheritable_and_no_new_privs(pyvmm):
     assert int(status["CapInh"], 16) == 0 and int(status["CapAmb"], 16) == 0
     bounding = int(status["CapBnd"], 16)
     assert bounding & (1 << 21) == 0  # CAP_SYS_ADMIN is gone
+    assert bounding & (1 << 27) == 0  # CAP_MKNOD too: nothing filters device nodes
     assert bounding & (1 << 0)  # CAP_CHOWN stays
     assert int(status["CapEff"], 16) == bounding
     assert status["NoNewPrivs"].strip() == "1"
+
+
+def test_container_cannot_create_a_device_node_for_a_host_disk(pyvmm):
+    r = pyvmm("container", "run", "--rm", "busybox", "mknod", "/sda", "b", "8", "0")
+    assert r.returncode != 0 and "Operation not permitted" in r.stderr
 
 
 def test_only_stdio_file_descriptors_pass_into_the_container(pyvmm, root):

@@ -1,8 +1,11 @@
 """Capabilities and no_new_privs: what root inside the container may still do.
 
 Root's power is split into capabilities. The container keeps Docker's default set
-(enough to chown, bind low ports, setuid to another user...) and loses the rest
-(loading modules, mounting, rebooting, raw I/O...). Dropping them from the *bounding*
+(enough to chown, bind low ports, setuid to another user...) minus CAP_MKNOD, and
+loses the rest (loading modules, mounting, rebooting, raw I/O...). Docker may keep
+CAP_MKNOD because its device cgroup (v1) or eBPF device filter (v2) stops a node
+such as /dev/sda from being opened; pyvmm has no device filter, so it must not let
+the container create device nodes at all. Dropping them from the *bounding*
 set matters most: at execve a root process's permitted set is recomputed from the
 bounding set, so anything left there would come back. No capability is inheritable
 or ambient, and ``no_new_privs`` makes setuid binaries unable to raise privilege.
@@ -18,7 +21,6 @@ DEFAULT = (
     lib.CAP_DAC_OVERRIDE,
     lib.CAP_FSETID,
     lib.CAP_FOWNER,
-    lib.CAP_MKNOD,
     lib.CAP_NET_RAW,
     lib.CAP_SETGID,
     lib.CAP_SETUID,
