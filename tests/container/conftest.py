@@ -25,8 +25,15 @@ from vmm.container.state import Store
 REPO = Path(__file__).resolve().parents[2]
 PYVMM = [sys.executable, "-c", "import sys; from vmm.cli import main; sys.exit(main())"]
 
-if os.geteuid() != 0:
-    pytest.skip("container tests need root (namespaces, mounts, cgroups)", allow_module_level=True)
+
+def pytest_collection_modifyitems(config, items):
+    """Every test here runs real containers: mark it ``root``, and skip it without root."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.root)
+            if os.geteuid() != 0:
+                item.add_marker(pytest.mark.skip(reason="needs root: namespaces, mounts, cgroups"))
 
 
 @pytest.fixture(scope="session")
