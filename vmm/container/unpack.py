@@ -193,9 +193,13 @@ def store_layer(store: Store, f: BinaryIO) -> tuple[str, bool]:
     """Store the layer tar ``f``; return its digest and whether it is new.
 
     The caller holds the store lock. The layer is unpacked into a temporary directory
-    and renamed into place only when complete, so a failed import leaves nothing.
+    and renamed into place only when complete, so a failed import leaves nothing; one
+    whose pyvmm was killed mid-way leaves a temporary directory, removed here next
+    time (under the lock no other import can be using it).
     """
     store.layers.mkdir(parents=True, exist_ok=True)
+    for stale in store.layers.glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = store.layers / f".tmp-{os.urandom(8).hex()}"
     try:
         os.mkdir(tmp, 0o700)
