@@ -92,7 +92,9 @@ def test_fast_mode_every_row_matches_and_failing_rows_are_failures(bench, tmp_pa
             f = figures[name]
             assert f["runs"] == 1 and f["min"] <= f["median"] <= f["max"]
         assert figures["first_byte_ms"]["median"] <= figures["done_ms"]["median"]
-        assert row["disk"]["total_bytes"] == sum(row["disk"]["parts"].values()) > 0
+        disk = row["disk"]
+        assert disk["total_bytes"] == sum(disk["parts"].values()) > disk["without_input_bytes"]
+        assert disk["parts"]["input data"] >= SIZE
         assert row["label"] in proc.stdout
     if "tiny-vm" in by_key:
         vm = by_key["tiny-vm"]["figures"]
@@ -195,3 +197,11 @@ def test_workload_image_check_needs_the_same_executable(tmp_path):
     assert proc.returncode == 0, proc.stderr
     (row,) = json.loads(out.read_text())["rows"]
     assert row["status"] == "could not run" and "another /bin/workload" in row["reason"]
+
+
+def test_plot_is_a_png_of_the_rows(bench, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "bench.png"
+    proc = bench("--fast", "--rows", "host", "--scale", "1,2", "--plot", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from vmm.bench import workload
 from vmm.bench.machineinfo import describe
 from vmm.bench.measure import ProcessResult, run_checked, run_processes, summary
-from vmm.bench.rows import Row, Workspace
+from vmm.bench.rows import INPUT, Row, Workspace
 from vmm.errors import PyvmmError
 
 WARMUP = 1
@@ -166,7 +166,12 @@ class Bench:
             entry["result_line"] = ws.expected.decode()
             entry["figures"] = _summarise(samples[WARMUP:])
             parts = row.disk(ws)
-            entry["disk"] = {"parts": parts, "total_bytes": sum(parts.values())}
+            total = sum(parts.values())
+            entry["disk"] = {
+                "parts": parts,
+                "total_bytes": total,
+                "without_input_bytes": total - parts[INPUT],
+            }
             entry["scale"] = [self._scale(ws, row, n, where) for n in self.scale]
         except RowFailure as e:
             entry.update(status="error", reason=str(e), printed=e.output)

@@ -18,14 +18,30 @@ def require_matplotlib() -> None:
         raise PyvmmError("--plot needs matplotlib: pip install 'pyvmm[plot]'") from None
 
 
-def _bars(ax, labels: list[str], figures: list[dict], scale: float, title: str) -> None:
+def _bars(ax, labels: list[str], figures: list[dict], title: str) -> None:
     """Median bars with min-max whiskers."""
-    med = [f["median"] / scale for f in figures]
-    low = [m - f["min"] / scale for m, f in zip(med, figures, strict=True)]
-    high = [f["max"] / scale - m for m, f in zip(med, figures, strict=True)]
+    med = [f["median"] for f in figures]
+    low = [m - f["min"] for m, f in zip(med, figures, strict=True)]
+    high = [f["max"] - m for m, f in zip(med, figures, strict=True)]
     ax.barh(labels, med, xerr=[low, high], capsize=3, color="tab:blue")
+    ax.set_title(f"{title} (median, min-max)")
+    ax.invert_yaxis()
+
+
+def _stacked(ax, labels: list[str], title: str, parts: dict[str, list[float]]) -> None:
+    """Bars made of parts, in bytes, shown in MiB."""
+    left = [0.0] * len(labels)
+    for name, values in parts.items():
+        mib = [v / MIB for v in values]
+        ax.barh(labels, mib, left=left, label=name)
+        left = [a + b for a, b in zip(left, mib, strict=True)]
     ax.set_title(title)
     ax.invert_yaxis()
+    ax.legend(fontsize="small")
+
+
+def _median(row: dict, figure: str) -> float:
+    return row["figures"][figure]["median"] if figure in row["figures"] else 0.0
 
 
 def plot(result: dict, path: str) -> None:
@@ -39,33 +55,49 @@ def plot(result: dict, path: str) -> None:
     if not ok:
         raise PyvmmError("--plot: no row produced figures")
     labels = [r["label"] for r in ok]
-    fig, ((start, memory), (disk, scale)) = plt.subplots(2, 2, figsize=(14, 9))
-    _bars(start, labels, [r["figures"]["done_ms"] for r in ok], 1, "start to result, ms (log)")
+    fig, ((start, memory, disk), (scale_time, scale_memory, spare)) = plt.subplots(
+        2, 3, figsize=(18, 9)
+    )
+    fig.delaxes(spare)
+    _bars(start, labels, [r["figures"]["result_ms"] for r in ok], "start to result line, ms")
     start.set_xscale("log")
-    rss = [r["figures"]["rss_bytes"]["median"] / MIB for r in ok]
-    cgroup = [r["figures"].get("cgroup_peak_bytes", {"median": 0})["median"] / MIB for r in ok]
-    memory.barh(labels, rss, label="process peak RSS", color="tab:blue")
-    memory.barh(labels, cgroup, left=rss, label="container cgroup peak", color="tab:orange")
-    memory.set_title("memory, MiB (medians)")
-    memory.invert_yaxis()
-    memory.legend()
-    disk.barh(labels, [r["disk"]["total_bytes"] / MIB for r in ok], color="tab:green")
-    disk.set_title("on disk, MiB")
-    disk.invert_yaxis()
+    _stacked(
+        memory,
+        labels,
+        "memory, MiB (medians)",
+        {
+            "process peak RSS": [r["figures"]["rss_bytes"]["median"] for r in ok],
+            "container cgroup peak": [_median(r, "cgroup_peak_bytes") for r in ok],
+        },
+    )
+    _stacked(
+        disk,
+        labels,
+        "on disk, MiB",
+        {
+            "what the row needs": [r["disk"]["without_input_bytes"] for r in ok],
+            "input data": [r["disk"]["total_bytes"] - r["disk"]["without_input_bytes"] for r in ok],
+        },
+    )
     counts = result["settings"]["scale"]
-    for r in ok:
-        points = [
-            (s["instances"], s["all_done_ms"]["median"])
-            for s in r.get("scale", [])
-            if s["status"] == "ok"
-        ]
-        if points:
-            scale.plot(*zip(*points, strict=True), marker="o", label=r["label"])
-    scale.set_title("N at once: until all finished, ms" if counts else "(no --scale given)")
-    scale.set_xlabel("instances")
-    if counts:
-        scale.set_yscale("log")
-        scale.legend()
+    for ax, key, title in (
+        (scale_time, "all_done_ms", "N at once: until all finished, ms"),
+        (scale_memory, "total_memory_bytes", "N at once: memory of all, MiB"),
+    ):
+        for r in ok:
+            points = [
+                (s["instances"], s[key]["median"] / (MIB if "bytes" in key else 1))
+                for s in r.get("scale", [])
+                if s["status"] == "ok"
+            ]
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", label=r["label"])
+        ax.set_title(title if counts else "(no --scale given)")
+        ax.set_xlabel("instances at once")
+        if counts:
+            ax.set_xticks(counts)
+            ax.set_yscale("log")
+            ax.legend(fontsize="small")
     m = result["machine"]
     fig.suptitle(
         f"pyvmm bench: {m['cpu_model']}, KVM {m['kvm']['kind']}, "

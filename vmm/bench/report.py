@@ -18,7 +18,8 @@ def ms(value: float) -> str:
 
 
 def mib(value: float) -> str:
-    return f"{value / MIB:.1f}" if value >= MIB / 10 else f"{value / MIB:.2f}"
+    value /= MIB
+    return f"{value:.1f}" if value >= 1 else f"{value:.2f}" if value >= 0.1 else f"{value:.3f}"
 
 
 def _spread(figure: dict | None, fmt) -> str:
@@ -52,11 +53,14 @@ def time_rows(result: dict) -> list[list[str]]:
 
 
 def size_rows(result: dict) -> list[list[str]]:
-    rows = [["row", "on disk", "process peak RSS", "guest touched", "cgroup peak"]]
+    rows = [["row", "on disk", "without input", "process peak RSS", "guest touched", "cgroup peak"]]
     for r in _ok(result):
         f = r["figures"]
         cells = [_spread(f.get(k), mib) for k in MEMORY_FIGURES]
-        rows.append([r["label"], mib(r["disk"]["total_bytes"]), *cells])
+        disk = r["disk"]
+        rows.append(
+            [r["label"], mib(disk["total_bytes"]), mib(disk["without_input_bytes"]), *cells]
+        )
     return rows
 
 
@@ -153,7 +157,13 @@ def _claims(result: dict) -> list[str]:
     packages = [
         r["facts"]["kernel_package_bytes"] for r in ok if "kernel_package_bytes" in r["facts"]
     ]
-    disk = _each(ok, lambda r: f"{mib(r['disk']['total_bytes'])} MiB")
+    disk = _each(
+        ok,
+        lambda r: (
+            f"{mib(r['disk']['total_bytes'])} MiB "
+            f"({mib(r['disk']['without_input_bytes'])} MiB without the input data)"
+        ),
+    )
     if packages:
         disk += (
             f"; the Linux VM's whole kernel package unpacked, modules too: {mib(packages[0])} MiB"

@@ -25,6 +25,10 @@ from vmm.errors import PyvmmError
 IMAGE_REF = "workload:latest"
 DATA = "/data"
 TIMEOUT = 120.0
+# The part of a row's disk figure that is the workload's data (the image file, the disk
+# image, the volume holding its copy): every row has one, so sizes compare with and
+# without it.
+INPUT = "input data"
 
 
 def pyvmm_command() -> list[str]:
@@ -73,7 +77,7 @@ class Row:
         return {}
 
     def disk(self, ws: Workspace) -> dict[str, int]:
-        """Bytes on disk of everything the row needs, by part."""
+        """Bytes on disk of everything the row needs, by part, the data as ``INPUT``."""
         raise NotImplementedError
 
     def cleanup(self, ws: Workspace) -> None:
@@ -95,7 +99,7 @@ class HostRow(Row):
     def disk(self, ws):
         return {
             "workload executable": disk_usage(guest.WORKLOAD),
-            "input image": disk_usage(ws.image),
+            INPUT: disk_usage(ws.image),
         }
 
 
@@ -160,7 +164,7 @@ class TinyVmRow(Row):
         return {
             "tiny kernel": disk_usage(guest.KERNEL),
             "workload executable": disk_usage(guest.WORKLOAD),
-            "disk image": disk_usage(ws.image),
+            INPUT: disk_usage(ws.image),
         }
 
     def cleanup(self, ws):
@@ -285,9 +289,9 @@ class ContainerRow(Row):
             "writable layer": self.writable,
         }
         if self.volume:
-            parts["volume"] = disk_usage(self.data)
+            parts[INPUT] = disk_usage(self.data)  # the volume: the copy of the image
         else:
-            parts["bind-mounted input image"] = disk_usage(ws.image)
+            parts[INPUT] = disk_usage(ws.image)
         return parts
 
     def cleanup(self, ws):
@@ -349,7 +353,7 @@ class OciRow(Row):
     def disk(self, ws):
         return {
             "root filesystem": disk_usage(os.path.join(ws.scratch, "rootfs")),
-            "bind-mounted input image": disk_usage(ws.image),
+            INPUT: disk_usage(ws.image),
         }
 
 
@@ -392,7 +396,7 @@ class LinuxVmRow(Row):
         return {
             "kernel": disk_usage(self.vm.kernel),
             "initramfs": disk_usage(self.vm.initramfs),
-            "disk image": disk_usage(ws.image),
+            INPUT: disk_usage(ws.image),
         }
 
 
@@ -419,7 +423,7 @@ class CommandRow(Row):
             raise PyvmmError(f"--row {self.key}: {e}") from None
 
     def disk(self, ws):
-        return {"input image": disk_usage(ws.image)}
+        return {INPUT: disk_usage(ws.image)}
 
 
 def standard_rows() -> list[Row]:
