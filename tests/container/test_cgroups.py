@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import PYVMM
+from containertest import PYVMM
 
 from vmm.container import cgroups
 from vmm.container.cgroups import CgroupV2, Limits

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import PYVMM, entry, one_line_error
+from containertest import PYVMM, entry, one_line_error
 
 from vmm.container import cgroups
 from vmm.container import container as lifecycle

@@ -12,7 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import entry, one_line_error
+from containertest import entry, one_line_error
 
 from vmm.container import images
 from vmm.container.state import Store

@@ -6,7 +6,7 @@ import os
 import socket
 import subprocess
 
-from conftest import PYVMM
+from containertest import PYVMM
 
 
 def test_command_is_pid_1_and_sees_no_host_process(pyvmm):

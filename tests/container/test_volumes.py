@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import one_line_error
+from containertest import one_line_error
 
 
 def test_named_volume_data_survives_container_rm(pyvmm):
