@@ -5,9 +5,11 @@ container's *monitor* (a detached start first forks a daemon to be it):
 
 1. the monitor claims the container in its state file, creates its cgroup, unshares
    a new PID namespace and forks;
-2. the child, PID 1 of that namespace, joins the cgroup, unshares the other
-   namespaces, mounts the overlay and the system filesystems, pivots into the new
-   root, drops capabilities and execs the command (``_init``);
+2. the child, PID 1 of that namespace, unshares the other namespaces, mounts the
+   overlay and the system filesystems, volumes and bind mounts, and pivots into the
+   new root (``_init``), while the monitor moves it into its cgroup (slow on some
+   kernels, see ``cgroups.py``, so the two overlap); once the monitor says "go" it
+   enters a new cgroup namespace, drops capabilities and execs the command;
 3. a close-on-exec pipe tells the monitor how that went: closed without a word means
    the exec succeeded; otherwise it carries the exit status and a one-line error;
 4. the monitor copies the container's output to its own and to the container's log,
