@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Container start-up benchmark: pyvmm beside crun, runc and unshare+chroot.
 
-Runs ``/bin/true`` and the workload (guest/workload/workload, hashing an input file
-through a bind mount) in each runtime on the same root filesystem, whole process from
+Runs ``/bin/true``, ``/bin/echo`` and the workload (guest/workload/workload, hashing
+an input file through a bind mount) in each runtime on the same root filesystem, whole process from
 start to exit, and prints medians, ratios, and what pyvmm measured from inside itself
 together with what stands in its way (interpreter, imports, the cgroup migration).
 Installs crun and runc from Debian when they are missing. Needs root.
@@ -67,6 +67,8 @@ def main() -> int:
         shutil.copy(data / "input.img", rootfs / "data" / "input.img")  # for chroot
         cases = {
             "true": (["/bin/true"], "busybox", []),
+            # prints at once: pyvmm's run request to first output is its own time
+            "echo": (["/bin/echo", "hello"], "busybox", []),
             "workload": (["/bin/workload", "/data/input.img"], "workload", [f"{data}:/data"]),
         }
         results = {"runs": args.runs, "cases": {}}
