@@ -35,15 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600, help="seconds before QEMU is killed")
     parser.add_argument("--print-command", action="store_true", help="print the command only")
     args = parser.parse_args(argv)
+    steps: list[list[str]] = []
     try:
         guest.ensure_built(guest.WORKLOAD)
-        vm = linux_vm.prepare(guest.WORKLOAD)
+        vm = linux_vm.prepare(guest.WORKLOAD, steps)
     except PyvmmError as e:
         print(f"qemu_reference: {e}", file=sys.stderr)
         return 2
+    finally:
+        for step in steps:
+            print(f"prepared: {shlex.join(step)}", file=sys.stderr)
     command = linux_vm.command(vm, args.image)
-    for step in vm.commands:
-        print(f"prepared: {shlex.join(step)}", file=sys.stderr)
     print(f"{vm.package}, accelerator {vm.accel}: {shlex.join(command)}", file=sys.stderr)
     if args.print_command:
         print(shlex.join(command))

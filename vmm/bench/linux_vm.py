@@ -22,7 +22,7 @@ import shutil
 from typing import NamedTuple
 
 from vmm.bench.machineinfo import kvm_kind
-from vmm.bench.measure import CACHE_DIR, run_checked
+from vmm.bench.measure import CACHE_DIR, apt_get, run_checked
 from vmm.errors import PyvmmError
 
 META_PACKAGE = "linux-image-cloud-amd64"
@@ -51,7 +51,6 @@ class LinuxVm(NamedTuple):
     package: str  # the versioned kernel package, e.g. linux-image-6.1.0-28-cloud-amd64
     package_dir: str  # the whole unpacked package: what a real guest would install
     accel: str  # "kvm" or "tcg"
-    commands: list[list[str]]  # what preparing it ran
 
 
 def ensure_tools(commands: list[list[str]]) -> None:
@@ -59,8 +58,7 @@ def ensure_tools(commands: list[list[str]]) -> None:
     wanted = {QEMU: "qemu-system-x86", BUSYBOX: "busybox-static", "cpio": "cpio"}
     missing = [pkg for tool, pkg in wanted.items() if not shutil.which(tool)]
     if missing:
-        install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]
-        run_checked(install, commands)
+        apt_get(["install", "-y", "-qq", "--no-install-recommends", *missing], commands)
 
 
 def accelerator() -> str:
@@ -69,12 +67,20 @@ def accelerator() -> str:
     return "kvm" if kvm["kind"] == "hardware" and kvm["device"] else "tcg"
 
 
-def _download(package: str, dest: str, commands: list[list[str]]) -> str:
+def _downloaded(package: str, dest: str) -> str | None:
     for name in os.listdir(dest):
         if name.startswith(package + "_") and name.endswith(".deb"):
             return os.path.join(dest, name)
-    run_checked(["apt-get", "download", package], commands, cwd=dest)
-    return _download(package, dest, commands)
+    return None
+
+
+def _download(package: str, dest: str, commands: list[list[str]]) -> str:
+    if not _downloaded(package, dest):
+        apt_get(["download", package], commands, cwd=dest)
+    deb = _downloaded(package, dest)
+    if deb is None:
+        raise PyvmmError(f"apt-get download {package} left no {package}_*.deb in {dest}")
+    return deb
 
 
 def _kernel_package(cache: str, commands: list[list[str]]) -> tuple[str, str]:
@@ -154,12 +160,12 @@ def _initramfs(unpacked: str, workload: str, out: str, commands: list[list[str]]
     shutil.rmtree(tree)
 
 
-def prepare(workload: str, cache: str | None = None) -> LinuxVm:
+def prepare(workload: str, commands: list[list[str]], cache: str | None = None) -> LinuxVm:
     """Everything the row needs, made once and kept in the cache (the initramfs again
-    whenever the workload executable is newer than it)."""
+    whenever the workload executable is newer than it); each command run goes into
+    ``commands``, those before a failure too."""
     cache = cache or os.path.join(CACHE_DIR, "linux-vm")
     os.makedirs(cache, exist_ok=True)
-    commands: list[list[str]] = []
     ensure_tools(commands)
     package, unpacked = _kernel_package(cache, commands)
     kernels = [f for f in os.listdir(os.path.join(unpacked, "boot")) if f.startswith("vmlinuz")]
@@ -169,7 +175,7 @@ def prepare(workload: str, cache: str | None = None) -> LinuxVm:
     if not os.path.exists(initramfs) or os.path.getmtime(initramfs) < os.path.getmtime(workload):
         _initramfs(unpacked, workload, initramfs, commands)
     kernel = os.path.join(unpacked, "boot", kernels[0])
-    return LinuxVm(kernel, initramfs, package, unpacked, accelerator(), commands)
+    return LinuxVm(kernel, initramfs, package, unpacked, accelerator())
 
 
 def command(vm: LinuxVm, image: str) -> list[str]:

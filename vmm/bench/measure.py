@@ -207,3 +207,14 @@ def run_checked(argv: list[str], log: list[list[str]], cwd: str | None = None) -
         last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
         raise PyvmmError(f"{' '.join(argv[:3])} failed: {last[0]}")
     return proc.stdout
+
+
+def apt_get(args: list[str], log: list[list[str]], cwd: str | None = None) -> str:
+    """``apt-get ARGS`` (install, download), and once more after ``apt-get update`` if
+    it failed: on a fresh machine the package lists may be missing or stale."""
+    env = ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]
+    try:
+        return run_checked([*env, *args], log, cwd)
+    except PyvmmError:
+        run_checked([*env, "update", "-qq"], log)
+        return run_checked([*env, *args], log, cwd)

@@ -6,6 +6,8 @@ reader sees is exactly what was measured and written to ``--json``.
 
 from __future__ import annotations
 
+import shlex
+
 MIB = 1 << 20
 TIME_FIGURES = ("first_byte_ms", "result_ms", "done_ms", "inside_ms", "inside_result_ms")
 MEMORY_FIGURES = ("rss_bytes", "guest_touched_bytes", "cgroup_peak_bytes")
@@ -226,10 +228,10 @@ def markdown(result: dict) -> str:
             out.append(f"  Reason: {r['reason']}")
         out += [f"  Note: {n}" for n in r["notes"]]
         if r.get("run_command"):
-            out.append(f"  Command: `{' '.join(r['run_command'])}`")
-        out += [f"  Prepared with: `{' '.join(c)}`" for c in r["commands"]]
+            out.append(f"  Command: `{shlex.join(r['run_command'])}`")
+        out += [f"  Prepared with: `{shlex.join(c)}`" for c in r["commands"]]
     fails = failures(result)
     if fails:
         out += ["", "## Rows without figures", "", *(f"- {f}" for f in fails)]
-    out += ["", f"Input made with: `{' '.join(result['input']['command'])}`", ""]
+    out += ["", f"Input made with: `{shlex.join(result['input']['command'])}`", ""]
     return "\n".join(out)

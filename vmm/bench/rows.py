@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from vmm import guest
 from vmm.bench.machineinfo import REPO
-from vmm.bench.measure import ProcessResult, disk_usage, run_checked
+from vmm.bench.measure import ProcessResult, apt_get, disk_usage, run_checked
 from vmm.bench.workload import result_line
 from vmm.errors import PyvmmError
 
@@ -321,7 +321,7 @@ class OciRow(Row):
         if os.geteuid() != 0:
             raise PyvmmError(f"{self.runtime} needs root")
         if not shutil.which(self.runtime):
-            run_checked(["apt-get", "install", "-y", "-qq", self.runtime], self.commands)
+            apt_get(["install", "-y", "-qq", self.runtime], self.commands)
         from vmm.container import bench
 
         store = workload_image(ws, self.commands)
@@ -373,8 +373,7 @@ class LinuxVmRow(Row):
     def prepare(self, ws):
         from vmm.bench import linux_vm
 
-        self.vm = linux_vm.prepare(guest.WORKLOAD)
-        self.commands.extend(self.vm.commands)
+        self.vm = linux_vm.prepare(guest.WORKLOAD, self.commands)
         self.label = f"Linux VM, QEMU {self.vm.accel.upper()} [ref]"
         self.facts = {
             "accelerator": self.vm.accel,
