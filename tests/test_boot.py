@@ -216,3 +216,24 @@ def test_kernel_segment_that_does_not_fit_in_memory(guest_build):
 @pytest.mark.parametrize("value", ["lots", "64X", "0", "1000G", "1001"])
 def test_bad_memory_value(value):
     assert_one_line_error(run_pyvmm("boot", "--memory", value), "memory")
+
+
+def test_ctrl_c_stops_a_guest_that_never_powers_off(guest_build, tmp_path):
+    import signal
+    import time
+
+    prog = build(tmp_path, "spin", ".globl _start\n_start: jmp _start\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vmm", "boot", "--program", str(prog)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline().startswith("pyvmm tiny kernel")
+        time.sleep(0.3)  # the program is spinning in ring 3 now
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130
+    assert err == "pyvmm: interrupted\n"

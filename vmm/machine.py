@@ -94,6 +94,7 @@ class Machine:
     def __init__(self, config: MachineConfig, kvm: Kvm | None = None):
         check_memory_size(config.memory)
         self.config = config
+        self._stop_requested = False  # set by Ctrl-C; the exit loop then ends the run
         # Hooks around each KVM_RUN, for --trace and --stats; empty in a plain run.
         self.before_run: list[Callable[[], None]] = []
         self.after_run: list[Callable[[object, object], None]] = []
@@ -181,31 +182,34 @@ class Machine:
         """Run the vCPU on its own thread until the guest stops; Ctrl-C stops it too."""
         result: list[RunResult] = []
         errors: list[BaseException] = []
+        # An Event rather than Thread.join: a join interrupted by Ctrl-C can return early
+        # the second time on this Python, before the thread has finished.
+        done = threading.Event()
 
         def vcpu_thread() -> None:
             try:
                 result.append(self.run_vcpu(self.vcpu))
             except BaseException as e:  # handed to the main thread, which re-raises
                 errors.append(e)
+            finally:
+                done.set()
 
-        # A signal that interrupts KVM_RUN in the vCPU thread; the handler does nothing.
-        previous = signal.signal(signal.SIGUSR1, lambda *_: None)
+        # SIGUSR1 interrupts KVM_RUN in the vCPU thread; its handler does nothing. It stays
+        # installed: restoring the old one could race with a signal still being delivered.
+        signal.signal(signal.SIGUSR1, _ignore_signal)
         thread = threading.Thread(target=vcpu_thread, name="vcpu0")
         thread.start()
         try:
-            thread.join()
+            done.wait()
         except KeyboardInterrupt:
             self._stop_requested = True
             self.vcpu.request_immediate_exit()
             signal.pthread_kill(thread.ident, signal.SIGUSR1)
-            thread.join()
-        finally:
-            signal.signal(signal.SIGUSR1, previous)
+            done.wait()
+        thread.join()
         if errors:
             raise errors[0]
         return result[0]
-
-    _stop_requested = False
 
     def run_vcpu(self, vcpu) -> RunResult:
         """The exit loop: enter the guest, decode why it left, dispatch, repeat."""
@@ -261,6 +265,10 @@ class Machine:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _ignore_signal(signum, frame) -> None:
+    pass
 
 
 def _port_io(bus: Bus, exit: IoExit) -> None:
