@@ -110,10 +110,13 @@ def report(results: dict) -> None:
         print(f"  same output everywhere: {len(outputs) == 1} {sorted(outputs)[0][:60]!r}")
         p = rows["pyvmm"]
         first = ms(p["first_output_s"]) if p["first_output_s"] else "(no output)"
-        print(f"  pyvmm from inside: run request -> exec {ms(p['exec_s'])},"
-              f" -> first output {first};"
-              f" its container modules' import {ms(p['imports_s'])};"
-              f" cgroup peak memory {p['peak_memory'] / 2**20:.1f} MiB")  # fmt: skip
+        peak = p["peak_memory"] / 2**20
+        print(f"  pyvmm from inside: run request -> first output {first};"
+              f" cgroup peak memory {peak:.1f} MiB; each step's end:")  # fmt: skip
+        steps = sorted((t, k) for k, t in p["steps"].items() if k != "imports_s")
+        print("    " + ", ".join(f"{k[:-2]} {t * 1000:.1f}" for t, k in steps) + " (ms)")
+        imports = ms(p["steps"]["imports_s"])
+        print(f"    (before the request: importing the container modules {imports})")
     i = results["interpreter"]
     print(f"\nwhat stands before pyvmm's own work: python -c pass {ms(i['python_s'])},"
           f" + import vmm.cli (click) {ms(i['python_vmm_cli_s'])},"

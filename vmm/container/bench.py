@@ -107,8 +107,8 @@ def chroot_floor(rootfs: Path, args: list[str], runs: int) -> dict:
 
 def pyvmm_run(root: Path, image_ref: str, args: list[str], volumes: list[str], runs: int) -> dict:
     """``pyvmm container run --rm``, whole process; then the same without ``--rm`` to
-    read back what pyvmm measured from inside (request to exec, to first output) and
-    the cgroup's peak memory."""
+    read back what pyvmm measured from inside (when each start-up step ended, from
+    the run request to the first output) and the cgroup's peak memory."""
     store, env = Store(root), _env(root)
     vflags = [f for v in volumes for f in ("-v", v)]
     whole = timed_runs([*PYVMM, "container", "run", "--rm", *vflags, image_ref, *args], runs, env)
@@ -119,11 +119,12 @@ def pyvmm_run(root: Path, image_ref: str, args: list[str], volumes: list[str], r
                        env=env, check=True, capture_output=True)  # fmt: skip
         inner.append(lifecycle.find(store, name))
         lifecycle.remove(store, name)
-    median = {}
-    for key in ("imports_s", "exec_s", "first_output_s"):  # no output: no first_output_s
+    steps = {}  # each step's median end, seconds after the run request (see _monitor)
+    for key in inner[0]["timings"]:
         values = [r["timings"][key] for r in inner if key in r["timings"]]
-        median[key] = statistics.median(values) if values else None
-    return {**whole, **median, "peak_memory": statistics.median(r["peak_memory"] for r in inner)}
+        steps[key] = statistics.median(values)
+    return {**whole, "steps": steps, "first_output_s": steps.get("first_output_s"),
+            "peak_memory": statistics.median(r["peak_memory"] for r in inner)}  # fmt: skip
 
 
 def interpreter_costs(runs: int) -> dict:

@@ -25,6 +25,7 @@ command that reads a container) records such deaths and removes their cgroups.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import signal
@@ -234,13 +235,19 @@ def create(
     return rec
 
 
-def _init(store: Store, rec: dict, stdio: tuple, report: int, go: int) -> None:
+def _init(store: Store, rec: dict, stdio: tuple, report: int, go: int, t0: float) -> None:
     """The container's PID 1, from fork to execve; never returns.
 
     ``go`` says when the monitor has moved this process into its cgroup (a zero-length
-    read: it could not); ``report`` carries a failure back (see the module docstring).
+    read: it could not); ``report`` carries a failure back (see the module docstring),
+    preceded by a line "T{json}": when each setup step ended, in seconds after ``t0``.
     """
     code, message = 2, "container setup failed"
+    marks = {}
+
+    def mark(step: str) -> None:
+        marks[f"child_{step}_s"] = time.perf_counter() - t0
+
     try:
         for target, fd in enumerate(stdio):
             os.dup2(fd, target)
@@ -250,6 +257,7 @@ def _init(store: Store, rec: dict, stdio: tuple, report: int, go: int) -> None:
         namespaces.unshare(namespaces.CHILD_FLAGS)
         namespaces.set_hostname(rec["hostname"])
         namespaces.loopback_up()
+        mark("namespaces")
         mounts.detach_from_host()
         cdir = _dir(store, rec["id"])
         rootfs = str(cdir / "merged")
@@ -265,15 +273,20 @@ def _init(store: Store, rec: dict, stdio: tuple, report: int, go: int) -> None:
             else:
                 target = mounts.path_in(rootfs, m["target"], is_dir=os.path.isdir(source))
             mounts.bind(source, target, m["ro"])
+        mark("mounts")
         mounts.finish(rootfs)
         os.chdir(rec["cwd"])
+        mark("pivot_root")
         if not os.read(go, 1):
             os._exit(2)  # the monitor failed and reports why itself
+        mark("go")
         namespaces.new_cgroup_namespace()
         capabilities.restrict()
         os.closerange(3, report)
         os.closerange(report + 1, os.sysconf("SC_OPEN_MAX"))
         env = dict(e.split("=", 1) for e in rec["env"])
+        mark("exec")
+        os.write(report, b"T" + json.dumps(marks).encode() + b"\n")
         code, message = 127, f"{rec['command'][0]}: executable file not found in the container"
         try:
             os.execvpe(rec["command"][0], rec["command"], env)
@@ -346,10 +359,17 @@ def _monitor(store: Store, rec: dict, attach: bool, on_started: Callable, t0: fl
     """Start the claimed container ``rec`` and supervise it to its end; return its
     exit status (``rec`` gains ``oom_killed``, ``peak_memory`` and ``timings``)."""
     cid = rec["id"]
+    timings = {"imports_s": imports_s}
+
+    def mark(step: str) -> None:
+        timings[f"{step}_s"] = time.perf_counter() - t0
+
+    mark("claimed")
     cg = cgroups.for_container(cid, rec["cgroup"], store.cgroup_parent)
     fds: list[int] = []
     try:
         cg.create(Limits(**rec["limits"]))
+        mark("cgroup_created")
         log_fd = os.open(_dir(store, cid) / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         fds.append(log_fd)
         if attach:
@@ -365,7 +385,8 @@ def _monitor(store: Store, rec: dict, attach: bool, on_started: Callable, t0: fl
         with namespaces.pid_namespace_for_children():
             pid = os.fork()
             if pid == 0:
-                _init(store, rec, stdio, report_w, go_r)
+                _init(store, rec, stdio, report_w, go_r, t0)
+        mark("forked")
     except BaseException:
         for fd in fds:
             os.close(fd)
@@ -376,6 +397,7 @@ def _monitor(store: Store, rec: dict, attach: bool, on_started: Callable, t0: fl
         os.close(fd)
     try:
         cg.add(pid)
+        mark("cgroup_joined")
         os.write(go_w, b"1")
         failure = b""
     except OSError as e:  # the child died early (it reports why) or the cgroup refused
@@ -388,8 +410,12 @@ def _monitor(store: Store, rec: dict, attach: bool, on_started: Callable, t0: fl
         if _load(store, cid) is not None:  # else removed with rm -f already
             _save(store, rec)
     with os.fdopen(report_r, "rb") as report:
-        failure = report.read() or failure
-    t_exec = time.perf_counter()
+        answer = report.read()
+    mark("exec")
+    if answer.startswith(b"T"):
+        steps, _, answer = answer.partition(b"\n")
+        timings.update(json.loads(steps[1:]))
+    failure = answer or failure
     if failure:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
@@ -399,11 +425,10 @@ def _monitor(store: Store, rec: dict, attach: bool, on_started: Callable, t0: fl
         _finish(store, cid, None, None)
         code, _, message = failure.decode(errors="replace").partition("\n")
         raise ContainerStartError(message, int(code))
-    timings = {"imports_s": imports_s, "exec_s": t_exec - t0}
     on_started(rec)
     forward = {s: signal.signal(s, lambda sig, _f: os.kill(pid, sig)) for s in FORWARDED}
     try:
-        _relay(outputs, log_fd, lambda: timings.update(first_output_s=time.perf_counter() - t0))
+        _relay(outputs, log_fd, lambda: mark("first_output"))
         _, status = os.waitpid(pid, 0)
     finally:
         for s, handler in forward.items():
