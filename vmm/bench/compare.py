@@ -19,7 +19,7 @@ from collections.abc import Callable
 from vmm.bench import workload
 from vmm.bench.machineinfo import describe
 from vmm.bench.measure import ProcessResult, run_checked, run_processes, summary
-from vmm.bench.rows import INPUT, Row, Workspace
+from vmm.bench.rows import INPUT, Row, Workspace, instance_prefix
 from vmm.errors import PyvmmError
 
 WARMUP = 1
@@ -105,7 +105,7 @@ class Bench:
 
     def _instance(self) -> str:
         self._instances += 1
-        return f"pyvmm-bench-{os.getpid()}-{self._instances}"
+        return f"{instance_prefix()}{self._instances}"
 
     def _once(self, ws: Workspace, row: Row, n: int, detailed: bool) -> list[dict]:
         """Start ``n`` instances of the row at once; their figures, all checked."""
@@ -153,7 +153,7 @@ class Bench:
             self.progress(f"{where}: getting ready")
             row.prepare(ws)
         except (PyvmmError, OSError) as e:
-            row.cleanup(ws)
+            _cleanup(row, ws)
             return {**entry, "status": "could not run", "reason": str(e)}
         try:
             samples = []
@@ -178,7 +178,7 @@ class Bench:
         except (PyvmmError, OSError) as e:
             entry.update(status="error", reason=str(e))
         finally:
-            row.cleanup(ws)
+            _cleanup(row, ws)
             entry["commands"] = row.commands
             entry["facts"] = row.facts
         return entry
@@ -201,6 +201,14 @@ class Bench:
             "all_done_ms": summary(done),
             "total_memory_bytes": summary(memory),
         }
+
+
+def _cleanup(row: Row, ws: Workspace) -> None:
+    """Undo a row's preparation; a failure to is a note on the row, not the bench's end."""
+    try:
+        row.cleanup(ws)
+    except (PyvmmError, OSError) as e:
+        row.notes.append(f"cleaning up failed: {e}")
 
 
 def _summarise(samples: list[dict]) -> dict:

@@ -31,6 +31,12 @@ TIMEOUT = 120.0
 INPUT = "input data"
 
 
+def instance_prefix() -> str:
+    """Names of the containers this bench starts begin so: what an interrupted or failed
+    run left behind can be found and removed."""
+    return f"pyvmm-bench-{os.getpid()}-"
+
+
 def pyvmm_command() -> list[str]:
     """The installed console script when there is one: what a user runs."""
     script = os.path.join(os.path.dirname(sys.executable), "pyvmm")
@@ -295,9 +301,16 @@ class ContainerRow(Row):
         return parts
 
     def cleanup(self, ws):
-        if self.volume and hasattr(self, "volume_name"):
-            from vmm.container import volumes
+        """Remove the containers a failed or interrupted run left, then the volume."""
+        if not hasattr(self, "store"):
+            return
+        from vmm.container import container as lifecycle
+        from vmm.container import volumes
 
+        for rec in lifecycle.list_containers(self.store):
+            if rec["name"].startswith(instance_prefix()):
+                lifecycle.remove(self.store, rec["name"], force=True)
+        if self.volume:
             with self.store.lock():
                 volumes.remove(self.store, self.volume_name, [])
 
@@ -355,6 +368,16 @@ class OciRow(Row):
             "root filesystem": disk_usage(os.path.join(ws.scratch, "rootfs")),
             INPUT: disk_usage(ws.image),
         }
+
+    def cleanup(self, ws):
+        """``run`` deletes its container when it ends; one that was killed (a timeout,
+        Ctrl-C) stays in the runtime's state until deleted."""
+        if not shutil.which(self.runtime):
+            return
+        listed = run_checked([self.runtime, "list", "-q"], [])
+        for name in listed.split():
+            if name.startswith(instance_prefix()):
+                run_checked([self.runtime, "delete", "--force", name], self.commands)
 
 
 class LinuxVmRow(Row):
