@@ -45,12 +45,24 @@ def test_write_to_lower_file_copies_up_and_leaves_the_layer_unchanged(pyvmm):
 
 
 def test_writable_layer_survives_stop_and_start_and_goes_with_rm(pyvmm):
-    pyvmm.ok("container", "run", "--name", "keep", "busybox", "sh", "-c", "echo run >> /count")
-    assert pyvmm.ok("container", "start", "-a", "keep") == ""
+    script = "echo run >> /count; sleep 30"
+    pyvmm.ok("container", "run", "-d", "--name", "keep", "busybox", "sh", "-c", script)
     cid = pyvmm.inspect("keep")["id"]
-    assert (pyvmm.root / "containers" / cid / "upper" / "count").read_text() == "run\nrun\n"
-    pyvmm.ok("container", "rm", "keep")
+    count = pyvmm.root / "containers" / cid / "upper" / "count"
+    pyvmm.ok("container", "stop", "-t", "0.1", "keep")
+    assert pyvmm.inspect("keep")["status"] == "exited" and count.read_text() == "run\n"
+    pyvmm.ok("container", "start", "keep")
+    deadline = time.monotonic() + 5
+    while count.read_text() != "run\nrun\n" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert count.read_text() == "run\nrun\n"
+    pyvmm.ok("container", "rm", "-f", "keep")
     assert not (pyvmm.root / "containers" / cid).exists()
+
+
+def test_start_attached_runs_the_command_again_on_the_same_layer(pyvmm):
+    pyvmm.ok("container", "run", "--name", "again", "busybox", "sh", "-c", "echo x >> /f; cat /f")
+    assert pyvmm.ok("container", "start", "-a", "again") == "x\nx\n"
 
 
 def test_diff_lists_added_changed_and_deleted_paths(pyvmm):
