@@ -19,6 +19,7 @@ import pytest
 from vmtest import ROOT, assert_one_line_error, kvm_usable, run_pyvmm
 
 from vmm.bench.compare import RowFailure, check
+from vmm.bench.machineinfo import kvm_kind
 from vmm.bench.measure import CACHE_DIR, run_processes
 
 _spec = importlib.util.spec_from_file_location("mkimage", ROOT / "scripts" / "mkimage.py")
@@ -205,3 +206,12 @@ def test_plot_is_a_png_of_the_rows(bench, tmp_path):
     proc = bench("--fast", "--rows", "host", "--scale", "1,2", "--plot", str(out))
     assert proc.returncode == 0, proc.stderr
     assert out.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+@pytest.mark.parametrize("module, kind", [("kvm_pvm", "pvm"), ("kvm_intel", "hardware")])
+def test_kind_of_kvm_is_read_from_the_loaded_modules(tmp_path, module, kind):
+    (tmp_path / "kvm").mkdir()
+    (tmp_path / module).mkdir()
+    found = kvm_kind(str(tmp_path))
+    assert found["kind"] == kind and found["modules"] == [module]
+    assert found["read_from"] == str(tmp_path)
