@@ -162,6 +162,7 @@ class Bench:
                 self.progress(f"{where}: {run}")
                 samples += self._once(ws, row, 1, detailed=True)
             entry["label"] = row.label  # a row may name itself better once prepared
+            entry["kernel"] = row.kernel or f"the host's, Linux {os.uname().release}"
             entry["run_command"] = row.last_command
             entry["result_line"] = ws.expected.decode()
             entry["figures"] = _summarise(samples[WARMUP:])

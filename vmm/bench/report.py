@@ -144,7 +144,7 @@ def _figure(result: dict, key: str, figure: str) -> float | None:
 
 
 def _each(rows: list[dict], value) -> str:
-    return ", ".join(f"{r['label']} {value(r)}" for r in rows) or "no row ran"
+    return "; ".join(f"{r['label']}: {value(r)}" for r in rows) or "no row ran"
 
 
 def _memory(r: dict) -> float:
@@ -162,8 +162,8 @@ def _claims(result: dict) -> list[str]:
     disk = _each(
         ok,
         lambda r: (
-            f"{mib(r['disk']['total_bytes'])} MiB "
-            f"({mib(r['disk']['without_input_bytes'])} MiB without the input data)"
+            f"{mib(r['disk']['total_bytes'])} MiB, "
+            f"{mib(r['disk']['without_input_bytes'])} MiB without the input data"
         ),
     )
     if packages:
@@ -174,7 +174,7 @@ def _claims(result: dict) -> list[str]:
     speed = "no host figure"
     if host:
         speed = _each(ok, lambda r: f"x{r['figures']['done_ms']['median'] / host:.1f}")
-    memory = _each(ok, lambda r: f"{mib(_memory(r))} MiB")
+    memory = _each(ok, lambda r: f"{mib(_memory(r))} MiB on {r['kernel']}")
     claims = [
         (
             "containers start in seconds or less; VMs take minutes to boot",
@@ -187,7 +187,8 @@ def _claims(result: dict) -> list[str]:
         ),
         (
             "VMs isolate with a kernel of their own; containers share the host's",
-            f"memory per instance (peak RSS, plus the cgroup peak for containers): {memory}",
+            f"memory per instance (peak RSS, plus the cgroup peak for containers), and the "
+            f"kernel it ran on: {memory}",
         ),
     ]
     return ["| the seed says | measured here (medians) |", "|---|---|"] + [

@@ -60,6 +60,7 @@ class Row:
     label = ""
     kind = ""  # "floor", "pyvmm", "reference" or "custom"
     measures = ""  # one sentence for the report: what this row runs
+    kernel = ""  # the kernel the workload's system calls reach; empty: the host's
     timeout = TIMEOUT
 
     def __init__(self) -> None:
@@ -117,6 +118,7 @@ class TinyVmRow(Row):
         "`pyvmm boot --disk IMAGE`: pyvmm's tiny kernel runs the same executable in ring 3 "
         "on the image as a virtio-blk disk"
     )
+    kernel = "its own, pyvmm's tiny kernel"
 
     def prepare(self, ws):
         if not os.access("/dev/kvm", os.R_OK | os.W_OK):
@@ -398,6 +400,7 @@ class LinuxVmRow(Row):
 
         self.vm = linux_vm.prepare(guest.WORKLOAD, self.commands)
         self.label = f"Linux VM, QEMU {self.vm.accel.upper()} [ref]"
+        self.kernel = f"its own, Linux from {self.vm.package}"
         self.facts = {
             "accelerator": self.vm.accel,
             "kernel_package": self.vm.package,
