@@ -76,6 +76,28 @@ def test_v2_cgroup_holds_a_process_and_removal_kills_it(unified):
         cg.remove()
 
 
+def test_v2_fork_inside_gives_a_child_born_in_the_cgroup(unified):
+    cg = CgroupV2(os.urandom(8).hex(), "pyvmm-test-" + os.urandom(4).hex(), unified)
+    cg.create(Limits())
+    r, w = os.pipe()
+    try:
+        pid = cg.fork_inside()
+        if pid == 0:  # the child: report where it is, first thing, and never return
+            try:
+                with open("/proc/self/cgroup", "rb") as f:
+                    os.write(w, f.read())
+            finally:
+                os._exit(0)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            lines = f.read().decode().splitlines()
+        assert os.waitpid(pid, 0)[1] == 0
+        assert f"0::/{cg.parent}/{cg.cid}" in lines
+    finally:
+        cg.remove()
+    assert not cg.exists()
+
+
 def test_v2_limit_without_its_controller_fails_cleanly(unified):
     available = (unified / "cgroup.controllers").read_text().split()
     if "memory" in available:

@@ -13,22 +13,25 @@ for each:
   ``memory.max``, ``memory.peak``, ``memory.events``, ``pids.max``, ``cpu.max``.
   (Documentation/admin-guide/cgroup-v2.rst in the kernel tree.)
 
-The runtime moves the container's first process into its cgroup before that process
-execs, so the command and everything it forks are accounted from their first
-instruction. Moving a process between cgroups can take a whole RCU grace period (10-20
-ms here: the kernel's cgroup_threadgroup_rwsem), so the runtime does it while the
-process sets up its namespaces and mounts, not before.
+The container's first process is in its cgroup before it execs, so the command and
+everything it forks are accounted from their first instruction. On v2 it is born
+there (clone3 with CLONE_INTO_CGROUP). On v1 it must be moved, and moving a process
+between cgroups can wait for a whole RCU grace period (5-15 ms here: the kernel's
+cgroup_threadgroup_rwsem), so the runtime does it while the process sets up its
+namespaces and mounts, not before.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+from vmm.container._libc import ffi, lib
 from vmm.errors import PyvmmError
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -124,6 +127,11 @@ class Cgroup(ABC):
     @abstractmethod
     def add(self, pid: int) -> None:
         """Move process ``pid`` (all its threads) into the cgroup."""
+
+    def fork_inside(self) -> int | None:
+        """``os.fork()``, the child born inside the cgroup, where the hierarchy can do
+        that; None where it cannot, and then the caller forks and calls ``add``."""
+        return None
 
     @abstractmethod
     def peak_memory(self) -> int | None:
@@ -243,6 +251,20 @@ class CgroupV2(Cgroup):
 
     def add(self, pid: int) -> None:
         _write(self.path / "cgroup.procs", str(pid))
+
+    def fork_inside(self) -> int | None:
+        """clone3(CLONE_INTO_CGROUP): the child never has to be moved (Linux 5.7)."""
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            pid = lib.pyvmm_fork_into_cgroup(fd)
+            err = ffi.errno
+        finally:
+            os.close(fd)
+        if pid == -1:
+            if err in (errno.ENOSYS, errno.E2BIG, errno.EINVAL):  # an older kernel
+                return None
+            raise OSError(err, f"clone3 into {self.path}: {os.strerror(err)}")
+        return pid
 
     def peak_memory(self) -> int | None:
         return _read_int(self.path / "memory.peak")  # Linux 5.19 and later

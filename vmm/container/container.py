@@ -383,7 +383,10 @@ def _monitor(store: Store, rec: dict, attach: bool, on_started: Callable, t0: fl
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
         fds += [report_r, report_w, go_r, go_w]
         with namespaces.pid_namespace_for_children():
-            pid = os.fork()
+            pid = cg.fork_inside()
+            joined = pid is not None
+            if pid is None:
+                pid = os.fork()
             if pid == 0:
                 _init(store, rec, stdio, report_w, go_r, t0)
         mark("forked")
@@ -396,7 +399,8 @@ def _monitor(store: Store, rec: dict, attach: bool, on_started: Callable, t0: fl
     for fd in [*child_only, report_w, go_r]:
         os.close(fd)
     try:
-        cg.add(pid)
+        if not joined:
+            cg.add(pid)
         mark("cgroup_joined")
         os.write(go_w, b"1")
         failure = b""

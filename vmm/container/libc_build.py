@@ -67,6 +67,7 @@ int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4
 int sethostname(const char *name, size_t len);
 long syscall(long number, ...);
 int pyvmm_loopback_up(void);
+long pyvmm_fork_into_cgroup(int cgroup_fd);
 """
 )
 ffibuilder.set_source(
@@ -84,6 +85,9 @@ ffibuilder.set_source(
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <string.h>
+#include <errno.h>
+#include <signal.h>
+#include <linux/sched.h>
 
 typedef struct __user_cap_header_struct cap_user_header_struct;
 typedef struct __user_cap_data_struct cap_user_data_struct;
@@ -105,6 +109,31 @@ static int pyvmm_loopback_up(void)
     }
     close(fd);
     return r;
+}
+
+/* fork(), but the child starts life in the cgroup v2 directory open as cgroup_fd
+   (clone3 with CLONE_INTO_CGROUP, Linux 5.7): no migration afterwards, and so no
+   wait for the RCU grace period a migration can cost. Python's own bookkeeping
+   around the fork is done as os.fork does it (PyOS_BeforeFork and friends, which
+   need the GIL that cffi released for this call). -1 with errno on failure. */
+static long pyvmm_fork_into_cgroup(int cgroup_fd)
+{
+    struct clone_args args;
+    memset(&args, 0, sizeof(args));
+    args.flags = CLONE_INTO_CGROUP;
+    args.exit_signal = SIGCHLD;
+    args.cgroup = (unsigned long)cgroup_fd;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyOS_BeforeFork();
+    long pid = syscall(SYS_clone3, &args, sizeof(args));
+    int saved = errno;
+    if (pid == 0)
+        PyOS_AfterFork_Child();
+    else
+        PyOS_AfterFork_Parent();
+    PyGILState_Release(gil);
+    errno = saved;
+    return pid;
 }
 """,
 )
