@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vmm.container import bench
+from vmm.container import bench, cgroups
 from vmm.container.state import Store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,8 +74,13 @@ def main() -> int:
         results = {"runs": args.runs, "cases": {}}
         for case, (argv, image, volumes) in cases.items():
             bundle = bench.oci_bundle(rootfs, tmp / f"bundle-{case}", argv, {str(data): "/data"})
+            rows = {"pyvmm": bench.pyvmm_run(root, image, argv, volumes, args.runs)}
+            if cgroups.host_version() == "v1" and os.path.ismount("/sys/fs/cgroup/unified"):
+                rows["pyvmm, cgroup2 view"] = bench.pyvmm_run(
+                    root, image, argv, volumes, args.runs, wrapper=bench.CGROUP2_VIEW
+                )
             results["cases"][case] = {
-                "pyvmm": bench.pyvmm_run(root, image, argv, volumes, args.runs),
+                **rows,
                 "crun": bench.crun_run(bundle, args.runs),
                 "runc": bench.runc_run(bundle, args.runs),
                 "unshare+chroot": bench.chroot_floor(rootfs, argv, args.runs),
@@ -108,15 +113,16 @@ def report(results: dict) -> None:
                   f"  x{row['median_s'] / floor:.2f} vs floor  {ratios}")  # fmt: skip
         outputs = {row["result"] for row in rows.values()}
         print(f"  same output everywhere: {len(outputs) == 1} {sorted(outputs)[0][:60]!r}")
-        p = rows["pyvmm"]
-        first = ms(p["first_output_s"]) if p["first_output_s"] else "(no output)"
-        peak = p["peak_memory"] / 2**20
-        print(f"  pyvmm from inside: run request -> first output {first};"
-              f" cgroup peak memory {peak:.1f} MiB; each step's end:")  # fmt: skip
-        steps = sorted((t, k) for k, t in p["steps"].items() if k != "imports_s")
-        print("    " + ", ".join(f"{k[:-2]} {t * 1000:.1f}" for t, k in steps) + " (ms)")
-        imports = ms(p["steps"]["imports_s"])
-        print(f"    (before the request: importing the container modules {imports})")
+        for name in (n for n in rows if n.startswith("pyvmm")):
+            p = rows[name]
+            first = ms(p["first_output_s"]) if p["first_output_s"] else "(no output)"
+            peak = f"{p['peak_memory'] / 2**20:.1f} MiB" if p["peak_memory"] else "n/a"
+            print(f"  {name} from inside: run request -> first output {first};"
+                  f" cgroup peak memory {peak}; each step's end (ms):")  # fmt: skip
+            steps = sorted((t, k) for k, t in p["steps"].items() if k != "imports_s")
+            print("    " + ", ".join(f"{k[:-2]} {t * 1000:.1f}" for t, k in steps))
+            imports = ms(p["steps"]["imports_s"])
+            print(f"    (before the request: importing the container modules {imports})")
     i = results["interpreter"]
     print(f"\nwhat stands before pyvmm's own work: python -c pass {ms(i['python_s'])},"
           f" + import vmm.cli (click) {ms(i['python_vmm_cli_s'])},"
