@@ -285,6 +285,7 @@ def volume() -> None:
 @click.argument("name")
 @click.pass_context
 def volume_create(ctx, name) -> None:
+    """Create a named volume (run -v NAME:/path also creates it on first use)."""
     store = _store(ctx)
     with store.lock():
         click.echo(volumes.create(store, name)["name"])
@@ -293,6 +294,7 @@ def volume_create(ctx, name) -> None:
 @volume.command("ls")
 @click.pass_context
 def volume_ls(ctx) -> None:
+    """List named volumes and where their data lives."""
     rows = [["VOLUME NAME", "MOUNTPOINT"]]
     rows += [[v["name"], v["mountpoint"]] for v in volumes.list_volumes(_store(ctx))]
     _table(rows)
@@ -302,6 +304,7 @@ def volume_ls(ctx) -> None:
 @click.argument("name")
 @click.pass_context
 def volume_inspect(ctx, name) -> None:
+    """Print a volume's record as JSON."""
     click.echo(json.dumps(volumes.get(_store(ctx), name), indent=2, sort_keys=True))
 
 

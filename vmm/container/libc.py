@@ -15,7 +15,9 @@ def check(result: int, what: str) -> int:
     return result
 
 
-def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data=None):
+def mount(
+    source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None
+) -> None:
     check(
         lib.mount(
             source.encode() if source else ffi.NULL,
