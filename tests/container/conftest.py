@@ -44,8 +44,8 @@ def root(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def pyvmm(root: Path):
-    """The CLI runner; on the way out, removes the test's containers and checks that
-    no mount, cgroup, container directory or pyvmm process was left behind."""
+    """The CLI runner; on the way out, removes the test's containers and volumes and
+    checks that no mount, cgroup, container directory or pyvmm process was left behind."""
     before = host_state(root)
     runner = Pyvmm(root)
     try:
@@ -54,6 +54,8 @@ def pyvmm(root: Path):
         ids = runner("container", "ps", "-a", "-q").stdout.split()
         if ids:
             runner("container", "rm", "-f", *ids)
+        for volume in (root / "volumes").glob("*"):  # so that no test sees another's
+            runner("volume", "rm", volume.name)
     after = host_state(root)
     assert after[0] == before[0], f"mounts left behind: {after[0] - before[0]}"
     assert after[1] == before[1], f"cgroups left behind: {after[1] - before[1]}"
