@@ -50,6 +50,7 @@ def plot(result: dict, path: str) -> None:
 
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     ok = [r for r in result["rows"] if r["status"] == "ok"]
     if not ok:
@@ -61,6 +62,7 @@ def plot(result: dict, path: str) -> None:
     fig.delaxes(spare)
     _bars(start, labels, [r["figures"]["result_ms"] for r in ok], "start to result line, ms")
     start.set_xscale("log")
+    start.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap
     _stacked(
         memory,
         labels,
