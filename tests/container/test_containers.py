@@ -65,6 +65,14 @@ def test_start_attached_runs_the_command_again_on_the_same_layer(pyvmm):
     assert pyvmm.ok("container", "start", "-a", "again") == "x\nx\n"
 
 
+def test_rm_removes_symlinks_in_the_writable_layer_not_what_they_point_to(pyvmm, tmp_path):
+    (tmp_path / "precious").write_text("keep\n")
+    script = f"ln -s {tmp_path} /to-host-dir; ln -s {tmp_path}/precious /to-host-file"
+    pyvmm.ok("container", "run", "--name", "links", "busybox", "sh", "-c", script)
+    pyvmm.ok("container", "rm", "links")
+    assert (tmp_path / "precious").read_text() == "keep\n"
+
+
 def test_diff_lists_added_changed_and_deleted_paths(pyvmm):
     script = "touch /new; echo x >> /etc/group; rm /etc/passwd"
     pyvmm.ok("container", "run", "--name", "d", "busybox", "sh", "-c", script)
