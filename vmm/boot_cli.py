@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from vmm import guest
 from vmm.errors import PyvmmError
 from vmm.memory import parse_size
 
@@ -44,7 +45,7 @@ def _memory(text: str) -> int:
 )
 @click.option(
     "--cmdline",
-    default="console=ttyS0",
+    default=guest.DEFAULT_CMDLINE,
     show_default=True,
     help="Kernel command line; words after '--' become the program's arguments.",
 )
@@ -78,7 +79,6 @@ def boot(kernel, program, memory, cmdline, disks, ioeventfd, trace, stats):
     The exit status is the guest's (the program's exit status for the tiny kernel);
     125 when the VM itself failed (triple fault, KVM error), with a report on stderr.
     """
-    from vmm import guest
     from vmm.console import Console
     from vmm.devices.virtio.blk import parse_disk_option
     from vmm.kvm import Kvm
@@ -89,13 +89,7 @@ def boot(kernel, program, memory, cmdline, disks, ioeventfd, trace, stats):
     if len(disk_list) > MAX_DISKS:
         raise PyvmmError(f"at most {MAX_DISKS} --disk options")
     if kernel is None:
-        guest.ensure_built(guest.KERNEL, guest.DEMO_PROGRAM, guest.WORKLOAD)
-        kernel = guest.KERNEL
-        if program is None and disk_list:
-            program = guest.WORKLOAD
-            if "--" not in cmdline.split():
-                cmdline += " -- /dev/vda"
-        program = program or guest.DEMO_PROGRAM
+        kernel, program, cmdline = guest.bundled_boot(program, cmdline, bool(disk_list))
     kvm = Kvm(os.environ.get(KVM_DEVICE_ENV, "/dev/kvm"))
     console = Console()
     config = MachineConfig(

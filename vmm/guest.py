@@ -16,6 +16,7 @@ DEMO_PROGRAM = os.path.join(GUEST_DIR, "build", "hello")
 RAWREAD = os.path.join(GUEST_DIR, "build", "rawread")
 REALMODE_LAB = os.path.join(GUEST_DIR, "build", "realmode.bin")
 WORKLOAD = os.path.join(GUEST_DIR, "workload", "workload")
+DEFAULT_CMDLINE = "console=ttyS0"
 _SOURCE_DIRS = ("kernel", "include", "demo", "labs/realmode", "workload", ".")
 _SOURCE_SUFFIXES = (".c", ".h", ".S", ".ld", "Makefile")
 
@@ -48,3 +49,14 @@ def ensure_built(*outputs: str) -> None:
     if proc.returncode != 0:
         last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
         raise PyvmmError(f"building the bundled guest failed (make -C {GUEST_DIR}): {last[0]}")
+
+
+def bundled_boot(program: str | None, cmdline: str, has_disk: bool) -> tuple[str, str, str]:
+    """The bundled kernel and the program it runs: the workload on /dev/vda when there is
+    a disk, the demo otherwise. Returns (kernel, program, command line)."""
+    ensure_built(KERNEL, DEMO_PROGRAM, WORKLOAD)
+    if program is None and has_disk:
+        program = WORKLOAD
+        if "--" not in cmdline.split():
+            cmdline += " -- /dev/vda"
+    return KERNEL, program or DEMO_PROGRAM, cmdline

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tempfile
 import time
 
 from vmm import guest
-from vmm.bench.measure import repeat, wall_time
+from vmm.bench.measure import pyvmm_command, repeat, wall_time
 from vmm.bench.workload import expected_line, make_command
 from vmm.errors import PyvmmError
 from vmm.kvm import Kvm
@@ -64,7 +63,7 @@ def _dd_rate(image: str, chunk: int) -> float:
 def measure(runs: int = 5, size: int = 256 << 20) -> dict:
     guest.ensure_built(guest.KERNEL, guest.WORKLOAD, guest.RAWREAD)
     kvm = Kvm()
-    pyvmm = [sys.executable, "-m", "vmm", "boot"]
+    pyvmm = [*pyvmm_command(), "boot"]
     with tempfile.TemporaryDirectory() as tmp:
         image = os.path.join(tmp, "input.img")
         subprocess.run(make_command(image, size), check=True, stdout=subprocess.DEVNULL)

@@ -18,7 +18,7 @@ import tempfile
 import time
 
 from vmm import guest
-from vmm.bench.measure import build_c, repeat, wall_time
+from vmm.bench.measure import build_c, pyvmm_command, repeat, wall_time
 from vmm.kvm import Kvm
 from vmm.machine import Machine, MachineConfig
 
@@ -89,10 +89,7 @@ def measure(runs: int = 7, n_exits: int = 20000) -> dict:
                 m.run()
                 return (time.perf_counter() - t) / (n_exits + 1) * 1e6
 
-        pyvmm = [sys.executable, "-m", "vmm", "boot"]
-        script = os.path.join(os.path.dirname(sys.executable), "pyvmm")
-        if os.path.exists(script):
-            pyvmm = [script, "boot"]
+        pyvmm = [*pyvmm_command(), "boot"]
         result = {
             "first_byte_ms": repeat(py_first_byte, runs),
             "first_exit_ms": {

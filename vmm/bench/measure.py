@@ -8,6 +8,7 @@ import selectors
 import signal
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -15,6 +16,12 @@ from typing import NamedTuple
 from vmm.errors import PyvmmError
 
 CACHE_DIR = os.environ.get("PYVMM_CACHE", os.path.expanduser("~/.cache/pyvmm"))
+
+
+def pyvmm_command() -> list[str]:
+    """The installed console script when there is one: what a user runs."""
+    script = os.path.join(os.path.dirname(sys.executable), "pyvmm")
+    return [script] if os.path.exists(script) else [sys.executable, "-m", "vmm"]
 
 
 def summary(samples: list[float]) -> dict:

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from vmm import guest
 from vmm.bench.machineinfo import REPO
-from vmm.bench.measure import ProcessResult, apt_get, disk_usage, run_checked
+from vmm.bench.measure import ProcessResult, apt_get, disk_usage, pyvmm_command, run_checked
 from vmm.bench.workload import result_line
 from vmm.errors import PyvmmError
 
@@ -35,12 +35,6 @@ def instance_prefix() -> str:
     """Names of the containers this bench starts begin so: what an interrupted or failed
     run left behind can be found and removed."""
     return f"pyvmm-bench-{os.getpid()}-"
-
-
-def pyvmm_command() -> list[str]:
-    """The installed console script when there is one: what a user runs."""
-    script = os.path.join(os.path.dirname(sys.executable), "pyvmm")
-    return [script] if os.path.exists(script) else [sys.executable, "-m", "vmm"]
 
 
 class Workspace(NamedTuple):
@@ -148,11 +142,12 @@ class TinyVmRow(Row):
                 marks.append(time.perf_counter())
 
         t0 = time.perf_counter()
+        kernel, program, cmdline = guest.bundled_boot(None, guest.DEFAULT_CMDLINE, True)
         config = MachineConfig(
-            guest.KERNEL,
+            kernel,
             DEFAULT_MEMORY,
-            "console=ttyS0 -- /dev/vda",
-            guest.WORKLOAD,
+            cmdline,
+            program,
             output=on_output,
             disks=((ws.image, False),),
         )
