@@ -168,6 +168,7 @@ def _offsets():
 # The exit decoders, and constants read once (a cffi ``lib`` lookup per exit adds up).
 _IO_HEADER, _MMIO_HEADER, _MMIO_DATA = _offsets()
 _KVM_RUN = lib.KVM_RUN
+_ioctl_val = lib.kvm_ioctl_val
 _EXIT_IO = lib.KVM_EXIT_IO
 _EXIT_MMIO = lib.KVM_EXIT_MMIO
 _IO_OUT = lib.KVM_EXIT_IO_OUT
@@ -191,7 +192,7 @@ class Vcpu:
         For writes (OUT, MMIO stores) the exit carries the bytes; for reads it carries
         a writable window onto kvm_run that the VMM fills before the next ``run()``.
         """
-        if lib.kvm_ioctl_val(self.fd, _KVM_RUN, 0) < 0:
+        if _ioctl_val(self.fd, _KVM_RUN, 0) < 0:
             err = ffi.errno
             if err in (errno.EINTR, errno.EAGAIN):
                 return InterruptedExit()
