@@ -136,11 +136,16 @@ def test_killed_foreground_run_with_rm_is_cleaned_by_ps(pyvmm, root):
     p = subprocess.Popen([*PYVMM, "container", "run", "--rm", "--name", "fg", "busybox",
                           "sleep", "30"], env=env)  # fmt: skip
     deadline = time.monotonic() + 10
-    while "fg" not in pyvmm.ok("container", "ps") and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        r = pyvmm("container", "inspect", "fg")
+        if r.returncode == 0 and json.loads(r.stdout)["status"] == "running":
+            break
         time.sleep(0.05)
-    p.kill()
+    pid = json.loads(r.stdout)["pid"]
+    p.kill()  # the runtime; the kernel then kills the container (PR_SET_PDEATHSIG)
     p.wait()
-    time.sleep(0.2)
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert "fg" not in pyvmm.ok("container", "ps", "-a")
 
 
