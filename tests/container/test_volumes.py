@@ -71,3 +71,10 @@ def test_bad_volume_names_and_specs_are_refused(pyvmm):
         r = pyvmm("container", "run", "--rm", "-v", spec, "busybox", "true")
         assert r.returncode == 2, spec
         one_line_error(r)
+
+
+def test_mount_target_through_an_image_symlink_is_refused_and_leaves_nothing(pyvmm, tmp_path):
+    # busybox's /usr/bin is a symlink (to ../bin): following it could lead anywhere.
+    # (The fixture checks that no container directory, mount or cgroup is left.)
+    r = pyvmm("container", "run", "--rm", "-v", f"{tmp_path}:/usr/bin/data", "busybox", "true")
+    assert r.returncode == 2 and "is a symlink" in one_line_error(r)
