@@ -83,10 +83,13 @@ def _all(store: Store) -> list[dict]:
 
 
 def _remove_files(store: Store, rec: dict) -> None:
+    """Remove the container's cgroup, directory and name, whichever exist; caller locks."""
     cgroups.for_container(rec["id"], rec.get("cgroup"), store.cgroup_parent).remove()
-    remove_tree(_dir(store, rec["id"]))
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(store.names / rec["name"])
+        remove_tree(_dir(store, rec["id"]))
+    with contextlib.suppress(FileNotFoundError):
+        if os.readlink(store.names / rec["name"]) == rec["id"]:  # not a later namesake's
+            os.unlink(store.names / rec["name"])
 
 
 def reconcile(store: Store, rec: dict) -> dict | None:
@@ -191,48 +194,59 @@ def create(
     name = name or cid[:12]
     hostname = hostname or cid[:12]
     env = config.get("Env") or [DEFAULT_PATH]
+    rec = {
+        "id": cid,
+        "name": name,
+        "image": f"{image['name']}:{image['tag']}",
+        "image_id": image["id"],
+        "layers": image["layers"],
+        "command": command,
+        "env": [*env, f"HOSTNAME={hostname}"],
+        "cwd": config.get("WorkingDir") or "/",
+        "hostname": hostname,
+        "mounts": mounts_,
+        "new_volumes": [],
+        "limits": vars(limits or Limits()),
+        "auto_remove": auto_remove,
+        "created": time.time(),
+        "status": "created",
+        "monitor_pid": None,
+        "monitor_start": None,
+        "pid": None,
+        "pid_start": None,
+        "exit_code": None,
+    }
+    if claim:
+        _claimed(rec)
     with store.lock():
         store.names.mkdir(exist_ok=True)
         try:
             os.symlink(cid, store.names / name)
         except FileExistsError:
             raise PyvmmError(f"container name {name} is already in use") from None
-        new_volumes = [
-            m["source"]
-            for m in mounts_
-            if m["type"] == "volume" and not (store.volumes / m["source"]).exists()
-        ]
-        for v in new_volumes:
-            volumes.create(store, v)
-        cdir = _dir(store, cid)
-        for sub in ("upper", "work", "merged"):
-            os.makedirs(cdir / sub, mode=0o700)
-        rec = {
-            "id": cid,
-            "name": name,
-            "image": f"{image['name']}:{image['tag']}",
-            "image_id": image["id"],
-            "layers": image["layers"],
-            "command": command,
-            "env": [*env, f"HOSTNAME={hostname}"],
-            "cwd": config.get("WorkingDir") or "/",
-            "hostname": hostname,
-            "mounts": mounts_,
-            "new_volumes": new_volumes,
-            "limits": vars(limits or Limits()),
-            "auto_remove": auto_remove,
-            "created": time.time(),
-            "status": "created",
-            "monitor_pid": None,
-            "monitor_start": None,
-            "pid": None,
-            "pid_start": None,
-            "exit_code": None,
-        }
-        if claim:
-            _claimed(rec)
-        _save(store, rec)
+        try:
+            store.containers.mkdir(exist_ok=True)
+            cdir = _dir(store, cid)
+            os.mkdir(cdir, 0o700)
+            for sub in ("upper", "work", "merged"):
+                os.mkdir(cdir / sub, 0o700)
+            for m in mounts_:
+                if m["type"] == "volume" and not (store.volumes / m["source"]).exists():
+                    volumes.create(store, m["source"])
+                    rec["new_volumes"].append(m["source"])
+            _save(store, rec)
+        except BaseException:
+            _forget(store, rec)
+            raise
     return rec
+
+
+def _forget(store: Store, rec: dict) -> None:
+    """Remove a container's files, name and the volumes it created; caller locks."""
+    _remove_files(store, rec)
+    for v in rec["new_volumes"]:
+        if not users_of(store, volume=v):
+            volumes.remove(store, v, [])
 
 
 def _init(store: Store, rec: dict, stdio: tuple, report: int, go: int, t0: float) -> None:
@@ -529,11 +543,7 @@ def run(store: Store, image_ref: str, command: list[str], *, detach: bool = Fals
         return rec, _monitor(store, rec, True, lambda _rec: None, t0, imports_s)
     except BaseException:
         with store.lock():
-            if _load(store, rec["id"]):
-                _remove_files(store, rec)
-            for v in rec["new_volumes"]:
-                if not users_of(store, volume=v):
-                    volumes.remove(store, v, [])
+            _forget(store, rec)
         raise
 
 
