@@ -35,4 +35,7 @@ if ! .venv/bin/python -c "import vmm.kvm._kvm, vmm.container._libc, click, capst
         --config-settings editable_mode=compat
     touch .venv/.installed
 fi
+# Bytecode ahead of time: with PYTHONDONTWRITEBYTECODE set, Python would otherwise
+# compile every pyvmm module again on every start.
+.venv/bin/python -m compileall -q vmm
 make -s -C guest
