@@ -25,10 +25,11 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
-# Reinstall when the bindings' sources are newer than the compiled modules.
-if ! .venv/bin/python -c "import vmm.kvm._kvm, vmm.container._libc, click, capstone, pytest" 2>/dev/null \
-   || [ -n "$(find setup.py pyproject.toml vmm -name '*build.py' -newer .venv/.installed 2>/dev/null)" ] \
-   || [ ! -e .venv/.installed ]; then
+# (Re)install when something is missing, or the package metadata or the bindings'
+# sources changed since the last install.
+if [ ! -e .venv/.installed ] \
+   || ! .venv/bin/python -c "import vmm.kvm._kvm, vmm.container._libc, click, capstone, pytest, hypothesis, matplotlib" 2>/dev/null \
+   || [ -n "$(find pyproject.toml setup.py vmm/kvm/build.py vmm/container/libc_build.py -newer .venv/.installed 2>/dev/null)" ]; then
     # "compat" editable mode is a plain path entry: the default installs an import hook
     # that costs every pyvmm start some 20 ms.
     .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' \
