@@ -17,13 +17,20 @@ RAWREAD = os.path.join(GUEST_DIR, "build", "rawread")
 REALMODE_LAB = os.path.join(GUEST_DIR, "build", "realmode.bin")
 WORKLOAD = os.path.join(GUEST_DIR, "workload", "workload")
 DEFAULT_CMDLINE = "console=ttyS0"
-_SOURCE_DIRS = ("kernel", "include", "demo", "labs/realmode", "workload", ".")
 _SOURCE_SUFFIXES = (".c", ".h", ".S", ".ld", "Makefile")
+# Which source directories each output is built from ("." is guest/Makefile).
+_SOURCES = {
+    KERNEL: ("kernel", "include", "."),
+    DEMO_PROGRAM: ("demo", "."),
+    RAWREAD: ("demo", "."),
+    REALMODE_LAB: ("labs/realmode", "."),
+    WORKLOAD: ("workload",),
+}
 
 
-def _newest_source() -> float:
+def _newest_source(dirs: tuple[str, ...]) -> float:
     newest = 0.0
-    for d in _SOURCE_DIRS:
+    for d in dirs:
         try:
             with os.scandir(os.path.join(GUEST_DIR, d)) as entries:
                 for e in entries:
@@ -34,13 +41,17 @@ def _newest_source() -> float:
     return newest
 
 
-def ensure_built(*outputs: str) -> None:
-    """Run ``make -C guest`` if an output is missing or older than the guest's sources."""
+def _up_to_date(output: str) -> bool:
     try:
-        if min(os.stat(o).st_mtime for o in outputs) >= _newest_source():
-            return
+        return os.stat(output).st_mtime >= _newest_source(_SOURCES[output])
     except OSError:
-        pass  # an output is missing
+        return False  # not built yet
+
+
+def ensure_built(*outputs: str) -> None:
+    """Run ``make -C guest`` if an output is missing or older than its sources."""
+    if all(_up_to_date(o) for o in outputs):
+        return
     if not os.path.exists(os.path.join(GUEST_DIR, "Makefile")):
         raise PyvmmError(f"the bundled guest's sources are not in {GUEST_DIR}")
     import subprocess
