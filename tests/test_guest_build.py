@@ -16,8 +16,8 @@ def test_after_make_every_output_counts_as_up_to_date(guest_build):
 
 def test_a_touched_source_makes_its_output_stale_and_ensure_built_rebuilds_it(guest_build):
     source = os.path.join(guest.GUEST_DIR, "demo", "hello.c")
-    before = os.stat(guest.DEMO_PROGRAM).st_mtime
-    os.utime(source, (before + 5, before + 5))
+    older = os.stat(source).st_mtime - 10  # as if hello.c were edited after the build
+    os.utime(guest.DEMO_PROGRAM, (older, older))
     assert not guest._up_to_date(guest.DEMO_PROGRAM)
     assert guest._up_to_date(guest.KERNEL)
     guest.ensure_built(guest.DEMO_PROGRAM)
