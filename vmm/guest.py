@@ -18,26 +18,27 @@ REALMODE_LAB = os.path.join(GUEST_DIR, "build", "realmode.bin")
 WORKLOAD = os.path.join(GUEST_DIR, "workload", "workload")
 DEFAULT_CMDLINE = "console=ttyS0"
 _SOURCE_SUFFIXES = (".c", ".h", ".S", ".ld", "Makefile")
-# Which source directories each output is built from ("." is guest/Makefile).
+# What each output is built from: directories (every source file in them) or files,
+# as guest/Makefile has it.
 _SOURCES = {
-    KERNEL: ("kernel", "include", "."),
-    DEMO_PROGRAM: ("demo", "."),
-    RAWREAD: ("demo", "."),
-    REALMODE_LAB: ("labs/realmode", "."),
+    KERNEL: ("kernel", "include", "Makefile"),
+    DEMO_PROGRAM: ("demo/hello.c", "demo/start.S", "Makefile"),
+    RAWREAD: ("demo/rawread.c", "demo/start.S", "Makefile"),
+    REALMODE_LAB: ("labs/realmode", "Makefile"),
     WORKLOAD: ("workload",),
 }
 
 
-def _newest_source(dirs: tuple[str, ...]) -> float:
+def _newest_source(paths: tuple[str, ...]) -> float:
     newest = 0.0
-    for d in dirs:
-        try:
-            with os.scandir(os.path.join(GUEST_DIR, d)) as entries:
-                for e in entries:
-                    if e.name.endswith(_SOURCE_SUFFIXES):
-                        newest = max(newest, e.stat().st_mtime)
-        except FileNotFoundError:
-            continue
+    for name in paths:
+        path = os.path.join(GUEST_DIR, name)
+        if os.path.isdir(path):
+            with os.scandir(path) as entries:
+                stamps = [e.stat().st_mtime for e in entries if e.name.endswith(_SOURCE_SUFFIXES)]
+        else:
+            stamps = [os.stat(path).st_mtime]
+        newest = max(newest, *stamps)
     return newest
 
 
@@ -45,7 +46,7 @@ def _up_to_date(output: str) -> bool:
     try:
         return os.stat(output).st_mtime >= _newest_source(_SOURCES[output])
     except OSError:
-        return False  # not built yet
+        return False  # not built yet, or a source is missing: let make say what is wrong
 
 
 def ensure_built(*outputs: str) -> None:
