@@ -38,7 +38,7 @@ def _newest_source(paths: tuple[str, ...]) -> float:
                 stamps = [e.stat().st_mtime for e in entries if e.name.endswith(_SOURCE_SUFFIXES)]
         else:
             stamps = [os.stat(path).st_mtime]
-        newest = max(newest, *stamps)
+        newest = max([newest, *stamps])
     return newest
 
 
