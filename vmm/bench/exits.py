@@ -4,7 +4,8 @@ Three figures (medians over several runs):
   (a) VM creation to the first byte the tiny kernel sends to the UART, in-process;
       and for a flat guest, creation to its first exit, pyvmm beside C;
   (b) the cost of one port-I/O exit through pyvmm's exit loop for a guest doing N
-      OUTs to the UART's scratch register, beside a minimal C VMM running the same guest;
+      OUTs to the UART's scratch register, beside a minimal C VMM running the same guest
+      (pyvmm and C take turns, run by run, so load changes fall on both);
   (c) the whole-process wall time of ``pyvmm boot`` of the bundled tiny guest.
 """
 
@@ -18,7 +19,7 @@ import tempfile
 import time
 
 from vmm import guest
-from vmm.bench.measure import build_c, pyvmm_command, repeat, wall_time
+from vmm.bench.measure import build_c, interleaved, pyvmm_command, repeat, wall_time
 from vmm.kvm import Kvm
 from vmm.machine import Machine, MachineConfig
 
@@ -92,14 +93,16 @@ def measure(runs: int = 7, n_exits: int = 20000) -> dict:
         pyvmm = [*pyvmm_command(), "boot"]
         result = {
             "first_byte_ms": repeat(py_first_byte, runs),
-            "first_exit_ms": {
-                "pyvmm": repeat(py_first_exit, runs),
-                "c": repeat(lambda: c_figures(first)["create_to_first_exit"] / 1e3, runs),
-            },
-            "per_exit_us": {
-                "pyvmm": repeat(py_per_exit, runs),
-                "c": repeat(lambda: c_figures(flat)["per_exit"], runs),
-            },
+            "first_exit_ms": interleaved(
+                {
+                    "pyvmm": py_first_exit,
+                    "c": lambda: c_figures(first)["create_to_first_exit"] / 1e3,
+                },
+                runs,
+            ),
+            "per_exit_us": interleaved(
+                {"pyvmm": py_per_exit, "c": lambda: c_figures(flat)["per_exit"]}, runs
+            ),
             "boot_process_ms": repeat(lambda: wall_time(pyvmm) * 1e3, runs),
             "python_start_ms": repeat(
                 lambda: wall_time([sys.executable, "-c", "pass"]) * 1e3, runs

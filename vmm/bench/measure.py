@@ -40,6 +40,19 @@ def repeat(fn: Callable[[], float], runs: int, warmup: int = 1) -> dict:
     return summary([fn() for _ in range(runs)])
 
 
+def interleaved(fns: dict[str, Callable[[], float]], runs: int, warmup: int = 1) -> dict:
+    """Like ``repeat`` for several contenders, taking turns run by run, so that a change
+    in the machine's load falls on all of them alike; the ratios are then fair."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            samples[name].append(fn())
+    return {name: summary(values) for name, values in samples.items()}
+
+
 def wall_time(argv: list[str], **kw) -> float:
     """Whole-process wall time of a command, as a user waits for it; it must succeed."""
     t = time.perf_counter()
