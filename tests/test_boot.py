@@ -153,6 +153,29 @@ def test_triple_fault_is_reported_with_registers_and_instruction(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_instruction_kvm_cannot_emulate_is_reported(tmp_path):
+    # Under PVM, ring-0 code is emulated and CMPXCHG16B is not: KVM_EXIT_INTERNAL_ERROR.
+    # On hardware KVM it simply runs, and the HLT after it ends the run instead.
+    kernel = build(tmp_path, "ie.elf", """
+        .globl _start
+        _start: lea buf(%rip), %rdi
+                xor %eax, %eax
+                xor %edx, %edx
+                cmpxchg16b (%rdi)
+                hlt
+        .balign 16
+        buf: .quad 0, 0
+    """, "-Wl,-Ttext-segment=0x100000")  # fmt: skip
+    proc = run_pyvmm("boot", "--kernel", str(kernel))
+    assert proc.returncode == 125
+    if "KVM internal error" in proc.stderr:
+        assert "instruction emulation failed" in proc.stderr
+        assert re.search(r"instruction: 0x[0-9a-f]+: 48 0f c7 0f\s+cmpxchg16b", proc.stderr)
+    else:
+        assert "guest halted" in proc.stderr
+    assert "rip " in proc.stderr and "Traceback" not in proc.stderr
+
+
 # --- bad input: one line, exit status 2 ------------------------------------------------
 
 
