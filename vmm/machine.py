@@ -127,13 +127,15 @@ class Machine:
             from vmm.iothread import IoThread
 
             self.io_thread = IoThread()
-            self._closers.append(self.io_thread.stop)
         slots = tuple(
             self._attach_disk(i, path, readonly)
             for i, (path, readonly) in enumerate(self.config.disks)
         )
         if self.io_thread:
             self.io_thread.start()
+            # Closed before the eventfds it polls and the disks it serves (closers run
+            # last-in, first-out).
+            self._closers.append(self.io_thread.stop)
 
         self.vcpu = self.vm.create_vcpu(0)
         self._closers.append(self.vcpu.close)
