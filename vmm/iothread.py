@@ -21,9 +21,12 @@ class IoThread:
         self._poll.register(self._stop, select.POLLIN)
         self._thread: threading.Thread | None = None
 
-    def add(self, eventfd: int, handler: Callable[[], None]) -> None:
+    def watch(self, handler: Callable[[], None]) -> int:
+        """A new eventfd whose signals call ``handler`` on this thread; the thread owns it."""
+        eventfd = os.eventfd(0, os.EFD_CLOEXEC)
         self._handlers[eventfd] = handler
         self._poll.register(eventfd, select.POLLIN)
+        return eventfd
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._serve, name="io", daemon=True)
@@ -38,7 +41,9 @@ class IoThread:
                 self._handlers[fd]()
 
     def stop(self) -> None:
+        """Stop the thread (if it started), then close every eventfd it watched."""
         if self._thread is not None:
             os.eventfd_write(self._stop, 1)
             self._thread.join()
-        os.close(self._stop)
+        for fd in [self._stop, *self._handlers]:
+            os.close(fd)

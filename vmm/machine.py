@@ -122,20 +122,13 @@ class Machine:
         self.io_bus.insert(self.serial, COM1_BASE, UART_NR_PORTS)
         self.io_bus.insert(ExitPort(), EXIT_PORT, EXIT_PORT_SIZE)
         self.io_bus.insert(I8042(), I8042_DATA_PORT, 5)
-        self.io_thread = None
-        if self.config.ioeventfd and self.config.disks:
-            from vmm.iothread import IoThread
-
-            self.io_thread = IoThread()
+        self.transports: list = []  # (MMIO base, virtio-mmio transport), one per disk
         slots = tuple(
             self._attach_disk(i, path, readonly)
             for i, (path, readonly) in enumerate(self.config.disks)
         )
-        if self.io_thread:
-            self.io_thread.start()
-            # Closed before the eventfds it polls and the disks it serves (closers run
-            # last-in, first-out).
-            self._closers.append(self.io_thread.stop)
+        if self.config.ioeventfd and self.transports:
+            self._serve_queues_on_io_thread()
 
         self.vcpu = self.vm.create_vcpu(0)
         self._closers.append(self.vcpu.close)
@@ -153,11 +146,7 @@ class Machine:
         not pay for them (interpreter start-up is part of every measured boot).
         """
         from vmm.devices.virtio.blk import VirtioBlk
-        from vmm.devices.virtio.mmio import (
-            VIRTIO_MMIO_QUEUE_NOTIFY,
-            VIRTIO_MMIO_WINDOW_SIZE,
-            VirtioMmio,
-        )
+        from vmm.devices.virtio.mmio import VIRTIO_MMIO_WINDOW_SIZE, VirtioMmio
 
         base = layout.MMIO_BASE + index * VIRTIO_MMIO_STRIDE
         gsi = VIRTIO_FIRST_GSI + index
@@ -168,12 +157,24 @@ class Machine:
         self.vm.register_irqfd(irq, gsi)
         transport = VirtioMmio(disk, self.memory, lambda: os.eventfd_write(irq, 1))
         self.mmio_bus.insert(transport, base, VIRTIO_MMIO_WINDOW_SIZE)
-        if self.io_thread:
-            notify = os.eventfd(0, os.EFD_CLOEXEC)
-            self._closers.append(lambda: os.close(notify))
-            self.vm.register_ioeventfd(notify, base + VIRTIO_MMIO_QUEUE_NOTIFY, 4)
-            self.io_thread.add(notify, lambda: transport.notify(0))
+        self.transports.append((base, transport))
         return VirtioSlot(base, VIRTIO_MMIO_WINDOW_SIZE, gsi)
+
+    def _serve_queues_on_io_thread(self) -> None:
+        """QueueNotify writes signal an ioeventfd instead of exiting; an I/O thread serves.
+
+        Its closer comes after the disks', so it runs first: the thread stops before the
+        disks it serves are closed.
+        """
+        from vmm.devices.virtio.mmio import VIRTIO_MMIO_QUEUE_NOTIFY
+        from vmm.iothread import IoThread
+
+        io_thread = IoThread()
+        self._closers.append(io_thread.stop)
+        for base, transport in self.transports:
+            notify = io_thread.watch(lambda t=transport: t.notify(0))
+            self.vm.register_ioeventfd(notify, base + VIRTIO_MMIO_QUEUE_NOTIFY, 4)
+        io_thread.start()
 
     # --- running ----------------------------------------------------------------------
 
