@@ -3,7 +3,7 @@
     0x0000_0500  boot GDT (null, 64-bit code, data)
     0x0000_0600  boot-info block (the guest finds it through RDI)
     0x0000_0800  kernel command line, NUL-terminated
-    0x0000_1000  PML4, then the PDPT, then one page directory per GiB mapped
+    0x0000_1000  PML4, then the PDPT, then page directory i for GiB i (as needed)
     0x0008_0000  initial stack top (grows down, below the EBDA on a PC)
     0x0010_0000  the kernel's segments start here (1 MiB, as on a PC)
     top of RAM   the ring-3 program (a static ELF), 2 MiB aligned below the top

@@ -112,7 +112,9 @@ def _load_elf_kernel(memory: GuestMemory, data: bytes, request: BootRequest) -> 
     if request.program:
         program_addr, program_size = _place_program(memory, request.program, floor=image.end)
     write_boot_gdt(memory)
-    mapped = max(layout.HIGH_RAM_BASE, memory.regions[-1].end)
+    # RAM, and the device windows the kernel will touch.
+    mapped = [(r.gpa, r.end) for r in memory.regions]
+    mapped += [(slot.base, slot.base + slot.size) for slot in request.virtio]
     info = BootInfo(
         mem_size=memory.size,
         low_mem_end=memory.regions[0].end,

@@ -51,28 +51,31 @@ class CpuStart(NamedTuple):
     rdi: int = 0
 
 
-def write_page_tables(memory: GuestMemory, mapped_bytes: int) -> int:
-    """Identity-map [0, mapped_bytes) with 2 MiB pages; returns the PML4 address (CR3).
+def write_page_tables(memory: GuestMemory, ranges: list[tuple[int, int]]) -> int:
+    """Identity-map each [start, end) with 2 MiB pages; returns the PML4 address (CR3).
 
-    Upper levels carry the user bit so that the kernel decides per 2 MiB page, in the
-    page directory, what ring 3 may touch; every page starts supervisor-only.
+    Page directory i (at ``PAGE_DIRS + i * 4096``) covers GiB i; only those a range
+    touches are written, so a small guest's tables fill a page or two. Upper levels carry
+    the user bit so that the kernel decides per 2 MiB page, in the page directory, what
+    ring 3 may touch; every page starts supervisor-only. Entries are written with their
+    accessed and dirty bits already set, sparing the guest's CPU (emulated under PVM)
+    from setting them.
     """
-    nr_dirs = -(-mapped_bytes // (1 << 30))
-    if nr_dirs > layout.MAX_PAGE_DIRS:
-        raise ValueError(f"cannot identity-map {mapped_bytes:#x} bytes")
     upper = PTE_PRESENT | PTE_WRITE | PTE_USER | PTE_ACCESSED
-    memory.write_u64(layout.PML4, layout.PDPT | upper)
-    memory.write(
-        layout.PDPT,
-        struct.pack(
-            f"<{nr_dirs}Q", *(layout.PAGE_DIRS + i * 0x1000 | upper for i in range(nr_dirs))
-        ),
-    )
     leaf = PTE_PRESENT | PTE_WRITE | PTE_PAGE_SIZE | PTE_ACCESSED | PTE_DIRTY
-    entries = nr_dirs * 512
-    memory.write(
-        layout.PAGE_DIRS, struct.pack(f"<{entries}Q", *range(leaf, entries << 21, 1 << 21))
-    )
+    memory.write_u64(layout.PML4, layout.PDPT | upper)
+    for start, end in ranges:
+        first, last = start >> 21, (end - 1) >> 21  # 2 MiB page numbers
+        if last >> 9 >= layout.MAX_PAGE_DIRS:
+            raise ValueError(f"cannot identity-map {end:#x}")
+        for gib in range(first >> 9, (last >> 9) + 1):
+            directory = layout.PAGE_DIRS + gib * 0x1000
+            memory.write_u64(layout.PDPT + gib * 8, directory | upper)
+            lo, hi = max(first, gib << 9), min(last, (gib << 9) + 511)
+            entries = struct.pack(
+                f"<{hi - lo + 1}Q", *((p << 21) | leaf for p in range(lo, hi + 1))
+            )
+            memory.write(directory + (lo & 511) * 8, entries)
     return layout.PML4
 
 
