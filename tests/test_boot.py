@@ -1,9 +1,12 @@
 """Booting real guests on /dev/kvm through the ``pyvmm boot`` command."""
 
 import os
+import pty
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from vmtest import ROOT, assert_one_line_error, needs_kvm, run_pyvmm
@@ -242,9 +245,6 @@ def test_bad_memory_value(value):
 
 
 def test_ctrl_c_stops_a_guest_that_never_powers_off(guest_build, tmp_path):
-    import signal
-    import time
-
     prog = build(tmp_path, "spin", ".globl _start\n_start: jmp _start\n")
     proc = subprocess.Popen(
         [sys.executable, "-m", "vmm", "boot", "--program", str(prog)],
@@ -260,3 +260,58 @@ def test_ctrl_c_stops_a_guest_that_never_powers_off(guest_build, tmp_path):
         proc.wait()
     assert proc.returncode == 130
     assert err == "pyvmm: interrupted\n"
+
+
+def test_keys_typed_on_a_terminal_reach_the_guest_uart(tmp_path):
+    # A real-mode guest that says ">" and a newline, then echoes what its UART receives
+    # until it gets a 'q'.
+    src = tmp_path / "echo.S"
+    src.write_text("""
+        .code16
+        .globl _start
+        _start: movw $0x3f8, %dx
+                movb $'>', %al
+                outb %al, %dx
+                movb $'\\n', %al
+                outb %al, %dx
+        echo:   movw $0x3fd, %dx
+        1:      inb %dx, %al
+                testb $1, %al          /* LSR.DR: a byte has arrived */
+                jz 1b
+                movw $0x3f8, %dx
+                inb %dx, %al           /* RBR */
+                movb %al, %bl
+                movw $0x3fd, %dx
+        2:      inb %dx, %al
+                testb $0x20, %al       /* LSR.THRE */
+                jz 2b
+                movw $0x3f8, %dx
+                movb %bl, %al
+                outb %al, %dx
+                cmpb $'q', %bl
+                jne echo
+                movw $0x501, %dx
+                xorb %al, %al
+                outb %al, %dx
+                hlt
+    """)
+    obj, binary = tmp_path / "echo.o", tmp_path / "echo.bin"
+    subprocess.run(["gcc", "-c", "-o", str(obj), str(src)], check=True)
+    subprocess.run(["ld", "-Ttext=0x7c00", "--oformat", "binary", "-o", str(binary), str(obj)],
+                   check=True)  # fmt: skip
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vmm", "boot", "--kernel", str(binary)],
+        stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+    )  # fmt: skip
+    os.close(terminal)
+    try:
+        assert proc.stdout.readline() == b">\n"  # the guest is running, the terminal set
+        os.write(controller, b"hi q")
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(controller)
+    assert proc.returncode == 0, err
+    assert out == b"hi q"  # every byte, in order, though they came faster than one at a time

@@ -80,9 +80,13 @@ class Serial:
     """A 16550A with output to a callable and input pushed in by ``receive``.
 
     ``interrupt(level)`` drives the IRQ line; it is optional because a polling driver
-    (like the tiny guest's) needs none. ``receive`` runs on the console thread; it only
-    appends to the receive deque (atomic in CPython), and LSR's data-ready bit is derived
-    from that deque, so the vCPU's register accesses, the hot path, take no lock.
+    (like the tiny guest's) needs none.
+
+    Host input is flow-controlled, as a terminal program would want: ``receive`` (on the
+    console thread) queues bytes, and they enter the receiver only as fast as the guest
+    reads them, so a paste is not lost to overruns (LSR.OE still happens in loopback).
+    LSR's data-ready bit is derived from the receive FIFO, so the vCPU's register
+    accesses, the hot path, take no lock.
     """
 
     def __init__(
@@ -92,8 +96,9 @@ class Serial:
     ):
         self.output = output
         self.interrupt = interrupt
-        self._irq_lock = threading.Lock()  # the line is driven from both threads
+        self._lock = threading.Lock()  # the IRQ line and host input come from two threads
         self.rx: deque[int] = deque()
+        self.host_input: deque[int] = deque()  # typed, not yet in the receiver
         self.overrun = False
         self.divisor = UART_RESET_DIVISOR
         self.ier = 0
@@ -179,6 +184,8 @@ class Serial:
             self.fifo_enabled = bool(value & UART_FCR_ENABLE_FIFO)
             if value & UART_FCR_CLEAR_RCVR or not self.fifo_enabled:
                 self.rx.clear()
+            if self.host_input:  # the receiver's room changed
+                self._take_host_input()
         elif offset == UART_LCR:
             self.lcr = value
         elif offset == UART_MCR:
@@ -213,17 +220,28 @@ class Serial:
 
     def _update_interrupt(self) -> None:
         # The IRQ line reaches the PIC only when OUT2 is set, as on a PC.
-        with self._irq_lock:
+        with self._lock:
             level = self._pending_interrupt() != UART_IIR_NO_INT and bool(self.mcr & UART_MCR_OUT2)
             if level != self._irq_level:
                 self._irq_level = level
                 self.interrupt(level)
 
     def _pop_rx(self) -> int:
-        return self.rx.popleft() if self.rx else 0
+        value = self.rx.popleft() if self.rx else 0
+        if self.host_input:
+            self._take_host_input()
+        return value
+
+    def _rx_capacity(self) -> int:
+        return UART_FIFO_SIZE if self.fifo_enabled else 1  # the 16450's holding register
+
+    def _take_host_input(self) -> None:
+        with self._lock:
+            while self.host_input and len(self.rx) < self._rx_capacity():
+                self.rx.append(self.host_input.popleft())
 
     def _push_rx(self, value: int) -> None:
-        if len(self.rx) >= (UART_FIFO_SIZE if self.fifo_enabled else 1):
+        if len(self.rx) >= self._rx_capacity():
             self.overrun = True
             return
         self.rx.append(value)
@@ -231,8 +249,8 @@ class Serial:
     # --- host side ------------------------------------------------------------------
 
     def receive(self, data: bytes) -> None:
-        """Bytes typed on the host's terminal arrive at the receiver."""
-        for b in data:
-            self._push_rx(b)
+        """Bytes typed on the host's terminal, queued for the receiver."""
+        self.host_input.extend(data)
+        self._take_host_input()
         if self.interrupt is not None:
             self._update_interrupt()
