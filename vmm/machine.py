@@ -194,14 +194,10 @@ class Machine:
     def run_vcpu(self, vcpu) -> RunResult:
         """The exit loop: enter the guest, decode why it left, dispatch, repeat."""
         io_bus, mmio_bus = self.io_bus, self.mmio_bus
-        before, after = self.before_run, self.after_run
+        run = self._observed(vcpu) if self.before_run or self.after_run else vcpu.run
         try:
             while True:
-                for hook in before:
-                    hook()
-                exit = vcpu.run()
-                for hook in after:
-                    hook(vcpu, exit)
+                exit = run()
                 kind = type(exit)
                 if kind is IoExit:
                     _port_io(io_bus, exit)
@@ -216,6 +212,21 @@ class Machine:
                     return self._failure(vcpu, exit)
         except GuestStop as stop:
             return RunResult(stop.status, stop.reason)
+
+    def _observed(self, vcpu) -> Callable[[], object]:
+        """``vcpu.run`` with the --trace/--stats hooks around it. A plain run does not
+        call this, so the hooks cost its exit loop nothing."""
+        before, after = self.before_run, self.after_run
+
+        def run():
+            for hook in before:
+                hook()
+            exit = vcpu.run()
+            for hook in after:
+                hook(vcpu, exit)
+            return exit
+
+        return run
 
     def _failure(self, vcpu, exit) -> RunResult:
         from vmm.trace import describe_vcpu
