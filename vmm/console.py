@@ -20,13 +20,8 @@ class Console:
         self.fd = fd
         self._buf = bytearray()
         self._saved_tty = None
-        self.first_byte_at: float | None = None  # perf_counter() of the first guest byte
 
     def output(self, data: bytes) -> None:
-        if self.first_byte_at is None:
-            from time import perf_counter
-
-            self.first_byte_at = perf_counter()
         self._buf += data
         if b"\n" in data or len(self._buf) >= 4096:
             self.flush()

@@ -25,7 +25,7 @@ from vmm.devices.power import (
     ExitPort,
     GuestStop,
 )
-from vmm.devices.serial import COM1_BASE, UART_NR_PORTS, Serial
+from vmm.devices.serial import COM1_BASE, COM1_IRQ, UART_NR_PORTS, Serial
 from vmm.errors import PyvmmError
 from vmm.kvm import (
     FailEntryExit,
@@ -118,7 +118,9 @@ class Machine:
 
         self.io_bus = Bus("port I/O")
         self.mmio_bus = Bus("MMIO")
-        self.serial = Serial(self.config.output)
+        # With the in-kernel irqchip, the UART's interrupt is a real level-triggered line
+        # (IRQ 4); without one, a polling driver like the tiny kernel's needs none.
+        self.serial = Serial(self.config.output, self._uart_irq if self.vm.has_irqchip else None)
         self.io_bus.insert(self.serial, COM1_BASE, UART_NR_PORTS)
         self.io_bus.insert(ExitPort(), EXIT_PORT, EXIT_PORT_SIZE)
         self.io_bus.insert(I8042(), I8042_DATA_PORT, 5)
@@ -138,6 +140,9 @@ class Machine:
         )
         start = loader.load(self.memory, request)
         start_vcpu(self.vcpu, start, layout.PML4)
+
+    def _uart_irq(self, level: bool) -> None:
+        self.vm.set_irq_line(COM1_IRQ, int(level))
 
     def _attach_disk(self, index: int, path: str, readonly: bool) -> VirtioSlot:
         """A virtio-blk disk in its own MMIO window, its interrupt on an irqfd.

@@ -230,10 +230,6 @@ class Vcpu:
             return InterruptedExit()
         return UnknownExit(reason)
 
-    def request_immediate_exit(self) -> None:
-        """Make the next (or current, with a signal) KVM_RUN return at once (api.rst 5)."""
-        self.kvm_run.immediate_exit = 1
-
     # --- registers ------------------------------------------------------------------
 
     def get_regs(self):
