@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
-from virtio_driver import MEMORY_SIZE, STATUS_UNTOUCHED, BlkDriver
+from virtio_driver import MEMORY_SIZE, STATUS_UNTOUCHED, BlkRig
 
 from vmm.devices.virtio import mmio
 from vmm.devices.virtio.blk import (
@@ -44,21 +44,13 @@ def pattern(sectors: int = SECTORS) -> bytes:
     return b"".join(bytes([n]) * 512 for n in range(sectors))
 
 
-class Disk:
+class Disk(BlkRig):
     """A guest with one virtio-blk disk, brought up through the transport's registers."""
 
     def __init__(self, path: str, readonly: bool = False, serial: str | None = None):
-        self.path = path
-        self.memory = GuestMemory.flat(MEMORY_SIZE)
-        self.interrupts = 0
-        self.blk = VirtioBlk(path, readonly=readonly, serial=serial)
-        self.transport = mmio.VirtioMmio(self.blk, self.memory, self.interrupt)
-        self.driver = BlkDriver(self.transport, self.memory)
+        super().__init__(path, readonly, serial)
         self.driver.bring_up()
         self.ring = self.driver.ring
-
-    def interrupt(self) -> None:
-        self.interrupts += 1
 
     def request(self, *args, **kwargs):
         return self.driver.request(*args, **kwargs)
@@ -76,11 +68,6 @@ class Disk:
     def file_bytes(self) -> bytes:
         with open(self.path, "rb") as f:
             return f.read()
-
-    def close(self) -> None:
-        self.transport.reset()
-        self.blk.close()
-        self.memory.close()
 
 
 @pytest.fixture

@@ -7,34 +7,14 @@ import threading
 import time
 
 import pytest
-from virtio_driver import MEMORY_SIZE, BlkDriver
+from virtio_driver import BlkDriver, BlkRig
 
 from vmm.bus import Bus
 from vmm.devices.virtio import mmio
-from vmm.devices.virtio.blk import VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_T_IN, VirtioBlk
+from vmm.devices.virtio.blk import VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_T_IN
 from vmm.devices.virtio.virtqueue import VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_NEXT
-from vmm.memory import GuestMemory
 
 S = mmio  # register and bit names read as in the spec: S.VIRTIO_MMIO_STATUS
-
-
-class Machine:
-    """What the VMM wires up: guest memory, a disk, the transport and an interrupt line."""
-
-    def __init__(self, image: str):
-        self.memory = GuestMemory.flat(MEMORY_SIZE)
-        self.interrupts = 0
-        self.blk = VirtioBlk(image)
-        self.transport = mmio.VirtioMmio(self.blk, self.memory, self.raise_interrupt)
-        self.driver = BlkDriver(self.transport, self.memory)
-
-    def raise_interrupt(self) -> None:
-        self.interrupts += 1
-
-    def close(self) -> None:
-        self.transport.reset()
-        self.blk.close()
-        self.memory.close()
 
 
 @pytest.fixture
@@ -46,7 +26,7 @@ def image(tmp_path):
 
 @pytest.fixture
 def machine(image):
-    m = Machine(image)
+    m = BlkRig(image)
     yield m
     m.close()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import struct
 
 from vmm.devices.virtio import mmio
+from vmm.devices.virtio.blk import VirtioBlk
 from vmm.devices.virtio.virtqueue import VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE
 from vmm.memory import GuestMemory
 
@@ -157,3 +158,24 @@ class BlkDriver(MmioDriver):
         assert len(used) == 1, used
         read = ring.memory.read(read_addr, read_len) if read_len else b""
         return ring.memory.read(status, 1)[0], read, used[0][1]
+
+
+class BlkRig:
+    """What the VMM wires up for one disk: guest memory, the device behind its
+    transport, an interrupt line that counts, and a driver for it (not yet brought up)."""
+
+    def __init__(self, path: str, readonly: bool = False, serial: str | None = None):
+        self.path = path
+        self.memory = GuestMemory.flat(MEMORY_SIZE)
+        self.interrupts = 0
+        self.blk = VirtioBlk(path, readonly=readonly, serial=serial)
+        self.transport = mmio.VirtioMmio(self.blk, self.memory, self.raise_interrupt)
+        self.driver = BlkDriver(self.transport, self.memory)
+
+    def raise_interrupt(self) -> None:
+        self.interrupts += 1
+
+    def close(self) -> None:
+        self.transport.reset()
+        self.blk.close()
+        self.memory.close()
