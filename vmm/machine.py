@@ -124,13 +124,10 @@ class Machine:
         self.io_bus.insert(self.serial, COM1_BASE, UART_NR_PORTS)
         self.io_bus.insert(ExitPort(), EXIT_PORT, EXIT_PORT_SIZE)
         self.io_bus.insert(I8042(), I8042_DATA_PORT, 5)
-        self.transports: list = []  # (MMIO base, virtio-mmio transport), one per disk
-        slots = tuple(
-            self._attach_disk(i, path, readonly)
-            for i, (path, readonly) in enumerate(self.config.disks)
-        )
-        if self.config.ioeventfd and self.transports:
-            self._serve_queues_on_io_thread()
+        disks = [self._attach_disk(i, *disk) for i, disk in enumerate(self.config.disks)]
+        if self.config.ioeventfd and disks:
+            self._serve_queues_on_io_thread(disks)
+        slots = tuple(slot for slot, _ in disks)
 
         self.vcpu = self.vm.create_vcpu(0)
         self._closers.append(self.vcpu.close)
@@ -144,8 +141,9 @@ class Machine:
     def _uart_irq(self, level: bool) -> None:
         self.vm.set_irq_line(COM1_IRQ, int(level))
 
-    def _attach_disk(self, index: int, path: str, readonly: bool) -> VirtioSlot:
-        """A virtio-blk disk in its own MMIO window, its interrupt on an irqfd.
+    def _attach_disk(self, index: int, path: str, readonly: bool) -> tuple[VirtioSlot, object]:
+        """A virtio-blk disk in its own MMIO window, its interrupt on an irqfd; returns
+        where it is (for the boot-info block) and its transport.
 
         The virtio modules are imported here, not at the top: a boot without disks does
         not pay for them (interpreter start-up is part of every measured boot).
@@ -162,10 +160,9 @@ class Machine:
         self.vm.register_irqfd(irq, gsi)
         transport = VirtioMmio(disk, self.memory, lambda: os.eventfd_write(irq, 1))
         self.mmio_bus.insert(transport, base, VIRTIO_MMIO_WINDOW_SIZE)
-        self.transports.append((base, transport))
-        return VirtioSlot(base, VIRTIO_MMIO_WINDOW_SIZE, gsi)
+        return VirtioSlot(base, VIRTIO_MMIO_WINDOW_SIZE, gsi), transport
 
-    def _serve_queues_on_io_thread(self) -> None:
+    def _serve_queues_on_io_thread(self, disks: list[tuple[VirtioSlot, object]]) -> None:
         """QueueNotify writes signal an ioeventfd instead of exiting; an I/O thread serves.
 
         Its closer comes after the disks', so it runs first: the thread stops before the
@@ -176,9 +173,9 @@ class Machine:
 
         io_thread = IoThread()
         self._closers.append(io_thread.stop)
-        for base, transport in self.transports:
+        for slot, transport in disks:
             notify = io_thread.watch(lambda t=transport: t.notify(0))
-            self.vm.register_ioeventfd(notify, base + VIRTIO_MMIO_QUEUE_NOTIFY, 4)
+            self.vm.register_ioeventfd(notify, slot.base + VIRTIO_MMIO_QUEUE_NOTIFY, 4)
         io_thread.start()
 
     # --- running ----------------------------------------------------------------------

@@ -105,10 +105,6 @@ class GuestMemory:
         mm, off = self._locate(gpa, 2)
         return struct.unpack_from("<H", mm, off)[0]
 
-    def read_u32(self, gpa: int) -> int:
-        mm, off = self._locate(gpa, 4)
-        return struct.unpack_from("<I", mm, off)[0]
-
     def read_u64(self, gpa: int) -> int:
         mm, off = self._locate(gpa, 8)
         return struct.unpack_from("<Q", mm, off)[0]
@@ -116,10 +112,6 @@ class GuestMemory:
     def write_u16(self, gpa: int, value: int) -> None:
         mm, off = self._locate(gpa, 2)
         struct.pack_into("<H", mm, off, value)
-
-    def write_u32(self, gpa: int, value: int) -> None:
-        mm, off = self._locate(gpa, 4)
-        struct.pack_into("<I", mm, off, value)
 
     def write_u64(self, gpa: int, value: int) -> None:
         mm, off = self._locate(gpa, 8)

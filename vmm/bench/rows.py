@@ -345,20 +345,9 @@ class OciRow(Row):
         self.bundle = str(bundle)
 
     def command(self, ws, instance):
-        argv = [self.runtime, "run", "--bundle", self.bundle, instance]
-        if self.runtime == "crun" and os.path.ismount("/sys/fs/cgroup/unified"):
-            # crun refuses a hybrid cgroup layout; without its empty cgroup2 mount, in a
-            # private mount namespace, it runs (the same workaround as bench_container.py)
-            argv = [
-                "unshare",
-                "-m",
-                "sh",
-                "-c",
-                'umount /sys/fs/cgroup/unified && exec "$@"',
-                "sh",
-                *argv,
-            ]
-        return argv
+        from vmm.container.bench import runtime_command
+
+        return runtime_command(self.runtime, self.bundle, instance)
 
     def disk(self, ws):
         return {

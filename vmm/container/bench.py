@@ -20,17 +20,12 @@ import sys
 import time
 from pathlib import Path
 
+from vmm.bench.measure import pyvmm_command
 from vmm.container import container as lifecycle
 from vmm.container import images, layers
 from vmm.container.state import Store
 
-# The installed console script when there is one: what a user runs.
-_SCRIPT = Path(sys.executable).with_name("pyvmm")
-PYVMM = (
-    [str(_SCRIPT)]
-    if _SCRIPT.exists()
-    else [sys.executable, "-c", "import sys; from vmm.cli import main; sys.exit(main())"]
-)
+PYVMM = pyvmm_command()
 
 
 def _env(root: Path) -> dict:
@@ -84,19 +79,25 @@ def oci_bundle(rootfs: Path, bundle: Path, args: list[str], binds: dict[str, str
     return bundle
 
 
+def runtime_command(runtime: str, bundle: str, name: str) -> list[str]:
+    """``crun run`` or ``runc run`` of an OCI bundle.
+
+    crun refuses a hybrid cgroup layout (controllers in v1, an empty cgroup2 at
+    /sys/fs/cgroup/unified); there it runs in a private mount namespace with that
+    cgroup2 mount removed, which adds an ``unshare`` to its time."""
+    argv = [runtime, "run", "--bundle", bundle, name]
+    if runtime == "crun" and os.path.ismount("/sys/fs/cgroup/unified"):
+        argv = ["unshare", "-m", "sh", "-c", 'umount /sys/fs/cgroup/unified && exec "$@"',
+                "sh", *argv]  # fmt: skip
+    return argv
+
+
 def runc_run(bundle: Path, runs: int) -> dict:
-    return timed_runs(["runc", "run", "--bundle", str(bundle), "pyvmm-bench-runc"], runs)
+    return timed_runs(runtime_command("runc", str(bundle), "pyvmm-bench-runc"), runs)
 
 
 def crun_run(bundle: Path, runs: int) -> dict:
-    """crun refuses a hybrid cgroup layout (controllers in v1, an empty cgroup2 at
-    /sys/fs/cgroup/unified); there it runs in a private mount namespace with that
-    cgroup2 mount removed, which adds an ``unshare`` to its time."""
-    argv = ["crun", "run", "--bundle", str(bundle), "pyvmm-bench-crun"]
-    if os.path.ismount("/sys/fs/cgroup/unified"):
-        argv = ["unshare", "-m", "sh", "-c", 'umount /sys/fs/cgroup/unified && exec "$@"',
-                "sh", *argv]  # fmt: skip
-    return timed_runs(argv, runs)
+    return timed_runs(runtime_command("crun", str(bundle), "pyvmm-bench-crun"), runs)
 
 
 def chroot_floor(rootfs: Path, args: list[str], runs: int) -> dict:
