@@ -26,7 +26,7 @@ def _memory(text: str) -> int:
 @click.option(
     "--kernel",
     metavar="PATH",
-    help="Kernel to boot: an ELF64 kernel or a flat "
+    help="Kernel to boot: an ELF64 kernel, a Linux vmlinux (PVH) or bzImage, or a flat "
     "16-bit binary. Default: the bundled tiny kernel (built on first use).",
 )
 @click.option(
@@ -34,6 +34,11 @@ def _memory(text: str) -> int:
     metavar="PATH",
     help="Static x86-64 Linux executable for the "
     "tiny kernel to run in ring 3. Default: the bundled demo program.",
+)
+@click.option(
+    "--initrd",
+    metavar="PATH",
+    help="Initial RAM disk for a Linux kernel (an ELF vmlinux with a PVH note, or a bzImage).",
 )
 @click.option(
     "--memory",
@@ -72,13 +77,14 @@ def _memory(text: str) -> int:
     is_flag=True,
     help="Print exit counts by reason and the time spent in the guest and in the VMM, to stderr.",
 )
-def boot(kernel, program, memory, cmdline, disks, ioeventfd, trace, stats):
+def boot(kernel, program, initrd, memory, cmdline, disks, ioeventfd, trace, stats):
     """Boot a guest on KVM and run it until it powers off.
 
     With no --kernel, boots the bundled tiny kernel, which runs a program in ring 3.
     The exit status is the guest's (the program's exit status for the tiny kernel);
     125 when the VM itself failed (triple fault, KVM error), with a report on stderr.
     """
+    from vmm.bench.machineinfo import kvm_kind
     from vmm.console import Console
     from vmm.devices.virtio.blk import parse_disk_option
     from vmm.kvm import Kvm
@@ -93,10 +99,13 @@ def boot(kernel, program, memory, cmdline, disks, ioeventfd, trace, stats):
     kvm = Kvm(os.environ.get(KVM_DEVICE_ENV, "/dev/kvm"))
     console = Console()
     config = MachineConfig(
-        kernel, memory_size, cmdline, program, console.output, disk_list, ioeventfd
-    )
+        kernel, memory_size, cmdline, program, console.output, disk_list, ioeventfd,
+        initrd=initrd, pvm=kvm_kind()["kind"] == "pvm",
+    )  # fmt: skip
     try:
         with Machine(config, kvm) as machine:
+            if (trace or stats) and machine.cmdline != cmdline:
+                click.echo(f"pyvmm: Linux command line: {machine.cmdline}", err=True)
             if trace:
                 from vmm.trace import Tracer
 
