@@ -409,6 +409,96 @@ class LinuxVmRow(Row):
         }
 
 
+LINUX_INIT_MARK = b"Run /init as init process"
+LINUX_GUEST_MEMORY = "256M"
+
+
+class LinuxGuestRow(Row):
+    """Linux built for pyvmm (guest/linux, docs/linux.md) with its plain-cpio initramfs
+    (busybox, the workload, the exit helper), the image as /dev/vda: the kernel and
+    initramfs are the same in both rows, so the VMMs are what differ. Beside the
+    banner (the console's first byte), the result line and the exit: when the kernel
+    started /init."""
+
+    timeout = 600.0
+
+    def prepare(self, ws):
+        if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+            raise PyvmmError("no usable /dev/kvm")
+        from vmm import linux_guest
+        from vmm.bench.machineinfo import kvm_kind
+
+        self.build = linux_guest.build_kernel(say=lambda m: None)
+        self.initramfs = linux_guest.build_initramfs()
+        self.pvm = kvm_kind()["kind"] == "pvm"
+        self.kernel = "its own, Linux 6.1 tinyconfig built for pyvmm (guest/linux)"
+        self.facts = {"kernel": self.build.vmlinux, "initramfs": self.initramfs}
+        if self.pvm:
+            self.notes.append(
+                "PVM emulates guest ring 0: Linux's own boot runs some 1 us an instruction "
+                "here (docs/linux.md); the command line carries PVM's masks"
+            )
+
+    def collect(self, ws, instance, proc, detailed):
+        at = proc.stdout.find(LINUX_INIT_MARK)
+        when = proc.time_of(at) if at >= 0 else None
+        return {"init_ms": when * 1e3} if when is not None else {}
+
+    def disk(self, ws):
+        return {
+            "kernel (vmlinux)": disk_usage(self.build.vmlinux),
+            "initramfs": disk_usage(self.initramfs),
+            INPUT: disk_usage(ws.image),
+        }
+
+
+class LinuxPyvmmRow(LinuxGuestRow):
+    key = "linux-pyvmm"
+    label = "Linux VM (pyvmm)"
+    kind = "pyvmm"
+    measures = (
+        "`pyvmm boot --kernel vmlinux --initrd initramfs --disk IMAGE`: Linux entered "
+        "through PVH, /init runs the same executable on /dev/vda"
+    )
+
+    def command(self, ws, instance):
+        return [
+            *pyvmm_command(), "boot", "--kernel", self.build.vmlinux, "--initrd",
+            self.initramfs, "--memory", LINUX_GUEST_MEMORY, "--disk", ws.image,
+        ]  # fmt: skip
+
+
+class LinuxMicrovmRow(LinuxGuestRow):
+    key = "linux-microvm"
+    label = "Linux VM (QEMU microvm, KVM, same kernel and initramfs)"
+    kind = "reference"
+    measures = (
+        "qemu-system-x86_64 -M microvm on KVM with pyvmm's kernel and initramfs (PVH "
+        "entry, virtio-mmio disk): the same guest under a production VMM; /init ends "
+        "it by rebooting, as microvm has no exit port (-no-reboot)"
+    )
+
+    def prepare(self, ws):
+        from vmm.bench import linux_vm
+
+        linux_vm.ensure_tools(self.commands)
+        super().prepare(ws)
+
+    def command(self, ws, instance):
+        from vmm.boot import linux
+        from vmm.linux_guest import REBOOT_PARAM
+
+        append = linux.command_line(f"console=ttyS0 reboot=t {REBOOT_PARAM}", (), self.pvm)
+        return [
+            "qemu-system-x86_64", "-M", "microvm", "-accel", "kvm", "-cpu", "host",
+            "-m", LINUX_GUEST_MEMORY, "-smp", "1", "-nodefaults", "-no-user-config",
+            "-display", "none", "-no-reboot", "-serial", "stdio",
+            "-kernel", self.build.vmlinux, "-initrd", self.initramfs, "-append", append,
+            "-device", "virtio-blk-device,drive=d",
+            "-drive", f"id=d,file={ws.image},format=raw,if=none,file.locking=off",
+        ]  # fmt: skip
+
+
 class CommandRow(Row):
     """A row from ``--row NAME=COMMAND``: any command, ``{image}`` replaced by the input
     image's path. Lets a user put another runtime (or a deliberately broken command)
@@ -443,5 +533,7 @@ def standard_rows() -> list[Row]:
         ContainerRow(volume=False),
         OciRow("crun"),
         OciRow("runc"),
+        LinuxPyvmmRow(),
+        LinuxMicrovmRow(),
         LinuxVmRow(),
     ]
