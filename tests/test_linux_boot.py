@@ -52,17 +52,25 @@ def test_linux_runs_the_workload_on_vda_and_prints_the_hosts_line(
     path, digest = image
     expected = host_line(tmp_path, path)
     assert expected == f"workload: bytes={IMAGE_BYTES} sha256={digest}\n"
+    profile = ["--profile"] if kernel == "vmlinux" else []
     vm = run_pyvmm(
         "boot", "--kernel", f"{build.dir}/{kernel}", "--initrd", initramfs,
-        "--memory", "256M", "--disk", str(path), "--stats", timeout=TIMEOUT,
+        "--memory", "256M", "--disk", str(path), "--stats", *profile, timeout=TIMEOUT,
     )  # fmt: skip
     assert vm.returncode == 0, (vm.stdout[-3000:], vm.stderr)
     assert "Linux version 6.1" in vm.stdout
+    assert "Booting paravirtualized kernel on KVM" in vm.stdout  # CPUID's KVM leaves
     assert "Run /init as init process" in vm.stdout
     assert "init: running /workload /dev/vda\n" + expected in vm.stdout
     assert "virtio_mmio.device=512@0xd0000000:5" in vm.stderr  # the command line, shown
     assert ("clearcpuid=308,151" in vm.stderr) == PVM
     assert result_block(path).rstrip(b"\0") == expected.encode()
+    if profile:  # samples named from the System.map beside the vmlinux
+        report = vm.stderr[vm.stderr.index("profile: ") :].splitlines()[1:]
+        places = {line.split(maxsplit=2)[2] for line in report if "%" in line}
+        with open(build.system_map) as f:
+            symbols = {line.split()[2] for line in f}
+        assert places & symbols, report
 
 
 def test_guest_program_status_leaves_through_the_exit_port(linux_build):

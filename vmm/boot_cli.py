@@ -77,7 +77,13 @@ def _memory(text: str) -> int:
     is_flag=True,
     help="Print exit counts by reason and the time spent in the guest and in the VMM, to stderr.",
 )
-def boot(kernel, program, initrd, memory, cmdline, disks, ioeventfd, trace, stats):
+@click.option(
+    "--profile",
+    is_flag=True,
+    help="Sample the guest's RIP every 5 ms and print where it spent its time (named from "
+    "the System.map beside the kernel), to stderr.",
+)
+def boot(kernel, program, initrd, memory, cmdline, disks, ioeventfd, trace, stats, profile):
     """Boot a guest on KVM and run it until it powers off.
 
     With no --kernel, boots the bundled tiny kernel, which runs a program in ring 3.
@@ -94,14 +100,17 @@ def boot(kernel, program, initrd, memory, cmdline, disks, ioeventfd, trace, stat
     disk_list = tuple(parse_disk_option(d) for d in disks)
     if len(disk_list) > MAX_DISKS:
         raise PyvmmError(f"at most {MAX_DISKS} --disk options")
+    # Only a kernel of the user's can be Linux, which needs to know whether KVM is PVM.
+    pvm = kernel is not None and kvm_kind()["kind"] == "pvm"
     if kernel is None:
         kernel, program, cmdline = guest.bundled_boot(program, cmdline, bool(disk_list))
     kvm = Kvm(os.environ.get(KVM_DEVICE_ENV, "/dev/kvm"))
     console = Console()
     config = MachineConfig(
         kernel, memory_size, cmdline, program, console.output, disk_list, ioeventfd,
-        initrd=initrd, pvm=kvm_kind()["kind"] == "pvm",
+        initrd=initrd, pvm=pvm,
     )  # fmt: skip
+    sampler = None
     try:
         with Machine(config, kvm) as machine:
             if (trace or stats) and machine.cmdline != cmdline:
@@ -116,13 +125,27 @@ def boot(kernel, program, initrd, memory, cmdline, disks, ioeventfd, trace, stat
                 counter = ExitStats()
                 machine.before_run.append(counter.before)
                 machine.after_run.append(counter.after)
+            if profile:
+                from vmm.profile import RipSampler
+
+                sampler = RipSampler()
+                machine.after_run.append(sampler.after)
+                sampler.start()
             console.start_input(machine.serial.receive)
-            result = machine.run()
+            try:
+                result = machine.run()
+            finally:
+                if sampler:
+                    sampler.stop()
     finally:
         console.close()
         kvm.close()
     if stats:
         click.echo(counter.report(), err=True)
+    if sampler:
+        from vmm.profile import system_map_for
+
+        click.echo(sampler.report(system_map_for(kernel)), err=True)
     if result.failed:
         click.echo(f"pyvmm: {result.reason}", err=True)
         if result.report:
