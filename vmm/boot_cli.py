@@ -22,6 +22,19 @@ def _memory(text: str) -> int:
         raise PyvmmError(f"--memory: {e}") from None
 
 
+def _cmdline(text: str) -> str:
+    """The command line as given; bytes that are not UTF-8 (Python keeps them as lone
+    surrogates, PEP 383) are refused here rather than failing as the guest's copy is made."""
+    try:
+        text.encode()
+    except UnicodeEncodeError as e:
+        bad = os.fsencode(text[e.start : e.end])
+        raise PyvmmError(
+            f"--cmdline is not UTF-8 text: byte {bad[0]:#04x} at character {e.start}"
+        ) from None
+    return text
+
+
 @click.command()
 @click.option(
     "--kernel",
@@ -85,6 +98,7 @@ def boot(kernel, program, memory, cmdline, disks, ioeventfd, trace, stats):
     from vmm.machine import Machine, MachineConfig
 
     memory_size = _memory(memory)
+    cmdline = _cmdline(cmdline)
     disk_list = tuple(parse_disk_option(d) for d in disks)
     if len(disk_list) > MAX_DISKS:
         raise PyvmmError(f"at most {MAX_DISKS} --disk options")
