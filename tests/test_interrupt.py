@@ -44,14 +44,15 @@ def interrupt(args: list[str], ready, timeout: float = 60) -> subprocess.Complet
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def processes_running(argv_fragment: str) -> list[int]:
-    """Pids whose command line contains the fragment (a marker unique to one test)."""
+def processes_running(argv: list[str]) -> list[int]:
+    """Pids running exactly this command line (one unique to a test)."""
+    wanted = b"\0".join(a.encode() for a in argv) + b"\0"
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if argv_fragment.encode() in f.read().replace(b"\0", b" "):
+                    if f.read() == wanted:
                         pids.append(int(entry))
             except OSError:
                 pass  # gone meanwhile
@@ -80,10 +81,10 @@ def test_ctrl_c_during_boot_of_a_spinning_guest_with_a_disk(guest_build, tmp_pat
 
 def test_ctrl_c_during_bench_kills_its_runs_and_removes_its_scratch(guest_build):
     # A benchmark row that would sleep for a minute: interrupted in its warm-up run.
-    marker = f"sleep 61.{os.getpid()}"
+    marker = ["sleep", f"61.{os.getpid()}"]
     scratch = os.path.join(tempfile.gettempdir(), "pyvmm-bench-*")
     before = set(glob.glob(scratch))
-    args = ["bench", "--fast", "--rows", "host", "--row", f"wait={marker}"]
+    args = ["bench", "--fast", "--rows", "host", "--row", f"wait={' '.join(marker)}"]
     proc = interrupt(args, lambda _proc: bool(processes_running(marker)))
     assert proc.returncode == 130, proc.stderr
     assert proc.stderr == "pyvmm: interrupted\n"

@@ -11,9 +11,7 @@ import importlib
 
 import click
 
-from vmm.errors import PyvmmError
-
-INTERRUPTED_STATUS = 128 + 2  # killed by SIGINT, as a shell reports it
+from vmm.errors import INTERRUPTED_STATUS, PyvmmError
 
 
 class LazyGroup(click.Group):
