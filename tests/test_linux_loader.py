@@ -186,10 +186,10 @@ def test_pvh_entry_in_a_4_byte_note_and_no_initrd(mem, tmp_path):
     assert start.rip == ENTRY and info[3] == 0 and info[4] == 0
 
 
-def test_elf_without_the_pvh_note_is_not_linux(tmp_path):
+def test_elf_without_the_pvh_note_is_not_linux(mem, tmp_path):
     path = tmp_path / "k"
     path.write_bytes(make_pvh(note_type=17))
-    assert loader.open_kernel(str(path)).format == "elf"
+    assert loader.open_kernel(str(path), mem).format == "elf"
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ from vmm.devices.power import (
     GuestStop,
 )
 from vmm.devices.serial import COM1_BASE, COM1_IRQ, UART_NR_PORTS, Serial
-from vmm.errors import PyvmmError
+from vmm.errors import INTERRUPTED_STATUS, PyvmmError
 from vmm.kvm import (
     FailEntryExit,
     HltExit,
@@ -115,15 +115,15 @@ class Machine:
             self._closers.append(self.kvm.close)
         self.vm = self.kvm.create_vm()
         self._closers.append(self.vm.close)
-        self.kernel = loader.open_kernel(self.config.kernel)
-        if self.config.disks or self.kernel.linux:
-            # Device interrupts need the in-kernel IOAPIC; it must exist before the vCPU.
-            # Linux also needs its PIC and PIT (the timer it calibrates against).
-            self.vm.create_irqchip()
         self.memory = GuestMemory(layout.ram_regions(self.config.memory))
         self._closers.append(self.memory.close)
         for region in self.memory.regions:
             self.vm.set_memory(region.gpa, region.size, region.host_address)
+        self.kernel = loader.open_kernel(self.config.kernel, self.memory)
+        if self.config.disks or self.kernel.linux:
+            # Device interrupts need the in-kernel IOAPIC; it must exist before the vCPU.
+            # Linux also needs its PIC and PIT (the timer it calibrates against).
+            self.vm.create_irqchip()
 
         self.io_bus = Bus("port I/O")
         self.mmio_bus = Bus("MMIO")
@@ -205,7 +205,7 @@ class Machine:
         try:
             return self.run_vcpu(self.vcpu)
         except KeyboardInterrupt:
-            return RunResult(130, "interrupted", failed=True)
+            return RunResult(INTERRUPTED_STATUS, "interrupted", failed=True)
 
     def run_vcpu(self, vcpu) -> RunResult:
         """The exit loop: enter the guest, decode why it left, dispatch, repeat."""

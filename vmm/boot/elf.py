@@ -70,6 +70,8 @@ def parse(data: bytes, name: str = "ELF file", entry: int | None = None) -> ElfI
     ``entry`` replaces the header's entry point, for a boot protocol that names its own
     (PVH's note gives a physical address; a vmlinux's e_entry is virtual).
     """
+    if not is_elf(data):
+        raise ElfError(f"{name} is not an ELF file (it does not start with 7f 45 4c 46)")
     if len(data) < _EHDR.size:
         raise ElfError(f"{name} is truncated: {len(data)} bytes, shorter than an ELF header")
     (

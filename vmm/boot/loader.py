@@ -19,6 +19,7 @@ from vmm.boot import bzimage, elf, layout, pvh
 from vmm.boot.bootinfo import BootInfo, VirtioSlot
 from vmm.boot.x86 import CpuStart, write_boot_gdt, write_page_tables
 from vmm.errors import PyvmmError
+from vmm.inputfile import read_input
 from vmm.memory import GuestMemory
 
 BOOT_SIGNATURE = b"\x55\xaa"  # last two bytes of a PC boot sector
@@ -52,16 +53,10 @@ class KernelImage(NamedTuple):
         return self.format in LINUX_FORMATS
 
 
-def read_file(path: str, what: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise KernelError(f"{what} {path!r} does not exist") from None
-    except IsADirectoryError:
-        raise KernelError(f"{what} {path!r} is a directory") from None
-    except OSError as e:
-        raise KernelError(f"cannot read {what} {path!r}: {e.strerror}") from None
+def read_file(path: str, what: str, memory: GuestMemory) -> bytes:
+    """A kernel, program or other file to put in guest memory: more than fits is refused
+    before it is read (vmm/inputfile.py checks the file's kind and bounds the read)."""
+    data = read_input(path, what, memory.size, "guest memory")
     if not data:
         raise KernelError(f"{what} {path!r} is empty")
     return data
@@ -80,9 +75,9 @@ def kernel_format(data: bytes, path: str) -> str:
     )
 
 
-def open_kernel(path: str) -> KernelImage:
+def open_kernel(path: str, memory: GuestMemory) -> KernelImage:
     """Read the kernel file and tell its format, an ELF's PVH note included."""
-    data = read_file(path, "kernel")
+    data = read_file(path, "kernel", memory)
     fmt = kernel_format(data, path)
     if fmt == "elf":
         name = f"kernel {path!r}"
@@ -93,8 +88,8 @@ def open_kernel(path: str) -> KernelImage:
 
 
 def load(memory: GuestMemory, request: BootRequest, image: KernelImage | None = None) -> CpuStart:
-    image = image or open_kernel(request.kernel)
-    initrd = read_file(request.initrd, "initrd") if request.initrd else None
+    image = image or open_kernel(request.kernel, memory)
+    initrd = read_file(request.initrd, "initrd", memory) if request.initrd else None
     if initrd is not None and not image.linux:
         raise KernelError(f"--initrd is for Linux kernels; {request.kernel!r} is not one")
     name = f"kernel {request.kernel!r}"
@@ -174,7 +169,7 @@ def _place_program(memory: GuestMemory, path: str, floor: int) -> tuple[int, int
     The kernel copies its segments to their own addresses and puts the user stack in the
     2 MiB just below the file, so all of that must lie above the kernel and the segments.
     """
-    data = read_file(path, "program")
+    data = read_file(path, "program", memory)
     program = elf.parse(data, f"program {path!r}")
     low_end = memory.regions[0].end
     addr = (low_end - len(data)) // layout.PROGRAM_ALIGN * layout.PROGRAM_ALIGN
