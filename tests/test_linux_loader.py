@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 
 import pytest
+from vmtest import assert_one_line_error, needs_kvm, run_pyvmm
 
 from vmm.boot import e820, layout, linux, loader, pvh
 from vmm.boot.bootinfo import VirtioSlot
@@ -234,3 +235,26 @@ def test_command_line_announces_disks_and_adds_pvm_masks_only_under_pvm():
     assert linux.command_line("console=ttyS0", [], pvm=True) == (
         "console=ttyS0 noxsave clearcpuid=308,151"
     )
+
+
+# --- through the CLI: one line, exit status 2 -----------------------------------------
+
+
+@needs_kvm
+def test_truncated_bzimage_is_one_line_through_the_cli(tmp_path):
+    path = tmp_path / "bzImage"
+    path.write_bytes(bytes(make_bzimage()[:0x600]))
+    proc = run_pyvmm("boot", "--kernel", str(path))
+    assert_one_line_error(proc, "pyvmm: kernel", "is truncated")
+
+
+@needs_kvm
+def test_initrd_problems_are_one_line_through_the_cli(tmp_path, guest_build):
+    kernel = tmp_path / "vmlinux"
+    kernel.write_bytes(make_pvh())
+    missing = run_pyvmm("boot", "--kernel", str(kernel), "--initrd", str(tmp_path / "nope"))
+    assert_one_line_error(missing, "initrd", "nope")
+    initrd = tmp_path / "initrd"
+    initrd.write_bytes(b"070701")
+    tiny = run_pyvmm("boot", "--initrd", str(initrd))
+    assert_one_line_error(tiny, "--initrd is for Linux kernels")
