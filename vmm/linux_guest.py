@@ -39,13 +39,9 @@ EXIT_HELPER_SOURCE = os.path.join(LINUX_DIR, "pyvmm-exit.c")
 BUSYBOX = "/bin/busybox"  # Debian's busybox-static
 INIT_LINE = "init: running /workload"
 
-# The kernel parameter that has /init reboot rather than use the exit port: for VMMs
-# without one (the QEMU microvm reference row, run with -no-reboot).
-REBOOT_PARAM = "pyvmm.exit=reboot"
-
 # /init: mount what busybox and the workload need, run the workload on /dev/vda when
 # there is one (else report and stop), and carry its exit status out through pyvmm's
-# exit port with the static helper (or reboot, see REBOOT_PARAM).
+# exit port with the static helper.
 INIT = f"""#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sys /sys
@@ -58,9 +54,6 @@ else
     echo "init: no /dev/vda"
     status=1
 fi
-case " $(/bin/busybox cat /proc/cmdline) " in
-*" {REBOOT_PARAM} "*) /bin/busybox reboot -f ;;
-esac
 /bin/pyvmm-exit $status
 """
 
