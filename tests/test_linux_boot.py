@@ -101,3 +101,19 @@ def test_unpatched_kernel_is_bootable_and_under_pvm_dies_on_int3(linux_build):
         assert "int3" in vm.stderr
     else:
         assert vm.returncode == 1 and vm.stdout.endswith("init: no /dev/vda\n"), vm.stderr
+
+
+@pytest.mark.parametrize(
+    "command, said",
+    [("reboot", "reboot: Restarting system"), ("poweroff", "reboot: System halted")],
+)
+def test_reboot_and_poweroff_end_pyvmm_cleanly(linux_build, command, said):
+    """busybox as init, told by the kernel command line (words after "--" are init's) to
+    reboot (the i8042 reset line) or power off (a halt with interrupts off, without ACPI)."""
+    build, initramfs = linux_build
+    vm = run_pyvmm(
+        "boot", "--kernel", build.vmlinux, "--initrd", initramfs, "--memory", "256M",
+        "--cmdline", f"console=ttyS0 rdinit=/bin/busybox -- {command} -f", timeout=TIMEOUT,
+    )  # fmt: skip
+    assert vm.returncode == 0, (vm.stdout[-2000:], vm.stderr)
+    assert said in vm.stdout

@@ -202,10 +202,25 @@ class Machine:
         then interrupts KVM_RUN by itself (it returns EINTR and Python raises
         KeyboardInterrupt). A machine with more vCPUs would give each a thread.
         """
+        kicker = self._watch_for_halt() if self.kernel.linux else None
         try:
             return self.run_vcpu(self.vcpu)
         except KeyboardInterrupt:
             return RunResult(INTERRUPTED_STATUS, "interrupted", failed=True)
+        finally:
+            if kicker:
+                kicker.stop()
+
+    def _watch_for_halt(self):
+        """Linux powers off by halting with interrupts off, which never exits to the
+        VMM: look every so often (vmm/halt.py). Returns what to stop after the run."""
+        from vmm.halt import HALT_CHECK_INTERVAL, HaltWatch
+        from vmm.kick import VcpuKicker
+
+        self.after_run.append(HaltWatch(self.memory).after)
+        kicker = VcpuKicker(HALT_CHECK_INTERVAL)
+        kicker.start()
+        return kicker
 
     def run_vcpu(self, vcpu) -> RunResult:
         """The exit loop: enter the guest, decode why it left, dispatch, repeat."""

@@ -1,6 +1,6 @@
 """``--profile``: where the guest spends its time, by sampling its instruction pointer.
 
-A second thread interrupts the vCPU's thread with a signal every few milliseconds;
+A second thread interrupts the vCPU's thread every few milliseconds (vmm/kick.py);
 ``KVM_RUN`` returns with EINTR, and the exit loop's hook reads RIP with ``KVM_GET_REGS``
 before entering the guest again. Reading the registers from the second thread itself
 would not do: a vCPU's ioctls wait for ``KVM_RUN`` to return, so they would only ever
@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import bisect
 import os
-import signal
-import threading
 from collections import Counter
 
+from vmm.kick import VcpuKicker
 from vmm.kvm import InterruptedExit
 
 DEFAULT_INTERVAL = 0.005  # seconds between samples
@@ -61,31 +60,17 @@ class RipSampler:
     def __init__(self, interval: float = DEFAULT_INTERVAL):
         self.interval = interval
         self.rips: Counter[int] = Counter()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._previous = None
+        self._kicker = VcpuKicker(interval)
 
     def start(self) -> None:
-        # A handler that does nothing: the signal's only job is to end KVM_RUN.
-        self._previous = signal.signal(signal.SIGUSR1, lambda _sig, _frame: None)
-        target = threading.get_ident()
-        self._thread = threading.Thread(target=self._kick, args=(target,), daemon=True)
-        self._thread.start()
-
-    def _kick(self, target: int) -> None:
-        while not self._stop.wait(self.interval):
-            signal.pthread_kill(target, signal.SIGUSR1)
+        self._kicker.start()
 
     def after(self, vcpu, exit) -> None:
         if type(exit) is InterruptedExit:
             self.rips[vcpu.get_regs().rip] += 1
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            signal.signal(signal.SIGUSR1, self._previous)
-            self._thread = None
+        self._kicker.stop()
 
     def report(self, symbols: SymbolMap | None, top: int = 25) -> str:
         by_place: Counter[str] = Counter()
