@@ -36,6 +36,7 @@ from pathlib import Path
 from vmm.container import capabilities, cgroups, images, layers, mounts, namespaces, volumes
 from vmm.container._libc import lib
 from vmm.container.cgroups import Limits
+from vmm.container.fdtree import remove_tree
 from vmm.container.libc import prctl
 from vmm.container.names import check_name
 from vmm.container.state import (
@@ -43,7 +44,6 @@ from vmm.container.state import (
     is_alive,
     process_start,
     read_json,
-    remove_tree,
     write_json,
 )
 from vmm.errors import PyvmmError
