@@ -141,13 +141,19 @@ def remove(name: str, dir_fd: int) -> None:
 
 
 def remove_tree(path: Path) -> None:
-    """Remove ``path`` and, if it is a directory, everything under it.
+    """Remove ``path`` and, if it is a directory, everything under it; a failure is
+    a one-line error, except FileNotFoundError when ``path`` is already gone.
 
     Only the last component of ``path`` may be untrusted: the directories above it
     are the state root's own.
     """
-    with opened(path.parent) as parent:
-        remove(path.name, parent)
+    try:
+        with opened(path.parent) as parent:
+            remove(path.name, parent)
+    except FileNotFoundError:
+        raise
+    except OSError as e:  # an immutable file, a mount point: say so in one line
+        raise PyvmmError(f"cannot remove {path}: {e.strerror} ({e.filename})") from None
 
 
 def size(root_fd: int) -> int:
