@@ -91,7 +91,7 @@ def test_directory_replaced_by_a_symlink_cannot_redirect_its_metadata(pyvmm, tmp
 _TARGETS = [f"@S@/{p}" for p in ("file", "dir", "link", "dir/inner")] + [
     "../" * k + f"sentinel/{p}" for k in range(1, 7) for p in ("file", "dir")
 ]
-_COMPONENTS = ["a", "b", "c", ".", ".wh.a", ".wh.b", ".wh..wh..opq"]
+_COMPONENTS = ["a", "b", "c", ".", ".wh.a", ".wh.b", ".wh..wh..opq", ".wh..", ".wh..."]
 _inside = st.lists(st.sampled_from(_COMPONENTS), min_size=1, max_size=3).map("/".join)
 _outside = st.one_of(st.sampled_from(_TARGETS), st.sampled_from(["..", "a/../..", "/", ".wh."]))
 # Mostly inside: a layer is refused at its first name that is not, and the point is

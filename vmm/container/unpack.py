@@ -5,10 +5,14 @@ under the sha256 of its uncompressed bytes, Docker's "diff id", so the same laye
 imported twice, or shared by two images, is stored once.
 
 This extractor is strict where ``tarfile.extractall`` is lenient: no absolute or
-``..`` paths, no writing through a symlink (an entry whose parent directory is a
-symlink could land anywhere on the host), hardlinks only to files already in this
-layer, and no device nodes. Any bad entry fails the whole layer and the partial
-directory is removed.
+``..`` paths, nothing under a symlinked directory, hardlinks only to regular files
+already in this layer, and no device nodes; any bad entry fails the whole layer and
+the partial directory is removed. And it is confined by construction, not by checks
+on path strings, which later members of the same tar can make false (a directory
+replaced by a symlink, a hard link to a symlink): every operation is one name
+relative to a directory fd reached without following a symlink, and metadata is set
+through the file's own fd (``_Layer``; docs/containers.md, "What stops a hostile
+image").
 
 OCI whiteouts (``.wh.NAME``, ``.wh..wh..opq``) are converted to overlayfs's spelling
 on the way in; ``layers.py`` explains both.
@@ -120,7 +124,7 @@ class _Layer:
             return
         if base.startswith(WHITEOUT):
             hidden = base[len(WHITEOUT) :]
-            if not hidden or hidden.startswith(WHITEOUT):
+            if hidden in ("", ".", "..") or hidden.startswith(WHITEOUT):
                 raise LayerError(f"layer entry {m.name!r}: malformed whiteout")
             self._clear(parent, hidden, keep_dir=False)
             os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent)
@@ -168,8 +172,9 @@ class _Layer:
             parent = self.parent(parts, m.name)
             self._clear(parent, parts[-1], keep_dir=False)
             # No AT_SYMLINK_FOLLOW: the link is to the name itself, checked above.
-            os.link(target[-1], parts[-1], src_dir_fd=source, dst_dir_fd=parent,
-                    follow_symlinks=False)  # fmt: skip
+            os.link(
+                target[-1], parts[-1], src_dir_fd=source, dst_dir_fd=parent, follow_symlinks=False
+            )
         finally:
             os.close(source)
         self._set_metadata_of(parts[-1], parent, m)
