@@ -37,7 +37,7 @@ class Pyvmm:
     def ok(self, *args: str, **kw) -> str:
         """Run and insist on success; return stdout."""
         r = self(*args, **kw)
-        assert r.returncode == 0, f"pyvmm {' '.join(args)}: {r.returncode}\n{r.stderr}"
+        assert r.returncode == 0, f"pyvmm {' '.join(map(str, args))}: {r.returncode}\n{r.stderr}"
         return r.stdout
 
     def inspect(self, name: str) -> dict:

@@ -143,3 +143,18 @@ def test_a_dead_rm_container_that_cannot_be_removed_does_not_break_ps(pyvmm):
     finally:
         subprocess.run(["chattr", "-i", pinned], check=True)
     pyvmm.ok("container", "rm", "stuck")
+
+
+def test_a_volume_is_filled_from_a_deep_image_directory(pyvmm, tmp_path):
+    busybox = json.loads(pyvmm.ok("image", "inspect", "busybox"))["layers"][0]["digest"]
+    tree = tmp_path / "tree"
+    subprocess.run(["cp", "-a", pyvmm.root / "layers" / "sha256" / busybox[7:] / "diff", tree],
+                   check=True)  # fmt: skip
+    (tree / "deep").mkdir()
+    make_deep(tree / "deep")
+    pyvmm.ok("image", "import", tree, "deepbox")
+    pyvmm.ok("container", "run", "--rm", "-v", "deepfill:/deep", "deepbox", "true", timeout=300)
+    data = Path(json.loads(pyvmm.ok("volume", "inspect", "deepfill"))["mountpoint"])
+    assert deepest(data).st_size == 0
+    pyvmm.ok("volume", "rm", "deepfill")
+    pyvmm.ok("image", "rm", "deepbox")

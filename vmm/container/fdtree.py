@@ -166,6 +166,67 @@ def size(root_fd: int) -> int:
     return total
 
 
+def _copy_metadata(fd: int, st: os.stat_result) -> None:
+    os.fchown(fd, st.st_uid, st.st_gid)  # first: it clears the set-id bits
+    os.fchmod(fd, stat.S_IMODE(st.st_mode))
+    os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _copy_file(name: str, st: os.stat_result, src_dir: int, dst_dir: int) -> None:
+    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
+    try:
+        if _ident(os.fstat(src)) != _ident(st):
+            raise TreeChanged()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        dst = os.open(name, flags, 0o600, dir_fd=dst_dir)
+        try:
+            while os.sendfile(dst, src, None, 1 << 30):
+                pass
+            _copy_metadata(dst, st)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+
+
+def copy(src_fd: int, dst_fd: int) -> None:
+    """Copy what the directory ``src_fd`` holds into the empty directory ``dst_fd``.
+
+    Directories, regular files, symlinks (as links) and FIFOs keep their owners,
+    modes and times, as Docker's volume copy-up does; device nodes and sockets are
+    left out: a volume is a place for data.
+    """
+    dst = Cursor(dst_fd)
+    try:
+        for e in walk(src_fd):
+            here = dst.goto(e.parents)
+            mode = e.st.st_mode
+            if e.fd is not None:  # a directory, after its content: its mtime is final
+                fd = open_dir(e.name, here)
+                try:
+                    _copy_metadata(fd, e.st)
+                finally:
+                    os.close(fd)
+            elif stat.S_ISDIR(mode):
+                os.mkdir(e.name, 0o700, dir_fd=here)
+            elif stat.S_ISREG(mode):
+                _copy_file(e.name, e.st, e.dir_fd, here)
+            elif stat.S_ISLNK(mode):
+                os.symlink(os.readlink(e.name, dir_fd=e.dir_fd), e.name, dir_fd=here)
+                os.chown(e.name, e.st.st_uid, e.st.st_gid, dir_fd=here, follow_symlinks=False)
+                times = (e.st.st_atime_ns, e.st.st_mtime_ns)
+                os.utime(e.name, ns=times, dir_fd=here, follow_symlinks=False)
+            elif stat.S_ISFIFO(mode):
+                os.mkfifo(e.name, 0o600, dir_fd=here)
+                fd = os.open(e.name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW, dir_fd=here)
+                try:
+                    _copy_metadata(fd, e.st)
+                finally:
+                    os.close(fd)
+    finally:
+        dst.close()
+
+
 def common_prefix(a: list[str], b: list[str]) -> int:
     """The length of the longest common prefix of ``a`` and ``b``."""
     lo, hi = 0, min(len(a), len(b))

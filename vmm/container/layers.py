@@ -21,7 +21,6 @@ import stat
 from pathlib import Path
 
 from vmm.container import fdtree
-from vmm.container.fdtree import remove_tree
 from vmm.container.state import Store, read_json
 
 WHITEOUT = ".wh."
@@ -35,7 +34,7 @@ def layer_dir(store: Store, digest: str) -> Path:
 
 
 def remove(store: Store, digest: str) -> None:
-    remove_tree(store.layers / digest.removeprefix("sha256:"))
+    fdtree.remove_tree(store.layers / digest.removeprefix("sha256:"))
 
 
 def size(store: Store, digest: str) -> int:
