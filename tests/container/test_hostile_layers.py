@@ -9,12 +9,11 @@ from __future__ import annotations
 import io
 import json
 import os
-import stat
 import tarfile
 import tempfile
 from pathlib import Path
 
-from containertest import entry, one_line_error
+from containertest import entry, make_sentinel, one_line_error, snapshot
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -24,36 +23,6 @@ from vmm.container.state import Store
 from vmm.errors import PyvmmError
 
 DIR, SYM, LNK = tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE
-
-
-def make_sentinel(top: Path) -> Path:
-    """A small tree standing for host files a hostile layer would like to change."""
-    top.mkdir()
-    (top / "file").write_text("host file\n")
-    (top / "dir").mkdir()
-    (top / "dir" / "inner").write_text("inner\n")
-    os.symlink("file", top / "link")
-    for p in (top / "file", top / "dir" / "inner", top / "dir"):
-        os.chmod(p, 0o640 if p.is_file() else 0o750)
-        os.utime(p, (1_000_000, 1_000_000))
-    return top
-
-
-def snapshot(top: Path) -> dict[str, tuple]:
-    """Every entry under ``top`` (itself included): type, mode, owner, mtime, content."""
-    found, stack = {}, [top]
-    while stack:
-        path = stack.pop()
-        st = os.lstat(path)
-        if stat.S_ISDIR(st.st_mode):
-            content = sorted(os.listdir(path))
-            stack.extend(path / name for name in content)
-        elif stat.S_ISLNK(st.st_mode):
-            content = os.readlink(path)
-        else:
-            content = path.read_bytes()
-        found[str(path)] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_nlink, content)
-    return found
 
 
 def test_hardlink_to_a_symlink_cannot_change_what_the_symlink_points_to(pyvmm, tmp_path):

@@ -9,6 +9,7 @@ done here, one way:
   at a time, never through a joined path string: no symlink is ever followed and no
   path is ever too long;
 - iterate with an explicit stack, never recursion;
+- stay on one filesystem: a mount point in the tree is an error, never entered;
 - hold one directory fd however deep the walk goes, and climb back through ``..``,
   checking (device, inode) that the directory reached is the one left. A directory
   moved while it is walked stops the walk (``TreeChanged``) instead of leading it
@@ -84,6 +85,7 @@ def walk(root_fd: int) -> Iterator[Entry]:
 
     A directory is visited twice: before its content (``fd`` None) and after it (``fd``
     its own). An entry may be removed on its last visit, never a directory before it.
+    A mount point is an error, not a directory to enter (or to empty).
     """
     cur = os.dup(root_fd)
     frames = [(os.fstat(cur), iter(sorted(os.listdir(cur))))]
@@ -105,6 +107,8 @@ def walk(root_fd: int) -> Iterator[Entry]:
             st = os.lstat(name, dir_fd=cur)
             yield Entry(cur, name, st, parents, None)
             if stat.S_ISDIR(st.st_mode):
+                if st.st_dev != frames[0][0].st_dev:
+                    raise PyvmmError(f"{name!r} is a mount point: pyvmm walks one filesystem")
                 sub = open_dir(name, cur)
                 if _ident(os.fstat(sub)) != _ident(st):
                     os.close(sub)
