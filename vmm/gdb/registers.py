@@ -120,7 +120,7 @@ def _target_xml(layout: Layout) -> str:
         )
     return (
         '<?xml version="1.0"?><!DOCTYPE target SYSTEM "gdb-target.dtd">'
-        f"<target><architecture>{layout.architecture}</architecture>"
+        f"<target><architecture>{layout.architecture}</architecture><osabi>none</osabi>"
         '<feature name="org.gnu.gdb.i386.core">'
         + _flags_xml("i386_eflags", _EFLAGS_BITS)
         + "".join(features["core"])
