@@ -7,12 +7,14 @@ through hardware breakpoints and stepped watchpoints: these tests hold on either
 
 import re
 import signal
+import socket
 import subprocess
+import sys
 import time
 
 import pytest
 from gdbtest import GDB_TIMEOUT, gdb_command, pyvmm_gdb, run_gdb
-from vmtest import GUEST, ROOT, needs_kvm
+from vmtest import GUEST, ROOT, assert_one_line_error, needs_kvm, run_pyvmm
 
 pytestmark = needs_kvm
 
@@ -284,3 +286,44 @@ def test_kill_in_gdb_ends_pyvmm_with_the_status_of_a_killed_process(guest_build,
         run_gdb(elf, vm.port, "kill")
         status, _, _ = vm.finish()
     assert status == 137
+
+
+# --- bad --gdb addresses ---------------------------------------------------------------
+
+
+def test_port_in_use_is_one_line_and_status_2(guest_build):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        proc = run_pyvmm("boot", "--gdb", f"127.0.0.1:{port}", timeout=GDB_TIMEOUT)
+    assert_one_line_error(proc, f"--gdb 127.0.0.1:{port}", "cannot listen")
+
+
+@pytest.mark.parametrize(
+    "address, message",
+    [
+        ("127.0.0.1:99999", "port must be a number"),
+        ("localhost:http", "port must be a number"),
+        ("no-such-host.invalid:1234", "--gdb no-such-host.invalid:1234"),
+        ("0.0.0.0:0", "--gdb-allow-remote"),
+    ],
+)
+def test_bad_gdb_address_is_one_line_and_status_2(guest_build, address, message):
+    proc = run_pyvmm("boot", "--gdb", address, timeout=GDB_TIMEOUT)
+    assert_one_line_error(proc, message)
+
+
+def test_remote_address_is_allowed_with_a_warning(guest_build):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vmm", "boot", "--gdb", "0.0.0.0:0", "--gdb-allow-remote"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        warning = proc.stderr.readline()
+        waiting = proc.stderr.readline()
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert warning.startswith("pyvmm: warning: gdb stub listening on 0.0.0.0")
+    assert waiting.startswith("pyvmm: waiting for gdb on 0.0.0.0:")
