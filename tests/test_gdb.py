@@ -151,6 +151,17 @@ def test_set_var_on_guest_memory_changes_what_the_kernel_prints(guest_build):
     assert stdout.startswith("pyvmm tiny kernel: 32 MiB of memory")
 
 
+def test_uart_lab_changes_a_character_before_it_is_written(guest_build):
+    """docs/labs.md, "Step the tiny kernel's UART driver with gdb", step 3."""
+    with pyvmm_gdb() as vm:
+        out = run_gdb(KERNEL, vm.port, "break uart_write", "continue", "set var s[0] = 'C'",
+                      "delete", "continue")  # fmt: skip
+        status, stdout, _ = vm.finish()
+    assert 'uart_write (s=0x800 "console=ttyS0", n=13)' in out
+    assert "exited normally" in out
+    assert status == 0 and 'command line "Console=ttyS0"' in stdout
+
+
 def interrupted(elf, vm, *after):
     """gdb's ``continue`` interrupted as a user's Ctrl-C does it: SIGINT to gdb, which
     sends the stub a 0x03 byte."""
@@ -269,6 +280,19 @@ def test_lab_ctrl_c_stops_spinning_16_bit_code(tmp_path):
     assert "Program received signal SIGINT" in out
     assert re.search(r"=> 0x7c00 <_start>:\tjmp\s+0x7c00", out)
     assert status == 137
+
+
+def test_lab_in_long_mode_after_connecting_again_shows_64_bit_registers(guest_build):
+    with pyvmm_gdb("--kernel", LAB_BIN) as vm:
+        out = run_gdb(
+            LAB, vm.port, "break long_mode", "continue", "disconnect", "file",
+            f"target remote 127.0.0.1:{vm.port}", f"add-symbol-file {LAB}",
+            "info registers rip", "x/i $pc", "detach",
+        )  # fmt: skip
+        status, stdout, _ = vm.finish()
+    assert re.search(r"^rip\s+0x[0-9a-f]+\s+0x[0-9a-f]+ <long_mode>", out, re.M), out
+    assert re.search(r"=> 0x[0-9a-f]+ <long_mode>:\tlea\s+0x[0-9a-f]+\(%rip\),%rsi", out)
+    assert status == 0 and stdout.count("realmode lab:") == 3
 
 
 def test_lab_detach_lets_it_run_to_its_end(guest_build):
