@@ -32,7 +32,7 @@ from vmm.gdb import debugregs
 from vmm.gdb.packets import Event, PacketReader, frame
 from vmm.gdb.probe import DebugSupport
 from vmm.gdb.registers import Layout, RegisterFile, layout_for
-from vmm.kvm import DebugExit, InterruptedExit
+from vmm.kvm import DebugExit, InterruptedExit, KvmError
 
 DEFAULT_ADDRESS = "127.0.0.1:1234"
 PACKET_SIZE = 0x4000  # the largest payload we accept, announced in qSupported
@@ -313,12 +313,12 @@ class GdbStub:
             if head in "csCS" or text.startswith("vCont"):
                 return self._resume_command(text)
             if head == "D":
-                self._detach()
+                return self._detach()
             if head == "k" or text.startswith("vKill"):
                 raise GuestStop(KILLED_STATUS, "guest killed from gdb")
             return ""
-        except (ValueError, IndexError):
-            return E_INVALID
+        except (ValueError, IndexError, OverflowError, KvmError):
+            return E_INVALID  # malformed, or a value KVM refused (say, a CR0 it cannot take)
 
     def _query(self, text: str) -> str:
         if text.startswith("qSupported"):
@@ -539,7 +539,7 @@ class GdbStub:
             self.vcpu.set_guest_debug(single_step, bool(self.int3s), regs)
             self._debug = debug
 
-    def _detach(self) -> None:
+    def _detach(self) -> str:
         """Remove every breakpoint and let the guest run to its end on its own."""
         for addr in list(self.int3s):
             self._int3(addr, insert=False)
