@@ -321,6 +321,7 @@ def test_malformed_and_oversized_packets_get_an_error_and_the_stub_goes_on(stub)
     assert stub.reply() == b"T05thread:01;"
     stub.raw(b"garbage between packets")
     assert stub.ask("?") == "T05thread:01;"
+    assert stub.ask("") == ""  # an empty packet: nothing to do
 
 
 @needs_kvm

@@ -233,7 +233,8 @@ class GdbStub:
             slot = self.slots[n]
             if exit.dr6 & (1 << n) and slot is not None:
                 watch = {2: "watch", 3: "rwatch", 4: "awatch"}.get(slot.ztype)
-                self._stop(f"T{GDB_SIGTRAP:02x}{watch}:{slot.addr:x};" if watch else "T05")
+                reason = f"{watch}:{slot.addr:x};" if watch else ""
+                self._stop(f"T{GDB_SIGTRAP:02x}{reason}")
                 return
         for (addr, length), old in self.soft_watches.items():
             now = self._read_memory(addr, length)
@@ -295,9 +296,11 @@ class GdbStub:
 
     def _handle(self, packet: bytes) -> str | bytes | None:
         """The reply to one packet; an empty reply means "not supported", as gdb expects."""
+        if not packet:
+            return ""
         try:
             text = packet.decode("latin-1")
-            head = text[:1]
+            head = text[0]
             if text.startswith(("qSupported", "QStartNoAckMode", "qXfer:", "qAttached")):
                 return self._query(text)
             if text in ("qC", "qfThreadInfo", "qsThreadInfo") or head in "?HT":
