@@ -215,6 +215,7 @@ def test_memory_read_and_written_at_linear_addresses(stub):
     assert stub.ask("mffff800000000000,4") == "E0e"  # not mapped by the guest
     assert stub.ask("Mffff800000000000,1:00") == "E0e"
     assert stub.ask("mzz,1").startswith("E") and stub.ask("m100000").startswith("E")
+    assert stub.ask("m-1,4").startswith("E")
     assert stub.ask(f"M{scratch:x},4:00").startswith("E")  # fewer bytes than it says
     assert stub.ask(f"X{scratch:x},4:ab").startswith("E")
 
@@ -250,6 +251,8 @@ def test_breakpoints_of_each_kind_stop_the_guest(stub):
     assert stub.ask(f"z3,{tss_rsp0:x},8") in ("OK", "")
     assert stub.ask("Z9,0,1") == ""
     assert stub.ask("Z1,zz,1").startswith("E") and stub.ask("Z2,1000,0").startswith("E")
+    assert stub.ask("Z1,-1,1").startswith("E") and stub.ask("Z1,10000000000000000,1")[0] == "E"
+    assert stub.ask("c") == "W00"  # no bad breakpoint was kept: the guest ran to its end
 
 
 @needs_kvm

@@ -375,19 +375,19 @@ class GdbStub:
                 pos += size
             return "OK"
         if text[0] == "p":
-            n = int(text[1:], 16)
+            n = _number(text[1:])
             return regs.read(n).hex() if n < len(regs.layout.registers) else E_INVALID
         n, value = text[1:].split("=")
-        if int(n, 16) >= len(regs.layout.registers):
+        if _number(n) >= len(regs.layout.registers):
             return E_INVALID
-        regs.write(int(n, 16), bytes.fromhex(value))
+        regs.write(_number(n), bytes.fromhex(value))
         return "OK"
 
     # --- memory, at guest-linear addresses ---------------------------------------------
 
     def _memory(self, text: str) -> str:
         where, _, data = text[1:].partition(":")
-        addr, length = (int(x, 16) for x in where.split(","))
+        addr, length = (_number(x) for x in where.split(","))
         if text[0] == "m":
             length = min(length, PACKET_SIZE // 2)
             got = self._read_memory(addr, length)
@@ -399,7 +399,7 @@ class GdbStub:
 
     def _write_binary(self, packet: bytes) -> str:
         header, sep, data = packet[1:].partition(b":")
-        addr, length = (int(x, 16) for x in header.split(b","))
+        addr, length = (_number(x.decode()) for x in header.split(b","))
         if not sep or len(data) != length:
             return E_INVALID
         return "OK" if self._write_memory(addr, data) else E_FAULT
@@ -451,7 +451,7 @@ class GdbStub:
     def _breakpoint(self, text: str) -> str:
         insert = text[0] == "Z"
         ztype, addr, kind = text[1:].split(";")[0].split(",")
-        ztype, addr, length = int(ztype), int(addr, 16), int(kind, 16)
+        ztype, addr, length = int(ztype), _number(addr), _number(kind)
         if ztype == 0 and self.support.sw_breakpoints:
             return self._int3(addr, insert)
         if ztype in (0, 1):
@@ -521,7 +521,7 @@ class GdbStub:
             return E_INVALID
         if text[0] in "cs" and len(text) > 1:  # c ADDR, s ADDR: resume there
             regs = self.vcpu.get_regs()
-            regs.rip = int(text[1:], 16)
+            regs.rip = _number(text[1:])
             self.vcpu.set_regs(regs)
         self._resume(step=text[0] in "sS")
 
@@ -558,12 +558,20 @@ class GdbStub:
         raise _Resume
 
 
+def _number(text: str) -> int:
+    """A hex number from a packet: an address, a length or an index, so 0 to 2**64 - 1."""
+    value = int(text, 16)
+    if not 0 <= value < 1 << 64:
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
 def _xfer_args(text: str) -> tuple[str | None, int, int]:
     """qXfer:features:read:ANNEX:OFFSET,LENGTH; (None, 0, 0) for any other object."""
     parts = text.split(":")
     if len(parts) != 5 or parts[1:3] != ["features", "read"]:
         return None, 0, 0
-    offset, length = (int(x, 16) for x in parts[4].split(","))
+    offset, length = (_number(x) for x in parts[4].split(","))
     return parts[3], offset, length
 
 
