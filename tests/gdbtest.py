@@ -7,14 +7,19 @@ import contextlib
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 from vmtest import ROOT
 
+needs_gdb = pytest.mark.skipif(
+    shutil.which("gdb") is None, reason="needs gdb (scripts/setup.sh installs it)"
+)
 GDB_TIMEOUT = 60  # a hang fails the test instead of blocking the suite
 _WAITING = re.compile(r"waiting for gdb on ([\d.]+):(\d+)")
 

@@ -13,10 +13,10 @@ import sys
 import time
 
 import pytest
-from gdbtest import GDB_TIMEOUT, gdb_command, pyvmm_gdb, run_gdb
+from gdbtest import GDB_TIMEOUT, gdb_command, needs_gdb, pyvmm_gdb, run_gdb
 from vmtest import GUEST, ROOT, assert_one_line_error, needs_kvm, run_pyvmm
 
-pytestmark = needs_kvm
+pytestmark = [needs_kvm, needs_gdb]
 
 KERNEL = GUEST / "build" / "kernel.elf"
 LAB = GUEST / "build" / "realmode.elf"
