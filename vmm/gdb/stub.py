@@ -363,20 +363,24 @@ class GdbStub:
     def _registers(self, text: str) -> str:
         regs = RegisterFile(self.vcpu, self._layout())
         if text == "g":
-            return regs.read_all().hex()
+            return regs.read_all()
         if text[0] == "G":
-            data = bytes.fromhex(text[1:])
-            pos = 0
+            # Decode every value before writing any: a bad packet changes nothing. gdb
+            # sends "xx" for a register it does not know (one read as unavailable).
+            values, pos = [], 1
             for n, r in enumerate(regs.layout.registers):
-                size = r.bits // 8
-                if pos + size > len(data):
-                    break
-                regs.write(n, data[pos : pos + size])
-                pos += size
+                digits = text[pos : pos + r.bits // 4]
+                pos += r.bits // 4
+                if len(digits) == r.bits // 4 and "x" not in digits:
+                    values.append((n, bytes.fromhex(digits)))
+            if pos < len(text) or len(text) % 2 == 0:  # too long, or a half byte
+                return E_INVALID
+            for n, data in values:
+                regs.write(n, data)
             return "OK"
         if text[0] == "p":
             n = _number(text[1:])
-            return regs.read(n).hex() if n < len(regs.layout.registers) else E_INVALID
+            return regs.read(n) if n < len(regs.layout.registers) else E_INVALID
         n, value = text[1:].split("=")
         if _number(n) >= len(regs.layout.registers):
             return E_INVALID
