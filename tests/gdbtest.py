@@ -68,6 +68,15 @@ def pyvmm_gdb(*args: str):
         vm.kill()
 
 
+def spinning_program(tmp_path: Path) -> Path:
+    """A static ring-3 program that never ends: something for Ctrl-C to stop."""
+    src = tmp_path / "spin.S"
+    src.write_text(".globl _start\n_start: jmp _start\n")
+    prog = tmp_path / "spin"
+    subprocess.run(["gcc", "-nostdlib", "-static", "-no-pie", "-o", prog, src], check=True)
+    return prog
+
+
 def gdb_command(elf: Path | None, port: int, *commands: str) -> list[str]:
     cmd = ["gdb", "-batch", "-nx"]
     if elf is not None:

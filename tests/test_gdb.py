@@ -13,7 +13,14 @@ import sys
 import time
 
 import pytest
-from gdbtest import GDB_TIMEOUT, gdb_command, needs_gdb, pyvmm_gdb, run_gdb
+from gdbtest import (
+    GDB_TIMEOUT,
+    gdb_command,
+    needs_gdb,
+    pyvmm_gdb,
+    run_gdb,
+    spinning_program,
+)
 from vmtest import GUEST, ROOT, assert_one_line_error, needs_kvm, run_pyvmm
 
 pytestmark = [needs_kvm, needs_gdb]
@@ -179,10 +186,7 @@ def interrupted(elf, vm, *after):
 
 
 def test_ctrl_c_in_gdb_stops_a_spinning_guest(guest_build, tmp_path):
-    src = tmp_path / "spin.S"
-    src.write_text(".globl _start\n_start: jmp _start\n")
-    prog = tmp_path / "spin"
-    subprocess.run(["gcc", "-nostdlib", "-static", "-no-pie", "-o", prog, src], check=True)
+    prog = spinning_program(tmp_path)
     with pyvmm_gdb("--program", str(prog)) as vm:
         out = interrupted(KERNEL, vm, 'printf "pc=%#lx\\n", $pc', "kill")
         status, _, _ = vm.finish()

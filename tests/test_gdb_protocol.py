@@ -7,7 +7,7 @@ import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
-from gdbtest import GDB_TIMEOUT, pyvmm_gdb
+from gdbtest import GDB_TIMEOUT, pyvmm_gdb, spinning_program
 from vmtest import GUEST, needs_kvm
 
 from vmm.gdb import debugregs
@@ -274,10 +274,7 @@ def test_four_debug_registers_and_no_more(stub):
 
 @needs_kvm
 def test_ctrl_c_stops_the_running_guest(guest_build, tmp_path):
-    src = tmp_path / "spin.S"
-    src.write_text(".globl _start\n_start: jmp _start\n")
-    prog = tmp_path / "spin"
-    subprocess.run(["gcc", "-nostdlib", "-static", "-no-pie", "-o", prog, src], check=True)
+    prog = spinning_program(tmp_path)
     with pyvmm_gdb("--program", str(prog)) as vm:
         client = Client(vm.port)
         client.raw(frame(b"c"))

@@ -313,7 +313,7 @@ class Vcpu:
         sw_breakpoints: bool = False,
         debugreg: Sequence[int] | None = None,
     ) -> None:
-        """Which debug events leave KVM_RUN as a ``DebugExit`` (api.rst, 4.59).
+        """Which debug events leave KVM_RUN as a ``DebugExit`` (api.rst, KVM_SET_GUEST_DEBUG).
 
         ``single_step`` traps after each instruction; ``sw_breakpoints`` makes an int3
         exit to the VMM instead of reaching the guest's #BP handler; ``debugreg`` (DR0-DR7,
