@@ -2,8 +2,7 @@
 
 Intel SDM vol. 3, 18.2: DR7 has an enable bit per breakpoint (L0-L3, bits 0, 2, 4, 6),
 and per breakpoint a 2-bit condition (R/W, bits 16 + 4n) and a 2-bit length (LEN, bits
-18 + 4n). DR6 (18.2.3) reports which one fired in B0-B3 (bits 0-3) and a single step in
-BS (bit 14).
+18 + 4n). DR6 (18.2.3) reports which one fired in B0-B3 (bits 0-3).
 """
 
 from __future__ import annotations
@@ -19,8 +18,6 @@ ACCESS = 0b11  # read or write (reads alone cannot be watched on x86)
 _LEN = {1: 0b00, 2: 0b01, 8: 0b10, 4: 0b11}
 DR7_GE = 1 << 9  # "exact breakpoint": recommended set whenever data breakpoints are used
 DR7_FIXED = 1 << 10  # reads as 1
-DR6_HITS = 0xF  # B0-B3
-DR6_BS = 1 << 14  # single step
 
 
 def debugreg(slots: Sequence[tuple[int, int, int] | None]) -> list[int]:

@@ -46,11 +46,6 @@ class Layout(NamedTuple):
     architecture: str
     registers: tuple[Register, ...]
 
-    @property
-    def pc(self) -> int:
-        """The index of the program counter, which stop replies and ``p`` name."""
-        return next(i for i, r in enumerate(self.registers) if r.key == "rip")
-
     def target_xml(self) -> str:
         return _target_xml(self)
 

@@ -34,7 +34,6 @@ from vmm.gdb.probe import DebugSupport
 from vmm.gdb.registers import Layout, RegisterFile, layout_for
 from vmm.kvm import DebugExit, InterruptedExit, KvmError
 
-DEFAULT_ADDRESS = "127.0.0.1:1234"
 PACKET_SIZE = 0x4000  # the largest payload we accept, announced in qSupported
 THREAD_ID = 1  # the one vCPU, as gdb's thread 1
 # Signal numbers in stop replies are gdb's own (include/gdb/signals.def).
@@ -187,10 +186,6 @@ class GdbStub:
         self._debug = None
         self._vcpu_thread = threading.get_ident()
         self._old_sigusr1 = signal.signal(signal.SIGUSR1, lambda *_: None)
-
-    @property
-    def port(self) -> int:
-        return self.listener.getsockname()[1]
 
     # --- the machine's hooks ---------------------------------------------------------
 
