@@ -7,9 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: the compiler and headers for the cffi bindings and the guest,
-# busybox-static for container images, e2fsprogs/cpio for disk images.
+# busybox-static for container images, e2fsprogs/cpio for disk images, gdb for the
+# debugger tests (pyvmm boot --gdb).
 DEBS=(gcc make binutils libc6-dev linux-libc-dev libffi-dev python3-dev python3-venv
-      busybox-static cpio e2fsprogs)
+      busybox-static cpio e2fsprogs gdb)
 
 missing=()
 for p in "${DEBS[@]}"; do
@@ -18,7 +19,7 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >/dev/null
 fi
 
 PY=${PYTHON:-python3}
