@@ -7,10 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: the compiler and headers for the cffi bindings and the guest,
-# busybox-static for container images, e2fsprogs/cpio for disk images; the Linux
-# guest's source and what building it takes (docs/linux.md).
+# busybox-static for container images, e2fsprogs/cpio for disk images, gdb for the
+# debugger tests (pyvmm boot --gdb); the Linux guest's source and what building it
+# takes (docs/linux.md).
 DEBS=(gcc make binutils libc6-dev linux-libc-dev libffi-dev python3-dev python3-venv
-      busybox-static cpio e2fsprogs
+      busybox-static cpio e2fsprogs gdb
       linux-source-6.1 flex bison bc libelf-dev libssl-dev xz-utils patch lz4)
 
 missing=()

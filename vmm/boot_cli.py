@@ -99,7 +99,32 @@ def _cmdline(text: str) -> str:
     help="Sample the guest's RIP every 5 ms and print where it spent its time (named from "
     "the System.map beside the kernel), to stderr.",
 )
-def boot(kernel, program, initrd, memory, cmdline, disks, ioeventfd, trace, stats, profile):
+@click.option(
+    "--gdb",
+    "gdb_address",
+    is_flag=False,
+    flag_value="127.0.0.1:1234",
+    metavar="[HOST:]PORT",
+    help="Wait for gdb on this address (default 127.0.0.1:1234) before the first "
+    "instruction; then debug the guest from gdb (target remote).",
+)
+@click.option(
+    "--gdb-allow-remote", is_flag=True, help="Let --gdb listen on a non-loopback address."
+)
+def boot(
+    kernel,
+    program,
+    initrd,
+    memory,
+    cmdline,
+    disks,
+    ioeventfd,
+    trace,
+    stats,
+    profile,
+    gdb_address,
+    gdb_allow_remote,
+):
     """Boot a guest on KVM and run it until it powers off.
 
     With no --kernel, boots the bundled tiny kernel, which runs a program in ring 3.
@@ -122,8 +147,14 @@ def boot(kernel, program, initrd, memory, cmdline, disks, ioeventfd, trace, stat
     pvm = kernel is not None and kvm_kind()["kind"] == "pvm"
     if kernel is None:
         kernel, program, cmdline = guest.bundled_boot(program, cmdline, bool(disk_list))
+    listener = None
+    if gdb_address is not None:
+        from vmm.gdb import stub as gdbstub
+
+        listener = gdbstub.listen(gdb_address, gdb_allow_remote)
     kvm = Kvm(os.environ.get(KVM_DEVICE_ENV, "/dev/kvm"))
     console = Console()
+    debugger = None
     config = MachineConfig(
         kernel, memory_size, cmdline, program, console.output, disk_list, ioeventfd,
         initrd=initrd, pvm=pvm,
@@ -149,13 +180,21 @@ def boot(kernel, program, initrd, memory, cmdline, disks, ioeventfd, trace, stat
                 sampler = RipSampler()
                 machine.after_run.append(sampler.after)
                 sampler.start()
+            if listener is not None:
+                debugger = gdbstub.attach(machine, listener, kvm)
             console.start_input(machine.serial.receive)
             try:
                 result = machine.run()
             finally:
                 if sampler:
                     sampler.stop()
+            if debugger is not None:
+                debugger.finish(result.status)
     finally:
+        if debugger is not None:
+            debugger.close()
+        elif listener is not None:
+            listener.close()
         console.close()
         kvm.close()
     if stats:

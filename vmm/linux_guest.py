@@ -14,6 +14,7 @@ and an /init, written into guest/build/.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -144,13 +145,24 @@ def _run(argv: list[str], cwd: str, log: str) -> None:
 
 
 def build_kernel(say=print) -> LinuxBuild:
-    """Build the kernels into the cache unless they are there; returns the build."""
+    """Build the kernels into the cache unless they are there; returns the build.
+
+    One build at a time per cache entry (setup.sh and a test session may both ask): the
+    others wait on a lock and then find it built."""
     build = cached()
     if build.complete:
         return build
     if not os.path.isfile(SOURCE_TARBALL):
         raise PyvmmError(f"{SOURCE_TARBALL} is missing: apt-get install linux-source-6.1")
     os.makedirs(CACHE_ROOT, exist_ok=True)
+    with open(build.dir + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not build.complete:
+            _build(build, say)
+    return build
+
+
+def _build(build: LinuxBuild, say) -> None:
     work = build.dir + ".tmp"
     shutil.rmtree(work, ignore_errors=True)
     src = os.path.join(work, "src")
@@ -186,7 +198,6 @@ def build_kernel(say=print) -> LinuxBuild:
     shutil.rmtree(build.dir, ignore_errors=True)
     os.rename(work, build.dir)
     say(f"build_linux: done: {build.dir}")
-    return build
 
 
 def _exit_helper() -> None:

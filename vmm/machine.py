@@ -28,6 +28,7 @@ from vmm.devices.power import (
 from vmm.devices.serial import COM1_BASE, COM1_IRQ, UART_NR_PORTS, Serial
 from vmm.errors import INTERRUPTED_STATUS, PyvmmError
 from vmm.kvm import (
+    DebugExit,
     FailEntryExit,
     HltExit,
     InternalErrorExit,
@@ -239,6 +240,8 @@ class Machine:
                         exit.data[:] = mmio_bus.read(exit.addr, len(exit.data))
                 elif kind is InterruptedExit:
                     pass  # a signal: Python raises KeyboardInterrupt for Ctrl-C right after
+                elif kind is DebugExit:
+                    pass  # only with --gdb, whose stub (an after_run hook) has taken it
                 else:
                     return self._failure(vcpu, exit)
         except GuestStop as stop:

@@ -1,5 +1,6 @@
 """What the container tests share: the real ``pyvmm`` command line, tar members for
-hand-made layers, and the checks that a failure is one line and leaves nothing behind.
+hand-made layers, the checks that a failure is one line and leaves nothing behind, and
+a sentinel tree standing for the host files a hostile image must not reach.
 
 (A module of its own, not the conftest: test modules import these by name.)
 """
@@ -10,6 +11,7 @@ import glob
 import io
 import json
 import os
+import stat
 import subprocess
 import sys
 import tarfile
@@ -37,7 +39,7 @@ class Pyvmm:
     def ok(self, *args: str, **kw) -> str:
         """Run and insist on success; return stdout."""
         r = self(*args, **kw)
-        assert r.returncode == 0, f"pyvmm {' '.join(args)}: {r.returncode}\n{r.stderr}"
+        assert r.returncode == 0, f"pyvmm {' '.join(map(str, args))}: {r.returncode}\n{r.stderr}"
         return r.stdout
 
     def inspect(self, name: str) -> dict:
@@ -95,3 +97,33 @@ def host_state(root: Path) -> tuple[set[str], set[str]]:
         *glob.glob(f"/sys/fs/cgroup/{parent}"),
         *glob.glob(f"/sys/fs/cgroup/*/{parent}"),
     }
+
+
+def make_sentinel(top: Path) -> Path:
+    """A small tree standing for host files a hostile layer would like to change."""
+    top.mkdir()
+    (top / "file").write_text("host file\n")
+    (top / "dir").mkdir()
+    (top / "dir" / "inner").write_text("inner\n")
+    os.symlink("file", top / "link")
+    for p in (top / "file", top / "dir" / "inner", top / "dir"):
+        os.chmod(p, 0o640 if p.is_file() else 0o750)
+        os.utime(p, (1_000_000, 1_000_000))
+    return top
+
+
+def snapshot(top: Path) -> dict[str, tuple]:
+    """Every entry under ``top`` (itself included): type, mode, owner, mtime, content."""
+    found, stack = {}, [top]
+    while stack:
+        path = stack.pop()
+        st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode):
+            content = sorted(os.listdir(path))
+            stack.extend(path / name for name in content)
+        elif stat.S_ISLNK(st.st_mode):
+            content = os.readlink(path)
+        else:
+            content = path.read_bytes()
+        found[str(path)] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_nlink, content)
+    return found

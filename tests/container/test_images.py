@@ -138,6 +138,7 @@ BAD_LAYERS = {
     "hardlink-outside": [entry("h", LNK, linkname="../../etc/passwd")],
     "hardlink-missing": [entry("h", LNK, linkname="etc/shadow")],
     "bare-whiteout": [entry("dir/.wh.", data=b"")],
+    "dotdot-whiteout": [entry("ok/.wh...", data=b"")],
     "device-node": [entry("dev/sda", CHR, devmajor=8, devminor=0)],
 }
 
