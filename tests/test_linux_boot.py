@@ -63,7 +63,7 @@ def test_linux_runs_the_workload_on_vda_and_prints_the_hosts_line(
     assert "Run /init as init process" in vm.stdout
     assert "init: running /workload /dev/vda\n" + expected in vm.stdout
     assert "virtio_mmio.device=512@0xd0000000:5" in vm.stderr  # the command line, shown
-    assert ("clearcpuid=308,151" in vm.stderr) == PVM
+    assert ("clearcpuid=308,151,297,580" in vm.stderr) == PVM
     assert result_block(path).rstrip(b"\0") == expected.encode()
     if profile:  # samples named from the System.map beside the vmlinux
         report = vm.stderr[vm.stderr.index("profile: ") :].splitlines()[1:]

@@ -233,7 +233,7 @@ def test_command_line_announces_disks_and_adds_pvm_masks_only_under_pvm():
         "console=ttyS0 virtio_mmio.device=512@0xd0000000:5 virtio_mmio.device=512@0xd0001000:9"
     )
     assert linux.command_line("console=ttyS0", [], pvm=True) == (
-        "console=ttyS0 noxsave clearcpuid=308,151"
+        "console=ttyS0 noxsave clearcpuid=308,151,297,580"
     )
 
 
