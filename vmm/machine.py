@@ -45,9 +45,9 @@ DEFAULT_MEMORY = 64 << 20
 VIRTIO_MMIO_STRIDE = 0x1000  # one page per virtio-mmio window
 # Device interrupts on IOAPIC pins 16 and up: no legacy ISA device can be there.
 VIRTIO_FIRST_GSI = 16
-# Linux finds no IOAPIC without ACPI or an MP table and routes through the 8259 PIC, so
-# its disks get ISA IRQs no PC device claims (COM1 is 4); the in-kernel irqchip wires
-# GSIs below 16 to both PICs and the IOAPIC.
+# Linux's disks get ISA IRQs no PC device claims (COM1 is 4): the MP table
+# (vmm/boot/mptable.py) describes only the ISA interrupts, each wired to the IOAPIC pin
+# of its number, as KVM's default routing wires GSIs below 16.
 LINUX_VIRTIO_IRQS = (5, 9, 10, 11)
 MIN_MEMORY = 1 << 20
 # pyvmm's own exit status when the VM failed rather than the guest program: chosen
