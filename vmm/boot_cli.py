@@ -109,11 +109,12 @@ def boot(kernel, program, memory, cmdline, disks, ioeventfd, trace, stats):
                 machine.after_run.append(counter.after)
             console.start_input(machine.serial.receive)
             result = machine.run()
+            disks = machine.disks
     finally:
         console.close()
         kvm.close()
     if stats:
-        click.echo(counter.report(), err=True)
+        click.echo(counter.report(disks), err=True)
     if result.failed:
         click.echo(f"pyvmm: {result.reason}", err=True)
         if result.report:

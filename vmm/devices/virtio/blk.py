@@ -102,6 +102,7 @@ class VirtioBlk:
             raise PyvmmError(f"cannot open disk image {path}: {e.strerror}") from None
         self.path = path
         self.readonly = readonly
+        self.requests = 0  # served since the disk was attached, for --stats
         self.capacity = os.fstat(self._fd).st_size // SECTOR_SIZE
         # The serial defaults to the image's file name, so a guest can tell disks apart.
         name = (serial if serial is not None else os.path.basename(path)).encode()
@@ -134,6 +135,7 @@ class VirtioBlk:
     def process(self, queue_index: int, queue: Virtqueue) -> None:
         while (chain := queue.pop()) is not None:
             queue.add_used(chain.head, self._serve(chain))
+            self.requests += 1
 
     # Requests.
 
