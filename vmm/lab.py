@@ -163,7 +163,7 @@ def render(text: str, lab: int, solution: bool) -> str:
                 if stub:
                     out += stub
                 elif python:
-                    out.append(f'{indent}raise NotImplementedError("lab {lab}: {hint}")\n')
+                    out.append(f'{indent}raise NotImplementedError("lab {lab}: the TODO above")\n')
             block = None
         elif block and (m := _STUB.match(line)):
             stub.append(f"{m['indent']}{m['code']}\n")
