@@ -20,7 +20,10 @@ def lab() -> None:
 @lab.command("list")
 def list_labs() -> None:
     """Every lab with its concept, what it needs and this student's status."""
-    rows = [(f"{x.number:2}", x.title, ", ".join(x.needs) or "-", labs.status(x)) for x in labs.all_labs()]
+    rows = [
+        (f"{x.number:2}", x.title, ", ".join(x.needs) or "-", labs.status(x))
+        for x in labs.all_labs()
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     click.echo(f"{'lab':>3}  {'title':<{widths[1]}}  {'needs':<{widths[2]}}  status")
     for number, title, needs, status in rows:
