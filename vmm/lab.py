@@ -7,6 +7,7 @@ write sits between marker lines,
 
     # >>> 2: enter the guest and dispatch on the exit   (``/* >>> 2: ... */`` in C and asm)
     ...the reference code...
+    # ... the hint goes on (as many such lines as it needs, right after the first)
     #| raise NotImplementedError  (optional: the skeleton's stand-in, without the ``#| ``)
     # <<<
 
@@ -30,6 +31,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +44,7 @@ REPO_DIR = LABS_DIR.parent
 _BEGIN = re.compile(r"^(?P<indent>\s*)(?:#|//|/\*) >>> (?P<level>\d+): (?P<hint>.*?)(?: \*/)?$")
 _END = re.compile(r"^\s*(?:#|//|/\*) <<<(?: \*/)?$")
 _STUB = re.compile(r"^(?P<indent>\s*)#\| ?(?P<code>.*)$")
+_MORE = re.compile(r"^\s*(?:#|//|/\*|\*) ?\.\.\. (?P<hint>.*?)(?: \*/)?$")  # a hint's next line
 NOT_STARTED, IN_PROGRESS, PASSED = "not started", "in progress", "passed"
 
 
@@ -158,13 +161,14 @@ def render(text: str, lab: int, solution: bool) -> str:
                 out += code
             elif level == lab:
                 python = not line.lstrip().startswith("/*")
-                comment = f"{indent}# TODO (lab {lab}): {hint}\n" if python else None
-                out.append(comment or f"{indent}/* TODO (lab {lab}): {hint} */\n")
+                out.append(_todo(indent, lab, hint, python))
                 if stub:
                     out += stub
                 elif python:
                     out.append(f'{indent}raise NotImplementedError("lab {lab}: the TODO above")\n')
             block = None
+        elif block and not code and not stub and (m := _MORE.match(line)):
+            block = (*block[:2], f"{block[2]} {m['hint']}", block[3])
         elif block and (m := _STUB.match(line)):
             stub.append(f"{m['indent']}{m['code']}\n")
         elif block:
@@ -174,6 +178,14 @@ def render(text: str, lab: int, solution: bool) -> str:
     if block:
         raise LabError(f"line {block[3]}: a block is never closed")
     return "".join(out)
+
+
+def _todo(indent: str, lab: int, hint: str, python: bool) -> str:
+    """The TODO comment standing for a block, wrapped to fit the line length."""
+    lines = textwrap.wrap(f"TODO (lab {lab}): {hint}", 88 - len(indent))
+    if python:
+        return "".join(f"{indent}# {line}\n" for line in lines)
+    return f"{indent}/* " + f"\n{indent} * ".join(lines) + " */\n"
 
 
 def lab_files(lab: Lab, solution: bool) -> dict[str, str]:

@@ -23,7 +23,8 @@ def main(path: str) -> int:
     kvm = Kvm()  # opens /dev/kvm and checks the API version
     vm = kvm.create_vm()  # KVM_CREATE_VM
 
-    # >>> 2: give the guest memory: an anonymous mmap, the guest's code copied to LOAD_ADDRESS, and the mapping handed to KVM as a memory slot (vm.set_memory) at guest-physical 0
+    # >>> 2: give the guest memory: an anonymous mmap, the guest's code copied to LOAD_ADDRESS,
+    # ... and the mapping handed to KVM as a memory slot (vm.set_memory) at guest-physical 0
     memory = mmap.mmap(-1, MEMORY_SIZE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     memory[LOAD_ADDRESS : LOAD_ADDRESS + len(code)] = code
     host_address = ctypes.addressof(ctypes.c_char.from_buffer(memory))
@@ -32,7 +33,8 @@ def main(path: str) -> int:
 
     vcpu = vm.create_vcpu(0)  # KVM_CREATE_VCPU; maps its struct kvm_run
 
-    # >>> 2: set the registers: every segment's base and selector 0 (vcpu.get_sregs/set_sregs), then RIP = LOAD_ADDRESS and RFLAGS = 2, bit 1 always set (vcpu.get_regs/set_regs)
+    # >>> 2: set the registers: every segment's base and selector 0 (vcpu.get_sregs/set_sregs),
+    # ... then RIP = LOAD_ADDRESS and RFLAGS = 2, bit 1 always set (vcpu.get_regs/set_regs)
     sregs = vcpu.get_sregs()
     for segment in (sregs.cs, sregs.ds, sregs.es, sregs.ss):
         segment.base = 0
@@ -45,7 +47,9 @@ def main(path: str) -> int:
     # <<<
 
     while True:
-        # >>> 2: run the vCPU (vcpu.run() is KVM_RUN, it returns the exit decoded); print each byte the guest OUTs to UART_DATA, return 0 on HLT, and fail clearly on any other exit
+        # >>> 2: run the vCPU (vcpu.run() is KVM_RUN, it returns the exit decoded); print each
+        # ... byte the guest OUTs to UART_DATA, return 0 on HLT, and fail clearly on any
+        # ... other exit
         exit = vcpu.run()
         if isinstance(exit, IoExit) and exit.is_write and exit.port == UART_DATA:
             sys.stdout.write(bytes(exit.data).decode("latin-1"))

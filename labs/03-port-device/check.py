@@ -44,6 +44,10 @@ def _seconds_of_day(h: int, m: int, s: int) -> int:
     return h * 3600 + m * 60 + s
 
 
+def _utc() -> str:
+    return time.strftime("%H:%M:%S", time.gmtime())
+
+
 def _near_now(h: int, m: int, s: int) -> bool:
     now = calendar.timegm(time.gmtime()) % 86400
     return (
@@ -62,12 +66,10 @@ def answers_on_a_bus(workdir: Path) -> str:
         raise CheckFailed(f"the device failed on a bus:\n{tail(proc)}")
     digits = {r: (v >> 4) * 10 + (v & 15) for r, v in values.items()}
     if any(v & 15 > 9 or v >> 4 > 9 for r, v in values.items() if r != 0x32):
-        raise CheckFailed(
-            f"registers 4, 2, 0 read {values[4]:#x} {values[2]:#x} {values[0]:#x}: not BCD"
-        )
+        raise CheckFailed(f"registers 4, 2, 0 read {values[4]:#x} {values[2]:#x} {values[0]:#x}")
     if not _near_now(digits[4], digits[2], digits[0]):
         raise CheckFailed(
-            f"the device says {digits[4]:02}:{digits[2]:02}:{digits[0]:02}, UTC is {time.strftime('%H:%M:%S', time.gmtime())}"
+            f"the device says {digits[4]:02}:{digits[2]:02}:{digits[0]:02}, UTC is {_utc()}"
         )
     return f"registers 4, 2, 0 read {values[4]:#04x} {values[2]:#04x} {values[0]:#04x} (BCD)"
 
@@ -81,9 +83,7 @@ def guest_reads_the_time(workdir: Path) -> str:
     if proc.returncode or not m:
         raise CheckFailed(f"the guest did not print a time:\n{tail(proc)}")
     if not _near_now(*map(int, m.groups())):
-        raise CheckFailed(
-            f"the guest printed {':'.join(m.groups())}, UTC is {time.strftime('%H:%M:%S', time.gmtime())}"
-        )
+        raise CheckFailed(f"the guest printed {':'.join(m.groups())}, UTC is {_utc()}")
     return m.group(0)
 
 
@@ -95,7 +95,8 @@ CHECKS = [
     ),
     Check(
         "the guest reads the time from it",
-        "run 'pyvmm boot --kernel guest/build/cmos.bin --trace': which ports does it use, and what does it get back?",
+        "run 'pyvmm boot --kernel guest/build/cmos.bin --trace': which ports does it use, "
+        "and what does it read back?",
         guest_reads_the_time,
     ),
 ]

@@ -26,13 +26,15 @@ class Cmos:
         self.index = 0  # the register the guest last selected
 
     def write(self, offset: int, data: bytes) -> None:
-        # >>> 3: a write to the index port selects a register (keep its low 7 bits: bit 7 is the NMI mask); ignore other writes
+        # >>> 3: a write to the index port selects a register (keep its low 7 bits: bit 7 is
+        # ... the NMI mask); ignore other writes
         if offset == INDEX_PORT:
             self.index = data[0] & 0x7F
         # <<<
 
     def read(self, offset: int, size: int) -> bytes:
-        # >>> 3: a read of the data port returns the selected register: the UTC time's seconds, minutes or hours in BCD (time.gmtime()); 0 for any other register
+        # >>> 3: a read of the data port returns the selected register: the UTC time's seconds,
+        # ... minutes or hours in BCD (time.gmtime()); 0 for any other register
         if offset != DATA_PORT:
             return b"\xff" * size
         now = time.gmtime()
