@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # Debian packages: the compiler and headers for the cffi bindings and the guest,
 # busybox-static for container images, e2fsprogs/cpio for disk images.
 DEBS=(gcc make binutils libc6-dev linux-libc-dev libffi-dev python3-dev python3-venv
-      busybox-static cpio e2fsprogs)
+      busybox-static cpio e2fsprogs libcap2-bin)
 
 missing=()
 for p in "${DEBS[@]}"; do
