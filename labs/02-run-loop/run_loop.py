@@ -11,7 +11,7 @@ import ctypes
 import mmap
 import sys
 
-from vmm.kvm import HltExit, IoExit, Kvm
+from vmm.kvm import HltExit, IoExit, Kvm, MmioExit, ShutdownExit
 
 MEMORY_SIZE = 1 << 20  # 1 MiB of guest RAM at guest-physical 0
 LOAD_ADDRESS = 0x7C00  # where a BIOS puts a boot sector
@@ -47,15 +47,39 @@ def main(path: str) -> int:
     # <<<
 
     while True:
-        # >>> 2: run the vCPU (vcpu.run() is KVM_RUN, it returns the exit decoded); print each
-        # ... byte the guest OUTs to UART_DATA, return 0 on HLT, and fail clearly on any
-        # ... other exit
+        # >>> 2: run the vCPU (vcpu.run() is KVM_RUN, it returns the exit decoded); print
+        # ... each byte the guest OUTs to UART_DATA, and return 0 on HLT
         exit = vcpu.run()
         if isinstance(exit, IoExit) and exit.is_write and exit.port == UART_DATA:
             sys.stdout.write(bytes(exit.data).decode("latin-1"))
         elif isinstance(exit, HltExit):
             sys.stdout.flush()
             return 0
+        # <<<
+        # >>> 7: an MmioExit is a load or store where the guest has no RAM: print
+        # ... "MMIO read ADDR size N" (or write) to stderr, answer a read with all ones
+        # ... (exit.data[:] = ...) as a PC's bus does, and go on
+        #|
+        elif isinstance(exit, MmioExit):
+            kind = "write" if exit.is_write else "read"
+            print(f"MMIO {kind} {exit.addr:#x} size {len(exit.data)}", file=sys.stderr)
+            if not exit.is_write:
+                exit.data[:] = b"\xff" * len(exit.data)
+        # <<<
+        # >>> 7: a ShutdownExit is a triple fault: print "triple fault at ADDR" with CS's
+        # ... base + RIP, the mode (CR0.PE, CS.db), and the instruction's bytes there, read
+        # ... from guest memory, to stderr; then return 1
+        #|
+        elif isinstance(exit, ShutdownExit):
+            regs, sregs = vcpu.get_regs(), vcpu.get_sregs()
+            where = sregs.cs.base + regs.rip
+            mode = "real" if not sregs.cr0 & 1 else "32-bit" if sregs.cs.db else "16-bit"
+            code = bytes(memory[where : where + 8]).hex(" ")
+            print(f"triple fault at {where:#x} ({mode} mode), code: {code}", file=sys.stderr)
+            return 1
+        # <<<
+        # >>> 2: any other exit: say which (print(exit) shows it) and return 1
+        #|
         else:
             print(f"unexpected exit: {exit!r}", file=sys.stderr)
             return 1
