@@ -8,7 +8,8 @@ write sits between marker lines,
     # >>> 2: enter the guest and dispatch on the exit   (``/* >>> 2: ... */`` in C and asm)
     ...the reference code...
     # ... the hint goes on (as many such lines as it needs, right after the first)
-    #| raise NotImplementedError  (optional: the skeleton's stand-in, without the ``#| ``)
+    #| raise NotImplementedError  (optional: the skeleton's stand-in, without the ``#| ``;
+                                  ``//| `` in C)
     # <<<
 
 and the number says in which lab the student writes it. For lab N a block of an earlier
@@ -43,7 +44,7 @@ LABS_DIR = Path(__file__).resolve().parent.parent / "labs"
 REPO_DIR = LABS_DIR.parent
 _BEGIN = re.compile(r"^(?P<indent>\s*)(?:#|//|/\*) >>> (?P<level>\d+): (?P<hint>.*?)(?: \*/)?$")
 _END = re.compile(r"^\s*(?:#|//|/\*) <<<(?: \*/)?$")
-_STUB = re.compile(r"^(?P<indent>\s*)#\| ?(?P<code>.*)$")
+_STUB = re.compile(r"^(?P<indent>\s*)(?:#|//)\| ?(?P<code>.*)$")
 _MORE = re.compile(r"^\s*(?:#|//|/\*|\*) ?\.\.\. (?P<hint>.*?)(?: \*/)?$")  # a hint's next line
 NOT_STARTED, IN_PROGRESS, PASSED = "not started", "in progress", "passed"
 
