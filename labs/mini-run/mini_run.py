@@ -1,4 +1,4 @@
-"""mini-run: a container runtime you write yourself, one mechanism per lab (labs 8 to 12).
+"""mini-run: a container runtime you write yourself, one mechanism per lab (labs 8 to 13).
 
     python mini_run.py [options] ROOTFS COMMAND [ARG...]
 
@@ -30,6 +30,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--memory", type=int, help="lab 12: memory limit in MiB")
     p.add_argument("--pids", type=int, help="lab 12: at most this many processes")
     p.add_argument("--cpus", type=float, help="lab 12: CPU time, in CPUs (0.5: half of one)")
+    p.add_argument(
+        "-v",
+        "--volume",
+        action="append",
+        default=[],
+        metavar="SRC:DST[:ro]",
+        help="lab 13: a host directory (SRC absolute) or a named volume (SRC a name) at DST",
+    )
+    p.add_argument("--volumes", default="volumes", help="lab 13: where named volumes live")
     p.add_argument("root", help="the root filesystem, a directory")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments")
     args = p.parse_args(argv)
@@ -136,6 +145,31 @@ def _field(text: str, name: str) -> int:
     return 0
 
 
+# --- lab 13: volumes and bind mounts ------------------------------------------------
+
+
+def mount_volume(spec: str, volumes: str, new_root: str) -> None:
+    """Mount one ``-v SRC:DST[:ro]`` on ``new_root + DST``, before pivot_root."""
+    src, dst, *rest = spec.split(":")
+    readonly = rest == ["ro"]
+    target = new_root + dst
+    os.makedirs(target, exist_ok=True)
+    # >>> 13: a SRC that does not start with "/" names a volume: the directory
+    # ... volumes/SRC, made and, on first use, filled with a copy of what the image has
+    # ... at DST (shutil.copytree with dirs_exist_ok); then bind-mount SRC on the target
+    # ... (MS_BIND | MS_REC) and, for ":ro", remount it read-only (MS_REMOUNT | MS_BIND |
+    # ... MS_RDONLY): a bind mount's flags change only by a remount
+    if not src.startswith("/"):
+        volume = os.path.abspath(os.path.join(volumes, src))
+        if not os.path.isdir(volume):
+            shutil.copytree(target, volume, symlinks=True)
+        src = volume
+    mount(src, target, None, lib.MS_BIND | lib.MS_REC)
+    if readonly:
+        mount(None, target, None, lib.MS_REMOUNT | lib.MS_BIND | lib.MS_RDONLY)
+    # <<<
+
+
 # --- the container's side ------------------------------------------------------------
 
 
@@ -162,6 +196,8 @@ def child(args: argparse.Namespace, go: int, workdir: str) -> None:
     mount("overlay", f"{workdir}/merged", "overlay", 0, options)
     new_root = f"{workdir}/merged"
     # <<<
+    for spec in args.volume:
+        mount_volume(spec, args.volumes, new_root)
     # >>> 10: pivot_root into new_root: bind-mount it on itself (pivot_root wants a mount
     # ... point), mount a fresh proc on new_root/proc, make new_root/.oldroot,
     # ... pivot_root(new_root, new_root/.oldroot) (lib.syscall(lib.SYS_pivot_root, ...)),
