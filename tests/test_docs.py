@@ -56,15 +56,13 @@ def commands() -> list[Command]:
 
 def matches(expected: tuple[str, ...], actual: list[str]) -> bool:
     """Line by line, trailing spaces ignored; a ``...`` line matches any run of lines."""
-    if not expected:
-        return not actual
-    if expected[0] == "...":
-        return any(matches(expected[1:], actual[i:]) for i in range(len(actual) + 1))
-    return (
-        bool(actual)
-        and expected[0].rstrip() == actual[0].rstrip()
-        and matches(expected[1:], actual[1:])
-    )
+    for i, line in enumerate(expected):
+        if line == "...":
+            rest = expected[i + 1 :]
+            return any(matches(rest, actual[j:]) for j in range(i, len(actual) + 1))
+        if i >= len(actual) or line.rstrip() != actual[i].rstrip():
+            return False
+    return len(actual) == len(expected)
 
 
 @pytest.fixture(scope="session")
