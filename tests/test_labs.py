@@ -36,11 +36,13 @@ def state_home(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def images_root(tmp_path_factory):
-    """A state root holding busybox:latest, for labs that run pyvmm containers."""
+    """A state root holding the busybox and workload images, for labs that run pyvmm
+    containers (and pyvmm bench, which insists on the very workload binary)."""
     root = tmp_path_factory.mktemp("pyvmm-root")
+    subprocess.run(["make", "-s", "-C", ROOT / "guest"], check=True)
     subprocess.run(
         [sys.executable, ROOT / "scripts" / "build_images.py", "--root", root,
-         "--workload", "/bin/busybox"],
+         "--workload", ROOT / "guest" / "workload" / "workload"],
         check=True, capture_output=True,
     )  # fmt: skip
     return root

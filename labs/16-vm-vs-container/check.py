@@ -22,7 +22,15 @@ def _bench(workdir: Path) -> dict:
         proc = run_student(pyvmm, workdir, timeout=300)
         if proc.returncode or not out.exists():
             raise CheckFailed(f"pyvmm bench --fast failed:\n{tail(proc)}")
-    return json.loads(out.read_text())
+    bench = json.loads(out.read_text())
+    for row in bench["rows"]:
+        if row.get("status") != "ok":
+            out.unlink()
+            raise CheckFailed(
+                f"the bench's {row['key']} row failed: {row.get('status')} "
+                f"{row.get('error') or row.get('notes')}"
+            )
+    return bench
 
 
 def _table(workdir: Path) -> tuple[dict, dict]:
