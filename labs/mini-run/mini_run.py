@@ -1,4 +1,4 @@
-"""mini-run: a container runtime you write yourself, one mechanism per lab (labs 8 to 13).
+"""mini-run: a container runtime you write yourself, one mechanism per lab (labs 8 to 14).
 
     python mini_run.py [options] ROOTFS COMMAND [ARG...]
 
@@ -20,6 +20,8 @@ from vmm.container._libc import ffi, lib
 from vmm.container.libc import check, mount, umount2
 
 CGROUP_ROOT = "/sys/fs/cgroup"
+CLONE_NEWUSER = 0x10000000  # <linux/sched.h>: a new user namespace (lab 14)
+NOBODY = 65534  # the host's "nobody": who the container's root is on the host (lab 14)
 CPU_PERIOD_US = 100_000  # the CFS period the --cpus quota is a share of
 
 
@@ -39,6 +41,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="lab 13: a host directory (SRC absolute) or a named volume (SRC a name) at DST",
     )
     p.add_argument("--volumes", default="volumes", help="lab 13: where named volumes live")
+    p.add_argument("--userns", action="store_true", help="lab 14: root inside, nobody outside")
     p.add_argument("root", help="the root filesystem, a directory")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments")
     args = p.parse_args(argv)
@@ -176,6 +179,27 @@ def mount_volume(spec: str, volumes: str, new_root: str) -> None:
 def child(args: argparse.Namespace, go: int, workdir: str) -> None:
     """In the new process: wait for the parent, build the container's world, exec."""
     os.read(go, 1)  # the parent has put us in our cgroup
+    # >>> 14: with --userns: a new user namespace (lib.unshare(CLONE_NEWUSER)); tell the
+    # ... parent (a byte on args.ready[1]) and wait (a byte on go) while it writes our
+    # ... uid and gid maps; become root inside (os.setgroups([]), os.setgid(0),
+    # ... os.setuid(0)); then a PID namespace of this user namespace's own (the parent's
+    # ... belongs to the host's, and /proc could not be mounted in it) and fork: the
+    # ... child goes on as its PID 1, we wait for it and _exit with its status
+    #| if args.userns:
+    #|     raise NotImplementedError("lab 14: the TODO above")
+    if args.userns:
+        check(lib.unshare(CLONE_NEWUSER), "unshare user")
+        os.write(args.ready[1], b"u")
+        os.read(go, 1)
+        os.setgroups([])
+        os.setgid(0)
+        os.setuid(0)
+        check(lib.unshare(lib.CLONE_NEWPID), "unshare pid")
+        pid = os.fork()
+        if pid:
+            code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            os._exit(128 - code if code < 0 else code)
+    # <<<
     # >>> 9: new UTS, mount and IPC namespaces for this process alone (lib.unshare with
     # ... CLONE_NEWUTS | CLONE_NEWNS | CLONE_NEWIPC; the parent must keep the host's mount
     # ... table), set the hostname (lib.sethostname, from bytes) and make every mount
@@ -239,11 +263,18 @@ def main(argv: list[str] | None = None) -> int:
     check(lib.unshare(lib.CLONE_NEWPID), "unshare")
     # <<<
     go_read, go_write = os.pipe()
+    # >>> 14: with --userns, a pipe for the child to say it has its user namespace
+    # ... (args.ready), and the working folder handed to NOBODY, who creates the
+    # ... overlay's directories there
+    #| pass
+    if args.userns:
+        args.ready = os.pipe()
+        os.chown(workdir, NOBODY, NOBODY)
+    # <<<
     status = 0
     # >>> 8: fork; in the child call child(args, go_read, workdir), and should it raise,
     # ... print the error and os._exit(127); in the parent put the child in the cgroup (if
-    # ... any), write a byte to go_write, wait for the child, and set status to its exit
-    # ... status, 128 + N when signal N killed it (as a shell reports it)
+    # ... any) and write a byte to go_write
     pid = os.fork()
     if pid == 0:
         try:
@@ -254,6 +285,19 @@ def main(argv: list[str] | None = None) -> int:
     if cgroup:
         cgroup.add(pid)
     os.write(go_write, b"g")
+    # <<<
+    # >>> 14: with --userns, wait for the child's byte, map root inside to NOBODY outside
+    # ... ("0 65534 1" into /proc/PID/uid_map and gid_map), and let it go on
+    #| pass
+    if args.userns:
+        os.read(args.ready[0], 1)
+        for kind in ("uid", "gid"):
+            _write(f"/proc/{pid}/{kind}_map", f"0 {NOBODY} 1")
+        os.write(go_write, b"g")
+    # <<<
+    # >>> 8: wait for the child, and set status to its exit status, 128 + N when signal N
+    # ... killed it (as a shell reports it)
+    #| pass
     _, wait_status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(wait_status)
     status = 128 - code if code < 0 else code
