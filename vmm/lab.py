@@ -266,6 +266,8 @@ def check(lab: Lab, workdir: Path) -> list[CheckResult]:
             results.append(CheckResult(c, True, c.run(workdir) or ""))
         except CheckFailed as e:
             results.append(CheckResult(c, False, str(e)))
+        except OSError as e:  # a file the check needs is missing or unreadable
+            results.append(CheckResult(c, False, f"the check could not run: {e}"))
     passed = sum(r.passed for r in results)
     record = load_record(lab) or LabRecord(lab.number, str(workdir), started=time.time())
     done = passed == len(results)

@@ -19,15 +19,14 @@ def lab() -> None:
 
 @lab.command("list")
 def list_labs() -> None:
-    """Every lab with its concept, what it needs and this student's status."""
-    rows = [
-        (f"{x.number:2}", x.title, ", ".join(x.needs) or "-", labs.status(x))
-        for x in labs.all_labs()
-    ]
+    """Every lab: its title and concept, what it needs, and this student's status."""
+    course = labs.all_labs()
+    rows = [(f"{x.number:2}", x.title, ", ".join(x.needs) or "-", labs.status(x)) for x in course]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     click.echo(f"{'lab':>3}  {'title':<{widths[1]}}  {'needs':<{widths[2]}}  status")
-    for number, title, needs, status in rows:
+    for (number, title, needs, status), x in zip(rows, course, strict=True):
         click.echo(f"{number:>3}  {title:<{widths[1]}}  {needs:<{widths[2]}}  {status}")
+        click.echo(f"     {x.concept}")
 
 
 @lab.command()
