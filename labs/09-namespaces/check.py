@@ -1,6 +1,7 @@
 """Lab 9's checks: the container has its own PID 1, hostname and mount table."""
 
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from minicheck import FILES, NEEDS, expect, host_mounts, mini, umount_leaked  # 
 
 from vmm.lab import Check, CheckFailed  # noqa: E402
 
-TITLE = "mini-run 2: PID, UTS and mount namespaces"
+TITLE = "mini-run 2: PID, UTS, mount and IPC namespaces"
 CONCEPT = "unshare(2): what the process sees of the system becomes its own"
 
 
@@ -39,6 +40,20 @@ def mounts_stay_inside(workdir: Path) -> str:
     return "a tmpfs mounted inside is not on the host"
 
 
+def ipc_is_its_own(workdir: Path) -> str:
+    made = subprocess.run(["ipcmk", "-M", "4096"], capture_output=True, text=True, check=True)
+    shm_id = made.stdout.split()[-1]
+    try:
+        # /proc/sysvipc/shm lists the reader's IPC namespace: a header, then a line each.
+        proc = mini(workdir, "/bin/sh", "-c", "tail -n +2 /proc/sysvipc/shm | wc -l")
+    finally:
+        subprocess.run(["ipcrm", "-m", shm_id], check=False)
+    expect(proc, 0)
+    if proc.stdout.strip() != "0":
+        raise CheckFailed(f"the container sees {proc.stdout.strip()} of the host's SysV segments")
+    return "the host's shared-memory segment is not in the container's IPC namespace"
+
+
 CHECKS = [
     Check(
         "the command is PID 1 of a new PID namespace",
@@ -55,5 +70,10 @@ CHECKS = [
         "CLONE_NEWNS copies the mount table, but shared mounts still propagate: make / "
         "MS_REC | MS_PRIVATE first",
         mounts_stay_inside,
+    ),
+    Check(
+        "it has its own System V IPC",
+        "CLONE_NEWIPC: shared memory, semaphores and message queues become its own",
+        ipc_is_its_own,
     ),
 ]

@@ -10,7 +10,7 @@ from minicheck import FILES, expect, mini  # noqa: E402, F401
 from vmm.lab import Check, CheckFailed, tail  # noqa: E402
 
 TITLE = "mini-run 5: cgroups (memory, pids, CPU)"
-CONCEPT = "cgroups v1 and v2: limits, the OOM killer, a fork bomb stopped, CPU throttling"
+CONCEPT = "cgroups v1 and v2: limits, the OOM killer, a fork bomb, CPU throttling; cgroup ns"
 NEEDS = ("root", "cgroup")
 
 _HOG = "x=$(yes | head -c 100000000); echo survived"  # 100 MB in a shell variable
@@ -42,6 +42,14 @@ def cpu_is_throttled(workdir: Path) -> str:
     return line
 
 
+def cgroup_path_is_hidden(workdir: Path) -> str:
+    proc = mini(workdir, "--pids=50", "/bin/cat", "/proc/self/cgroup")
+    expect(proc, 0)
+    if "mini-run-" in proc.stdout or "pids:/\n" not in proc.stdout + "\n":
+        raise CheckFailed(f"/proc/self/cgroup shows the host's paths:\n{tail(proc)}")
+    return "pids:/ inside: the container's cgroup is its root"
+
+
 def cgroups_are_removed(workdir: Path) -> str:
     expect(mini(workdir, "--pids=50", "/bin/true"), 0)
     left = glob.glob("/sys/fs/cgroup/mini-run-*") + glob.glob("/sys/fs/cgroup/*/mini-run-*")
@@ -65,6 +73,11 @@ CHECKS = [
         "v1: cpu.cfs_quota_us of cpu.cfs_period_us; v2: cpu.max 'QUOTA PERIOD'; "
         "nr_throttled in cpu.stat",
         cpu_is_throttled,
+    ),
+    Check(
+        "a cgroup namespace hides the host's cgroup paths",
+        "unshare(CLONE_NEWCGROUP) in the child after it joined its cgroup",
+        cgroup_path_is_hidden,
     ),
     Check(
         "the cgroup is removed when the container ends",

@@ -179,6 +179,11 @@ def mount_volume(spec: str, volumes: str, new_root: str) -> None:
 def child(args: argparse.Namespace, go: int, workdir: str) -> None:
     """In the new process: wait for the parent, build the container's world, exec."""
     os.read(go, 1)  # the parent has put us in our cgroup
+    # >>> 12: with limits, a cgroup namespace (lib.CLONE_NEWCGROUP), now that we are in
+    # ... our cgroup: /proc/self/cgroup then shows it as "/", not the host's path to it
+    if args.memory is not None or args.pids is not None or args.cpus is not None:
+        check(lib.unshare(lib.CLONE_NEWCGROUP), "unshare cgroup")
+    # <<<
     # >>> 14: with --userns: a new user namespace (lib.unshare(CLONE_NEWUSER)); tell the
     # ... parent (a byte on args.ready[1]) and wait (a byte on go) while it writes our
     # ... uid and gid maps; become root inside (os.setgroups([]), os.setgid(0),
