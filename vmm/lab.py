@@ -30,6 +30,7 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -290,16 +291,27 @@ def run_student(
     args: list[str], workdir: Path, timeout: float = 60, **kwargs
 ) -> subprocess.CompletedProcess:
     """Run the student's program (a Python file is run by pyvmm's interpreter, so that
-    ``import vmm`` works); a hang fails the check instead of hanging it."""
+    ``import vmm`` works); a hang fails the check instead of hanging it, and takes the
+    processes the program started with it (its own process group)."""
     if args[0].endswith(".py"):
         args = [sys.executable, *args]
     env = {**os.environ, "PYTHONPATH": str(REPO_DIR), **kwargs.pop("env", {})}
-    try:
-        return subprocess.run(
-            args, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env, **kwargs
-        )
-    except subprocess.TimeoutExpired:
-        raise CheckFailed(f"{' '.join(args[-3:])} did not finish within {timeout:g} s") from None
+    with subprocess.Popen(
+        args, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=True, **kwargs,
+    ) as proc:  # fmt: skip
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise CheckFailed(
+                f"{' '.join(args[-3:])} did not finish within {timeout:g} s"
+            ) from None
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
 def tail(proc: subprocess.CompletedProcess, lines: int = 6) -> str:

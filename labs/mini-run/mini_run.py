@@ -178,7 +178,8 @@ def mount_volume(spec: str, volumes: str, new_root: str) -> None:
 
 def child(args: argparse.Namespace, go: int, workdir: str) -> None:
     """In the new process: wait for the parent, build the container's world, exec."""
-    os.read(go, 1)  # the parent has put us in our cgroup
+    if not os.read(go, 1):  # the parent has put us in our cgroup, or died
+        os._exit(1)
     # >>> 12: with limits, a cgroup namespace (lib.CLONE_NEWCGROUP), now that we are in
     # ... our cgroup: /proc/self/cgroup then shows it as "/", not the host's path to it
     if args.memory is not None or args.pids is not None or args.cpus is not None:
@@ -278,10 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     # <<<
     status = 0
     # >>> 8: fork; in the child call child(args, go_read, workdir), and should it raise,
-    # ... print the error and os._exit(127); in the parent put the child in the cgroup (if
-    # ... any) and write a byte to go_write
+    # ... print the error and os._exit(127) (close go_write in the child first: if the
+    # ... parent dies, the child's read of go_read then ends); in the parent put the child
+    # ... in the cgroup (if any) and write a byte to go_write
     pid = os.fork()
     if pid == 0:
+        os.close(go_write)
         try:
             child(args, go_read, workdir)
         except BaseException as e:
