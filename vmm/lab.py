@@ -123,14 +123,20 @@ def _load(folder: Path) -> Lab:
     )
 
 
+def _folders() -> list[Path]:
+    """The lab folders, NN-name, in order; the course ships with the source tree."""
+    if not LABS_DIR.is_dir():
+        raise LabError(f"the course is not here: no {LABS_DIR} (run pyvmm from its checkout)")
+    return sorted(p for p in LABS_DIR.iterdir() if re.match(r"\d\d-", p.name) and p.is_dir())
+
+
 def all_labs() -> list[Lab]:
-    folders = sorted(p for p in LABS_DIR.iterdir() if re.match(r"\d\d-", p.name) and p.is_dir())
-    return [_load(p) for p in folders]
+    return [_load(p) for p in _folders()]
 
 
 def find_lab(number: int) -> Lab:
-    for folder in LABS_DIR.iterdir():
-        if re.match(rf"0*{number}-", folder.name) and (folder / "check.py").exists():
+    for folder in _folders():
+        if int(folder.name[:2]) == number:
             return _load(folder)
     raise LabError(f"there is no lab {number} (pyvmm lab list shows them)")
 
