@@ -66,8 +66,8 @@ def matches(expected: tuple[str, ...], actual: list[str]) -> bool:
 
 
 @pytest.fixture(scope="session")
-def scratch(tmp_path_factory) -> dict[str, str]:
-    """A folder to run the docs' commands in, and their environment."""
+def scratch(tmp_path_factory, guest_build) -> dict[str, str]:
+    """A folder to run the docs' commands in (the guest built), and their environment."""
     work = tmp_path_factory.mktemp("docs")
     for name in ("scripts", "guest", "labs"):
         (work / name).symlink_to(ROOT / name)
