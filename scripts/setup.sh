@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 # busybox-static for container images, e2fsprogs/cpio for disk images, gdb for the
 # debugger tests (pyvmm boot --gdb).
 DEBS=(gcc make binutils libc6-dev linux-libc-dev libffi-dev python3-dev python3-venv
-      busybox-static cpio e2fsprogs gdb)
+      busybox-static cpio e2fsprogs gdb libcap2-bin)
 
 missing=()
 for p in "${DEBS[@]}"; do

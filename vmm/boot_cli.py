@@ -150,6 +150,7 @@ def boot(
             result = machine.run()
             if debugger is not None:
                 debugger.finish(result.status)
+            disks = machine.disks
     finally:
         if debugger is not None:
             debugger.close()
@@ -158,7 +159,7 @@ def boot(
         console.close()
         kvm.close()
     if stats:
-        click.echo(counter.report(), err=True)
+        click.echo(counter.report(disks), err=True)
     if result.failed:
         click.echo(f"pyvmm: {result.reason}", err=True)
         if result.report:

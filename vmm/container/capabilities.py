@@ -33,6 +33,13 @@ DEFAULT = (
 )
 
 
+def names(caps: tuple[int, ...] = DEFAULT) -> list[str]:
+    """Capability numbers by their <linux/capability.h> names, for people to read (the
+    kernel shows sets as hex masks, bit N for capability N)."""
+    known = {getattr(lib, n): n for n in dir(lib) if n.startswith("CAP_")}
+    return [known.get(cap, f"CAP_{cap}") for cap in sorted(caps)]
+
+
 def _last_cap() -> int:
     with open("/proc/sys/kernel/cap_last_cap") as f:
         return int(f.read())

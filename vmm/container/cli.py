@@ -207,8 +207,12 @@ def logs(ctx, name) -> None:
 @click.argument("name")
 @click.pass_context
 def inspect(ctx, name) -> None:
-    """Print the container's record as JSON (status, exit code, peak memory...)."""
-    click.echo(json.dumps(lifecycle.find(_store(ctx), name), indent=2, sort_keys=True))
+    """Print the container's record as JSON (status, exit code, peak memory...) and the
+    capabilities its processes may hold, by name."""
+    from vmm.container import capabilities
+
+    record = {**lifecycle.find(_store(ctx), name), "capabilities": capabilities.names()}
+    click.echo(json.dumps(record, indent=2, sort_keys=True))
 
 
 @container.command()
