@@ -22,6 +22,7 @@ import os
 import shutil
 import stat
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -189,8 +190,13 @@ def tree_size(path: Path) -> int:
     return total
 
 
-def store_layer(store: Store, f: BinaryIO) -> tuple[str, bool]:
+def store_layer(
+    store: Store, f: BinaryIO, verify: Callable[[str], None] | None = None
+) -> tuple[str, bool]:
     """Store the layer tar ``f``; return its digest and whether it is new.
+
+    ``verify`` is called with the digest once the layer is unpacked and before it is
+    stored; it raises to refuse the layer (the importer checks blob and diff id there).
 
     The caller holds the store lock. The layer is unpacked into a temporary directory
     and renamed into place only when complete, so a failed import leaves nothing; one
@@ -205,6 +211,8 @@ def store_layer(store: Store, f: BinaryIO) -> tuple[str, bool]:
         os.mkdir(tmp, 0o700)
         os.mkdir(tmp / "diff", 0o755)
         digest = extract(f, tmp / "diff")
+        if verify is not None:
+            verify(digest)
         final = store.layers / digest.removeprefix("sha256:")
         if final.exists():
             return digest, False
