@@ -22,6 +22,7 @@ import os
 import shutil
 import stat
 import tarfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -156,7 +157,7 @@ def extract(f: BinaryIO, dest: Path) -> str:
                     _extract_one(tar, m, dest, dirs)
                 except OSError as e:
                     raise LayerError(f"layer entry {m.name!r}: {e.strerror or e}") from None
-    except (tarfile.TarError, EOFError, gzip.BadGzipFile) as e:
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise LayerError(f"not a readable layer tar: {reason}") from None
     # Directories last: adding entries to a directory changes its mtime.
