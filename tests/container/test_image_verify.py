@@ -310,7 +310,7 @@ BAD_CONFIGS = {
         dict(rootfs={"type": "layers", "diff_ids": ["sha512:" + "0" * 128]}),
         "unsupported digest algorithm 'sha512'",
     ),
-    "diff-ids-count": (dict(rootfs={"type": "layers", "diff_ids": []}), "lists 0 diff_ids"),
+    "diff-ids-count": (dict(rootfs={"type": "layers", "diff_ids": []}), "config 0 diff_id"),
 }
 
 

@@ -183,7 +183,7 @@ def image_config(value: object, what: str) -> ImageConfig:
     for i, d in enumerate(diff_ids):
         check_digest(d, f"{what} rootfs diff_ids[{i}]")
     config = _field(doc, "config", dict, what) or {}
-    where = f"{what} config"
+    where = what  # Cmd, Env... are only in its "config" section: no need to say where
     for key in ("Cmd", "Entrypoint", "Env"):
         _strings(config, key, where)
     for env in config.get("Env") or []:

@@ -128,7 +128,7 @@ def _from_layout(store: Store, files: Layout) -> tuple[list[str], dict]:
     config = imagespec.image_config(doc, f"config {config_name}")
     if len(names) != len(config.diff_ids):
         raise ImageError(
-            f"image has {len(names)} layers but its config lists {len(config.diff_ids)} diff_ids"
+            f"image lists {len(names)} layer(s) but its config {len(config.diff_ids)} diff_id(s)"
         )
     digests = [
         _store_blob(store, files, i, name, desc, diff_id)
