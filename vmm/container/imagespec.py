@@ -183,22 +183,26 @@ def image_config(value: object, what: str) -> ImageConfig:
     for i, d in enumerate(diff_ids):
         check_digest(d, f"{what} rootfs diff_ids[{i}]")
     config = _field(doc, "config", dict, what) or {}
-    where = what  # Cmd, Env... are only in its "config" section: no need to say where
+    for key in ("User", "StopSignal"):
+        _field(config, key, str, what)
+    _map(config, "Labels", str, what)
+    for key in ("ExposedPorts", "Volumes"):
+        _map(config, key, dict, what)
+    _field(config, "ArgsEscaped", bool, what)
+    return ImageConfig(diff_ids=diff_ids, defaults=run_defaults(config, what))
+
+
+def run_defaults(value: object, what: str) -> dict[str, Any]:
+    """The fields of an image config's ``config`` a container starts with, checked:
+    ``Cmd``, ``Entrypoint`` and ``Env`` lists of strings, ``WorkingDir`` a string."""
+    config = _object(value, what)
     for key in ("Cmd", "Entrypoint", "Env"):
-        _strings(config, key, where)
+        _strings(config, key, what)
     for env in config.get("Env") or []:
         if "=" not in env:
-            raise ImageError(f"{where}: Env entry {env!r:.60} is not NAME=value")
-    for key in ("User", "WorkingDir", "StopSignal"):
-        _field(config, key, str, where)
-    _map(config, "Labels", str, where)
-    for key in ("ExposedPorts", "Volumes"):
-        _map(config, key, dict, where)
-    _field(config, "ArgsEscaped", bool, where)
-    return ImageConfig(
-        diff_ids=diff_ids,
-        defaults={k: config[k] for k in RUN_DEFAULTS if config.get(k)},
-    )
+            raise ImageError(f"{what}: Env entry {env!r:.60} is not NAME=value")
+    _field(config, "WorkingDir", str, what)
+    return {k: config[k] for k in RUN_DEFAULTS if config.get(k)}
 
 
 def docker_manifest(value: object, what: str) -> tuple[str, list[str]]:
