@@ -34,6 +34,7 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from vmm.container import imagespec, unpack
 from vmm.container.imagespec import INDEX_TYPES, MANIFEST_TYPES, SHA256, Descriptor, ImageError
@@ -62,12 +63,13 @@ def _named_digest(name: str) -> str | None:
     return None
 
 
-def _store_layer(store: Store, f, verify: Callable[[str], None] | None = None) -> str:
+def _store_layer(store: Store, f: BinaryIO, verify: Callable[[str], None] | None = None) -> str:
     return unpack.store_layer(store, f, verify)[0]
 
 
-def _store_blob(store: Store, files: Layout, i: int, name: str, want: Descriptor | None,
-                diff_id: str) -> str:  # fmt: skip
+def _store_blob(
+    store: Store, files: Layout, i: int, name: str, want: Descriptor | None, diff_id: str
+) -> str:
     """Unpack layer ``i`` into the store, verified: the blob while it is read, then the
     tar's sha256 against ``diff_id``, both before the layer is stored."""
     label = f"layer {i}"
