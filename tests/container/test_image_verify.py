@@ -107,15 +107,20 @@ def test_docker_save_with_content_addressed_paths_and_a_linked_layer_runs(pyvmm,
     pyvmm.ok("image", "rm", "saved25")
 
 
-def test_index_with_several_platforms_imports_linux_amd64(pyvmm, tmp_path):
+def test_nested_index_with_several_platforms_imports_linux_amd64(pyvmm, tmp_path):
+    """index.json names an index (as a multi-platform image has), which lists an arm64
+    manifest (here: not a manifest at all, so choosing it would fail) before amd64's."""
     path, descs = _layout(tmp_path, Cmd=["echo", "amd64"])
-    index = json.loads((path / "index.json").read_text())
     arm = {**descs["config"], "mediaType": "application/vnd.oci.image.manifest.v1+json"}
-    index["manifests"] = [
-        {**arm, "platform": {"os": "linux", "architecture": "arm64"}},
-        {**descs["manifest"], "platform": {"os": "linux", "architecture": "amd64"}},
-    ]
-    (path / "index.json").write_text(json.dumps(index))
+    nested = {
+        "schemaVersion": 2,
+        "manifests": [
+            {**arm, "platform": {"os": "linux", "architecture": "arm64"}},
+            {**descs["manifest"], "platform": {"os": "linux", "architecture": "amd64"}},
+        ],
+    }
+    desc = oci_blob(path, json.dumps(nested).encode(), "application/vnd.oci.image.index.v1+json")
+    (path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [desc]}))
     pyvmm.ok("image", "import", path, "multi")
     assert json.loads(pyvmm.ok("image", "inspect", "multi"))["config"]["Cmd"] == ["echo", "amd64"]
     pyvmm.ok("image", "rm", "multi")
