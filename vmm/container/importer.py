@@ -14,9 +14,8 @@ extractor computes it anyway: it is the layer's name in the store) against the
 config's ``diff_ids``. ``docker save``'s layers name no digest of their own: the
 ``diff_ids`` check is theirs. Every document is type-checked (``imagespec.py``).
 
-Nothing of a failed import stays: the store is locked for the whole import, so every
-layer directory that appeared during it is this import's, and is removed again on any
-exception, Ctrl-C included.
+Nothing of a failed import stays (``_Import``): every layer it stored is removed again
+on any exception, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -63,34 +62,6 @@ def _named_digest(name: str) -> str | None:
     return None
 
 
-def _store_layer(store: Store, f: BinaryIO, verify: Callable[[str], None] | None = None) -> str:
-    return unpack.store_layer(store, f, verify)[0]
-
-
-def _store_blob(
-    store: Store, files: Layout, i: int, name: str, want: Descriptor | None, diff_id: str
-) -> str:
-    """Unpack layer ``i`` into the store, verified: the blob while it is read, then the
-    tar's sha256 against ``diff_id``, both before the layer is stored."""
-    label = f"layer {i}"
-    digest = want.digest if want else _named_digest(name)
-    with files.blob(name, label, digest, want.size if want else None) as f:
-
-        def verify(actual: str) -> None:
-            finish(f)
-            if actual != diff_id:
-                raise ImageError(
-                    f"{label} {name}: diff_id mismatch: expected {diff_id}, actual {actual}"
-                )
-
-        try:
-            return _store_layer(store, f, verify)
-        except unpack.LayerError:
-            # Bytes that are not the blob named explain why they did not unpack.
-            finish(f)
-            raise
-
-
 def _manifest_descriptor(files: Layout) -> Descriptor:
     """The image's manifest, through index.json and any nested index: linux/amd64's
     where the index lists several platforms, else the first."""
@@ -108,63 +79,157 @@ def _manifest_descriptor(files: Layout) -> Descriptor:
     return desc
 
 
-def _from_layout(store: Store, files: Layout) -> tuple[list[str], dict]:
-    """Store a docker-save or OCI layout's layers; return their digests and run defaults."""
-    if files.has("manifest.json"):
-        config_name, names = imagespec.docker_manifest(
-            files.document("manifest.json", "manifest"), "manifest manifest.json"
-        )
-        descs: list[Descriptor | None] = [None] * len(names)
-        doc = files.document(config_name, "config", _named_digest(config_name))
-    elif files.has("index.json"):
-        desc = _manifest_descriptor(files)
-        name = _blob_path(desc.digest)
-        config_desc, layer_descs = imagespec.manifest(
-            files.document(name, "manifest", desc.digest, desc.size), f"manifest {name}"
-        )
-        config_name = _blob_path(config_desc.digest)
-        doc = files.document(config_name, "config", config_desc.digest, config_desc.size)
-        descs, names = layer_descs, [_blob_path(d.digest) for d in layer_descs]
-    else:
-        raise ImageError("image layout has neither manifest.json nor index.json")
-    config = imagespec.image_config(doc, f"config {config_name}")
-    if len(names) != len(config.diff_ids):
-        raise ImageError(
-            f"image lists {len(names)} layer(s) but its config {len(config.diff_ids)} diff_id(s)"
-        )
-    digests = [
-        _store_blob(store, files, i, name, desc, diff_id)
-        for i, (name, desc, diff_id) in enumerate(zip(names, descs, config.diff_ids, strict=True))
-    ]
-    return digests, config.defaults
+class _Import:
+    """One import under way: the store it adds to, and how to take it all back.
 
+    Entered under the store lock, so every layer directory that appears in the store
+    meanwhile is this import's; on any exception they are all removed again.
 
-def _import_layers(store: Store, source: Path, fd: int, is_dir: bool) -> tuple[list[str], dict]:
-    """Store the layers of ``source`` (open as ``fd``); return their digests and the
-    image's run defaults."""
-    if is_dir:
-        files = DirLayout(fd)
-        if files.has("oci-layout"):
-            return _from_layout(store, files)
-        with tempfile.TemporaryFile(dir=store.root) as tmp:
-            unpack.tar_directory(source, tmp)
-            tmp.seek(0)
-            return [_store_layer(store, tmp)], {}
-    with os.fdopen(os.dup(fd), "rb") as f:
-        try:
-            tar = tarfile.open(fileobj=f, mode="r:*")
-        except tarfile.ReadError:
-            raise ImageError(f"{source}: not a directory or a tar (plain or gzip)") from None
-        with tar:
+    Ctrl-C raises KeyboardInterrupt as usual, and is also remembered: CPython clears
+    an exception raised inside a file object's finalizer, and the tar reader leaves
+    one file object per member to its finalizer, so an interrupt landing there would
+    vanish and the import would go on to store the image. Each layer checks before it
+    is stored, and the image before its record is written.
+    """
+
+    def __init__(self, store: Store, image_dir: Path):
+        self.store = store
+        self.image_dir = image_dir
+        self.interrupted = False
+
+    def __enter__(self) -> _Import:
+        self.layers_before = _entries(self.store.layers)
+        self.made_dir = not self.image_dir.exists()
+        self.previous = signal.getsignal(signal.SIGINT)
+        if callable(self.previous):  # Python's handler (or the CLI's); not SIG_IGN
             try:
-                files = TarLayout(tar)
-            except _ARCHIVE_ERRORS as e:
-                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-                raise ImageError(f"{source}: truncated or corrupt tar ({reason})") from None
-            if files.has("manifest.json") or files.has("oci-layout"):
-                return _from_layout(store, files)
-        f.seek(0)
-        return [_store_layer(store, f)], {}
+                signal.signal(signal.SIGINT, self._sigint)
+            except ValueError:  # not the main thread, where signals are not handled
+                self.previous = None
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        try:
+            if kind is not None:
+                self._undo()
+        finally:
+            if callable(self.previous):
+                signal.signal(signal.SIGINT, self.previous)
+
+    def _sigint(self, signum: int, frame) -> None:
+        self.interrupted = True
+        self.previous(signum, frame)
+
+    def check_interrupt(self) -> None:
+        if self.interrupted:
+            raise KeyboardInterrupt
+
+    def _undo(self) -> None:
+        """Remove every layer directory (or temporary one) that appeared since the
+        import began, and the image's directory if the import made it.
+
+        SIGINT and SIGTERM wait until this is done: a second Ctrl-C must not leave
+        half a layer.
+        """
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            for entry in _entries(self.store.layers) - self.layers_before:
+                remove_tree(self.store.layers / entry)
+            if self.made_dir:
+                with contextlib.suppress(OSError):
+                    os.rmdir(self.image_dir)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+    def store_layer(self, f: BinaryIO, verify: Callable[[str], None] | None = None) -> str:
+        """Unpack the layer tar ``f`` into the store; ``verify`` its digest first."""
+
+        def checked(digest: str) -> None:
+            self.check_interrupt()
+            if verify is not None:
+                verify(digest)
+
+        return unpack.store_layer(self.store, f, checked)[0]
+
+    def store_blob(
+        self, files: Layout, i: int, name: str, want: Descriptor | None, diff_id: str
+    ) -> str:
+        """Unpack layer ``i`` into the store, verified: the blob while it is read, then
+        the tar's sha256 against ``diff_id``, both before the layer is stored."""
+        label = f"layer {i}"
+        digest = want.digest if want else _named_digest(name)
+        with files.blob(name, label, digest, want.size if want else None) as f:
+
+            def verify(actual: str) -> None:
+                finish(f)
+                if actual != diff_id:
+                    raise ImageError(
+                        f"{label} {name}: diff_id mismatch: expected {diff_id}, actual {actual}"
+                    )
+
+            try:
+                return self.store_layer(f, verify)
+            except unpack.LayerError:
+                # Bytes that are not the blob named explain why they did not unpack.
+                finish(f)
+                raise
+
+    def from_layout(self, files: Layout) -> tuple[list[str], dict]:
+        """Store a docker-save or OCI layout's layers; return their digests and the
+        image's run defaults."""
+        if files.has("manifest.json"):
+            config_name, names = imagespec.docker_manifest(
+                files.document("manifest.json", "manifest"), "manifest manifest.json"
+            )
+            descs: list[Descriptor | None] = [None] * len(names)
+            doc = files.document(config_name, "config", _named_digest(config_name))
+        elif files.has("index.json"):
+            desc = _manifest_descriptor(files)
+            name = _blob_path(desc.digest)
+            config_desc, layer_descs = imagespec.manifest(
+                files.document(name, "manifest", desc.digest, desc.size), f"manifest {name}"
+            )
+            config_name = _blob_path(config_desc.digest)
+            doc = files.document(config_name, "config", config_desc.digest, config_desc.size)
+            descs, names = layer_descs, [_blob_path(d.digest) for d in layer_descs]
+        else:
+            raise ImageError("image layout has neither manifest.json nor index.json")
+        config = imagespec.image_config(doc, f"config {config_name}")
+        if len(names) != len(config.diff_ids):
+            raise ImageError(
+                f"image lists {len(names)} layer(s) but its config "
+                f"{len(config.diff_ids)} diff_id(s)"
+            )
+        layers = zip(names, descs, config.diff_ids, strict=True)
+        digests = [self.store_blob(files, i, *layer) for i, layer in enumerate(layers)]
+        return digests, config.defaults
+
+    def layers(self, source: Path, fd: int, is_dir: bool) -> tuple[list[str], dict]:
+        """Store the layers of ``source`` (open as ``fd``); return their digests and
+        the image's run defaults."""
+        if is_dir:
+            files = DirLayout(fd)
+            if files.has("oci-layout"):
+                return self.from_layout(files)
+            with tempfile.TemporaryFile(dir=self.store.root) as tmp:
+                unpack.tar_directory(source, tmp)
+                tmp.seek(0)
+                return [self.store_layer(tmp)], {}
+        with os.fdopen(os.dup(fd), "rb") as f:
+            try:
+                tar = tarfile.open(fileobj=f, mode="r:*")
+            except tarfile.ReadError:
+                raise ImageError(f"{source}: not a directory or a tar (plain or gzip)") from None
+            with tar:
+                try:
+                    files = TarLayout(tar)
+                except _ARCHIVE_ERRORS as e:
+                    reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                    raise ImageError(f"{source}: truncated or corrupt tar ({reason})") from None
+                if files.has("manifest.json") or files.has("oci-layout"):
+                    return self.from_layout(files)
+            f.seek(0)
+            return [self.store_layer(f)], {}
 
 
 def _entries(path: Path) -> set[str]:
@@ -174,50 +239,26 @@ def _entries(path: Path) -> set[str]:
         return set()
 
 
-def _undo(store: Store, layers_before: set[str], image_dir: Path | None) -> None:
-    """Remove every layer directory (or temporary one) that appeared since the import
-    began, and the image's directory if the import made it.
-
-    Under the store lock nothing else adds layers, so these are the import's. Ctrl-C
-    and SIGTERM wait until this is done: a second Ctrl-C must not leave half a layer.
-    """
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        for entry in _entries(store.layers) - layers_before:
-            remove_tree(store.layers / entry)
-        if image_dir is not None:
-            with contextlib.suppress(OSError):
-                os.rmdir(image_dir)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-
-
 def import_image(store: Store, source: str | os.PathLike, ref: str) -> dict:
     """Import ``source`` as the image ``ref`` (NAME[:TAG]); return the image record."""
     name, tag = split_image_ref(ref)
     fd, is_dir = open_source(source)
     try:
-        with store.lock():
-            layers_before = _entries(store.layers)
-            image_dir = store.images / name
-            made_dir = not image_dir.exists()
-            try:
-                digests, defaults = _import_layers(store, Path(source), fd, is_dir)
-                record = {
-                    "name": name,
-                    "tag": tag,
-                    "layers": digests,
-                    "config": defaults,
-                    "created": time.time(),
-                }
-                record["id"] = hashlib.sha256(
-                    json.dumps([digests, defaults], sort_keys=True).encode()
-                ).hexdigest()
-                image_dir.mkdir(parents=True, exist_ok=True)
-                write_json(image_dir / f"{tag}.json", record)
-                return record
-            except BaseException:
-                _undo(store, layers_before, image_dir if made_dir else None)
-                raise
+        with store.lock(), _Import(store, store.images / name) as job:
+            digests, defaults = job.layers(Path(source), fd, is_dir)
+            record = {
+                "name": name,
+                "tag": tag,
+                "layers": digests,
+                "config": defaults,
+                "created": time.time(),
+            }
+            record["id"] = hashlib.sha256(
+                json.dumps([digests, defaults], sort_keys=True).encode()
+            ).hexdigest()
+            job.check_interrupt()
+            job.image_dir.mkdir(parents=True, exist_ok=True)
+            write_json(job.image_dir / f"{tag}.json", record)
+            return record
     finally:
         os.close(fd)
