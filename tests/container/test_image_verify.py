@@ -403,17 +403,27 @@ def test_truncated_oci_archive_is_one_line(pyvmm, tmp_path):
 # Ctrl-C.
 
 
-def test_sigint_mid_import_leaves_nothing_in_the_state_root(pyvmm, tmp_path):
-    """A real SIGINT to a real ``pyvmm image import``, sent once the first layer is
-    stored and while the second, 20,000 files, is being unpacked."""
-    big = tar_bytes([entry(f"d/{i}", data=b"x") for i in range(20_000)])
-    layers = [_fresh_layers()[0], big]
-    oci_layout(tmp_path / "oci", layers, image_config(layers, Cmd=["sh"]))
+def _many_files() -> bytes:
+    """A layer of 20,000 files: seconds to unpack, long enough to be interrupted."""
+    return tar_bytes([entry(f"d/{i}", data=b"x") for i in range(20_000)])
+
+
+@pytest.mark.parametrize("source", ["layout", "tar"])
+def test_sigint_mid_import_leaves_nothing_in_the_state_root(pyvmm, tmp_path, source):
+    """A real SIGINT to a real ``pyvmm image import`` while a layer is being unpacked:
+    from an OCI layout once its first layer is stored, or from a rootfs tar."""
+    if source == "layout":
+        layers = [_fresh_layers()[0], _many_files()]
+        oci_layout(tmp_path / "oci", layers, image_config(layers, Cmd=["sh"]))
+        path, stored_first = tmp_path / "oci", 1
+    else:
+        path, stored_first = tmp_path / "rootfs.tar.gz", 0
+        path.write_bytes(gzip.compress(_many_files()))
     before = _stored(pyvmm.root)
     store = pyvmm.root / "layers" / "sha256"
     layers_before = set(os.listdir(store))
     proc = subprocess.Popen(
-        [*PYVMM, "image", "import", str(tmp_path / "oci"), "interrupted"],
+        [*PYVMM, "image", "import", str(path), "interrupted"],
         env={**os.environ, "PYVMM_ROOT": str(pyvmm.root)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -421,7 +431,8 @@ def test_sigint_mid_import_leaves_nothing_in_the_state_root(pyvmm, tmp_path):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
             new = set(os.listdir(store)) - layers_before
-            if any(n.startswith(".tmp-") for n in new) and any(len(n) == 64 for n in new):
+            unpacking = any(n.startswith(".tmp-") for n in new)
+            if unpacking and sum(len(n) == 64 for n in new) == stored_first:
                 break
             time.sleep(0.005)
         assert proc.poll() is None, "the import ended before it could be interrupted"
