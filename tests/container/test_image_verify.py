@@ -31,7 +31,7 @@ from containertest import (
     tar_of,
 )
 
-DIR, SYM = tarfile.DIRTYPE, tarfile.SYMTYPE
+SYM, LNK = tarfile.SYMTYPE, tarfile.LNKTYPE
 
 
 def _stored(root: Path) -> set[str]:
@@ -272,6 +272,30 @@ def test_docker_save_layer_symlinked_out_of_the_archive_is_refused(pyvmm, tmp_pa
         json.dumps([{"Config": "cfg.json", "Layers": ["l0/layer.tar"]}])
     )
     _refused(pyvmm, tar_of(save, tmp_path / "s.tar"), "l0/layer.tar", "symlink out of the archive")
+
+
+@pytest.mark.parametrize(
+    "links, wanted",
+    [
+        ([("l0.tar", SYM, "l1.tar"), ("l1.tar", SYM, "l0.tar")], "too many levels of symlinks"),
+        ([("real.tar", tarfile.REGTYPE, None), ("l0.tar", LNK, "real.tar")], "not a regular file"),
+    ],
+)
+def test_docker_save_layer_member_that_is_a_link_loop_or_a_hard_link_is_refused(
+    pyvmm, tmp_path, links, wanted
+):
+    layers = _fresh_layers()
+    members = [
+        entry("cfg.json", data=json.dumps(image_config(layers, Cmd=["sh"])).encode()),
+        entry(
+            "manifest.json",
+            data=json.dumps([{"Config": "cfg.json", "Layers": ["l0.tar"]}]).encode(),
+        ),
+    ]
+    for name, kind, target in links:
+        members.append(entry(name, kind, layers[0], linkname=target or ""))
+    (tmp_path / "s.tar").write_bytes(tar_bytes(members))
+    _refused(pyvmm, tmp_path / "s.tar", "l0.tar", wanted)
 
 
 def test_fifo_blob_in_a_layout_directory_is_refused_without_waiting(pyvmm, tmp_path):
