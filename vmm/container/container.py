@@ -622,6 +622,19 @@ def remove(store: Store, ref: str, force: bool = False) -> None:
             _remove_files(store, rec)
 
 
+def inspect(store: Store, ref: str) -> dict:
+    """The container's record, for people: a custom seccomp profile by its path only,
+    and, while it runs, the capabilities its first process really has (CapEff)."""
+    rec = find(store, ref)
+    security = rec.get("security") or {}
+    security.pop("seccomp_profile", None)
+    if rec["status"] == "running" and is_alive(rec["pid"], rec["pid_start"]):
+        with contextlib.suppress(OSError, StopIteration), open(f"/proc/{rec['pid']}/status") as f:
+            mask = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+            security["running_capabilities"] = capabilities.decode(mask)
+    return rec
+
+
 def logs(store: Store, ref: str) -> bytes:
     rec = find(store, ref)
     try:
