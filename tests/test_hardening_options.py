@@ -7,6 +7,7 @@ import pytest
 
 from vmm.container import capabilities, seccomp
 from vmm.container.rlimits import UNLIMITED, Rlimit, RlimitError, from_ulimits, parse_ulimit
+from vmm.container.security import Security
 
 DEFAULT = list(capabilities.DEFAULT)
 
@@ -105,3 +106,17 @@ def test_ulimit_syntax_is_dockers():
 def test_bad_ulimits_are_refused(text):
     with pytest.raises(RlimitError):
         parse_ulimit(text)
+
+
+def test_device_rules_deny_all_then_allow_the_minimal_dev_as_v1_lines():
+    lines = [rule.v1() for rule in Security().device_rules()]
+    assert lines[:3] == ["a *:* rwm", "c *:* m", "b *:* m"]
+    assert {"c 1:3 rwm", "c 1:9 rwm", "c 5:0 rwm", "c 5:2 rwm", "c 136:* rwm"} <= set(lines)
+    assert Security(privileged=True).device_rules() is None
+
+
+def test_warnings_for_privileged_and_for_mknod_where_device_rules_are_not_enforced():
+    assert "--privileged" in Security(privileged=True).warnings("v1")[0]
+    mknod = Security(capabilities=[*DEFAULT, "CAP_MKNOD"])
+    assert mknod.warnings("v1") == [] and "cgroup v2" in mknod.warnings("v2")[0]
+    assert Security().warnings("v2") == []
