@@ -4,6 +4,7 @@ rlimits and the device cgroup, what lifts each, and the flags' bad input."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -236,3 +237,15 @@ def test_bad_seccomp_profiles_are_one_line_and_leave_nothing(pyvmm, tmp_path, te
               "busybox", "true")  # fmt: skip
     assert r.returncode == 2 and message in one_line_error(r)
     assert pyvmm("container", "inspect", "bad").returncode == 2
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_a_profile_that_is_not_a_regular_file_is_refused_without_hanging(pyvmm, tmp_path, kind):
+    path = tmp_path / "profile"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    r = pyvmm("container", "run", "--name", "bad", "--security-opt", f"seccomp={path}",
+              "busybox", "true", timeout=20)  # fmt: skip
+    assert r.returncode == 2 and "not a regular file" in one_line_error(r)
