@@ -132,8 +132,8 @@ class RuntimeResult:
 def parse_tap(text: str) -> tuple[int | None, list[Assertion], str]:
     """The plan, the assertions and what YAML came before any assertion.
 
-    A YAML block belongs to the assertion line before it; some programs (hooks) print
-    their only verdict as YAML with no assertion at all.
+    A YAML block or a comment belongs to the assertion line before it; some programs
+    (hooks) print their only verdict as YAML with no assertion at all.
     """
     planned = None
     out: list[Assertion] = []
@@ -152,6 +152,9 @@ def parse_tap(text: str) -> tuple[int | None, list[Assertion], str]:
             continue
         if line.strip() == "---":
             yaml = []
+            continue
+        if line.startswith("#") and out:  # a comment: tap-go's "expect: x, actual: y"
+            out[-1].diagnostic = f"{out[-1].diagnostic}\n{line[1:].strip()}".strip()
             continue
         if m := TAP_PLAN.match(line):
             planned = int(m.group(1))
@@ -384,11 +387,14 @@ def run_one(suite: Path, program: Path, command: Path, scratch: Path, timeout: f
     shutil.rmtree(tmp, ignore_errors=True)
     log.unlink(missing_ok=True)
     planned, assertions, loose = parse_tap(out.decode(errors="replace"))
-    if planned == 0 and not assertions and not timed_out:
-        # The lifecycle programs (hooks, prestart, poststop...) assert nothing: they
-        # print a YAML error when the runtime got it wrong and nothing when it did not.
+    if not assertions and not timed_out and planned in (0, None):
+        # Some programs assert nothing. The lifecycle ones (hooks, prestart, poststop...)
+        # print a YAML error when the runtime got it wrong and nothing when it did not;
+        # the *_fail ones, and any that stop on the way, exit 1 with the error on stderr.
         ok = proc.returncode == 0 and not loose
-        assertions = [Assertion(1, "pass" if ok else "fail", "(whole program)", loose)]
+        stderr = err.decode(errors="replace")
+        why = loose or ("" if ok else f"exit status {proc.returncode}: {stderr}")
+        assertions = [Assertion(1, "pass" if ok else "fail", "(whole program)", why)]
         planned = 1
     return TestRun(
         program.stem,
@@ -474,7 +480,7 @@ def matrix(results: list[RuntimeResult]) -> dict[str, dict[str, str]]:
             for key, a in zip(assertion_keys(run), run.assertions, strict=True):
                 rows.setdefault(key, {})[r.label] = a.status
             if run.aborted:
-                rows.setdefault(f"{run.name}: (program)", {})[r.label] = "fail"
+                rows.setdefault(f"{run.name}: (whole program)", {})[r.label] = "fail"
     for row in rows.values():
         for r in results:
             row.setdefault(r.label, "absent")
@@ -514,7 +520,7 @@ def report_text(results: list[RuntimeResult], suite: Path, rows: dict) -> str:
         out.append(f"{name:<40}" + "".join(cells))
     out += ["", "assertions where the runtimes differ or any fails:", ""]
     for key, row in rows.items():
-        if len(set(row.values())) > 1 or "fail" in row.values():
+        if "fail" in row.values() or len(set(row.values()) - {"absent"}) > 1:
             out.append("  " + " ".join(f"{row[x]:<6}" for x in labels) + f"  {key}")
     for r in results:
         out += ["", f"== failures of {r.label} =="]
@@ -522,11 +528,12 @@ def report_text(results: list[RuntimeResult], suite: Path, rows: dict) -> str:
             if run.aborted:
                 why = first_line(run.diagnostic or run.stderr)
                 out.append(f"- {run.name}: {run.aborted}: {why}")
-            for a in run.assertions:
-                if a.status == "fail":
-                    out.append(
-                        f"- {run.name} #{a.number} {a.description}: {first_line(a.diagnostic)}"
-                    )
+            failed = [a for a in run.assertions if a.status == "fail"]
+            for a in failed:
+                out.append(f"- {run.name} #{a.number} {a.description}: {first_line(a.diagnostic)}")
+            if any(not a.diagnostic for a in failed) and run.stderr.strip():
+                said = dict.fromkeys(x for x in run.stderr.splitlines() if x.strip())
+                out.append(f"  {run.name} stderr: {first_line(' | '.join(said), 600)}")
             for thing in run.left_behind:
                 out.append(f"- {run.name}: left behind: {thing}")
     return "\n".join(out) + "\n"
