@@ -360,7 +360,7 @@ def clean_up(scratch: Path, command: Path, cgroups_before: set[Path]) -> list[st
 
 def run_one(suite: Path, program: Path, command: Path, scratch: Path, timeout: float) -> TestRun:
     tmp = scratch / "tmp"
-    tmp.mkdir()
+    tmp.mkdir(mode=0o755)
     env = {**os.environ, "RUNTIME": str(command), "TMPDIR": str(tmp)}
     cgroups_before = suite_cgroups(set())
     start = time.monotonic()
@@ -459,6 +459,9 @@ def run_runtime(
 ) -> RuntimeResult:
     result = RuntimeResult(label, str(path), version(path), [])
     scratch = Path(tempfile.mkdtemp(prefix=f"pyvmm-conformance-{label}-"))
+    # Searchable by everyone, as /tmp is: a user-namespace container's root is another
+    # host uid, and it must reach the bundle (the bundle itself is the suite's business).
+    scratch.chmod(0o755)
     try:
         command = wrapper(scratch, label, path)
         for program in tests:
