@@ -35,8 +35,10 @@ Why each piece is the way it is:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import dataclasses
+import fcntl
 import json
 import os
 import platform
@@ -53,6 +55,8 @@ from pathlib import Path
 
 DEFAULT_SUITE = Path("/var/cache/pyvmm/runtime-tools-260e151")
 HYBRID_UNIFIED = Path("/sys/fs/cgroup/unified")
+# Two runs would take each other's cgroups (the suite's names are fixed) for leftovers.
+LOCK = Path("/run/pyvmm-conformance.lock")
 PR_SET_CHILD_SUBREAPER = 36  # prctl(2)
 # cgroups/cgroups.go at 260e151: AbsCgroupPath and the first element of RelCgroupPath.
 SUITE_CGROUP_NAMES = frozenset({"cgrouptest", "testdir"})
@@ -234,8 +238,9 @@ def reap_orphans() -> list[str]:
                 state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
             except OSError:
                 continue
-            if state != "Z":
-                left.append(f"process {pid}: {cmdline(pid)}")
+            what = f"process {pid}: {cmdline(pid)}"
+            if state != "Z" and what not in left:
+                left.append(what)
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -358,6 +363,11 @@ def clean_up(scratch: Path, command: Path, cgroups_before: set[Path]) -> list[st
     return left
 
 
+def kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
 def run_one(suite: Path, program: Path, command: Path, scratch: Path, timeout: float) -> TestRun:
     tmp = scratch / "tmp"
     tmp.mkdir(mode=0o755)
@@ -378,8 +388,14 @@ def run_one(suite: Path, program: Path, command: Path, scratch: Path, timeout: f
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         timed_out = True
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_group(proc.pid)
         out, err = proc.communicate()
+    except BaseException:
+        # Ctrl-C: the test runs in a session of its own, so the signal did not reach it.
+        kill_group(proc.pid)
+        proc.wait()
+        clean_up(scratch, command, cgroups_before)
+        raise
     seconds = time.monotonic() - start
     log = scratch / "calls.log"
     calls = log.read_text().splitlines() if log.exists() else []
@@ -421,7 +437,7 @@ def resolve(spec: str) -> tuple[str, Path]:
 
 def version(path: Path) -> str:
     try:
-        out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"? ({e})"
     lines = (out.stdout or out.stderr).strip().splitlines()
@@ -572,16 +588,21 @@ def main() -> int:
     parser.add_argument("--quiet", action="store_true", help="no per-program progress")
     args = parser.parse_args()
     try:
-        if os.geteuid() != 0:
-            raise ConformanceError("needs root (the suite creates containers)")
-        if not shutil.which("unshare"):
-            raise ConformanceError("needs unshare(1) from util-linux")
         runtimes = [resolve(s) for s in args.runtime]
         labels = [label for label, _ in runtimes]
         if len(set(labels)) != len(labels):
             raise ConformanceError("two runtimes share a label: name them LABEL=PATH")
         suite = args.suite.resolve()
         tests = programs(suite, args.test)
+        if os.geteuid() != 0:
+            raise ConformanceError("needs root (the suite creates containers)")
+        if not shutil.which("unshare"):
+            raise ConformanceError("needs unshare(1) from util-linux")
+        lock = os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConformanceError(f"another conformance run holds {LOCK}") from None
         become_subreaper()
         results = [
             run_runtime(suite, label, path, tests, args.timeout, not args.quiet)
