@@ -30,6 +30,9 @@ Why each piece is the way it is:
   reported as left behind and killed. The suite's fixed cgroup names and the container
   ids it used are looked for in every cgroup hierarchy likewise. A test that outlives
   ``--timeout`` is killed and counted as a failure.
+- One run at a time (a lock in /run): the suite's cgroup names are fixed, so a second
+  run would take the first one's cgroups for leftovers. Anything else that runs the
+  suite's programs at the same time on the host spoils both (see docs/conformance.md).
 """
 
 from __future__ import annotations
