@@ -8,10 +8,11 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: the compiler and headers for the cffi bindings and the guest,
 # busybox-static for container images, e2fsprogs/cpio for disk images, gdb for the
-# debugger tests (pyvmm boot --gdb); the Linux guest's source and what building it
-# takes (docs/linux.md).
+# debugger tests (pyvmm boot --gdb), libseccomp for the containers' system-call filter,
+# libcap2-bin (capsh) for the labs; the Linux guest's source and what building it takes
+# (docs/linux.md).
 DEBS=(gcc make binutils libc6-dev linux-libc-dev libffi-dev python3-dev python3-venv
-      busybox-static cpio e2fsprogs gdb
+      busybox-static cpio e2fsprogs gdb libcap2-bin libseccomp-dev libseccomp2
       linux-source-6.1 flex bison bc libelf-dev libssl-dev xz-utils patch lz4)
 
 missing=()
@@ -32,8 +33,8 @@ fi
 # (Re)install when something is missing, or the package metadata or the bindings'
 # sources changed since the last install.
 if [ ! -e .venv/.installed ] \
-   || ! .venv/bin/python -c "import vmm.kvm._kvm, vmm.container._libc, click, capstone, pytest, hypothesis, matplotlib" 2>/dev/null \
-   || [ -n "$(find pyproject.toml setup.py vmm/kvm/build.py vmm/container/libc_build.py -newer .venv/.installed 2>/dev/null)" ]; then
+   || ! .venv/bin/python -c "import vmm.kvm._kvm, vmm.container._libc, vmm.container._seccomp, click, capstone, pytest, hypothesis, matplotlib" 2>/dev/null \
+   || [ -n "$(find pyproject.toml setup.py vmm/kvm/build.py vmm/container/libc_build.py vmm/container/seccomp_build.py -newer .venv/.installed 2>/dev/null)" ]; then
     # "compat" editable mode is a plain path entry: the default installs an import hook
     # that costs every pyvmm start some 20 ms.
     .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' \

@@ -190,6 +190,7 @@ def boot(
                     sampler.stop()
             if debugger is not None:
                 debugger.finish(result.status)
+            disks = machine.disks
     finally:
         if debugger is not None:
             debugger.close()
@@ -198,7 +199,7 @@ def boot(
         console.close()
         kvm.close()
     if stats:
-        click.echo(counter.report(), err=True)
+        click.echo(counter.report(disks), err=True)
     if sampler:
         from vmm.profile import system_map_for
 

@@ -135,6 +135,7 @@ class Machine:
         self.io_bus.insert(ExitPort(), EXIT_PORT, EXIT_PORT_SIZE)
         self.io_bus.insert(I8042(), I8042_DATA_PORT, 5)
         disks = [self._attach_disk(i, *disk) for i, disk in enumerate(self.config.disks)]
+        self.disks = [transport for _, transport in disks]  # for --stats
         if self.config.ioeventfd and disks:
             self._serve_queues_on_io_thread(disks)
         slots = tuple(slot for slot, _ in disks)

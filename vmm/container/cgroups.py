@@ -29,6 +29,7 @@ import os
 import signal
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 
 from vmm.container._libc import ffi, lib
@@ -39,14 +40,38 @@ PARENT = "pyvmm"  # the default state directory's; see Store.cgroup_parent
 CFS_PERIOD_US = 100_000
 
 
-class Limits:
-    """Resource limits of one container; None means unlimited."""
+@dataclass(frozen=True)
+class DeviceRule:
+    """One OCI ``linux.resources.devices`` entry: may the container create (m), read (r)
+    or write (w) device nodes of ``type`` (a: all, c: char, b: block) and number
+    ``major``:``minor`` (None: any)?"""
 
-    def __init__(self, memory: int | None = None, pids: int | None = None,
-                 cpus: float | None = None):  # fmt: skip
-        self.memory = memory  # bytes
-        self.pids = pids
-        self.cpus = cpus
+    allow: bool
+    type: str = "a"
+    major: int | None = None
+    minor: int | None = None
+    access: str = "rwm"
+
+    def v1(self) -> str:
+        """The rule as cgroup v1's devices.allow/devices.deny line: "c 1:3 rwm"."""
+        major, minor = ("*" if n is None else n for n in (self.major, self.minor))
+        return f"{self.type} {major}:{minor} {self.access}"
+
+
+@dataclass
+class Limits:
+    """Resource limits of one container (OCI ``linux.resources``); None means unlimited,
+    and ``devices`` None means no device rules at all (privileged)."""
+
+    memory: int | None = None  # bytes
+    pids: int | None = None
+    cpus: float | None = None
+    devices: list[DeviceRule] | None = None
+
+    def __post_init__(self) -> None:
+        if self.devices is not None:  # as read back from JSON
+            self.devices = [d if isinstance(d, DeviceRule) else DeviceRule(**d)
+                            for d in self.devices]  # fmt: skip
 
 
 def _write(path: Path, value: str) -> None:
@@ -152,18 +177,21 @@ class Cgroup(ABC):
 class CgroupV1(Cgroup):
     """One directory per controller hierarchy, each with that controller's files.
 
-    The memory hierarchy is always used (it measures the peak); pids and cpu only
-    when limited, as each hierarchy a process joins is one more write on the way to
-    its first instruction.
+    The memory hierarchy is always used (it measures the peak); pids, cpu and devices
+    only when limited, as each hierarchy a process joins is one more write on the way
+    to its first instruction. The devices controller is v1's alone: it keeps a list of
+    the device numbers the cgroup's processes may create or open (Documentation/
+    admin-guide/cgroup-v1/devices.rst).
     """
 
     version = "v1"
 
     def _dirs(self) -> dict[str, Path]:
-        return {c: self.root / c / self.parent / self.cid for c in ("memory", "pids", "cpu")}
+        controllers = ("memory", "pids", "cpu", "devices")
+        return {c: self.root / c / self.parent / self.cid for c in controllers}
 
     def create(self, limits: Limits) -> None:
-        files: dict[str, list[tuple[str, str]]] = {"memory": [], "pids": [], "cpu": []}
+        files: dict[str, list[tuple[str, str]]] = {c: [] for c in self._dirs()}
         if limits.memory is not None:
             files["memory"] += [("memory.limit_in_bytes", str(limits.memory))]
             # Without swap accounting there is no memsw file, and no swap to escape to.
@@ -175,6 +203,8 @@ class CgroupV1(Cgroup):
                 ("cpu.cfs_period_us", str(CFS_PERIOD_US)),
                 ("cpu.cfs_quota_us", str(int(limits.cpus * CFS_PERIOD_US))),
             ]
+        for rule in limits.devices or ():  # in order: "deny all" first, then what is allowed
+            files["devices"].append(("devices.allow" if rule.allow else "devices.deny", rule.v1()))
         try:
             for controller, path in self._dirs().items():
                 if controller != "memory" and not files[controller]:
@@ -209,7 +239,13 @@ class CgroupV1(Cgroup):
 
 
 class CgroupV2(Cgroup):
-    """One directory in the unified tree; controllers enabled from the top down."""
+    """One directory in the unified tree; controllers enabled from the top down.
+
+    v2 has no devices controller: device access is decided by an eBPF program
+    attached to the cgroup (BPF_CGROUP_DEVICE), which runc and crun generate from the
+    same rules. pyvmm does not (yet): on v2, ``Limits.devices`` is not enforced, and
+    the container is kept from device nodes by its minimal /dev and by not having
+    CAP_MKNOD (see ``capabilities.py``)."""
 
     version = "v2"
 

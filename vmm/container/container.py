@@ -9,7 +9,9 @@ container's *monitor* (a detached start first forks a daemon to be it):
    overlay and the system filesystems, volumes and bind mounts, and pivots into the
    new root (``_init``), while the monitor moves it into its cgroup (slow on some
    kernels, see ``cgroups.py``, so the two overlap); once the monitor says "go" it
-   enters a new cgroup namespace, drops capabilities and execs the command;
+   enters a new cgroup namespace, sets its rlimits, drops capabilities, sets
+   no_new_privs, loads the seccomp filter the monitor compiled meanwhile (in a
+   thread, ``_FilterBuild``) and execs the command (``security.py``);
 3. a close-on-exec pipe tells the monitor how that went: closed without a word means
    the exec succeeded; otherwise it carries the exit status and a one-line error;
 4. the monitor copies the container's output to its own and to the container's log,
@@ -29,16 +31,29 @@ import json
 import os
 import select
 import signal
+import struct
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict, replace
 from pathlib import Path
 
-from vmm.container import capabilities, cgroups, images, layers, mounts, namespaces, volumes
+from vmm.container import (
+    capabilities,
+    cgroups,
+    images,
+    layers,
+    mounts,
+    namespaces,
+    seccomp,
+    volumes,
+)
 from vmm.container._libc import lib
 from vmm.container.cgroups import Limits
 from vmm.container.fdtree import remove_tree
 from vmm.container.libc import prctl
 from vmm.container.names import check_name
+from vmm.container.security import Security
 from vmm.container.state import (
     Store,
     is_alive,
@@ -175,6 +190,7 @@ def create(
     hostname: str | None = None,
     volume_specs: tuple[str, ...] = (),
     limits: Limits | None = None,
+    security: Security | None = None,
     auto_remove: bool = False,
     claim: bool = False,
 ) -> dict:
@@ -198,6 +214,8 @@ def create(
     name = name or cid[:12]
     hostname = hostname or cid[:12]
     env = config.get("Env") or [DEFAULT_PATH]
+    security = security or Security()
+    limits = replace(limits or Limits(), devices=security.device_rules())
     rec = {
         "id": cid,
         "name": name,
@@ -210,7 +228,8 @@ def create(
         "hostname": hostname,
         "mounts": mounts_,
         "new_volumes": [],
-        "limits": vars(limits or Limits()),
+        "limits": asdict(limits),
+        "security": asdict(security),
         "auto_remove": auto_remove,
         "created": time.time(),
         "status": "created",
@@ -257,8 +276,9 @@ def _init(store: Store, rec: dict, stdio: tuple, report: int, go: int, t0: float
     """The container's PID 1, from fork to execve; never returns.
 
     ``go`` says when the monitor has moved this process into its cgroup (a zero-length
-    read: it could not); ``report`` carries a failure back (see the module docstring),
-    preceded by a line "T{json}": when each setup step ended, in seconds after ``t0``.
+    read: it could not) and brings the compiled seccomp filter; ``report`` carries a
+    failure back (see the module docstring), preceded by a line "T{json}": when each
+    setup step ended, in seconds after ``t0``.
     """
     code, message = 2, "container setup failed"
     marks = {}
@@ -272,6 +292,7 @@ def _init(store: Store, rec: dict, stdio: tuple, report: int, go: int, t0: float
         for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; exec keeps that
             signal.signal(sig, signal.SIG_DFL)
         prctl(lib.PR_SET_PDEATHSIG, signal.SIGKILL)
+        security = Security(**rec.get("security", {}))
         namespaces.unshare(namespaces.CHILD_FLAGS)
         namespaces.set_hostname(rec["hostname"])
         namespaces.loopback_up()
@@ -295,16 +316,24 @@ def _init(store: Store, rec: dict, stdio: tuple, report: int, go: int, t0: float
         mounts.finish(rootfs)
         os.chdir(rec["cwd"])
         mark("pivot_root")
-        if not os.read(go, 1):
+        go_message = _read_exactly(go, 5)  # "1", then the compiled seccomp filter's size
+        if len(go_message) < 5:
             os._exit(2)  # the monitor failed and reports why itself
+        size = struct.unpack("<I", go_message[1:])[0]
+        syscall_filter = seccomp.Program.decode(_read_exactly(go, size))
         mark("go")
         namespaces.new_cgroup_namespace()
-        capabilities.restrict()
+        for limit in security.rlimits:  # while CAP_SYS_RESOURCE may still raise them
+            limit.apply()
+        capabilities.apply(security.oci_capabilities())
+        capabilities.set_no_new_privs()
         os.closerange(3, report)
         os.closerange(report + 1, os.sysconf("SC_OPEN_MAX"))
         env = dict(e.split("=", 1) for e in rec["env"])
         mark("exec")
         os.write(report, b"T" + json.dumps(marks).encode() + b"\n")
+        if syscall_filter.bpf:  # last: from here on, only the calls the profile allows
+            syscall_filter.load()
         code, message = 127, f"{rec['command'][0]}: executable file not found in the container"
         try:
             os.execvpe(rec["command"][0], rec["command"], env)
@@ -322,6 +351,15 @@ def _init(store: Store, rec: dict, stdio: tuple, report: int, go: int, t0: float
         os.write(report, f"{code}\n{message}".encode())
     finally:
         os._exit(code)
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    """``size`` bytes from a pipe (until EOF: this process holds its write end too)."""
+    chunks = []
+    while size > 0 and (chunk := os.read(fd, size)):
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
 
 
 def _relay(outputs: dict[int, int], log_fd: int, on_output: Callable[[], None]) -> None:
@@ -372,6 +410,35 @@ def _claim(store: Store, cid: str) -> dict:
         return rec
 
 
+class _FilterBuild:
+    """The container's seccomp filter, compiled in a thread of the monitor while the
+    container sets itself up and the monitor moves it into its cgroup: libseccomp
+    takes some 10 ms for Docker's profile, which would otherwise be on the path to
+    the container's first instruction. Started after the fork, so no thread is ever
+    forked mid-call."""
+
+    def __init__(self, security: Security):
+        self._result: seccomp.Program | PyvmmError = seccomp.Program(b"")
+        self._oci = security.oci_seccomp()
+        self._thread = threading.Thread(target=self._build, daemon=True)
+        if self._oci:
+            self._thread.start()
+
+    def _build(self) -> None:
+        try:
+            self._result = seccomp.build(self._oci)
+        except PyvmmError as e:
+            self._result = e
+
+    def program(self) -> seccomp.Program:
+        """The compiled filter (an empty program: none); waits for the thread."""
+        if self._oci:
+            self._thread.join()
+        if isinstance(self._result, PyvmmError):
+            raise self._result
+        return self._result
+
+
 def _monitor(store: Store, rec: dict, attach: bool, on_started: Callable, t0: float,
              imports_s: float = 0.0) -> int:  # fmt: skip
     """Start the claimed container ``rec`` and supervise it to its end; return its
@@ -416,12 +483,17 @@ def _monitor(store: Store, rec: dict, attach: bool, on_started: Callable, t0: fl
         raise
     for fd in [*child_only, report_w, go_r]:
         os.close(fd)
+    syscall_filter = _FilterBuild(Security(**rec.get("security", {})))
+    failure = b""
     try:
         if not joined:
             cg.add(pid)
         mark("cgroup_joined")
-        os.write(go_w, b"1")
-        failure = b""
+        program = syscall_filter.program().encode()
+        mark("filter_built")
+        os.write(go_w, b"1" + struct.pack("<I", len(program)) + program)
+    except PyvmmError as e:
+        failure = f"2\n{e}".encode()
     except OSError as e:  # the child died early (it reports why) or the cgroup refused
         failure = f"2\ncannot move the container into its cgroup: {e.strerror}".encode()
     finally:
@@ -600,6 +672,19 @@ def remove(store: Store, ref: str, force: bool = False) -> None:
     with store.lock():
         if _load(store, rec["id"]):
             _remove_files(store, rec)
+
+
+def inspect(store: Store, ref: str) -> dict:
+    """The container's record, for people: a custom seccomp profile by its path only,
+    and, while it runs, the capabilities its first process really has (CapEff)."""
+    rec = find(store, ref)
+    security = rec.get("security") or {}
+    security.pop("seccomp_profile", None)
+    if rec["status"] == "running" and is_alive(rec["pid"], rec["pid_start"]):
+        with contextlib.suppress(OSError, StopIteration), open(f"/proc/{rec['pid']}/status") as f:
+            mask = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+            security["running_capabilities"] = capabilities.decode(mask)
+    return rec
 
 
 def logs(store: Store, ref: str) -> bytes:

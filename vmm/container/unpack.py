@@ -28,6 +28,8 @@ import os
 import shutil
 import stat
 import tarfile
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -231,7 +233,7 @@ def extract(f: BinaryIO, dest: Path) -> str:
                 except (OverflowError, ValueError) as e:  # an owner or mtime out of range
                     raise LayerError(f"layer entry {m.name!r}: {e}") from None
         layer.finish()
-    except (tarfile.TarError, EOFError, gzip.BadGzipFile) as e:
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise LayerError(f"not a readable layer tar: {reason}") from None
     finally:
@@ -287,8 +289,13 @@ def tar_directory(src: Path, out: BinaryIO) -> None:
                 tar.addfile(t, f)
 
 
-def store_layer(store: Store, f: BinaryIO) -> tuple[str, bool]:
+def store_layer(
+    store: Store, f: BinaryIO, verify: Callable[[str], None] | None = None
+) -> tuple[str, bool]:
     """Store the layer tar ``f``; return its digest and whether it is new.
+
+    ``verify`` is called with the digest once the layer is unpacked and before it is
+    stored; it raises to refuse the layer (the importer checks blob and diff id there).
 
     The caller holds the store lock. The layer is unpacked into a temporary directory
     and renamed into place only when complete, so a failed import leaves nothing; one
@@ -305,6 +312,8 @@ def store_layer(store: Store, f: BinaryIO) -> tuple[str, bool]:
         os.mkdir(tmp, 0o700)
         os.mkdir(tmp / "diff", 0o755)
         digest = extract(f, tmp / "diff")
+        if verify is not None:
+            verify(digest)
         final = store.layers / digest.removeprefix("sha256:")
         if final.exists():
             return digest, False
