@@ -158,7 +158,12 @@ def build_kernel(say=print) -> LinuxBuild:
     with open(build.dir + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not build.complete:
-            _build(build, say)
+            try:
+                _build(build, say)
+            except BaseException:
+                # The source tree is a gigabyte; the log beside it says what went wrong.
+                shutil.rmtree(os.path.join(build.dir + ".tmp", "src"), ignore_errors=True)
+                raise
     return build
 
 
