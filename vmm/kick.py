@@ -15,6 +15,24 @@ import threading
 KICK_SIGNAL = signal.SIGUSR1
 
 
+def prepare() -> None:
+    """Make kicks harmless to the process: a handler that does nothing, its only job to
+    end ``KVM_RUN`` with EINTR. Installed once and never restored, so that the several
+    users of kicks (the halt watch, ``--profile``, gdb's Ctrl-C) cannot undo each other's
+    handler and let a late kick kill pyvmm. Call it on the main thread."""
+    if signal.getsignal(KICK_SIGNAL) is not _ignore:
+        signal.signal(KICK_SIGNAL, _ignore)
+
+
+def _ignore(_sig, _frame) -> None:
+    pass
+
+
+def kick(thread: int) -> None:
+    """Send the thread ``thread`` (a ``threading.get_ident``) out of ``KVM_RUN``."""
+    signal.pthread_kill(thread, KICK_SIGNAL)
+
+
 class VcpuKicker:
     """Signal the thread that called ``start`` every ``interval`` seconds until ``stop``."""
 
@@ -22,23 +40,20 @@ class VcpuKicker:
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._previous = None
 
     def start(self) -> None:
-        # A handler that does nothing: the signal's only job is to end KVM_RUN.
-        self._previous = signal.signal(KICK_SIGNAL, lambda _sig, _frame: None)
+        prepare()
         target = threading.get_ident()
         self._thread = threading.Thread(target=self._kick, args=(target,), daemon=True)
         self._thread.start()
 
     def _kick(self, target: int) -> None:
         while not self._stop.wait(self.interval):
-            signal.pthread_kill(target, KICK_SIGNAL)
+            kick(target)
 
     def stop(self) -> None:
         if self._thread is None:
             return
         self._stop.set()
         self._thread.join()
-        signal.signal(KICK_SIGNAL, self._previous)
         self._thread = None
