@@ -40,6 +40,21 @@ def test_view_is_zero_copy_into_guest_memory(mem):
     v.release()
 
 
+def test_touched_bytes_counts_the_pages_written_and_nothing_else():
+    page = 4096
+    with_neighbours = [GuestMemory([(0, 64 * page), (1 << 32, 16 * page)]) for _ in range(2)]
+    mem = with_neighbours[0]  # a second mapping beside it, which the kernel may merge
+    try:
+        assert mem.touched_bytes() == 0
+        mem.write(0, b"x")
+        mem.write(5 * page + 100, b"y" * (page + 1))  # straddles two pages
+        mem.write((1 << 32) + 15 * page, b"z")
+        assert mem.touched_bytes() == 4 * page
+    finally:
+        for m in with_neighbours:
+            m.close()
+
+
 def test_overlapping_or_unaligned_regions_are_refused():
     with pytest.raises(GuestMemoryError):
         GuestMemory([(0, 0x2000), (0x1000, 0x1000)])

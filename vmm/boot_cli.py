@@ -191,6 +191,7 @@ def boot(
             if debugger is not None:
                 debugger.finish(result.status)
             disks = machine.disks
+            touched = machine.memory.touched_bytes() if stats else None
     finally:
         if debugger is not None:
             debugger.close()
@@ -199,7 +200,7 @@ def boot(
         console.close()
         kvm.close()
     if stats:
-        click.echo(counter.report(disks), err=True)
+        click.echo(counter.report(disks, touched), err=True)
     if sampler:
         from vmm.profile import system_map_for
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections import Counter
 from time import perf_counter_ns
 
+GUEST_TOUCHED = "guest memory touched:"  # the line ``pyvmm bench``'s Linux row reads
+
 
 class ExitStats:
     def __init__(self):
@@ -32,9 +34,11 @@ class ExitStats:
             name = "MMIO write" if exit.is_write else "MMIO read"
         self.counts[name] += 1
 
-    def report(self, disks: list | None = None) -> str:
+    def report(self, disks: list | None = None, touched: int | None = None) -> str:
         """The table; with ``disks`` (virtio-mmio transports), a line per disk with its
-        requests and queue notifications, so "one notify per request" can be checked."""
+        requests and queue notifications, so "one notify per request" can be checked;
+        with ``touched``, the bytes of host memory the guest's RAM came to use (guest
+        RAM is an anonymous mapping: only the pages the guest wrote or read are backed)."""
         total = sum(self.counts.values())
         wall = max(self._ended - self._started, 1)
         vmm = wall - self.guest_ns
@@ -50,4 +54,6 @@ class ExitStats:
             rows.append(
                 f"virtio disk {i}: {disk.device.requests} requests, {disk.notifies} queue notifies"
             )
+        if touched is not None:
+            rows.append(f"{GUEST_TOUCHED} {touched // 1024} KiB")
         return "\n".join(rows)
