@@ -29,6 +29,7 @@ import os
 import signal
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 
 from vmm.container._libc import ffi, lib
@@ -39,14 +40,84 @@ PARENT = "pyvmm"  # the default state directory's; see Store.cgroup_parent
 CFS_PERIOD_US = 100_000
 
 
+@dataclass
 class Limits:
-    """Resource limits of one container; None means unlimited."""
+    """Resource limits of one container; None means unlimited.
 
-    def __init__(self, memory: int | None = None, pids: int | None = None,
-                 cpus: float | None = None):  # fmt: skip
-        self.memory = memory  # bytes
-        self.pids = pids
-        self.cpus = cpus
+    ``pyvmm container`` sets the first three; an OCI bundle's ``linux.resources``
+    may say more (``from_oci``). ``devices`` are cgroup v1 device-controller rules
+    ("c 1:3 rwm"), each with allow or deny, in order.
+    """
+
+    memory: int | None = None  # bytes
+    pids: int | None = None
+    cpus: float | None = None
+    memory_swap: int | None = None  # memory plus swap, bytes
+    memory_reservation: int | None = None
+    cpu_shares: int | None = None
+    cpuset_cpus: str | None = None
+    cpuset_mems: str | None = None
+    devices: list[tuple[bool, str]] | None = None
+
+    @classmethod
+    def from_oci(cls, resources: dict) -> Limits:
+        """``linux.resources`` (config-linux.md "Control groups"); a field this runtime
+        does not implement is an error naming it."""
+        from vmm.container.spec import SpecError, _Fields
+
+        r = _Fields(resources, "linux.resources")
+        m, c, p = r.sub("memory"), r.sub("cpu"), r.sub("pids")
+        limits = cls(
+            memory=_positive(m.get("limit", int)),
+            memory_swap=_positive(m.get("swap", int)),
+            memory_reservation=_positive(m.get("reservation", int)),
+            pids=_positive(p.get("limit", int)),
+            cpu_shares=c.get("shares", int),
+            cpuset_cpus=c.get("cpus", str) or None,
+            cpuset_mems=c.get("mems", str) or None,
+        )
+        quota, period = c.get("quota", int), c.get("period", int)
+        if quota is not None and quota > 0:
+            limits.cpus = quota / (period or CFS_PERIOD_US)
+        for sub in (m, c, p):
+            sub.done()
+        rules = r.get("devices", list)
+        if rules is not None:
+            limits.devices = [_device_rule(i, d) for i, d in enumerate(rules)]
+        r.done()
+        if limits.cpu_shares is not None and limits.cpu_shares < 2:
+            raise SpecError("config.json: linux.resources.cpu.shares must be at least 2")
+        return limits
+
+
+def _positive(value: int | None) -> int | None:
+    """OCI's "no limit" is -1 (or absent); the kernel's is None here."""
+    return value if value is not None and value >= 0 else None
+
+
+def _device_rule(i: int, rule: dict) -> tuple[bool, str]:
+    """One ``linux.resources.devices`` entry as a v1 rule: (allow, "c 1:3 rwm")."""
+    from vmm.container.spec import SpecError, _Fields
+
+    f = _Fields(rule, f"linux.resources.devices[{i}]")
+    allow = f.get("allow", bool)
+    kind = f.get("type", str, "a")
+    major, minor = f.get("major", int), f.get("minor", int)
+    access = f.get("access", str, "rwm")
+    f.done()
+    if allow is None:
+        raise SpecError(f"config.json: linux.resources.devices[{i}].allow is required")
+    if kind not in ("a", "c", "b") or not access or set(access) - set("rwm"):
+        raise SpecError(f"config.json: linux.resources.devices[{i}] is not a valid rule")
+    def num(n: int | None) -> str:
+        return "*" if n is None or n < 0 else str(n)
+    return allow, f"{kind} {num(major)}:{num(minor)} {access}"
+
+
+# The devices every container may use whatever its rules say (runtime-spec
+# config-linux.md "Default Devices", and /dev/pts/* and /dev/ptmx for terminals).
+DEFAULT_DEVICE_RULES = ("c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
+                        "c 5:0 rwm", "c 5:2 rwm", "c 136:* rwm")  # fmt: skip
 
 
 def _write(path: Path, value: str) -> None:
@@ -70,21 +141,32 @@ def _read_int(path: Path) -> int | None:
     return None
 
 
-def _mkdir_under_parent(parent: Path, name: str) -> Path:
-    """Create ``parent/name``, and the shared parent first if needed.
+def _mkdir_under_parent(parent: Path, name: str, inherit: tuple[str, ...] = ()) -> Path:
+    """Create ``parent/name``, and the parents first if needed.
 
     Another pyvmm may remove the parent when its own last container ends, between our
-    mkdir of the parent and of the child; then we simply try again.
+    mkdir of the parent and of the child; then we simply try again. ``inherit`` names
+    files (v1 cpuset's) that a new cgroup must copy from its parent before use.
     """
     for _ in range(10):
-        with contextlib.suppress(FileExistsError):
-            parent.mkdir()
+        missing = [p for p in (parent, *parent.parents) if not p.exists()]
+        for d in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                d.mkdir()
+                _inherit(d, inherit)
         try:
             (parent / name).mkdir()
+            _inherit(parent / name, inherit)
             return parent / name
         except FileNotFoundError:
             continue
     raise PyvmmError(f"cannot create cgroup {parent / name}")
+
+
+def _inherit(path: Path, names: tuple[str, ...]) -> None:
+    for name in names:
+        if not (path / name).read_text().strip():
+            _write(path / name, (path.parent / name).read_text().strip())
 
 
 def _rmdir(path: Path, kill_file: Path | None) -> None:
@@ -111,18 +193,29 @@ def _rmdir(path: Path, kill_file: Path | None) -> None:
 
 
 class Cgroup(ABC):
-    """The cgroup of one container, whichever hierarchy the host uses."""
+    """The cgroup ``parent/cid`` of one container, whichever hierarchy the host uses.
+
+    ``parent`` may be several levels deep (an OCI ``cgroupsPath`` such as
+    ``/libpod_parent/libpod-ID``). ``oci`` containers always join the freezer too
+    (``pause``, and a reliable ``kill --all``) and the pids controller (``ps``).
+    """
 
     version: str
 
-    def __init__(self, cid: str, parent: str = PARENT, root: Path = CGROUP_ROOT):
+    def __init__(self, cid: str, parent: str = PARENT, root: Path = CGROUP_ROOT,
+                 oci: bool = False):  # fmt: skip
         self.cid = cid
-        self.parent = parent
+        self.parent = parent.strip("/")
         self.root = root
+        self.oci = oci
 
     @abstractmethod
     def create(self, limits: Limits) -> None:
         """Create the cgroup with ``limits``; on failure leave nothing behind."""
+
+    @abstractmethod
+    def update(self, limits: Limits) -> None:
+        """Change the limits ``limits`` sets (None fields stay as they are)."""
 
     @abstractmethod
     def add(self, pid: int) -> None:
@@ -132,6 +225,17 @@ class Cgroup(ABC):
         """``os.fork()``, the child born inside the cgroup, where the hierarchy can do
         that; None where it cannot, and then the caller forks and calls ``add``."""
         return None
+
+    @abstractmethod
+    def pids(self) -> list[int]:
+        """Every process in the cgroup."""
+
+    @abstractmethod
+    def freeze(self, frozen: bool) -> None:
+        """Freeze (pause) or thaw every process in the cgroup."""
+
+    @abstractmethod
+    def frozen(self) -> bool: ...
 
     @abstractmethod
     def peak_memory(self) -> int | None:
@@ -149,25 +253,35 @@ class Cgroup(ABC):
     def exists(self) -> bool: ...
 
 
+def _read_pids(path: Path) -> list[int]:
+    with contextlib.suppress(FileNotFoundError):
+        return [int(p) for p in path.read_text().split()]
+    return []
+
+
 class CgroupV1(Cgroup):
     """One directory per controller hierarchy, each with that controller's files.
 
-    The memory hierarchy is always used (it measures the peak); pids and cpu only
-    when limited, as each hierarchy a process joins is one more write on the way to
-    its first instruction.
+    The memory hierarchy is always used (it measures the peak); the others only when
+    limited (or always, for OCI containers, the freezer and pids), as each hierarchy a
+    process joins is one more write on the way to its first instruction.
     """
 
     version = "v1"
+    CONTROLLERS = ("memory", "pids", "cpu", "cpuset", "devices", "freezer")
 
     def _dirs(self) -> dict[str, Path]:
-        return {c: self.root / c / self.parent / self.cid for c in ("memory", "pids", "cpu")}
+        return {c: self.root / c / self.parent / self.cid for c in self.CONTROLLERS}
 
-    def create(self, limits: Limits) -> None:
-        files: dict[str, list[tuple[str, str]]] = {"memory": [], "pids": [], "cpu": []}
+    def _files(self, limits: Limits) -> dict[str, list[tuple[str, str]]]:
+        files: dict[str, list[tuple[str, str]]] = {c: [] for c in self.CONTROLLERS}
         if limits.memory is not None:
             files["memory"] += [("memory.limit_in_bytes", str(limits.memory))]
             # Without swap accounting there is no memsw file, and no swap to escape to.
-            files["memory"] += [("memory.memsw.limit_in_bytes", str(limits.memory))]
+            swap = limits.memory_swap if limits.memory_swap is not None else limits.memory
+            files["memory"] += [("memory.memsw.limit_in_bytes", str(swap))]
+        if limits.memory_reservation is not None:
+            files["memory"] += [("memory.soft_limit_in_bytes", str(limits.memory_reservation))]
         if limits.pids is not None:
             files["pids"].append(("pids.max", str(limits.pids)))
         if limits.cpus is not None:
@@ -175,24 +289,66 @@ class CgroupV1(Cgroup):
                 ("cpu.cfs_period_us", str(CFS_PERIOD_US)),
                 ("cpu.cfs_quota_us", str(int(limits.cpus * CFS_PERIOD_US))),
             ]
+        if limits.cpu_shares is not None:
+            files["cpu"].append(("cpu.shares", str(limits.cpu_shares)))
+        if limits.cpuset_cpus:
+            files["cpuset"].append(("cpuset.cpus", limits.cpuset_cpus))
+        if limits.cpuset_mems:
+            files["cpuset"].append(("cpuset.mems", limits.cpuset_mems))
+        if limits.devices is not None:
+            rules = [*limits.devices, *((True, r) for r in DEFAULT_DEVICE_RULES)]
+            files["devices"] += [("devices.allow" if a else "devices.deny", r) for a, r in rules]
+        return files
+
+    def _write_files(self, files: dict[str, list[tuple[str, str]]]) -> None:
+        for controller, path in self._dirs().items():
+            for name, value in files[controller]:
+                if (path / name).exists() or not name.startswith("memory.memsw"):
+                    _write(path / name, value)
+
+    def create(self, limits: Limits) -> None:
+        files = self._files(limits)
+        always = ("memory", "pids", "freezer") if self.oci else ("memory",)
         try:
             for controller, path in self._dirs().items():
-                if controller != "memory" and not files[controller]:
+                if controller not in always and not files[controller]:
                     continue
                 if not (self.root / controller).is_dir():
                     raise PyvmmError(f"cgroup v1 controller {controller} is not mounted")
-                _mkdir_under_parent(path.parent, self.cid)
-                for name, value in files[controller]:
-                    if (path / name).exists() or not name.startswith("memory.memsw"):
-                        _write(path / name, value)
+                inherit = ("cpuset.cpus", "cpuset.mems") if controller == "cpuset" else ()
+                _mkdir_under_parent(path.parent, self.cid, inherit)
+            self._write_files(files)
         except BaseException:
             self.remove()
             raise
+
+    def update(self, limits: Limits) -> None:
+        files = self._files(limits)
+        for controller, path in self._dirs().items():
+            if files[controller] and not path.is_dir():
+                raise PyvmmError(f"the container has no {controller} cgroup to update")
+        self._write_files(files)
 
     def add(self, pid: int) -> None:
         for path in self._dirs().values():
             if path.is_dir():
                 _write(path / "cgroup.procs", str(pid))
+
+    def pids(self) -> list[int]:
+        return _read_pids(self._dirs()["memory"] / "cgroup.procs")
+
+    def freeze(self, frozen: bool) -> None:
+        state = self._dirs()["freezer"] / "freezer.state"
+        _write(state, "FROZEN" if frozen else "THAWED")
+        for _ in range(1000):  # FREEZING until every task has stopped
+            if state.read_text().strip() in ("FROZEN", "THAWED") or not frozen:
+                return
+            time.sleep(0.001)
+
+    def frozen(self) -> bool:
+        with contextlib.suppress(FileNotFoundError):
+            return (self._dirs()["freezer"] / "freezer.state").read_text().strip() == "FROZEN"
+        return False
 
     def peak_memory(self) -> int | None:
         return _read_int(self._dirs()["memory"] / "memory.max_usage_in_bytes")
@@ -201,6 +357,8 @@ class CgroupV1(Cgroup):
         return bool(_read_key(self._dirs()["memory"] / "memory.oom_control", "oom_kill"))
 
     def remove(self) -> None:
+        if self.frozen():  # frozen tasks cannot die
+            self.freeze(False)
         for path in self._dirs().values():
             _rmdir(path, None)
 
@@ -226,28 +384,55 @@ class CgroupV2(Cgroup):
         if wanted:
             _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))
 
-    def create(self, limits: Limits) -> None:
+    def _files(self, limits: Limits) -> list[tuple[str, str]]:
         files = []
         if limits.memory is not None:
-            files += [("memory.max", str(limits.memory)), ("memory.swap.max", "0")]
+            swap = 0 if limits.memory_swap is None else max(limits.memory_swap - limits.memory, 0)
+            files += [("memory.max", str(limits.memory)), ("memory.swap.max", str(swap))]
             files += [("memory.oom.group", "1")]  # an OOM kill takes the whole container
+        if limits.memory_reservation is not None:
+            files.append(("memory.low", str(limits.memory_reservation)))
         if limits.pids is not None:
             files.append(("pids.max", str(limits.pids)))
         if limits.cpus is not None:
             files.append(("cpu.max", f"{int(limits.cpus * CFS_PERIOD_US)} {CFS_PERIOD_US}"))
+        if limits.cpu_shares is not None:  # the conversion runc and crun use
+            files.append(("cpu.weight", str(1 + (limits.cpu_shares - 2) * 9999 // 262142)))
+        if limits.cpuset_cpus:
+            files.append(("cpuset.cpus", limits.cpuset_cpus))
+        if limits.cpuset_mems:
+            files.append(("cpuset.mems", limits.cpuset_mems))
+        if limits.devices is not None and limits.devices != [(False, "a *:* rwm")]:
+            # v2 filters devices with an eBPF program; this runtime has none, and the
+            # deny-all rule alone is what it enforces anyway (no device nodes but the
+            # defaults are created and CAP_MKNOD is not granted by default).
+            raise PyvmmError("linux.resources.devices rules need cgroup v1 with pyvmm")
+        return files
+
+    def _write_files(self, files: list[tuple[str, str]]) -> None:
+        for name, value in files:
+            if (self.path / name).exists() or name != "memory.swap.max":
+                _write(self.path / name, value)
+
+    def create(self, limits: Limits) -> None:
+        files = self._files(limits)
         wanted = sorted({name.partition(".")[0] for name, _ in files})
         try:
             self._enable(self.root, wanted)  # fail before creating anything
             _mkdir_under_parent(self.path.parent, self.cid)
-            # The parent may predate this container's needs; it has no processes of
-            # its own, so its children may be given controllers at any time.
-            self._enable(self.path.parent, wanted)
-            for name, value in files:
-                if (self.path / name).exists() or name != "memory.swap.max":
-                    _write(self.path / name, value)
+            # The parents may predate this container's needs; they have no processes
+            # of their own, so their children may be given controllers at any time.
+            parent = self.root
+            for part in self.parent.split("/") if self.parent else ():
+                parent = parent / part
+                self._enable(parent, wanted)
+            self._write_files(files)
         except BaseException:
             self.remove()
             raise
+
+    def update(self, limits: Limits) -> None:
+        self._write_files(self._files(limits))
 
     def add(self, pid: int) -> None:
         _write(self.path / "cgroup.procs", str(pid))
@@ -265,6 +450,19 @@ class CgroupV2(Cgroup):
                 return None
             raise OSError(err, f"clone3 into {self.path}: {os.strerror(err)}")
         return pid
+
+    def pids(self) -> list[int]:
+        return _read_pids(self.path / "cgroup.procs")
+
+    def freeze(self, frozen: bool) -> None:
+        _write(self.path / "cgroup.freeze", "1" if frozen else "0")
+        for _ in range(1000):
+            if _read_key(self.path / "cgroup.events", "frozen") == int(frozen):
+                return
+            time.sleep(0.001)
+
+    def frozen(self) -> bool:
+        return bool(_read_key(self.path / "cgroup.events", "frozen"))
 
     def peak_memory(self) -> int | None:
         return _read_int(self.path / "memory.peak")  # Linux 5.19 and later
@@ -285,7 +483,7 @@ def host_version(root: Path = CGROUP_ROOT) -> str:
 
 
 def for_container(cid: str, version: str | None = None, parent: str = PARENT,
-                  root: Path = CGROUP_ROOT) -> Cgroup:  # fmt: skip
+                  root: Path = CGROUP_ROOT, oci: bool = False) -> Cgroup:  # fmt: skip
     """The cgroup ``parent/cid`` in the host's hierarchy (or ``version``'s)."""
     cls = CgroupV2 if (version or host_version(root)) == "v2" else CgroupV1
-    return cls(cid, parent, root)
+    return cls(cid, parent, root, oci)
