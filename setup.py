@@ -9,5 +9,6 @@ setup(
     cffi_modules=[
         "vmm/kvm/build.py:ffibuilder",
         "vmm/container/libc_build.py:ffibuilder",
+        "vmm/container/seccomp_build.py:ffibuilder",
     ],
 )

@@ -7,9 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: the compiler and headers for the cffi bindings and the guest,
-# busybox-static for container images, e2fsprogs/cpio for disk images.
+# busybox-static for container images, e2fsprogs/cpio for disk images, libseccomp for
+# the containers' system-call filter.
 DEBS=(gcc make binutils libc6-dev linux-libc-dev libffi-dev python3-dev python3-venv
-      busybox-static cpio e2fsprogs)
+      busybox-static cpio e2fsprogs libseccomp-dev libseccomp2)
 
 missing=()
 for p in "${DEBS[@]}"; do
@@ -18,7 +19,7 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >/dev/null
 fi
 
 PY=${PYTHON:-python3}
@@ -28,8 +29,8 @@ fi
 # (Re)install when something is missing, or the package metadata or the bindings'
 # sources changed since the last install.
 if [ ! -e .venv/.installed ] \
-   || ! .venv/bin/python -c "import vmm.kvm._kvm, vmm.container._libc, click, capstone, pytest, hypothesis, matplotlib" 2>/dev/null \
-   || [ -n "$(find pyproject.toml setup.py vmm/kvm/build.py vmm/container/libc_build.py -newer .venv/.installed 2>/dev/null)" ]; then
+   || ! .venv/bin/python -c "import vmm.kvm._kvm, vmm.container._libc, vmm.container._seccomp, click, capstone, pytest, hypothesis, matplotlib" 2>/dev/null \
+   || [ -n "$(find pyproject.toml setup.py vmm/kvm/build.py vmm/container/libc_build.py vmm/container/seccomp_build.py -newer .venv/.installed 2>/dev/null)" ]; then
     # "compat" editable mode is a plain path entry: the default installs an import hook
     # that costs every pyvmm start some 20 ms.
     .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' \

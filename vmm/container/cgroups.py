@@ -40,13 +40,31 @@ PARENT = "pyvmm"  # the default state directory's; see Store.cgroup_parent
 CFS_PERIOD_US = 100_000
 
 
+@dataclass(frozen=True)
+class DeviceRule:
+    """One OCI ``linux.resources.devices`` entry: may the container create (m), read (r)
+    or write (w) device nodes of ``type`` (a: all, c: char, b: block) and number
+    ``major``:``minor`` (None: any)?"""
+
+    allow: bool
+    type: str = "a"
+    major: int | None = None
+    minor: int | None = None
+    access: str = "rwm"
+
+    def v1(self) -> str:
+        """The rule as cgroup v1's devices.allow/devices.deny line: "c 1:3 rwm"."""
+        major, minor = ("*" if n is None else n for n in (self.major, self.minor))
+        return f"{self.type} {major}:{minor} {self.access}"
+
+
 @dataclass
 class Limits:
     """Resource limits of one container; None means unlimited.
 
-    ``pyvmm container`` sets the first three; an OCI bundle's ``linux.resources``
-    may say more (``from_oci``). ``devices`` are cgroup v1 device-controller rules
-    ("c 1:3 rwm"), each with allow or deny, in order.
+    ``pyvmm container`` sets the first three and the device rules; an OCI bundle's
+    ``linux.resources`` may say more (``from_oci``). ``devices`` None means no device
+    rules at all (privileged).
     """
 
     memory: int | None = None  # bytes
@@ -57,7 +75,12 @@ class Limits:
     cpu_shares: int | None = None
     cpuset_cpus: str | None = None
     cpuset_mems: str | None = None
-    devices: list[tuple[bool, str]] | None = None
+    devices: list[DeviceRule] | None = None
+
+    def __post_init__(self) -> None:
+        if self.devices is not None:  # as read back from JSON
+            self.devices = [d if isinstance(d, DeviceRule) else DeviceRule(**d)
+                            for d in self.devices]  # fmt: skip
 
     @classmethod
     def from_oci(cls, resources: dict) -> Limits:
@@ -83,7 +106,8 @@ class Limits:
             sub.done()
         rules = r.get("devices", list)
         if rules is not None:
-            limits.devices = [_device_rule(i, d) for i, d in enumerate(rules)]
+            limits.devices = [*(_device_rule(i, d) for i, d in enumerate(rules)),
+                              *DEFAULT_DEVICE_RULES]  # fmt: skip
         r.done()
         if limits.cpu_shares is not None and limits.cpu_shares < 2:
             raise SpecError("config.json: linux.resources.cpu.shares must be at least 2")
@@ -95,8 +119,8 @@ def _positive(value: int | None) -> int | None:
     return value if value is not None and value >= 0 else None
 
 
-def _device_rule(i: int, rule: dict) -> tuple[bool, str]:
-    """One ``linux.resources.devices`` entry as a v1 rule: (allow, "c 1:3 rwm")."""
+def _device_rule(i: int, rule: dict) -> DeviceRule:
+    """One ``linux.resources.devices`` entry, checked."""
     from vmm.container.spec import SpecError, _Fields
 
     f = _Fields(rule, f"linux.resources.devices[{i}]")
@@ -109,15 +133,15 @@ def _device_rule(i: int, rule: dict) -> tuple[bool, str]:
         raise SpecError(f"config.json: linux.resources.devices[{i}].allow is required")
     if kind not in ("a", "c", "b") or not access or set(access) - set("rwm"):
         raise SpecError(f"config.json: linux.resources.devices[{i}] is not a valid rule")
-    def num(n: int | None) -> str:
-        return "*" if n is None or n < 0 else str(n)
-    return allow, f"{kind} {num(major)}:{num(minor)} {access}"
+    return DeviceRule(allow, kind, _positive(major), _positive(minor), access)
 
 
-# The devices every container may use whatever its rules say (runtime-spec
+# The devices every OCI container may use whatever its rules say (runtime-spec
 # config-linux.md "Default Devices", and /dev/pts/* and /dev/ptmx for terminals).
-DEFAULT_DEVICE_RULES = ("c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
-                        "c 5:0 rwm", "c 5:2 rwm", "c 136:* rwm")  # fmt: skip
+DEFAULT_DEVICE_RULES = tuple(
+    DeviceRule(True, "c", major, minor, "rwm")
+    for major, minor in ((1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 2), (136, None))
+)
 
 
 def _write(path: Path, value: str) -> None:
@@ -295,9 +319,8 @@ class CgroupV1(Cgroup):
             files["cpuset"].append(("cpuset.cpus", limits.cpuset_cpus))
         if limits.cpuset_mems:
             files["cpuset"].append(("cpuset.mems", limits.cpuset_mems))
-        if limits.devices is not None:
-            rules = [*limits.devices, *((True, r) for r in DEFAULT_DEVICE_RULES)]
-            files["devices"] += [("devices.allow" if a else "devices.deny", r) for a, r in rules]
+        for rule in limits.devices or ():  # in order: "deny all" first, then what is allowed
+            files["devices"].append(("devices.allow" if rule.allow else "devices.deny", rule.v1()))
         return files
 
     def _write_files(self, files: dict[str, list[tuple[str, str]]]) -> None:
@@ -367,7 +390,13 @@ class CgroupV1(Cgroup):
 
 
 class CgroupV2(Cgroup):
-    """One directory in the unified tree; controllers enabled from the top down."""
+    """One directory in the unified tree; controllers enabled from the top down.
+
+    v2 has no devices controller: device access is decided by an eBPF program
+    attached to the cgroup (BPF_CGROUP_DEVICE), which runc and crun generate from the
+    same rules. pyvmm does not (yet): on v2, ``Limits.devices`` is not enforced, and
+    the container is kept from device nodes by its minimal /dev and by not having
+    CAP_MKNOD (see ``capabilities.py``)."""
 
     version = "v2"
 
@@ -402,11 +431,6 @@ class CgroupV2(Cgroup):
             files.append(("cpuset.cpus", limits.cpuset_cpus))
         if limits.cpuset_mems:
             files.append(("cpuset.mems", limits.cpuset_mems))
-        if limits.devices is not None and limits.devices != [(False, "a *:* rwm")]:
-            # v2 filters devices with an eBPF program; this runtime has none, and the
-            # deny-all rule alone is what it enforces anyway (no device nodes but the
-            # defaults are created and CAP_MKNOD is not granted by default).
-            raise PyvmmError("linux.resources.devices rules need cgroup v1 with pyvmm")
         return files
 
     def _write_files(self, files: list[tuple[str, str]]) -> None:

@@ -18,7 +18,8 @@ import click  # noqa: E402
 
 from vmm.container import container as lifecycle  # noqa: E402
 from vmm.container import images, layers, volumes  # noqa: E402
-from vmm.container.cgroups import Limits  # noqa: E402
+from vmm.container.cgroups import Limits, host_version  # noqa: E402
+from vmm.container.security import from_options  # noqa: E402
 from vmm.container.state import Store  # noqa: E402
 from vmm.errors import PyvmmError  # noqa: E402
 
@@ -93,18 +94,32 @@ def container() -> None:
 @click.option("--memory", help="Memory limit, e.g. 64M; the OOM killer enforces it.")
 @click.option("--pids", type=click.IntRange(min=1), help="Maximum number of processes.")
 @click.option("--cpus", type=click.FloatRange(min=0.01), help="CPU time, in CPUs (0.5 = half).")
+@click.option("--ulimit", "ulimits", multiple=True, metavar="NAME=SOFT[:HARD]",
+              help="An rlimit, e.g. nofile=1024:2048 (-1: unlimited).")  # fmt: skip
+@click.option("--cap-add", multiple=True, metavar="CAP", help="Add a capability (or ALL).")
+@click.option("--cap-drop", multiple=True, metavar="CAP", help="Drop a capability (or ALL).")
+@click.option("--security-opt", "security_opts", multiple=True,
+              metavar="seccomp=PROFILE.json|unconfined",
+              help="A Docker seccomp profile instead of the default, or none.")  # fmt: skip
+@click.option("--privileged", is_flag=True,
+              help="Every capability, no seccomp filter, no device rules (labs only).")  # fmt: skip
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def run(ctx, image, command, memory, pids, cpus, **options) -> None:
+def run(ctx, image, command, memory, pids, cpus, ulimits, cap_add, cap_drop, security_opts,
+        privileged, **options) -> None:  # fmt: skip
     """Run COMMAND in a new container from IMAGE; exit with its exit status."""
     t0 = time.perf_counter()  # the run request: pyvmm's own time is measured from here
     limits = Limits(memory=parse_size(memory) if memory else None, pids=pids, cpus=cpus)
+    security = from_options(privileged, security_opts, cap_add, cap_drop, ulimits)
+    for warning in security.warnings(host_version()):
+        click.echo(f"pyvmm: warning: {warning}", err=True)
     rec, status = lifecycle.run(
         _store(ctx),
         image,
         list(command),
         limits=limits,
+        security=security,
         t0=t0,
         imports_s=t0 - IMPORT_START,
         **options,

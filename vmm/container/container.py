@@ -9,7 +9,8 @@ container's *monitor* (a detached start first forks a daemon to be it):
    overlay and the system filesystems, volumes and bind mounts, and pivots into the
    new root (``_init``), while the monitor moves it into its cgroup (slow on some
    kernels, see ``cgroups.py``, so the two overlap); once the monitor says "go" it
-   enters a new cgroup namespace, drops capabilities and execs the command;
+   enters a new cgroup namespace, sets its rlimits, drops capabilities, sets
+   no_new_privs, installs its seccomp filter and execs the command (``security.py``);
 3. a close-on-exec pipe tells the monitor how that went: closed without a word means
    the exec succeeded; otherwise it carries the exit status and a one-line error;
 4. the monitor copies the container's output to its own and to the container's log,
@@ -31,13 +32,24 @@ import select
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import asdict, replace
 from pathlib import Path
 
-from vmm.container import capabilities, cgroups, images, layers, mounts, namespaces, volumes
+from vmm.container import (
+    capabilities,
+    cgroups,
+    images,
+    layers,
+    mounts,
+    namespaces,
+    seccomp,
+    volumes,
+)
 from vmm.container._libc import lib
 from vmm.container.cgroups import Limits
 from vmm.container.libc import prctl
 from vmm.container.names import check_name
+from vmm.container.security import Security
 from vmm.container.state import (
     Store,
     is_alive,
@@ -171,6 +183,7 @@ def create(
     hostname: str | None = None,
     volume_specs: tuple[str, ...] = (),
     limits: Limits | None = None,
+    security: Security | None = None,
     auto_remove: bool = False,
     claim: bool = False,
 ) -> dict:
@@ -194,6 +207,8 @@ def create(
     name = name or cid[:12]
     hostname = hostname or cid[:12]
     env = config.get("Env") or [DEFAULT_PATH]
+    security = security or Security()
+    limits = replace(limits or Limits(), devices=security.device_rules())
     rec = {
         "id": cid,
         "name": name,
@@ -206,7 +221,8 @@ def create(
         "hostname": hostname,
         "mounts": mounts_,
         "new_volumes": [],
-        "limits": vars(limits or Limits()),
+        "limits": asdict(limits),
+        "security": asdict(security),
         "auto_remove": auto_remove,
         "created": time.time(),
         "status": "created",
@@ -268,6 +284,9 @@ def _init(store: Store, rec: dict, stdio: tuple, report: int, go: int, t0: float
         for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; exec keeps that
             signal.signal(sig, signal.SIG_DFL)
         prctl(lib.PR_SET_PDEATHSIG, signal.SIGKILL)
+        security = Security(**rec.get("security", {}))
+        oci_filter = security.oci_seccomp()
+        syscall_filter = oci_filter and seccomp.Filter(oci_filter)  # the host's files in reach
         namespaces.unshare(namespaces.CHILD_FLAGS)
         namespaces.set_hostname(rec["hostname"])
         namespaces.loopback_up()
@@ -295,12 +314,17 @@ def _init(store: Store, rec: dict, stdio: tuple, report: int, go: int, t0: float
             os._exit(2)  # the monitor failed and reports why itself
         mark("go")
         namespaces.new_cgroup_namespace()
-        capabilities.restrict()
+        for limit in security.rlimits:  # while CAP_SYS_RESOURCE may still raise them
+            limit.apply()
+        capabilities.apply(security.oci_capabilities())
+        capabilities.set_no_new_privs()
         os.closerange(3, report)
         os.closerange(report + 1, os.sysconf("SC_OPEN_MAX"))
         env = dict(e.split("=", 1) for e in rec["env"])
         mark("exec")
         os.write(report, b"T" + json.dumps(marks).encode() + b"\n")
+        if syscall_filter:  # last: from here on, only the calls the profile allows
+            syscall_filter.load()
         code, message = 127, f"{rec['command'][0]}: executable file not found in the container"
         try:
             os.execvpe(rec["command"][0], rec["command"], env)
