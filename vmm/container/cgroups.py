@@ -255,6 +255,10 @@ class Cgroup(ABC):
         """Every process in the cgroup."""
 
     @abstractmethod
+    def host_paths(self) -> dict[str, Path]:
+        """The cgroup's directories that exist, by controller ("" on v2)."""
+
+    @abstractmethod
     def freeze(self, frozen: bool) -> None:
         """Freeze (pause) or thaw every process in the cgroup."""
 
@@ -359,6 +363,9 @@ class CgroupV1(Cgroup):
 
     def pids(self) -> list[int]:
         return _read_pids(self._dirs()["memory"] / "cgroup.procs")
+
+    def host_paths(self) -> dict[str, Path]:
+        return {c: p for c, p in self._dirs().items() if p.is_dir()}
 
     def freeze(self, frozen: bool) -> None:
         state = self._dirs()["freezer"] / "freezer.state"
@@ -477,6 +484,9 @@ class CgroupV2(Cgroup):
 
     def pids(self) -> list[int]:
         return _read_pids(self.path / "cgroup.procs")
+
+    def host_paths(self) -> dict[str, Path]:
+        return {"": self.path}
 
     def freeze(self, frozen: bool) -> None:
         _write(self.path / "cgroup.freeze", "1" if frozen else "0")

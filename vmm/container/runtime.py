@@ -211,7 +211,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
             for point in points:
                 hooks.run(spec.hooks.get(point, []), state.oci("creating"), point)
 
-        pid = init.spawn(spec, cg, str(container.fifo), run_hooks, console_socket=console_socket,
+        pid = init.spawn(cid, spec, cg, str(container.fifo), run_hooks, console_socket=console_socket,
                          no_pivot=no_pivot, preserve_fds=preserve_fds,
                          subreaper=subreaper)  # fmt: skip
         state.pid, state.pid_start = pid, process_start(pid)
@@ -357,5 +357,37 @@ def wait(c: Container) -> int:
     """Reap the init (a child of this process or of its subreaper) and return its
     exit status as a shell reports it (128 + signal)."""
     _, status = os.waitpid(c.state.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def exec_(
+    root: str,
+    cid: str,
+    process_json: dict,
+    *,
+    console_socket: str | None = None,
+    preserve_fds: int = 0,
+    pid_file: str | None = None,
+    detach: bool = False,
+) -> int:
+    """Run another process in the running container ``cid`` (``process_json``: an
+    OCI ``process`` object); return its exit status, or 0 once it runs (``detach``)."""
+    from vmm.container import init, spec as spec_mod
+
+    c = load(root, cid)
+    if c.status() not in ("running", "created"):
+        raise ContainerStateError(f"cannot exec in a container that is {c.status()}")
+    if process_json.get("terminal") and console_socket is None:
+        raise SpecError("process.terminal needs --console-socket")
+    process = spec_mod._process(spec_mod._Fields(process_json, "process"))
+    bundle_spec = spec_mod.load(c.state.bundle)
+    pid = init.join(c.state, process, console_socket=console_socket,
+                    preserve_fds=preserve_fds, seccomp=bundle_spec.seccomp)  # fmt: skip
+    if pid_file:
+        _write_pid_file(pid_file, pid)
+    if detach:
+        return 0
+    _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from vmm.container.rlimits import Rlimit
 from vmm.errors import PyvmmError
 
 OCI_VERSION = "1.0.2"
@@ -104,13 +105,6 @@ class User:
     gid: int = 0
     umask: int | None = None
     additional_gids: list[int] = field(default_factory=list)
-
-
-@dataclass
-class Rlimit:
-    type: str  # RLIMIT_NOFILE...
-    soft: int
-    hard: int
 
 
 @dataclass
@@ -221,8 +215,9 @@ def _process(f: _Fields) -> Process:
     rlimits = []
     for i, r in enumerate(f.get("rlimits", list, [])):
         rf = _Fields(r, f"process.rlimits[{i}]")
-        rlimits.append(Rlimit(rf.get("type", str, ""), rf.get("soft", int, 0),
-                              rf.get("hard", int, 0)))  # fmt: skip
+        rlimits.append(
+            Rlimit(rf.get("type", str, ""), rf.get("soft", int, 0), rf.get("hard", int, 0))
+        )  # fmt: skip (checks its values)
         rf.done()
     console = f.sub("consoleSize")
     size = (console.get("height", int, 0), console.get("width", int, 0))
@@ -393,8 +388,10 @@ def default(rootless: bool = False) -> dict:
             "terminal": True,
             "user": {"uid": 0, "gid": 0},
             "args": ["sh"],
-            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                    "TERM=xterm"],  # fmt: skip
+            "env": [
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "TERM=xterm",
+            ],  # fmt: skip
             "cwd": "/",
             "capabilities": {s: caps for s in ("bounding", "effective", "permitted")},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
@@ -404,17 +401,43 @@ def default(rootless: bool = False) -> dict:
         "hostname": "pyvmm",
         "mounts": [
             {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620",
-                         "gid=5"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-             "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-             "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {
+                "destination": "/dev",
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+            },
+            {
+                "destination": "/dev/pts",
+                "type": "devpts",
+                "source": "devpts",
+                "options": [
+                    "nosuid",
+                    "noexec",
+                    "newinstance",
+                    "ptmxmode=0666",
+                    "mode=0620",
+                    "gid=5",
+                ],
+            },
+            {
+                "destination": "/dev/shm",
+                "type": "tmpfs",
+                "source": "shm",
+                "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+            },
+            {
+                "destination": "/dev/mqueue",
+                "type": "mqueue",
+                "source": "mqueue",
+                "options": ["nosuid", "noexec", "nodev"],
+            },
+            {
+                "destination": "/sys",
+                "type": "sysfs",
+                "source": "sysfs",
+                "options": ["nosuid", "noexec", "nodev", "ro"],
+            },
         ],  # fmt: skip
         "linux": {
             "resources": {"devices": [{"allow": False, "access": "rwm"}]},
