@@ -95,3 +95,11 @@ def host_state(root: Path) -> tuple[set[str], set[str]]:
         *glob.glob(f"/sys/fs/cgroup/{parent}"),
         *glob.glob(f"/sys/fs/cgroup/*/{parent}"),
     }
+
+
+def host_state_paths() -> tuple[set[str], set[str]]:
+    """The host's mount points, and every pyvmm-runtime test cgroup (any hierarchy)."""
+    with open("/proc/self/mountinfo") as f:
+        mounts = {" ".join(line.split()[3:5]) for line in f}
+    return mounts, {*glob.glob("/sys/fs/cgroup/pyvmm-test-*"),
+                    *glob.glob("/sys/fs/cgroup/*/pyvmm-test-*")}  # fmt: skip

@@ -26,7 +26,6 @@ second process there through the same last step (``_become``).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from collections.abc import Callable
@@ -54,7 +53,7 @@ class InitError(PyvmmError):
     exit_code = 1
 
 
-def check(spec: Spec) -> None:
+def validate(spec: Spec) -> None:
     """What ``config.json`` asks of the init that can be checked before anything exists."""
     p = spec.process
     if p.capabilities is not None:
@@ -119,6 +118,8 @@ def spawn(cid: str, spec: Spec, cg: Cgroup, fifo: str, run_hooks: Callable[[tupl
     if subreaper:
         prctl(lib.PR_SET_CHILD_SUBREAPER, 1)
     console = _connect(console_socket) if console_socket else None
+    # Opened here, where the state directory is in reach (not from a user namespace).
+    fifo = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
     from_r, from_w = os.pipe2(os.O_CLOEXEC)
     to_r, to_w = os.pipe2(os.O_CLOEXEC)
     channel = _Channel(from_r, to_w)
@@ -157,7 +158,7 @@ def spawn(cid: str, spec: Spec, cg: Cgroup, fifo: str, run_hooks: Callable[[tupl
         raise
     finally:
         channel.f.close()
-        for fd in (from_w, to_r, to_w, console):
+        for fd in (from_w, to_r, to_w, console, fifo):
             if fd is not None and fd >= 0:
                 os.close(fd)
 
@@ -225,7 +226,7 @@ def _connect(path: str) -> int:
     return s.detach()
 
 
-def _first_child(cid, spec, user, pid_ns, cg, fifo, pipes, console, no_pivot, preserve_fds):
+def _first_child(cid, spec, user, pid_ns, cg, fifo: int, pipes, console, no_pivot, preserve_fds):
     """With a user namespace: enter it first, so that it owns every namespace made
     after it, then fork the init into the PID namespace; never returns."""
     from_w, to_r = pipes
@@ -240,10 +241,14 @@ def _first_child(cid, spec, user, pid_ns, cg, fifo, pipes, console, no_pivot, pr
             os._exit(1)
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
-        with _pid_namespace(pid_ns):
-            pid = os.fork()
-            if pid == 0:
-                _init(cid, spec, cg, fifo, pipes, console, no_pivot, preserve_fds)
+        if pid_ns is not None:  # this process exits next: no need to leave it again
+            if pid_ns.path:
+                _setns(pid_ns.path, lib.CLONE_NEWPID)
+            else:
+                namespaces.unshare(lib.CLONE_NEWPID)
+        pid = os.fork()
+        if pid == 0:
+            _init(cid, spec, cg, fifo, pipes, console, no_pivot, preserve_fds)
         _send(from_w, f"P{pid}")
     except BaseException as e:  # noqa: BLE001 - never return into the runtime's code
         _send(from_w, "E" + _describe(e))
@@ -258,7 +263,8 @@ def _describe(e: BaseException) -> str:
     return f"container init: {e!r}"
 
 
-def _init(cid: str, spec: Spec, cg: Cgroup, fifo: str, pipes, console, no_pivot, preserve_fds):
+def _init(cid: str, spec: Spec, cg: Cgroup, fifo_fd: int, pipes, console, no_pivot,
+          preserve_fds):  # fmt: skip
     """The container's init: see the module docstring; never returns."""
     from_w, to_r = pipes
     try:
@@ -267,6 +273,7 @@ def _init(cid: str, spec: Spec, cg: Cgroup, fifo: str, pipes, console, no_pivot,
         if os.read(to_r, 1) != b"G":
             os._exit(1)
         process = spec.process
+        _preload(process.terminal, bool(spec.hooks.get("startContainer")))
         if process.oom_score_adj is not None:
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write(str(process.oom_score_adj))
@@ -283,7 +290,6 @@ def _init(cid: str, spec: Spec, cg: Cgroup, fifo: str, pipes, console, no_pivot,
         from vmm.container import hooks
 
         hooks.run(spec.hooks.get("createContainer", []), state, "createContainer")
-        fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
         syscall_filter = _build_filter(spec)
         if no_pivot:
             os.chdir(rootfs)
@@ -318,6 +324,17 @@ def _init(cid: str, spec: Spec, cg: Cgroup, fifo: str, pipes, console, no_pivot,
     except BaseException as e:  # noqa: BLE001
         os.write(2, f"pyvmm-runtime: {_describe(e)}\n".encode())
     os._exit(127)
+
+
+def _preload(terminal: bool, hooks: bool) -> None:
+    """Import now what is used after pivot_root, where the host's Python is gone."""
+    if terminal:
+        import fcntl  # noqa: F401
+        import socket  # noqa: F401
+        import struct  # noqa: F401
+        import termios  # noqa: F401
+    if hooks:
+        import subprocess  # noqa: F401
 
 
 def _namespaces(spec: Spec) -> None:
@@ -526,8 +543,7 @@ def _become(process: Process, executable: str, preserve_fds: int, syscall_filter
     if keep:
         prctl(lib.PR_SET_KEEPCAPS, 0)
         if user.uid != 0:  # setuid cleared the effective set; take it back to drop
-            every = capabilities.supported()
-            capabilities.apply({"bounding": every, "permitted": every, "effective": every})
+            capabilities.raise_effective()
         capabilities.apply(process.capabilities)
     if process.no_new_privileges:
         capabilities.set_no_new_privs()
@@ -554,6 +570,7 @@ def join(state, process: Process, *, console_socket: str | None = None,
             order = sorted(fds, key=lambda k: (k != "user", k == "mnt"))  # user first, mnt last
             for k in order:
                 check(lib.setns(fds[k], 0), f"setns {k}")
+            _preload(process.terminal, False)
             pid = os.fork()
             if pid == 0:
                 try:

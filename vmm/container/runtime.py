@@ -170,7 +170,8 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
     Every check that can fail runs before anything exists; a later failure removes
     what was made (cgroup, state directory, the init process) before raising.
     """
-    from vmm.container import init, spec as spec_mod
+    from vmm.container import init
+    from vmm.container import spec as spec_mod
 
     check_id(cid)
     spec = spec_mod.load(bundle)
@@ -181,7 +182,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
     if spec.process.terminal and console_socket is None:
         raise SpecError("config.json: process.terminal needs --console-socket")
     limits = cgroups.Limits.from_oci(spec.resources)
-    init.check(spec)
+    init.validate(spec)
     base = _root(root)
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
     cdir = base / cid
@@ -203,7 +204,8 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
     cg = container.cgroup()
     pid = None
     try:
-        os.mkfifo(container.fifo, 0o622)
+        os.mkfifo(container.fifo)
+        os.chmod(container.fifo, 0o622)  # the init writes to it, maybe as a mapped uid
         cg.create(limits)
 
         def run_hooks(points: tuple[str, ...], pid_: int) -> None:
@@ -211,9 +213,9 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
             for point in points:
                 hooks.run(spec.hooks.get(point, []), state.oci("creating"), point)
 
-        pid = init.spawn(cid, spec, cg, str(container.fifo), run_hooks, console_socket=console_socket,
-                         no_pivot=no_pivot, preserve_fds=preserve_fds,
-                         subreaper=subreaper)  # fmt: skip
+        pid = init.spawn(cid, spec, cg, str(container.fifo), run_hooks,
+                         console_socket=console_socket, no_pivot=no_pivot,
+                         preserve_fds=preserve_fds, subreaper=subreaper)  # fmt: skip
         state.pid, state.pid_start = pid, process_start(pid)
         write_json(cdir / "state.json", asdict(state))
         if pid_file:
@@ -373,7 +375,8 @@ def exec_(
 ) -> int:
     """Run another process in the running container ``cid`` (``process_json``: an
     OCI ``process`` object); return its exit status, or 0 once it runs (``detach``)."""
-    from vmm.container import init, spec as spec_mod
+    from vmm.container import init
+    from vmm.container import spec as spec_mod
 
     c = load(root, cid)
     if c.status() not in ("running", "created"):

@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--additional-gids", "-g", action="append", default=[])
     c.add_argument("--no-new-privs", action="store_true")
     c.add_argument("--preserve-fds", type=int, default=0)
-    c.add_argument("command", nargs=argparse.REMAINDER)
+    c.add_argument("argv", nargs=argparse.REMAINDER, metavar="COMMAND")
     c = cmd("list", "list containers", id_=False)
     c.add_argument("-f", "--format", choices=("table", "json"), default="table")
     c.add_argument("-q", "--quiet", action="store_true")
@@ -202,11 +202,11 @@ def _exec(args) -> int:
         except ValueError as e:
             raise PyvmmError(f"--process {args.process}: not valid JSON: {e}") from None
     else:
-        if not args.command:
+        if not args.argv:
             raise PyvmmError("exec: a command (or --process) is required")
         c = runtime.load(args.root, args.id)
         process = dict(spec.load(c.state.bundle).raw.get("process") or {})
-        process["args"] = args.command
+        process["args"] = args.argv
         process["terminal"] = args.tty
         process["env"] = [*process.get("env", []), *args.env]
         if args.cwd:
