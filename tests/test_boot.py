@@ -1,15 +1,19 @@
 """Booting real guests on /dev/kvm through the ``pyvmm boot`` command."""
 
+import contextlib
 import os
 import pty
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 import pytest
 from vmtest import ROOT, assert_one_line_error, needs_kvm, run_pyvmm
+
+from vmm.boot import layout
 
 pytestmark = needs_kvm
 
@@ -239,9 +243,63 @@ def test_kernel_segment_that_does_not_fit_in_memory(guest_build):
     assert_one_line_error(run_pyvmm("boot", "--memory", "1M"), "does not fit in guest memory")
 
 
-@pytest.mark.parametrize("value", ["lots", "64X", "0", "1000G", "1001"])
+@pytest.mark.parametrize("value", ["lots", "64X", "0", "1000G", "1001", "-64M", "1T", ""])
 def test_bad_memory_value(value):
     assert_one_line_error(run_pyvmm("boot", "--memory", value), "memory")
+
+
+def host_can_map(size: int) -> bool:
+    """Whether one anonymous mapping of ``size`` bytes could succeed here: always with
+    vm.overcommit_memory=1, else not beyond RAM and swap (mode 0's limit; mode 2's is lower)."""
+    with open("/proc/sys/vm/overcommit_memory") as f:
+        if f.read().strip() == "1":
+            return True
+    with open("/proc/meminfo") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return size <= sum(int(fields[k].split()[0]) << 10 for k in ("MemTotal", "SwapTotal"))
+
+
+@pytest.mark.skipif(host_can_map(layout.MAX_MEMORY), reason="this host could map it all")
+def test_memory_beyond_what_the_host_can_map(guest_build):
+    proc = run_pyvmm("boot", "--memory", f"{layout.MAX_MEMORY >> 20}M")
+    assert_one_line_error(proc, "the host cannot map 64512 MiB of guest memory", "RAM and swap")
+
+
+@pytest.mark.parametrize("option", ["--kernel", "--program"])
+@pytest.mark.parametrize("kind", ["a character device", "a FIFO", "a directory", "a socket"])
+def test_kernel_or_program_that_is_not_a_regular_file(guest_build, tmp_path, option, kind):
+    path = {"a character device": "/dev/zero", "a directory": str(tmp_path)}.get(kind)
+    with contextlib.ExitStack() as stack:
+        if kind == "a FIFO":
+            path = str(tmp_path / "fifo")
+            os.mkfifo(path)  # no writer ever comes: opening it must not wait for one
+        elif kind == "a socket":
+            path = str(tmp_path / "sock")
+            stack.enter_context(socket.socket(socket.AF_UNIX)).bind(path)
+        proc = run_pyvmm("boot", option, path, timeout=60)
+    assert_one_line_error(proc, f"{option[2:]} {path!r} is {kind}")
+
+
+@pytest.mark.parametrize("option", ["--kernel", "--program"])
+def test_kernel_or_program_larger_than_guest_memory(guest_build, tmp_path, option):
+    big = tmp_path / "big"
+    with open(big, "wb") as f:
+        f.truncate(1 << 40)  # sparse: a terabyte that is never read
+    proc = run_pyvmm("boot", "--memory", "64M", option, str(big))
+    assert_one_line_error(proc, f"{option[2:]} {str(big)!r} is 1024 GiB; at most 64 MiB")
+
+
+def test_program_without_the_elf_magic(guest_build, tmp_path):
+    prog = tmp_path / "prog.sh"
+    prog.write_text("#!/bin/sh\necho hi\n" * 20)
+    proc = run_pyvmm("boot", "--program", str(prog))
+    assert_one_line_error(proc, f"program {str(prog)!r} is not an ELF file")
+
+
+def test_command_line_that_is_not_utf8(guest_build):
+    # Raw bytes in argv, as a shell passes them: Python holds them as surrogates (PEP 383).
+    proc = run_pyvmm("boot", "--cmdline", os.fsdecode(b"console=ttyS0 caf\xe9"))
+    assert_one_line_error(proc, "--cmdline is not UTF-8 text: byte 0xe9 at character 17")
 
 
 def test_ctrl_c_stops_a_guest_that_never_powers_off(guest_build, tmp_path):

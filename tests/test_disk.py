@@ -2,12 +2,13 @@
 block as the very same binary run on the host."""
 
 import hashlib
+import os
 import shutil
 import subprocess
 
 import pytest
 from test_workload_host import mkimage
-from vmtest import ROOT, assert_one_line_error, needs_kvm, run_pyvmm
+from vmtest import ROOT, assert_one_line_error, immutable, needs_kvm, run_pyvmm
 
 pytestmark = needs_kvm
 WORKLOAD = ROOT / "guest" / "workload" / "workload"
@@ -105,3 +106,55 @@ def test_hostile_requests_from_inside_the_guest_are_refused_and_the_vmm_survives
     assert "descriptor loop: refused as expected" in vm.stdout
     # ... and the workload that follows on the same, reset device still gets it right.
     assert vm.stdout.endswith(f"sha256={digest}\n")
+
+
+# --- what a disk may be -----------------------------------------------------------------
+
+
+def test_image_that_cannot_be_written_is_refused_without_ro(image):
+    path, _ = image
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    with immutable(path):
+        refused = run_pyvmm("boot", "--disk", str(path))
+        read_only = run_pyvmm("boot", "--disk", f"{path},ro")
+    assert_one_line_error(refused, f"disk image {str(path)!r} is not writable", f"--disk {path},ro")
+    # With ,ro the guest gets it read-only: the workload runs and cannot write its result.
+    assert read_only.returncode == 2, read_only.stdout
+    assert "read-only" in read_only.stdout
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+@pytest.mark.parametrize("kind", ["a FIFO", "a character device", "a directory"])
+def test_what_cannot_be_a_disk_is_a_one_line_error(tmp_path, guest_build, kind):
+    path = {"a character device": "/dev/zero", "a directory": str(tmp_path)}.get(kind)
+    if kind == "a FIFO":
+        path = str(tmp_path / "fifo")
+        os.mkfifo(path)  # no reader or writer ever comes
+    proc = run_pyvmm("boot", "--disk", path, timeout=60)
+    assert_one_line_error(proc, f"disk image {path!r} is {kind}")
+
+
+@pytest.fixture
+def loop_device(image):
+    """The image behind a loop block device (root only), detached afterwards."""
+    path, digest = image
+    attach = subprocess.run(
+        ["losetup", "--find", "--show", str(path)], capture_output=True, text=True
+    )
+    if attach.returncode != 0:
+        pytest.skip(f"no loop device: {attach.stderr.strip()}")
+    device = attach.stdout.strip()
+    try:
+        yield device, path, digest
+    finally:
+        subprocess.run(["losetup", "--detach", device], check=True)
+
+
+def test_block_device_is_a_disk_of_its_own_size(loop_device):
+    device, path, digest = loop_device
+    n = 3 * 1024 * 1024 + 100
+    vm = run_pyvmm("boot", "--disk", device)
+    assert vm.returncode == 0, (vm.stdout, vm.stderr)
+    assert vm.stdout.endswith(f"workload: bytes={n} sha256={digest}\n")
+    sectors = os.stat(path).st_size // 512
+    assert f"virtio-blk: vda, {sectors} sectors" in vm.stdout

@@ -9,9 +9,10 @@ from vmm.boot.bootinfo import BOOT_INFO_MAGIC
 from vmm.boot.elf import ElfError
 from vmm.boot.loader import BootRequest, KernelError
 from vmm.boot.x86 import PTE_PAGE_SIZE, PTE_PRESENT, PTE_USER
+from vmm.inputfile import InputFileError
 from vmm.memory import GuestMemory
 
-LOAD_ERRORS = (KernelError, ElfError)
+LOAD_ERRORS = (KernelError, ElfError, InputFileError)
 
 
 @pytest.fixture
@@ -157,6 +158,23 @@ def test_program_too_big_for_guest_memory(tmp_path, kernel, guest_build):
             load(small, tmp_path, kernel, program=str(guest_build / "hello"))
     finally:
         small.close()
+
+
+def test_program_without_the_elf_magic_is_refused(mem, tmp_path, kernel):
+    prog = tmp_path / "prog.exe"
+    prog.write_bytes(b"MZ" + bytes(4094))
+    with pytest.raises(ElfError, match="program .*prog.exe' is not an ELF file"):
+        load(mem, tmp_path, kernel, program=str(prog))
+
+
+def test_kernel_or_program_larger_than_guest_memory_is_refused_unread(mem, tmp_path, kernel):
+    big = tmp_path / "big"
+    with open(big, "wb") as f:
+        f.truncate(mem.size + 1)  # sparse
+    with pytest.raises(InputFileError, match="at most 64 MiB .guest memory."):
+        loader.load(mem, BootRequest(str(big)))
+    with pytest.raises(InputFileError, match="program .* at most 64 MiB"):
+        load(mem, tmp_path, kernel, program=str(big))
 
 
 def test_program_must_be_a_static_executable(mem, tmp_path, kernel):

@@ -3,7 +3,7 @@
 import pytest
 
 from vmm.bus import Bus, BusError
-from vmm.memory import GuestMemory, GuestMemoryError, parse_size
+from vmm.memory import GuestMemory, GuestMemoryError, HostMemoryError, parse_size
 
 
 @pytest.fixture
@@ -45,6 +45,19 @@ def test_overlapping_or_unaligned_regions_are_refused():
         GuestMemory([(0, 0x2000), (0x1000, 0x1000)])
     with pytest.raises(GuestMemoryError):
         GuestMemory([(0x10, 0x1000)])
+
+
+def overcommit_always() -> bool:
+    with open("/proc/sys/vm/overcommit_memory") as f:
+        return f.read().strip() == "1"
+
+
+@pytest.mark.skipif(overcommit_always(), reason="vm.overcommit_memory=1 maps any size")
+def test_more_memory_than_the_host_can_map_is_a_pyvmm_error():
+    # 64 TiB: more than any host's RAM and swap, so the kernel refuses the mapping
+    # (nothing is allocated either way: anonymous memory is backed when touched).
+    with pytest.raises(HostMemoryError, match="the host cannot map 67108865 MiB"):
+        GuestMemory([(0, 1 << 20), (1 << 32, 1 << 46)])
 
 
 @pytest.mark.parametrize(

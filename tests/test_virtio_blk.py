@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from virtio_driver import MEMORY_SIZE, STATUS_UNTOUCHED, BlkRig
+from vmtest import immutable
 
 from vmm.devices.virtio import mmio
 from vmm.devices.virtio.blk import (
@@ -325,9 +326,6 @@ def test_disk_option_read_only(image):
     [
         ("", "no image path"),
         (",ro", "no image path"),
-        ("/nonexistent/disk.img", "does not exist"),
-        ("/dev/null", "not a regular file"),
-        ("/tmp", "not a regular file"),
     ],
 )
 def test_disk_option_errors_are_one_line(text, message):
@@ -341,9 +339,31 @@ def test_disk_option_unknown_flag(image):
         parse_disk_option(f"{image},rx")
 
 
-def test_unreadable_image_is_a_pyvmm_error(tmp_path):
-    with pytest.raises(PyvmmError, match="cannot open disk image"):
-        VirtioBlk(str(tmp_path))
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/nonexistent/disk.img", "does not exist"),
+        ("/dev/null", "is a character device, not a regular file or a block device"),
+        ("/tmp", "is a directory"),
+    ],
+)
+def test_what_cannot_be_a_disk_is_refused_in_one_line(path, message):
+    with pytest.raises(PyvmmError, match=message) as info:
+        VirtioBlk(path)
+    assert "\n" not in str(info.value)
+
+
+def test_image_that_cannot_be_written_needs_ro(tmp_path):
+    path = tmp_path / "disk.img"
+    path.write_bytes(bytes(4096))
+    with immutable(path):
+        with pytest.raises(
+            PyvmmError, match=f"not writable .*: attach it read-only with --disk {path},ro"
+        ):
+            VirtioBlk(str(path))
+        blk = VirtioBlk(str(path), readonly=True)
+        assert blk.capacity == 8 and blk.features & VIRTIO_BLK_F_RO
+        blk.close()
 
 
 # Hostile drivers through the whole device: random chains of random buffers.

@@ -6,6 +6,7 @@ A module of its own, not conftest.py: tests/container has a conftest of its own,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -45,3 +46,14 @@ def assert_one_line_error(proc, *fragments: str, status: int = 2) -> None:
     assert "Traceback" not in proc.stderr
     for f in fragments:
         assert f in lines[0], lines[0]
+
+
+@contextlib.contextmanager
+def immutable(path):
+    """The file with the immutable attribute, which even root cannot open for writing."""
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i needs root and a filesystem with the immutable attribute")
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)

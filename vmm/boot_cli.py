@@ -22,18 +22,31 @@ def _memory(text: str) -> int:
         raise PyvmmError(f"--memory: {e}") from None
 
 
+def _cmdline(text: str) -> str:
+    """The command line as given; bytes that are not UTF-8 (Python keeps them as lone
+    surrogates, PEP 383) are refused here rather than failing as the guest's copy is made."""
+    try:
+        text.encode()
+    except UnicodeEncodeError as e:
+        bad = os.fsencode(text[e.start : e.end])
+        raise PyvmmError(
+            f"--cmdline is not UTF-8 text: byte {bad[0]:#04x} at character {e.start}"
+        ) from None
+    return text
+
+
 @click.command()
 @click.option(
     "--kernel",
     metavar="PATH",
-    help="Kernel to boot: an ELF64 kernel or a flat "
-    "16-bit binary. Default: the bundled tiny kernel (built on first use).",
+    help="Kernel to boot: an ELF64 kernel or a flat 16-bit binary, a regular file no larger "
+    "than guest memory. Default: the bundled tiny kernel (built on first use).",
 )
 @click.option(
     "--program",
     metavar="PATH",
-    help="Static x86-64 Linux executable for the "
-    "tiny kernel to run in ring 3. Default: the bundled demo program.",
+    help="Static x86-64 Linux executable (ELF64) for the tiny kernel to run in ring 3, a "
+    "regular file no larger than guest memory. Default: the bundled demo program.",
 )
 @click.option(
     "--memory",
@@ -41,21 +54,23 @@ def _memory(text: str) -> int:
     default="64M",
     show_default=True,
     metavar="SIZE",
-    help="Guest RAM, e.g. 64M or 1G.",
+    help="Guest RAM, e.g. 64M or 1G; mapped lazily, but no more than the host will map.",
 )
 @click.option(
     "--cmdline",
     default=guest.DEFAULT_CMDLINE,
     show_default=True,
-    help="Kernel command line; words after '--' become the program's arguments.",
+    help="Kernel command line (UTF-8); words after '--' become the program's arguments.",
 )
 @click.option(
     "--disk",
     "disks",
     multiple=True,
     metavar="PATH[,ro]",
-    help="Raw disk image as a virtio-blk device (repeatable: /dev/vda, /dev/vdb, ...). With "
-    "the bundled kernel and no --program, the workload runs on /dev/vda.",
+    help="Raw disk image (a regular file or a block device) as a virtio-blk device "
+    "(repeatable: /dev/vda, /dev/vdb, ...). ',ro' attaches it read-only; an image pyvmm "
+    "may not write is refused without it. With the bundled kernel and no --program, the "
+    "workload runs on /dev/vda.",
 )
 @click.option(
     "--ioeventfd",
@@ -77,7 +92,8 @@ def boot(kernel, program, memory, cmdline, disks, ioeventfd, trace, stats):
 
     With no --kernel, boots the bundled tiny kernel, which runs a program in ring 3.
     The exit status is the guest's (the program's exit status for the tiny kernel);
-    125 when the VM itself failed (triple fault, KVM error), with a report on stderr.
+    125 when the VM itself failed (triple fault, KVM error), with a report on stderr;
+    130 after Ctrl-C.
     """
     from vmm.console import Console
     from vmm.devices.virtio.blk import parse_disk_option
@@ -85,6 +101,7 @@ def boot(kernel, program, memory, cmdline, disks, ioeventfd, trace, stats):
     from vmm.machine import Machine, MachineConfig
 
     memory_size = _memory(memory)
+    cmdline = _cmdline(cmdline)
     disk_list = tuple(parse_disk_option(d) for d in disks)
     if len(disk_list) > MAX_DISKS:
         raise PyvmmError(f"at most {MAX_DISKS} --disk options")

@@ -11,7 +11,7 @@ import importlib
 
 import click
 
-from vmm.errors import PyvmmError
+from vmm.errors import INTERRUPTED_STATUS, PyvmmError
 
 
 class LazyGroup(click.Group):
@@ -31,12 +31,17 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):
-        """Turn library errors into one line on stderr and their exit status."""
+        """Turn library errors into one line on stderr and their exit status, and Ctrl-C
+        into status 130 for every subcommand (click alone would print "Aborted!" and exit
+        1). Each command's ``finally`` blocks have run by the time it gets here."""
         try:
             return super().invoke(ctx)
         except PyvmmError as e:
             click.echo(f"pyvmm: {e}", err=True)
             ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("pyvmm: interrupted", err=True)
+            ctx.exit(INTERRUPTED_STATUS)
 
 
 @click.group(

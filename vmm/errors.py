@@ -7,3 +7,7 @@ own; the CLI prints it as one line and exits with its ``exit_code``, never a tra
 
 class PyvmmError(Exception):
     exit_code = 2
+
+
+# The exit status after Ctrl-C: a process killed by SIGINT, as a shell reports it.
+INTERRUPTED_STATUS = 128 + 2

@@ -26,7 +26,7 @@ from vmm.devices.power import (
     GuestStop,
 )
 from vmm.devices.serial import COM1_BASE, COM1_IRQ, UART_NR_PORTS, Serial
-from vmm.errors import PyvmmError
+from vmm.errors import INTERRUPTED_STATUS, PyvmmError
 from vmm.kvm import (
     FailEntryExit,
     HltExit,
@@ -191,7 +191,7 @@ class Machine:
         try:
             return self.run_vcpu(self.vcpu)
         except KeyboardInterrupt:
-            return RunResult(130, "interrupted", failed=True)
+            return RunResult(INTERRUPTED_STATUS, "interrupted", failed=True)
 
     def run_vcpu(self, vcpu) -> RunResult:
         """The exit loop: enter the guest, decode why it left, dispatch, repeat."""

@@ -13,12 +13,30 @@ import re
 import struct
 from dataclasses import dataclass
 
+from vmm.errors import PyvmmError
+
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kKmMgGtT]?)(i?[bB])?\s*$")
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 class GuestMemoryError(ValueError):
     """A guest-physical access outside guest memory."""
+
+
+class HostMemoryError(PyvmmError):
+    """The host refused to map guest memory (the kernel's overcommit policy said no)."""
+
+
+def _host_memory() -> int:
+    """RAM plus swap: what the kernel's default overcommit heuristic lets one mapping have
+    (Documentation/mm/overcommit-accounting.rst, mode 0)."""
+    with open("/proc/meminfo") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return sum(int(fields[k].split()[0]) << 10 for k in ("MemTotal", "SwapTotal"))
+
+
+def _mib(n: int) -> str:
+    return f"{n >> 20} MiB"
 
 
 def parse_size(text: str) -> int:
@@ -61,7 +79,15 @@ class GuestMemory:
                 raise GuestMemoryError(f"region {gpa:#x}+{size:#x} is not page aligned")
             if self.regions and gpa < self.regions[-1].end:
                 raise GuestMemoryError(f"region {gpa:#x} overlaps the one before it")
-            mm = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            try:
+                mm = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            except OSError as e:
+                self.close()
+                total = sum(n for _, n in regions)
+                raise HostMemoryError(
+                    f"the host cannot map {_mib(total)} of guest memory ({e.strerror}); "
+                    f"it has {_mib(_host_memory())} of RAM and swap"
+                ) from None
             self.regions.append(Region(gpa, size, mm))
 
     @classmethod

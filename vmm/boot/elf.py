@@ -54,6 +54,8 @@ def is_elf(data: bytes) -> bool:
 
 def parse(data: bytes, name: str = "ELF file") -> ElfImage:
     """Validate a static x86-64 ELF executable and return its entry point and segments."""
+    if not is_elf(data):
+        raise ElfError(f"{name} is not an ELF file (it does not start with 7f 45 4c 46)")
     if len(data) < _EHDR.size:
         raise ElfError(f"{name} is truncated: {len(data)} bytes, shorter than an ELF header")
     (

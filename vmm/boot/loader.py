@@ -14,6 +14,7 @@ from vmm.boot import elf, layout
 from vmm.boot.bootinfo import BootInfo, VirtioSlot
 from vmm.boot.x86 import CpuStart, write_boot_gdt, write_page_tables
 from vmm.errors import PyvmmError
+from vmm.inputfile import read_input
 from vmm.memory import GuestMemory
 
 BOOT_SIGNATURE = b"\x55\xaa"  # last two bytes of a PC boot sector
@@ -33,16 +34,10 @@ class BootRequest(NamedTuple):
     virtio: tuple[VirtioSlot, ...] = ()
 
 
-def read_file(path: str, what: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise KernelError(f"{what} {path!r} does not exist") from None
-    except IsADirectoryError:
-        raise KernelError(f"{what} {path!r} is a directory") from None
-    except OSError as e:
-        raise KernelError(f"cannot read {what} {path!r}: {e.strerror}") from None
+def read_file(path: str, what: str, memory: GuestMemory) -> bytes:
+    """A kernel, program or other file to put in guest memory: more than fits is refused
+    before it is read (vmm/inputfile.py checks the file's kind and bounds the read)."""
+    data = read_input(path, what, memory.size, "guest memory")
     if not data:
         raise KernelError(f"{what} {path!r} is empty")
     return data
@@ -65,7 +60,7 @@ def kernel_format(data: bytes, path: str) -> str:
 
 
 def load(memory: GuestMemory, request: BootRequest) -> CpuStart:
-    data = read_file(request.kernel, "kernel")
+    data = read_file(request.kernel, "kernel", memory)
     if kernel_format(data, request.kernel) == "flat":
         return _load_flat(memory, data, request)
     return _load_elf_kernel(memory, data, request)
@@ -138,7 +133,7 @@ def _place_program(memory: GuestMemory, path: str, floor: int) -> tuple[int, int
     The kernel copies its segments to their own addresses and puts the user stack in the
     2 MiB just below the file, so all of that must lie above the kernel and the segments.
     """
-    data = read_file(path, "program")
+    data = read_file(path, "program", memory)
     program = elf.parse(data, f"program {path!r}")
     low_end = memory.regions[0].end
     addr = (low_end - len(data)) // layout.PROGRAM_ALIGN * layout.PROGRAM_ALIGN

@@ -17,12 +17,12 @@ even be answered, so the device asks for a reset instead.
 from __future__ import annotations
 
 import os
-import stat
 import struct
 from collections.abc import Callable
 
 from vmm.devices.virtio.virtqueue import DescriptorChain, Virtqueue, VirtqueueError
 from vmm.errors import PyvmmError
+from vmm.inputfile import NotWritableError, open_input
 
 VIRTIO_ID_BLOCK = 2  # 5: device ID of a block device
 
@@ -53,21 +53,13 @@ _CONFIG = struct.Struct("<QIIHBBI")
 
 
 def parse_disk_option(text: str) -> tuple[str, bool]:
-    """Parse ``--disk PATH[,ro]`` into (path, readonly), refusing what cannot be a disk."""
+    """Parse ``--disk PATH[,ro]`` into (path, readonly); the image is checked when opened."""
     path, *options = text.split(",")
     if not path:
         raise PyvmmError(f"--disk {text!r}: no image path given")
     unknown = [option for option in options if option != "ro"]
     if unknown:
         raise PyvmmError(f"--disk {text!r}: unknown option {unknown[0]!r} (only 'ro' is known)")
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise PyvmmError(f"disk image {path} does not exist") from None
-    except OSError as e:
-        raise PyvmmError(f"disk image {path}: {e.strerror}") from None
-    if not stat.S_ISREG(mode):
-        raise PyvmmError(f"disk image {path} is not a regular file")
     return path, bool(options)
 
 
@@ -96,13 +88,16 @@ class VirtioBlk:
         serial: str | None = None,
         queue_size: int = DEFAULT_QUEUE_SIZE,
     ) -> None:
+        # An image the user may not write is refused, not quietly attached read-only:
+        # a guest that believes it wrote would lose its data. ",ro" says it is meant.
         try:
-            self._fd = os.open(path, (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC)
-        except OSError as e:
-            raise PyvmmError(f"cannot open disk image {path}: {e.strerror}") from None
+            self._fd = open_input(path, "disk image", writable=not readonly, block_device_ok=True)
+        except NotWritableError as e:
+            raise NotWritableError(f"{e}: attach it read-only with --disk {path},ro") from None
         self.path = path
         self.readonly = readonly
-        self.capacity = os.fstat(self._fd).st_size // SECTOR_SIZE
+        # lseek, not st_size, which is 0 for a block device.
+        self.capacity = os.lseek(self._fd, 0, os.SEEK_END) // SECTOR_SIZE
         # The serial defaults to the image's file name, so a guest can tell disks apart.
         name = (serial if serial is not None else os.path.basename(path)).encode()
         self.serial = name[:VIRTIO_BLK_ID_BYTES].ljust(VIRTIO_BLK_ID_BYTES, b"\0")
