@@ -177,10 +177,11 @@ def test_exec_pause_resume_ps_update_list(rt):
 
 def test_hooks_run_at_their_points_with_the_state_on_stdin(rt):
     log = rt.tmp / "hooks.log"
-    hook = lambda point: {
-        "path": "/bin/sh",
-        "args": ["sh", "-c", f"cat >> {log}; echo >> {log}; echo {point} >> {log}"],
-    }  # noqa: E731,E501
+
+    def hook(point: str) -> dict:
+        script = f"cat >> {log}; echo >> {log}; echo {point} >> {log}"
+        return {"path": "/bin/sh", "args": ["sh", "-c", script]}
+
     hooks = {p: [hook(p)] for p in ("prestart", "createRuntime", "poststart", "poststop")}
     b = rt.bundle(["sleep", "0.5"], hooks=hooks)
     rt.ok("run", "--bundle", b, "h1")
@@ -228,10 +229,13 @@ def test_mounts_masked_readonly_paths_and_readonly_root(rt, tmp_path):
     (host_dir / "f").write_text("from host\n")
     mounts = json.loads(json.dumps(rt_default_mounts()))
     mounts += [
-        {"destination": "/data", "type": "bind", "source": str(host_dir), "options": ["rbind", "ro"]},
-        {"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["nodev", "size=1m", "rprivate"]},
+        {"destination": "/data", "type": "bind", "source": str(host_dir),
+         "options": ["rbind", "ro"]},
+        {"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nodev", "size=1m", "rprivate"]},
     ]  # fmt: skip
-    script = ("cat /data/f; touch /data/x 2>/dev/null || echo data-ro; touch /scratch/y && echo scratch-rw; "
+    script = ("cat /data/f; touch /data/x 2>/dev/null || echo data-ro; "
+              "touch /scratch/y && echo scratch-rw; "
               "touch /z 2>/dev/null || echo root-ro; cat /proc/kcore 2>/dev/null | wc -c; "
               "echo x > /proc/sys/kernel/domainname 2>/dev/null || echo procsys-ro; "
               "grep ' /scratch ' /proc/self/mountinfo")  # fmt: skip
@@ -267,9 +271,9 @@ def _user_namespace(rt, top: Path) -> None:
     rootfs.mkdir()
     _busybox_rootfs(rootfs)
     subprocess.run(["chown", "-R", "100000:100000", rootfs], check=True)
+    maps = [{"containerID": 0, "hostID": 100000, "size": 65536}]
     b = rt.bundle(["sh", "-c", "id -u; cat /proc/self/uid_map; sleep 2"], name="u1",
-                  linux__uidMappings=[{"containerID": 0, "hostID": 100000, "size": 65536}],
-                  linux__gidMappings=[{"containerID": 0, "hostID": 100000, "size": 65536}])  # fmt: skip
+                  linux__uidMappings=maps, linux__gidMappings=maps)  # fmt: skip
     os.unlink(b / "rootfs")
     os.symlink(rootfs, b / "rootfs")
     config = json.loads((b / "config.json").read_text())
@@ -300,11 +304,10 @@ def test_namespace_path_joins_an_existing_network_namespace(rt):
 
 
 def test_sysctl_cgroups_and_seccomp(rt):
-    seccomp = {"defaultAction": "SCMP_ACT_ALLOW",
-               "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}  # fmt: skip
-    mounts = rt_default_mounts() + [
-        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["ro"]}
-    ]
+    deny_mkdir = {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}
+    seccomp = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [deny_mkdir]}
+    cgroup = {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"}
+    mounts = [*rt_default_mounts(), {**cgroup, "options": ["ro"]}]
     script = ("cat /proc/sys/net/ipv4/ip_forward; cat /sys/fs/cgroup/memory/memory.limit_in_bytes; "
               "cat /sys/fs/cgroup/pids/pids.max; mkdir /tmp/d 2>&1")  # fmt: skip
     r = rt.run(["sh", "-c", script], linux__sysctl={"net.ipv4.ip_forward": "1"},
