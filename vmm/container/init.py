@@ -567,10 +567,15 @@ def join(state, process: Process, *, console_socket: str | None = None,
     first = os.fork()
     if first == 0:
         try:
+            _preload(process.terminal, False)
+            filt = None  # built while libseccomp's files are in reach
+            if seccomp is not None:
+                from vmm.container import seccomp as seccomp_mod
+
+                filt = seccomp_mod.Filter(seccomp)
             order = sorted(fds, key=lambda k: (k != "user", k == "mnt"))  # user first, mnt last
             for k in order:
                 check(lib.setns(fds[k], 0), f"setns {k}")
-            _preload(process.terminal, False)
             pid = os.fork()
             if pid == 0:
                 try:
@@ -580,11 +585,6 @@ def join(state, process: Process, *, console_socket: str | None = None,
                         _terminal(console, process)
                     _chdir(process.cwd)
                     executable = _lookup(process)
-                    filt = None
-                    if seccomp is not None:
-                        from vmm.container import seccomp as seccomp_mod
-
-                        filt = seccomp_mod.Filter(seccomp)
                     _send(from_w, "R")
                     _become(process, executable, preserve_fds, filt)
                 except BaseException as e:  # noqa: BLE001
