@@ -277,9 +277,8 @@ def _init(cid: str, spec: Spec, cg: Cgroup, fifo_fd: int, pipes, console, no_piv
         if process.oom_score_adj is not None:
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write(str(process.oom_score_adj))
-        _namespaces(spec)
-        rootfs = spec.root
-        _mount_rootfs(spec, cg)
+        enter_namespaces(spec)
+        mount_rootfs(spec, cg)
         _send(from_w, "H")
         message = _read_line(to_r)
         if not message.startswith("C"):
@@ -291,20 +290,13 @@ def _init(cid: str, spec: Spec, cg: Cgroup, fifo_fd: int, pipes, console, no_piv
 
         hooks.run(spec.hooks.get("createContainer", []), state, "createContainer")
         syscall_filter = _build_filter(spec)
-        if no_pivot:
-            os.chdir(rootfs)
-            mount(rootfs, "/", None, lib.MS_MOVE)
-            os.chroot(".")
-            os.chdir("/")
-        else:
-            mounts.pivot(rootfs)
-        _finish_rootfs(spec)
+        enter_rootfs(spec, no_pivot)
         _chdir(process.cwd)
         if process.terminal:
             _terminal(console, process)
         if console is not None:
             os.close(console)
-        executable = _lookup(process)
+        executable = lookup(process)
         if not os.path.exists(f"/proc/self/fd/{fifo_fd}"):
             raise InitError("pyvmm needs /proc mounted in the container (config.json mounts)")
         _send(from_w, "R")
@@ -320,7 +312,7 @@ def _init(cid: str, spec: Spec, cg: Cgroup, fifo_fd: int, pipes, console, no_piv
 
         hooks.run(spec.hooks.get("startContainer", []), {**state, "status": "running"},
                   "startContainer")  # fmt: skip
-        _become(process, executable, preserve_fds, syscall_filter)
+        become(process, executable, preserve_fds, syscall_filter)
     except BaseException as e:  # noqa: BLE001
         os.write(2, f"pyvmm-runtime: {_describe(e)}\n".encode())
     os._exit(127)
@@ -337,14 +329,16 @@ def _preload(terminal: bool, hooks: bool) -> None:
         import subprocess  # noqa: F401
 
 
-def _namespaces(spec: Spec) -> None:
-    """Join the namespaces given by path, create the others (PID and user are done)."""
+def enter_namespaces(spec: Spec, skip: tuple[str, ...] = ()) -> None:
+    """Join the namespaces given by path, create the others (PID and user are done,
+    and ``skip``'s are left to the caller)."""
     flags = 0
-    joined = [n for n in spec.namespaces if n.path and n.type not in ("user", "pid")]
+    done = ("user", "pid", *skip)
+    joined = [n for n in spec.namespaces if n.path and n.type not in done]
     for ns in sorted(joined, key=lambda n: n.type == "mount"):  # mount last
         _setns(ns.path, CLONE[ns.type])
     for ns in spec.namespaces:
-        if ns.path is None and ns.type not in ("user", "pid"):
+        if ns.path is None and ns.type not in done:
             flags |= CLONE[ns.type]
     namespaces.unshare(flags)
     if spec.hostname is not None:
@@ -357,12 +351,19 @@ def _namespaces(spec: Spec) -> None:
         namespaces.loopback_up()
 
 
-def _mount_rootfs(spec: Spec, cg: Cgroup) -> None:
-    """Make the rootfs a mount point of its own and mount ``mounts`` into it."""
+def mount_rootfs(spec: Spec, cg: Cgroup | None,
+                 on_rootfs: Callable[[str], None] | None = None) -> None:  # fmt: skip
+    """Make the rootfs a mount point of its own and mount ``mounts`` into it.
+
+    ``on_rootfs(root)``, once no mount can reach the host any more and before the
+    rootfs is used: where ``pyvmm container`` mounts the image's overlay on it.
+    """
     propagation = mounts.PROPAGATION.get(spec.rootfs_propagation, 0)
     if propagation & lib.MS_SHARED or not propagation:
         propagation = lib.MS_SLAVE | lib.MS_REC  # shared is applied after pivot_root
     mount(None, "/", None, propagation | lib.MS_REC)
+    if on_rootfs is not None:
+        on_rootfs(spec.root)
     mount(spec.root, spec.root, None, lib.MS_BIND | lib.MS_REC)
     userns = spec.namespace("user") is not None
     dev_mounted = False
@@ -448,9 +449,16 @@ def _build_filter(spec: Spec):
     return seccomp.Filter(spec.seccomp)
 
 
-def _finish_rootfs(spec: Spec) -> None:
-    """After pivot_root: sysctls, masked and read-only paths, the readonly root and
-    the root's propagation."""
+def enter_rootfs(spec: Spec, no_pivot: bool = False) -> None:
+    """pivot_root into the rootfs (``no_pivot``: move it over / and chroot), then
+    sysctls, masked and read-only paths, the readonly root and its propagation."""
+    if no_pivot:
+        os.chdir(spec.root)
+        mount(spec.root, "/", None, lib.MS_MOVE)
+        os.chroot(".")
+        os.chdir("/")
+    else:
+        mounts.pivot(spec.root)
     for key, value in spec.sysctl.items():
         try:
             with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
@@ -508,7 +516,7 @@ def _env(process: Process) -> dict[str, str]:
     return env
 
 
-def _lookup(process: Process) -> str:
+def lookup(process: Process) -> str:
     """The command's file, as execvp would find it in the container (runc checks at
     create time, so a typo fails ``create``, not the running container)."""
     name = process.args[0]
@@ -523,9 +531,11 @@ def _lookup(process: Process) -> str:
     raise InitError(f'exec: "{name}": executable file not found in $PATH')
 
 
-def _become(process: Process, executable: str, preserve_fds: int, syscall_filter) -> None:
+def become(process: Process, executable: str, preserve_fds: int = 0, syscall_filter=None,
+           keep_fd: int | None = None) -> None:  # fmt: skip
     """The last step: rlimits, user and groups, capabilities, no_new_privs, seccomp,
-    then execve; never returns."""
+    then execve (fds from 3 + ``preserve_fds`` closed, but ``keep_fd``); returns only
+    by raising why execve failed."""
     for limit in process.rlimits:  # while CAP_SYS_RESOURCE may still raise them
         limit.apply()
     if syscall_filter is not None and not process.no_new_privileges:
@@ -549,7 +559,11 @@ def _become(process: Process, executable: str, preserve_fds: int, syscall_filter
         capabilities.set_no_new_privs()
     if syscall_filter is not None:
         syscall_filter.load()
-    os.closerange(3 + preserve_fds, os.sysconf("SC_OPEN_MAX"))
+    first, top = 3 + preserve_fds, os.sysconf("SC_OPEN_MAX")
+    if keep_fd is not None and keep_fd >= first:
+        os.closerange(first, keep_fd)
+        first = keep_fd + 1
+    os.closerange(first, top)
     os.execve(executable, process.args, _env(process))
 
 
@@ -584,9 +598,9 @@ def join(state, process: Process, *, console_socket: str | None = None,
                     if process.terminal:
                         _terminal(console, process)
                     _chdir(process.cwd)
-                    executable = _lookup(process)
+                    executable = lookup(process)
                     _send(from_w, "R")
-                    _become(process, executable, preserve_fds, filt)
+                    become(process, executable, preserve_fds, filt)
                 except BaseException as e:  # noqa: BLE001
                     _send(from_w, "E" + _describe(e))
                 os._exit(127)
