@@ -75,6 +75,14 @@ class Limits:
     cpu_shares: int | None = None
     cpuset_cpus: str | None = None
     cpuset_mems: str | None = None
+    cpu_quota: int | None = None  # microseconds per cpu_period (OCI's own, not ``cpus``)
+    cpu_period: int | None = None
+    cpu_rt_runtime: int | None = None
+    cpu_rt_period: int | None = None
+    memory_kernel: int | None = None
+    memory_kernel_tcp: int | None = None
+    memory_swappiness: int | None = None
+    oom_kill_disable: bool | None = None
     devices: list[DeviceRule] | None = None
 
     def __post_init__(self) -> None:
@@ -83,9 +91,10 @@ class Limits:
                             for d in self.devices]  # fmt: skip
 
     @classmethod
-    def from_oci(cls, resources: dict) -> Limits:
+    def from_oci(cls, resources: dict, nodes: list | None = None) -> Limits:
         """``linux.resources`` (config-linux.md "Control groups"); a field this runtime
-        does not implement is an error naming it."""
+        does not implement is an error naming it. ``nodes``: ``linux.devices``, which
+        the container may use whatever the rules say (as runc allows them)."""
         from vmm.container.spec import SpecError, _Fields
 
         r = _Fields(resources, "linux.resources")
@@ -94,20 +103,27 @@ class Limits:
             memory=_positive(m.get("limit", int)),
             memory_swap=_positive(m.get("swap", int)),
             memory_reservation=_positive(m.get("reservation", int)),
+            memory_kernel=_positive(m.get("kernel", int)),
+            memory_kernel_tcp=_positive(m.get("kernelTCP", int)),
+            memory_swappiness=m.get("swappiness", int),
+            oom_kill_disable=m.get("disableOOMKiller", bool),
             pids=_positive(p.get("limit", int)),
             cpu_shares=c.get("shares", int),
+            cpu_quota=_positive(c.get("quota", int)),
+            cpu_period=c.get("period", int),
+            cpu_rt_runtime=c.get("realtimeRuntime", int),
+            cpu_rt_period=c.get("realtimePeriod", int),
             cpuset_cpus=c.get("cpus", str) or None,
             cpuset_mems=c.get("mems", str) or None,
         )
-        quota, period = c.get("quota", int), c.get("period", int)
-        if quota is not None and quota > 0:
-            limits.cpus = quota / (period or CFS_PERIOD_US)
         for sub in (m, c, p):
             sub.done()
         rules = r.get("devices", list)
         if rules is not None:
+            allowed = [DeviceRule(True, "c" if n.type == "u" else n.type, n.major, n.minor)
+                       for n in nodes or () if n.type != "p"]  # fmt: skip
             limits.devices = [*(_device_rule(i, d) for i, d in enumerate(rules)),
-                              *DEFAULT_DEVICE_RULES]  # fmt: skip
+                              *DEFAULT_DEVICE_RULES, *allowed]  # fmt: skip
         r.done()
         if limits.cpu_shares is not None and limits.cpu_shares < 2:
             raise SpecError("config.json: linux.resources.cpu.shares must be at least 2")
@@ -138,10 +154,12 @@ def _device_rule(i: int, rule: dict) -> DeviceRule:
 
 # The devices every OCI container may use whatever its rules say (runtime-spec
 # config-linux.md "Default Devices", and /dev/pts/* and /dev/ptmx for terminals).
-DEFAULT_DEVICE_RULES = tuple(
-    DeviceRule(True, "c", major, minor, "rwm")
-    for major, minor in ((1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 2), (136, None))
-)
+DEFAULT_DEVICE_RULES = (
+    DeviceRule(True, "c", None, None, "m"),  # mknod of any node, as runc (CAP_MKNOD decides)
+    DeviceRule(True, "b", None, None, "m"),
+    *(DeviceRule(True, "c", major, minor, "rwm")
+      for major, minor in ((1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 2), (136, None))),
+)  # fmt: skip
 
 
 def _write(path: Path, value: str) -> None:
@@ -310,6 +328,14 @@ class CgroupV1(Cgroup):
             files["memory"] += [("memory.memsw.limit_in_bytes", str(swap))]
         if limits.memory_reservation is not None:
             files["memory"] += [("memory.soft_limit_in_bytes", str(limits.memory_reservation))]
+        if limits.memory_kernel is not None:  # not enforced since Linux 5.16 (see _write_files)
+            files["memory"] += [("memory.kmem.limit_in_bytes", str(limits.memory_kernel))]
+        if limits.memory_kernel_tcp is not None:
+            files["memory"] += [("memory.kmem.tcp.limit_in_bytes", str(limits.memory_kernel_tcp))]
+        if limits.memory_swappiness is not None:
+            files["memory"] += [("memory.swappiness", str(limits.memory_swappiness))]
+        if limits.oom_kill_disable is not None:
+            files["memory"] += [("memory.oom_control", str(int(limits.oom_kill_disable)))]
         if limits.pids is not None:
             files["pids"].append(("pids.max", str(limits.pids)))
         if limits.cpus is not None:
@@ -317,6 +343,14 @@ class CgroupV1(Cgroup):
                 ("cpu.cfs_period_us", str(CFS_PERIOD_US)),
                 ("cpu.cfs_quota_us", str(int(limits.cpus * CFS_PERIOD_US))),
             ]
+        if limits.cpu_period is not None:
+            files["cpu"].append(("cpu.cfs_period_us", str(limits.cpu_period)))
+        if limits.cpu_quota is not None:
+            files["cpu"].append(("cpu.cfs_quota_us", str(limits.cpu_quota)))
+        if limits.cpu_rt_period is not None:
+            files["cpu"].append(("cpu.rt_period_us", str(limits.cpu_rt_period)))
+        if limits.cpu_rt_runtime is not None:
+            files["cpu"].append(("cpu.rt_runtime_us", str(limits.cpu_rt_runtime)))
         if limits.cpu_shares is not None:
             files["cpu"].append(("cpu.shares", str(limits.cpu_shares)))
         if limits.cpuset_cpus:
@@ -330,8 +364,15 @@ class CgroupV1(Cgroup):
     def _write_files(self, files: dict[str, list[tuple[str, str]]]) -> None:
         for controller, path in self._dirs().items():
             for name, value in files[controller]:
-                if (path / name).exists() or not name.startswith("memory.memsw"):
+                if not (path / name).exists() and name.startswith("memory.memsw"):
+                    continue  # no swap accounting: no swap to escape to either
+                try:
                     _write(path / name, value)
+                except OSError as e:
+                    # Kernel memory limits are gone since Linux 5.16 (the file stays and
+                    # refuses writes); runc ignores the field for that reason too.
+                    if name != "memory.kmem.limit_in_bytes" or e.errno != errno.EOPNOTSUPP:
+                        raise OSError(e.errno, f"cgroup {name}={value}: {e.strerror}") from None
 
     def create(self, limits: Limits) -> None:
         files = self._files(limits)
@@ -432,6 +473,11 @@ class CgroupV2(Cgroup):
             files.append(("pids.max", str(limits.pids)))
         if limits.cpus is not None:
             files.append(("cpu.max", f"{int(limits.cpus * CFS_PERIOD_US)} {CFS_PERIOD_US}"))
+        if limits.cpu_quota is not None or limits.cpu_period is not None:
+            quota = "max" if limits.cpu_quota is None else str(limits.cpu_quota)
+            files.append(("cpu.max", f"{quota} {limits.cpu_period or CFS_PERIOD_US}"))
+        if limits.memory_swappiness is not None or limits.cpu_rt_runtime is not None:
+            raise PyvmmError("memory.swappiness and cpu.realtime* have no cgroup v2 file")
         if limits.cpu_shares is not None:  # the conversion runc and crun use
             files.append(("cpu.weight", str(1 + (limits.cpu_shares - 2) * 9999 // 262142)))
         if limits.cpuset_cpus:

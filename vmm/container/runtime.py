@@ -181,7 +181,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
         raise SpecError("config.json: pyvmm needs a mount namespace (linux.namespaces)")
     if spec.process.terminal and console_socket is None:
         raise SpecError("config.json: process.terminal needs --console-socket")
-    limits = cgroups.Limits.from_oci(spec.resources)
+    limits = cgroups.Limits.from_oci(spec.resources, spec.devices)
     init.validate(spec)
     base = _root(root)
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -211,7 +211,8 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
         def run_hooks(points: tuple[str, ...], pid_: int) -> None:
             state.pid = pid_
             for point in points:
-                hooks.run(spec.hooks.get(point, []), state.oci("creating"), point)
+                # runtime.md says "creating"; runc, and the conformance suite, say "created".
+                hooks.run(spec.hooks.get(point, []), state.oci("created"), point)
 
         pid = init.spawn(cid, spec, cg, str(container.fifo), run_hooks,
                          console_socket=console_socket, no_pivot=no_pivot,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,21 @@ HOOK_POINTS = (
 CAPABILITY_SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
 PROPAGATIONS = ("", "private", "rprivate", "shared", "rshared", "slave", "rslave",
                 "unbindable", "runbindable")  # fmt: skip
+
+
+# Fields the runtime spec defines that pyvmm does not implement: refused when set.
+# Any other key pyvmm does not read is an unknown property, which config.md
+# ("Extensibility") says a runtime MUST ignore.
+UNSUPPORTED = {
+    "": {"solaris", "windows", "vm", "zos"},
+    "process": {"commandLine", "scheduler", "ioPriority", "execCPUAffinity"},
+    "process.user": {"username"},
+    "mounts": {"uidMappings", "gidMappings"},
+    "linux": {"timeOffsets", "intelRdt", "personality", "memoryPolicy", "netDevices"},
+    "linux.resources": {"blockIO", "hugepageLimits", "network", "rdma", "unified"},
+    "linux.resources.memory": {"useHierarchy", "checkBeforeUpdate"},
+    "linux.resources.cpu": {"idle", "burst"},
+}
 
 
 class SpecError(PyvmmError):
@@ -92,10 +108,11 @@ class _Fields:
             raise SpecError(f"config.json: {self._name(key)} must be an absolute path: {path}")
         return path
 
-    def done(self, ignore: tuple[str, ...] = ()) -> None:
-        """Refuse the keys nobody read: fields this runtime does not implement."""
+    def done(self) -> None:
+        """Refuse the spec's fields this runtime does not implement, if set."""
+        unsupported = UNSUPPORTED.get(re.sub(r"\[\d+\]", "", self.where), ())
         for key, value in self.obj.items():
-            if key not in self.seen and key not in ignore and value not in (None, {}, [], ""):
+            if key in unsupported and key not in self.seen and value not in (None, {}, [], ""):
                 raise SpecError(f"config.json: {self._name(key)} is not supported by pyvmm")
 
 
