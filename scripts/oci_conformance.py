@@ -71,11 +71,14 @@ def run_suite(tools: Path, runtime: str, out: Path) -> dict[str, tuple[int, int,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tools", type=Path, default=DEFAULT_TOOLS,
-                        help=f"runtime-tools checkout at {COMMIT} (default: %(default)s)")  # fmt: skip
+                        help=f"runtime-tools at {COMMIT} (default: %(default)s)")  # fmt: skip
     parser.add_argument("--results", type=Path, default=Path("oci-conformance"),
                         help="where the TAP output goes (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--runtime", action="append",
-                        help="a runtime to test (repeatable; default: pyvmm-runtime, runc, crun)")
+    parser.add_argument(
+        "--runtime",
+        action="append",
+        help="a runtime to test (repeatable; default: pyvmm-runtime, runc, crun)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("oci_conformance: needs root (the suite creates real containers)", file=sys.stderr)
