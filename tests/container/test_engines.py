@@ -15,18 +15,10 @@ from pathlib import Path
 import pytest
 from containertest import REPO
 
+from vmm.bench.containers import IMAGE, private_podman
+
 RUNTIME = shutil.which("pyvmm-runtime", path=os.path.dirname(sys.executable))
-IMAGE = "localhost/pyvmm-workload:latest"
 STATE = Path("/run/pyvmm-runtime")  # pyvmm-runtime's default --root, which engines use
-# This host's root lacks CAP_SYS_RESOURCE: Podman's default rlimits (raised from
-# the runtime's) cannot be set, so the test's own containers.conf lowers them.
-CONTAINERS_CONF = """\
-[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-"""
 
 pytestmark = pytest.mark.skipif(RUNTIME is None, reason="pyvmm-runtime is not installed")
 
@@ -54,12 +46,14 @@ def _cgroups() -> set[str]:
 
 
 class Podman:
+    """Podman on a store of its own under ``tmp``, with a test-only containers.conf
+    (this host's root lacks CAP_SYS_RESOURCE, so Podman's default rlimits must be
+    lowered; see vmm/bench/containers.py), running pyvmm-runtime."""
+
     def __init__(self, tmp: Path):
         self.tmp = tmp
-        (tmp / "containers.conf").write_text(CONTAINERS_CONF)
-        self.env = {**os.environ, "CONTAINERS_CONF": str(tmp / "containers.conf")}
-        self.base = ["podman", "--root", str(tmp / "storage"), "--runroot", str(tmp / "run"),
-                     "--storage-driver", "overlay", "--runtime", RUNTIME]  # fmt: skip
+        base, self.env = private_podman(tmp)
+        self.base = [*base, "--runtime", RUNTIME]
 
     def __call__(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return subprocess.run([*self.base, *args], capture_output=True, text=True,
