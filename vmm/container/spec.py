@@ -15,7 +15,6 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from vmm.container.rlimits import Rlimit
 from vmm.errors import PyvmmError
@@ -72,7 +71,7 @@ class SpecError(PyvmmError):
 class _Fields:
     """One JSON object being read: typed getters, and the keys nobody asked for."""
 
-    def __init__(self, obj: Any, where: str):
+    def __init__(self, obj: object, where: str):
         if not isinstance(obj, dict):
             raise SpecError(f"config.json: {where or 'the document'} must be an object")
         self.obj, self.where, self.seen = obj, where, set()
@@ -80,7 +79,7 @@ class _Fields:
     def _name(self, key: str) -> str:
         return f"{self.where}.{key}" if self.where else key
 
-    def get(self, key: str, kind: type | tuple, default: Any = None) -> Any:
+    def get(self, key: str, kind: type | tuple, default: object = None) -> object:
         self.seen.add(key)
         value = self.obj.get(key, default)
         if value is None:
@@ -298,7 +297,7 @@ def _devices(f: _Fields) -> list[Device]:
     return out
 
 
-def parse(config: Any, bundle: str) -> Spec:
+def parse(config: object, bundle: str) -> Spec:
     """Check ``config`` (the decoded ``config.json``) field by field into a ``Spec``."""
     f = _Fields(config, "")
     version = f.get("ociVersion", str)
