@@ -67,16 +67,22 @@ def _unified_hidden(argv: list[str]) -> list[str]:
 
 
 def _median(commands: list[list[str]], runs: int, env: dict | None = None) -> float:
-    """Median wall time of running ``commands`` one after another."""
+    """Median wall time of running ``commands`` one after another.
+
+    Errors go to a file, not a pipe: a created container's init keeps the runtime's
+    stdio open (an engine's, normally), and reading a pipe would wait for it.
+    """
     times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        for argv in commands:
-            r = subprocess.run(_unified_hidden(argv), env=env, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-            if r.returncode != 0:
-                raise RuntimeError(f"{' '.join(argv[:6])}...: {r.stderr.decode().strip()}")
-        times.append(time.perf_counter() - t)
+    with tempfile.TemporaryFile() as err:
+        for _ in range(runs):
+            t = time.perf_counter()
+            for argv in commands:
+                code = subprocess.call(_unified_hidden(argv), env=env, stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
+                if code != 0:
+                    err.seek(0)
+                    raise RuntimeError(f"{' '.join(argv[:6])}...: {err.read().decode().strip()}")
+            times.append(time.perf_counter() - t)
     return statistics.median(times)
 
 
