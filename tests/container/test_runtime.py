@@ -384,3 +384,29 @@ def test_bad_bundles_fail_in_one_line_and_leave_nothing(rt, case, expected):
     r = rt("create", "--bundle", b, "bad")
     assert expected in _one_line(r)
     assert rt.ok("list", "-q") == ""
+
+
+def test_cli_errors_are_one_line_status_1_and_logged_as_json(rt):
+    assert "required: id" in _one_line(rt("create"))
+    assert "--systemd-cgroup is not supported" in _one_line(rt("--systemd-cgroup", "list"))
+    log = rt.tmp / "log.json"
+    assert "does not exist" in _one_line(rt("--log", log, "--log-format", "json", "state", "x"))
+    record = json.loads(log.read_text())
+    assert record["level"] == "error" and record["msg"] == "container x does not exist"
+    b = rt.bundle(["true"])
+    assert "exists" in _one_line(rt("spec", "--bundle", b))
+
+
+def test_features_and_kill_signal_names(rt):
+    features = json.loads(rt.ok("features"))
+    assert "createRuntime" in features["hooks"] and "user" in features["linux"]["namespaces"]
+    b = rt.bundle(["sh", "-c", "trap 'exit 0' USR1; sleep 30 & wait"])  # ends on USR1 only
+    rt.ok("run", "-d", "--bundle", b, "k1")
+    time.sleep(0.3)
+    assert "unknown signal" in _one_line(rt("kill", "k1", "NOSUCHSIG"))
+    rt.ok("kill", "k1", "sigusr1")
+    deadline = time.monotonic() + 5
+    while _state(rt, "k1")["status"] != "stopped" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _state(rt, "k1")["status"] == "stopped"
+    rt.ok("delete", "k1")

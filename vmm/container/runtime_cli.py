@@ -22,7 +22,8 @@ VERSION = "1.1.0"  # the runtime-spec version `features` and `--version` report
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # runc: a usage error is one line and status 1
-        raise PyvmmError(f"{self.prog}: {message}")
+        verb = self.prog.removeprefix("pyvmm-runtime").strip()
+        raise PyvmmError(f"{verb}: {message}" if verb else message)
 
 
 def _parser() -> argparse.ArgumentParser:
