@@ -21,7 +21,7 @@ A container's life, as the spec's state machine (``creating`` â†’ ``created`` â†
 4. ``delete`` removes the cgroup (killing what is left) and the state directory,
    then runs ``poststop``.
 
-State lives in ``<root>/<id>/`` (root: ``/run/pyvmm-runtime`` or ``--root``):
+State lives in ``<root>/<id>/`` (``--root``, by default ``/run/pyvmm-runtime``):
 ``state.json`` (``State``) and ``exec.fifo``.
 """
 
@@ -41,7 +41,6 @@ from vmm.container.spec import OCI_VERSION, Spec, SpecError
 from vmm.container.state import is_alive, process_start, remove_tree, write_json
 from vmm.errors import PyvmmError
 
-DEFAULT_ROOT = "/run/pyvmm-runtime"
 CGROUP_PARENT = "pyvmm-runtime"  # a container without linux.cgroupsPath goes here
 ID = re.compile(r"[\w+\-.]+")  # runc's container id rule
 

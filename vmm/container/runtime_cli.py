@@ -18,6 +18,7 @@ import time
 from vmm.errors import PyvmmError
 
 VERSION = "1.1.0"  # the runtime-spec version `features` and `--version` report
+DEFAULT_ROOT = "/run/pyvmm-runtime"  # runc's is /run/runc
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,8 +28,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from vmm.container.runtime import DEFAULT_ROOT
-
     p = _Parser(prog="pyvmm-runtime", description="An OCI runtime (runc's command line).")
     p.add_argument("--root", default=DEFAULT_ROOT, help="state directory")
     p.add_argument("--log", help="log file (errors), default stderr only")
