@@ -358,10 +358,11 @@ def mount_rootfs(spec: Spec, cg: Cgroup | None,
     ``on_rootfs(root)``, once no mount can reach the host any more and before the
     rootfs is used: where ``pyvmm container`` mounts the image's overlay on it.
     """
-    propagation = mounts.PROPAGATION.get(spec.rootfs_propagation, 0)
-    if propagation & lib.MS_SHARED or not propagation:
-        propagation = lib.MS_SLAVE | lib.MS_REC  # shared is applied after pivot_root
-    mount(None, "/", None, propagation | lib.MS_REC)
+    # Private if asked, else slave: nothing made here may reach the host. Shared and
+    # unbindable are applied to the new root after pivot_root (an unbindable source
+    # cannot be bind-mounted, and pivot_root refuses a shared parent).
+    private = spec.rootfs_propagation in ("private", "rprivate")
+    mount(None, "/", None, (lib.MS_PRIVATE if private else lib.MS_SLAVE) | lib.MS_REC)
     if on_rootfs is not None:
         on_rootfs(spec.root)
     mount(spec.root, spec.root, None, lib.MS_BIND | lib.MS_REC)
