@@ -95,9 +95,9 @@ class Limits:
         """``linux.resources`` (config-linux.md "Control groups"); a field this runtime
         does not implement is an error naming it. ``nodes``: ``linux.devices``, which
         the container may use whatever the rules say (as runc allows them)."""
-        from vmm.container.spec import SpecError, _Fields
+        from vmm.container.spec import Fields, SpecError
 
-        r = _Fields(resources, "linux.resources")
+        r = Fields(resources, "linux.resources")
         m, c, p = r.sub("memory"), r.sub("cpu"), r.sub("pids")
         limits = cls(
             memory=_positive(m.get("limit", int)),
@@ -137,9 +137,9 @@ def _positive(value: int | None) -> int | None:
 
 def _device_rule(i: int, rule: dict) -> DeviceRule:
     """One ``linux.resources.devices`` entry, checked."""
-    from vmm.container.spec import SpecError, _Fields
+    from vmm.container.spec import Fields, SpecError
 
-    f = _Fields(rule, f"linux.resources.devices[{i}]")
+    f = Fields(rule, f"linux.resources.devices[{i}]")
     allow = f.get("allow", bool)
     kind = f.get("type", str, "a")
     major, minor = f.get("major", int), f.get("minor", int)

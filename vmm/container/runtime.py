@@ -383,7 +383,7 @@ def exec_(
         raise ContainerStateError(f"cannot exec in a container that is {c.status()}")
     if process_json.get("terminal") and console_socket is None:
         raise SpecError("process.terminal needs --console-socket")
-    process = spec_mod._process(spec_mod._Fields(process_json, "process"))
+    process = spec_mod.parse_process(spec_mod.Fields(process_json, "process"))
     bundle_spec = spec_mod.load(c.state.bundle)
     pid = init.join(c.state, process, console_socket=console_socket,
                     preserve_fds=preserve_fds, seccomp=bundle_spec.seccomp)  # fmt: skip

@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.systemd_cgroup:
             raise PyvmmError("--systemd-cgroup is not supported: use cgroupfs paths")
+        if args.debug and args.log:
+            _log(args, "debug", "pyvmm-runtime " + " ".join(argv or sys.argv[1:]))
         if args.command is None:
             raise PyvmmError("pyvmm-runtime: a command is required (see --help)")
         return COMMANDS[args.command](args) or 0
@@ -118,14 +120,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def _error(args, message: str) -> None:
     sys.stderr.write(f"pyvmm-runtime: {message}\n")
-    log = getattr(args, "log", None)
-    if log:
-        with open(log, "a") as f:
-            if args.log_format == "json":
-                t = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-                f.write(json.dumps({"level": "error", "msg": message, "time": t}) + "\n")
-            else:
-                f.write(f"error: {message}\n")
+    if getattr(args, "log", None):
+        _log(args, "error", message)
+
+
+def _log(args, level: str, message: str) -> None:
+    """One record in ``--log``: runc's JSON (containerd's shim reads the last error
+    from it) or a line of text."""
+    with open(args.log, "a") as f:
+        if args.log_format == "json":
+            t = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            f.write(json.dumps({"level": level, "msg": message, "time": t}) + "\n")
+        else:
+            f.write(f"{level}: {message}\n")
 
 
 def _create(args) -> int:
@@ -305,7 +312,7 @@ def _update(args) -> int:
 
 
 def _features(args) -> int:
-    from vmm.container import mounts, spec
+    from vmm.container import capabilities, mounts, spec
 
     print(json.dumps({
         "ociVersionMin": "1.0.0",
@@ -314,8 +321,7 @@ def _features(args) -> int:
         "mountOptions": sorted([*mounts.FLAGS, *mounts.PROPAGATION]),
         "linux": {
             "namespaces": list(spec.NAMESPACES),
-            "capabilities": __import__("vmm.container.capabilities",
-                                       fromlist=["x"]).supported(),
+            "capabilities": capabilities.supported(),
             "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False},
             "seccomp": {"enabled": True},
             "apparmor": {"enabled": False},

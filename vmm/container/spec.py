@@ -68,7 +68,7 @@ class SpecError(PyvmmError):
     exit_code = 1
 
 
-class _Fields:
+class Fields:
     """One JSON object being read: typed getters, and the keys nobody asked for."""
 
     def __init__(self, obj: object, where: str):
@@ -96,8 +96,8 @@ class _Fields:
             raise SpecError(f"config.json: {self._name(key)} must be a list of strings")
         return values
 
-    def sub(self, key: str) -> _Fields:
-        return _Fields(self.get(key, dict, {}), self._name(key))
+    def sub(self, key: str) -> Fields:
+        return Fields(self.get(key, dict, {}), self._name(key))
 
     def absolute(self, key: str, required: bool = False) -> str | None:
         path = self.get(key, str)
@@ -210,7 +210,7 @@ class Spec:
         return next((n for n in self.namespaces if n.type == kind), None)
 
 
-def _process(f: _Fields) -> Process:
+def parse_process(f: Fields) -> Process:
     args = f.strings("args")
     if not args:
         raise SpecError("config.json: process.args must not be empty")
@@ -230,7 +230,7 @@ def _process(f: _Fields) -> Process:
         c.done()
     rlimits = []
     for i, r in enumerate(f.get("rlimits", list, [])):
-        rf = _Fields(r, f"process.rlimits[{i}]")
+        rf = Fields(r, f"process.rlimits[{i}]")
         rlimits.append(
             Rlimit(rf.get("type", str, ""), rf.get("soft", int, 0), rf.get("hard", int, 0))
         )  # fmt: skip (checks its values)
@@ -258,21 +258,21 @@ def _process(f: _Fields) -> Process:
     return process
 
 
-def _mappings(f: _Fields, key: str) -> list[IdMapping]:
+def _mappings(f: Fields, key: str) -> list[IdMapping]:
     out = []
     for i, m in enumerate(f.get(key, list, [])):
-        mf = _Fields(m, f"linux.{key}[{i}]")
+        mf = Fields(m, f"linux.{key}[{i}]")
         out.append(IdMapping(mf.get("containerID", int, 0), mf.get("hostID", int, 0),
                              mf.get("size", int, 0)))  # fmt: skip
         mf.done()
     return out
 
 
-def _hooks(f: _Fields) -> dict[str, list[Hook]]:
+def _hooks(f: Fields) -> dict[str, list[Hook]]:
     hooks: dict[str, list[Hook]] = {}
     for point in HOOK_POINTS:
         for i, h in enumerate(f.get(point, list, [])):
-            hf = _Fields(h, f"hooks.{point}[{i}]")
+            hf = Fields(h, f"hooks.{point}[{i}]")
             hook = Hook(hf.absolute("path", required=True), hf.strings("args"),
                         hf.strings("env"), hf.get("timeout", int))  # fmt: skip
             if hook.timeout is not None and hook.timeout <= 0:
@@ -283,10 +283,10 @@ def _hooks(f: _Fields) -> dict[str, list[Hook]]:
     return hooks
 
 
-def _devices(f: _Fields) -> list[Device]:
+def _devices(f: Fields) -> list[Device]:
     out = []
     for i, d in enumerate(f.get("devices", list, [])):
-        df = _Fields(d, f"linux.devices[{i}]")
+        df = Fields(d, f"linux.devices[{i}]")
         dev = Device(df.absolute("path", required=True), df.get("type", str, ""),
                      df.get("major", int, 0), df.get("minor", int, 0),
                      df.get("fileMode", int), df.get("uid", int), df.get("gid", int))  # fmt: skip
@@ -299,7 +299,7 @@ def _devices(f: _Fields) -> list[Device]:
 
 def parse(config: object, bundle: str) -> Spec:
     """Check ``config`` (the decoded ``config.json``) field by field into a ``Spec``."""
-    f = _Fields(config, "")
+    f = Fields(config, "")
     version = f.get("ociVersion", str)
     if not version:
         raise SpecError("config.json: ociVersion is required")
@@ -312,10 +312,10 @@ def parse(config: object, bundle: str) -> Spec:
         raise SpecError(f"config.json: root.path {root} is not a directory")
     readonly = r.get("readonly", bool, False)
     r.done()
-    process = _process(f.sub("process")) if "process" in f.obj else None
+    process = parse_process(f.sub("process")) if "process" in f.obj else None
     mounts = []
     for i, m in enumerate(f.get("mounts", list, [])):
-        mf = _Fields(m, f"mounts[{i}]")
+        mf = Fields(m, f"mounts[{i}]")
         mounts.append(Mount(mf.absolute("destination", required=True), mf.get("type", str),
                             mf.get("source", str), mf.strings("options")))  # fmt: skip
         mf.done()
@@ -326,7 +326,7 @@ def parse(config: object, bundle: str) -> Spec:
     linux = f.sub("linux")
     namespaces = []
     for i, n in enumerate(linux.get("namespaces", list, [])):
-        nf = _Fields(n, f"linux.namespaces[{i}]")
+        nf = Fields(n, f"linux.namespaces[{i}]")
         ns = Namespace(nf.get("type", str, ""), nf.absolute("path"))
         nf.done()
         if ns.type not in NAMESPACES:
@@ -396,9 +396,10 @@ def load(bundle: str) -> Spec:
 
 
 def default(rootless: bool = False) -> dict:
-    """The config ``spec`` writes: runc's default (``runc spec``), running ``sh``."""
+    """The config ``spec`` writes: runc's default (``runc spec``), running ``sh``;
+    ``rootless``: as ``runc spec --rootless``, root inside is the caller outside."""
     caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
-    return {
+    config = {
         "ociVersion": OCI_VERSION,
         "process": {
             "terminal": True,
@@ -462,6 +463,21 @@ def default(rootless: bool = False) -> dict:
             "readonlyPaths": list(READONLY_PATHS),
         },
     }
+    if rootless:
+        linux = config["linux"]
+        linux["namespaces"] = [n for n in linux["namespaces"] if n["type"] != "network"]
+        linux["namespaces"].append({"type": "user"})
+        linux["uidMappings"] = [{"containerID": 0, "hostID": os.getuid(), "size": 1}]
+        linux["gidMappings"] = [{"containerID": 0, "hostID": os.getgid(), "size": 1}]
+        del linux["resources"]
+        mounts = config["mounts"]
+        mounts[:] = [m for m in mounts if m["type"] not in ("mqueue", "sysfs")]
+        mounts.append({"destination": "/sys", "type": "none", "source": "/sys",
+                       "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})  # fmt: skip
+        for m in mounts:
+            if m["type"] == "devpts":
+                m["options"].remove("gid=5")
+    return config
 
 
 # runc's defaults for ``spec`` (libcontainer/specconv/example.go), also what
