@@ -18,11 +18,13 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from vmm.bench.measure import pyvmm_command
 from vmm.container import container as lifecycle
 from vmm.container import images, layers
+from vmm.container.security import Security
 from vmm.container.state import Store
 
 PYVMM = pyvmm_command()
@@ -64,14 +66,19 @@ def flat_rootfs(store: Store, image_ref: str, dest: Path) -> Path:
 
 def oci_bundle(rootfs: Path, bundle: Path, args: list[str], binds: dict[str, str]) -> Path:
     """An OCI runtime bundle for crun and runc: ``runc spec``'s defaults (the same
-    masked paths, devices and capabilities as pyvmm), no terminal, plus a cgroup
-    namespace and the ``binds`` (host path: container path)."""
+    masked paths as pyvmm), no terminal, a cgroup namespace, the ``binds`` (host path:
+    container path), and pyvmm's default hardening (capabilities, the seccomp filter,
+    the device rules: ``security.py``), so that each runtime does the same work."""
     bundle.mkdir(parents=True, exist_ok=True)
     subprocess.run(["runc", "spec", "--bundle", bundle], check=True)
     config = json.loads((bundle / "config.json").read_text())
     config["root"] = {"path": str(rootfs), "readonly": False}
     config["process"].update(terminal=False, args=args)
     config["linux"]["namespaces"].append({"type": "cgroup"})
+    hardening = Security()
+    config["process"]["capabilities"] = hardening.oci_capabilities()
+    config["linux"]["seccomp"] = hardening.oci_seccomp()
+    config["linux"]["resources"]["devices"] = [asdict(r) for r in hardening.device_rules()]
     for host, target in binds.items():
         config["mounts"].append({"destination": target, "type": "bind", "source": host,
                                  "options": ["rbind", "rw"]})  # fmt: skip

@@ -222,8 +222,9 @@ def logs(ctx, name) -> None:
 @click.argument("name")
 @click.pass_context
 def inspect(ctx, name) -> None:
-    """Print the container's record as JSON (status, exit code, peak memory...)."""
-    click.echo(json.dumps(lifecycle.find(_store(ctx), name), indent=2, sort_keys=True))
+    """Print the container's record as JSON (status, exit code, peak memory, capabilities,
+    seccomp mode, rlimits, device rules...)."""
+    click.echo(json.dumps(lifecycle.inspect(_store(ctx), name), indent=2, sort_keys=True))
 
 
 @container.command()

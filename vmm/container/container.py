@@ -37,7 +37,17 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from vmm.container import bundle, cgroups, images, init, layers, namespaces, seccomp, volumes
+from vmm.container import (
+    bundle,
+    capabilities,
+    cgroups,
+    images,
+    init,
+    layers,
+    namespaces,
+    seccomp,
+    volumes,
+)
 from vmm.container._libc import lib
 from vmm.container.cgroups import Limits
 from vmm.container.libc import prctl
@@ -592,6 +602,19 @@ def remove(store: Store, ref: str, force: bool = False) -> None:
     with store.lock():
         if _load(store, rec["id"]):
             _remove_files(store, rec)
+
+
+def inspect(store: Store, ref: str) -> dict:
+    """The container's record, for people: a custom seccomp profile by its path only,
+    and, while it runs, the capabilities its first process really has (CapEff)."""
+    rec = find(store, ref)
+    security = rec.get("security") or {}
+    security.pop("seccomp_profile", None)
+    if rec["status"] == "running" and is_alive(rec["pid"], rec["pid_start"]):
+        with contextlib.suppress(OSError, StopIteration), open(f"/proc/{rec['pid']}/status") as f:
+            mask = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+            security["running_capabilities"] = capabilities.decode(mask)
+    return rec
 
 
 def logs(store: Store, ref: str) -> bytes:

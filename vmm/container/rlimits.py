@@ -49,7 +49,7 @@ class Rlimit:
         value = [resource.RLIM_INFINITY if v == UNLIMITED else v for v in (self.soft, self.hard)]
         try:
             resource.setrlimit(getattr(resource, self.type), tuple(value))
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, OverflowError) as e:
             raise RlimitError(f"cannot set {self.type} to {self.soft}:{self.hard}: {e}") from None
 
 

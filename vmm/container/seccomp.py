@@ -14,7 +14,7 @@ Two formats, two steps, as in Docker and runc:
    be conditional on capabilities, architecture and kernel version) becomes the OCI
    runtime spec's ``linux.seccomp`` object for one container on this host (moby's
    profiles/seccomp package does this).
-2. ``install``: the OCI object becomes a BPF program through libseccomp, which knows
+2. ``Filter``: the OCI object becomes a BPF program through libseccomp, which knows
    every architecture's system-call numbers, and is loaded into the calling process
    (runc's libcontainer/seccomp does this), the last step before execve.
 
@@ -29,6 +29,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -57,12 +58,12 @@ OPERATORS = (
     "SCMP_CMP_GT",
     "SCMP_CMP_MASKED_EQ",
 )
-# seccomp(2) filter flags the spec names, and the libseccomp attribute that sets each.
-FLAGS = {
-    "SECCOMP_FILTER_FLAG_TSYNC": "SCMP_FLTATR_CTL_TSYNC",
-    "SECCOMP_FILTER_FLAG_LOG": "SCMP_FLTATR_CTL_LOG",
-    "SECCOMP_FILTER_FLAG_SPEC_ALLOW": "SCMP_FLTATR_CTL_SSB",
-}
+# seccomp(2) filter flags the spec names (and supports here), by the kernel's names.
+FLAGS = (
+    "SECCOMP_FILTER_FLAG_TSYNC",
+    "SECCOMP_FILTER_FLAG_LOG",
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+)
 # uname's machine: (the architecture name Docker profiles' "arches" use, the OCI one).
 MACHINES = {
     "x86_64": ("amd64", "SCMP_ARCH_X86_64"),
@@ -86,14 +87,24 @@ def _fail(where: str, message: str) -> SeccompError:
 
 
 def read_profile(path: str) -> dict:
-    """The Docker profile in file ``path``, checked to be a JSON object."""
+    """The Docker profile in file ``path``, checked to be a JSON object.
+
+    Opened without blocking (a FIFO would hang a plain open) and read with a bound:
+    Docker's own profile is 14 KiB, so 4 MiB is plenty.
+    """
+    limit = 1 << 22
     try:
-        with open(path, "rb") as f:
-            if not os.path.isfile(f"/proc/self/fd/{f.fileno()}"):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise _fail(path, "not a regular file")
-            text = f.read(1 << 22)  # Docker's own profile is 14 KiB; 4 MiB is plenty
+            text = os.read(fd, limit + 1)
+        finally:
+            os.close(fd)
     except OSError as e:
         raise _fail(path, e.strerror or str(e)) from None
+    if len(text) > limit:
+        raise _fail(path, "larger than 4 MiB")
     try:
         profile = json.loads(text)
     except (ValueError, RecursionError) as e:
@@ -245,11 +256,15 @@ def validate(oci: dict, where: str = "") -> None:
 
 
 class Filter:
-    """A filter built by libseccomp from an OCI ``linux.seccomp`` object, not loaded yet.
+    """A filter libseccomp built from an OCI ``linux.seccomp`` object, ready to load.
 
-    Building (some milliseconds for Docker's profile) and loading are apart so that a
-    runtime can build while it still has work to overlap, and while the host's files
-    (libseccomp itself) are still in reach, and load as its last step before execve.
+    Building it (seccomp_init, seccomp_arch_add, seccomp_rule_add_array) and having
+    libseccomp generate the BPF program (seccomp_export_bpf) take some 15 ms for
+    Docker's profile and three architectures, so a runtime does that early, while it
+    has other work to overlap and the host's files (libseccomp itself) are in reach.
+    ``load`` is then the one seccomp(2) call that seccomp_load(3) would end in, the
+    runtime's last step before execve.
+
     System call names that libseccomp does not know on this architecture are skipped,
     as runc does, so one profile serves old and new kernels. ``validate`` the object
     first for one-line errors.
@@ -259,15 +274,21 @@ class Filter:
         from vmm.container._seccomp import ffi, lib  # only a filtered start loads libseccomp
 
         self._lib = lib
+        self.flags = 0
+        for flag in oci.get("flags") or []:
+            self.flags |= getattr(lib, flag)
         default = self._action(oci["defaultAction"], oci.get("defaultErrnoRet"))
-        self._ctx = lib.seccomp_init(default)
-        if self._ctx == ffi.NULL:
+        ctx = lib.seccomp_init(default)
+        if ctx == ffi.NULL:
             raise SeccompError("seccomp: libseccomp could not create a filter")
         try:
-            self._build(oci, default, ffi, lib)
-        except BaseException:
-            self.release()
-            raise
+            self._add_rules(ctx, oci, default, ffi, lib)
+            program = self._export(ctx)
+        finally:
+            lib.seccomp_release(ctx)
+        count = len(program) // ffi.sizeof("struct sock_filter")
+        self._program = ffi.from_buffer("struct sock_filter[]", program)
+        self._fprog = ffi.new("struct sock_fprog *", {"len": count, "filter": self._program})
 
     def _action(self, name: str, ret: int | None) -> int:
         lib = self._lib
@@ -282,13 +303,9 @@ class Filter:
         if result < 0:
             raise SeccompError(f"seccomp: {what}: {os.strerror(-result)}")
 
-    def _build(self, oci: dict, default: int, ffi, lib) -> None:
-        ctx, check = self._ctx, self._check
+    def _add_rules(self, ctx, oci: dict, default: int, ffi, lib) -> None:
+        check = self._check
         unknown = getattr(lib, "__NR_SCMP_ERROR")  # (a class body would mangle lib.__NR...)
-        # no_new_privs is the caller's business (the OCI process.noNewPrivileges).
-        check(lib.seccomp_attr_set(ctx, lib.SCMP_FLTATR_CTL_NNP, 0), "filter attribute")
-        for flag in oci.get("flags") or []:
-            check(lib.seccomp_attr_set(ctx, getattr(lib, FLAGS[flag]), 1), flag)
         for arch in oci.get("architectures") or []:
             token = lib.seccomp_arch_resolve_name(arch.removeprefix("SCMP_ARCH_").lower().encode())
             if token == 0:
@@ -317,18 +334,22 @@ class Filter:
                 for count, array in groups:
                     check(lib.seccomp_rule_add_array(ctx, act, nr, count, array), f"rule {name}")
 
-    def load(self) -> None:
-        """Load the filter into the calling process (and its threads, with TSYNC); it
-        needs no_new_privs or CAP_SYS_ADMIN. The filter is released either way."""
+    def _export(self, ctx) -> bytes:
+        """The BPF program libseccomp generates for ``ctx``."""
+        fd = os.memfd_create("seccomp-bpf", os.MFD_CLOEXEC)
         try:
-            self._check(self._lib.seccomp_load(self._ctx), "loading the filter")
+            self._check(self._lib.seccomp_export_bpf(ctx, fd), "generating the filter")
+            return os.pread(fd, os.lseek(fd, 0, os.SEEK_END), 0)
         finally:
-            self.release()
+            os.close(fd)
 
-    def release(self) -> None:
-        if self._ctx is not None:
-            self._lib.seccomp_release(self._ctx)
-            self._ctx = None
+    def load(self) -> None:
+        """Load the filter into the calling process (and its threads, with TSYNC); the
+        kernel wants no_new_privs or CAP_SYS_ADMIN first."""
+        result = self._lib.pyvmm_seccomp_set_filter(self.flags, self._fprog)
+        if result > 0:
+            raise SeccompError(f"seccomp: thread {result} could not be synchronized")
+        self._check(result, "loading the filter")
 
 
 def install(oci: dict) -> None:
