@@ -7,11 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: the compiler and headers for the cffi bindings and the guest,
-# busybox-static for container images, e2fsprogs/cpio for disk images, libseccomp for
+# busybox-static for container images, e2fsprogs/cpio for disk images, gdb for the
+# debugger tests (pyvmm boot --gdb), libcap2-bin's capsh for the docs, libseccomp for
 # the containers' system-call filter; podman and containerd drive pyvmm-runtime in the
 # tests, runc and crun are its yardsticks, golang-go builds the OCI conformance suite.
 DEBS=(gcc make binutils libc6-dev linux-libc-dev libffi-dev python3-dev python3-venv
-      busybox-static cpio e2fsprogs libseccomp-dev libseccomp2
+      busybox-static cpio e2fsprogs gdb libcap2-bin libseccomp-dev libseccomp2
       podman containerd runc crun golang-go)
 
 missing=()

@@ -124,6 +124,31 @@ def test_trace_disassembles_16_bit_code_in_real_mode(guest_build):
     assert "0x7c" in first and "in al, dx" in first
 
 
+def test_trace_shows_the_mode_and_ring_of_each_exit(guest_build):
+    proc = run_pyvmm("boot", "--trace", "--kernel", str(guest_build / "realmode.bin"))
+    modes = re.findall(r"^\[\s*\d+\] (\d+-bit ring \d)", proc.stderr, re.M)
+    assert list(dict.fromkeys(modes)) == ["16-bit ring 0", "32-bit ring 0", "64-bit ring 0"]
+
+
+def test_stats_counts_virtio_requests_and_notifies(guest_build, tmp_path):
+    image = tmp_path / "in.img"
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts/mkimage.py"), str(image), "--size", "64K"],
+        check=True,
+        capture_output=True,
+    )
+    proc = run_pyvmm("boot", "--stats", "--disk", str(image))
+    assert proc.returncode == 0, proc.stderr
+    requests, notifies = map(
+        int,
+        re.search(
+            r"^virtio disk 0: (\d+) requests, (\d+) queue notifies$", proc.stderr, re.M
+        ).groups(),
+    )
+    # 64 KiB read in at most 64 KiB requests, plus the identify request; one notify each.
+    assert requests >= 2 and notifies == requests
+
+
 def test_stats_counts_exits_and_splits_time(guest_build):
     proc = run_pyvmm("boot", "--stats")
     assert proc.returncode == 0

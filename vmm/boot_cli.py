@@ -87,7 +87,21 @@ def _cmdline(text: str) -> str:
     is_flag=True,
     help="Print exit counts by reason and the time spent in the guest and in the VMM, to stderr.",
 )
-def boot(kernel, program, memory, cmdline, disks, ioeventfd, trace, stats):
+@click.option(
+    "--gdb",
+    "gdb_address",
+    is_flag=False,
+    flag_value="127.0.0.1:1234",
+    metavar="[HOST:]PORT",
+    help="Wait for gdb on this address (default 127.0.0.1:1234) before the first "
+    "instruction; then debug the guest from gdb (target remote).",
+)
+@click.option(
+    "--gdb-allow-remote", is_flag=True, help="Let --gdb listen on a non-loopback address."
+)
+def boot(
+    kernel, program, memory, cmdline, disks, ioeventfd, trace, stats, gdb_address, gdb_allow_remote
+):
     """Boot a guest on KVM and run it until it powers off.
 
     With no --kernel, boots the bundled tiny kernel, which runs a program in ring 3.
@@ -107,8 +121,14 @@ def boot(kernel, program, memory, cmdline, disks, ioeventfd, trace, stats):
         raise PyvmmError(f"at most {MAX_DISKS} --disk options")
     if kernel is None:
         kernel, program, cmdline = guest.bundled_boot(program, cmdline, bool(disk_list))
+    listener = None
+    if gdb_address is not None:
+        from vmm.gdb import stub as gdbstub
+
+        listener = gdbstub.listen(gdb_address, gdb_allow_remote)
     kvm = Kvm(os.environ.get(KVM_DEVICE_ENV, "/dev/kvm"))
     console = Console()
+    debugger = None
     config = MachineConfig(
         kernel, memory_size, cmdline, program, console.output, disk_list, ioeventfd
     )
@@ -124,13 +144,22 @@ def boot(kernel, program, memory, cmdline, disks, ioeventfd, trace, stats):
                 counter = ExitStats()
                 machine.before_run.append(counter.before)
                 machine.after_run.append(counter.after)
+            if listener is not None:
+                debugger = gdbstub.attach(machine, listener, kvm)
             console.start_input(machine.serial.receive)
             result = machine.run()
+            if debugger is not None:
+                debugger.finish(result.status)
+            disks = machine.disks
     finally:
+        if debugger is not None:
+            debugger.close()
+        elif listener is not None:
+            listener.close()
         console.close()
         kvm.close()
     if stats:
-        click.echo(counter.report(), err=True)
+        click.echo(counter.report(disks), err=True)
     if result.failed:
         click.echo(f"pyvmm: {result.reason}", err=True)
         if result.report:

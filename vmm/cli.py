@@ -52,6 +52,7 @@ class LazyGroup(click.Group):
         "image": "vmm.container.cli:image",
         "volume": "vmm.container.cli:volume",
         "bench": "vmm.bench.cli:bench",
+        "lab": "vmm.lab_cli:lab",
     },
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -15,6 +15,9 @@ KERNEL = os.path.join(GUEST_DIR, "build", "kernel.elf")
 DEMO_PROGRAM = os.path.join(GUEST_DIR, "build", "hello")
 RAWREAD = os.path.join(GUEST_DIR, "build", "rawread")
 REALMODE_LAB = os.path.join(GUEST_DIR, "build", "realmode.bin")
+KVMHELLO_LAB = os.path.join(GUEST_DIR, "build", "kvmhello.bin")  # labs/02-run-loop
+CMOS_LAB = os.path.join(GUEST_DIR, "build", "cmos.bin")  # labs/03-port-device
+FAULT_LAB = os.path.join(GUEST_DIR, "build", "fault.bin")  # labs/07-faults
 WORKLOAD = os.path.join(GUEST_DIR, "workload", "workload")
 DEFAULT_CMDLINE = "console=ttyS0"
 _SOURCE_SUFFIXES = (".c", ".h", ".S", ".ld", "Makefile")
@@ -25,6 +28,9 @@ _SOURCES = {
     DEMO_PROGRAM: ("demo/hello.c", "demo/start.S", "Makefile"),
     RAWREAD: ("demo/rawread.c", "demo/start.S", "Makefile"),
     REALMODE_LAB: ("labs/realmode", "Makefile"),
+    KVMHELLO_LAB: ("labs/kvmhello.S", "Makefile"),
+    CMOS_LAB: ("labs/cmos.S", "Makefile"),
+    FAULT_LAB: ("labs/fault.S", "Makefile"),
     WORKLOAD: ("workload",),
 }
 

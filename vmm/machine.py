@@ -28,6 +28,7 @@ from vmm.devices.power import (
 from vmm.devices.serial import COM1_BASE, COM1_IRQ, UART_NR_PORTS, Serial
 from vmm.errors import INTERRUPTED_STATUS, PyvmmError
 from vmm.kvm import (
+    DebugExit,
     FailEntryExit,
     HltExit,
     InternalErrorExit,
@@ -125,6 +126,7 @@ class Machine:
         self.io_bus.insert(ExitPort(), EXIT_PORT, EXIT_PORT_SIZE)
         self.io_bus.insert(I8042(), I8042_DATA_PORT, 5)
         disks = [self._attach_disk(i, *disk) for i, disk in enumerate(self.config.disks)]
+        self.disks = [transport for _, transport in disks]  # for --stats
         if self.config.ioeventfd and disks:
             self._serve_queues_on_io_thread(disks)
         slots = tuple(slot for slot, _ in disks)
@@ -210,6 +212,8 @@ class Machine:
                         exit.data[:] = mmio_bus.read(exit.addr, len(exit.data))
                 elif kind is InterruptedExit:
                     pass  # a signal: Python raises KeyboardInterrupt for Ctrl-C right after
+                elif kind is DebugExit:
+                    pass  # only with --gdb, whose stub (an after_run hook) has taken it
                 else:
                     return self._failure(vcpu, exit)
         except GuestStop as stop:

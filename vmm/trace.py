@@ -29,6 +29,18 @@ def _cpu_mode(sregs) -> int:
     return capstone.CS_MODE_16
 
 
+def cpu_mode_label(sregs) -> str:
+    """The mode and privilege level the vCPU is in, as ``64-bit ring 3``.
+
+    Long mode is EFER.LMA with CS.L (SDM vol. 3, 5.2.1); otherwise protected mode
+    (CR0.PE) with CS.D for 32-bit code, else 16-bit. The ring is the current privilege
+    level, CS's RPL in protected mode (SDM vol. 3, 5.5) and 0 in real mode.
+    """
+    bits = {capstone.CS_MODE_64: 64, capstone.CS_MODE_32: 32}.get(_cpu_mode(sregs), 16)
+    ring = sregs.cs.selector & 3 if sregs.cr0 & 1 else 0
+    return f"{bits}-bit ring {ring}"
+
+
 def _code_bytes(vcpu, memory: GuestMemory, linear: int, size: int) -> bytes:
     """Guest bytes at a linear address, through the guest's own page tables."""
     gpa = vcpu.translate(linear)
@@ -78,8 +90,8 @@ def describe_vcpu(vcpu, memory: GuestMemory, exit=None) -> str:
         f"  rsi {r.rsi:016x}  rdi {r.rdi:016x}  rbp {r.rbp:016x}  r8  {r.r8:016x}",
         f"  r9  {r.r9:016x}  r10 {r.r10:016x}  r11 {r.r11:016x}  r12 {r.r12:016x}",
         f"  r13 {r.r13:016x}  r14 {r.r14:016x}  r15 {r.r15:016x}",
-        f"  cs {s.cs.selector:04x} (dpl {s.cs.dpl}, {'64' if s.cs.l else '32' if s.cs.db else '16'}"
-        f"-bit)  ss {s.ss.selector:04x}  cr0 {s.cr0:08x}  cr2 {s.cr2:016x}",
+        f"  cs {s.cs.selector:04x} ({cpu_mode_label(s)})  ss {s.ss.selector:04x}"
+        f"  cr0 {s.cr0:08x}  cr2 {s.cr2:016x}",
         f"  cr3 {s.cr3:016x}  cr4 {s.cr4:08x}  efer {s.efer:x}",
         f"  instruction: {disassemble(vcpu, memory, exit)}",
     ]
@@ -87,7 +99,8 @@ def describe_vcpu(vcpu, memory: GuestMemory, exit=None) -> str:
 
 
 class Tracer:
-    """``--trace``: one line per exit with its details and the guest instruction behind it."""
+    """``--trace``: one line per exit with the CPU's mode and ring, the exit's details and
+    the guest instruction behind it (so a mode switch shows in the trace)."""
 
     def __init__(self, memory: GuestMemory, write: Callable[[str], None] | None = None):
         self.memory = memory
@@ -109,4 +122,5 @@ class Tracer:
         else:
             what = type(exit).__name__.removesuffix("Exit").upper()
         insn = disassemble(vcpu, self.memory, exit)
-        self.write(f"[{self.count:6}] {what:<44} {insn}")
+        mode = cpu_mode_label(vcpu.get_sregs())
+        self.write(f"[{self.count:6}] {mode:<13} {what:<44} {insn}")

@@ -1,5 +1,7 @@
 """What the container tests share: the real ``pyvmm`` command line, tar members for
-hand-made layers, and the checks that a failure is one line and leaves nothing behind.
+hand-made layers, OCI layouts and ``docker save`` archives built from them, the checks
+that a failure is one line and leaves nothing behind, and a sentinel tree standing for
+the host files a hostile image must not reach.
 
 (A module of its own, not the conftest: test modules import these by name.)
 """
@@ -7,9 +9,12 @@ hand-made layers, and the checks that a failure is one line and leaves nothing b
 from __future__ import annotations
 
 import glob
+import gzip
+import hashlib
 import io
 import json
 import os
+import stat
 import subprocess
 import sys
 import tarfile
@@ -37,7 +42,7 @@ class Pyvmm:
     def ok(self, *args: str, **kw) -> str:
         """Run and insist on success; return stdout."""
         r = self(*args, **kw)
-        assert r.returncode == 0, f"pyvmm {' '.join(args)}: {r.returncode}\n{r.stderr}"
+        assert r.returncode == 0, f"pyvmm {' '.join(map(str, args))}: {r.returncode}\n{r.stderr}"
         return r.stdout
 
     def inspect(self, name: str) -> dict:
@@ -62,6 +67,64 @@ def entry(name: str, kind: bytes = tarfile.REGTYPE, data: bytes | None = b"", **
     for k, v in attrs.items():
         setattr(info, k, v)
     return info, data if kind == tarfile.REGTYPE else None
+
+
+def tar_bytes(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+    """A layer tar built from ``entry`` members."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def image_config(layer_tars: list[bytes], **run) -> dict:
+    """The OCI image config of these (uncompressed) layers, with ``run`` as its config."""
+    diff_ids = ["sha256:" + hashlib.sha256(t).hexdigest() for t in layer_tars]
+    return {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": run,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }
+
+
+def oci_blob(path: Path, data: bytes, media_type: str) -> dict:
+    """Write ``data`` as a blob of the layout at ``path``; return its descriptor."""
+    digest = hashlib.sha256(data).hexdigest()
+    (path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+    (path / "blobs" / "sha256" / digest).write_bytes(data)
+    return {"mediaType": media_type, "digest": "sha256:" + digest, "size": len(data)}
+
+
+def oci_layout(path: Path, layer_tars: list[bytes], config: dict, compress: bool = True) -> dict:
+    """Write an OCI image layout; return the descriptors of its manifest, config and
+    layers (for tests that corrupt one)."""
+    kind = "application/vnd.oci.image.layer.v1.tar" + ("+gzip" if compress else "")
+    layers = [oci_blob(path, gzip.compress(t) if compress else t, kind) for t in layer_tars]
+    config_desc = oci_blob(
+        path, json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json"
+    )
+    manifest = {"schemaVersion": 2, "config": config_desc, "layers": layers}
+    manifest_desc = oci_blob(
+        path, json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json"
+    )
+    index = {"schemaVersion": 2, "manifests": [manifest_desc]}
+    (path / "index.json").write_text(json.dumps(index))
+    (path / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    return {"manifest": manifest_desc, "config": config_desc, "layers": layers}
+
+
+def blob_file(layout: Path, desc: dict) -> Path:
+    return layout / "blobs" / "sha256" / desc["digest"].removeprefix("sha256:")
+
+
+def tar_of(tree: Path, out: Path) -> Path:
+    """``tree``'s contents as the tar ``out``, symlinks kept as symlink members."""
+    with tarfile.open(out, "w") as tar:
+        for entry in sorted(tree.iterdir()):
+            tar.add(entry, arcname=entry.name)
+    return out
 
 
 def one_line_error(r) -> str:
@@ -103,3 +166,33 @@ def host_state_paths() -> tuple[set[str], set[str]]:
         mounts = {" ".join(line.split()[3:5]) for line in f}
     return mounts, {*glob.glob("/sys/fs/cgroup/pyvmm-test-*"),
                     *glob.glob("/sys/fs/cgroup/*/pyvmm-test-*")}  # fmt: skip
+
+
+def make_sentinel(top: Path) -> Path:
+    """A small tree standing for host files a hostile layer would like to change."""
+    top.mkdir()
+    (top / "file").write_text("host file\n")
+    (top / "dir").mkdir()
+    (top / "dir" / "inner").write_text("inner\n")
+    os.symlink("file", top / "link")
+    for p in (top / "file", top / "dir" / "inner", top / "dir"):
+        os.chmod(p, 0o640 if p.is_file() else 0o750)
+        os.utime(p, (1_000_000, 1_000_000))
+    return top
+
+
+def snapshot(top: Path) -> dict[str, tuple]:
+    """Every entry under ``top`` (itself included): type, mode, owner, mtime, content."""
+    found, stack = {}, [top]
+    while stack:
+        path = stack.pop()
+        st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode):
+            content = sorted(os.listdir(path))
+            stack.extend(path / name for name in content)
+        elif stat.S_ISLNK(st.st_mode):
+            content = os.readlink(path)
+        else:
+            content = path.read_bytes()
+        found[str(path)] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_nlink, content)
+    return found

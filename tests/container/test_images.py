@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import io
 import json
 import os
@@ -12,7 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from containertest import entry, one_line_error
+from containertest import entry, image_config, oci_layout, one_line_error, tar_bytes
 
 from vmm.container import images
 from vmm.container.state import Store
@@ -54,33 +52,6 @@ def test_image_ls_counts_a_shared_layer_once_in_the_total(pyvmm):
     assert "shared layers counted once" in out
 
 
-def _oci_layout(path: Path, layer_tars: list[bytes], cmd: list[str]) -> None:
-    (path / "blobs" / "sha256").mkdir(parents=True)
-
-    def blob(data: bytes, media_type: str) -> dict:
-        digest = hashlib.sha256(data).hexdigest()
-        (path / "blobs" / "sha256" / digest).write_bytes(data)
-        return {"mediaType": media_type, "digest": "sha256:" + digest, "size": len(data)}
-
-    layers = [blob(gzip.compress(t), "application/vnd.oci.image.layer.v1.tar+gzip")
-              for t in layer_tars]  # fmt: skip
-    config = blob(json.dumps({"config": {"Cmd": cmd}}).encode(), "application/json")
-    manifest = blob(
-        json.dumps({"schemaVersion": 2, "config": config, "layers": layers}).encode(),
-        "application/vnd.oci.image.manifest.v1+json",
-    )
-    (path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [manifest]}))
-    (path / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-
-
-def _tar_bytes(members) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for info, data in members:
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buf.getvalue()
-
-
 def _busybox_tar(pyvmm) -> bytes:
     layer = _image_ref(pyvmm, "busybox")["layers"][0]["digest"][7:]
     buf = io.BytesIO()
@@ -90,8 +61,8 @@ def _busybox_tar(pyvmm) -> bytes:
 
 
 def test_oci_layout_tar_with_gzip_layers_runs_its_default_command(pyvmm, tmp_path):
-    top = _tar_bytes([entry("hello.txt", data=b"from the top layer\n")])
-    _oci_layout(tmp_path / "oci", [_busybox_tar(pyvmm), top], ["cat", "/hello.txt"])
+    layers = [_busybox_tar(pyvmm), tar_bytes([entry("hello.txt", data=b"from the top layer\n")])]
+    oci_layout(tmp_path / "oci", layers, image_config(layers, Cmd=["cat", "/hello.txt"]))
     with tarfile.open(tmp_path / "oci.tar", "w") as tar:
         tar.add(tmp_path / "oci", arcname=".")
     pyvmm.ok("image", "import", tmp_path / "oci.tar", "ocitest:v1")
@@ -101,10 +72,11 @@ def test_oci_layout_tar_with_gzip_layers_runs_its_default_command(pyvmm, tmp_pat
 
 def test_docker_save_tar_with_legacy_manifest_imports_layers_in_order(pyvmm, tmp_path):
     save = tmp_path / "save"
-    for i, data in enumerate([_busybox_tar(pyvmm), _tar_bytes([entry("v", data=b"2\n")])]):
+    layers = [_busybox_tar(pyvmm), tar_bytes([entry("v", data=b"2\n")])]
+    for i, data in enumerate(layers):
         (save / f"l{i}").mkdir(parents=True)
         (save / f"l{i}" / "layer.tar").write_bytes(data)
-    (save / "cfg.json").write_text(json.dumps({"config": {"Cmd": ["cat", "/v"]}}))
+    (save / "cfg.json").write_text(json.dumps(image_config(layers, Cmd=["cat", "/v"])))
     manifest = [
         {"Config": "cfg.json", "RepoTags": ["x:1"], "Layers": ["l0/layer.tar", "l1/layer.tar"]}
     ]
@@ -117,13 +89,14 @@ def test_docker_save_tar_with_legacy_manifest_imports_layers_in_order(pyvmm, tmp
 
 
 def test_whiteouts_hide_lower_files_and_opaque_dirs_hide_lower_content(pyvmm, tmp_path):
-    top = _tar_bytes([
+    top = tar_bytes([
         entry("etc/.wh.passwd", data=b""),
         entry("var/.wh..wh..opq", data=b""),
         entry("var/new", data=b"n\n"),
     ])  # fmt: skip
-    base = _tar_bytes([entry("var/old", data=b"o\n"), entry("etc/group", data=b"g\n")])
-    _oci_layout(tmp_path / "oci", [_busybox_tar(pyvmm), base, top], ["sh"])
+    base = tar_bytes([entry("var/old", data=b"o\n"), entry("etc/group", data=b"g\n")])
+    layers = [_busybox_tar(pyvmm), base, top]
+    oci_layout(tmp_path / "oci", layers, image_config(layers, Cmd=["sh"]))
     pyvmm.ok("image", "import", tmp_path / "oci", "wh")
     out = pyvmm.ok("container", "run", "--rm", "wh", "sh", "-c", "ls /etc /var")
     assert "passwd" not in out and "group" in out
@@ -138,6 +111,7 @@ BAD_LAYERS = {
     "hardlink-outside": [entry("h", LNK, linkname="../../etc/passwd")],
     "hardlink-missing": [entry("h", LNK, linkname="etc/shadow")],
     "bare-whiteout": [entry("dir/.wh.", data=b"")],
+    "dotdot-whiteout": [entry("ok/.wh...", data=b"")],
     "device-node": [entry("dev/sda", CHR, devmajor=8, devminor=0)],
 }
 
@@ -155,9 +129,9 @@ def test_unsafe_layer_tar_is_refused_and_leaves_nothing(pyvmm, tmp_path, case):
 
 
 def test_failed_multi_layer_import_removes_the_layers_it_added(pyvmm, tmp_path):
-    good = _tar_bytes([entry("fresh", data=os.urandom(16))])
-    bad = _tar_bytes(BAD_LAYERS["dotdot"])
-    _oci_layout(tmp_path / "oci", [good, bad], ["sh"])
+    good = tar_bytes([entry("fresh", data=os.urandom(16))])
+    bad = tar_bytes(BAD_LAYERS["dotdot"])
+    oci_layout(tmp_path / "oci", [good, bad], image_config([good, bad], Cmd=["sh"]))
     layers_before = _layers(pyvmm.root)
     r = pyvmm("image", "import", tmp_path / "oci", "halfbad")
     assert r.returncode == 2 and "leaves the layer" in one_line_error(r)

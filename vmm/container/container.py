@@ -50,6 +50,7 @@ from vmm.container import (
 )
 from vmm.container._libc import lib
 from vmm.container.cgroups import Limits
+from vmm.container.fdtree import remove_tree
 from vmm.container.libc import prctl
 from vmm.container.names import check_name
 from vmm.container.security import Security
@@ -58,7 +59,6 @@ from vmm.container.state import (
     is_alive,
     process_start,
     read_json,
-    remove_tree,
     write_json,
 )
 from vmm.errors import PyvmmError
@@ -100,8 +100,9 @@ def _all(store: Store) -> list[dict]:
 def _remove_files(store: Store, rec: dict) -> None:
     """Remove the container's cgroup, directory and name, whichever exist; caller locks."""
     cgroups.for_container(rec["id"], rec.get("cgroup"), store.cgroup_parent).remove()
-    with contextlib.suppress(FileNotFoundError):
-        remove_tree(_dir(store, rec["id"]))
+    for path in (_dir(store, rec["id"]) / "upper", _dir(store, rec["id"])):
+        with contextlib.suppress(FileNotFoundError):  # the writable layer first: if it
+            remove_tree(path)  # cannot go, the record stays for ``rm`` to report
     with contextlib.suppress(FileNotFoundError):
         if os.readlink(store.names / rec["name"]) == rec["id"]:  # not a later namesake's
             os.unlink(store.names / rec["name"])
@@ -129,8 +130,11 @@ def reconcile(store: Store, rec: dict) -> dict | None:
         pid=None,
     )
     if rec["auto_remove"]:
-        _remove_files(store, rec)
-        return None
+        try:
+            _remove_files(store, rec)
+            return None
+        except PyvmmError as e:  # kept, for ``rm`` to report: ps must go on
+            rec["error"] = f"--rm could not remove it: {e}"
     cg.remove()
     _save(store, rec)
     return rec

@@ -20,7 +20,8 @@ import os
 import stat
 from pathlib import Path
 
-from vmm.container.state import Store, read_json, remove_tree
+from vmm.container import fdtree
+from vmm.container.state import Store, read_json
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -33,7 +34,7 @@ def layer_dir(store: Store, digest: str) -> Path:
 
 
 def remove(store: Store, digest: str) -> None:
-    remove_tree(store.layers / digest.removeprefix("sha256:"))
+    fdtree.remove_tree(store.layers / digest.removeprefix("sha256:"))
 
 
 def size(store: Store, digest: str) -> int:
@@ -44,42 +45,87 @@ def is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-def _is_opaque(path: str) -> bool:
-    with contextlib.suppress(OSError):
-        return os.getxattr(path, OPAQUE_XATTR) == b"y"
-    return False
+# What a lower layer holds at a directory of the upper one (see ``_Lower``).
+_ABSENT, _HIDDEN, _DIR, _OPAQUE_DIR = range(4)
 
 
-def _in_lowers(lowers: list[Path], rel: str) -> bool:
-    """Whether ``rel`` is visible in the union of ``lowers`` (topmost first)."""
-    parts = rel.split("/")
-    for layer in lowers:
-        path = os.path.join(layer, rel)
+class _Lower:
+    """One lower layer, followed alongside a walk of the upper directory.
+
+    ``levels[i]`` says what the layer holds at the walk's ``parents[: i + 1]``: nothing
+    (look further down), something that hides everything below it (a whiteout, a
+    file, or nothing under an opaque directory), or a directory, opaque or not.
+    """
+
+    def __init__(self, root_fd: int):
+        self.cursor = fdtree.Cursor(root_fd)
+        self.levels: list[int] = []
+        self.asked: list[str] = []  # the parents that levels describe
+
+    def at(self, parents: list[str]) -> int:
+        """What the layer holds at the directory ``parents``."""
+        del self.levels[fdtree.common_prefix(self.asked, parents) :]
+        self.asked = list(parents)
+        while len(self.levels) < len(parents):
+            here = parents[: len(self.levels) + 1]
+            above = self.levels[-1] if self.levels else _DIR
+            st = self._lstat(here[:-1], here[-1]) if above >= _DIR else None
+            if above < _DIR:
+                self.levels.append(above)
+            elif st is None:
+                self.levels.append(_HIDDEN if above == _OPAQUE_DIR else _ABSENT)
+            elif not stat.S_ISDIR(st.st_mode):
+                self.levels.append(_HIDDEN)
+            else:
+                self.levels.append(_OPAQUE_DIR if self._opaque(here) else _DIR)
+        return self.levels[-1] if parents else _DIR
+
+    def shows(self, parents: list[str], name: str) -> bool | None:
+        """Whether the layer shows ``parents/name`` (None: it leaves that to the layers
+        below)."""
+        here = self.at(parents)
+        if here < _DIR:
+            return None if here == _ABSENT else False
+        st = self._lstat(parents, name)
+        if st is None:
+            return False if here == _OPAQUE_DIR else None
+        return not is_whiteout(st)
+
+    def _lstat(self, parents: list[str], name: str) -> os.stat_result | None:
         try:
-            return not is_whiteout(os.lstat(path))
+            return os.lstat(name, dir_fd=self.cursor.goto(parents))
         except FileNotFoundError:
-            pass
-        for i in range(1, len(parts)):
-            ancestor = os.path.join(layer, *parts[:i])
-            with contextlib.suppress(FileNotFoundError):
-                if is_whiteout(os.lstat(ancestor)) or _is_opaque(ancestor):
-                    return False
-    return False
+            return None
+
+    def _opaque(self, parents: list[str]) -> bool:
+        with contextlib.suppress(OSError):
+            return os.getxattr(self.cursor.goto(parents), OPAQUE_XATTR) == b"y"
+        return False
 
 
 def diff(upper: Path, lowers: list[Path]) -> list[tuple[str, str]]:
     """Docker's ``diff``: sorted ('A'|'C'|'D', path) for each entry of the writable layer.
 
     Everything in the upper directory was added or changed by the container; a
-    whiteout there is a deletion; an entry the lower layers also show is a change.
+    whiteout there is a deletion; an entry the lower layers (topmost first) show is a
+    change. The upper directory is the container's to shape, so it is walked by fd.
     """
     changes = []
-    for dirpath, dirs, files in os.walk(upper):
-        for name in dirs + files:
-            full = os.path.join(dirpath, name)
-            rel = os.path.relpath(full, upper)
-            if is_whiteout(os.lstat(full)):
-                changes.append(("D", "/" + rel))
-            else:
-                changes.append(("C" if _in_lowers(lowers, rel) else "A", "/" + rel))
+    with contextlib.ExitStack() as stack:
+        below = []
+        for path in lowers:
+            lower = _Lower(stack.enter_context(fdtree.opened(path)))
+            stack.callback(lower.cursor.close)
+            below.append(lower)
+        for e in fdtree.walk(stack.enter_context(fdtree.opened(upper))):
+            if e.fd is not None:
+                continue
+            path = "/" + "/".join([*e.parents, e.name])
+            if is_whiteout(e.st):
+                changes.append(("D", path))
+                continue
+            shown = next(
+                (s for s in (b.shows(e.parents, e.name) for b in below) if s is not None), False
+            )
+            changes.append(("C" if shown else "A", path))
     return sorted(changes, key=lambda c: c[1])

@@ -98,22 +98,3 @@ def process_start(pid: int) -> int | None:
 def is_alive(pid: int | None, start: int | None) -> bool:
     """Whether the process recorded as ``(pid, start)`` still runs."""
     return pid is not None and start is not None and process_start(pid) == start
-
-
-def remove_tree(path: Path) -> None:
-    """Remove a directory tree, symlinks as links, never followed.
-
-    Not ``shutil.rmtree``: importing shutil pulls in the compression modules, ~3 ms
-    that every ``run --rm`` would pay. Only trees of stopped containers, layers and
-    volumes come here, which nothing changes while they are removed.
-    """
-    for dirpath, dirs, files in os.walk(path, topdown=False):
-        for name in files:
-            os.unlink(os.path.join(dirpath, name))
-        for name in dirs:  # a symlink to a directory is listed here but not walked
-            sub = os.path.join(dirpath, name)
-            if os.path.islink(sub):
-                os.unlink(sub)
-            else:
-                os.rmdir(sub)
-    os.rmdir(path)

@@ -5,10 +5,14 @@ under the sha256 of its uncompressed bytes, Docker's "diff id", so the same laye
 imported twice, or shared by two images, is stored once.
 
 This extractor is strict where ``tarfile.extractall`` is lenient: no absolute or
-``..`` paths, no writing through a symlink (an entry whose parent directory is a
-symlink could land anywhere on the host), hardlinks only to files already in this
-layer, and no device nodes. Any bad entry fails the whole layer and the partial
-directory is removed.
+``..`` paths, nothing under a symlinked directory, hardlinks only to regular files
+already in this layer, and no device nodes; any bad entry fails the whole layer and
+the partial directory is removed. And it is confined by construction, not by checks
+on path strings, which later members of the same tar can make false (a directory
+replaced by a symlink, a hard link to a symlink): every operation is one name
+relative to a directory fd reached without following a symlink, and metadata is set
+through the file's own fd (``_Layer``; docs/containers.md, "What stops a hostile
+image").
 
 OCI whiteouts (``.wh.NAME``, ``.wh..wh..opq``) are converted to overlayfs's spelling
 on the way in; ``layers.py`` explains both.
@@ -16,15 +20,20 @@ on the way in; ``layers.py`` explains both.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
 import hashlib
 import os
 import shutil
 import stat
 import tarfile
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from vmm.container import fdtree
 from vmm.container.layers import OPAQUE, OPAQUE_XATTR, WHITEOUT
 from vmm.container.state import Store, write_json
 from vmm.errors import PyvmmError
@@ -62,83 +71,148 @@ def _parts(name: str, entry: str) -> list[str]:
     return parts
 
 
-def _parent(dest: Path, parts: list[str], entry: str) -> Path:
-    """The directory for ``parts[-1]``, created if missing; never through a symlink."""
-    d = dest
-    for p in parts[:-1]:
-        d = d / p
+def _ident(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def _set_metadata(fd: int, m: tarfile.TarInfo) -> None:
+    """Owner, mode and mtime of ``m`` on the open file ``fd`` (chown first: it clears
+    the set-id bits)."""
+    os.fchown(fd, m.uid, m.gid)
+    os.fchmod(fd, m.mode & 0o7777)
+    os.utime(fd, (m.mtime, m.mtime))
+
+
+class _Layer:
+    """One layer directory being unpacked, every operation relative to a directory fd.
+
+    Each member's parent is reached with a ``fdtree.Cursor`` (``O_NOFOLLOW`` at every
+    step) and the member itself is created, linked or removed by a single name
+    relative to that fd, so no symlink, earlier or later in the tar, can take an
+    operation out of the layer. Directories' metadata waits for the end (adding
+    entries changes a directory's mtime) and is then applied during one fd walk of
+    the layer, to the directory inodes that the members created: a directory that a
+    later member replaced is simply not there to be found.
+    """
+
+    def __init__(self, root_fd: int):
+        self.root = root_fd
+        self.dirs: dict[tuple[int, int], tarfile.TarInfo] = {}
+        # A directory made for a member's path, not by a member of its own, has no
+        # metadata to receive, even if it reuses the inode of one removed before it.
+        self.cursor = fdtree.Cursor(root_fd, on_mkdir=lambda st: self.dirs.pop(_ident(st), None))
+
+    def parent(self, parts: list[str], entry: str, create: bool = True) -> int:
+        """The fd of the directory holding ``parts[-1]``; never reached via a symlink."""
         try:
-            st = os.lstat(d)
+            return self.cursor.goto(parts[:-1], create)
+        except OSError as e:
+            what = {errno.ELOOP: "a symlink", errno.ENOTDIR: "not a directory"}.get(e.errno)
+            if what is None:
+                raise
+            raise LayerError(f"layer entry {entry!r}: parent {e.filename!r} is {what}") from None
+
+    def add(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+        parts = _parts(m.name, m.name)
+        if not parts:
+            return  # the layer's root directory itself
+        if m.islnk():
+            self._link(m, parts)
+            return
+        parent = self.parent(parts, m.name)
+        base = parts[-1]
+        if base == OPAQUE:
+            os.setxattr(parent, OPAQUE_XATTR, b"y")
+            return
+        if base.startswith(WHITEOUT):
+            hidden = base[len(WHITEOUT) :]
+            if hidden in ("", ".", "..") or hidden.startswith(WHITEOUT):
+                raise LayerError(f"layer entry {m.name!r}: malformed whiteout")
+            self._clear(parent, hidden, keep_dir=False)
+            os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent)
+            return
+        if not (m.isdir() or m.isreg() or m.issym() or m.isfifo()):
+            raise LayerError(f"layer entry {m.name!r}: device nodes are not allowed in a layer")
+        self._clear(parent, base, keep_dir=m.isdir())
+        if m.isdir():
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(base, 0o700, dir_fd=parent)
+            self.dirs[_ident(os.lstat(base, dir_fd=parent))] = m
+        elif m.isreg():
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            with os.fdopen(os.open(base, flags, 0o600, dir_fd=parent), "wb") as out:
+                shutil.copyfileobj(tar.extractfile(m), out)
+                out.flush()
+                _set_metadata(out.fileno(), m)
+        elif m.issym():
+            os.symlink(m.linkname, base, dir_fd=parent)
+            os.chown(base, m.uid, m.gid, dir_fd=parent, follow_symlinks=False)
+            os.utime(base, (m.mtime, m.mtime), dir_fd=parent, follow_symlinks=False)
+        else:
+            os.mkfifo(base, 0o600, dir_fd=parent)
+            self._set_metadata_of(base, parent, m)
+
+    def _link(self, m: tarfile.TarInfo, parts: list[str]) -> None:
+        """A hard link, only ever to a regular file already unpacked in this layer."""
+        target = _parts(m.linkname, m.name)
+        refused = LayerError(
+            f"layer entry {m.name!r}: hardlink target {m.linkname!r} is not a regular file "
+            "of this layer"
+        )
+        try:
+            source = os.dup(self.parent(target, m.name, create=False)) if target else None
+        except (FileNotFoundError, LayerError):
+            source = None
+        if source is None:
+            raise refused
+        try:
+            try:
+                if not stat.S_ISREG(os.lstat(target[-1], dir_fd=source).st_mode):
+                    raise refused
+            except FileNotFoundError:
+                raise refused from None
+            parent = self.parent(parts, m.name)
+            self._clear(parent, parts[-1], keep_dir=False)
+            # No AT_SYMLINK_FOLLOW: the link is to the name itself, checked above.
+            os.link(
+                target[-1], parts[-1], src_dir_fd=source, dst_dir_fd=parent, follow_symlinks=False
+            )
+        finally:
+            os.close(source)
+        self._set_metadata_of(parts[-1], parent, m)
+
+    @staticmethod
+    def _set_metadata_of(name: str, parent: int, m: tarfile.TarInfo) -> None:
+        """Metadata on the file ``name`` in ``parent``, refused if it is a symlink."""
+        # O_NONBLOCK: opening a FIFO must not wait for a writer.
+        fd = os.open(
+            name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent
+        )
+        try:
+            _set_metadata(fd, m)
+        finally:
+            os.close(fd)
+
+    def _clear(self, parent: int, name: str, keep_dir: bool) -> None:
+        """Make room for a new entry (a later member replaces an earlier one).
+
+        Only a child of the cursor's directory goes, so the cursor stays valid."""
+        try:
+            st = os.lstat(name, dir_fd=parent)
         except FileNotFoundError:
-            os.mkdir(d, 0o755)
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            raise LayerError(f"layer entry {entry!r}: parent {p!r} is a symlink")
-        if not stat.S_ISDIR(st.st_mode):
-            raise LayerError(f"layer entry {entry!r}: parent {p!r} is not a directory")
-    return d
+            return
+        if not (keep_dir and stat.S_ISDIR(st.st_mode)):
+            fdtree.remove(name, parent)
 
+    def finish(self) -> None:
+        """Apply the directories' metadata, deepest first."""
+        for e in fdtree.walk(self.root):
+            m = e.fd is not None and self.dirs.get(_ident(e.st))
+            if m:
+                _set_metadata(e.fd, m)
 
-def _clear(path: Path, keep_dir: bool) -> None:
-    """Make room for a new entry at ``path`` (a later tar entry replaces an earlier one)."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        if not keep_dir:
-            shutil.rmtree(path)
-    else:
-        os.unlink(path)
-
-
-def _extract_one(tar: tarfile.TarFile, m: tarfile.TarInfo, dest: Path, dirs: list) -> None:
-    parts = _parts(m.name, m.name)
-    if not parts:
-        return  # the layer's root directory itself
-    parent = _parent(dest, parts, m.name)
-    base = parts[-1]
-    if base == OPAQUE:
-        os.setxattr(parent, OPAQUE_XATTR, b"y")
-        return
-    if base.startswith(WHITEOUT):
-        hidden = base[len(WHITEOUT) :]
-        if not hidden or hidden.startswith(WHITEOUT):
-            raise LayerError(f"layer entry {m.name!r}: malformed whiteout")
-        _clear(parent / hidden, keep_dir=False)
-        os.mknod(parent / hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0))
-        return
-    path = parent / base
-    _clear(path, keep_dir=m.isdir())
-    if m.isdir():
-        if not path.is_dir():
-            os.mkdir(path, 0o700)
-        dirs.append((path, m))
-    elif m.isreg():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(tar.extractfile(m), out)
-    elif m.issym():
-        os.symlink(m.linkname, path)
-    elif m.islnk():
-        target_parts = _parts(m.linkname, m.name)
-        target = _parent(dest, target_parts, m.name) / target_parts[-1] if target_parts else dest
-        if not os.path.lexists(target) or os.path.isdir(target):
-            raise LayerError(f"layer entry {m.name!r}: hardlink to a file outside this layer")
-        os.link(target, path, follow_symlinks=False)
-    elif m.isfifo():
-        os.mkfifo(path, 0o600)
-    else:
-        raise LayerError(f"layer entry {m.name!r}: device nodes are not allowed in a layer")
-    if not m.isdir():
-        _set_metadata(path, m)
-
-
-def _set_metadata(path: Path, m: tarfile.TarInfo) -> None:
-    os.lchown(path, m.uid, m.gid)
-    if not m.issym():
-        os.chmod(path, m.mode & 0o7777)
-    os.utime(path, (m.mtime, m.mtime), follow_symlinks=False)
+    def close(self) -> None:
+        self.cursor.close()
 
 
 def extract(f: BinaryIO, dest: Path) -> str:
@@ -147,69 +221,107 @@ def extract(f: BinaryIO, dest: Path) -> str:
     if head == b"\x1f\x8b":
         f = gzip.GzipFile(fileobj=f)
     reader = _HashingReader(f)
-    dirs: list = []
+    root = fdtree.open_path(dest)
+    layer = _Layer(root)
     try:
         with tarfile.open(fileobj=reader, mode="r|") as tar:
             for m in tar:
                 try:
-                    _extract_one(tar, m, dest, dirs)
+                    layer.add(tar, m)
                 except OSError as e:
                     raise LayerError(f"layer entry {m.name!r}: {e.strerror or e}") from None
-    except (tarfile.TarError, EOFError, gzip.BadGzipFile) as e:
+                except (OverflowError, ValueError) as e:  # an owner or mtime out of range
+                    raise LayerError(f"layer entry {m.name!r}: {e}") from None
+        layer.finish()
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise LayerError(f"not a readable layer tar: {reason}") from None
-    # Directories last: adding entries to a directory changes its mtime.
-    for path, m in reversed(dirs):
-        _set_metadata(path, m)
+    finally:
+        layer.close()
+        os.close(root)
     return "sha256:" + reader.drain()
+
+
+def _tarinfo(e: fdtree.Entry, links: dict[tuple[int, int], str]) -> tarfile.TarInfo | None:
+    """The tar header of one walked entry (as ``TarFile.gettarinfo`` would make it, owner
+    names dropped), or None for a socket, which tar cannot hold."""
+    st = e.st
+    t = tarfile.TarInfo("/".join([*e.parents, e.name]))
+    t.mode, t.uid, t.gid, t.mtime = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime
+    if stat.S_ISREG(st.st_mode):
+        if st.st_nlink > 1 and _ident(st) in links:
+            t.type, t.linkname = tarfile.LNKTYPE, links[_ident(st)]
+        else:
+            links[_ident(st)] = t.name
+            t.size = st.st_size
+    elif stat.S_ISDIR(st.st_mode):
+        t.type = tarfile.DIRTYPE
+    elif stat.S_ISLNK(st.st_mode):
+        t.type, t.linkname = tarfile.SYMTYPE, os.readlink(e.name, dir_fd=e.dir_fd)
+    elif stat.S_ISFIFO(st.st_mode):
+        t.type = tarfile.FIFOTYPE
+    elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        t.type = tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE
+        t.devmajor, t.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    else:
+        return None
+    return t
 
 
 def tar_directory(src: Path, out: BinaryIO) -> None:
     """Write ``src`` as a layer tar: sorted, owner names dropped, so the same tree
     always gives the same bytes and therefore the same digest."""
-
-    def anonymous(t: tarfile.TarInfo) -> tarfile.TarInfo:
-        t.uname = t.gname = ""
-        return t
-
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for entry in sorted(os.listdir(src)):
-            tar.add(src / entry, arcname=entry, filter=anonymous)
-
-
-def tree_size(path: Path) -> int:
-    """Bytes of the regular files under ``path``, each inode counted once."""
-    seen, total = set(), 0
-    for dirpath, _dirs, files in os.walk(path):
-        for name in files:
-            st = os.lstat(os.path.join(dirpath, name))
-            if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_size
-    return total
+    links: dict[tuple[int, int], str] = {}
+    with (
+        fdtree.opened(src) as root,
+        tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for e in fdtree.walk(root):
+            t = None if e.fd is not None else _tarinfo(e, links)
+            if t is None or not t.isreg():
+                if t is not None:
+                    tar.addfile(t)
+                continue
+            fd = os.open(e.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=e.dir_fd)
+            with os.fdopen(fd, "rb") as f:
+                if _ident(os.fstat(fd)) != _ident(e.st):
+                    raise fdtree.TreeChanged()
+                tar.addfile(t, f)
 
 
-def store_layer(store: Store, f: BinaryIO) -> tuple[str, bool]:
+def store_layer(
+    store: Store, f: BinaryIO, verify: Callable[[str], None] | None = None
+) -> tuple[str, bool]:
     """Store the layer tar ``f``; return its digest and whether it is new.
+
+    ``verify`` is called with the digest once the layer is unpacked and before it is
+    stored; it raises to refuse the layer (the importer checks blob and diff id there).
 
     The caller holds the store lock. The layer is unpacked into a temporary directory
     and renamed into place only when complete, so a failed import leaves nothing; one
     whose pyvmm was killed mid-way leaves a temporary directory, removed here next
-    time (under the lock no other import can be using it).
+    time (under the lock no other import can be using it). A temporary directory that
+    cannot be removed is left for later: it never stands in the way of an import.
     """
     store.layers.mkdir(parents=True, exist_ok=True)
     for stale in store.layers.glob(".tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        with contextlib.suppress(OSError, PyvmmError):
+            fdtree.remove_tree(stale)
     tmp = store.layers / f".tmp-{os.urandom(8).hex()}"
     try:
         os.mkdir(tmp, 0o700)
         os.mkdir(tmp / "diff", 0o755)
         digest = extract(f, tmp / "diff")
+        if verify is not None:
+            verify(digest)
         final = store.layers / digest.removeprefix("sha256:")
         if final.exists():
             return digest, False
-        write_json(tmp / "layer.json", {"digest": digest, "size": tree_size(tmp / "diff")})
+        with fdtree.opened(tmp / "diff") as diff:
+            size = fdtree.size(diff)
+        write_json(tmp / "layer.json", {"digest": digest, "size": size})
         os.rename(tmp, final)
         return digest, True
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with contextlib.suppress(OSError, PyvmmError):
+            fdtree.remove_tree(tmp)

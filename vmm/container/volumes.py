@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import os
 import posixpath
+import stat
 import time
+from pathlib import Path
 
+from vmm.container import fdtree
 from vmm.container.names import check_name
-from vmm.container.state import Store, read_json, remove_tree, write_json
+from vmm.container.state import Store, read_json, write_json
 from vmm.errors import PyvmmError
 
 
@@ -82,7 +85,7 @@ def remove(store: Store, name: str, users: list[str]) -> None:
     get(store, name)
     if users:
         raise PyvmmError(f"volume {name} is in use by container(s) {', '.join(users)}")
-    remove_tree(store.volumes / name)
+    fdtree.remove_tree(store.volumes / name)
 
 
 def populate(store: Store, name: str, image_path: str) -> None:
@@ -96,9 +99,8 @@ def populate(store: Store, name: str, image_path: str) -> None:
     if record["populated"]:
         return
     data = data_dir(store, name)
-    if os.path.isdir(image_path) and not os.path.islink(image_path) and not os.listdir(data):
-        import shutil  # here, not at the top: see state.remove_tree
-
-        shutil.copytree(image_path, data, symlinks=True, dirs_exist_ok=True)
+    if stat.S_ISDIR(os.lstat(image_path).st_mode) and not os.listdir(data):
+        with fdtree.opened(Path(image_path)) as src, fdtree.opened(Path(data)) as dst:
+            fdtree.copy(src, dst)  # the image's tree: as deep and as linked as it likes
     record["populated"] = True
     write_json(record_path, record)

@@ -8,6 +8,7 @@ system's <linux/kvm.h> through the cffi module built by ``build.py``.
 from vmm.kvm.ioctl import KvmError
 from vmm.kvm.system import Kvm, KvmUnavailable
 from vmm.kvm.vcpu import (
+    DebugExit,
     FailEntryExit,
     HltExit,
     InternalErrorExit,
@@ -23,6 +24,7 @@ from vmm.kvm.vcpu import (
 from vmm.kvm.vm import Vm
 
 __all__ = [
+    "DebugExit",
     "FailEntryExit",
     "HltExit",
     "InternalErrorExit",

@@ -18,7 +18,9 @@ KVM_GET_API_VERSION KVM_CREATE_VM KVM_CHECK_EXTENSION KVM_GET_VCPU_MMAP_SIZE
 KVM_GET_SUPPORTED_CPUID KVM_CREATE_VCPU KVM_SET_USER_MEMORY_REGION KVM_SET_TSS_ADDR
 KVM_SET_IDENTITY_MAP_ADDR KVM_CREATE_IRQCHIP KVM_CREATE_PIT2 KVM_IRQ_LINE KVM_IRQFD
 KVM_IOEVENTFD KVM_RUN KVM_GET_REGS KVM_SET_REGS KVM_GET_SREGS KVM_SET_SREGS
-KVM_GET_MSRS KVM_SET_MSRS KVM_SET_CPUID2 KVM_TRANSLATE
+KVM_GET_MSRS KVM_SET_MSRS KVM_SET_CPUID2 KVM_TRANSLATE KVM_GET_FPU KVM_SET_FPU
+KVM_SET_GUEST_DEBUG KVM_GUESTDBG_ENABLE KVM_GUESTDBG_SINGLESTEP KVM_GUESTDBG_USE_SW_BP
+KVM_GUESTDBG_USE_HW_BP KVM_CAP_SET_GUEST_DEBUG
 KVM_EXIT_UNKNOWN KVM_EXIT_EXCEPTION KVM_EXIT_IO KVM_EXIT_HYPERCALL KVM_EXIT_DEBUG
 KVM_EXIT_HLT KVM_EXIT_MMIO KVM_EXIT_IRQ_WINDOW_OPEN KVM_EXIT_SHUTDOWN
 KVM_EXIT_FAIL_ENTRY KVM_EXIT_INTR KVM_EXIT_SET_TPR KVM_EXIT_TPR_ACCESS
@@ -94,6 +96,21 @@ struct kvm_translation {
     ...;
 };
 
+struct kvm_fpu {
+    uint8_t fpr[8][16];
+    uint16_t fcw, fsw;
+    uint8_t ftwx;
+    uint16_t last_opcode;
+    uint64_t last_ip, last_dp;
+    uint8_t xmm[16][16];
+    uint32_t mxcsr;
+    ...;
+};
+
+struct kvm_guest_debug_arch { uint64_t debugreg[8]; };
+struct kvm_debug_exit_arch { uint32_t exception, pad; uint64_t pc, dr6, dr7; };
+struct kvm_guest_debug { uint32_t control; struct kvm_guest_debug_arch arch; ...; };
+
 /* struct kvm_run: only the exit payloads pyvmm decodes (api.rst, section 5). The
    anonymous union must be declared whole for cffi; its 256-byte padding member sizes it. */
 struct kvm_run {
@@ -106,6 +123,7 @@ struct kvm_run {
         struct { uint64_t hardware_exit_reason; } hw;
         struct { uint64_t hardware_entry_failure_reason; uint32_t cpu; } fail_entry;
         struct { uint32_t exception, error_code; } ex;
+        struct { struct kvm_debug_exit_arch arch; } debug;
         struct { uint8_t direction, size; uint16_t port; uint32_t count; uint64_t data_offset; } io;
         struct { uint64_t phys_addr; uint8_t data[8]; uint32_t len; uint8_t is_write; } mmio;
         struct { uint32_t suberror; uint32_t ndata; uint64_t data[16]; } internal;

@@ -12,6 +12,7 @@ import errno
 import mmap
 import os
 import struct
+from collections.abc import Sequence
 
 from vmm.kvm._kvm import ffi, lib
 from vmm.kvm.ioctl import KvmError, ioctl
@@ -100,6 +101,20 @@ class InterruptedExit(VmExit):
     """KVM_RUN returned early because a signal arrived for this thread."""
 
     __slots__ = ()
+
+
+class DebugExit(VmExit):
+    """A debug exception the VMM asked to see with ``set_guest_debug``: a single step or
+    a hardware breakpoint (vector 1, #DB; ``dr6`` says which) or an int3 (vector 3, #BP).
+    ``pc`` is the linear address of the instruction it stopped at (RIP plus CS base)."""
+
+    __slots__ = ("exception", "pc", "dr6", "dr7")
+
+    def __init__(self, exception: int, pc: int, dr6: int, dr7: int):
+        self.exception = exception
+        self.pc = pc
+        self.dr6 = dr6
+        self.dr7 = dr7
 
 
 class UnknownExit(VmExit):
@@ -228,6 +243,9 @@ class Vcpu:
             return SystemEventExit(run.system_event.type)
         if reason == lib.KVM_EXIT_INTR:
             return InterruptedExit()
+        if reason == lib.KVM_EXIT_DEBUG:
+            arch = run.debug.arch
+            return DebugExit(arch.exception, arch.pc, arch.dr6, arch.dr7)
         return UnknownExit(reason)
 
     # --- registers ------------------------------------------------------------------
@@ -279,6 +297,48 @@ class Vcpu:
         except KvmError:
             return None
         return tr.physical_address if tr.valid else None
+
+    def get_fpu(self):
+        """x87 and SSE state (``struct kvm_fpu``): what a debugger shows as st0-7, xmm0-15."""
+        fpu = ffi.new("struct kvm_fpu *")
+        ioctl(self.fd, lib.KVM_GET_FPU, fpu, what="KVM_GET_FPU")
+        return fpu
+
+    def set_fpu(self, fpu) -> None:
+        ioctl(self.fd, lib.KVM_SET_FPU, fpu, what="KVM_SET_FPU")
+
+    def set_guest_debug(
+        self,
+        single_step: bool = False,
+        sw_breakpoints: bool = False,
+        debugreg: Sequence[int] | None = None,
+    ) -> None:
+        """Which debug events leave KVM_RUN as a ``DebugExit`` (api.rst, KVM_SET_GUEST_DEBUG).
+
+        ``single_step`` traps after each instruction; ``sw_breakpoints`` makes an int3
+        exit to the VMM instead of reaching the guest's #BP handler; ``debugreg`` (DR0-DR7,
+        DR4 and DR5 unused) arms hardware breakpoints and watchpoints that KVM loads into
+        the real debug registers while the guest runs. All off: the guest runs as usual.
+        """
+        dbg = ffi.new("struct kvm_guest_debug *")
+        control = 0
+        if single_step:
+            control |= lib.KVM_GUESTDBG_SINGLESTEP
+        if sw_breakpoints:
+            control |= lib.KVM_GUESTDBG_USE_SW_BP
+        if debugreg is not None:
+            control |= lib.KVM_GUESTDBG_USE_HW_BP
+            dbg.arch.debugreg = list(debugreg)
+        if control:
+            control |= lib.KVM_GUESTDBG_ENABLE
+        dbg.control = control
+        ioctl(self.fd, lib.KVM_SET_GUEST_DEBUG, dbg, what="KVM_SET_GUEST_DEBUG")
+
+    def request_exit(self, on: bool = True) -> None:
+        """Make the next (or the current, once a signal kicks it) KVM_RUN return at once,
+        with any pending I/O completed (``immediate_exit``, api.rst, 5): how a debugger
+        on another thread stops a running vCPU without racing its entry into the guest."""
+        self.kvm_run.immediate_exit = int(on)
 
     def close(self) -> None:
         self._run_view.release()

@@ -67,6 +67,9 @@ protected_mode:
     movl $PML4 + 0x1000 + 3, PML4          /* present, writable */
     movl $PML4 + 0x2000 + 3, PML4 + 0x1000
     movl $0x83, PML4 + 0x2000              /* present, writable, 2 MiB page at 0 */
+    /* >>> 4: enter long mode (SDM vol. 3, 9.8.5): CR3 = PML4; set CR4.PAE; set EFER.LME
+     * ... (rdmsr/wrmsr of MSR_EFER, ECX selects the MSR); set CR0.PG, which activates long
+     * ... mode; then a far jump to the 64-bit code segment, selector 0x18, at long_mode */
     movl $PML4, %eax
     movl %eax, %cr3
     movl %cr4, %eax
@@ -80,6 +83,7 @@ protected_mode:
     orl $CR0_PG, %eax                      /* paging on + LME: long mode is active */
     movl %eax, %cr0
     ljmpl $0x18, $long_mode
+    /* <<< */
 
 .code64
 long_mode:

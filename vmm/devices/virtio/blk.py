@@ -96,6 +96,7 @@ class VirtioBlk:
             raise NotWritableError(f"{e}: attach it read-only with --disk {path},ro") from None
         self.path = path
         self.readonly = readonly
+        self.requests = 0  # served since the disk was attached, for --stats
         # lseek, not st_size, which is 0 for a block device.
         self.capacity = os.lseek(self._fd, 0, os.SEEK_END) // SECTOR_SIZE
         # The serial defaults to the image's file name, so a guest can tell disks apart.
@@ -129,6 +130,7 @@ class VirtioBlk:
     def process(self, queue_index: int, queue: Virtqueue) -> None:
         while (chain := queue.pop()) is not None:
             queue.add_used(chain.head, self._serve(chain))
+            self.requests += 1
 
     # Requests.
 

@@ -134,6 +134,7 @@ class VirtioMmio:
         self._lock = threading.Lock()
         self._queue_lock = threading.Lock()
         self.config_generation = 0
+        self.notifies = 0  # queue notifications seen, for --stats ("one per request")
         self._init_state()
 
     def _init_state(self) -> None:
@@ -310,6 +311,7 @@ class VirtioMmio:
     def notify(self, queue_index: int) -> None:
         """Serve a queue's available buffers: for a QueueNotify write or an ioeventfd thread."""
         with self._queue_lock:
+            self.notifies += 1
             if (
                 self.status & (VIRTIO_CONFIG_S_NEEDS_RESET | VIRTIO_CONFIG_S_FAILED)
                 or not self.status & VIRTIO_CONFIG_S_DRIVER_OK

@@ -1,0 +1,94 @@
+"""Lab 15's checks: the student's report of what a container shares with its host (and
+a VM does not) is what the check sees itself."""
+
+import json
+import os
+import socket
+from pathlib import Path
+
+from vmm.lab import Check, CheckFailed, run_student, tail
+
+TITLE = "What a container shares with its host, and a VM does not"
+CONCEPT = "one kernel for all containers: uname -r, sysctls, keyrings, modules"
+NEEDS = ("root", "kvm", "images")
+FILES = ("shares.py",)
+
+
+def _report(workdir: Path) -> dict:
+    proc = run_student(["shares.py"], workdir, timeout=60)
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        raise CheckFailed(f"shares.py did not print its JSON report:\n{tail(proc)}") from None
+
+
+def _host() -> dict:
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        boot_id = f.read().strip()
+    try:
+        with open("/proc/keys") as f:
+            keys = str(len(f.readlines()))
+    except OSError:
+        keys = "0"
+    return {
+        "release": os.uname().release,
+        "boot_id": boot_id,
+        "hostname": socket.gethostname(),
+        "keys": keys,
+        "modules": str(len(os.listdir("/sys/module"))),
+    }
+
+
+def host_facts_are_right(workdir: Path) -> str:
+    got = dict(_report(workdir).get("host") or {})
+    want = _host()
+    # The host's keyrings come and go with other processes' sessions: any count will do.
+    keys, _ = got.pop("keys", ""), want.pop("keys")
+    if got != want or not keys.isdigit():
+        raise CheckFailed(f"host facts {got} (keys {keys!r}), the check reads {want}")
+    return f"kernel {want['release']}, boot {want['boot_id'][:8]}..."
+
+
+def container_shares_the_kernel(workdir: Path) -> str:
+    report = _report(workdir)
+    c, shared = report.get("container") or {}, report.get("shared") or {}
+    host = _host()
+    for fact in ("release", "boot_id", "modules"):
+        if c.get(fact) != host[fact] or shared.get(fact) is not True:
+            raise CheckFailed(
+                f"the container's {fact} should be the host's ({host[fact]}), "
+                f"reported {c.get(fact)!r}, shared {shared.get(fact)!r}"
+            )
+    if shared.get("hostname") is not False or c.get("hostname") == host["hostname"]:
+        raise CheckFailed(f"the container's hostname {c.get('hostname')!r} should be its own")
+    if c.get("keys") != "0" or shared.get("keys") is not False:
+        raise CheckFailed(
+            f"/proc/keys inside a pyvmm container is masked (0 lines), reported {c.get('keys')!r}"
+        )
+    return "same kernel release, boot id and modules; its own hostname; /proc/keys masked"
+
+
+def vm_runs_its_own_kernel(workdir: Path) -> str:
+    got = _report(workdir).get("vm_kernel")
+    if got != "pyvmm tiny kernel":
+        raise CheckFailed(f"vm_kernel is {got!r}: what does the VM's first line say?")
+    return "the VM: pyvmm tiny kernel, not the host's"
+
+
+CHECKS = [
+    Check(
+        "the host's facts are right",
+        "read them with PROBE in a shell on the host",
+        host_facts_are_right,
+    ),
+    Check(
+        "the container shares the host's kernel, not its hostname",
+        "compare value by value; /proc/keys is the host's keyring, so pyvmm masks it",
+        container_shares_the_kernel,
+    ),
+    Check(
+        "the VM runs a kernel of its own",
+        "the first line of pyvmm boot's output",
+        vm_runs_its_own_kernel,
+    ),
+]

@@ -1,0 +1,17 @@
+"""``pyvmm container inspect`` names the capabilities a container keeps, and they are the
+ones the kernel shows in the container's bounding set."""
+
+from __future__ import annotations
+
+from vmm.container import capabilities
+
+
+def test_inspect_names_the_bounding_set_the_kernel_shows(pyvmm):
+    out = pyvmm.ok(
+        "container", "run", "--name", "caps", "busybox", "grep", "CapBnd", "/proc/self/status"
+    )
+    mask = int(out.split()[1], 16)
+    named = pyvmm.inspect("caps")["capabilities"]
+    bits = [n for n in range(64) if mask >> n & 1]
+    assert named == capabilities.names(tuple(bits))
+    assert "CAP_CHOWN" in named and "CAP_SYS_ADMIN" not in named and "CAP_MKNOD" not in named

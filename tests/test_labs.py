@@ -1,0 +1,126 @@
+"""The course: every lab's skeleton fails its checks and its solution passes them, and
+``pyvmm lab`` keeps each student's status.
+
+These run the labs' real checks (real guests on /dev/kvm, real containers as root), so a
+lab skips where the machine lacks what it needs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from vmtest import ROOT, assert_one_line_error, kvm_usable, run_pyvmm
+
+from vmm import lab as labs
+
+LABS = labs.all_labs()
+
+
+def _missing(lab: labs.Lab) -> str | None:
+    if "kvm" in lab.needs and not kvm_usable():
+        return "needs a usable /dev/kvm"
+    if {"root", "images"} & set(lab.needs) and os.geteuid() != 0:
+        return "needs root"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def state_home(tmp_path, monkeypatch):
+    """Each test its own student: progress records in a tmp XDG_STATE_HOME."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    return tmp_path / "state"
+
+
+@pytest.fixture(scope="session")
+def images_root(tmp_path_factory):
+    """A state root holding the busybox and workload images, for labs that run pyvmm
+    containers (and pyvmm bench, which insists on the very workload binary)."""
+    root = tmp_path_factory.mktemp("pyvmm-root")
+    subprocess.run(["make", "-s", "-C", ROOT / "guest"], check=True)
+    subprocess.run(
+        [sys.executable, ROOT / "scripts" / "build_images.py", "--root", root,
+         "--workload", ROOT / "guest" / "workload" / "workload"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return root
+
+
+@pytest.mark.parametrize("lab", LABS, ids=lambda lab: lab.slug)
+def test_skeleton_fails_and_solution_passes(lab, tmp_path, request, monkeypatch):
+    if reason := _missing(lab):
+        pytest.skip(reason)
+    if "images" in lab.needs:
+        monkeypatch.setenv("PYVMM_ROOT", str(request.getfixturevalue("images_root")))
+    skeleton = labs.start(lab, tmp_path / "student")
+    results = labs.check(lab, skeleton)
+    assert not all(r.passed for r in results), "the skeleton passes its own checks"
+    assert labs.status(lab) == labs.IN_PROGRESS
+    solution = tmp_path / "solution"
+    solution.mkdir()
+    for name, text in labs.lab_files(lab, solution=True).items():
+        (solution / name).write_text(text)
+    results = labs.check(lab, solution)
+    failed = [f"{r.check.name}: {r.detail}" for r in results if not r.passed]
+    assert not failed, "\n".join(failed)
+    assert labs.status(lab) == labs.PASSED
+
+
+def test_every_lab_has_a_readme_checks_and_files():
+    assert LABS, "no labs found"
+    for lab in LABS:
+        assert (lab.folder / "README.md").read_text().startswith(f"# Lab {lab.number}:")
+        assert lab.checks and all(c.hint for c in lab.checks)
+        texts = [(lab.folder / name).read_text() for name in lab.files]
+        assert any(
+            labs.render(t, lab.number, solution=False) != labs.render(t, lab.number, solution=True)
+            for t in texts
+        ), f"lab {lab.number} has nothing for the student to write"
+
+
+def test_render_keeps_earlier_levels_stubs_this_one_drops_later():
+    text = (
+        "a\n# >>> 1: one\nx = 1\n# <<<\n"
+        "    # >>> 2: two\n    y = 2\n    #| y = None\n    # <<<\n"
+        "# >>> 3: three\nz = 3\n# <<<\nb\n"
+    )
+    assert labs.render(text, 2, solution=False) == (
+        "a\nx = 1\n    # TODO (lab 2): two\n    y = None\nb\n"
+    )
+    assert labs.render(text, 2, solution=True) == "a\nx = 1\n    y = 2\nb\n"
+    assert "NotImplementedError" in labs.render(text, 3, solution=False)
+
+
+def test_render_refuses_unbalanced_markers():
+    with pytest.raises(labs.LabError, match="never closed"):
+        labs.render("# >>> 1: open\nx\n", 1, solution=False)
+    with pytest.raises(labs.LabError, match="never opened"):
+        labs.render("x\n# <<<\n", 1, solution=False)
+
+
+def test_cli_start_check_status_and_solution(tmp_path, state_home):
+    lab = LABS[0]
+    env = {"XDG_STATE_HOME": str(state_home)}
+    listing = run_pyvmm("lab", "list", env=env).stdout
+    assert f"{lab.title}" in listing and "not started" in listing
+    work = tmp_path / "work"
+    assert run_pyvmm("lab", "start", str(lab.number), str(work), env=env).returncode == 0
+    again = run_pyvmm("lab", "start", str(lab.number), str(work), env=env)
+    assert_one_line_error(again, "already holds")
+    assert "in progress" in run_pyvmm("lab", "list", env=env).stdout
+    if not _missing(lab):
+        proc = run_pyvmm("lab", "check", str(lab.number), env=env)  # the recorded folder
+        assert proc.returncode == 1 and "FAIL" in proc.stdout and "hint:" in proc.stdout
+    refused = run_pyvmm("lab", "solution", str(lab.number), env=env, input="n\n")
+    assert refused.returncode == 1 and "==>" not in refused.stdout
+    shown = run_pyvmm("lab", "solution", str(lab.number), "--yes", env=env)
+    assert shown.returncode == 0 and "<<<" not in shown.stdout and "==>" in shown.stdout
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    assert_one_line_error(run_pyvmm("lab", "check", "99"), "no lab 99")
+    assert_one_line_error(
+        run_pyvmm("lab", "check", str(LABS[0].number), str(tmp_path / "nope")), "no working folder"
+    )
