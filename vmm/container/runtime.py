@@ -38,7 +38,7 @@ from pathlib import Path
 
 from vmm.container import cgroups, hooks
 from vmm.container.spec import OCI_VERSION, Spec, SpecError
-from vmm.container.state import is_alive, process_start, remove_tree, write_json
+from vmm.container.state import is_alive, process_start, write_json
 from vmm.errors import PyvmmError
 
 CGROUP_PARENT = "pyvmm-runtime"  # a container without linux.cgroupsPath goes here
@@ -225,9 +225,15 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         cg.remove()
-        remove_tree(cdir)
+        _remove_dir(cdir)
         raise
     return container
+
+
+def _remove_dir(path: Path) -> None:
+    from vmm.container.fdtree import remove_tree  # only create's failure and delete
+
+    remove_tree(path)
 
 
 def _now() -> str:
@@ -326,7 +332,7 @@ def delete(root: str, cid: str, force: bool = False) -> None:
     cg.remove()
     _wait_gone(c)
     state = c.state.oci("stopped")
-    remove_tree(c.dir)
+    _remove_dir(c.dir)
     with contextlib.suppress(PyvmmError):  # failures are logged, delete still succeeds
         hooks.run([hooks.Hook(**h) for h in c.state.hooks.get("poststop", [])], state, "poststop")
 
