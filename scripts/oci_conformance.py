@@ -45,8 +45,10 @@ def build(tools: Path) -> None:
                    env=env, check=True)  # fmt: skip
 
 
-def run_suite(tools: Path, runtime: str, out: Path) -> dict[str, tuple[int, int, int]]:
-    """Every test program against ``runtime``; (passed, failed, skipped) by test."""
+def run_suite(tools: Path, runtime: str, out: Path) -> dict[str, tuple[int, int, int, bool]]:
+    """Every test program against ``runtime``: by program, its passed, failed and
+    skipped TAP lines, and whether the program passed as a whole (exit status 0 and
+    nothing failed: some programs fail after all their lines passed)."""
     results = {}
     with open(out, "w") as log:
         for program in sorted(tools.glob("validation/*/*.t")):
@@ -59,14 +61,14 @@ def run_suite(tools: Path, runtime: str, out: Path) -> dict[str, tuple[int, int,
                     text=True, errors="replace", timeout=TIMEOUT_S,
                     env={**os.environ, "RUNTIME": runtime},
                 )  # fmt: skip
-                tap = done.stdout + done.stderr
+                tap, status = done.stdout + done.stderr, done.returncode
             except subprocess.TimeoutExpired:
-                tap = "not ok 1 - timed out\n"
+                tap, status = "not ok 1 - timed out\n", -1
             log.write(f"### {name}\n{tap}\n")
             passed = len(re.findall(r"^ok \d+(?! .*# SKIP)", tap, re.M))
             skipped = len(re.findall(r"^ok \d+ .*# SKIP", tap, re.M))
             failed = len(re.findall(r"^not ok \d+", tap, re.M))
-            results[name] = (passed, failed, skipped)
+            results[name] = (passed, failed, skipped, status == 0 and failed == 0)
     return results
 
 
@@ -99,15 +101,16 @@ def main() -> int:
         print(f"oci_conformance: running the suite against {runtime}", file=sys.stderr)
         table[name] = run_suite(args.tools, runtime, args.results / f"{name}.tap")
     names = list(table)
-    print("| runtime | passed | failed | skipped |\n|---|---|---|---|")
+    print("| runtime | passed | failed | skipped | programs passed |\n|---|---|---|---|---|")
     for name in names:
-        p, f, s = (sum(v[i] for v in table[name].values()) for i in range(3))
-        print(f"| {name} | {p} | {f} | {s} |")
-    print(f"\ntests where they differ (passed/failed: {', '.join(names)}):")
+        p, f, s, ok = (sum(v[i] for v in table[name].values()) for i in range(4))
+        print(f"| {name} | {p} | {f} | {s} | {ok} of {len(table[name])} |")
+    print(f"\nprograms where they differ (passed/failed lines, program: {', '.join(names)}):")
     for test in sorted(set().union(*table.values())):
-        cells = [table[n].get(test, (0, 0, 0))[:2] for n in names]
-        if len(set(cells)) > 1:
-            print(f"  {test:36} " + "  ".join(f"{p}/{f}" for p, f in cells))
+        cells = [table[n].get(test, (0, 0, 0, False)) for n in names]
+        if len({(c[0], c[1], c[3]) for c in cells}) > 1:
+            print(f"  {test:34} " + "  ".join(f"{p}/{f} {'PASS' if ok else 'FAIL'}"
+                                              for p, f, _, ok in cells))  # fmt: skip
     return 0
 
 
