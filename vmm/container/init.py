@@ -53,6 +53,10 @@ class InitError(PyvmmError):
     exit_code = 1
 
 
+class InitDied(InitError):
+    """The init ended without a word: ``spawn`` adds how (its wait status)."""
+
+
 def validate(spec: Spec) -> None:
     """What ``config.json`` asks of the init that can be checked before anything exists."""
     p = spec.process
@@ -103,7 +107,7 @@ class _Channel:
         if line.startswith("E"):
             raise InitError(line[1:])
         if not line.startswith(tag):
-            raise InitError("the container's init died during setup")
+            raise InitDied("the container's init died during setup")
         return line[len(tag) :]
 
 
@@ -152,6 +156,10 @@ def spawn(cid: str, spec: Spec, cg: Cgroup, fifo: str, run_hooks: Callable[[tupl
         channel.tell(f"C{pid}\n".encode())
         channel.expect("R")
         return pid
+    except InitDied as e:
+        if pid:
+            raise InitDied(f"{e}: {_ended(pid)}") from None
+        raise
     except BaseException:
         if pid:
             _kill(pid)
@@ -161,6 +169,17 @@ def spawn(cid: str, spec: Spec, cg: Cgroup, fifo: str, run_hooks: Callable[[tupl
         for fd in (from_w, to_r, to_w, console, fifo):
             if fd is not None and fd >= 0:
                 os.close(fd)
+
+
+def _ended(pid: int) -> str:
+    """How the child ``pid`` ended (reaped now), in words."""
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return "not this process's child"
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
 def _kill(pid: int) -> None:
