@@ -183,12 +183,15 @@ def _read_int(path: Path) -> int | None:
     return None
 
 
-def _mkdir_under_parent(parent: Path, name: str, inherit: tuple[str, ...] = ()) -> Path:
+def _mkdir_under_parent(parent: Path, name: str, inherit: tuple[str, ...] = (),
+                        exist_ok: bool = False) -> Path:  # fmt: skip
     """Create ``parent/name``, and the parents first if needed.
 
     Another pyvmm may remove the parent when its own last container ends, between our
     mkdir of the parent and of the child; then we simply try again. ``inherit`` names
     files (v1 cpuset's) that a new cgroup must copy from its parent before use.
+    ``exist_ok``: an existing ``parent/name`` is used as it is (an OCI ``cgroupsPath``
+    may name a cgroup an engine made, and runc joins it).
     """
     for _ in range(10):
         missing = [p for p in (parent, *parent.parents) if not p.exists()]
@@ -199,6 +202,10 @@ def _mkdir_under_parent(parent: Path, name: str, inherit: tuple[str, ...] = ()) 
         try:
             (parent / name).mkdir()
             _inherit(parent / name, inherit)
+            return parent / name
+        except FileExistsError:
+            if not exist_ok:
+                raise
             return parent / name
         except FileNotFoundError:
             continue
@@ -384,7 +391,7 @@ class CgroupV1(Cgroup):
                 if not (self.root / controller).is_dir():
                     raise PyvmmError(f"cgroup v1 controller {controller} is not mounted")
                 inherit = ("cpuset.cpus", "cpuset.mems") if controller == "cpuset" else ()
-                _mkdir_under_parent(path.parent, self.cid, inherit)
+                _mkdir_under_parent(path.parent, self.cid, inherit, exist_ok=self.oci)
             self._write_files(files)
         except BaseException:
             self.remove()
@@ -496,7 +503,7 @@ class CgroupV2(Cgroup):
         wanted = sorted({name.partition(".")[0] for name, _ in files})
         try:
             self._enable(self.root, wanted)  # fail before creating anything
-            _mkdir_under_parent(self.path.parent, self.cid)
+            _mkdir_under_parent(self.path.parent, self.cid, exist_ok=self.oci)
             # The parents may predate this container's needs; they have no processes
             # of their own, so their children may be given controllers at any time.
             parent = self.root
