@@ -418,3 +418,21 @@ def test_features_and_kill_signal_names(rt):
         time.sleep(0.02)
     assert _state(rt, "k1")["status"] == "stopped"
     rt.ok("delete", "k1")
+
+
+def test_pyvmm_container_writes_a_bundle_the_core_reads(pyvmm, root):
+    """``pyvmm container`` is a layer over the core: its container directory is an
+    OCI bundle whose config.json says what the flags and the image said."""
+    from vmm.container import spec
+
+    pyvmm.ok("container", "run", "--name", "bundled", "--hostname", "h1", "--memory", "32M",
+             "-v", "vol1:/data:ro", "busybox", "sh", "-c", "hostname")  # fmt: skip
+    cid = pyvmm.inspect("bundled")["id"]
+    s = spec.load(str(root / "containers" / cid))
+    assert s.process.args == ["sh", "-c", "hostname"] and s.hostname == "h1"
+    assert s.root == str(root / "containers" / cid / "merged")
+    assert s.resources["memory"]["limit"] == 32 << 20
+    data = next(m for m in s.mounts if m.destination == "/data")
+    assert data.type == "bind" and "ro" in data.options and data.source.endswith("vol1/_data")
+    assert s.seccomp is not None and s.process.no_new_privileges
+    pyvmm.ok("container", "rm", "bundled")
