@@ -36,8 +36,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vmm.container import cgroups, hooks
-from vmm.container.spec import OCI_VERSION, Spec, SpecError
+from vmm.container import cgroups
 from vmm.container.state import is_alive, process_start, write_json
 from vmm.errors import PyvmmError
 
@@ -56,6 +55,7 @@ class State:
     """One container: the OCI ``state`` (runtime.md "State") and pyvmm's own fields."""
 
     id: str
+    oci_version: str
     bundle: str
     pid: int
     pid_start: int | None  # with pid, names the init process for good
@@ -65,7 +65,6 @@ class State:
     cgroup_name: str
     cgroup_version: str
     annotations: dict[str, str] = field(default_factory=dict)
-    oci_version: str = OCI_VERSION
     hooks: dict = field(default_factory=dict)  # poststart and poststop, run later
     userns: bool = False
     status: str = "created"  # observed, see ``Container.status``; stored for readers
@@ -151,10 +150,10 @@ def list_all(root: str) -> list[Container]:
     return found
 
 
-def _cgroup_for(spec: Spec, cid: str) -> tuple[str, str]:
+def _cgroup_for(cgroups_path: str | None, cid: str) -> tuple[str, str]:
     """(parent, name) of the container's cgroup: ``linux.cgroupsPath`` taken relative
     to the hierarchy's root (as runc does for an absolute one), else pyvmm-runtime/ID."""
-    path = (spec.cgroups_path or "").strip("/")
+    path = (cgroups_path or "").strip("/")
     if not path:
         return CGROUP_PARENT, cid
     parent, _, name = path.rpartition("/")
@@ -169,8 +168,9 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
     Every check that can fail runs before anything exists; a later failure removes
     what was made (cgroup, state directory, the init process) before raising.
     """
-    from vmm.container import init
+    from vmm.container import hooks, init
     from vmm.container import spec as spec_mod
+    from vmm.container.spec import SpecError
 
     check_id(cid)
     spec = spec_mod.load(bundle)
@@ -189,7 +189,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
         os.mkdir(cdir, 0o700)
     except FileExistsError:
         raise ContainerStateError(f"container with id {cid} already exists") from None
-    parent, name = _cgroup_for(spec, cid)
+    parent, name = _cgroup_for(spec.cgroups_path, cid)
     state = State(
         id=cid, bundle=spec.bundle, pid=0, pid_start=None, rootfs=spec.root,
         created=_now(), cgroup_parent=parent, cgroup_name=name,
@@ -271,12 +271,14 @@ def start(root: str, cid: str) -> Container:
         os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(c.fifo)
-    try:
-        hooks.run([hooks.Hook(**h) for h in c.state.hooks.get("poststart", [])],
-                  c.oci_state(), "poststart")  # fmt: skip
-    except PyvmmError:
-        # runtime.md: a poststart hook's failure is logged, and the container runs on.
-        pass
+    if c.state.hooks.get("poststart"):
+        from vmm.container import hooks
+
+        try:
+            hooks.run([hooks.Hook(**h) for h in c.state.hooks["poststart"]], c.oci_state(),
+                      "poststart")  # fmt: skip
+        except PyvmmError:
+            pass  # runtime.md: a poststart hook's failure is logged; the container runs on
     return c
 
 
@@ -333,8 +335,11 @@ def delete(root: str, cid: str, force: bool = False) -> None:
     _wait_gone(c)
     state = c.state.oci("stopped")
     _remove_dir(c.dir)
-    with contextlib.suppress(PyvmmError):  # failures are logged, delete still succeeds
-        hooks.run([hooks.Hook(**h) for h in c.state.hooks.get("poststop", [])], state, "poststop")
+    if c.state.hooks.get("poststop"):
+        from vmm.container import hooks
+
+        with contextlib.suppress(PyvmmError):  # failures are logged, delete still succeeds
+            hooks.run([hooks.Hook(**h) for h in c.state.hooks["poststop"]], state, "poststop")
 
 
 def _wait_gone(c: Container, timeout: float = 5.0) -> None:
@@ -383,6 +388,7 @@ def exec_(
     OCI ``process`` object); return its exit status, or 0 once it runs (``detach``)."""
     from vmm.container import init
     from vmm.container import spec as spec_mod
+    from vmm.container.spec import SpecError
 
     c = load(root, cid)
     if c.status() not in ("running", "created"):
