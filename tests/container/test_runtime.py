@@ -42,6 +42,8 @@ class Runtime:
     def __init__(self, root: Path, tmp: Path, rootfs: Path):
         self.root, self.tmp, self.rootfs = root, tmp, rootfs
         self.cgroup = f"pyvmm-test-{os.getpid()}-{os.urandom(3).hex()}"
+        # Every runtime process, and a container's init until it execs, carries this.
+        self.env = {**os.environ, "PYVMM_RUNTIME_TEST": self.cgroup}
 
     def __call__(self, *args, timeout: float = 30) -> subprocess.CompletedProcess:
         """Output through files, not pipes: a created container's init keeps the
@@ -51,7 +53,7 @@ class Runtime:
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
             r = subprocess.run([*RUNTIME, "--root", str(self.root), *map(str, args)],
                                stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                               timeout=timeout)  # fmt: skip
+                               timeout=timeout, env=self.env)  # fmt: skip
             out.seek(0)
             err.seek(0)
             r.stdout, r.stderr = out.read(), err.read()
@@ -100,6 +102,19 @@ def rt(tmp_path, rootfs):
     left = [p for p in after[1] if runtime.cgroup in p]
     assert not left, f"cgroups left behind: {left}"
     assert not list((tmp_path / "state").glob("*")), "state left behind"
+    assert not _processes_with(f"PYVMM_RUNTIME_TEST={runtime.cgroup}"), "processes left behind"
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker.encode() in f.read().split(b"\0"):
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
 
 
 def _one_line(r) -> str:
