@@ -45,11 +45,17 @@ def build(tools: Path) -> None:
                    env=env, check=True)  # fmt: skip
 
 
+def _bundles() -> set[Path]:
+    """The suite's bundles (it makes them in $TMPDIR and leaves some behind)."""
+    return set(Path(os.environ.get("TMPDIR", "/tmp")).glob("ocitest*"))
+
+
 def run_suite(tools: Path, runtime: str, out: Path) -> dict[str, tuple[int, int, int, bool]]:
     """Every test program against ``runtime``: by program, its passed, failed and
     skipped TAP lines, and whether the program passed as a whole (exit status 0 and
     nothing failed: some programs fail after all their lines passed)."""
     results = {}
+    before = _bundles()
     with open(out, "w") as log:
         for program in sorted(tools.glob("validation/*/*.t")):
             name = program.parent.name
@@ -69,6 +75,11 @@ def run_suite(tools: Path, runtime: str, out: Path) -> dict[str, tuple[int, int,
             skipped = len(re.findall(r"^ok \d+ .*# SKIP", tap, re.M))
             failed = len(re.findall(r"^not ok \d+", tap, re.M))
             results[name] = (passed, failed, skipped, status == 0 and failed == 0)
+    with open("/proc/self/mountinfo") as f:
+        mounted = f.read()
+    for bundle in _bundles() - before:
+        if str(bundle) not in mounted:
+            shutil.rmtree(bundle, ignore_errors=True)
     return results
 
 
