@@ -4,6 +4,7 @@ directory and the image scripts/build_images.py writes as an OCI archive."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -71,6 +72,7 @@ def podman(tmp_path_factory, archive):
         pytest.skip("podman is not installed (scripts/setup.sh installs it)")
     tmp = tmp_path_factory.mktemp("podman")
     cgroups_before = _cgroups()
+    podman_parents = set(glob.glob("/sys/fs/cgroup/*/libpod_parent"))
     p = Podman(tmp)
     try:
         p.ok("load", "-i", str(archive))
@@ -79,6 +81,11 @@ def podman(tmp_path_factory, archive):
         p("rm", "--all", "--force", "--time", "0")
         p("volume", "prune", "--force")
         p("system", "reset", "--force")
+        # Podman's cgroupfs parent (and conmon's cgroup in it), if this test made them.
+        for parent in set(glob.glob("/sys/fs/cgroup/*/libpod_parent")) - podman_parents:
+            for d in (f"{parent}/conmon", parent):
+                with contextlib.suppress(OSError):
+                    os.rmdir(d)
     assert not _mounts_under(tmp), "podman storage left mounted"
     assert _cgroups() <= cgroups_before, "container cgroups left behind"
 
