@@ -4,7 +4,6 @@ directory and the image scripts/build_images.py writes as an OCI archive."""
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import shutil
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 from containertest import REPO
 
-from vmm.bench.containers import IMAGE, private_podman
+from vmm.bench.containers import IMAGE, podman_parents, private_podman, remove_podman_parents
 
 RUNTIME = shutil.which("pyvmm-runtime", path=os.path.dirname(sys.executable))
 STATE = Path("/run/pyvmm-runtime")  # pyvmm-runtime's default --root, which engines use
@@ -72,7 +71,7 @@ def podman(tmp_path_factory, archive):
         pytest.skip("podman is not installed (scripts/setup.sh installs it)")
     tmp = tmp_path_factory.mktemp("podman")
     cgroups_before = _cgroups()
-    podman_parents = set(glob.glob("/sys/fs/cgroup/*/libpod_parent"))
+    parents = podman_parents()
     p = Podman(tmp)
     try:
         p.ok("load", "-i", str(archive))
@@ -81,11 +80,7 @@ def podman(tmp_path_factory, archive):
         p("rm", "--all", "--force", "--time", "0")
         p("volume", "prune", "--force")
         p("system", "reset", "--force")
-        # Podman's cgroupfs parent (and conmon's cgroup in it), if this test made them.
-        for parent in set(glob.glob("/sys/fs/cgroup/*/libpod_parent")) - podman_parents:
-            for d in (f"{parent}/conmon", parent):
-                with contextlib.suppress(OSError):
-                    os.rmdir(d)
+        remove_podman_parents(parents)
     assert not _mounts_under(tmp), "podman storage left mounted"
     assert _cgroups() <= cgroups_before, "container cgroups left behind"
 

@@ -59,6 +59,24 @@ def private_podman(tmp: Path) -> tuple[list[str], dict[str, str]]:
     return argv, env
 
 
+def podman_parents() -> set[str]:
+    """Podman's cgroupfs parent cgroups (``libpod_parent``), one per hierarchy."""
+    import glob
+
+    return set(glob.glob("/sys/fs/cgroup/*/libpod_parent"))
+
+
+def remove_podman_parents(before: set[str]) -> None:
+    """Remove the ``libpod_parent`` cgroups (and conmon's in them) made since ``before``;
+    Podman leaves them, empty, after its last container."""
+    for parent in podman_parents() - before:
+        for d in (f"{parent}/conmon", parent):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass  # still in use, or not there
+
+
 def _unified_hidden(argv: list[str]) -> list[str]:
     if not os.path.ismount("/sys/fs/cgroup/unified"):
         return argv
@@ -99,6 +117,7 @@ def measure(runs: int = 5) -> dict:
         rootfs = flat_rootfs(Store(tmp / "store"), "workload:latest", tmp / "rootfs")
         bundle = oci_bundle(rootfs, tmp / "bundle", ["/bin/true"], {})
         podman, env = private_podman(tmp / "podman")
+        parents = podman_parents()
         try:
             subprocess.run([*podman, "load", "-i", tmp / "image.tar"], env=env, check=True,
                            capture_output=True)  # fmt: skip
@@ -121,6 +140,7 @@ def measure(runs: int = 5) -> dict:
         finally:
             subprocess.run([*podman, "system", "reset", "--force"], env=env,
                            capture_output=True)  # fmt: skip
+            remove_podman_parents(parents)
     return result
 
 
