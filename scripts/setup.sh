@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: the compiler and headers for the cffi bindings and the guest,
 # busybox-static for container images, e2fsprogs/cpio for disk images, gdb for the
-# debugger tests (pyvmm boot --gdb), libcap2-bin's capsh for the docs, libseccomp for
-# the containers' system-call filter; podman and containerd drive pyvmm-runtime in the
+# debugger tests (pyvmm boot --gdb), libseccomp for the containers' system-call filter,
+# libcap2-bin (capsh) for the labs; podman and containerd drive pyvmm-runtime in the
 # tests, runc and crun are its yardsticks, golang-go builds the OCI conformance suite.
 DEBS=(gcc make binutils libc6-dev linux-libc-dev libffi-dev python3-dev python3-venv
       busybox-static cpio e2fsprogs gdb libcap2-bin libseccomp-dev libseccomp2

@@ -11,7 +11,10 @@ import tarfile
 import time
 from pathlib import Path
 
+import pytest
 from containertest import one_line_error
+
+from vmm.container.fdtree import remove_tree
 
 DEPTH = 10_000
 
@@ -29,6 +32,17 @@ def make_deep(top: Path, depth: int = DEPTH) -> None:
         os.symlink("/", "root-link", dir_fd=fd)
     finally:
         os.close(fd)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """``tmp_path/tree``, removed after the test by the project's iterative walk:
+    pytest's own clean-up (``shutil.rmtree``) recurses, and a tree this deep would
+    break it for every later run that shares the temporary root."""
+    path = tmp_path / "tree"
+    yield path
+    if path.exists():
+        remove_tree(path)
 
 
 def deep_tar(path: Path, depth: int = DEPTH) -> None:
@@ -71,10 +85,10 @@ def test_deep_layer_tar_imports_and_its_image_is_removed(pyvmm, tmp_path):
     assert not layer.exists()
 
 
-def test_deep_directory_imports(pyvmm, tmp_path):
-    (tmp_path / "tree").mkdir()
-    make_deep(tmp_path / "tree")
-    pyvmm.ok("image", "import", tmp_path / "tree", "deep-dir")
+def test_deep_directory_imports(pyvmm, tree):
+    tree.mkdir()
+    make_deep(tree)
+    pyvmm.ok("image", "import", tree, "deep-dir")
     assert deepest(_layer(pyvmm, "deep-dir")).st_size == 0
     pyvmm.ok("image", "rm", "deep-dir")
 
@@ -145,9 +159,8 @@ def test_a_dead_rm_container_that_cannot_be_removed_does_not_break_ps(pyvmm):
     pyvmm.ok("container", "rm", "stuck")
 
 
-def test_a_volume_is_filled_from_a_deep_image_directory(pyvmm, tmp_path):
+def test_a_volume_is_filled_from_a_deep_image_directory(pyvmm, tree):
     busybox = json.loads(pyvmm.ok("image", "inspect", "busybox"))["layers"][0]["digest"]
-    tree = tmp_path / "tree"
     subprocess.run(["cp", "-a", pyvmm.root / "layers" / "sha256" / busybox[7:] / "diff", tree],
                    check=True)  # fmt: skip
     (tree / "deep").mkdir()

@@ -55,12 +55,6 @@ class CapabilityError(PyvmmError):
     """A capability name that this kernel does not know."""
 
 
-def names(caps: Iterable[int]) -> list[str]:
-    """Capability numbers by their <linux/capability.h> names, in number order, for
-    people to read (the kernel shows sets as hex masks, bit N for capability N)."""
-    return [NAMES.get(cap, f"CAP_{cap}") for cap in sorted(caps)]
-
-
 def _last_cap() -> int:
     with open("/proc/sys/kernel/cap_last_cap") as f:
         return int(f.read())

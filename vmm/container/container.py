@@ -11,8 +11,9 @@ container's *monitor* (a detached start first forks a daemon to be it):
    volumes and bind mounts, and pivots into the new root (``_init``), while the
    monitor moves it into its cgroup (slow on some kernels, see ``cgroups.py``, so the
    two overlap); once the monitor says "go" it enters a new cgroup namespace, sets its
-   rlimits, drops capabilities, sets no_new_privs, installs its seccomp filter and
-   execs the command (``security.py`` chose them);
+   rlimits, drops capabilities, sets no_new_privs, loads the seccomp filter the
+   monitor compiled meanwhile (in a thread, ``_FilterBuild``) and execs the command
+   (``security.py`` chose them all);
 3. a close-on-exec pipe tells the monitor how that went: closed without a word means
    the exec succeeded; otherwise it carries the exit status and a one-line error;
 4. the monitor copies the container's output to its own and to the container's log,
@@ -32,6 +33,8 @@ import json
 import os
 import select
 import signal
+import struct
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -278,8 +281,9 @@ def _init(store: Store, rec: dict, stdio: tuple, report: int, go: int, t0: float
     the container's bundle (``bundle.py``, ``init.py``); never returns.
 
     ``go`` says when the monitor has moved this process into its cgroup (a zero-length
-    read: it could not); ``report`` carries a failure back (see the module docstring),
-    preceded by a line "T{json}": when each setup step ended, in seconds after ``t0``.
+    read: it could not) and brings the compiled seccomp filter; ``report`` carries a
+    failure back (see the module docstring), preceded by a line "T{json}": when each
+    setup step ended, in seconds after ``t0``.
     """
     code, message = 2, "container setup failed"
     marks = {}
@@ -295,7 +299,6 @@ def _init(store: Store, rec: dict, stdio: tuple, report: int, go: int, t0: float
         prctl(lib.PR_SET_PDEATHSIG, signal.SIGKILL)
         spec = bundle.load(store, rec)
         process = spec.process
-        syscall_filter = spec.seccomp and seccomp.Filter(spec.seccomp)  # host files in reach
         init.enter_namespaces(spec, skip=("cgroup",))
         mark("namespaces")
         init.mount_rootfs(spec, None, on_rootfs=bundle.overlay(store, rec))
@@ -303,8 +306,11 @@ def _init(store: Store, rec: dict, stdio: tuple, report: int, go: int, t0: float
         init.enter_rootfs(spec)
         os.chdir(process.cwd)
         mark("pivot_root")
-        if not os.read(go, 1):
+        go_message = _read_exactly(go, 5)  # "1", then the compiled seccomp filter's size
+        if len(go_message) < 5:
             os._exit(2)  # the monitor failed and reports why itself
+        size = struct.unpack("<I", go_message[1:])[0]
+        syscall_filter = seccomp.Program.decode(_read_exactly(go, size))
         mark("go")
         namespaces.new_cgroup_namespace()
         code, message = 127, f"{process.args[0]}: executable file not found in the container"
@@ -315,7 +321,8 @@ def _init(store: Store, rec: dict, stdio: tuple, report: int, go: int, t0: float
         mark("exec")
         os.write(report, b"T" + json.dumps(marks).encode() + b"\n")
         try:
-            init.become(process, executable, syscall_filter=syscall_filter, keep_fd=report)
+            program = syscall_filter if syscall_filter.bpf else None
+            init.become(process, executable, syscall_filter=program, keep_fd=report)
         except PermissionError:
             code, message = 126, f"{process.args[0]}: permission denied"
     except PyvmmError as e:
@@ -328,6 +335,15 @@ def _init(store: Store, rec: dict, stdio: tuple, report: int, go: int, t0: float
         os.write(report, f"{code}\n{message}".encode())
     finally:
         os._exit(code)
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    """``size`` bytes from a pipe (until EOF: this process holds its write end too)."""
+    chunks = []
+    while size > 0 and (chunk := os.read(fd, size)):
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
 
 
 def _relay(outputs: dict[int, int], log_fd: int, on_output: Callable[[], None]) -> None:
@@ -378,6 +394,35 @@ def _claim(store: Store, cid: str) -> dict:
         return rec
 
 
+class _FilterBuild:
+    """The container's seccomp filter, compiled in a thread of the monitor while the
+    container sets itself up and the monitor moves it into its cgroup: libseccomp
+    takes some 10 ms for Docker's profile, which would otherwise be on the path to
+    the container's first instruction. Started after the fork, so no thread is ever
+    forked mid-call."""
+
+    def __init__(self, security: Security):
+        self._result: seccomp.Program | PyvmmError = seccomp.Program(b"")
+        self._oci = security.oci_seccomp()
+        self._thread = threading.Thread(target=self._build, daemon=True)
+        if self._oci:
+            self._thread.start()
+
+    def _build(self) -> None:
+        try:
+            self._result = seccomp.build(self._oci)
+        except PyvmmError as e:
+            self._result = e
+
+    def program(self) -> seccomp.Program:
+        """The compiled filter (an empty program: none); waits for the thread."""
+        if self._oci:
+            self._thread.join()
+        if isinstance(self._result, PyvmmError):
+            raise self._result
+        return self._result
+
+
 def _monitor(store: Store, rec: dict, attach: bool, on_started: Callable, t0: float,
              imports_s: float = 0.0) -> int:  # fmt: skip
     """Start the claimed container ``rec`` and supervise it to its end; return its
@@ -422,12 +467,17 @@ def _monitor(store: Store, rec: dict, attach: bool, on_started: Callable, t0: fl
         raise
     for fd in [*child_only, report_w, go_r]:
         os.close(fd)
+    syscall_filter = _FilterBuild(Security(**rec.get("security", {})))
+    failure = b""
     try:
         if not joined:
             cg.add(pid)
         mark("cgroup_joined")
-        os.write(go_w, b"1")
-        failure = b""
+        program = syscall_filter.program().encode()
+        mark("filter_built")
+        os.write(go_w, b"1" + struct.pack("<I", len(program)) + program)
+    except PyvmmError as e:
+        failure = f"2\n{e}".encode()
     except OSError as e:  # the child died early (it reports why) or the cgroup refused
         failure = f"2\ncannot move the container into its cgroup: {e.strerror}".encode()
     finally:

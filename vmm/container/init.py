@@ -466,7 +466,7 @@ def _build_filter(spec: Spec):
         return None
     from vmm.container import seccomp
 
-    return seccomp.Filter(spec.seccomp)
+    return seccomp.build(spec.seccomp)
 
 
 def enter_rootfs(spec: Spec, no_pivot: bool = False) -> None:
@@ -606,7 +606,7 @@ def join(state, process: Process, *, console_socket: str | None = None,
             if seccomp is not None:
                 from vmm.container import seccomp as seccomp_mod
 
-                filt = seccomp_mod.Filter(seccomp)
+                filt = seccomp_mod.build(seccomp)
             order = sorted(fds, key=lambda k: (k != "user", k == "mnt"))  # user first, mnt last
             for k in order:
                 check(lib.setns(fds[k], 0), f"setns {k}")

@@ -54,6 +54,12 @@ ffibuilder.cdef(
 #define SYS_capset ...
 #define SYS_capget ...
 
+#define SECCOMP_FILTER_FLAG_TSYNC ...
+#define SECCOMP_FILTER_FLAG_LOG ...
+#define SECCOMP_FILTER_FLAG_SPEC_ALLOW ...
+struct sock_filter { ...; };
+struct sock_fprog { unsigned short len; struct sock_filter *filter; };
+
 #define _LINUX_CAPABILITY_VERSION_3 ...
 #define _LINUX_CAPABILITY_U32S_3 ...
 /* Every capability <linux/capability.h> names (capabilities.py finds them by prefix). */
@@ -115,6 +121,7 @@ int setdomainname(const char *name, size_t len);
 long syscall(long number, ...);
 int pyvmm_loopback_up(void);
 long pyvmm_fork_into_cgroup(int cgroup_fd);
+int pyvmm_seccomp_set_filter(unsigned int flags, struct sock_fprog *prog);
 """
 )
 ffibuilder.set_source(
@@ -127,6 +134,8 @@ ffibuilder.set_source(
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 
 #include <net/if.h>
 #include <sys/ioctl.h>
@@ -156,6 +165,13 @@ static int pyvmm_loopback_up(void)
     }
     close(fd);
     return r;
+}
+
+/* seccomp(SECCOMP_SET_MODE_FILTER, flags, prog), the call seccomp_load(3) ends in:
+   0, or -1 with errno (with TSYNC, the positive id of a thread it could not sync). */
+static int pyvmm_seccomp_set_filter(unsigned int flags, struct sock_fprog *prog)
+{
+    return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, prog);
 }
 
 /* fork(), but the child starts life in the cgroup v2 directory open as cgroup_fd

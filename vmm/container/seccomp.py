@@ -14,9 +14,9 @@ Two formats, two steps, as in Docker and runc:
    be conditional on capabilities, architecture and kernel version) becomes the OCI
    runtime spec's ``linux.seccomp`` object for one container on this host (moby's
    profiles/seccomp package does this).
-2. ``Filter``: the OCI object becomes a BPF program through libseccomp, which knows
-   every architecture's system-call numbers, and is loaded into the calling process
-   (runc's libcontainer/seccomp does this), the last step before execve.
+2. ``build``: the OCI object becomes a BPF program through libseccomp, which knows
+   every architecture's system-call numbers (runc's libcontainer/seccomp does this);
+   ``Program.load`` loads it into the calling process, the last step before execve.
 
 The filter is inherited by every child and can never be removed. Loading one needs
 no_new_privs or CAP_SYS_ADMIN (so that a setuid program cannot be run with calls its
@@ -31,6 +31,7 @@ import json
 import os
 import stat
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from vmm.errors import PyvmmError
@@ -255,103 +256,110 @@ def validate(oci: dict, where: str = "") -> None:
                     raise _fail(where, f"{key} of {rule['names'][0]} must be a 64-bit number")
 
 
-class Filter:
-    """A filter libseccomp built from an OCI ``linux.seccomp`` object, ready to load.
+@dataclass(frozen=True)
+class Program:
+    """A filter compiled to a BPF program (``struct sock_filter`` array) and the
+    seccomp(2) flags to load it with. Loading needs no libseccomp, so the program can
+    be built anywhere (another process, another thread) and loaded late."""
 
-    Building it (seccomp_init, seccomp_arch_add, seccomp_rule_add_array) and having
-    libseccomp generate the BPF program (seccomp_export_bpf) take some 15 ms for
-    Docker's profile and three architectures, so a runtime does that early, while it
-    has other work to overlap and the host's files (libseccomp itself) are in reach.
-    ``load`` is then the one seccomp(2) call that seccomp_load(3) would end in, the
-    runtime's last step before execve.
+    bpf: bytes
+    flags: int = 0
 
-    System call names that libseccomp does not know on this architecture are skipped,
-    as runc does, so one profile serves old and new kernels. ``validate`` the object
-    first for one-line errors.
+    def load(self) -> None:
+        """Load the filter into the calling process (and its threads, with TSYNC): the
+        seccomp(2) call seccomp_load(3) ends in. The kernel wants no_new_privs or
+        CAP_SYS_ADMIN first."""
+        from vmm.container._libc import ffi, lib
+
+        program = ffi.from_buffer("struct sock_filter[]", self.bpf)
+        fprog = ffi.new("struct sock_fprog *", {"len": len(program), "filter": program})
+        result = lib.pyvmm_seccomp_set_filter(self.flags, fprog)
+        if result > 0:
+            raise SeccompError(f"seccomp: thread {result} could not be synchronized")
+        if result < 0:
+            raise SeccompError(f"seccomp: loading the filter: {os.strerror(ffi.errno)}")
+
+    def encode(self) -> bytes:
+        """The program as bytes for a pipe: the flags (4 bytes), then the BPF."""
+        return self.flags.to_bytes(4, "little") + self.bpf
+
+    @classmethod
+    def decode(cls, data: bytes) -> Program:
+        return cls(data[4:], int.from_bytes(data[:4], "little"))
+
+
+def build(oci: dict) -> Program:
+    """Compile ``oci`` (an OCI ``linux.seccomp`` object, ``validate``d) to BPF with
+    libseccomp: seccomp_init, seccomp_arch_add, seccomp_rule_add_array for every rule,
+    and seccomp_export_bpf for the program that seccomp_load(3) would load.
+
+    Some 10 ms for Docker's profile and three architectures, so a runtime does it off
+    its critical path. System call names that libseccomp does not know on this
+    architecture are skipped, as runc does, so one profile serves old and new kernels.
     """
+    from vmm.container import _libc
+    from vmm.container._seccomp import ffi, lib  # only a filtered start loads libseccomp
 
-    def __init__(self, oci: dict):
-        from vmm.container._seccomp import ffi, lib  # only a filtered start loads libseccomp
-
-        self._lib = lib
-        self.flags = 0
-        for flag in oci.get("flags") or []:
-            self.flags |= getattr(lib, flag)
-        default = self._action(oci["defaultAction"], oci.get("defaultErrnoRet"))
-        ctx = lib.seccomp_init(default)
-        if ctx == ffi.NULL:
-            raise SeccompError("seccomp: libseccomp could not create a filter")
-        try:
-            self._add_rules(ctx, oci, default, ffi, lib)
-            program = self._export(ctx)
-        finally:
-            lib.seccomp_release(ctx)
-        count = len(program) // ffi.sizeof("struct sock_filter")
-        self._program = ffi.from_buffer("struct sock_filter[]", program)
-        self._fprog = ffi.new("struct sock_fprog *", {"len": count, "filter": self._program})
-
-    def _action(self, name: str, ret: int | None) -> int:
-        lib = self._lib
+    def action(name: str, ret: int | None) -> int:
         if name == "SCMP_ACT_ERRNO":
             return lib.pyvmm_act_errno(errno.EPERM if ret is None else ret)
         if name == "SCMP_ACT_TRACE":
             return lib.pyvmm_act_trace(errno.EPERM if ret is None else ret)
         return getattr(lib, "SCMP_ACT_KILL_THREAD" if name == "SCMP_ACT_KILL" else name)
 
-    @staticmethod
-    def _check(result: int, what: str) -> None:
-        if result < 0:
-            raise SeccompError(f"seccomp: {what}: {os.strerror(-result)}")
-
-    def _add_rules(self, ctx, oci: dict, default: int, ffi, lib) -> None:
-        check = self._check
-        unknown = getattr(lib, "__NR_SCMP_ERROR")  # (a class body would mangle lib.__NR...)
+    flags = 0
+    for flag in oci.get("flags") or []:
+        flags |= getattr(_libc.lib, flag)
+    default = action(oci["defaultAction"], oci.get("defaultErrnoRet"))
+    ctx = lib.seccomp_init(default)
+    if ctx == ffi.NULL:
+        raise SeccompError("seccomp: libseccomp could not create a filter")
+    try:
         for arch in oci.get("architectures") or []:
             token = lib.seccomp_arch_resolve_name(arch.removeprefix("SCMP_ARCH_").lower().encode())
             if token == 0:
                 raise SeccompError(f"seccomp: libseccomp does not know architecture {arch}")
             result = lib.seccomp_arch_add(ctx, token)
             if result != -errno.EEXIST:  # the native architecture is always there
-                check(result, f"adding architecture {arch}")
+                _check(result, f"adding architecture {arch}")
         for rule in oci.get("syscalls") or []:
-            act = self._action(rule["action"], rule.get("errnoRet"))
-            if act == default:
-                continue  # libseccomp refuses a rule that changes nothing
-            args = rule.get("args") or []
-            conds = ffi.new("struct scmp_arg_cmp[]", len(args) or 1)
-            for c, arg in zip(conds, args, strict=False):
-                c.arg, c.op = arg["index"], getattr(lib, arg["op"])
-                c.datum_a, c.datum_b = arg.get("value", 0), arg.get("valueTwo", 0)
-            # Conditions on one argument are alternatives (runc): one rule each.
-            if len({a["index"] for a in args}) < len(args):
-                groups = [(1, conds + i) for i in range(len(args))]
-            else:
-                groups = [(len(args), conds)]
-            for name in rule["names"]:
-                nr = lib.seccomp_syscall_resolve_name(name.encode())
-                if nr == unknown:
-                    continue
-                for count, array in groups:
-                    check(lib.seccomp_rule_add_array(ctx, act, nr, count, array), f"rule {name}")
-
-    def _export(self, ctx) -> bytes:
-        """The BPF program libseccomp generates for ``ctx``."""
+            act = action(rule["action"], rule.get("errnoRet"))
+            if act != default:  # libseccomp refuses a rule that changes nothing
+                _add_rule(ctx, act, rule, ffi, lib)
         fd = os.memfd_create("seccomp-bpf", os.MFD_CLOEXEC)
         try:
-            self._check(self._lib.seccomp_export_bpf(ctx, fd), "generating the filter")
-            return os.pread(fd, os.lseek(fd, 0, os.SEEK_END), 0)
+            _check(lib.seccomp_export_bpf(ctx, fd), "generating the filter")
+            return Program(os.pread(fd, os.lseek(fd, 0, os.SEEK_END), 0), flags)
         finally:
             os.close(fd)
+    finally:
+        lib.seccomp_release(ctx)
 
-    def load(self) -> None:
-        """Load the filter into the calling process (and its threads, with TSYNC); the
-        kernel wants no_new_privs or CAP_SYS_ADMIN first."""
-        result = self._lib.pyvmm_seccomp_set_filter(self.flags, self._fprog)
-        if result > 0:
-            raise SeccompError(f"seccomp: thread {result} could not be synchronized")
-        self._check(result, "loading the filter")
+
+def _check(result: int, what: str) -> None:
+    """libseccomp returns -errno."""
+    if result < 0:
+        raise SeccompError(f"seccomp: {what}: {os.strerror(-result)}")
+
+
+def _add_rule(ctx, act: int, rule: dict, ffi, lib) -> None:
+    args = rule.get("args") or []
+    conds = ffi.new("struct scmp_arg_cmp[]", len(args) or 1)
+    for c, arg in zip(conds, args, strict=False):
+        c.arg, c.op = arg["index"], getattr(lib, arg["op"])
+        c.datum_a, c.datum_b = arg.get("value", 0), arg.get("valueTwo", 0)
+    # Conditions on one argument are alternatives (runc): one rule each.
+    if len({a["index"] for a in args}) < len(args):
+        groups = [(1, conds + i) for i in range(len(args))]
+    else:
+        groups = [(len(args), conds)]
+    for name in rule["names"]:
+        nr = lib.seccomp_syscall_resolve_name(name.encode())
+        if nr != lib.__NR_SCMP_ERROR:
+            for count, array in groups:
+                _check(lib.seccomp_rule_add_array(ctx, act, nr, count, array), f"rule {name}")
 
 
 def install(oci: dict) -> None:
     """Build the filter ``oci`` and load it into the calling process at once."""
-    Filter(oci).load()
+    build(oci).load()

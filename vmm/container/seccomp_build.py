@@ -1,8 +1,8 @@
 """Build the cffi bindings to libseccomp (Debian's libseccomp-dev), apart from libc's.
 
 A module of its own so that only a container start that installs a filter pays for
-loading libseccomp; every action, comparison and attribute value comes from
-<seccomp.h>, and the filter-loading call's from <linux/seccomp.h>.
+loading libseccomp (and only to build a filter: loading one is a plain system call,
+in libc_build.py); every action and comparison value comes from <seccomp.h>.
 """
 
 from cffi import FFI
@@ -31,13 +31,6 @@ struct scmp_arg_cmp {
 #define SCMP_ACT_ALLOW ...
 #define __NR_SCMP_ERROR ...
 
-#define SECCOMP_FILTER_FLAG_TSYNC ...
-#define SECCOMP_FILTER_FLAG_LOG ...
-#define SECCOMP_FILTER_FLAG_SPEC_ALLOW ...
-struct sock_filter { ...; };
-struct sock_fprog { unsigned short len; struct sock_filter *filter; };
-int pyvmm_seccomp_set_filter(unsigned int flags, struct sock_fprog *prog);
-
 uint32_t pyvmm_act_errno(uint16_t errno_ret);
 uint32_t pyvmm_act_trace(uint16_t msg_num);
 
@@ -54,24 +47,11 @@ int seccomp_export_bpf(const scmp_filter_ctx ctx, int fd);
 ffibuilder.set_source(
     "vmm.container._seccomp",
     """
-#include <errno.h>
-#include <unistd.h>
-#include <sys/syscall.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <seccomp.h>
 
 /* SCMP_ACT_ERRNO and SCMP_ACT_TRACE are function-like macros; cffi needs functions. */
 static uint32_t pyvmm_act_errno(uint16_t errno_ret) { return SCMP_ACT_ERRNO(errno_ret); }
 static uint32_t pyvmm_act_trace(uint16_t msg_num) { return SCMP_ACT_TRACE(msg_num); }
-
-/* seccomp(SECCOMP_SET_MODE_FILTER, flags, prog), the call seccomp_load(3) ends in:
-   0, or -errno (with TSYNC, a positive id of a thread that could not be synced). */
-static int pyvmm_seccomp_set_filter(unsigned int flags, struct sock_fprog *prog)
-{
-    long r = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, prog);
-    return r < 0 ? -errno : (int)r;
-}
 """,
     libraries=["seccomp"],
 )
