@@ -451,3 +451,13 @@ def test_pyvmm_container_writes_a_bundle_the_core_reads(pyvmm, root):
     assert data.type == "bind" and "ro" in data.options and data.source.endswith("vol1/_data")
     assert s.seccomp is not None and s.process.no_new_privileges
     pyvmm.ok("container", "rm", "bundled")
+
+
+def test_failing_poststart_and_poststop_hooks_warn_and_the_rest_run(rt):
+    log = rt.tmp / "after.log"
+    ok = {"path": "/bin/sh", "args": ["sh", "-c", f"echo ran >> {log}"]}
+    hooks = {p: [{"path": "/bin/false"}, ok] for p in ("poststart", "poststop")}
+    r = rt("run", "--bundle", rt.bundle(["true"], hooks=hooks), "w1")
+    assert r.returncode == 0
+    assert log.read_text() == "ran\nran\n"
+    assert r.stderr.count("pyvmm-runtime: warning: ") == 2 and "hook /bin/false" in r.stderr

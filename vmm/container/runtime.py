@@ -274,11 +274,8 @@ def start(root: str, cid: str) -> Container:
     if c.state.hooks.get("poststart"):
         from vmm.container import hooks
 
-        try:
-            hooks.run([hooks.Hook(**h) for h in c.state.hooks["poststart"]], c.oci_state(),
-                      "poststart")  # fmt: skip
-        except PyvmmError:
-            pass  # runtime.md: a poststart hook's failure is logged; the container runs on
+        hooks.run_warning([hooks.Hook(**h) for h in c.state.hooks["poststart"]],
+                          c.oci_state(), "poststart")  # fmt: skip
     return c
 
 
@@ -338,8 +335,8 @@ def delete(root: str, cid: str, force: bool = False) -> None:
     if c.state.hooks.get("poststop"):
         from vmm.container import hooks
 
-        with contextlib.suppress(PyvmmError):  # failures are logged, delete still succeeds
-            hooks.run([hooks.Hook(**h) for h in c.state.hooks["poststop"]], state, "poststop")
+        hooks.run_warning([hooks.Hook(**h) for h in c.state.hooks["poststop"]], state,
+                          "poststop")  # fmt: skip
 
 
 def _wait_gone(c: Container, timeout: float = 5.0) -> None:

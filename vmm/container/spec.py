@@ -238,10 +238,10 @@ def parse_process(f: Fields) -> Process:
     console = f.sub("consoleSize")
     size = (console.get("height", int, 0), console.get("width", int, 0))
     console.done()
-    for key in ("apparmorProfile", "selinuxLabel"):  # no LSM here: refuse, not ignore
-        f.get(key, str)
-        if f.obj.get(key):
-            raise SpecError(f"config.json: process.{key} is not supported by pyvmm")
+    f.get("apparmorProfile", str)
+    if f.obj.get("apparmorProfile"):  # pyvmm applies no AppArmor profile: refuse, not ignore
+        raise SpecError("config.json: process.apparmorProfile is not supported by pyvmm")
+    _selinux_label(f, "selinuxLabel")
     process = Process(
         args=args,
         env=f.strings("env"),
@@ -256,6 +256,13 @@ def parse_process(f: Fields) -> Process:
     )
     f.done()
     return process
+
+
+def _selinux_label(f: Fields, key: str) -> None:
+    """An SELinux label means nothing where SELinux is off (no selinuxfs): accepted
+    there, as crun does; where it is on, pyvmm cannot apply it and refuses."""
+    if f.get(key, str) and os.path.exists("/sys/fs/selinux/enforce"):
+        raise SpecError(f"config.json: {f._name(key)} is not supported by pyvmm (SELinux)")
 
 
 def _mappings(f: Fields, key: str) -> list[IdMapping]:
@@ -341,9 +348,7 @@ def parse(config: object, bundle: str) -> Spec:
     propagation = linux.get("rootfsPropagation", str, "")
     if propagation not in PROPAGATIONS:
         raise SpecError(f"config.json: linux.rootfsPropagation {propagation!r} is not valid")
-    mount_label = linux.get("mountLabel", str)
-    if mount_label:
-        raise SpecError("config.json: linux.mountLabel is not supported by pyvmm")
+    _selinux_label(linux, "mountLabel")
     cgroups_path = linux.get("cgroupsPath", str)
     if cgroups_path is not None and ".." in cgroups_path.split("/"):
         raise SpecError("config.json: linux.cgroupsPath must not contain '..'")
