@@ -101,6 +101,7 @@ def test_podman_detach_exec_logs_stop(podman):
         assert (STATE / cid / "state.json").is_file()  # pyvmm-runtime holds it
         out = podman.ok("exec", cid, "/bin/sh", "-c", "echo in-exec; cat /proc/1/cmdline")
         assert out.startswith("in-exec\nsleep")
+        assert podman.ok("exec", "-t", cid, "tty").strip().startswith("/dev/pts/")
         deadline = time.monotonic() + 5
         while "started" not in podman.ok("logs", cid) and time.monotonic() < deadline:
             time.sleep(0.05)
