@@ -4,6 +4,7 @@ refused in one line with nothing left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -461,3 +462,33 @@ def test_failing_poststart_and_poststop_hooks_warn_and_the_rest_run(rt):
     assert r.returncode == 0
     assert log.read_text() == "ran\nran\n"
     assert r.stderr.count("pyvmm-runtime: warning: ") == 2 and "hook /bin/false" in r.stderr
+
+
+def test_v2_cgroup_freezes_lists_and_joins_an_existing_cgroup():
+    """The interface the runtime's pause, ps and cgroupsPath use, on cgroup v2 (the
+    host's, or the controller-less one a hybrid host mounts at /sys/fs/cgroup/unified)."""
+    from vmm.container.cgroups import CgroupV2, Limits
+
+    root = next((p for p in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
+                 if (p / "cgroup.controllers").exists()), None)  # fmt: skip
+    if root is None:
+        pytest.skip("no cgroup2 hierarchy mounted")
+    parent = f"pyvmm-test-{os.urandom(4).hex()}/nested"
+    cg = CgroupV2("c1", parent, root, oci=True)
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        cg.create(Limits())
+        CgroupV2("c1", parent, root, oci=True).create(Limits())  # joins, as runc does
+        cg.add(sleeper.pid)
+        assert cg.pids() == [sleeper.pid] and cg.host_paths() == {"": cg.path}
+        cg.freeze(True)
+        assert cg.frozen()  # the kernel's cgroup.events says so
+        cg.freeze(False)
+        assert not cg.frozen()
+    finally:
+        cg.remove()
+        sleeper.kill()
+        sleeper.wait()
+        with contextlib.suppress(OSError):
+            os.rmdir(root / parent.split("/")[0])
+    assert not (root / parent.split("/")[0]).exists()
