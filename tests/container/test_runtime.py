@@ -492,3 +492,18 @@ def test_v2_cgroup_freezes_lists_and_joins_an_existing_cgroup():
         with contextlib.suppress(OSError):
             os.rmdir(root / parent.split("/")[0])
     assert not (root / parent.split("/")[0]).exists()
+
+
+def test_preserve_fds_and_no_pivot(rt):
+    b = rt.bundle(["sh", "-c", "ls /proc/self/fd | wc -l"])
+    argv = " ".join([*RUNTIME[:2], repr(RUNTIME[2]), "--root", str(rt.root)])
+
+    def run(flags: str) -> list[int]:
+        script = f"exec 3</dev/null; {argv} run {flags} --bundle {b} p1"
+        r = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                           env=rt.env, timeout=30)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        return [int(n) for n in r.stdout.split()]
+
+    assert run("--preserve-fds 1") == [run("")[0] + 1]  # fd 3 passed through
+    assert run("--no-pivot") == run("")  # chroot after a move of the rootfs over /
