@@ -327,12 +327,15 @@ def test_sysctl_cgroups_and_seccomp(rt):
     script = ("cat /proc/sys/net/ipv4/ip_forward; cat /sys/fs/cgroup/memory/memory.limit_in_bytes; "
               "cat /sys/fs/cgroup/pids/pids.max; cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us; "
               "mkdir /tmp/d 2>&1; cat /sys/fs/cgroup/devices/devices.list; "
-              "awk '$5 == \"/\"' /proc/self/mountinfo")  # fmt: skip
+              "awk '$5 == \"/\"' /proc/self/mountinfo; "
+              "grep :memory: /proc/self/cgroup")  # fmt: skip
     r = rt.run(["sh", "-c", script], linux__sysctl={"net.ipv4.ip_forward": "1"},
                linux__resources={"memory": {"limit": 64 << 20}, "pids": {"limit": 20},
                                  "cpu": {"quota": 50000, "period": 100000},
                                  "devices": [{"allow": False, "access": "rwm"}]},
                linux__seccomp=seccomp, linux__rootfsPropagation="unbindable",
+               linux__namespaces=[{"type": t} for t in ("pid", "network", "ipc", "uts",
+                                                         "mount", "cgroup")],
                mounts=mounts, root__readonly=False)  # fmt: skip
     out = r.stdout.splitlines()
     if not os.path.isdir("/sys/fs/cgroup/memory"):
@@ -340,7 +343,8 @@ def test_sysctl_cgroups_and_seccomp(rt):
     assert out[:4] == ["1", str(64 << 20), "20", "50000"], (r.stdout, r.stderr)
     assert "Operation not permitted" in out[4]
     assert "c 1:3 rwm" in out[5:] and "a *:* rwm" not in out  # deny all, then the defaults
-    assert "unbindable" in out[-1]
+    assert "unbindable" in out[-2]
+    assert out[-1].endswith(":memory:/")  # its own cgroup is the root of its namespace
 
 
 def test_terminal_goes_to_the_console_socket(rt, tmp_path):

@@ -8,11 +8,13 @@ runtime can clean up:
     runtime                               init
     [user namespace: a first child unshares it; the runtime writes its id maps]
     fork (into new or joined PID ns)  ->
-    join the cgroup, "G"              ->  namespaces (setns by path, unshare the rest),
-                                          hostname, lo, rootfs and mounts, devices
+    "G", then moves it into the cgroup    namespaces (setns by path, unshare the rest
+                                          but cgroup), hostname, lo, rootfs and
+                                          mounts, devices
                                       <-  "H"
     prestart, createRuntime hooks,
-    "C" + state                       ->  createContainer hooks, pivot_root, sysctl,
+    "C" + state                       ->  cgroup namespace (inside its cgroup now),
+                                          createContainer hooks, pivot_root, sysctl,
                                           masked/readonly paths, readonly root, cwd,
                                           terminal, the command looked up
                                       <-  "R"   (or "E" + one line, at any step)
@@ -21,7 +23,7 @@ runtime can clean up:
                                           capabilities, no_new_privs, seccomp; execve
 
 ``exec`` (``join``) enters a running container's namespaces and cgroup and execs a
-second process there through the same last step (``_become``).
+second process there through the same last step (``become``).
 """
 
 from __future__ import annotations
@@ -149,8 +151,10 @@ def spawn(cid: str, spec: Spec, cg: Cgroup, fifo: str, run_hooks: Callable[[tupl
         os.close(from_w)
         os.close(to_r)
         from_w = to_r = -1
-        cg.add(pid)
+        # "go", then the move into the cgroup while the init builds its namespaces and
+        # mounts: a v1 migration can wait out an RCU grace period (cgroups.py).
         channel.tell(b"G")
+        cg.add(pid)
         channel.expect("H")
         run_hooks(("prestart", "createRuntime"), pid)
         channel.tell(f"C{pid}\n".encode())
@@ -296,12 +300,13 @@ def _init(cid: str, spec: Spec, cg: Cgroup, fifo_fd: int, pipes, console, no_piv
         if process.oom_score_adj is not None:
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write(str(process.oom_score_adj))
-        enter_namespaces(spec)
+        enter_namespaces(spec, skip=("cgroup",))
         mount_rootfs(spec, cg)
         _send(from_w, "H")
         message = _read_line(to_r)
         if not message.startswith("C"):
             os._exit(1)
+        _cgroup_namespace(spec)  # now that the runtime has moved this process in
         state = {"ociVersion": spec.oci_version, "id": cid, "status": "created",
                  "pid": int(message[1:]), "bundle": spec.bundle,
                  "annotations": spec.annotations}  # fmt: skip
@@ -335,6 +340,16 @@ def _init(cid: str, spec: Spec, cg: Cgroup, fifo_fd: int, pipes, console, no_piv
     except BaseException as e:  # noqa: BLE001
         os.write(2, f"pyvmm-runtime: {_describe(e)}\n".encode())
     os._exit(127)
+
+
+def _cgroup_namespace(spec: Spec) -> None:
+    """Join or create the cgroup namespace: after the move into the container's cgroup,
+    so that the container sees that cgroup as its root."""
+    ns = spec.namespace("cgroup")
+    if ns is not None and ns.path:
+        _setns(ns.path, lib.CLONE_NEWCGROUP)
+    elif ns is not None:
+        namespaces.new_cgroup_namespace()
 
 
 def _preload(terminal: bool, hooks: bool) -> None:
