@@ -9,10 +9,12 @@ cd "$(dirname "$0")/.."
 # Debian packages: the compiler and headers for the cffi bindings and the guest,
 # busybox-static for container images, e2fsprogs/cpio for disk images, gdb for the
 # debugger tests (pyvmm boot --gdb), libseccomp for the containers' system-call filter,
-# libcap2-bin (capsh) for the labs; podman and containerd drive pyvmm-runtime in the
-# tests, runc and crun are its yardsticks, golang-go builds the OCI conformance suite.
+# libcap2-bin (capsh) for the labs; the Linux guest's source and what building it takes
+# (docs/linux.md); podman and containerd drive pyvmm-runtime in the tests, runc and crun
+# are its yardsticks, golang-go builds the OCI conformance suite (docs/conformance.md).
 DEBS=(gcc make binutils libc6-dev linux-libc-dev libffi-dev python3-dev python3-venv
       busybox-static cpio e2fsprogs gdb libcap2-bin libseccomp-dev libseccomp2
+      linux-source-6.1 flex bison bc libelf-dev libssl-dev xz-utils patch lz4
       podman containerd runc crun golang-go)
 
 missing=()
@@ -21,8 +23,9 @@ for p in "${DEBS[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >/dev/null
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+        "${missing[@]}" >/dev/null
 fi
 
 PY=${PYTHON:-python3}
@@ -44,3 +47,7 @@ fi
 # compile every pyvmm module again on every start.
 .venv/bin/python -m compileall -q vmm
 make -s -C guest
+# The Linux guest: the kernel into a cache outside the repository (a few minutes the
+# first time on a machine, then found by a hash of its configuration and patches), the
+# initramfs into guest/build.
+.venv/bin/python scripts/build_linux.py >/dev/null

@@ -12,3 +12,14 @@ def guest_build() -> Path:
     """The bundled guest, built once per test session with the system's gcc."""
     subprocess.run(["make", "-s", "-C", str(GUEST)], check=True)
     return GUEST / "build"
+
+
+@pytest.fixture(scope="session")
+def linux_build():
+    """The Linux guest (kernels in the cache outside the repository, the initramfs in
+    guest/build): built once, minutes the first time on a machine, then found by hash.
+    scripts/setup.sh builds it too, so that a test run normally finds it ready."""
+    from vmm import linux_guest
+
+    build = linux_guest.build_kernel(say=lambda m: None)
+    return build, linux_guest.build_initramfs()

@@ -215,3 +215,25 @@ def test_kind_of_kvm_is_read_from_the_loaded_modules(tmp_path, module, kind):
     found = kvm_kind(str(tmp_path))
     assert found["kind"] == kind and found["modules"] == [module]
     assert found["read_from"] == str(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not kvm_usable() or not shutil.which("qemu-system-x86_64"), reason="needs /dev/kvm and QEMU"
+)
+def test_linux_rows_run_the_same_kernel_under_pyvmm_and_qemu_microvm(bench, tmp_path, linux_build):
+    """Both Linux rows print the workload's line from the same kernel and initramfs, and
+    report when /init started: between the first byte and the result line."""
+    out = tmp_path / "bench.json"
+    proc = bench("--fast", "--rows", "linux-pyvmm,linux-microvm", "--json", str(out), timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["key"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"linux-pyvmm", "linux-microvm"}
+    build, initramfs = linux_build
+    for row in rows.values():
+        assert row["status"] == "ok", row
+        assert row["result_line"] == expected_line(tmp_path)
+        assert build.vmlinux in row["run_command"] and initramfs in row["run_command"]
+        f = {k: v["median"] for k, v in row["figures"].items()}
+        assert f["first_byte_ms"] <= f["init_ms"] <= f["result_ms"] <= f["done_ms"]
+    assert rows["linux-microvm"]["label"].startswith("Linux VM (QEMU microvm, KVM")

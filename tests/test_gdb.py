@@ -355,3 +355,16 @@ def test_remote_address_is_allowed_with_a_warning(guest_build):
         proc.communicate()
     assert warning.startswith("pyvmm: warning: gdb stub listening on 0.0.0.0")
     assert waiting.startswith("pyvmm: waiting for gdb on 0.0.0.0:")
+
+
+@pytest.mark.slow
+def test_linux_vmlinux_stops_at_start_kernel_by_its_symbol(linux_build):
+    """gdb on the Linux guest's own vmlinux: its symbols name where the guest stopped
+    (the kernel is built without KASLR, so the link addresses are the run addresses)."""
+    build, initramfs = linux_build
+    with pyvmm_gdb("--kernel", str(build.vmlinux), "--initrd", str(initramfs),
+                   "--memory", "256M") as vm:  # fmt: skip
+        out = run_gdb(build.vmlinux, vm.port, "break start_kernel", "continue", "bt 2", "kill")
+        vm.finish()
+    assert "Breakpoint 1, " in out and "in start_kernel ()" in out
+    assert "secondary_startup_64" in out

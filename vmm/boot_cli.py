@@ -39,14 +39,20 @@ def _cmdline(text: str) -> str:
 @click.option(
     "--kernel",
     metavar="PATH",
-    help="Kernel to boot: an ELF64 kernel or a flat 16-bit binary, a regular file no larger "
-    "than guest memory. Default: the bundled tiny kernel (built on first use).",
+    help="Kernel to boot: an ELF64 kernel, a Linux vmlinux (PVH) or bzImage, or a flat "
+    "16-bit binary, a regular file no larger than guest memory. Default: the bundled tiny "
+    "kernel (built on first use).",
 )
 @click.option(
     "--program",
     metavar="PATH",
     help="Static x86-64 Linux executable (ELF64) for the tiny kernel to run in ring 3, a "
     "regular file no larger than guest memory. Default: the bundled demo program.",
+)
+@click.option(
+    "--initrd",
+    metavar="PATH",
+    help="Initial RAM disk for a Linux kernel (an ELF vmlinux with a PVH note, or a bzImage).",
 )
 @click.option(
     "--memory",
@@ -88,6 +94,12 @@ def _cmdline(text: str) -> str:
     help="Print exit counts by reason and the time spent in the guest and in the VMM, to stderr.",
 )
 @click.option(
+    "--profile",
+    is_flag=True,
+    help="Sample the guest's RIP every 5 ms and print where it spent its time (named from "
+    "the System.map beside the kernel), to stderr.",
+)
+@click.option(
     "--gdb",
     "gdb_address",
     is_flag=False,
@@ -100,7 +112,18 @@ def _cmdline(text: str) -> str:
     "--gdb-allow-remote", is_flag=True, help="Let --gdb listen on a non-loopback address."
 )
 def boot(
-    kernel, program, memory, cmdline, disks, ioeventfd, trace, stats, gdb_address, gdb_allow_remote
+    kernel,
+    program,
+    initrd,
+    memory,
+    cmdline,
+    disks,
+    ioeventfd,
+    trace,
+    stats,
+    profile,
+    gdb_address,
+    gdb_allow_remote,
 ):
     """Boot a guest on KVM and run it until it powers off.
 
@@ -109,6 +132,7 @@ def boot(
     125 when the VM itself failed (triple fault, KVM error), with a report on stderr;
     130 after Ctrl-C.
     """
+    from vmm.bench.machineinfo import kvm_kind
     from vmm.console import Console
     from vmm.devices.virtio.blk import parse_disk_option
     from vmm.kvm import Kvm
@@ -119,6 +143,8 @@ def boot(
     disk_list = tuple(parse_disk_option(d) for d in disks)
     if len(disk_list) > MAX_DISKS:
         raise PyvmmError(f"at most {MAX_DISKS} --disk options")
+    # Only a kernel of the user's can be Linux, which needs to know whether KVM is PVM.
+    pvm = kernel is not None and kvm_kind()["kind"] == "pvm"
     if kernel is None:
         kernel, program, cmdline = guest.bundled_boot(program, cmdline, bool(disk_list))
     listener = None
@@ -130,10 +156,14 @@ def boot(
     console = Console()
     debugger = None
     config = MachineConfig(
-        kernel, memory_size, cmdline, program, console.output, disk_list, ioeventfd
-    )
+        kernel, memory_size, cmdline, program, console.output, disk_list, ioeventfd,
+        initrd=initrd, pvm=pvm,
+    )  # fmt: skip
+    sampler = None
     try:
         with Machine(config, kvm) as machine:
+            if (trace or stats) and machine.cmdline != cmdline:
+                click.echo(f"pyvmm: Linux command line: {machine.cmdline}", err=True)
             if trace:
                 from vmm.trace import Tracer
 
@@ -144,10 +174,20 @@ def boot(
                 counter = ExitStats()
                 machine.before_run.append(counter.before)
                 machine.after_run.append(counter.after)
+            if profile:
+                from vmm.profile import RipSampler
+
+                sampler = RipSampler()
+                machine.after_run.append(sampler.after)
+                sampler.start()
             if listener is not None:
                 debugger = gdbstub.attach(machine, listener, kvm)
             console.start_input(machine.serial.receive)
-            result = machine.run()
+            try:
+                result = machine.run()
+            finally:
+                if sampler:
+                    sampler.stop()
             if debugger is not None:
                 debugger.finish(result.status)
             disks = machine.disks
@@ -160,6 +200,10 @@ def boot(
         kvm.close()
     if stats:
         click.echo(counter.report(disks), err=True)
+    if sampler:
+        from vmm.profile import system_map_for
+
+        click.echo(sampler.report(system_map_for(kernel)), err=True)
     if result.failed:
         click.echo(f"pyvmm: {result.reason}", err=True)
         if result.report:

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from typing import NamedTuple
 
-from vmm.boot import layout, loader
+from vmm.boot import layout, linux, loader
 from vmm.boot.bootinfo import VirtioSlot
 from vmm.boot.loader import BootRequest
 from vmm.boot.x86 import start_vcpu
@@ -45,6 +45,10 @@ DEFAULT_MEMORY = 64 << 20
 VIRTIO_MMIO_STRIDE = 0x1000  # one page per virtio-mmio window
 # Device interrupts on IOAPIC pins 16 and up: no legacy ISA device can be there.
 VIRTIO_FIRST_GSI = 16
+# Linux's disks get ISA IRQs no PC device claims (COM1 is 4): the MP table
+# (vmm/boot/mptable.py) describes only the ISA interrupts, each wired to the IOAPIC pin
+# of its number, as KVM's default routing wires GSIs below 16.
+LINUX_VIRTIO_IRQS = (5, 9, 10, 11)
 MIN_MEMORY = 1 << 20
 # pyvmm's own exit status when the VM failed rather than the guest program: chosen
 # outside the range a program's exit_group status commonly uses, like Docker's 125.
@@ -65,6 +69,9 @@ class MachineConfig(NamedTuple):
     # Serve virtqueue notifications on an I/O thread through ioeventfd, rather than in
     # the vCPU's exit loop. The exit loop measured faster here (docs/ARCHITECTURE.md).
     ioeventfd: bool = False
+    initrd: str | None = None  # Linux only: the initial RAM disk
+    # /dev/kvm is PVM: a Linux guest's command line gets the masks PVM needs.
+    pvm: bool = False
 
 
 class RunResult(NamedTuple):
@@ -109,13 +116,15 @@ class Machine:
             self._closers.append(self.kvm.close)
         self.vm = self.kvm.create_vm()
         self._closers.append(self.vm.close)
-        if self.config.disks:
-            # Device interrupts need the in-kernel IOAPIC; it must exist before the vCPU.
-            self.vm.create_irqchip()
         self.memory = GuestMemory(layout.ram_regions(self.config.memory))
         self._closers.append(self.memory.close)
         for region in self.memory.regions:
             self.vm.set_memory(region.gpa, region.size, region.host_address)
+        self.kernel = loader.open_kernel(self.config.kernel, self.memory)
+        if self.config.disks or self.kernel.linux:
+            # Device interrupts need the in-kernel IOAPIC; it must exist before the vCPU.
+            # Linux also needs its PIC and PIT (the timer it calibrates against).
+            self.vm.create_irqchip()
 
         self.io_bus = Bus("port I/O")
         self.mmio_bus = Bus("MMIO")
@@ -134,10 +143,15 @@ class Machine:
         self.vcpu = self.vm.create_vcpu(0)
         self._closers.append(self.vcpu.close)
         self.vcpu.set_cpuid(self.kvm.supported_cpuid())
+        # The command line the guest gets: Linux's is completed with the disks and masks.
+        self.cmdline = self.config.cmdline
+        if self.kernel.linux:
+            self.cmdline = linux.command_line(self.cmdline, slots, self.config.pvm)
         request = BootRequest(
-            self.config.kernel, self.config.cmdline, self.config.program, virtio=slots
-        )
-        start = loader.load(self.memory, request)
+            self.config.kernel, self.cmdline, self.config.program, virtio=slots,
+            initrd=self.config.initrd,
+        )  # fmt: skip
+        start = loader.load(self.memory, request, self.kernel)
         start_vcpu(self.vcpu, start, layout.PML4)
 
     def _uart_irq(self, level: bool) -> None:
@@ -154,7 +168,7 @@ class Machine:
         from vmm.devices.virtio.mmio import VIRTIO_MMIO_WINDOW_SIZE, VirtioMmio
 
         base = layout.MMIO_BASE + index * VIRTIO_MMIO_STRIDE
-        gsi = VIRTIO_FIRST_GSI + index
+        gsi = LINUX_VIRTIO_IRQS[index] if self.kernel.linux else VIRTIO_FIRST_GSI + index
         disk = VirtioBlk(path, readonly)
         self._closers.append(disk.close)
         irq = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
@@ -190,10 +204,25 @@ class Machine:
         then interrupts KVM_RUN by itself (it returns EINTR and Python raises
         KeyboardInterrupt). A machine with more vCPUs would give each a thread.
         """
+        kicker = self._watch_for_halt() if self.kernel.linux else None
         try:
             return self.run_vcpu(self.vcpu)
         except KeyboardInterrupt:
             return RunResult(INTERRUPTED_STATUS, "interrupted", failed=True)
+        finally:
+            if kicker:
+                kicker.stop()
+
+    def _watch_for_halt(self):
+        """Linux powers off by halting with interrupts off, which never exits to the
+        VMM: look every so often (vmm/halt.py). Returns what to stop after the run."""
+        from vmm.halt import HALT_CHECK_INTERVAL, HaltWatch
+        from vmm.kick import VcpuKicker
+
+        self.after_run.append(HaltWatch(self.memory).after)
+        kicker = VcpuKicker(HALT_CHECK_INTERVAL)
+        kicker.start()
+        return kicker
 
     def run_vcpu(self, vcpu) -> RunResult:
         """The exit loop: enter the guest, decode why it left, dispatch, repeat."""

@@ -19,7 +19,7 @@ from vmm.errors import PyvmmError
 
 FAST_SIZE = "64K"
 FAST_ROWS = ("host", "tiny-vm", "container-volume", "container-bind")
-ROWS = (*FAST_ROWS, "crun", "runc", "linux-vm")
+ROWS = (*FAST_ROWS, "crun", "runc", "linux-pyvmm", "linux-microvm", "linux-vm")
 
 
 def _positive(name: str, text: str) -> int:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import shlex
 
 MIB = 1 << 20
-TIME_FIGURES = ("first_byte_ms", "result_ms", "done_ms", "inside_ms", "inside_result_ms")
+TIME_FIGURES = (
+    "first_byte_ms", "init_ms", "result_ms", "done_ms", "inside_ms", "inside_result_ms",
+)  # fmt: skip
 MEMORY_FIGURES = ("rss_bytes", "guest_touched_bytes", "cgroup_peak_bytes")
 
 
@@ -47,7 +49,8 @@ def _ok(result: dict) -> list[dict]:
 
 
 def time_rows(result: dict) -> list[list[str]]:
-    rows = [["row", "first byte", "result line", "done", "pyvmm: 1st byte", "pyvmm: result"]]
+    rows = [["row", "first byte", "Linux /init", "result line", "done", "pyvmm: 1st byte",
+             "pyvmm: result"]]  # fmt: skip
     for r in _ok(result):
         f = r["figures"]
         rows.append([r["label"], *(_spread(f.get(k), ms) for k in TIME_FIGURES)])

@@ -20,6 +20,7 @@ from vmm import guest
 from vmm.bench.machineinfo import REPO
 from vmm.bench.measure import ProcessResult, apt_get, disk_usage, pyvmm_command, run_checked
 from vmm.bench.workload import result_line
+from vmm.devices.power import EXIT_PORT
 from vmm.errors import PyvmmError
 
 IMAGE_REF = "workload:latest"
@@ -409,6 +410,101 @@ class LinuxVmRow(Row):
         }
 
 
+# isa-debug-exit makes QEMU exit with (status << 1) | 1; anything even is QEMU's own.
+QEMU_STATUS = '"$@"; s=$?; [ $((s & 1)) = 1 ] && exit $((s >> 1)); exit 125'
+LINUX_INIT_MARK = b"Run /init as init process"
+LINUX_GUEST_MEMORY = "256M"
+
+
+class LinuxGuestRow(Row):
+    """Linux built for pyvmm (guest/linux, docs/linux.md) with its plain-cpio initramfs
+    (busybox, the workload, the exit helper), the image as /dev/vda: the kernel and
+    initramfs are the same in both rows, so the VMMs are what differ. Beside the
+    banner (the console's first byte), the result line and the exit: when the kernel
+    started /init."""
+
+    timeout = 600.0
+
+    def prepare(self, ws):
+        if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+            raise PyvmmError("no usable /dev/kvm")
+        from vmm import linux_guest
+        from vmm.bench.machineinfo import kvm_kind
+
+        self.build = linux_guest.build_kernel(say=lambda m: None)
+        self.initramfs = linux_guest.build_initramfs()
+        self.pvm = kvm_kind()["kind"] == "pvm"
+        self.kernel = "its own, Linux 6.1 tinyconfig built for pyvmm (guest/linux)"
+        self.facts = {"kernel": self.build.vmlinux, "initramfs": self.initramfs}
+        if self.pvm:
+            self.notes.append(
+                "PVM emulates guest ring 0: Linux's own boot runs some 1 us an instruction "
+                "here (docs/linux.md); the command line carries PVM's masks"
+            )
+
+    def collect(self, ws, instance, proc, detailed):
+        at = proc.stdout.find(LINUX_INIT_MARK)
+        when = proc.time_of(at) if at >= 0 else None
+        return {"init_ms": when * 1e3} if when is not None else {}
+
+    def disk(self, ws):
+        return {
+            "kernel (vmlinux)": disk_usage(self.build.vmlinux),
+            "initramfs": disk_usage(self.initramfs),
+            INPUT: disk_usage(ws.image),
+        }
+
+
+class LinuxPyvmmRow(LinuxGuestRow):
+    key = "linux-pyvmm"
+    label = "Linux VM (pyvmm)"
+    kind = "pyvmm"
+    measures = (
+        "`pyvmm boot --kernel vmlinux --initrd initramfs --disk IMAGE`: Linux entered "
+        "through PVH, /init runs the same executable on /dev/vda"
+    )
+
+    def command(self, ws, instance):
+        return [
+            *pyvmm_command(), "boot", "--kernel", self.build.vmlinux, "--initrd",
+            self.initramfs, "--memory", LINUX_GUEST_MEMORY, "--disk", ws.image,
+        ]  # fmt: skip
+
+
+class LinuxMicrovmRow(LinuxGuestRow):
+    key = "linux-microvm"
+    label = "Linux VM (QEMU microvm, KVM, same kernel and initramfs)"
+    kind = "reference"
+    measures = (
+        "qemu-system-x86_64 -M microvm,acpi=off on KVM with pyvmm's kernel and initramfs "
+        "(PVH entry; without ACPI QEMU announces the virtio-mmio disk on the command line, "
+        "as pyvmm does): the same guest under a production VMM. /init's exit helper writes "
+        "to QEMU's isa-debug-exit at pyvmm's exit port, and QEMU exits with (status << 1) "
+        "| 1, which a sh turns back into the status"
+    )
+
+    def prepare(self, ws):
+        from vmm.bench import linux_vm
+
+        linux_vm.ensure_tools(self.commands)
+        super().prepare(ws)
+
+    def command(self, ws, instance):
+        from vmm.boot import linux
+
+        append = linux.command_line("console=ttyS0", (), self.pvm)
+        qemu = [
+            "qemu-system-x86_64", "-M", "microvm,acpi=off", "-accel", "kvm", "-cpu", "host",
+            "-m", LINUX_GUEST_MEMORY, "-smp", "1", "-nodefaults", "-no-user-config",
+            "-display", "none", "-no-reboot", "-serial", "stdio",
+            "-kernel", self.build.vmlinux, "-initrd", self.initramfs, "-append", append,
+            "-device", f"isa-debug-exit,iobase={EXIT_PORT:#x},iosize=1",
+            "-device", "virtio-blk-device,drive=d",
+            "-drive", f"id=d,file={ws.image},format=raw,if=none,file.locking=off",
+        ]  # fmt: skip
+        return ["sh", "-c", QEMU_STATUS, "qemu", *qemu]
+
+
 class CommandRow(Row):
     """A row from ``--row NAME=COMMAND``: any command, ``{image}`` replaced by the input
     image's path. Lets a user put another runtime (or a deliberately broken command)
@@ -443,5 +539,7 @@ def standard_rows() -> list[Row]:
         ContainerRow(volume=False),
         OciRow("crun"),
         OciRow("runc"),
+        LinuxPyvmmRow(),
+        LinuxMicrovmRow(),
         LinuxVmRow(),
     ]

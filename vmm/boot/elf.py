@@ -18,10 +18,12 @@ ELFDATA2LSB = 1
 ET_EXEC = 2
 EM_X86_64 = 62
 PT_LOAD = 1
+PT_NOTE = 4
 PF_X = 1
 
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")  # Elf64_Ehdr
 _PHDR = struct.Struct("<IIQQQQQQ")  # Elf64_Phdr
+_NHDR = struct.Struct("<III")  # Elf64_Nhdr: namesz, descsz, type
 
 
 class ElfError(PyvmmError):
@@ -39,6 +41,12 @@ class Segment(NamedTuple):
     executable: bool
 
 
+class Note(NamedTuple):
+    name: bytes  # without the NUL
+    type: int
+    desc: bytes
+
+
 class ElfImage(NamedTuple):
     entry: int
     segments: tuple[Segment, ...]
@@ -52,8 +60,16 @@ def is_elf(data: bytes) -> bool:
     return data[:4] == ELF_MAGIC
 
 
-def parse(data: bytes, name: str = "ELF file") -> ElfImage:
-    """Validate a static x86-64 ELF executable and return its entry point and segments."""
+def _align4(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def parse(data: bytes, name: str = "ELF file", entry: int | None = None) -> ElfImage:
+    """Validate a static x86-64 ELF executable and return its entry point and segments.
+
+    ``entry`` replaces the header's entry point, for a boot protocol that names its own
+    (PVH's note gives a physical address; a vmlinux's e_entry is virtual).
+    """
     if not is_elf(data):
         raise ElfError(f"{name} is not an ELF file (it does not start with 7f 45 4c 46)")
     if len(data) < _EHDR.size:
@@ -63,7 +79,7 @@ def parse(data: bytes, name: str = "ELF file") -> ElfImage:
         e_type,
         e_machine,
         _ver,
-        entry,
+        e_entry,
         phoff,
         _shoff,
         _flags,
@@ -74,6 +90,7 @@ def parse(data: bytes, name: str = "ELF file") -> ElfImage:
         _shnum,
         _shstrndx,
     ) = _EHDR.unpack_from(data)
+    entry = e_entry if entry is None else entry
     if ident[4] != ELFCLASS64:
         raise ElfError(f"{name} is a 32-bit ELF; pyvmm loads 64-bit (ELFCLASS64) executables")
     if ident[5] != ELFDATA2LSB:
@@ -103,3 +120,35 @@ def parse(data: bytes, name: str = "ELF file") -> ElfImage:
     if not any(s.executable and s.addr <= entry < s.addr + s.memsz for s in segments):
         raise ElfError(f"{name}: entry point {entry:#x} is not inside an executable segment")
     return ElfImage(entry, tuple(segments))
+
+
+def notes(data: bytes, name: str = "ELF file") -> list[Note]:
+    """The notes of every PT_NOTE segment (ELF spec, "Note Section"), each checked to lie
+    inside its segment, which must lie inside the file. Headers ``parse`` would refuse
+    give no notes here: ``parse`` says what is wrong with them."""
+    if len(data) < _EHDR.size:
+        return []
+    header = _EHDR.unpack_from(data)
+    phoff, phentsize, phnum = header[5], header[9], header[10]
+    if phentsize != _PHDR.size or phoff + phnum * phentsize > len(data):
+        return []
+    found = []
+    for i in range(phnum):
+        p_type, _f, offset, _v, _p, filesz, _m, _a = _PHDR.unpack_from(data, phoff + i * _PHDR.size)
+        if p_type != PT_NOTE:
+            continue
+        end = offset + filesz
+        if end > len(data):
+            raise ElfError(f"{name} is truncated: note segment {i} runs past the end of the file")
+        at = offset
+        while at + _NHDR.size <= end:
+            namesz, descsz, n_type = _NHDR.unpack_from(data, at)
+            name_at = at + _NHDR.size
+            desc_at = name_at + _align4(namesz)
+            next_at = desc_at + _align4(descsz)
+            if next_at > end:
+                raise ElfError(f"{name}: a note runs past the end of note segment {i}")
+            found.append(Note(data[name_at : name_at + namesz].rstrip(b"\0"), n_type,
+                              data[desc_at : desc_at + descsz]))  # fmt: skip
+            at = next_at
+    return found

@@ -5,6 +5,7 @@
     0x0000_0800  kernel command line, NUL-terminated
     0x0000_1000  PML4, then the PDPT, then page directory i for GiB i (as needed)
     0x0008_0000  initial stack top (grows down, below the EBDA on a PC)
+    0x0009_0000  Linux: zero page or PVH start info, then memory map, then command line
     0x0010_0000  the kernel's segments start here (1 MiB, as on a PC)
     top of RAM   the ring-3 program (a static ELF), 2 MiB aligned below the top
 
@@ -22,6 +23,14 @@ PAGE_DIRS = 0x3000
 MAX_PAGE_DIRS = 64  # 64 GiB identity-mapped at most
 BOOT_STACK_TOP = 0x80000
 KERNEL_MIN = 0x100000
+# Linux's boot structures (docs/linux.md): the zero page or PVH start info, the memory
+# map and module list, the command line. They sit in RAM below the EBDA, as in
+# Firecracker: Linux copies them early, before it reuses that memory.
+LINUX_BOOT_PARAMS = 0x9_0000
+LINUX_BOOT_TABLES = 0x9_1000
+LINUX_CMDLINE = 0x9_2000
+LINUX_CMDLINE_MAX = 0x1000 - 1
+EBDA_START = 0x9_FC00  # conventional memory ends here on a PC; the BIOS's data follows
 
 LOW_RAM_END = 0xC000_0000
 MMIO_BASE = 0xD000_0000

@@ -1,16 +1,21 @@
 """Put a kernel into guest memory and say how the first vCPU starts.
 
-Two formats, told apart by their contents: an ELF64 executable (the tiny guest kernel),
-entered in long mode with the boot-info block in RDI; and a flat 16-bit binary (the labs),
-recognised by the PC boot-sector signature or a ``.bin`` name, started in real mode.
-A Linux bzImage is recognised so that the error can say what it is.
+Formats are told apart by their contents, never by trusting a name alone:
+- an ELF64 executable with a PVH entry note: a Linux vmlinux, booted by the PVH
+  protocol (``pvh.py``);
+- a Linux bzImage ("HdrS" in its setup header), booted by the 64-bit boot protocol
+  (``bzimage.py``);
+- any other ELF64 executable (the tiny guest kernel), entered in long mode with the
+  boot-info block in RDI;
+- a flat 16-bit binary (the labs), recognised by the PC boot-sector signature or a
+  ``.bin`` name, started in real mode.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from vmm.boot import elf, layout
+from vmm.boot import bzimage, elf, layout, pvh
 from vmm.boot.bootinfo import BootInfo, VirtioSlot
 from vmm.boot.x86 import CpuStart, write_boot_gdt, write_page_tables
 from vmm.errors import PyvmmError
@@ -18,8 +23,7 @@ from vmm.inputfile import read_input
 from vmm.memory import GuestMemory
 
 BOOT_SIGNATURE = b"\x55\xaa"  # last two bytes of a PC boot sector
-BZIMAGE_MAGIC_OFFSET = 0x202  # "HdrS", Documentation/arch/x86/boot.rst
-BZIMAGE_MAGIC = b"HdrS"
+LINUX_FORMATS = ("pvh", "bzimage")
 
 
 class KernelError(PyvmmError):
@@ -32,6 +36,21 @@ class BootRequest(NamedTuple):
     program: str | None = None
     real_mode_load: int = layout.REAL_MODE_LOAD
     virtio: tuple[VirtioSlot, ...] = ()
+    initrd: str | None = None
+
+
+class KernelImage(NamedTuple):
+    """A kernel file read and recognised: ``format`` is one of "elf", "pvh", "bzimage",
+    "flat"; ``pvh_entry`` is the PVH entry point of a "pvh" image."""
+
+    path: str
+    data: bytes
+    format: str
+    pvh_entry: int | None = None
+
+    @property
+    def linux(self) -> bool:
+        return self.format in LINUX_FORMATS
 
 
 def read_file(path: str, what: str, memory: GuestMemory) -> bytes:
@@ -46,24 +65,41 @@ def read_file(path: str, what: str, memory: GuestMemory) -> bytes:
 def kernel_format(data: bytes, path: str) -> str:
     if elf.is_elf(data):
         return "elf"
-    if data[BZIMAGE_MAGIC_OFFSET : BZIMAGE_MAGIC_OFFSET + 4] == BZIMAGE_MAGIC:
-        raise KernelError(
-            f"{path!r} is a Linux bzImage; pyvmm boots its tiny ELF kernel and flat binaries "
-            "(a bzImage loader is planned for hosts with hardware KVM)"
-        )
+    if bzimage.is_bzimage(data):
+        return "bzimage"
     if data[510:512] == BOOT_SIGNATURE or path.endswith(".bin"):
         return "flat"
     raise KernelError(
-        f"{path!r} is of unknown format: not an ELF64 kernel, nor a flat binary "
-        "(a boot sector ending in 55 aa, or a .bin file)"
+        f"{path!r} is of unknown format: not an ELF64 kernel, a Linux bzImage, nor a flat "
+        "binary (a boot sector ending in 55 aa, or a .bin file)"
     )
 
 
-def load(memory: GuestMemory, request: BootRequest) -> CpuStart:
-    data = read_file(request.kernel, "kernel", memory)
-    if kernel_format(data, request.kernel) == "flat":
-        return _load_flat(memory, data, request)
-    return _load_elf_kernel(memory, data, request)
+def open_kernel(path: str, memory: GuestMemory) -> KernelImage:
+    """Read the kernel file and tell its format, an ELF's PVH note included."""
+    data = read_file(path, "kernel", memory)
+    fmt = kernel_format(data, path)
+    if fmt == "elf":
+        name = f"kernel {path!r}"
+        entry = pvh.entry_point(data, name)
+        if entry is not None:
+            return KernelImage(path, data, "pvh", entry)
+    return KernelImage(path, data, fmt)
+
+
+def load(memory: GuestMemory, request: BootRequest, image: KernelImage | None = None) -> CpuStart:
+    image = image or open_kernel(request.kernel, memory)
+    initrd = read_file(request.initrd, "initrd", memory) if request.initrd else None
+    if initrd is not None and not image.linux:
+        raise KernelError(f"--initrd is for Linux kernels; {request.kernel!r} is not one")
+    name = f"kernel {request.kernel!r}"
+    if image.format == "pvh":
+        return pvh.load(memory, image.data, name, image.pvh_entry, request.cmdline, initrd)
+    if image.format == "bzimage":
+        return bzimage.load(memory, image.data, name, request.cmdline, initrd)
+    if image.format == "flat":
+        return _load_flat(memory, image.data, request)
+    return _load_elf_kernel(memory, image.data, request)
 
 
 def _load_flat(memory: GuestMemory, data: bytes, request: BootRequest) -> CpuStart:

@@ -36,19 +36,36 @@ PTE_PAGE_SIZE = 1 << 7  # in a page directory: a 2 MiB page
 
 # The boot GDT: null, then flat 64-bit code at 0x08 and flat data at 0x10 (SDM 3.4.5).
 GDT_CODE64 = 0x00AF9A000000FFFF
+GDT_CODE32 = 0x00CF9A000000FFFF
 GDT_DATA = 0x00CF92000000FFFF
+GDT_TSS32 = 0x0000_8B00_0000_0067  # busy 32-bit TSS, base 0, limit 0x67
 SELECTOR_CODE = 0x08
 SELECTOR_DATA = 0x10
+# Linux's GDT: Documentation/arch/x86/boot.rst ("64-bit Boot Protocol") wants flat
+# __BOOT_CS at 0x10 and __BOOT_DS at 0x18; the PVH ABI wants a flat 32-bit code segment
+# (any selector: 0x08 here) and a 32-bit TSS in TR (0x20).
+LINUX_GDT = (0, GDT_CODE32, GDT_CODE64, GDT_DATA, GDT_TSS32)
+LINUX_SELECTOR_CODE32 = 0x08
+LINUX_SELECTOR_CODE64 = 0x10
+LINUX_SELECTOR_DATA = 0x18
+LINUX_SELECTOR_TSS = 0x20
 RFLAGS_RESERVED = 1 << 1  # bit 1 always reads as 1
 
 
 class CpuStart(NamedTuple):
-    """Where and how the first vCPU starts."""
+    """Where and how the first vCPU starts: real mode, 32-bit protected mode with paging
+    off (``protected32``, the PVH entry), or long mode. The registers a boot protocol
+    passes its data in are RDI (pyvmm's boot info), RSI (Linux's zero page) and RBX
+    (PVH's start info)."""
 
     long_mode: bool
     rip: int
     rsp: int
     rdi: int = 0
+    rsi: int = 0
+    rbx: int = 0
+    protected32: bool = False
+    linux_gdt: bool = False  # LINUX_GDT and its selectors, rather than the boot GDT
 
 
 def write_page_tables(memory: GuestMemory, ranges: list[tuple[int, int]]) -> int:
@@ -83,6 +100,10 @@ def write_boot_gdt(memory: GuestMemory) -> None:
     memory.write(layout.BOOT_GDT, struct.pack("<3Q", 0, GDT_CODE64, GDT_DATA))
 
 
+def write_linux_gdt(memory: GuestMemory) -> None:
+    memory.write(layout.BOOT_GDT, struct.pack(f"<{len(LINUX_GDT)}Q", *LINUX_GDT))
+
+
 def _segment(seg, selector: int, type_: int, long_code: bool) -> None:
     seg.base = 0
     seg.limit = 0xFFFFFFFF
@@ -96,14 +117,36 @@ def _segment(seg, selector: int, type_: int, long_code: bool) -> None:
     seg.g = 1
 
 
-def enter_long_mode(vcpu, pml4: int) -> None:
+def _flat_segments(sregs, code: int, data: int, long_code: bool, linux_gdt: bool) -> None:
+    _segment(sregs.cs, code, 0xB, long_code=long_code)  # execute/read, accessed
+    for seg in (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss):
+        _segment(seg, data, 0x3, long_code=False)  # read/write, accessed
+    sregs.gdt.base = layout.BOOT_GDT
+    sregs.gdt.limit = (len(LINUX_GDT) if linux_gdt else 3) * 8 - 1
+    if linux_gdt:
+        tr = sregs.tr
+        tr.base, tr.limit, tr.selector, tr.type, tr.present = 0, 0x67, LINUX_SELECTOR_TSS, 0xB, 1
+        tr.dpl = tr.s = tr.l = tr.db = tr.g = 0
+
+
+def enter_protected_mode(vcpu) -> None:
+    """32-bit protected mode, paging off, flat segments, a 32-bit TSS: the PVH ABI's
+    entry state (xen/include/public/arch-x86/hvm/start_info.h, "x86/HVM direct boot")."""
+    sregs = vcpu.get_sregs()
+    _flat_segments(sregs, LINUX_SELECTOR_CODE32, LINUX_SELECTOR_DATA, False, True)
+    sregs.cr0 = X86_CR0_PE | X86_CR0_ET
+    sregs.cr4 = 0
+    sregs.efer = 0
+    vcpu.set_sregs(sregs)
+
+
+def enter_long_mode(vcpu, pml4: int, linux_gdt: bool = False) -> None:
     """Set the special registers of a vCPU already in 64-bit mode, paging on."""
     sregs = vcpu.get_sregs()
-    _segment(sregs.cs, SELECTOR_CODE, 0xB, long_code=True)  # execute/read, accessed
-    for seg in (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss):
-        _segment(seg, SELECTOR_DATA, 0x3, long_code=False)  # read/write, accessed
-    sregs.gdt.base = layout.BOOT_GDT
-    sregs.gdt.limit = 3 * 8 - 1
+    if linux_gdt:
+        _flat_segments(sregs, LINUX_SELECTOR_CODE64, LINUX_SELECTOR_DATA, True, True)
+    else:
+        _flat_segments(sregs, SELECTOR_CODE, SELECTOR_DATA, True, False)
     sregs.cr3 = pml4
     sregs.cr4 = X86_CR4_PAE | X86_CR4_OSFXSR | X86_CR4_OSXMMEXCPT
     sregs.cr0 = X86_CR0_PE | X86_CR0_MP | X86_CR0_ET | X86_CR0_NE | X86_CR0_WP | X86_CR0_PG
@@ -122,12 +165,16 @@ def enter_real_mode(vcpu) -> None:
 
 def start_vcpu(vcpu, start: CpuStart, pml4: int) -> None:
     if start.long_mode:
-        enter_long_mode(vcpu, pml4)
+        enter_long_mode(vcpu, pml4, start.linux_gdt)
+    elif start.protected32:
+        enter_protected_mode(vcpu)
     else:
         enter_real_mode(vcpu)
     regs = vcpu.get_regs()
     regs.rip = start.rip
     regs.rsp = start.rsp
     regs.rdi = start.rdi
+    regs.rsi = start.rsi
+    regs.rbx = start.rbx
     regs.rflags = RFLAGS_RESERVED
     vcpu.set_regs(regs)

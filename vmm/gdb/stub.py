@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import ipaddress
 import queue
-import signal
 import socket
 import sys
 import threading
 from typing import NamedTuple
 
+from vmm import kick
 from vmm.devices.power import GuestStop
 from vmm.errors import PyvmmError
 from vmm.gdb import debugregs
@@ -185,7 +185,7 @@ class GdbStub:
         self._interrupt = False
         self._debug = None
         self._vcpu_thread = threading.get_ident()
-        self._old_sigusr1 = signal.signal(signal.SIGUSR1, lambda *_: None)
+        kick.prepare()
 
     # --- the machine's hooks ---------------------------------------------------------
 
@@ -214,9 +214,6 @@ class GdbStub:
             self.conn.close()
             self.conn = None
         self.listener.close()
-        if self._old_sigusr1 is not None:
-            signal.signal(signal.SIGUSR1, self._old_sigusr1)
-            self._old_sigusr1 = None
 
     # --- stopping ----------------------------------------------------------------------
 
@@ -250,7 +247,7 @@ class GdbStub:
         if self.stop_reply is None and not self.detached:
             self._interrupt = True
             self.vcpu.request_exit(True)
-            signal.pthread_kill(self._vcpu_thread, signal.SIGUSR1)
+            kick.kick(self._vcpu_thread)
 
     # --- serving gdb while stopped ---------------------------------------------------
 

@@ -1,0 +1,40 @@
+"""Noticing a guest that has stopped for good: halted with interrupts off.
+
+Linux without ACPI cannot power a PC off: ``poweroff`` ends in ``native_machine_halt``,
+HLT with interrupts disabled, and with the in-kernel irqchip a halted vCPU waits inside
+the kernel, never exiting to the VMM. Only an NMI could wake it, and pyvmm sends none;
+so the VMM looks, every so often (vmm/kick.py): RFLAGS.IF clear and a HLT just behind
+RIP, at the same RIP twice in a row (running code with interrupts off moves on; an
+immediate byte of 0xf4 behind RIP once is chance), and ends the run as a power-off.
+"""
+
+from __future__ import annotations
+
+from vmm.devices.power import GuestStop
+from vmm.kvm import InterruptedExit
+from vmm.memory import GuestMemory
+
+HALT_CHECK_INTERVAL = 0.25  # seconds between looks
+HLT = 0xF4  # opcode (Intel SDM vol. 2, HLT)
+RFLAGS_IF = 1 << 9  # interrupt enable flag (SDM vol. 1, 3.4.3)
+
+
+class HaltWatch:
+    """An exit-loop hook (``Machine.after_run``) that stops the run on a final halt."""
+
+    def __init__(self, memory: GuestMemory):
+        self.memory = memory
+        self._halted_at: int | None = None
+
+    def after(self, vcpu, exit) -> None:
+        if type(exit) is not InterruptedExit:
+            return
+        regs = vcpu.get_regs()
+        rip = regs.rip if not regs.rflags & RFLAGS_IF and self._after_hlt(vcpu, regs.rip) else None
+        if rip is not None and rip == self._halted_at:
+            raise GuestStop(0, "guest halted with interrupts off (power-off without ACPI)")
+        self._halted_at = rip
+
+    def _after_hlt(self, vcpu, rip: int) -> bool:
+        gpa = vcpu.translate(rip - 1)
+        return gpa is not None and self.memory.contains(gpa) and self.memory.read(gpa, 1)[0] == HLT

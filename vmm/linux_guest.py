@@ -1,0 +1,252 @@
+"""The Linux guest built for pyvmm: where it is cached, and building it the first time.
+
+The kernel is Debian's ``linux-source-6.1`` under ``make tinyconfig`` plus the fragment
+and the patches in ``guest/linux/`` (see docs/linux.md). A build takes minutes, so it
+goes into a cache outside the repository, named by a hash of everything it is made
+from: a fresh clone (CI) on the same machine finds it there. Two kernels come out of
+one source tree: the patched one, and the same configuration without the patches
+(``vmlinux.unpatched``), which hardware KVM boots and PVM cannot.
+
+The initramfs is small and quick to make: a plain cpio (a compressed one costs tens of
+seconds of emulated unpacking under PVM) with busybox, the workload, the exit helper
+and an /init, written into guest/build/.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+from dataclasses import dataclass
+
+from vmm import guest
+from vmm.errors import PyvmmError
+
+LINUX_DIR = os.path.join(guest.GUEST_DIR, "linux")
+CONFIG_FRAGMENT = os.path.join(LINUX_DIR, "pyvmm.config")
+PATCH_DIR = os.path.join(LINUX_DIR, "patches")
+SOURCE_TARBALL = "/usr/src/linux-source-6.1.tar.xz"  # Debian's linux-source-6.1
+CACHE_ROOT = os.environ.get("PYVMM_LINUX_CACHE", "/var/cache/pyvmm")
+# Bump when the recipe below changes in a way the hashed inputs do not show.
+RECIPE = b"pyvmm linux recipe 1"
+JOBS = "-j2"
+
+INITRAMFS = os.path.join(guest.GUEST_DIR, "build", "linux-initramfs.cpio")
+EXIT_HELPER = os.path.join(guest.GUEST_DIR, "build", "pyvmm-exit")
+EXIT_HELPER_SOURCE = os.path.join(LINUX_DIR, "pyvmm-exit.c")
+BUSYBOX = "/bin/busybox"  # Debian's busybox-static
+INIT_LINE = "init: running /workload"
+
+# /init: mount what busybox and the workload need, run the workload on /dev/vda when
+# there is one (else report and stop), and carry its exit status out through pyvmm's
+# exit port with the static helper.
+INIT = f"""#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sys /sys
+/bin/busybox mount -t devtmpfs dev /dev
+if [ -b /dev/vda ]; then
+    echo "{INIT_LINE} /dev/vda"
+    /workload /dev/vda
+    status=$?
+else
+    echo "init: no /dev/vda"
+    status=1
+fi
+/bin/pyvmm-exit $status
+"""
+
+
+@dataclass(frozen=True)
+class LinuxBuild:
+    """One cached build: a directory holding the kernels and their System.map."""
+
+    dir: str
+
+    @property
+    def vmlinux(self) -> str:
+        return os.path.join(self.dir, "vmlinux")
+
+    @property
+    def vmlinux_unpatched(self) -> str:
+        return os.path.join(self.dir, "vmlinux.unpatched")
+
+    @property
+    def bzimage(self) -> str:
+        return os.path.join(self.dir, "bzImage")
+
+    @property
+    def system_map(self) -> str:
+        return os.path.join(self.dir, "System.map")
+
+    @property
+    def complete(self) -> bool:
+        outputs = (self.vmlinux, self.vmlinux_unpatched, self.bzimage, self.system_map)
+        return all(os.path.isfile(p) for p in outputs)
+
+
+def patches() -> list[str]:
+    return sorted(os.path.join(PATCH_DIR, n) for n in os.listdir(PATCH_DIR) if n.endswith(".patch"))
+
+
+def build_key() -> str:
+    """A hash of what the kernel is made from: the fragment, the patches, the source
+    tarball (by name and size) and the recipe."""
+    h = hashlib.sha256(RECIPE)
+    for path in (CONFIG_FRAGMENT, *patches()):
+        with open(path, "rb") as f:
+            h.update(os.path.basename(path).encode() + b"\0" + f.read() + b"\0")
+    try:
+        size = os.stat(SOURCE_TARBALL).st_size
+    except OSError:
+        size = -1
+    h.update(f"{SOURCE_TARBALL}:{size}".encode())
+    return h.hexdigest()[:16]
+
+
+def cached() -> LinuxBuild:
+    return LinuxBuild(os.path.join(CACHE_ROOT, f"linux-{build_key()}"))
+
+
+def _fragment_settings() -> dict[str, str]:
+    """CONFIG_X -> value ("n" for "# CONFIG_X is not set") from the fragment."""
+    wanted = {}
+    with open(CONFIG_FRAGMENT) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("CONFIG_") and "=" in line:
+                name, value = line.split("=", 1)
+                wanted[name] = value
+            elif line.startswith("# CONFIG_") and line.endswith(" is not set"):
+                wanted[line[2:].split()[0]] = "n"
+    return wanted
+
+
+def _config_values(config: str) -> dict[str, str]:
+    values = {}
+    with open(config) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("CONFIG_") and "=" in line:
+                name, value = line.split("=", 1)
+                values[name] = value
+    return values
+
+
+def _run(argv: list[str], cwd: str, log: str) -> None:
+    with open(log, "a") as out:
+        out.write(f"$ {' '.join(argv)}\n")
+        out.flush()
+        proc = subprocess.run(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise PyvmmError(f"building Linux: {' '.join(argv[:3])} failed (see {log})")
+
+
+def build_kernel(say=print) -> LinuxBuild:
+    """Build the kernels into the cache unless they are there; returns the build.
+
+    One build at a time per cache entry (setup.sh and a test session may both ask): the
+    others wait on a lock and then find it built."""
+    build = cached()
+    if build.complete:
+        return build
+    if not os.path.isfile(SOURCE_TARBALL):
+        raise PyvmmError(f"{SOURCE_TARBALL} is missing: apt-get install linux-source-6.1")
+    os.makedirs(CACHE_ROOT, exist_ok=True)
+    with open(build.dir + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not build.complete:
+            try:
+                _build(build, say)
+            except BaseException:
+                # The source tree is a gigabyte; the log beside it says what went wrong.
+                shutil.rmtree(os.path.join(build.dir + ".tmp", "src"), ignore_errors=True)
+                raise
+    return build
+
+
+def _build(build: LinuxBuild, say) -> None:
+    work = build.dir + ".tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    src = os.path.join(work, "src")
+    os.makedirs(src)
+    log = os.path.join(work, "build.log")
+    make = ["make", "ARCH=x86_64", JOBS]
+    say(f"build_linux: unpacking {SOURCE_TARBALL} into {src}")
+    _run(["tar", "xf", SOURCE_TARBALL, "-C", src, "--strip-components=1"], work, log)
+    say("build_linux: tinyconfig + guest/linux/pyvmm.config")
+    _run([*make, "tinyconfig"], src, log)
+    _run(["scripts/kconfig/merge_config.sh", "-m", ".config", CONFIG_FRAGMENT], src, log)
+    _run([*make, "olddefconfig"], src, log)
+    have = _config_values(os.path.join(src, ".config"))
+    lost = [k for k, v in _fragment_settings().items() if have.get(k, "n") != v]
+    if lost:
+        raise PyvmmError(f"building Linux: Kconfig refused {', '.join(lost)} (see {log})")
+    say(f"build_linux: make {JOBS} vmlinux bzImage, without the patches")
+    _run([*make, "vmlinux", "bzImage"], src, log)
+    shutil.copyfile(os.path.join(src, "vmlinux"), os.path.join(work, "vmlinux.unpatched"))
+    for patch in patches():
+        say(f"build_linux: applying {os.path.basename(patch)}")
+        _run(["patch", "-p1", "--forward", "-i", patch], src, log)
+    say(f"build_linux: make {JOBS} vmlinux bzImage, patched")
+    _run([*make, "vmlinux", "bzImage"], src, log)
+    for name, out in (
+        ("vmlinux", "vmlinux"),
+        ("arch/x86/boot/bzImage", "bzImage"),
+        ("System.map", "System.map"),
+        (".config", "config"),
+    ):
+        shutil.copyfile(os.path.join(src, name), os.path.join(work, out))
+    shutil.rmtree(src)
+    shutil.rmtree(build.dir, ignore_errors=True)
+    os.rename(work, build.dir)
+    say(f"build_linux: done: {build.dir}")
+
+
+def _exit_helper() -> None:
+    """The static program /init ends with: ioperm, then the status to the exit port."""
+    if os.path.exists(EXIT_HELPER) and os.path.getmtime(EXIT_HELPER) >= os.path.getmtime(
+        EXIT_HELPER_SOURCE
+    ):
+        return
+    os.makedirs(os.path.dirname(EXIT_HELPER), exist_ok=True)
+    argv = ["gcc", "-Os", "-static", "-nostdlib", "-fno-pie", "-no-pie", "-ffreestanding",
+            "-fno-stack-protector", "-fcf-protection=none", "-Wl,--build-id=none",
+            "-o", EXIT_HELPER, EXIT_HELPER_SOURCE]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise PyvmmError(f"building {EXIT_HELPER_SOURCE} failed: {proc.stderr.strip()[:200]}")
+
+
+def build_initramfs() -> str:
+    """The initramfs, made again whenever one of its parts is newer than it."""
+    guest.ensure_built(guest.WORKLOAD)
+    _exit_helper()
+    parts = (guest.WORKLOAD, EXIT_HELPER, BUSYBOX, os.path.abspath(__file__))
+    if os.path.exists(INITRAMFS) and all(
+        os.path.getmtime(INITRAMFS) >= os.path.getmtime(p) for p in parts
+    ):
+        return INITRAMFS
+    if not os.path.isfile(BUSYBOX):
+        raise PyvmmError(f"{BUSYBOX} is missing: apt-get install busybox-static")
+    tree = INITRAMFS + ".d"
+    shutil.rmtree(tree, ignore_errors=True)
+    for d in ("bin", "dev", "proc", "sys"):
+        os.makedirs(os.path.join(tree, d))
+    shutil.copy2(BUSYBOX, os.path.join(tree, "bin", "busybox"))
+    os.symlink("busybox", os.path.join(tree, "bin", "sh"))
+    shutil.copy2(EXIT_HELPER, os.path.join(tree, "bin", "pyvmm-exit"))
+    shutil.copy2(guest.WORKLOAD, os.path.join(tree, "workload"))
+    init = os.path.join(tree, "init")
+    with open(init, "w") as f:
+        f.write(INIT)
+    os.chmod(init, stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+    pack = f"find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet > {INITRAMFS}.tmp"
+    proc = subprocess.run(["sh", "-c", pack], cwd=tree, capture_output=True, text=True)
+    shutil.rmtree(tree)
+    if proc.returncode != 0:
+        raise PyvmmError(f"making {INITRAMFS} failed: {proc.stderr.strip()[:200]}")
+    os.rename(INITRAMFS + ".tmp", INITRAMFS)
+    return INITRAMFS
