@@ -10,6 +10,11 @@
   very digest of busybox's and is stored once.
 
     .venv/bin/python scripts/build_images.py [--root DIR] [--workload PATH]
+                                             [--oci-archive FILE]
+
+``--oci-archive FILE`` also writes the workload image as an OCI archive (a tar of
+the layout) for other engines: ``podman load -i FILE`` and ``ctr image import FILE``
+both name it ``localhost/pyvmm-workload:latest``.
 """
 
 from __future__ import annotations
@@ -56,6 +61,9 @@ def _blob(layout: Path, data: bytes, media_type: str) -> dict:
     return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
 
 
+ENGINE_NAME = "localhost/pyvmm-workload:latest"
+
+
 def workload_layout(layout: Path, rootfs: Path, executable: Path) -> None:
     """An OCI image layout: the busybox layer, then a layer with ``executable``."""
     (layout / "blobs" / "sha256").mkdir(parents=True)
@@ -87,6 +95,11 @@ def workload_layout(layout: Path, rootfs: Path, executable: Path) -> None:
         "layers": layer_descs,
     }
     desc = _blob(layout, json.dumps(manifest).encode(), manifest["mediaType"])
+    # The names Podman (image-spec's ref.name) and containerd give the image on import.
+    desc["annotations"] = {
+        "org.opencontainers.image.ref.name": ENGINE_NAME,
+        "io.containerd.image.name": ENGINE_NAME,
+    }
     index = {"schemaVersion": 2, "manifests": [desc]}
     (layout / "index.json").write_text(json.dumps(index))
     (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
@@ -101,6 +114,7 @@ def main() -> int:
         default=WORKLOAD,
         help="static executable for the workload image (default: %(default)s)",
     )
+    parser.add_argument("--oci-archive", type=Path, help="also write the workload image here")
     args = parser.parse_args()
     store = Store(args.root)
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,6 +133,11 @@ def main() -> int:
         workload_layout(Path(tmp) / "layout", rootfs, args.workload)
         record = importer.import_image(store, Path(tmp) / "layout", "workload:latest")
         print(f"workload:latest {record['id'][:12]}")
+        if args.oci_archive:
+            with tarfile.open(args.oci_archive, "w") as tar:
+                for entry in sorted((Path(tmp) / "layout").iterdir()):
+                    tar.add(entry, arcname=entry.name)
+            print(f"{ENGINE_NAME} {args.oci_archive}")
     return 0
 
 

@@ -160,6 +160,14 @@ def host_state(root: Path) -> tuple[set[str], set[str]]:
     }
 
 
+def host_state_paths() -> tuple[set[str], set[str]]:
+    """The host's mount points, and every pyvmm-runtime test cgroup (any hierarchy)."""
+    with open("/proc/self/mountinfo") as f:
+        mounts = {" ".join(line.split()[3:5]) for line in f}
+    return mounts, {*glob.glob("/sys/fs/cgroup/pyvmm-test-*"),
+                    *glob.glob("/sys/fs/cgroup/*/pyvmm-test-*")}  # fmt: skip
+
+
 def make_sentinel(top: Path) -> Path:
     """A small tree standing for host files a hostile layer would like to change."""
     top.mkdir()

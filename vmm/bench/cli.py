@@ -171,3 +171,13 @@ def disk(runs, size, json_path):
     from vmm.bench.disk import measure, table
 
     _emit(measure(_positive("--runs", str(runs)), _size(size)), table, json_path)
+
+
+@bench.command()
+@click.option("--runs", default=5, show_default=True, help="Runs per figure (median reported).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write figures here.")
+def containers(runs, json_path):
+    """pyvmm-runtime beside runc and crun: under Podman, create+start+delete, start-up."""
+    from vmm.bench.containers import measure, table
+
+    _emit(measure(_positive("--runs", str(runs))), table, json_path)

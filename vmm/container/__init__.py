@@ -1,12 +1,18 @@
 """The container runtime: the same workload as the VM, run as a namespaced process.
 
-Code map (docs/containers.md walks through it as a lab):
+Three layers, as Docker → containerd → runc (docs/ARCHITECTURE.md), and the Linux
+pieces under them. Code map (docs/containers.md walks through it as a lab):
 
 - ``cli.py``: ``pyvmm container|image|volume``; parses and prints, nothing more.
-- ``container.py``: the lifecycle (create, start, run, stop, kill, rm, logs, diff,
-  reconcile) and the container's PID 1 from fork to exec.
+- ``container.py``: the image-side lifecycle (create, start, run, stop, kill, rm,
+  logs, diff, reconcile), the monitor, and the container's PID 1 from fork to exec
+  over the core's steps; ``bundle.py``: image store → OCI bundle.
+- ``runtime_cli.py``: ``pyvmm-runtime``, runc's command line.
+- The OCI core: ``spec.py`` (config.json, checked), ``runtime.py`` (create, start,
+  kill, delete, exec, pause, update; the state), ``init.py`` (the init from fork to
+  execve), ``hooks.py``.
 - ``namespaces.py``: unshare, the PID namespace for children, hostname, loopback.
-- ``mounts.py``: overlay root, /proc, /dev, /sys, masked paths, pivot_root.
+- ``mounts.py``: overlay, mount options and propagation, /dev, masked paths, pivot_root.
 - ``capabilities.py``: the capability sets and no_new_privs.
 - ``cgroups.py``: one interface, ``CgroupV1`` and ``CgroupV2``.
 - ``images.py``: image records; ``importer.py``: directory, tar, OCI layout, docker save.

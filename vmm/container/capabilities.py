@@ -149,3 +149,14 @@ def set_no_new_privs() -> None:
 def decode(mask: int) -> list[str]:
     """The names of the capabilities in a mask such as /proc/PID/status's CapEff."""
     return [NAMES.get(n, f"CAP_{n}") for n in range(mask.bit_length()) if mask >> n & 1]
+
+
+def raise_effective() -> None:
+    """Effective = permitted: after a setuid with PR_SET_KEEPCAPS, which keeps the
+    permitted set but clears the effective one, before ``apply`` drops the rest."""
+    header = ffi.new("cap_user_header_struct *", {"version": lib._LINUX_CAPABILITY_VERSION_3})
+    data = ffi.new("cap_user_data_struct[]", lib._LINUX_CAPABILITY_U32S_3)
+    check(lib.syscall(lib.SYS_capget, header, data), "capget")
+    for d in data:
+        d.effective = d.permitted
+    check(lib.syscall(lib.SYS_capset, header, data), "capset")

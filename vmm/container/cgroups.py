@@ -60,18 +60,106 @@ class DeviceRule:
 
 @dataclass
 class Limits:
-    """Resource limits of one container (OCI ``linux.resources``); None means unlimited,
-    and ``devices`` None means no device rules at all (privileged)."""
+    """Resource limits of one container; None means unlimited.
+
+    ``pyvmm container`` sets the first three and the device rules; an OCI bundle's
+    ``linux.resources`` may say more (``from_oci``). ``devices`` None means no device
+    rules at all (privileged).
+    """
 
     memory: int | None = None  # bytes
     pids: int | None = None
     cpus: float | None = None
+    memory_swap: int | None = None  # memory plus swap, bytes
+    memory_reservation: int | None = None
+    cpu_shares: int | None = None
+    cpuset_cpus: str | None = None
+    cpuset_mems: str | None = None
+    cpu_quota: int | None = None  # microseconds per cpu_period (OCI's own, not ``cpus``)
+    cpu_period: int | None = None
+    cpu_rt_runtime: int | None = None
+    cpu_rt_period: int | None = None
+    memory_kernel: int | None = None
+    memory_kernel_tcp: int | None = None
+    memory_swappiness: int | None = None
+    oom_kill_disable: bool | None = None
     devices: list[DeviceRule] | None = None
 
     def __post_init__(self) -> None:
         if self.devices is not None:  # as read back from JSON
             self.devices = [d if isinstance(d, DeviceRule) else DeviceRule(**d)
                             for d in self.devices]  # fmt: skip
+
+    @classmethod
+    def from_oci(cls, resources: dict, nodes: list | None = None) -> Limits:
+        """``linux.resources`` (config-linux.md "Control groups"); a field this runtime
+        does not implement is an error naming it. ``nodes``: ``linux.devices``, which
+        the container may use whatever the rules say (as runc allows them)."""
+        from vmm.container.spec import Fields, SpecError
+
+        r = Fields(resources, "linux.resources")
+        m, c, p = r.sub("memory"), r.sub("cpu"), r.sub("pids")
+        limits = cls(
+            memory=_positive(m.get("limit", int)),
+            memory_swap=_positive(m.get("swap", int)),
+            memory_reservation=_positive(m.get("reservation", int)),
+            memory_kernel=_positive(m.get("kernel", int)),
+            memory_kernel_tcp=_positive(m.get("kernelTCP", int)),
+            memory_swappiness=m.get("swappiness", int),
+            oom_kill_disable=m.get("disableOOMKiller", bool),
+            pids=_positive(p.get("limit", int)),
+            cpu_shares=c.get("shares", int),
+            cpu_quota=_positive(c.get("quota", int)),
+            cpu_period=c.get("period", int),
+            cpu_rt_runtime=c.get("realtimeRuntime", int),
+            cpu_rt_period=c.get("realtimePeriod", int),
+            cpuset_cpus=c.get("cpus", str) or None,
+            cpuset_mems=c.get("mems", str) or None,
+        )
+        for sub in (m, c, p):
+            sub.done()
+        rules = r.get("devices", list)
+        if rules is not None:
+            allowed = [DeviceRule(True, "c" if n.type == "u" else n.type, n.major, n.minor)
+                       for n in nodes or () if n.type != "p"]  # fmt: skip
+            limits.devices = [*(_device_rule(i, d) for i, d in enumerate(rules)),
+                              *DEFAULT_DEVICE_RULES, *allowed]  # fmt: skip
+        r.done()
+        if limits.cpu_shares is not None and limits.cpu_shares < 2:
+            raise SpecError("config.json: linux.resources.cpu.shares must be at least 2")
+        return limits
+
+
+def _positive(value: int | None) -> int | None:
+    """OCI's "no limit" is -1 (or absent); the kernel's is None here."""
+    return value if value is not None and value >= 0 else None
+
+
+def _device_rule(i: int, rule: dict) -> DeviceRule:
+    """One ``linux.resources.devices`` entry, checked."""
+    from vmm.container.spec import Fields, SpecError
+
+    f = Fields(rule, f"linux.resources.devices[{i}]")
+    allow = f.get("allow", bool)
+    kind = f.get("type", str, "a")
+    major, minor = f.get("major", int), f.get("minor", int)
+    access = f.get("access", str, "rwm")
+    f.done()
+    if allow is None:
+        raise SpecError(f"config.json: linux.resources.devices[{i}].allow is required")
+    if kind not in ("a", "c", "b") or not access or set(access) - set("rwm"):
+        raise SpecError(f"config.json: linux.resources.devices[{i}] is not a valid rule")
+    return DeviceRule(allow, kind, _positive(major), _positive(minor), access)
+
+
+# The devices every OCI container may use whatever its rules say (runtime-spec
+# config-linux.md "Default Devices", and /dev/pts/* and /dev/ptmx for terminals).
+DEFAULT_DEVICE_RULES = (
+    DeviceRule(True, "c", None, None, "m"),  # mknod of any node, as runc (CAP_MKNOD decides)
+    DeviceRule(True, "b", None, None, "m"),
+    *(DeviceRule(True, "c", major, minor, "rwm")
+      for major, minor in ((1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 2), (136, None))),
+)  # fmt: skip
 
 
 def _write(path: Path, value: str) -> None:
@@ -95,21 +183,39 @@ def _read_int(path: Path) -> int | None:
     return None
 
 
-def _mkdir_under_parent(parent: Path, name: str) -> Path:
-    """Create ``parent/name``, and the shared parent first if needed.
+def _mkdir_under_parent(parent: Path, name: str, inherit: tuple[str, ...] = (),
+                        exist_ok: bool = False) -> Path:  # fmt: skip
+    """Create ``parent/name``, and the parents first if needed.
 
     Another pyvmm may remove the parent when its own last container ends, between our
-    mkdir of the parent and of the child; then we simply try again.
+    mkdir of the parent and of the child; then we simply try again. ``inherit`` names
+    files (v1 cpuset's) that a new cgroup must copy from its parent before use.
+    ``exist_ok``: an existing ``parent/name`` is used as it is (an OCI ``cgroupsPath``
+    may name a cgroup an engine made, and runc joins it).
     """
     for _ in range(10):
-        with contextlib.suppress(FileExistsError):
-            parent.mkdir()
+        missing = [p for p in (parent, *parent.parents) if not p.exists()]
+        for d in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                d.mkdir()
+                _inherit(d, inherit)
         try:
             (parent / name).mkdir()
+            _inherit(parent / name, inherit)
+            return parent / name
+        except FileExistsError:
+            if not exist_ok:
+                raise
             return parent / name
         except FileNotFoundError:
             continue
     raise PyvmmError(f"cannot create cgroup {parent / name}")
+
+
+def _inherit(path: Path, names: tuple[str, ...]) -> None:
+    for name in names:
+        if not (path / name).read_text().strip():
+            _write(path / name, (path.parent / name).read_text().strip())
 
 
 def _rmdir(path: Path, kill_file: Path | None) -> None:
@@ -136,18 +242,29 @@ def _rmdir(path: Path, kill_file: Path | None) -> None:
 
 
 class Cgroup(ABC):
-    """The cgroup of one container, whichever hierarchy the host uses."""
+    """The cgroup ``parent/cid`` of one container, whichever hierarchy the host uses.
+
+    ``parent`` may be several levels deep (an OCI ``cgroupsPath`` such as
+    ``/libpod_parent/libpod-ID``). ``oci`` containers always join the freezer too
+    (``pause``, and a reliable ``kill --all``) and the pids controller (``ps``).
+    """
 
     version: str
 
-    def __init__(self, cid: str, parent: str = PARENT, root: Path = CGROUP_ROOT):
+    def __init__(self, cid: str, parent: str = PARENT, root: Path = CGROUP_ROOT,
+                 oci: bool = False):  # fmt: skip
         self.cid = cid
-        self.parent = parent
+        self.parent = parent.strip("/")
         self.root = root
+        self.oci = oci
 
     @abstractmethod
     def create(self, limits: Limits) -> None:
         """Create the cgroup with ``limits``; on failure leave nothing behind."""
+
+    @abstractmethod
+    def update(self, limits: Limits) -> None:
+        """Change the limits ``limits`` sets (None fields stay as they are)."""
 
     @abstractmethod
     def add(self, pid: int) -> None:
@@ -157,6 +274,21 @@ class Cgroup(ABC):
         """``os.fork()``, the child born inside the cgroup, where the hierarchy can do
         that; None where it cannot, and then the caller forks and calls ``add``."""
         return None
+
+    @abstractmethod
+    def pids(self) -> list[int]:
+        """Every process in the cgroup."""
+
+    @abstractmethod
+    def host_paths(self) -> dict[str, Path]:
+        """The cgroup's directories that exist, by controller ("" on v2)."""
+
+    @abstractmethod
+    def freeze(self, frozen: bool) -> None:
+        """Freeze (pause) or thaw every process in the cgroup."""
+
+    @abstractmethod
+    def frozen(self) -> bool: ...
 
     @abstractmethod
     def peak_memory(self) -> int | None:
@@ -174,28 +306,43 @@ class Cgroup(ABC):
     def exists(self) -> bool: ...
 
 
+def _read_pids(path: Path) -> list[int]:
+    with contextlib.suppress(FileNotFoundError):
+        return [int(p) for p in path.read_text().split()]
+    return []
+
+
 class CgroupV1(Cgroup):
     """One directory per controller hierarchy, each with that controller's files.
 
-    The memory hierarchy is always used (it measures the peak); pids, cpu and devices
-    only when limited, as each hierarchy a process joins is one more write on the way
-    to its first instruction. The devices controller is v1's alone: it keeps a list of
-    the device numbers the cgroup's processes may create or open (Documentation/
-    admin-guide/cgroup-v1/devices.rst).
+    The memory hierarchy is always used (it measures the peak); the others only when
+    limited (or always, for OCI containers, the freezer and pids), as each hierarchy a
+    process joins is one more write on the way to its first instruction.
     """
 
     version = "v1"
+    CONTROLLERS = ("memory", "pids", "cpu", "cpuset", "devices", "freezer")
 
     def _dirs(self) -> dict[str, Path]:
-        controllers = ("memory", "pids", "cpu", "devices")
-        return {c: self.root / c / self.parent / self.cid for c in controllers}
+        return {c: self.root / c / self.parent / self.cid for c in self.CONTROLLERS}
 
-    def create(self, limits: Limits) -> None:
-        files: dict[str, list[tuple[str, str]]] = {c: [] for c in self._dirs()}
+    def _files(self, limits: Limits) -> dict[str, list[tuple[str, str]]]:
+        files: dict[str, list[tuple[str, str]]] = {c: [] for c in self.CONTROLLERS}
         if limits.memory is not None:
             files["memory"] += [("memory.limit_in_bytes", str(limits.memory))]
             # Without swap accounting there is no memsw file, and no swap to escape to.
-            files["memory"] += [("memory.memsw.limit_in_bytes", str(limits.memory))]
+            swap = limits.memory_swap if limits.memory_swap is not None else limits.memory
+            files["memory"] += [("memory.memsw.limit_in_bytes", str(swap))]
+        if limits.memory_reservation is not None:
+            files["memory"] += [("memory.soft_limit_in_bytes", str(limits.memory_reservation))]
+        if limits.memory_kernel is not None:  # not enforced since Linux 5.16 (see _write_files)
+            files["memory"] += [("memory.kmem.limit_in_bytes", str(limits.memory_kernel))]
+        if limits.memory_kernel_tcp is not None:
+            files["memory"] += [("memory.kmem.tcp.limit_in_bytes", str(limits.memory_kernel_tcp))]
+        if limits.memory_swappiness is not None:
+            files["memory"] += [("memory.swappiness", str(limits.memory_swappiness))]
+        if limits.oom_kill_disable is not None:
+            files["memory"] += [("memory.oom_control", str(int(limits.oom_kill_disable)))]
         if limits.pids is not None:
             files["pids"].append(("pids.max", str(limits.pids)))
         if limits.cpus is not None:
@@ -203,26 +350,83 @@ class CgroupV1(Cgroup):
                 ("cpu.cfs_period_us", str(CFS_PERIOD_US)),
                 ("cpu.cfs_quota_us", str(int(limits.cpus * CFS_PERIOD_US))),
             ]
+        if limits.cpu_period is not None:
+            files["cpu"].append(("cpu.cfs_period_us", str(limits.cpu_period)))
+        if limits.cpu_quota is not None:
+            files["cpu"].append(("cpu.cfs_quota_us", str(limits.cpu_quota)))
+        if limits.cpu_rt_period is not None:
+            files["cpu"].append(("cpu.rt_period_us", str(limits.cpu_rt_period)))
+        if limits.cpu_rt_runtime is not None:
+            files["cpu"].append(("cpu.rt_runtime_us", str(limits.cpu_rt_runtime)))
+        if limits.cpu_shares is not None:
+            files["cpu"].append(("cpu.shares", str(limits.cpu_shares)))
+        if limits.cpuset_cpus:
+            files["cpuset"].append(("cpuset.cpus", limits.cpuset_cpus))
+        if limits.cpuset_mems:
+            files["cpuset"].append(("cpuset.mems", limits.cpuset_mems))
         for rule in limits.devices or ():  # in order: "deny all" first, then what is allowed
             files["devices"].append(("devices.allow" if rule.allow else "devices.deny", rule.v1()))
+        return files
+
+    def _write_files(self, files: dict[str, list[tuple[str, str]]]) -> None:
+        for controller, path in self._dirs().items():
+            for name, value in files[controller]:
+                if not (path / name).exists() and name.startswith("memory.memsw"):
+                    continue  # no swap accounting: no swap to escape to either
+                try:
+                    _write(path / name, value)
+                except OSError as e:
+                    # Kernel memory limits are gone since Linux 5.16 (the file stays and
+                    # refuses writes); runc ignores the field for that reason too.
+                    if name != "memory.kmem.limit_in_bytes" or e.errno != errno.EOPNOTSUPP:
+                        raise OSError(e.errno, f"cgroup {name}={value}: {e.strerror}") from None
+
+    def create(self, limits: Limits) -> None:
+        files = self._files(limits)
+        always = ("memory", "pids", "freezer") if self.oci else ("memory",)
         try:
             for controller, path in self._dirs().items():
-                if controller != "memory" and not files[controller]:
+                if controller not in always and not files[controller]:
                     continue
                 if not (self.root / controller).is_dir():
                     raise PyvmmError(f"cgroup v1 controller {controller} is not mounted")
-                _mkdir_under_parent(path.parent, self.cid)
-                for name, value in files[controller]:
-                    if (path / name).exists() or not name.startswith("memory.memsw"):
-                        _write(path / name, value)
+                inherit = ("cpuset.cpus", "cpuset.mems") if controller == "cpuset" else ()
+                _mkdir_under_parent(path.parent, self.cid, inherit, exist_ok=self.oci)
+            self._write_files(files)
         except BaseException:
             self.remove()
             raise
+
+    def update(self, limits: Limits) -> None:
+        files = self._files(limits)
+        for controller, path in self._dirs().items():
+            if files[controller] and not path.is_dir():
+                raise PyvmmError(f"the container has no {controller} cgroup to update")
+        self._write_files(files)
 
     def add(self, pid: int) -> None:
         for path in self._dirs().values():
             if path.is_dir():
                 _write(path / "cgroup.procs", str(pid))
+
+    def pids(self) -> list[int]:
+        return _read_pids(self._dirs()["memory"] / "cgroup.procs")
+
+    def host_paths(self) -> dict[str, Path]:
+        return {c: p for c, p in self._dirs().items() if p.is_dir()}
+
+    def freeze(self, frozen: bool) -> None:
+        state = self._dirs()["freezer"] / "freezer.state"
+        _write(state, "FROZEN" if frozen else "THAWED")
+        for _ in range(1000):  # FREEZING until every task has stopped
+            if state.read_text().strip() in ("FROZEN", "THAWED") or not frozen:
+                return
+            time.sleep(0.001)
+
+    def frozen(self) -> bool:
+        with contextlib.suppress(FileNotFoundError):
+            return (self._dirs()["freezer"] / "freezer.state").read_text().strip() == "FROZEN"
+        return False
 
     def peak_memory(self) -> int | None:
         return _read_int(self._dirs()["memory"] / "memory.max_usage_in_bytes")
@@ -231,6 +435,8 @@ class CgroupV1(Cgroup):
         return bool(_read_key(self._dirs()["memory"] / "memory.oom_control", "oom_kill"))
 
     def remove(self) -> None:
+        if self.frozen():  # frozen tasks cannot die
+            self.freeze(False)
         for path in self._dirs().values():
             _rmdir(path, None)
 
@@ -262,28 +468,55 @@ class CgroupV2(Cgroup):
         if wanted:
             _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))
 
-    def create(self, limits: Limits) -> None:
+    def _files(self, limits: Limits) -> list[tuple[str, str]]:
         files = []
         if limits.memory is not None:
-            files += [("memory.max", str(limits.memory)), ("memory.swap.max", "0")]
+            swap = 0 if limits.memory_swap is None else max(limits.memory_swap - limits.memory, 0)
+            files += [("memory.max", str(limits.memory)), ("memory.swap.max", str(swap))]
             files += [("memory.oom.group", "1")]  # an OOM kill takes the whole container
+        if limits.memory_reservation is not None:
+            files.append(("memory.low", str(limits.memory_reservation)))
         if limits.pids is not None:
             files.append(("pids.max", str(limits.pids)))
         if limits.cpus is not None:
             files.append(("cpu.max", f"{int(limits.cpus * CFS_PERIOD_US)} {CFS_PERIOD_US}"))
+        if limits.cpu_quota is not None or limits.cpu_period is not None:
+            quota = "max" if limits.cpu_quota is None else str(limits.cpu_quota)
+            files.append(("cpu.max", f"{quota} {limits.cpu_period or CFS_PERIOD_US}"))
+        if limits.memory_swappiness is not None or limits.cpu_rt_runtime is not None:
+            raise PyvmmError("memory.swappiness and cpu.realtime* have no cgroup v2 file")
+        if limits.cpu_shares is not None:  # the conversion runc and crun use
+            files.append(("cpu.weight", str(1 + (limits.cpu_shares - 2) * 9999 // 262142)))
+        if limits.cpuset_cpus:
+            files.append(("cpuset.cpus", limits.cpuset_cpus))
+        if limits.cpuset_mems:
+            files.append(("cpuset.mems", limits.cpuset_mems))
+        return files
+
+    def _write_files(self, files: list[tuple[str, str]]) -> None:
+        for name, value in files:
+            if (self.path / name).exists() or name != "memory.swap.max":
+                _write(self.path / name, value)
+
+    def create(self, limits: Limits) -> None:
+        files = self._files(limits)
         wanted = sorted({name.partition(".")[0] for name, _ in files})
         try:
             self._enable(self.root, wanted)  # fail before creating anything
-            _mkdir_under_parent(self.path.parent, self.cid)
-            # The parent may predate this container's needs; it has no processes of
-            # its own, so its children may be given controllers at any time.
-            self._enable(self.path.parent, wanted)
-            for name, value in files:
-                if (self.path / name).exists() or name != "memory.swap.max":
-                    _write(self.path / name, value)
+            _mkdir_under_parent(self.path.parent, self.cid, exist_ok=self.oci)
+            # The parents may predate this container's needs; they have no processes
+            # of their own, so their children may be given controllers at any time.
+            parent = self.root
+            for part in self.parent.split("/") if self.parent else ():
+                parent = parent / part
+                self._enable(parent, wanted)
+            self._write_files(files)
         except BaseException:
             self.remove()
             raise
+
+    def update(self, limits: Limits) -> None:
+        self._write_files(self._files(limits))
 
     def add(self, pid: int) -> None:
         _write(self.path / "cgroup.procs", str(pid))
@@ -301,6 +534,22 @@ class CgroupV2(Cgroup):
                 return None
             raise OSError(err, f"clone3 into {self.path}: {os.strerror(err)}")
         return pid
+
+    def pids(self) -> list[int]:
+        return _read_pids(self.path / "cgroup.procs")
+
+    def host_paths(self) -> dict[str, Path]:
+        return {"": self.path}
+
+    def freeze(self, frozen: bool) -> None:
+        _write(self.path / "cgroup.freeze", "1" if frozen else "0")
+        for _ in range(1000):
+            if _read_key(self.path / "cgroup.events", "frozen") == int(frozen):
+                return
+            time.sleep(0.001)
+
+    def frozen(self) -> bool:
+        return bool(_read_key(self.path / "cgroup.events", "frozen"))
 
     def peak_memory(self) -> int | None:
         return _read_int(self.path / "memory.peak")  # Linux 5.19 and later
@@ -321,7 +570,7 @@ def host_version(root: Path = CGROUP_ROOT) -> str:
 
 
 def for_container(cid: str, version: str | None = None, parent: str = PARENT,
-                  root: Path = CGROUP_ROOT) -> Cgroup:  # fmt: skip
+                  root: Path = CGROUP_ROOT, oci: bool = False) -> Cgroup:  # fmt: skip
     """The cgroup ``parent/cid`` in the host's hierarchy (or ``version``'s)."""
     cls = CgroupV2 if (version or host_version(root)) == "v2" else CgroupV1
-    return cls(cid, parent, root)
+    return cls(cid, parent, root, oci)

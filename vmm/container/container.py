@@ -5,13 +5,15 @@ container's *monitor* (a detached start first forks a daemon to be it):
 
 1. the monitor claims the container in its state file, creates its cgroup, unshares
    a new PID namespace and forks;
-2. the child, PID 1 of that namespace, unshares the other namespaces, mounts the
-   overlay and the system filesystems, volumes and bind mounts, and pivots into the
-   new root (``_init``), while the monitor moves it into its cgroup (slow on some
-   kernels, see ``cgroups.py``, so the two overlap); once the monitor says "go" it
-   enters a new cgroup namespace, sets its rlimits, drops capabilities, sets
-   no_new_privs, loads the seccomp filter the monitor compiled meanwhile (in a
-   thread, ``_FilterBuild``) and execs the command (``security.py``);
+2. the child, PID 1 of that namespace, runs the OCI core's steps (``init.py``) on the
+   container's bundle (``bundle.py``: the ``config.json`` written at create): it
+   unshares the other namespaces, mounts the image's overlay, the system filesystems,
+   volumes and bind mounts, and pivots into the new root (``_init``), while the
+   monitor moves it into its cgroup (slow on some kernels, see ``cgroups.py``, so the
+   two overlap); once the monitor says "go" it enters a new cgroup namespace, sets its
+   rlimits, drops capabilities, sets no_new_privs, loads the seccomp filter the
+   monitor compiled meanwhile (in a thread, ``_FilterBuild``) and execs the command
+   (``security.py`` chose them all);
 3. a close-on-exec pipe tells the monitor how that went: closed without a word means
    the exec succeeded; otherwise it carries the exit status and a one-line error;
 4. the monitor copies the container's output to its own and to the container's log,
@@ -39,11 +41,12 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from vmm.container import (
+    bundle,
     capabilities,
     cgroups,
     images,
+    init,
     layers,
-    mounts,
     namespaces,
     seccomp,
     volumes,
@@ -257,6 +260,7 @@ def create(
                 if m["type"] == "volume" and not (store.volumes / m["source"]).exists():
                     volumes.create(store, m["source"])
                     rec["new_volumes"].append(m["source"])
+            bundle.write(store, rec)
             _save(store, rec)
         except BaseException:
             _forget(store, rec)
@@ -273,7 +277,8 @@ def _forget(store: Store, rec: dict) -> None:
 
 
 def _init(store: Store, rec: dict, stdio: tuple, report: int, go: int, t0: float) -> None:
-    """The container's PID 1, from fork to execve; never returns.
+    """The container's PID 1, from fork to execve, through the OCI core's steps on
+    the container's bundle (``bundle.py``, ``init.py``); never returns.
 
     ``go`` says when the monitor has moved this process into its cgroup (a zero-length
     read: it could not) and brings the compiled seccomp filter; ``report`` carries a
@@ -292,29 +297,14 @@ def _init(store: Store, rec: dict, stdio: tuple, report: int, go: int, t0: float
         for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; exec keeps that
             signal.signal(sig, signal.SIG_DFL)
         prctl(lib.PR_SET_PDEATHSIG, signal.SIGKILL)
-        security = Security(**rec.get("security", {}))
-        namespaces.unshare(namespaces.CHILD_FLAGS)
-        namespaces.set_hostname(rec["hostname"])
-        namespaces.loopback_up()
+        spec = bundle.load(store, rec)
+        process = spec.process
+        init.enter_namespaces(spec, skip=("cgroup",))
         mark("namespaces")
-        mounts.detach_from_host()
-        cdir = _dir(store, rec["id"])
-        rootfs = str(cdir / "merged")
-        lowers = [str(layers.layer_dir(store, d)) for d in reversed(rec["layers"])]
-        mounts.mount_overlay(rootfs, lowers, str(cdir / "upper"), str(cdir / "work"))
-        mounts.mount_system(rootfs)
-        for m in rec["mounts"]:
-            source = m["source"]
-            if m["type"] == "volume":
-                target = mounts.path_in(rootfs, m["target"])
-                volumes.populate(store, source, target)
-                source = volumes.data_dir(store, source)
-            else:
-                target = mounts.path_in(rootfs, m["target"], is_dir=os.path.isdir(source))
-            mounts.bind(source, target, m["ro"])
+        init.mount_rootfs(spec, None, on_rootfs=bundle.overlay(store, rec))
         mark("mounts")
-        mounts.finish(rootfs)
-        os.chdir(rec["cwd"])
+        init.enter_rootfs(spec)
+        os.chdir(process.cwd)
         mark("pivot_root")
         go_message = _read_exactly(go, 5)  # "1", then the compiled seccomp filter's size
         if len(go_message) < 5:
@@ -323,24 +313,18 @@ def _init(store: Store, rec: dict, stdio: tuple, report: int, go: int, t0: float
         syscall_filter = seccomp.Program.decode(_read_exactly(go, size))
         mark("go")
         namespaces.new_cgroup_namespace()
-        for limit in security.rlimits:  # while CAP_SYS_RESOURCE may still raise them
-            limit.apply()
-        capabilities.apply(security.oci_capabilities())
-        capabilities.set_no_new_privs()
-        os.closerange(3, report)
-        os.closerange(report + 1, os.sysconf("SC_OPEN_MAX"))
-        env = dict(e.split("=", 1) for e in rec["env"])
+        code, message = 127, f"{process.args[0]}: executable file not found in the container"
+        try:
+            executable = init.lookup(process)
+        except init.InitError:
+            raise PyvmmError(message) from None
         mark("exec")
         os.write(report, b"T" + json.dumps(marks).encode() + b"\n")
-        if syscall_filter.bpf:  # last: from here on, only the calls the profile allows
-            syscall_filter.load()
-        code, message = 127, f"{rec['command'][0]}: executable file not found in the container"
         try:
-            os.execvpe(rec["command"][0], rec["command"], env)
+            program = syscall_filter if syscall_filter.bpf else None
+            init.become(process, executable, syscall_filter=program, keep_fd=report)
         except PermissionError:
-            code, message = 126, f"{rec['command'][0]}: permission denied"
-        except FileNotFoundError:
-            pass
+            code, message = 126, f"{process.args[0]}: permission denied"
     except PyvmmError as e:
         message = str(e)
     except OSError as e:

@@ -23,6 +23,7 @@ import stat
 
 from vmm.container._libc import ffi, lib
 from vmm.container.libc import check, mount, umount2
+from vmm.container.spec import MASKED_PATHS, READONLY_PATHS
 from vmm.errors import PyvmmError
 
 NOSUID_NODEV_NOEXEC = lib.MS_NOSUID | lib.MS_NODEV | lib.MS_NOEXEC
@@ -42,20 +43,46 @@ DEV_LINKS = {
     "stdout": "/proc/self/fd/1",
     "stderr": "/proc/self/fd/2",
 }
-MASKED = (
-    "/proc/acpi",
-    "/proc/asound",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-)
-READ_ONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+# runtime-spec config.md "Mounts" options: the flag each sets (or, for the "no"
+# forms' opposites, clears), as mount(8) and runc read them; anything else is data
+# for the filesystem (mode=755, size=64k...).
+FLAGS = {
+    "ro": (False, lib.MS_RDONLY), "rw": (True, lib.MS_RDONLY),
+    "nosuid": (False, lib.MS_NOSUID), "suid": (True, lib.MS_NOSUID),
+    "nodev": (False, lib.MS_NODEV), "dev": (True, lib.MS_NODEV),
+    "noexec": (False, lib.MS_NOEXEC), "exec": (True, lib.MS_NOEXEC),
+    "sync": (False, lib.MS_SYNCHRONOUS), "async": (True, lib.MS_SYNCHRONOUS),
+    "dirsync": (False, lib.MS_DIRSYNC), "remount": (False, lib.MS_REMOUNT),
+    "mand": (False, lib.MS_MANDLOCK), "nomand": (True, lib.MS_MANDLOCK),
+    "noatime": (False, lib.MS_NOATIME), "atime": (True, lib.MS_NOATIME),
+    "nodiratime": (False, lib.MS_NODIRATIME), "diratime": (True, lib.MS_NODIRATIME),
+    "relatime": (False, lib.MS_RELATIME), "norelatime": (True, lib.MS_RELATIME),
+    "strictatime": (False, lib.MS_STRICTATIME), "nostrictatime": (True, lib.MS_STRICTATIME),
+    "lazytime": (False, lib.MS_LAZYTIME), "nolazytime": (True, lib.MS_LAZYTIME),
+    "silent": (False, lib.MS_SILENT), "loud": (True, lib.MS_SILENT),
+    "bind": (False, lib.MS_BIND), "rbind": (False, lib.MS_BIND | lib.MS_REC),
+    "defaults": (False, 0),
+}  # fmt: skip
+PROPAGATION = {
+    "private": lib.MS_PRIVATE, "rprivate": lib.MS_PRIVATE | lib.MS_REC,
+    "shared": lib.MS_SHARED, "rshared": lib.MS_SHARED | lib.MS_REC,
+    "slave": lib.MS_SLAVE, "rslave": lib.MS_SLAVE | lib.MS_REC,
+    "unbindable": lib.MS_UNBINDABLE, "runbindable": lib.MS_UNBINDABLE | lib.MS_REC,
+}  # fmt: skip
+
+
+def parse_options(options: list[str]) -> tuple[int, list[int], str]:
+    """OCI mount ``options`` to mount(2) flags, propagation changes and data."""
+    flags, propagation, data = 0, [], []
+    for option in options:
+        if option in FLAGS:
+            clear, flag = FLAGS[option]
+            flags = flags & ~flag if clear else flags | flag
+        elif option in PROPAGATION:
+            propagation.append(PROPAGATION[option])
+        else:
+            data.append(option)
+    return flags, propagation, ",".join(data)
 
 
 def detach_from_host() -> None:
@@ -100,14 +127,7 @@ def path_in(rootfs: str, path: str, is_dir: bool = True) -> str:
 def _mount_dev(rootfs: str) -> None:
     dev = path_in(rootfs, "/dev")
     mount("tmpfs", dev, "tmpfs", lib.MS_NOSUID | lib.MS_NOEXEC, "mode=755,size=65536k")
-    old = os.umask(0)
-    try:
-        for name, (major, minor) in DEVICES.items():
-            os.mknod(f"{dev}/{name}", stat.S_IFCHR | 0o666, os.makedev(major, minor))
-    finally:
-        os.umask(old)
-    for name, target in DEV_LINKS.items():
-        os.symlink(target, f"{dev}/{name}")
+    populate_dev(dev)
     for sub in ("pts", "shm"):
         os.mkdir(f"{dev}/{sub}", 0o755)
     mount(
@@ -120,6 +140,30 @@ def _mount_dev(rootfs: str) -> None:
     mount("shm", f"{dev}/shm", "tmpfs", NOSUID_NODEV_NOEXEC, "mode=1777,size=65536k")
 
 
+def populate_dev(dev: str, bind_from_host: bool = False) -> None:
+    """The devices and links every container gets in ``dev``, those still missing.
+
+    In a user namespace mknod is not allowed; the host's nodes are bind-mounted
+    instead, as runc does.
+    """
+    old = os.umask(0)
+    try:
+        for name, (major, minor) in DEVICES.items():
+            node = f"{dev}/{name}"
+            if os.path.lexists(node):
+                continue
+            if bind_from_host:
+                os.close(os.open(node, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o666))
+                mount(f"/dev/{name}", node, None, lib.MS_BIND)
+            else:
+                os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(major, minor))
+    finally:
+        os.umask(old)
+    for name, target in DEV_LINKS.items():
+        if not os.path.lexists(f"{dev}/{name}"):
+            os.symlink(target, f"{dev}/{name}")
+
+
 def bind(source: str, target: str, read_only: bool) -> None:
     """Bind-mount ``source`` on ``target``; read-only needs a second, remount step."""
     mount(source, target, None, lib.MS_BIND | lib.MS_REC)
@@ -130,14 +174,18 @@ def bind(source: str, target: str, read_only: bool) -> None:
         mount(None, target, None, lib.MS_BIND | lib.MS_REMOUNT | lib.MS_RDONLY | keep)
 
 
-def _mask(rootfs: str) -> None:
-    for path in MASKED:
+def mask(masked: list[str] | tuple[str, ...], read_only: list[str] | tuple[str, ...],
+         rootfs: str = "") -> None:  # fmt: skip
+    """Hide ``masked`` paths (an empty read-only tmpfs on a directory, /dev/null on a
+    file) and make ``read_only`` ones read-only; paths missing from ``rootfs`` are
+    skipped, symlinks never followed."""
+    for path in masked:
         host = rootfs + path
         if os.path.isdir(host) and not os.path.islink(host):
             mount("tmpfs", host, "tmpfs", lib.MS_RDONLY, None)
         elif os.path.exists(host) and not os.path.islink(host):
             mount(rootfs + "/dev/null", host, None, lib.MS_BIND)
-    for path in READ_ONLY:
+    for path in read_only:
         host = rootfs + path
         if os.path.exists(host) and not os.path.islink(host):
             bind(host, host, read_only=True)
@@ -152,7 +200,12 @@ def mount_system(rootfs: str) -> None:
 
 def finish(rootfs: str) -> None:
     """Mask sensitive paths, then make ``rootfs`` the root and drop the old one."""
-    _mask(rootfs)
+    mask(MASKED_PATHS, READONLY_PATHS, rootfs)
+    pivot(rootfs)
+
+
+def pivot(rootfs: str) -> None:
+    """Make ``rootfs`` (a mount point) the root and detach the old one."""
     os.chdir(rootfs)
     # pivot_root(".", "."): the old root ends up stacked under the new one at "/",
     # from where it is detached; no directory for the old root is needed.

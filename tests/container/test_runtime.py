@@ -1,0 +1,513 @@
+"""pyvmm-runtime, the OCI core under runc's command line: the lifecycle and state
+machine, each config.json field asserted from inside the container, and bad bundles
+refused in one line with nothing left behind."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from containertest import REPO, host_state_paths
+
+RUNTIME = [sys.executable, "-c", "import sys; from vmm.container.runtime_cli import main; "
+           "sys.exit(main())"]  # fmt: skip
+
+
+def _busybox_rootfs(dest: Path) -> None:
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import build_images
+    finally:
+        sys.path.pop(0)
+    build_images.busybox_rootfs(dest)
+
+
+@pytest.fixture(scope="module")
+def rootfs(tmp_path_factory) -> Path:
+    dest = tmp_path_factory.mktemp("oci") / "rootfs"
+    dest.mkdir()
+    _busybox_rootfs(dest)
+    return dest
+
+
+class Runtime:
+    """The real pyvmm-runtime on a private state directory, and bundles for it."""
+
+    def __init__(self, root: Path, tmp: Path, rootfs: Path):
+        self.root, self.tmp, self.rootfs = root, tmp, rootfs
+        self.cgroup = f"pyvmm-test-{os.getpid()}-{os.urandom(3).hex()}"
+        # Every runtime process, and a container's init until it execs, carries this.
+        self.env = {**os.environ, "PYVMM_RUNTIME_TEST": self.cgroup}
+
+    def __call__(self, *args, timeout: float = 30) -> subprocess.CompletedProcess:
+        """Output through files, not pipes: a created container's init keeps the
+        runtime's stdio (an engine's, normally) open until it exits."""
+        import tempfile
+
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            r = subprocess.run([*RUNTIME, "--root", str(self.root), *map(str, args)],
+                               stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                               timeout=timeout, env=self.env)  # fmt: skip
+            out.seek(0)
+            err.seek(0)
+            r.stdout, r.stderr = out.read(), err.read()
+        return r
+
+    def ok(self, *args, **kw) -> str:
+        r = self(*args, **kw)
+        assert r.returncode == 0, f"pyvmm-runtime {' '.join(map(str, args))}: {r.stderr}"
+        return r.stdout
+
+    def bundle(self, args: list[str], name: str = "b", **change) -> Path:
+        """A bundle on the shared rootfs (read-only root), running ``args``."""
+        b = self.tmp / name
+        b.mkdir()
+        os.symlink(self.rootfs, b / "rootfs")
+        self.ok("spec", "--bundle", b)
+        config = json.loads((b / "config.json").read_text())
+        config["process"].update(terminal=False, args=args)
+        config["linux"]["cgroupsPath"] = f"/{self.cgroup}/{name}"
+        for key, value in change.items():
+            where = config
+            *path, last = key.split("__")
+            for p in path:
+                where = where.setdefault(p, {})
+            where[last] = value
+        (b / "config.json").write_text(json.dumps(config))
+        return b
+
+    def run(self, args: list[str], **change) -> subprocess.CompletedProcess:
+        b = self.bundle(args, name=f"r{os.urandom(3).hex()}", **change)
+        return self("run", "--bundle", b, b.name)
+
+
+@pytest.fixture
+def rt(tmp_path, rootfs):
+    """A Runtime; on the way out nothing may be left: state, cgroups, mounts."""
+    before = host_state_paths()
+    runtime = Runtime(tmp_path / "state", tmp_path, rootfs)
+    try:
+        yield runtime
+    finally:
+        for cid in runtime("list", "-q").stdout.split():
+            runtime("delete", "--force", cid)
+    after = host_state_paths()
+    assert after[0] == before[0], f"mounts left behind: {after[0] ^ before[0]}"
+    left = [p for p in after[1] if runtime.cgroup in p]
+    assert not left, f"cgroups left behind: {left}"
+    assert not list((tmp_path / "state").glob("*")), "state left behind"
+    assert not _processes_with(f"PYVMM_RUNTIME_TEST={runtime.cgroup}"), "processes left behind"
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker.encode() in f.read().split(b"\0"):
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def _one_line(r) -> str:
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1, (r.returncode, r.stderr)
+    assert lines[0].startswith("pyvmm-runtime: ") and "Traceback" not in r.stderr
+    return lines[0]
+
+
+def _state(rt, cid) -> dict:
+    return json.loads(rt.ok("state", cid))
+
+
+def test_lifecycle_created_running_stopped_deleted(rt):
+    b = rt.bundle(["sleep", "30"])
+    rt.ok("create", "--bundle", b, "--pid-file", rt.tmp / "pid", "c1")
+    state = _state(rt, "c1")
+    assert state["status"] == "created" and state["id"] == "c1"
+    assert state["bundle"] == str(b) and state["ociVersion"]
+    assert int((rt.tmp / "pid").read_text()) == state["pid"] > 0
+    with open(f"/proc/{state['pid']}/cmdline", "rb") as f:
+        assert b"sleep" not in f.read()  # not exec'd before start
+    rt.ok("start", "c1")
+    assert _state(rt, "c1")["status"] == "running"
+    with open(f"/proc/{state['pid']}/cmdline", "rb") as f:
+        assert f.read().split(b"\0")[0] == b"sleep"
+    assert "cannot start" in _one_line(rt("start", "c1"))
+    assert "not stopped" in _one_line(rt("delete", "c1"))
+    rt.ok("kill", "c1", "KILL")
+    deadline = time.monotonic() + 5
+    while _state(rt, "c1")["status"] != "stopped" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _state(rt, "c1")["status"] == "stopped"
+    assert "not running" in _one_line(rt("kill", "c1"))
+    rt.ok("delete", "c1")
+    assert "does not exist" in _one_line(rt("state", "c1"))
+
+
+def test_delete_of_a_created_container_kills_its_init(rt):
+    b = rt.bundle(["true"])
+    rt.ok("create", "--bundle", b, "c2")
+    pid = _state(rt, "c2")["pid"]
+    rt.ok("delete", "c2")
+    assert (
+        not os.path.exists(f"/proc/{pid}/cmdline")
+        or b"" == Path(f"/proc/{pid}/cmdline").read_bytes()
+    )
+
+
+def test_run_returns_the_exit_status_and_output(rt):
+    r = rt.run(["sh", "-c", "echo out; echo err >&2; exit 7"])
+    assert (r.returncode, r.stdout, r.stderr) == (7, "out\n", "err\n")
+
+
+def test_exec_pause_resume_ps_update_list(rt):
+    b = rt.bundle(["sleep", "30"], linux__resources={"pids": {"limit": 50}})
+    rt.ok("run", "-d", "--bundle", b, "c3")
+    assert rt.ok("exec", "c3", "sh", "-c", "echo $$; cat /proc/1/cmdline").startswith("")
+    out = rt.ok("exec", "c3", "cat", "/proc/1/cmdline")
+    assert out.split("\0")[0] == "sleep"
+    pids = json.loads(rt.ok("ps", "--format", "json", "c3"))
+    assert _state(rt, "c3")["pid"] in pids
+    rt.ok("pause", "c3")
+    assert _state(rt, "c3")["status"] == "paused"
+    rt.ok("resume", "c3")
+    assert _state(rt, "c3")["status"] == "running"
+    rt.ok("update", "--pids-limit", "77", "c3")
+    memory_cg = Path(f"/sys/fs/cgroup/pids/{rt.cgroup}/b/pids.max")
+    if memory_cg.exists():
+        assert memory_cg.read_text().strip() == "77"
+    listing = json.loads(rt.ok("list", "--format", "json"))
+    assert [c["id"] for c in listing] == ["c3"]
+    rt.ok("delete", "--force", "c3")
+
+
+def test_hooks_run_at_their_points_with_the_state_on_stdin(rt):
+    log = rt.tmp / "hooks.log"
+
+    def hook(point: str) -> dict:
+        script = f"cat >> {log}; echo >> {log}; echo {point} >> {log}"
+        return {"path": "/bin/sh", "args": ["sh", "-c", script]}
+
+    hooks = {p: [hook(p)] for p in ("prestart", "createRuntime", "poststart", "poststop")}
+    b = rt.bundle(["sleep", "0.5"], hooks=hooks)
+    rt.ok("run", "--bundle", b, "h1")
+    lines = log.read_text().splitlines()
+    points = lines[1::2]
+    assert points == ["prestart", "createRuntime", "poststart", "poststop"]
+    states = [json.loads(x) for x in lines[0::2]]
+    assert all(s["id"] == "h1" and s["pid"] > 0 for s in states[:3])
+    assert states[3]["status"] == "stopped"
+
+
+def test_failing_prestart_hook_fails_create_and_leaves_nothing(rt):
+    hooks = {"prestart": [{"path": "/bin/false"}]}
+    b = rt.bundle(["true"], hooks=hooks)
+    assert "prestart hook /bin/false failed" in _one_line(rt("create", "--bundle", b, "h2"))
+
+
+def test_process_fields_seen_from_inside(rt):
+    script = ("hostname; cat /proc/sys/kernel/domainname; pwd; echo $GREETING; id; umask; "
+              "grep -E 'CapEff|NoNewPrivs' /proc/self/status; ulimit -n; "
+              "cat /proc/self/oom_score_adj")  # fmt: skip
+    r = rt.run(
+        ["sh", "-c", script],
+        hostname="box", domainname="example.org",
+        process__cwd="/tmp", process__env=["PATH=/bin", "GREETING=hi"],
+        process__user={"uid": 1000, "gid": 1001, "additionalGids": [1002], "umask": 0o027},
+        process__capabilities={s: ["CAP_KILL"] for s in ("bounding", "effective", "permitted",
+                                                          "inheritable", "ambient")},
+        process__rlimits=[{"type": "RLIMIT_NOFILE", "soft": 123, "hard": 456}],
+        process__noNewPrivileges=True, process__oomScoreAdj=500,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:4] == ["box", "example.org", "/tmp", "hi"]
+    assert lines[4] == "uid=1000 gid=1001 groups=1002"
+    assert lines[5] == "0027"
+    assert lines[6].split()[1] == f"{1 << 5:016x}"  # CAP_KILL only
+    assert lines[7].split()[1] == "1"
+    assert lines[8:] == ["123", "500"]
+
+
+def test_mounts_masked_readonly_paths_and_readonly_root(rt, tmp_path):
+    host_dir = tmp_path / "shared"
+    host_dir.mkdir()
+    (host_dir / "f").write_text("from host\n")
+    mounts = json.loads(json.dumps(rt_default_mounts()))
+    mounts += [
+        {"destination": "/data", "type": "bind", "source": str(host_dir),
+         "options": ["rbind", "ro"]},
+        {"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nodev", "size=1m", "rprivate"]},
+    ]  # fmt: skip
+    script = ("cat /data/f; touch /data/x 2>/dev/null || echo data-ro; "
+              "touch /scratch/y && echo scratch-rw; "
+              "touch /z 2>/dev/null || echo root-ro; cat /proc/kcore 2>/dev/null | wc -c; "
+              "echo x > /proc/sys/kernel/domainname 2>/dev/null || echo procsys-ro; "
+              "grep ' /scratch ' /proc/self/mountinfo")  # fmt: skip
+    r = rt.run(["sh", "-c", script], mounts=mounts, root__readonly=True)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.splitlines()
+    assert out[:6] == ["from host", "data-ro", "scratch-rw", "root-ro", "0", "procsys-ro"]
+    assert "size=1024k" in out[6] and "nodev" in out[6]
+
+
+def rt_default_mounts() -> list[dict]:
+    from vmm.container.spec import default
+
+    return default()["mounts"]
+
+
+def test_user_namespace_maps_root_to_an_unprivileged_host_uid(rt, tmp_path):
+    # Host uid 100000 must reach the rootfs: not under pytest's 0700 directory.
+    import shutil
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix="pyvmm-userns-"))
+    os.chmod(top, 0o755)
+    rt.tmp = top  # the bundle too
+    try:
+        _user_namespace(rt, top)
+    finally:
+        shutil.rmtree(top)
+
+
+def _user_namespace(rt, top: Path) -> None:
+    rootfs = top / "userfs"
+    rootfs.mkdir()
+    _busybox_rootfs(rootfs)
+    subprocess.run(["chown", "-R", "100000:100000", rootfs], check=True)
+    maps = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    b = rt.bundle(["sh", "-c", "id -u; cat /proc/self/uid_map; sleep 2"], name="u1",
+                  linux__uidMappings=maps, linux__gidMappings=maps)  # fmt: skip
+    os.unlink(b / "rootfs")
+    os.symlink(rootfs, b / "rootfs")
+    config = json.loads((b / "config.json").read_text())
+    config["linux"]["namespaces"].append({"type": "user"})
+    config["mounts"] = [m for m in config["mounts"] if m["type"] not in ("sysfs",)]
+    (b / "config.json").write_text(json.dumps(config))
+    rt.ok("run", "-d", "--bundle", b, "u1")
+    pid = _state(rt, "u1")["pid"]
+    with open(f"/proc/{pid}/status") as f:
+        uids = next(line for line in f if line.startswith("Uid:")).split()[1:]
+    assert uids == ["100000"] * 4  # root inside is host uid 100000
+    rt.ok("delete", "--force", "u1")
+
+
+def test_namespace_path_joins_an_existing_network_namespace(rt):
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "30"])
+    try:
+        time.sleep(0.3)
+        path = f"/proc/{holder.pid}/ns/net"
+        namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+        namespaces.append({"type": "network", "path": path})
+        r = rt.run(["readlink", "/proc/self/ns/net"], linux__namespaces=namespaces)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == os.readlink(path) != os.readlink("/proc/self/ns/net")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_sysctl_cgroups_and_seccomp(rt):
+    deny_mkdir = {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}
+    seccomp = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [deny_mkdir]}
+    cgroup = {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"}
+    mounts = [*rt_default_mounts(), {**cgroup, "options": ["ro"]}]
+    script = ("cat /proc/sys/net/ipv4/ip_forward; cat /sys/fs/cgroup/memory/memory.limit_in_bytes; "
+              "cat /sys/fs/cgroup/pids/pids.max; cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us; "
+              "mkdir /tmp/d 2>&1; cat /sys/fs/cgroup/devices/devices.list; "
+              "awk '$5 == \"/\"' /proc/self/mountinfo; "
+              "grep :memory: /proc/self/cgroup")  # fmt: skip
+    r = rt.run(["sh", "-c", script], linux__sysctl={"net.ipv4.ip_forward": "1"},
+               linux__resources={"memory": {"limit": 64 << 20}, "pids": {"limit": 20},
+                                 "cpu": {"quota": 50000, "period": 100000},
+                                 "devices": [{"allow": False, "access": "rwm"}]},
+               linux__seccomp=seccomp, linux__rootfsPropagation="unbindable",
+               linux__namespaces=[{"type": t} for t in ("pid", "network", "ipc", "uts",
+                                                         "mount", "cgroup")],
+               mounts=mounts, root__readonly=False)  # fmt: skip
+    out = r.stdout.splitlines()
+    if not os.path.isdir("/sys/fs/cgroup/memory"):
+        pytest.skip("the cgroup files read here are cgroup v1's")
+    assert out[:4] == ["1", str(64 << 20), "20", "50000"], (r.stdout, r.stderr)
+    assert "Operation not permitted" in out[4]
+    assert "c 1:3 rwm" in out[5:] and "a *:* rwm" not in out  # deny all, then the defaults
+    assert "unbindable" in out[-2]
+    assert out[-1].endswith(":memory:/")  # its own cgroup is the root of its namespace
+
+
+def test_terminal_goes_to_the_console_socket(rt, tmp_path):
+    path = str(tmp_path / "console.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    b = rt.bundle(["sh", "-c", "tty; echo on-the-tty"], process__terminal=True)
+    proc = subprocess.Popen([*RUNTIME, "--root", str(rt.root), "run", "--bundle", b,
+                             "--console-socket", path, "t1"], stderr=subprocess.PIPE)  # fmt: skip
+    conn, _ = server.accept()
+    _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+    out = b""
+    while True:
+        try:
+            data = os.read(fds[0], 1024)
+        except OSError:
+            break
+        if not data:
+            break
+        out += data
+    assert proc.wait(10) == 0, proc.stderr.read()
+    os.close(fds[0])
+    conn.close()
+    server.close()
+    assert b"/dev/pts/0" in out and b"on-the-tty" in out
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("no-config", "config.json: no such file"),
+        ("bad-json", "not valid JSON"),
+        ("rootfs-file", "is not a directory"),
+        ("unknown-ns", "unknown namespace type 'bogus'"),
+        ("map-no-userns", "need a user namespace"),
+        ("relative-mount", "must be an absolute path"),
+        ("relative-cwd", "process.cwd must be an absolute path"),
+        ("unsupported", "linux.intelRdt is not supported"),
+        ("missing-command", 'exec: "nosuchcmd": executable file not found'),
+    ],
+)
+def test_bad_bundles_fail_in_one_line_and_leave_nothing(rt, case, expected):
+    b = rt.bundle(["nosuchcmd"] if case == "missing-command" else ["true"])
+    config = json.loads((b / "config.json").read_text())
+    if case == "no-config":
+        (b / "config.json").unlink()
+    elif case == "bad-json":
+        (b / "config.json").write_text("{not json")
+    else:
+        if case == "rootfs-file":
+            os.unlink(b / "rootfs")
+            (b / "rootfs").write_text("")
+        elif case == "unknown-ns":
+            config["linux"]["namespaces"].append({"type": "bogus"})
+        elif case == "map-no-userns":
+            config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 1000, "size": 1}]
+        elif case == "relative-mount":
+            config["mounts"].append({"destination": "data", "type": "tmpfs", "source": "t"})
+        elif case == "relative-cwd":
+            config["process"]["cwd"] = "tmp"
+        elif case == "unsupported":
+            config["linux"]["intelRdt"] = {"closID": "x"}
+        (b / "config.json").write_text(json.dumps(config))
+    r = rt("create", "--bundle", b, "bad")
+    assert expected in _one_line(r)
+    assert rt.ok("list", "-q") == ""
+
+
+def test_cli_errors_are_one_line_status_1_and_logged_as_json(rt):
+    assert "required: id" in _one_line(rt("create"))
+    assert "--systemd-cgroup is not supported" in _one_line(rt("--systemd-cgroup", "list"))
+    log = rt.tmp / "log.json"
+    assert "does not exist" in _one_line(rt("--log", log, "--log-format", "json", "state", "x"))
+    record = json.loads(log.read_text())
+    assert record["level"] == "error" and record["msg"] == "container x does not exist"
+    b = rt.bundle(["true"])
+    assert "exists" in _one_line(rt("spec", "--bundle", b))
+
+
+def test_features_and_kill_signal_names(rt):
+    features = json.loads(rt.ok("features"))
+    assert "createRuntime" in features["hooks"] and "user" in features["linux"]["namespaces"]
+    b = rt.bundle(["sh", "-c", "trap 'exit 0' USR1; sleep 30 & wait"])  # ends on USR1 only
+    rt.ok("run", "-d", "--bundle", b, "k1")
+    time.sleep(0.3)
+    assert "unknown signal" in _one_line(rt("kill", "k1", "NOSUCHSIG"))
+    rt.ok("kill", "k1", "sigusr1")
+    deadline = time.monotonic() + 5
+    while _state(rt, "k1")["status"] != "stopped" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _state(rt, "k1")["status"] == "stopped"
+    rt.ok("delete", "k1")
+
+
+def test_pyvmm_container_writes_a_bundle_the_core_reads(pyvmm, root):
+    """``pyvmm container`` is a layer over the core: its container directory is an
+    OCI bundle whose config.json says what the flags and the image said."""
+    from vmm.container import spec
+
+    pyvmm.ok("container", "run", "--name", "bundled", "--hostname", "h1", "--memory", "32M",
+             "-v", "vol1:/data:ro", "busybox", "sh", "-c", "hostname")  # fmt: skip
+    cid = pyvmm.inspect("bundled")["id"]
+    s = spec.load(str(root / "containers" / cid))
+    assert s.process.args == ["sh", "-c", "hostname"] and s.hostname == "h1"
+    assert s.root == str(root / "containers" / cid / "merged")
+    assert s.resources["memory"]["limit"] == 32 << 20
+    data = next(m for m in s.mounts if m.destination == "/data")
+    assert data.type == "bind" and "ro" in data.options and data.source.endswith("vol1/_data")
+    assert s.seccomp is not None and s.process.no_new_privileges
+    pyvmm.ok("container", "rm", "bundled")
+
+
+def test_failing_poststart_and_poststop_hooks_warn_and_the_rest_run(rt):
+    log = rt.tmp / "after.log"
+    ok = {"path": "/bin/sh", "args": ["sh", "-c", f"echo ran >> {log}"]}
+    hooks = {p: [{"path": "/bin/false"}, ok] for p in ("poststart", "poststop")}
+    r = rt("run", "--bundle", rt.bundle(["true"], hooks=hooks), "w1")
+    assert r.returncode == 0
+    assert log.read_text() == "ran\nran\n"
+    assert r.stderr.count("pyvmm-runtime: warning: ") == 2 and "hook /bin/false" in r.stderr
+
+
+def test_v2_cgroup_freezes_lists_and_joins_an_existing_cgroup():
+    """The interface the runtime's pause, ps and cgroupsPath use, on cgroup v2 (the
+    host's, or the controller-less one a hybrid host mounts at /sys/fs/cgroup/unified)."""
+    from vmm.container.cgroups import CgroupV2, Limits
+
+    root = next((p for p in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
+                 if (p / "cgroup.controllers").exists()), None)  # fmt: skip
+    if root is None:
+        pytest.skip("no cgroup2 hierarchy mounted")
+    parent = f"pyvmm-test-{os.urandom(4).hex()}/nested"
+    cg = CgroupV2("c1", parent, root, oci=True)
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        cg.create(Limits())
+        CgroupV2("c1", parent, root, oci=True).create(Limits())  # joins, as runc does
+        cg.add(sleeper.pid)
+        assert cg.pids() == [sleeper.pid] and cg.host_paths() == {"": cg.path}
+        cg.freeze(True)
+        assert cg.frozen()  # the kernel's cgroup.events says so
+        cg.freeze(False)
+        assert not cg.frozen()
+    finally:
+        cg.remove()
+        sleeper.kill()
+        sleeper.wait()
+        with contextlib.suppress(OSError):
+            os.rmdir(root / parent.split("/")[0])
+    assert not (root / parent.split("/")[0]).exists()
+
+
+def test_preserve_fds_and_no_pivot(rt):
+    b = rt.bundle(["sh", "-c", "ls /proc/self/fd | wc -l"])
+    argv = " ".join([*RUNTIME[:2], repr(RUNTIME[2]), "--root", str(rt.root)])
+
+    def run(flags: str) -> list[int]:
+        script = f"exec 3</dev/null; {argv} run {flags} --bundle {b} p1"
+        r = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                           env=rt.env, timeout=30)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        return [int(n) for n in r.stdout.split()]
+
+    assert run("--preserve-fds 1") == [run("")[0] + 1]  # fd 3 passed through
+    assert run("--no-pivot") == run("")  # chroot after a move of the rootfs over /

@@ -1,0 +1,121 @@
+"""Image store → OCI bundle: what ``pyvmm container`` hands the OCI core.
+
+A pyvmm container's directory is a bundle: ``config.json``, written at create from
+the image's config and the command-line flags (``config``), and ``merged``, its
+rootfs. That rootfs is the overlay of the image layers (read-only, topmost first)
+and the container's writable ``upper`` layer. containerd mounts such an overlay on
+the host before it calls runc; pyvmm mounts it inside the container's own mount
+namespace (``overlay``, which the core calls once mounts can no longer reach the
+host), so a killed pyvmm leaves no mount behind and nothing needs unmounting.
+
+The same directory, with the overlay mounted by hand, runs under ``pyvmm-runtime``:
+see docs/containers.md, "the same container three ways".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from vmm.container import cgroups, layers, mounts, spec, volumes
+from vmm.container.security import Security
+from vmm.container.state import Store, write_json
+
+# What Docker and runc mount for every container (runc's `spec` default), as
+# ``mounts._mount_dev`` did: a small /dev, a private devpts, /dev/shm, sysfs read-only.
+SYSTEM_MOUNTS = [
+    {"destination": "/proc", "type": "proc", "source": "proc",
+     "options": ["nosuid", "nodev", "noexec"]},
+    {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+     "options": ["nosuid", "noexec", "mode=755", "size=65536k"]},
+    {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+     "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+    {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+     "options": ["nosuid", "nodev", "noexec", "mode=1777", "size=65536k"]},
+    {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+     "options": ["nosuid", "nodev", "noexec", "ro"]},
+]  # fmt: skip
+
+
+def directory(store: Store, rec: dict) -> str:
+    return str(store.containers / rec["id"])
+
+
+def config(store: Store, rec: dict) -> dict:
+    """The container's ``config.json``: the image's defaults and the flags, recorded
+    in ``rec`` at create, in the runtime spec's terms."""
+    security = Security(**rec.get("security", {}))
+    binds = []
+    for m in rec["mounts"]:
+        source = volumes.data_dir(store, m["source"]) if m["type"] == "volume" else m["source"]
+        options = ["rbind", "ro" if m["ro"] else "rw"]
+        binds.append({"destination": m["target"], "type": "bind", "source": source,
+                      "options": options})  # fmt: skip
+    resources, limits = {}, rec["limits"]  # (the monitor makes the cgroup from these)
+    if limits.get("memory") is not None:
+        resources["memory"] = {"limit": limits["memory"], "swap": limits["memory"]}
+    if limits.get("pids") is not None:
+        resources["pids"] = {"limit": limits["pids"]}
+    if limits.get("cpus") is not None:
+        period = cgroups.CFS_PERIOD_US
+        resources["cpu"] = {"quota": int(limits["cpus"] * period), "period": period}
+    if limits.get("devices") is not None:
+        resources["devices"] = [
+            {k: v for k, v in d.items() if v is not None} for d in rec["limits"]["devices"]
+        ]
+    linux = {
+        # PID: the monitor forks the init into a new one; cgroup: entered once the
+        # monitor has moved the init into its cgroup (container.py).
+        "namespaces": [
+            {"type": t} for t in ("pid", "mount", "uts", "ipc", "network", "cgroup")
+        ],  # fmt: skip
+        "maskedPaths": list(spec.MASKED_PATHS),
+        "readonlyPaths": list(spec.READONLY_PATHS),
+        "resources": resources,
+    }
+    seccomp = security.oci_seccomp()
+    if seccomp is not None:
+        linux["seccomp"] = seccomp
+    return {
+        "ociVersion": spec.OCI_VERSION,
+        "process": {
+            "args": rec["command"],
+            "env": rec["env"],
+            "cwd": rec["cwd"],
+            "user": {"uid": 0, "gid": 0},
+            "capabilities": security.oci_capabilities(),
+            "rlimits": [vars(r) for r in security.rlimits],
+            "noNewPrivileges": True,
+        },
+        "root": {"path": "merged"},
+        "hostname": rec["hostname"],
+        "mounts": [*SYSTEM_MOUNTS, *binds],
+        "annotations": {"org.pyvmm.image": rec["image"], "org.pyvmm.name": rec["name"]},
+        "linux": linux,
+    }
+
+
+def write(store: Store, rec: dict) -> None:
+    write_json(store.containers / rec["id"] / "config.json", config(store, rec))
+
+
+def load(store: Store, rec: dict) -> spec.Spec:
+    """The bundle's spec (written now if the container predates bundles)."""
+    if not os.path.exists(os.path.join(directory(store, rec), "config.json")):
+        write(store, rec)
+    return spec.load(directory(store, rec))
+
+
+def overlay(store: Store, rec: dict) -> Callable[[str], None]:
+    """The rootfs step (``init.mount_rootfs``'s ``on_rootfs``): mount the image's
+    overlay on ``merged``, and fill new volumes from the image's content."""
+
+    def mount_it(rootfs: str) -> None:
+        cdir = directory(store, rec)
+        lowers = [str(layers.layer_dir(store, d)) for d in reversed(rec["layers"])]
+        mounts.mount_overlay(rootfs, lowers, f"{cdir}/upper", f"{cdir}/work")
+        for m in rec["mounts"]:
+            if m["type"] == "volume":
+                volumes.populate(store, m["source"], mounts.path_in(rootfs, m["target"]))
+
+    return mount_it

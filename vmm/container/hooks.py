@@ -1,0 +1,68 @@
+"""OCI hooks: programs an engine asks the runtime to run at points of a container's life.
+
+Each gets the container's state JSON on its stdin (runtime-spec config.md "POSIX-
+platform Hooks"), exactly the ``env`` it lists, and ``args`` with ``args[0]`` as its
+argv[0]. A hook that fails or outlives its ``timeout`` fails the operation, except
+``poststart`` and ``poststop``, whose failures the runtime only reports (runtime.md).
+``runtime.py`` and ``init.py`` call ``run`` at the points the spec names.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from vmm.container.spec import Hook
+from vmm.errors import PyvmmError
+
+__all__ = ["Hook", "HookError", "run", "run_warning"]
+
+
+class HookError(PyvmmError):
+    exit_code = 1
+
+
+def run(hooks: list[Hook], state: dict, point: str) -> None:
+    """Run ``hooks`` one after another, each fed ``state``; the first failure raises."""
+    if hooks:
+        data = json.dumps(state).encode()
+        for hook in hooks:
+            _run_one(hook, data, point)
+
+
+def run_warning(hooks: list[Hook], state: dict, point: str) -> None:
+    """``poststart`` and ``poststop``: a failing hook is a warning on stderr, and the
+    rest still run (runtime.md "Lifecycle": as if it had succeeded)."""
+    if hooks:
+        data = json.dumps(state).encode()
+        for hook in hooks:
+            try:
+                _run_one(hook, data, point)
+            except HookError as e:
+                sys.stderr.write(f"pyvmm-runtime: warning: {e}\n")
+
+
+def _run_one(hook: Hook, data: bytes, point: str) -> None:
+    import subprocess  # only containers with hooks pay for it
+
+    argv = hook.args or [hook.path]
+    try:
+        done = subprocess.run(
+            argv, executable=hook.path, input=data, env=dict(_pairs(hook.env)),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=hook.timeout,
+            close_fds=True,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise HookError(f"{point} hook {hook.path} timed out after {hook.timeout}s") from None
+    except OSError as e:
+        raise HookError(f"{point} hook {hook.path}: {e.strerror}") from None
+    if done.returncode != 0:
+        why = done.stderr.decode(errors="replace").strip().splitlines()
+        raise HookError(f"{point} hook {hook.path} failed with status {done.returncode}"
+                        + (f": {why[-1]}" if why else ""))  # fmt: skip
+
+
+def _pairs(env: list[str]):
+    for item in env:
+        key, _, value = item.partition("=")
+        yield key, value

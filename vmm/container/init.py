@@ -1,0 +1,671 @@
+"""The container's init, from fork to execve, as ``config.json`` describes it.
+
+``spawn`` runs in the runtime (``create``); the init it forks talks back over two
+close-on-exec pipes, one message per step, so that every failure before the
+container is ``created`` is reported by ``create`` itself (one line, exit 1) and the
+runtime can clean up:
+
+    runtime                               init
+    [user namespace: a first child unshares it; the runtime writes its id maps]
+    fork (into new or joined PID ns)  ->
+    "G", then moves it into the cgroup    namespaces (setns by path, unshare the rest
+                                          but cgroup), hostname, lo, rootfs and
+                                          mounts, devices
+                                      <-  "H"
+    prestart, createRuntime hooks,
+    "C" + state                       ->  cgroup namespace (inside its cgroup now),
+                                          createContainer hooks, pivot_root, sysctl,
+                                          masked/readonly paths, readonly root, cwd,
+                                          terminal, the command looked up
+                                      <-  "R"   (or "E" + one line, at any step)
+    create returns                        blocks opening exec.fifo until ``start``;
+                                          startContainer hooks; rlimits, user,
+                                          capabilities, no_new_privs, seccomp; execve
+
+``exec`` (``join``) enters a running container's namespaces and cgroup and execs a
+second process there through the same last step (``become``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+
+from vmm.container import capabilities, mounts, namespaces
+from vmm.container._libc import lib
+from vmm.container.cgroups import Cgroup
+from vmm.container.libc import check, mount, prctl
+from vmm.container.spec import NAMESPACES, Process, Spec, SpecError
+from vmm.errors import PyvmmError
+
+CLONE = {
+    "mount": lib.CLONE_NEWNS,
+    "uts": lib.CLONE_NEWUTS,
+    "ipc": lib.CLONE_NEWIPC,
+    "network": lib.CLONE_NEWNET,
+    "cgroup": lib.CLONE_NEWCGROUP,
+    "pid": lib.CLONE_NEWPID,
+    "user": lib.CLONE_NEWUSER,
+}
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class InitError(PyvmmError):
+    exit_code = 1
+
+
+class InitDied(InitError):
+    """The init ended without a word: ``spawn`` adds how (its wait status)."""
+
+
+def validate(spec: Spec) -> None:
+    """What ``config.json`` asks of the init that can be checked before anything exists."""
+    p = spec.process
+    if p.capabilities is not None:
+        for names in p.capabilities.values():
+            capabilities.normalize(names)
+    if spec.seccomp is not None:
+        from vmm.container import seccomp
+
+        seccomp.validate(spec.seccomp, "linux.seccomp")
+    for key in spec.sysctl:
+        if "/" in key or ".." in key.split("."):
+            raise SpecError(f"config.json: linux.sysctl {key!r} is not a sysctl name")
+    for ns in spec.namespaces:
+        if ns.path is not None and not os.path.exists(ns.path):
+            raise SpecError(f"config.json: namespace path {ns.path} does not exist")
+
+
+def _send(fd: int, message: str) -> None:
+    os.write(fd, message.encode() + b"\n")
+
+
+def _read_line(fd: int) -> str:
+    data = b""
+    while not data.endswith(b"\n"):
+        byte = os.read(fd, 1)
+        if not byte:
+            break
+        data += byte
+    return data.decode().rstrip("\n")
+
+
+class _Channel:
+    """The runtime's end: read one line at a time from the init, write to it."""
+
+    def __init__(self, fd: int, to: int):
+        self.f = os.fdopen(fd, "rb")
+        self.to = to
+
+    def tell(self, message: bytes) -> None:
+        try:
+            os.write(self.to, message)
+        except BrokenPipeError:  # it died; its last words say why
+            self.expect("\0")
+
+    def expect(self, tag: str) -> str:
+        line = self.f.readline().decode(errors="replace").rstrip("\n")
+        if line.startswith("E"):
+            raise InitError(line[1:])
+        if not line.startswith(tag):
+            raise InitDied("the container's init died during setup")
+        return line[len(tag) :]
+
+
+def spawn(cid: str, spec: Spec, cg: Cgroup, fifo: str, run_hooks: Callable[[tuple, int], None], *,
+          console_socket: str | None = None, no_pivot: bool = False,
+          preserve_fds: int = 0, subreaper: bool = False) -> int:  # fmt: skip
+    """Fork the container's init and see it to ``created``; return its pid (host view).
+
+    ``run_hooks(points, pid)`` runs the runtime-side hooks of ``points``.
+    ``subreaper``: this process stays the init's parent (``run`` waits for it).
+    """
+    if subreaper:
+        prctl(lib.PR_SET_CHILD_SUBREAPER, 1)
+    console = _connect(console_socket) if console_socket else None
+    # Opened here, where the state directory is in reach (not from a user namespace).
+    fifo = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
+    from_r, from_w = os.pipe2(os.O_CLOEXEC)
+    to_r, to_w = os.pipe2(os.O_CLOEXEC)
+    channel = _Channel(from_r, to_w)
+    pid = None
+    try:
+        user = spec.namespace("user")
+        pid_ns = spec.namespace("pid")
+        if user is not None:
+            first = os.fork()
+            if first == 0:
+                _first_child(cid, spec, user, pid_ns, cg, fifo, (from_w, to_r), console,
+                             no_pivot, preserve_fds)  # fmt: skip
+            channel.expect("U")
+            _write_maps(first, spec)
+            channel.tell(b"M")
+            pid = int(channel.expect("P"))
+            os.waitpid(first, 0)
+        else:
+            with _pid_namespace(pid_ns):
+                pid = os.fork()
+                if pid == 0:  # (inside: the child must not leave the namespace block)
+                    _init(cid, spec, cg, fifo, (from_w, to_r), console, no_pivot, preserve_fds)
+        os.close(from_w)
+        os.close(to_r)
+        from_w = to_r = -1
+        # "go", then the move into the cgroup while the init builds its namespaces and
+        # mounts: a v1 migration can wait out an RCU grace period (cgroups.py).
+        channel.tell(b"G")
+        cg.add(pid)
+        channel.expect("H")
+        run_hooks(("prestart", "createRuntime"), pid)
+        channel.tell(f"C{pid}\n".encode())
+        channel.expect("R")
+        return pid
+    except InitDied as e:
+        if pid:
+            raise InitDied(f"{e}: {_ended(pid)}") from None
+        raise
+    except BaseException:
+        if pid:
+            _kill(pid)
+        raise
+    finally:
+        channel.f.close()
+        for fd in (from_w, to_r, to_w, console, fifo):
+            if fd is not None and fd >= 0:
+                os.close(fd)
+
+
+def _ended(pid: int) -> str:
+    """How the child ``pid`` ended (reaped now), in words."""
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return "not this process's child"
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
+class _pid_namespace:
+    """The next child is born in a new PID namespace, in ``ns.path``'s, or in ours."""
+
+    def __init__(self, ns):
+        self.ns = ns
+        self.new = None
+
+    def __enter__(self):
+        if self.ns is None:
+            return
+        if self.ns.path is None:
+            self.new = namespaces.pid_namespace_for_children()
+            self.new.__enter__()
+            return
+        self.own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        _setns(self.ns.path, lib.CLONE_NEWPID)
+
+    def __exit__(self, *exc):
+        if self.new is not None:
+            self.new.__exit__(*exc)
+        elif self.ns is not None:
+            check(lib.setns(self.own, lib.CLONE_NEWPID), "setns")
+            os.close(self.own)
+
+
+def _setns(path: str, kind: int) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        check(lib.setns(fd, kind), f"setns {path}")
+    finally:
+        os.close(fd)
+
+
+def _write_maps(pid: int, spec: Spec) -> None:
+    """The user namespace's id maps (user_namespaces(7)), written by the runtime: as
+    host root it may map any ids."""
+    for name, maps in (("uid_map", spec.uid_mappings), ("gid_map", spec.gid_mappings)):
+        if maps:
+            text = "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in maps)
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(text)
+
+
+def _connect(path: str) -> int:
+    import socket
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+    except OSError as e:
+        s.close()
+        raise InitError(f"--console-socket {path}: {e.strerror}") from None
+    return s.detach()
+
+
+def _first_child(cid, spec, user, pid_ns, cg, fifo: int, pipes, console, no_pivot, preserve_fds):
+    """With a user namespace: enter it first, so that it owns every namespace made
+    after it, then fork the init into the PID namespace; never returns."""
+    from_w, to_r = pipes
+    try:
+        if user.path:
+            _setns(user.path, lib.CLONE_NEWUSER)
+            _send(from_w, "U")
+        else:
+            namespaces.unshare(lib.CLONE_NEWUSER)
+            _send(from_w, "U")
+        if os.read(to_r, 1) != b"M":
+            os._exit(1)
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        if pid_ns is not None:  # this process exits next: no need to leave it again
+            if pid_ns.path:
+                _setns(pid_ns.path, lib.CLONE_NEWPID)
+            else:
+                namespaces.unshare(lib.CLONE_NEWPID)
+        pid = os.fork()
+        if pid == 0:
+            _init(cid, spec, cg, fifo, pipes, console, no_pivot, preserve_fds)
+        _send(from_w, f"P{pid}")
+    except BaseException as e:  # noqa: BLE001 - never return into the runtime's code
+        _send(from_w, "E" + _describe(e))
+    os._exit(0)
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, PyvmmError):
+        return str(e)
+    if isinstance(e, OSError):
+        return f"container init: {e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+    return f"container init: {e!r}"
+
+
+def _init(cid: str, spec: Spec, cg: Cgroup, fifo_fd: int, pipes, console, no_pivot,
+          preserve_fds):  # fmt: skip
+    """The container's init: see the module docstring; never returns."""
+    from_w, to_r = pipes
+    try:
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; exec keeps that
+            signal.signal(sig, signal.SIG_DFL)
+        if os.read(to_r, 1) != b"G":
+            os._exit(1)
+        process = spec.process
+        _preload(process.terminal, bool(spec.hooks.get("startContainer")))
+        if process.oom_score_adj is not None:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(str(process.oom_score_adj))
+        enter_namespaces(spec, skip=("cgroup",))
+        mount_rootfs(spec, cg)
+        _send(from_w, "H")
+        message = _read_line(to_r)
+        if not message.startswith("C"):
+            os._exit(1)
+        _cgroup_namespace(spec)  # now that the runtime has moved this process in
+        state = {"ociVersion": spec.oci_version, "id": cid, "status": "created",
+                 "pid": int(message[1:]), "bundle": spec.bundle,
+                 "annotations": spec.annotations}  # fmt: skip
+        from vmm.container import hooks
+
+        hooks.run(spec.hooks.get("createContainer", []), state, "createContainer")
+        syscall_filter = _build_filter(spec)
+        enter_rootfs(spec, no_pivot)
+        _chdir(process.cwd)
+        if process.terminal:
+            _terminal(console, process)
+        if console is not None:
+            os.close(console)
+        executable = lookup(process)
+        if not os.path.exists(f"/proc/self/fd/{fifo_fd}"):
+            raise InitError("pyvmm needs /proc mounted in the container (config.json mounts)")
+        _send(from_w, "R")
+    except BaseException as e:  # noqa: BLE001 - never return into the runtime's code
+        _send(from_w, "E" + _describe(e))
+        os._exit(1)
+    # created: wait for ``start``; from here on failures go to the container's stderr.
+    try:
+        fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+        os.write(fd, b"0")
+        os.close(fd)
+        from vmm.container import hooks
+
+        hooks.run(spec.hooks.get("startContainer", []), {**state, "status": "running"},
+                  "startContainer")  # fmt: skip
+        become(process, executable, preserve_fds, syscall_filter)
+    except BaseException as e:  # noqa: BLE001
+        os.write(2, f"pyvmm-runtime: {_describe(e)}\n".encode())
+    os._exit(127)
+
+
+def _cgroup_namespace(spec: Spec) -> None:
+    """Join or create the cgroup namespace: after the move into the container's cgroup,
+    so that the container sees that cgroup as its root."""
+    ns = spec.namespace("cgroup")
+    if ns is not None and ns.path:
+        _setns(ns.path, lib.CLONE_NEWCGROUP)
+    elif ns is not None:
+        namespaces.new_cgroup_namespace()
+
+
+def _preload(terminal: bool, hooks: bool) -> None:
+    """Import now what is used after pivot_root, where the host's Python is gone."""
+    if terminal:
+        import fcntl  # noqa: F401
+        import socket  # noqa: F401
+        import struct  # noqa: F401
+        import termios  # noqa: F401
+    if hooks:
+        import subprocess  # noqa: F401
+
+
+def enter_namespaces(spec: Spec, skip: tuple[str, ...] = ()) -> None:
+    """Join the namespaces given by path, create the others (PID and user are done,
+    and ``skip``'s are left to the caller)."""
+    flags = 0
+    done = ("user", "pid", *skip)
+    joined = [n for n in spec.namespaces if n.path and n.type not in done]
+    for ns in sorted(joined, key=lambda n: n.type == "mount"):  # mount last
+        _setns(ns.path, CLONE[ns.type])
+    for ns in spec.namespaces:
+        if ns.path is None and ns.type not in done:
+            flags |= CLONE[ns.type]
+    namespaces.unshare(flags)
+    if spec.hostname is not None:
+        namespaces.set_hostname(spec.hostname)
+    if spec.domainname is not None:
+        data = spec.domainname.encode()
+        check(lib.setdomainname(data, len(data)), "setdomainname")
+    net = spec.namespace("network")
+    if net is not None and net.path is None:
+        namespaces.loopback_up()
+
+
+def mount_rootfs(spec: Spec, cg: Cgroup | None,
+                 on_rootfs: Callable[[str], None] | None = None) -> None:  # fmt: skip
+    """Make the rootfs a mount point of its own and mount ``mounts`` into it.
+
+    ``on_rootfs(root)``, once no mount can reach the host any more and before the
+    rootfs is used: where ``pyvmm container`` mounts the image's overlay on it.
+    """
+    # Private if asked, else slave: nothing made here may reach the host. Shared and
+    # unbindable are applied to the new root after pivot_root (an unbindable source
+    # cannot be bind-mounted, and pivot_root refuses a shared parent).
+    private = spec.rootfs_propagation in ("private", "rprivate")
+    mount(None, "/", None, (lib.MS_PRIVATE if private else lib.MS_SLAVE) | lib.MS_REC)
+    if on_rootfs is not None:
+        on_rootfs(spec.root)
+    mount(spec.root, spec.root, None, lib.MS_BIND | lib.MS_REC)
+    userns = spec.namespace("user") is not None
+    dev_mounted = False
+    for m in spec.mounts:
+        flags, propagations, data = mounts.parse_options(m.options)
+        if m.type == "cgroup" or m.type == "cgroup2":
+            target = _cgroup_mount(spec.root, m.destination, flags, cg)
+        elif m.type == "bind" or flags & lib.MS_BIND:
+            source = os.path.join(spec.bundle, m.source or "")
+            if not os.path.exists(source):
+                raise InitError(f"mount source {m.source} for {m.destination} does not exist")
+            target = mounts.path_in(spec.root, m.destination, os.path.isdir(source))
+            mount(source, target, None, lib.MS_BIND | (flags & lib.MS_REC))
+            rest = flags & ~(lib.MS_BIND | lib.MS_REC | lib.MS_REMOUNT)
+            if rest:
+                keep = os.statvfs(target).f_flag & mounts.NOSUID_NODEV_NOEXEC
+                mount(None, target, None, lib.MS_BIND | lib.MS_REMOUNT | rest | keep)
+        else:
+            target = mounts.path_in(spec.root, m.destination)
+            try:
+                mount(m.source or m.type, target, m.type, flags, data or None)
+            except PermissionError:
+                if not userns or m.type not in ("mqueue", "sysfs"):
+                    raise
+                # Not ours to mount from a user namespace: the host's, read-only (runc).
+                mount(f"/{m.type == 'sysfs' and 'sys' or 'dev/mqueue'}", target, None,
+                      lib.MS_BIND | lib.MS_REC)  # fmt: skip
+            dev_mounted |= m.destination == "/dev"
+        for p in propagations:
+            mount(None, target, None, p)
+    if dev_mounted:
+        mounts.populate_dev(spec.root + "/dev", bind_from_host=userns)
+    for d in spec.devices:
+        _make_device(spec.root, d, userns)
+
+
+def _cgroup_mount(rootfs: str, destination: str, flags: int, cg: Cgroup) -> str:
+    """The container's own cgroups at ``destination``: on v1 a tmpfs with one bind
+    mount per controller hierarchy it is in, on v2 its directory; read-only if asked."""
+    target = mounts.path_in(rootfs, destination)
+    read_only = flags & lib.MS_RDONLY
+    paths = cg.host_paths()
+    if cg.version == "v2":
+        mounts.bind(str(paths[""]), target, bool(read_only))
+        return target
+    mount("tmpfs", target, "tmpfs", mounts.NOSUID_NODEV_NOEXEC, "mode=755")
+    for controller, path in paths.items():
+        sub = os.path.join(target, controller)
+        os.mkdir(sub, 0o755)
+        mounts.bind(str(path), sub, bool(read_only))
+    if read_only:
+        mount(None, target, None, lib.MS_REMOUNT | lib.MS_RDONLY | mounts.NOSUID_NODEV_NOEXEC)
+    return target
+
+
+def _make_device(rootfs: str, d, userns: bool) -> None:
+    import stat
+
+    kinds = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+    node = mounts.path_in(rootfs, d.path, is_dir=False) if userns else None
+    if userns:  # mknod is not allowed: the host's node, bound (runc)
+        mount(d.path, node, None, lib.MS_BIND)
+        return
+    parent = mounts.path_in(rootfs, os.path.dirname(d.path))
+    node = os.path.join(parent, os.path.basename(d.path))
+    if os.path.lexists(node):
+        os.unlink(node)
+    old = os.umask(0)
+    try:
+        os.mknod(node, kinds[d.type] | (d.file_mode or 0o666) & 0o7777,
+                 os.makedev(d.major, d.minor))  # fmt: skip
+    finally:
+        os.umask(old)
+    os.chown(node, d.uid or 0, d.gid or 0)
+
+
+def _build_filter(spec: Spec):
+    """The seccomp filter, built while libseccomp's files are still in reach."""
+    if spec.seccomp is None:
+        return None
+    from vmm.container import seccomp
+
+    return seccomp.build(spec.seccomp)
+
+
+def enter_rootfs(spec: Spec, no_pivot: bool = False) -> None:
+    """pivot_root into the rootfs (``no_pivot``: move it over / and chroot), then
+    sysctls, masked and read-only paths, the readonly root and its propagation."""
+    if no_pivot:
+        os.chdir(spec.root)
+        mount(spec.root, "/", None, lib.MS_MOVE)
+        os.chroot(".")
+        os.chdir("/")
+    else:
+        mounts.pivot(spec.root)
+    for key, value in spec.sysctl.items():
+        try:
+            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+                f.write(value)
+        except OSError as e:
+            raise InitError(f"sysctl {key}={value}: {e.strerror}") from None
+    mounts.mask(spec.masked_paths, spec.readonly_paths)
+    if spec.readonly:
+        keep = os.statvfs("/").f_flag & mounts.NOSUID_NODEV_NOEXEC
+        mount(None, "/", None, lib.MS_BIND | lib.MS_REMOUNT | lib.MS_RDONLY | keep)
+    propagation = mounts.PROPAGATION.get(spec.rootfs_propagation)
+    if propagation:
+        mount(None, "/", None, propagation)
+
+
+def _chdir(cwd: str) -> None:
+    try:
+        os.chdir(cwd)
+    except FileNotFoundError:
+        os.makedirs(cwd, 0o755, exist_ok=True)
+        os.chdir(cwd)
+
+
+def _terminal(console: int, process: Process) -> None:
+    """A pseudo-terminal from the container's own devpts: the master goes to the
+    engine over the console socket (SCM_RIGHTS), the slave becomes the stdio."""
+    import fcntl
+    import socket
+    import struct
+    import termios
+
+    master, slave = os.openpty()
+    if process.console_size:
+        rows, cols = process.console_size
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    sock = socket.socket(fileno=console)
+    try:
+        socket.send_fds(sock, [os.ttyname(slave).encode()], [master])
+    finally:
+        sock.detach()
+    os.close(master)
+    os.setsid()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+
+
+def _env(process: Process) -> dict[str, str]:
+    env = {}
+    for item in process.env:
+        key, _, value = item.partition("=")
+        env[key] = value
+    return env
+
+
+def lookup(process: Process) -> str:
+    """The command's file, as execvp would find it in the container (runc checks at
+    create time, so a typo fails ``create``, not the running container)."""
+    name = process.args[0]
+    if "/" in name:
+        candidates = [name]
+    else:
+        path = _env(process).get("PATH", DEFAULT_PATH)
+        candidates = [os.path.join(d or ".", name) for d in path.split(":")]
+    for c in candidates:
+        if os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    raise InitError(f'exec: "{name}": executable file not found in $PATH')
+
+
+def become(process: Process, executable: str, preserve_fds: int = 0, syscall_filter=None,
+           keep_fd: int | None = None) -> None:  # fmt: skip
+    """The last step: rlimits, user and groups, capabilities, no_new_privs, seccomp,
+    then execve (fds from 3 + ``preserve_fds`` closed, but ``keep_fd``); returns only
+    by raising why execve failed."""
+    for limit in process.rlimits:  # while CAP_SYS_RESOURCE may still raise them
+        limit.apply()
+    if syscall_filter is not None and not process.no_new_privileges:
+        syscall_filter.load()  # needs CAP_SYS_ADMIN, about to be dropped
+        syscall_filter = None
+    user = process.user
+    keep = process.capabilities is not None
+    if keep:
+        prctl(lib.PR_SET_KEEPCAPS, 1)
+    os.setgroups(user.additional_gids)
+    os.setresgid(user.gid, user.gid, user.gid)
+    os.setresuid(user.uid, user.uid, user.uid)
+    if user.umask is not None:
+        os.umask(user.umask)
+    if keep:
+        prctl(lib.PR_SET_KEEPCAPS, 0)
+        if user.uid != 0:  # setuid cleared the effective set; take it back to drop
+            capabilities.raise_effective()
+        capabilities.apply(process.capabilities)
+    if process.no_new_privileges:
+        capabilities.set_no_new_privs()
+    if syscall_filter is not None:
+        syscall_filter.load()
+    first, top = 3 + preserve_fds, os.sysconf("SC_OPEN_MAX")
+    if keep_fd is not None and keep_fd >= first:
+        os.closerange(first, keep_fd)
+        first = keep_fd + 1
+    os.closerange(first, top)
+    os.execve(executable, process.args, _env(process))
+
+
+def join(state, process: Process, *, console_socket: str | None = None,
+         preserve_fds: int = 0, seccomp: dict | None = None) -> int:  # fmt: skip
+    """``exec``: start ``process`` in the running container ``state`` (its init's
+    namespaces and cgroup); return its pid, this process its parent's subreaper."""
+    prctl(lib.PR_SET_CHILD_SUBREAPER, 1)
+    console = _connect(console_socket) if console_socket else None
+    from_r, from_w = os.pipe2(os.O_CLOEXEC)
+    to_r, to_w = os.pipe2(os.O_CLOEXEC)
+    channel = _Channel(from_r, to_w)
+    kinds = [k for k in NAMESPACES.values() if _differs(state.pid, k)]
+    fds = {k: os.open(f"/proc/{state.pid}/ns/{k}", os.O_RDONLY | os.O_CLOEXEC) for k in kinds}
+    first = os.fork()
+    if first == 0:
+        try:
+            _preload(process.terminal, False)
+            filt = None  # built while libseccomp's files are in reach
+            if seccomp is not None:
+                from vmm.container import seccomp as seccomp_mod
+
+                filt = seccomp_mod.build(seccomp)
+            order = sorted(fds, key=lambda k: (k != "user", k == "mnt"))  # user first, mnt last
+            for k in order:
+                check(lib.setns(fds[k], 0), f"setns {k}")
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    if os.read(to_r, 1) != b"G":
+                        os._exit(1)
+                    if process.terminal:
+                        _terminal(console, process)
+                    _chdir(process.cwd)
+                    executable = lookup(process)
+                    _send(from_w, "R")
+                    become(process, executable, preserve_fds, filt)
+                except BaseException as e:  # noqa: BLE001
+                    _send(from_w, "E" + _describe(e))
+                os._exit(127)
+            _send(from_w, f"P{pid}")
+        except BaseException as e:  # noqa: BLE001
+            _send(from_w, "E" + _describe(e))
+        os._exit(0)
+    for fd in (*fds.values(), from_w, to_r):
+        os.close(fd)
+    if console is not None:
+        os.close(console)
+    try:
+        pid = int(channel.expect("P"))
+        os.waitpid(first, 0)
+        from vmm.container import cgroups
+
+        cgroups.for_container(state.cgroup_name, state.cgroup_version, state.cgroup_parent,
+                              oci=True).add(pid)  # fmt: skip
+        channel.tell(b"G")
+        channel.expect("R")
+        return pid
+    finally:
+        channel.f.close()
+        os.close(to_w)
+
+
+def _differs(pid: int, kind: str) -> bool:
+    """Whether the container's ``kind`` namespace is not ours (setns to our own user
+    namespace is refused with EINVAL)."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/{kind}").st_ino != os.stat(f"/proc/self/ns/{kind}").st_ino
+    except FileNotFoundError:
+        return False

@@ -1,0 +1,405 @@
+"""The OCI core: create, start, run, kill, delete and state a container from a bundle.
+
+Everything an engine asks of a runtime (runtime-spec runtime.md "Operations") lives
+here, over the Linux pieces (``namespaces``, ``mounts``, ``cgroups``,
+``capabilities``); ``runtime_cli.py`` is runc's command line over it, and
+``pyvmm container`` builds a bundle and comes here too.
+
+A container's life, as the spec's state machine (``creating`` → ``created`` →
+``running`` → ``stopped``):
+
+1. ``create`` checks the whole ``config.json`` (``spec.py``), makes the cgroup and
+   forks the container's init (``init.py``), which builds the namespaces, mounts and
+   root; the runtime runs the ``prestart``/``createRuntime`` hooks, the init the
+   ``createContainer`` ones, resolves the command and then blocks opening
+   ``exec.fifo`` for writing. ``create`` records the state and returns: the init is
+   now the engine's child (conmon and containerd's shim are subreapers).
+2. ``start`` opens the fifo for reading: the init wakes, runs ``startContainer``
+   hooks, drops privileges and execs the command; ``start`` runs ``poststart``.
+3. The status is never stored, always observed: no init process means ``stopped``,
+   the fifo still there ``created``, a frozen cgroup ``paused``, else ``running``.
+4. ``delete`` removes the cgroup (killing what is left) and the state directory,
+   then runs ``poststop``.
+
+State lives in ``<root>/<id>/`` (``--root``, by default ``/run/pyvmm-runtime``):
+``state.json`` (``State``) and ``exec.fifo``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from vmm.container import cgroups
+from vmm.container.state import is_alive, process_start, write_json
+from vmm.errors import PyvmmError
+
+CGROUP_PARENT = "pyvmm-runtime"  # a container without linux.cgroupsPath goes here
+ID = re.compile(r"[\w+\-.]+")  # runc's container id rule
+
+
+class ContainerStateError(PyvmmError):
+    """An operation the container's state does not allow; runc exits 1."""
+
+    exit_code = 1
+
+
+@dataclass
+class State:
+    """One container: the OCI ``state`` (runtime.md "State") and pyvmm's own fields."""
+
+    id: str
+    oci_version: str
+    bundle: str
+    pid: int
+    pid_start: int | None  # with pid, names the init process for good
+    rootfs: str
+    created: str  # RFC 3339, as runc reports it
+    cgroup_parent: str
+    cgroup_name: str
+    cgroup_version: str
+    annotations: dict[str, str] = field(default_factory=dict)
+    hooks: dict = field(default_factory=dict)  # poststart and poststop, run later
+    userns: bool = False
+    status: str = "created"  # observed, see ``Container.status``; stored for readers
+
+    def oci(self, status: str) -> dict:
+        """The state JSON the spec defines (plus runc's rootfs and created)."""
+        return {
+            "ociVersion": self.oci_version,
+            "id": self.id,
+            "status": status,
+            "pid": self.pid if status != "stopped" else 0,
+            "bundle": self.bundle,
+            "rootfs": self.rootfs,
+            "created": self.created,
+            "annotations": self.annotations,
+            "owner": "",
+        }
+
+
+class Container:
+    """A container in the state directory: its record and what it is doing now."""
+
+    def __init__(self, root: Path, state: State):
+        self.root, self.state = root, state
+
+    @property
+    def dir(self) -> Path:
+        return self.root / self.state.id
+
+    @property
+    def fifo(self) -> Path:
+        return self.dir / "exec.fifo"
+
+    def cgroup(self) -> cgroups.Cgroup:
+        s = self.state
+        return cgroups.for_container(s.cgroup_name, s.cgroup_version, s.cgroup_parent, oci=True)
+
+    def alive(self) -> bool:
+        return is_alive(self.state.pid, self.state.pid_start)
+
+    def status(self) -> str:
+        if not self.alive():
+            return "stopped"
+        if self.fifo.exists():
+            return "created"
+        if self.cgroup().frozen():
+            return "paused"
+        return "running"
+
+    def oci_state(self) -> dict:
+        return self.state.oci(self.status())
+
+
+def _root(root: str) -> Path:
+    return Path(root).absolute()
+
+
+def check_id(cid: str) -> str:
+    if not cid or not ID.fullmatch(cid) or cid in (".", ".."):
+        raise ContainerStateError(f"invalid container id {cid!r}: use letters, digits, + - . _")
+    return cid
+
+
+def load(root: str, cid: str) -> Container:
+    check_id(cid)
+    path = _root(root) / cid / "state.json"
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise ContainerStateError(f"container {cid} does not exist") from None
+    return Container(_root(root), State(**data))
+
+
+def list_all(root: str) -> list[Container]:
+    base = _root(root)
+    if not base.is_dir():
+        return []
+    found = []
+    for entry in sorted(os.listdir(base)):
+        with contextlib.suppress(ContainerStateError, TypeError, ValueError, OSError):
+            found.append(load(root, entry))
+    return found
+
+
+def _cgroup_for(cgroups_path: str | None, cid: str) -> tuple[str, str]:
+    """(parent, name) of the container's cgroup: ``linux.cgroupsPath`` taken relative
+    to the hierarchy's root (as runc does for an absolute one), else pyvmm-runtime/ID."""
+    path = (cgroups_path or "").strip("/")
+    if not path:
+        return CGROUP_PARENT, cid
+    parent, _, name = path.rpartition("/")
+    return parent, name
+
+
+def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
+           console_socket: str | None = None, no_pivot: bool = False,
+           preserve_fds: int = 0, subreaper: bool = False) -> Container:  # fmt: skip
+    """Create the container ``cid`` from ``bundle``; return once it is ``created``.
+
+    Every check that can fail runs before anything exists; a later failure removes
+    what was made (cgroup, state directory, the init process) before raising.
+    """
+    from vmm.container import hooks, init
+    from vmm.container import spec as spec_mod
+    from vmm.container.spec import SpecError
+
+    check_id(cid)
+    spec = spec_mod.load(bundle)
+    if spec.process is None:
+        raise SpecError("config.json: process is required to create a container")
+    if not spec.namespace("mount"):
+        raise SpecError("config.json: pyvmm needs a mount namespace (linux.namespaces)")
+    if spec.process.terminal and console_socket is None:
+        raise SpecError("config.json: process.terminal needs --console-socket")
+    limits = cgroups.Limits.from_oci(spec.resources, spec.devices)
+    init.validate(spec)
+    base = _root(root)
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    cdir = base / cid
+    try:
+        os.mkdir(cdir, 0o700)
+    except FileExistsError:
+        raise ContainerStateError(f"container with id {cid} already exists") from None
+    parent, name = _cgroup_for(spec.cgroups_path, cid)
+    state = State(
+        id=cid, bundle=spec.bundle, pid=0, pid_start=None, rootfs=spec.root,
+        created=_now(), cgroup_parent=parent, cgroup_name=name,
+        cgroup_version=cgroups.host_version(), annotations=spec.annotations,
+        oci_version=spec.oci_version,
+        hooks={k: [asdict(h) for h in v] for k, v in spec.hooks.items()
+               if k in ("poststart", "poststop")},
+        userns=spec.namespace("user") is not None,
+    )  # fmt: skip
+    container = Container(base, state)
+    cg = container.cgroup()
+    pid = None
+    try:
+        os.mkfifo(container.fifo)
+        os.chmod(container.fifo, 0o622)  # the init writes to it, maybe as a mapped uid
+        cg.create(limits)
+
+        def run_hooks(points: tuple[str, ...], pid_: int) -> None:
+            state.pid = pid_
+            for point in points:
+                # runtime.md says "creating"; runc, and the conformance suite, say "created".
+                hooks.run(spec.hooks.get(point, []), state.oci("created"), point)
+
+        pid = init.spawn(cid, spec, cg, str(container.fifo), run_hooks,
+                         console_socket=console_socket, no_pivot=no_pivot,
+                         preserve_fds=preserve_fds, subreaper=subreaper)  # fmt: skip
+        state.pid, state.pid_start = pid, process_start(pid)
+        write_json(cdir / "state.json", asdict(state))
+        if pid_file:
+            _write_pid_file(pid_file, pid)
+    except BaseException:
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        cg.remove()
+        _remove_dir(cdir)
+        raise
+    return container
+
+
+def _remove_dir(path: Path) -> None:
+    from vmm.container.fdtree import remove_tree  # only create's failure and delete
+
+    remove_tree(path)
+
+
+def _now() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
+
+
+def _write_pid_file(path: str, pid: int) -> None:
+    """Atomically, as runc does: an engine may be polling for it."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.replace(tmp, path)
+
+
+def start(root: str, cid: str) -> Container:
+    """Let a ``created`` container's init exec the command; then run ``poststart``."""
+    c = load(root, cid)
+    status = c.status()
+    if status != "created":
+        raise ContainerStateError(f"cannot start a container that is {status}")
+    try:
+        fd = os.open(c.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ContainerStateError("cannot start an already running container") from None
+    try:
+        # The init's blocked open(O_WRONLY) returns now; it writes one byte and execs.
+        deadline = time.monotonic() + 10
+        while not (_readable(fd) and os.read(fd, 1)):
+            if not c.alive():
+                raise ContainerStateError(f"container {cid} died before it started")
+            if time.monotonic() > deadline:
+                raise ContainerStateError(f"container {cid} did not start")
+    finally:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(c.fifo)
+    if c.state.hooks.get("poststart"):
+        from vmm.container import hooks
+
+        hooks.run_warning([hooks.Hook(**h) for h in c.state.hooks["poststart"]],
+                          c.oci_state(), "poststart")  # fmt: skip
+    return c
+
+
+def _readable(fd: int) -> bool:
+    import select
+
+    return bool(select.select([fd], [], [], 0.05)[0])
+
+
+SIGNALS = {s.name.removeprefix("SIG"): s.value for s in signal.Signals}
+
+
+def parse_signal(text: str) -> int:
+    """runc's rules: a number, or a name with or without SIG, any case."""
+    if text.isdigit():
+        return int(text)
+    number = SIGNALS.get(text.upper().removeprefix("SIG"))
+    if number is None:
+        raise ContainerStateError(f"unknown signal {text!r}")
+    return number
+
+
+def kill(root: str, cid: str, sig: int = signal.SIGTERM, all_: bool = False) -> None:
+    """Send ``sig`` to the init (``all_``: every process in the container's cgroup)."""
+    c = load(root, cid)
+    if c.status() == "stopped":
+        raise ContainerStateError("container not running")
+    targets = c.cgroup().pids() if all_ else [c.state.pid]
+    for pid in targets or [c.state.pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def delete(root: str, cid: str, force: bool = False) -> None:
+    """Remove a ``stopped`` (or ``created``) container; ``force`` kills a running one.
+
+    runtime.md: delete of a container that is not stopped is an error, and the
+    ``poststop`` hooks run after the resources are gone.
+    """
+    try:
+        c = load(root, cid)
+    except ContainerStateError:
+        if force:  # runc: delete --force of a missing container succeeds
+            return
+        raise
+    status = c.status()
+    if status in ("running", "paused") and not force:
+        raise ContainerStateError(f"cannot delete container {cid} that is not stopped: {status}")
+    if status != "stopped":
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(c.state.pid, signal.SIGKILL)
+    cg = c.cgroup()
+    cg.remove()
+    _wait_gone(c)
+    state = c.state.oci("stopped")
+    _remove_dir(c.dir)
+    if c.state.hooks.get("poststop"):
+        from vmm.container import hooks
+
+        hooks.run_warning([hooks.Hook(**h) for h in c.state.hooks["poststop"]], state,
+                          "poststop")  # fmt: skip
+
+
+def _wait_gone(c: Container, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while c.alive() and time.monotonic() < deadline:
+        time.sleep(0.002)
+
+
+def pause(root: str, cid: str, frozen: bool) -> None:
+    c = load(root, cid)
+    status = c.status()
+    if frozen and status != "running":
+        raise ContainerStateError(f"container {cid} is not running")
+    if not frozen and status != "paused":
+        raise ContainerStateError(f"container {cid} is not paused")
+    c.cgroup().freeze(frozen)
+
+
+def update(root: str, cid: str, resources: dict) -> None:
+    """Change the limits of a live container (``linux.resources`` as JSON)."""
+    c = load(root, cid)
+    if c.status() == "stopped":
+        raise ContainerStateError("container not running")
+    c.cgroup().update(cgroups.Limits.from_oci(resources))
+
+
+def wait(c: Container) -> int:
+    """Reap the init (a child of this process or of its subreaper) and return its
+    exit status as a shell reports it (128 + signal)."""
+    _, status = os.waitpid(c.state.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def exec_(
+    root: str,
+    cid: str,
+    process_json: dict,
+    *,
+    console_socket: str | None = None,
+    preserve_fds: int = 0,
+    pid_file: str | None = None,
+    detach: bool = False,
+) -> int:
+    """Run another process in the running container ``cid`` (``process_json``: an
+    OCI ``process`` object); return its exit status, or 0 once it runs (``detach``)."""
+    from vmm.container import init
+    from vmm.container import spec as spec_mod
+    from vmm.container.spec import SpecError
+
+    c = load(root, cid)
+    if c.status() not in ("running", "created"):
+        raise ContainerStateError(f"cannot exec in a container that is {c.status()}")
+    if process_json.get("terminal") and console_socket is None:
+        raise SpecError("process.terminal needs --console-socket")
+    process = spec_mod.parse_process(spec_mod.Fields(process_json, "process"))
+    bundle_spec = spec_mod.load(c.state.bundle)
+    pid = init.join(c.state, process, console_socket=console_socket,
+                    preserve_fds=preserve_fds, seccomp=bundle_spec.seccomp)  # fmt: skip
+    if pid_file:
+        _write_pid_file(pid_file, pid)
+    if detach:
+        return 0
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
