@@ -392,15 +392,16 @@ descriptors = st.tuples(addresses, lengths, flags, nexts)
 headers = st.tuples(st.sampled_from([0, 1, 4, 8, 11]), st.just(0), st.integers(0, SECTORS + 2))
 
 
-def writable_ranges(memory: GuestMemory, table: int, count: int) -> list[range]:
+def writable_ranges(memory: GuestMemory, table: int, count: int, top: bool = True) -> list[range]:
     """Every byte a device may write: the device-writable buffers of a descriptor table
-    and of the indirect tables it points to."""
+    and of the indirect tables it points to, one level down only (an indirect table
+    may not hold another, virtio 1.2 2.7.5.3.1, and one may point at itself)."""
     ranges = []
     for i in range(count):
         addr, length, flags, _ = struct.unpack("<QIHH", memory.read(table + 16 * i, 16))
         if flags & VIRTQ_DESC_F_INDIRECT:
-            if memory.contains(addr, length) and count == QUEUE_SIZE:
-                ranges += writable_ranges(memory, addr, length // 16)
+            if memory.contains(addr, length) and top:
+                ranges += writable_ranges(memory, addr, length // 16, top=False)
         elif flags & VIRTQ_DESC_F_WRITE:
             ranges.append(range(addr, addr + length))
     return ranges
