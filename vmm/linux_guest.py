@@ -18,11 +18,10 @@ import fcntl
 import hashlib
 import os
 import shutil
-import stat
 import subprocess
 from dataclasses import dataclass
 
-from vmm import guest
+from vmm import guest, initramfs
 from vmm.errors import PyvmmError
 
 LINUX_DIR = os.path.join(guest.GUEST_DIR, "linux")
@@ -37,7 +36,6 @@ JOBS = "-j2"
 INITRAMFS = os.path.join(guest.GUEST_DIR, "build", "linux-initramfs.cpio")
 EXIT_HELPER = os.path.join(guest.GUEST_DIR, "build", "pyvmm-exit")
 EXIT_HELPER_SOURCE = os.path.join(LINUX_DIR, "pyvmm-exit.c")
-BUSYBOX = "/bin/busybox"  # Debian's busybox-static
 INIT_LINE = "init: running /workload"
 
 # /init: mount what busybox and the workload need, run the workload on /dev/vda when
@@ -224,29 +222,15 @@ def build_initramfs() -> str:
     """The initramfs, made again whenever one of its parts is newer than it."""
     guest.ensure_built(guest.WORKLOAD)
     _exit_helper()
-    parts = (guest.WORKLOAD, EXIT_HELPER, BUSYBOX, os.path.abspath(__file__))
+    parts = (guest.WORKLOAD, EXIT_HELPER, initramfs.BUSYBOX, __file__, initramfs.__file__)
     if os.path.exists(INITRAMFS) and all(
         os.path.getmtime(INITRAMFS) >= os.path.getmtime(p) for p in parts
     ):
         return INITRAMFS
-    if not os.path.isfile(BUSYBOX):
-        raise PyvmmError(f"{BUSYBOX} is missing: apt-get install busybox-static")
-    tree = INITRAMFS + ".d"
-    shutil.rmtree(tree, ignore_errors=True)
-    for d in ("bin", "dev", "proc", "sys"):
-        os.makedirs(os.path.join(tree, d))
-    shutil.copy2(BUSYBOX, os.path.join(tree, "bin", "busybox"))
-    os.symlink("busybox", os.path.join(tree, "bin", "sh"))
-    shutil.copy2(EXIT_HELPER, os.path.join(tree, "bin", "pyvmm-exit"))
-    shutil.copy2(guest.WORKLOAD, os.path.join(tree, "workload"))
-    init = os.path.join(tree, "init")
-    with open(init, "w") as f:
-        f.write(INIT)
-    os.chmod(init, stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
-    pack = f"find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet > {INITRAMFS}.tmp"
-    proc = subprocess.run(["sh", "-c", pack], cwd=tree, capture_output=True, text=True)
-    shutil.rmtree(tree)
-    if proc.returncode != 0:
-        raise PyvmmError(f"making {INITRAMFS} failed: {proc.stderr.strip()[:200]}")
-    os.rename(INITRAMFS + ".tmp", INITRAMFS)
+    initramfs.make(
+        INITRAMFS,
+        INIT,
+        {"bin/pyvmm-exit": EXIT_HELPER, "workload": guest.WORKLOAD},
+        dirs=("dev", "proc", "sys"),
+    )
     return INITRAMFS

@@ -24,10 +24,11 @@ from typing import NamedTuple
 from vmm.bench.machineinfo import kvm_kind
 from vmm.bench.measure import CACHE_DIR, apt_get, run_checked
 from vmm.errors import PyvmmError
+from vmm.initramfs import BUSYBOX
+from vmm.initramfs import make as make_initramfs
 
 META_PACKAGE = "linux-image-cloud-amd64"
 QEMU = "qemu-system-x86_64"
-BUSYBOX = "/bin/busybox"
 GUEST_MEMORY = "256M"
 # The modules between the kernel and /dev/vda; their dependencies are read from each
 # module's own .modinfo, so the load order follows the kernel version at hand.
@@ -139,25 +140,17 @@ def module_order(paths: dict[str, str], wanted: tuple[str, ...]) -> list[str]:
 
 
 def _initramfs(unpacked: str, workload: str, out: str, commands: list[list[str]]) -> None:
-    tree = out + ".d"
-    shutil.rmtree(tree, ignore_errors=True)
-    for d in ("bin", "dev", "proc", "lib/modules"):
-        os.makedirs(os.path.join(tree, d))
-    shutil.copy2(BUSYBOX, os.path.join(tree, "bin", "busybox"))
-    os.symlink("busybox", os.path.join(tree, "bin", "sh"))
-    shutil.copy2(workload, os.path.join(tree, "workload"))
     paths = _module_paths(unpacked)
     order = module_order(paths, WANTED_MODULES)
-    for name in order:
-        shutil.copy2(paths[name], os.path.join(tree, "lib", "modules", name + ".ko"))
-    init = os.path.join(tree, "init")
-    with open(init, "w") as f:
-        f.write(INIT.format(modules=" ".join(order)))
-    os.chmod(init, 0o755)
-    pack = f"find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -9n > {out}.tmp"
-    run_checked(["sh", "-c", pack], commands, cwd=tree)
-    os.rename(out + ".tmp", out)
-    shutil.rmtree(tree)
+    modules = {f"lib/modules/{name}.ko": paths[name] for name in order}
+    make_initramfs(
+        out,
+        INIT.format(modules=" ".join(order)),
+        {"workload": workload, **modules},
+        dirs=("dev", "proc", "lib/modules"),
+        gzip=True,
+        log=commands,
+    )
 
 
 def prepare(workload: str, commands: list[list[str]], cache: str | None = None) -> LinuxVm:
