@@ -11,11 +11,11 @@ cd "$(dirname "$0")/.."
 # debugger tests (pyvmm boot --gdb), libseccomp for the containers' system-call filter,
 # libcap2-bin (capsh) for the labs; the Linux guest's source and what building it takes
 # (docs/linux.md); podman and containerd drive pyvmm-runtime in the tests, runc and crun
-# are its yardsticks, golang-go builds the OCI conformance suite (docs/conformance.md).
+# are its yardsticks.
 DEBS=(gcc make binutils libc6-dev linux-libc-dev libffi-dev python3-dev python3-venv
       busybox-static cpio e2fsprogs gdb libcap2-bin libseccomp-dev libseccomp2
       linux-source-6.1 flex bison bc libelf-dev libssl-dev xz-utils patch lz4
-      podman containerd runc crun golang-go)
+      podman containerd runc crun)
 
 missing=()
 for p in "${DEBS[@]}"; do
