@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 from vmtest import ROOT, assert_one_line_error, kvm_usable, run_pyvmm
@@ -54,6 +55,7 @@ def test_skeleton_fails_and_solution_passes(lab, tmp_path, request, monkeypatch)
         pytest.skip(reason)
     if "images" in lab.needs:
         monkeypatch.setenv("PYVMM_ROOT", str(request.getfixturevalue("images_root")))
+    temporary = set(os.listdir(tempfile.gettempdir()))
     skeleton = labs.start(lab, tmp_path / "student")
     results = labs.check(lab, skeleton)
     assert not all(r.passed for r in results), "the skeleton passes its own checks"
@@ -66,6 +68,12 @@ def test_skeleton_fails_and_solution_passes(lab, tmp_path, request, monkeypatch)
     failed = [f"{r.check.name}: {r.detail}" for r in results if not r.passed]
     assert not failed, "\n".join(failed)
     assert labs.status(lab) == labs.PASSED
+    left = {
+        n
+        for n in set(os.listdir(tempfile.gettempdir())) - temporary
+        if "lab" in n or "mini-run" in n
+    }
+    assert not left, f"temporary files left behind: {sorted(left)}"
 
 
 def test_every_lab_has_a_readme_checks_and_files():

@@ -33,6 +33,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable
@@ -298,10 +299,20 @@ def run_student(
 ) -> subprocess.CompletedProcess:
     """Run the student's program (a Python file is run by pyvmm's interpreter, so that
     ``import vmm`` works); a hang fails the check instead of hanging it, and takes the
-    processes the program started with it (its own process group)."""
+    processes the program started with it (its own process group). Its TMPDIR is a
+    folder of this run, removed afterwards: a program killed at the timeout, or a
+    skeleton that stops half-way, cannot clean up its own temporary files."""
     if args[0].endswith(".py"):
         args = [sys.executable, *args]
-    env = {**os.environ, "PYTHONPATH": str(REPO_DIR), **kwargs.pop("env", {})}
+    with tempfile.TemporaryDirectory(prefix="pyvmm-lab-", ignore_cleanup_errors=True) as tmp:
+        os.chmod(tmp, 0o1777)  # like /tmp: a user-namespace child (nobody) works in it too
+        env = {**os.environ, "PYTHONPATH": str(REPO_DIR), "TMPDIR": tmp, **kwargs.pop("env", {})}
+        return _run_group(args, workdir, timeout, env, **kwargs)
+
+
+def _run_group(
+    args: list[str], workdir: Path, timeout: float, env: dict, **kwargs
+) -> subprocess.CompletedProcess:
     with subprocess.Popen(
         args, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         start_new_session=True, **kwargs,
