@@ -178,7 +178,7 @@ def boot(
                 from vmm.profile import RipSampler
 
                 sampler = RipSampler()
-                machine.after_run.append(sampler.after)
+                machine.on_interrupt.append(sampler.sample)
                 sampler.start()
             if listener is not None:
                 debugger = gdbstub.attach(machine, listener, kvm)

@@ -11,7 +11,6 @@ immediate byte of 0xf4 behind RIP once is chance), and ends the run as a power-o
 from __future__ import annotations
 
 from vmm.devices.power import GuestStop
-from vmm.kvm import InterruptedExit
 from vmm.memory import GuestMemory
 
 HALT_CHECK_INTERVAL = 0.25  # seconds between looks
@@ -20,15 +19,13 @@ RFLAGS_IF = 1 << 9  # interrupt enable flag (SDM vol. 1, 3.4.3)
 
 
 class HaltWatch:
-    """An exit-loop hook (``Machine.after_run``) that stops the run on a final halt."""
+    """An exit-loop hook (``Machine.on_interrupt``) that stops the run on a final halt."""
 
     def __init__(self, memory: GuestMemory):
         self.memory = memory
         self._halted_at: int | None = None
 
-    def after(self, vcpu, exit) -> None:
-        if type(exit) is not InterruptedExit:
-            return
+    def check(self, vcpu) -> None:
         regs = vcpu.get_regs()
         rip = regs.rip if not regs.rflags & RFLAGS_IF and self._after_hlt(vcpu, regs.rip) else None
         if rip is not None and rip == self._halted_at:

@@ -103,6 +103,9 @@ class Machine:
         # Hooks around each KVM_RUN, for --trace and --stats; empty in a plain run.
         self.before_run: list[Callable[[], None]] = []
         self.after_run: list[Callable[[object, object], None]] = []
+        # Called when a signal ended KVM_RUN (vmm/kick.py): the halt watch, --profile.
+        # Apart from after_run, so that they cost the other exits nothing.
+        self.on_interrupt: list[Callable[[object], None]] = []
         self._closers: list[Callable[[], None]] = []
         try:
             self._build(kvm)
@@ -219,7 +222,7 @@ class Machine:
         from vmm.halt import HALT_CHECK_INTERVAL, HaltWatch
         from vmm.kick import VcpuKicker
 
-        self.after_run.append(HaltWatch(self.memory).after)
+        self.on_interrupt.append(HaltWatch(self.memory).check)
         kicker = VcpuKicker(HALT_CHECK_INTERVAL)
         kicker.start()
         return kicker
@@ -240,7 +243,10 @@ class Machine:
                     else:
                         exit.data[:] = mmio_bus.read(exit.addr, len(exit.data))
                 elif kind is InterruptedExit:
-                    pass  # a signal: Python raises KeyboardInterrupt for Ctrl-C right after
+                    # a signal: a kick (vmm/kick.py), or Ctrl-C, for which Python raises
+                    # KeyboardInterrupt right after
+                    for hook in self.on_interrupt:
+                        hook(vcpu)
                 elif kind is DebugExit:
                     pass  # only with --gdb, whose stub (an after_run hook) has taken it
                 else:

@@ -15,7 +15,6 @@ import os
 from collections import Counter
 
 from vmm.kick import VcpuKicker
-from vmm.kvm import InterruptedExit
 
 DEFAULT_INTERVAL = 0.005  # seconds between samples
 KERNEL_SPACE = 0xFFFF_8000_0000_0000  # x86-64 canonical upper half: Linux's kernel
@@ -54,7 +53,7 @@ def system_map_for(kernel: str) -> SymbolMap | None:
 
 
 class RipSampler:
-    """Start it on the vCPU's thread, add ``after`` to the machine's ``after_run`` hooks,
+    """Start it on the vCPU's thread, add ``sample`` to the machine's ``on_interrupt`` hooks,
     ``stop`` it after the run and print ``report``."""
 
     def __init__(self, interval: float = DEFAULT_INTERVAL):
@@ -65,9 +64,8 @@ class RipSampler:
     def start(self) -> None:
         self._kicker.start()
 
-    def after(self, vcpu, exit) -> None:
-        if type(exit) is InterruptedExit:
-            self.rips[vcpu.get_regs().rip] += 1
+    def sample(self, vcpu) -> None:
+        self.rips[vcpu.get_regs().rip] += 1
 
     def stop(self) -> None:
         self._kicker.stop()
