@@ -37,7 +37,8 @@ class TreeChanged(PyvmmError):
         super().__init__("a directory was moved while pyvmm walked its tree")
 
 
-def _ident(st: os.stat_result) -> tuple[int, int]:
+def ident(st: os.stat_result) -> tuple[int, int]:
+    """What names a file whatever its path: (device, inode)."""
     return st.st_dev, st.st_ino
 
 
@@ -64,7 +65,7 @@ def opened(path: Path) -> Iterator[int]:
 def _climb(fd: int, expected: tuple[int, int]) -> int:
     """An fd on the parent of ``fd``, checked to be the directory ``expected``."""
     up = open_dir("..", fd)
-    if _ident(os.fstat(up)) != expected:
+    if ident(os.fstat(up)) != expected:
         os.close(up)
         raise TreeChanged()
     return up
@@ -98,7 +99,7 @@ def walk(root_fd: int) -> Iterator[Entry]:
                 frames.pop()
                 if not frames:
                     break
-                child, cur = cur, _climb(cur, _ident(frames[-1][0]))
+                child, cur = cur, _climb(cur, ident(frames[-1][0]))
                 try:
                     yield Entry(cur, parents.pop(), st, parents, child)
                 finally:
@@ -110,7 +111,7 @@ def walk(root_fd: int) -> Iterator[Entry]:
                 if st.st_dev != frames[0][0].st_dev:
                     raise PyvmmError(f"{name!r} is a mount point: pyvmm walks one filesystem")
                 sub = open_dir(name, cur)
-                if _ident(os.fstat(sub)) != _ident(st):
+                if ident(os.fstat(sub)) != ident(st):
                     os.close(sub)
                     raise TreeChanged()
                 os.close(cur)
@@ -164,8 +165,8 @@ def size(root_fd: int) -> int:
     """Bytes of the regular files under ``root_fd``, each inode counted once."""
     seen, total = set(), 0
     for e in walk(root_fd):
-        if e.fd is None and stat.S_ISREG(e.st.st_mode) and _ident(e.st) not in seen:
-            seen.add(_ident(e.st))
+        if e.fd is None and stat.S_ISREG(e.st.st_mode) and ident(e.st) not in seen:
+            seen.add(ident(e.st))
             total += e.st.st_size
     return total
 
@@ -179,7 +180,7 @@ def _copy_metadata(fd: int, st: os.stat_result) -> None:
 def _copy_file(name: str, st: os.stat_result, src_dir: int, dst_dir: int) -> None:
     src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
     try:
-        if _ident(os.fstat(src)) != _ident(st):
+        if ident(os.fstat(src)) != ident(st):
             raise TreeChanged()
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         dst = os.open(name, flags, 0o600, dir_fd=dst_dir)
@@ -258,7 +259,7 @@ class Cursor:
         self.root = root_fd  # the caller's, and the caller closes it
         self.fd = os.dup(root_fd)
         self.names: list[str] = []
-        self.idents = [_ident(os.fstat(root_fd))]  # the root's, then each of names'
+        self.idents = [ident(os.fstat(root_fd))]  # the root's, then each of names'
         self.on_mkdir = on_mkdir
 
     def goto(self, names: list[str], create: bool = False) -> int:
@@ -299,4 +300,4 @@ class Cursor:
                 self.on_mkdir(os.fstat(fd))
         self._move(fd)
         self.names.append(name)
-        self.idents.append(_ident(os.fstat(fd)))
+        self.idents.append(ident(os.fstat(fd)))

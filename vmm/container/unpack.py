@@ -71,10 +71,6 @@ def _parts(name: str, entry: str) -> list[str]:
     return parts
 
 
-def _ident(st: os.stat_result) -> tuple[int, int]:
-    return st.st_dev, st.st_ino
-
-
 def _set_metadata(fd: int, m: tarfile.TarInfo) -> None:
     """Owner, mode and mtime of ``m`` on the open file ``fd`` (chown first: it clears
     the set-id bits)."""
@@ -100,7 +96,9 @@ class _Layer:
         self.dirs: dict[tuple[int, int], tarfile.TarInfo] = {}
         # A directory made for a member's path, not by a member of its own, has no
         # metadata to receive, even if it reuses the inode of one removed before it.
-        self.cursor = fdtree.Cursor(root_fd, on_mkdir=lambda st: self.dirs.pop(_ident(st), None))
+        self.cursor = fdtree.Cursor(
+            root_fd, on_mkdir=lambda st: self.dirs.pop(fdtree.ident(st), None)
+        )
 
     def parent(self, parts: list[str], entry: str, create: bool = True) -> int:
         """The fd of the directory holding ``parts[-1]``; never reached via a symlink."""
@@ -137,7 +135,7 @@ class _Layer:
         if m.isdir():
             with contextlib.suppress(FileExistsError):
                 os.mkdir(base, 0o700, dir_fd=parent)
-            self.dirs[_ident(os.lstat(base, dir_fd=parent))] = m
+            self.dirs[fdtree.ident(os.lstat(base, dir_fd=parent))] = m
         elif m.isreg():
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             with os.fdopen(os.open(base, flags, 0o600, dir_fd=parent), "wb") as out:
@@ -207,7 +205,7 @@ class _Layer:
     def finish(self) -> None:
         """Apply the directories' metadata, deepest first."""
         for e in fdtree.walk(self.root):
-            m = e.fd is not None and self.dirs.get(_ident(e.st))
+            m = e.fd is not None and self.dirs.get(fdtree.ident(e.st))
             if m:
                 _set_metadata(e.fd, m)
 
@@ -249,10 +247,10 @@ def _tarinfo(e: fdtree.Entry, links: dict[tuple[int, int], str]) -> tarfile.TarI
     t = tarfile.TarInfo("/".join([*e.parents, e.name]))
     t.mode, t.uid, t.gid, t.mtime = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime
     if stat.S_ISREG(st.st_mode):
-        if st.st_nlink > 1 and _ident(st) in links:
-            t.type, t.linkname = tarfile.LNKTYPE, links[_ident(st)]
+        if st.st_nlink > 1 and fdtree.ident(st) in links:
+            t.type, t.linkname = tarfile.LNKTYPE, links[fdtree.ident(st)]
         else:
-            links[_ident(st)] = t.name
+            links[fdtree.ident(st)] = t.name
             t.size = st.st_size
     elif stat.S_ISDIR(st.st_mode):
         t.type = tarfile.DIRTYPE
@@ -284,7 +282,7 @@ def tar_directory(src: Path, out: BinaryIO) -> None:
                 continue
             fd = os.open(e.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=e.dir_fd)
             with os.fdopen(fd, "rb") as f:
-                if _ident(os.fstat(fd)) != _ident(e.st):
+                if fdtree.ident(os.fstat(fd)) != fdtree.ident(e.st):
                     raise fdtree.TreeChanged()
                 tar.addfile(t, f)
 
