@@ -269,11 +269,11 @@ class ContainerRow(Row):
 
         rec = lifecycle.find(self.store, instance)
         try:
-            self.writable = disk_usage(str(self.store.containers / rec["id"] / "upper"))
+            self.writable = disk_usage(str(self.store.containers / rec.id / "upper"))
             figures = {}
-            if rec.get("peak_memory") is not None:
-                figures["cgroup_peak_bytes"] = rec["peak_memory"]
-            first = rec.get("timings", {}).get("first_output_s")
+            if rec.peak_memory is not None:
+                figures["cgroup_peak_bytes"] = rec.peak_memory
+            first = rec.timings.get("first_output_s")
             if first is not None:
                 figures["inside_ms"] = first * 1e3
                 if proc.stdout.startswith(ws.expected):
@@ -306,8 +306,8 @@ class ContainerRow(Row):
         from vmm.container import volumes
 
         for rec in lifecycle.list_containers(self.store):
-            if rec["name"].startswith(instance_prefix()):
-                lifecycle.remove(self.store, rec["name"], force=True)
+            if rec.name.startswith(instance_prefix()):
+                lifecycle.remove(self.store, rec.name, force=True)
         if self.volume:
             with self.store.lock():
                 volumes.remove(self.store, self.volume_name, [])

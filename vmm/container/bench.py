@@ -138,10 +138,10 @@ def pyvmm_run(root: Path, image_ref: str, args: list[str], volumes: list[str], r
         inner.append(lifecycle.find(store, name))
         lifecycle.remove(store, name)
     steps = {}  # each step's median end, seconds after the run request (see _monitor)
-    for key in inner[0]["timings"]:
-        values = [r["timings"][key] for r in inner if key in r["timings"]]
+    for key in inner[0].timings:
+        values = [r.timings[key] for r in inner if key in r.timings]
         steps[key] = statistics.median(values)
-    peaks = [r["peak_memory"] for r in inner if r["peak_memory"] is not None]
+    peaks = [r.peak_memory for r in inner if r.peak_memory is not None]
     return {**whole, "steps": steps, "first_output_s": steps.get("first_output_s"),
             "peak_memory": statistics.median(peaks) if peaks else None}  # fmt: skip
 

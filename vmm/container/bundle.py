@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from vmm.container import cgroups, layers, mounts, spec, volumes
 from vmm.container.security import Security
-from vmm.container.state import Store, write_json
+from vmm.container.state import ContainerRecord, Store, write_json
 
 # What Docker and runc mount for every container (runc's `spec` default), as
 # ``mounts._mount_dev`` did: a small /dev, a private devpts, /dev/shm, sysfs read-only.
@@ -37,21 +37,21 @@ SYSTEM_MOUNTS = [
 ]  # fmt: skip
 
 
-def directory(store: Store, rec: dict) -> str:
-    return str(store.containers / rec["id"])
+def directory(store: Store, rec: ContainerRecord) -> str:
+    return str(store.containers / rec.id)
 
 
-def config(store: Store, rec: dict) -> dict:
+def config(store: Store, rec: ContainerRecord) -> dict:
     """The container's ``config.json``: the image's defaults and the flags, recorded
     in ``rec`` at create, in the runtime spec's terms."""
-    security = Security(**rec.get("security", {}))
+    security = Security(**rec.security)
     binds = []
-    for m in rec["mounts"]:
+    for m in rec.mounts:
         source = volumes.data_dir(store, m["source"]) if m["type"] == "volume" else m["source"]
         options = ["rbind", "ro" if m["ro"] else "rw"]
         binds.append({"destination": m["target"], "type": "bind", "source": source,
                       "options": options})  # fmt: skip
-    resources, limits = {}, rec["limits"]  # (the monitor makes the cgroup from these)
+    resources, limits = {}, rec.limits  # (the monitor makes the cgroup from these)
     if limits.get("memory") is not None:
         resources["memory"] = {"limit": limits["memory"], "swap": limits["memory"]}
     if limits.get("pids") is not None:
@@ -61,7 +61,7 @@ def config(store: Store, rec: dict) -> dict:
         resources["cpu"] = {"quota": int(limits["cpus"] * period), "period": period}
     if limits.get("devices") is not None:
         resources["devices"] = [
-            {k: v for k, v in d.items() if v is not None} for d in rec["limits"]["devices"]
+            {k: v for k, v in d.items() if v is not None} for d in rec.limits["devices"]
         ]
     linux = {
         # PID: the monitor forks the init into a new one; cgroup: entered once the
@@ -79,42 +79,42 @@ def config(store: Store, rec: dict) -> dict:
     return {
         "ociVersion": spec.OCI_VERSION,
         "process": {
-            "args": rec["command"],
-            "env": rec["env"],
-            "cwd": rec["cwd"],
+            "args": rec.command,
+            "env": rec.env,
+            "cwd": rec.cwd,
             "user": {"uid": 0, "gid": 0},
             "capabilities": security.oci_capabilities(),
             "rlimits": [vars(r) for r in security.rlimits],
             "noNewPrivileges": True,
         },
         "root": {"path": "merged"},
-        "hostname": rec["hostname"],
+        "hostname": rec.hostname,
         "mounts": [*SYSTEM_MOUNTS, *binds],
-        "annotations": {"org.pyvmm.image": rec["image"], "org.pyvmm.name": rec["name"]},
+        "annotations": {"org.pyvmm.image": rec.image, "org.pyvmm.name": rec.name},
         "linux": linux,
     }
 
 
-def write(store: Store, rec: dict) -> None:
-    write_json(store.containers / rec["id"] / "config.json", config(store, rec))
+def write(store: Store, rec: ContainerRecord) -> None:
+    write_json(store.containers / rec.id / "config.json", config(store, rec))
 
 
-def load(store: Store, rec: dict) -> spec.Spec:
+def load(store: Store, rec: ContainerRecord) -> spec.Spec:
     """The bundle's spec (written now if the container predates bundles)."""
     if not os.path.exists(os.path.join(directory(store, rec), "config.json")):
         write(store, rec)
     return spec.load(directory(store, rec))
 
 
-def overlay(store: Store, rec: dict) -> Callable[[str], None]:
+def overlay(store: Store, rec: ContainerRecord) -> Callable[[str], None]:
     """The rootfs step (``init.mount_rootfs``'s ``on_rootfs``): mount the image's
     overlay on ``merged``, and fill new volumes from the image's content."""
 
     def mount_it(rootfs: str) -> None:
         cdir = directory(store, rec)
-        lowers = [str(layers.layer_dir(store, d)) for d in reversed(rec["layers"])]
+        lowers = [str(layers.layer_dir(store, d)) for d in reversed(rec.layers)]
         mounts.mount_overlay(rootfs, lowers, f"{cdir}/upper", f"{cdir}/work")
-        for m in rec["mounts"]:
+        for m in rec.mounts:
             if m["type"] == "volume":
                 volumes.populate(store, m["source"], mounts.path_in(rootfs, m["target"]))
 

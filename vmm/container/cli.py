@@ -53,13 +53,13 @@ def _ago(t: float) -> str:
     return f"{s // 60} minutes" if s < 7200 else f"{s // 3600} hours"
 
 
-def _status(rec: dict) -> str:
-    if rec["status"] == "running":
-        return f"Up {_ago(rec['started_at'])}"
-    if rec["status"] == "exited":
-        code = "unknown" if rec["exit_code"] is None else rec["exit_code"]
-        return f"Exited ({code}) {_ago(rec['finished_at'])} ago"
-    return rec["status"].capitalize()
+def _status(rec) -> str:
+    if rec.status == "running":
+        return f"Up {_ago(rec.started_at)}"
+    if rec.status == "exited":
+        code = "unknown" if rec.exit_code is None else rec.exit_code
+        return f"Exited ({code}) {_ago(rec.finished_at)} ago"
+    return rec.status.capitalize()
 
 
 def _table(rows: list[list[str]]) -> None:
@@ -125,16 +125,16 @@ def run(ctx, image, command, memory, pids, cpus, ulimits, cap_add, cap_drop, sec
         **options,
     )
     if status is None:
-        click.echo(rec["id"])
+        click.echo(rec.id)
         return
     _exit_with(ctx, rec, status)
 
 
-def _exit_with(ctx: click.Context, rec: dict, status: int) -> None:
-    if rec.get("oom_killed"):
-        limit = rec["limits"]["memory"]
+def _exit_with(ctx: click.Context, rec, status: int) -> None:
+    if rec.oom_killed:
+        limit = rec.limits["memory"]
         limit = f" (limit {human_size(limit)})" if limit else ""
-        click.echo(f"pyvmm: container {rec['name']} ran out of memory{limit}", err=True)
+        click.echo(f"pyvmm: container {rec.name} ran out of memory{limit}", err=True)
     ctx.exit(status)
 
 
@@ -158,16 +158,16 @@ def start(ctx, name, attach) -> None:
 def ps(ctx, show_all, quiet) -> None:
     """List containers (cleaning up after those whose runtime died)."""
     recs = lifecycle.list_containers(_store(ctx))
-    recs = [r for r in recs if show_all or r["status"] != "exited"]
+    recs = [r for r in recs if show_all or r.status != "exited"]
     if quiet:
         for r in recs:
-            click.echo(r["id"][:12])
+            click.echo(r.id[:12])
         return
     rows = [["CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "NAMES"]]
     for r in recs:
-        cmd = " ".join(r["command"])
+        cmd = " ".join(r.command)
         cmd = cmd if len(cmd) <= 22 else cmd[:19] + "..."
-        rows.append([r["id"][:12], r["image"], json.dumps(cmd), _status(r), r["name"]])
+        rows.append([r.id[:12], r.image, json.dumps(cmd), _status(r), r.name])
     _table(rows)
 
 

@@ -58,6 +58,7 @@ from vmm.container.libc import prctl
 from vmm.container.names import check_name
 from vmm.container.security import Security
 from vmm.container.state import (
+    ContainerRecord,
     Store,
     is_alive,
     process_start,
@@ -82,47 +83,47 @@ def _dir(store: Store, cid: str) -> Path:
     return store.containers / cid
 
 
-def _save(store: Store, rec: dict) -> None:
-    write_json(_dir(store, rec["id"]) / "state.json", rec)
+def _save(store: Store, rec: ContainerRecord) -> None:
+    write_json(_dir(store, rec.id) / "state.json", rec.to_json())
 
 
-def _load(store: Store, cid: str) -> dict | None:
+def _load(store: Store, cid: str) -> ContainerRecord | None:
     try:
-        return read_json(_dir(store, cid) / "state.json")
+        return ContainerRecord.from_json(read_json(_dir(store, cid) / "state.json"))
     except FileNotFoundError:
         return None
 
 
-def _all(store: Store) -> list[dict]:
+def _all(store: Store) -> list[ContainerRecord]:
     if not store.containers.is_dir():
         return []
     recs = [_load(store, p.name) for p in store.containers.iterdir()]
-    return sorted((r for r in recs if r), key=lambda r: r["created"])
+    return sorted((r for r in recs if r), key=lambda r: r.created)
 
 
-def _remove_files(store: Store, rec: dict) -> None:
+def _remove_files(store: Store, rec: ContainerRecord) -> None:
     """Remove the container's cgroup, directory and name, whichever exist; caller locks."""
-    cgroups.for_container(rec["id"], rec.get("cgroup"), store.cgroup_parent).remove()
-    for path in (_dir(store, rec["id"]) / "upper", _dir(store, rec["id"])):
+    cgroups.for_container(rec.id, rec.cgroup, store.cgroup_parent).remove()
+    for path in (_dir(store, rec.id) / "upper", _dir(store, rec.id)):
         with contextlib.suppress(FileNotFoundError):  # the writable layer first: if it
             remove_tree(path)  # cannot go, the record stays for ``rm`` to report
     with contextlib.suppress(FileNotFoundError):
-        if os.readlink(store.names / rec["name"]) == rec["id"]:  # not a later namesake's
-            os.unlink(store.names / rec["name"])
+        if os.readlink(store.names / rec.name) == rec.id:  # not a later namesake's
+            os.unlink(store.names / rec.name)
 
 
-def reconcile(store: Store, rec: dict) -> dict | None:
+def reconcile(store: Store, rec: ContainerRecord) -> ContainerRecord | None:
     """Bring ``rec`` in line with the processes that really exist; caller locks.
 
     A container whose monitor is gone (a killed ``pyvmm``) is recorded as exited with
     an unknown status and its cgroup removed; with ``--rm`` it is removed entirely
     and None is returned.
     """
-    if rec["status"] not in ACTIVE or is_alive(rec["monitor_pid"], rec["monitor_start"]):
+    if rec.status not in ACTIVE or is_alive(rec.monitor_pid, rec.monitor_start):
         return rec
-    if is_alive(rec.get("pid"), rec.get("pid_start")):
+    if is_alive(rec.pid, rec.pid_start):
         return rec  # still running; the kernel kills it when it notices the monitor gone
-    cg = cgroups.for_container(rec["id"], rec.get("cgroup"), store.cgroup_parent)
+    cg = cgroups.for_container(rec.id, rec.cgroup, store.cgroup_parent)
     rec.update(
         status="exited",
         exit_code=None,
@@ -132,24 +133,24 @@ def reconcile(store: Store, rec: dict) -> dict | None:
         oom_killed=cg.oom_killed(),
         pid=None,
     )
-    if rec["auto_remove"]:
+    if rec.auto_remove:
         try:
             _remove_files(store, rec)
             return None
         except PyvmmError as e:  # kept, for ``rm`` to report: ps must go on
-            rec["error"] = f"--rm could not remove it: {e}"
+            rec.error = f"--rm could not remove it: {e}"
     cg.remove()
     _save(store, rec)
     return rec
 
 
-def list_containers(store: Store) -> list[dict]:
+def list_containers(store: Store) -> list[ContainerRecord]:
     """Every container, each reconciled with reality (dead ones recorded, --rm ones gone)."""
     with store.lock():
         return [r for r in (reconcile(store, rec) for rec in _all(store)) if r]
 
 
-def find(store: Store, ref: str) -> dict:
+def find(store: Store, ref: str) -> ContainerRecord:
     """The container named ``ref``, or whose id is or starts with ``ref``."""
     if not ref:
         raise PyvmmError("container name is empty")
@@ -158,7 +159,7 @@ def find(store: Store, ref: str) -> dict:
             by_name = _load(store, os.readlink(store.names / ref))
         except OSError:
             by_name = None
-        matches = [by_name] if by_name else [r for r in _all(store) if r["id"].startswith(ref)]
+        matches = [by_name] if by_name else [r for r in _all(store) if r.id.startswith(ref)]
         if len(matches) != 1:
             raise PyvmmError(
                 f"no such container: {ref}" if not matches else f"ambiguous id prefix {ref}"
@@ -173,15 +174,15 @@ def users_of(store: Store, image: dict | None = None, volume: str | None = None)
     """Names of containers created from ``image`` or referring to ``volume``."""
     names = []
     for rec in _all(store):
-        if image and rec["image_id"] == image["id"]:
-            names.append(rec["name"])
-        if volume and any(m["source"] == volume for m in rec["mounts"] if m["type"] == "volume"):
-            names.append(rec["name"])
+        if image and rec.image_id == image["id"]:
+            names.append(rec.name)
+        if volume and any(m["source"] == volume for m in rec.mounts if m["type"] == "volume"):
+            names.append(rec.name)
     return names
 
 
 def layers_in_use(store: Store) -> set[str]:
-    return {d for rec in _all(store) for d in rec["layers"]}
+    return {d for rec in _all(store) for d in rec.layers}
 
 
 def create(
@@ -196,7 +197,7 @@ def create(
     security: Security | None = None,
     auto_remove: bool = False,
     claim: bool = False,
-) -> dict:
+) -> ContainerRecord:
     """Record a new container and its empty writable layer; nothing runs yet.
 
     Everything a user can get wrong is checked before anything is created. With
@@ -219,29 +220,22 @@ def create(
     env = config.get("Env") or [DEFAULT_PATH]
     security = security or Security()
     limits = replace(limits or Limits(), devices=security.device_rules())
-    rec = {
-        "id": cid,
-        "name": name,
-        "image": f"{image['name']}:{image['tag']}",
-        "image_id": image["id"],
-        "layers": image["layers"],
-        "command": command,
-        "env": [*env, f"HOSTNAME={hostname}"],
-        "cwd": config.get("WorkingDir") or "/",
-        "hostname": hostname,
-        "mounts": mounts_,
-        "new_volumes": [],
-        "limits": asdict(limits),
-        "security": asdict(security),
-        "auto_remove": auto_remove,
-        "created": time.time(),
-        "status": "created",
-        "monitor_pid": None,
-        "monitor_start": None,
-        "pid": None,
-        "pid_start": None,
-        "exit_code": None,
-    }
+    rec = ContainerRecord(
+        id=cid,
+        name=name,
+        image=f"{image['name']}:{image['tag']}",
+        image_id=image["id"],
+        layers=image["layers"],
+        command=command,
+        env=[*env, f"HOSTNAME={hostname}"],
+        cwd=config.get("WorkingDir") or "/",
+        hostname=hostname,
+        mounts=mounts_,
+        limits=asdict(limits),
+        security=asdict(security),
+        auto_remove=auto_remove,
+        created=time.time(),
+    )
     if claim:
         _claimed(rec)
     with store.lock():
@@ -259,7 +253,7 @@ def create(
             for m in mounts_:
                 if m["type"] == "volume" and not (store.volumes / m["source"]).exists():
                     volumes.create(store, m["source"])
-                    rec["new_volumes"].append(m["source"])
+                    rec.new_volumes.append(m["source"])
             bundle.write(store, rec)
             _save(store, rec)
         except BaseException:
@@ -268,15 +262,17 @@ def create(
     return rec
 
 
-def _forget(store: Store, rec: dict) -> None:
+def _forget(store: Store, rec: ContainerRecord) -> None:
     """Remove a container's files, name and the volumes it created; caller locks."""
     _remove_files(store, rec)
-    for v in rec["new_volumes"]:
+    for v in rec.new_volumes:
         if not users_of(store, volume=v):
             volumes.remove(store, v, [])
 
 
-def _init(store: Store, rec: dict, stdio: tuple, report: int, go: int, t0: float) -> None:
+def _init(
+    store: Store, rec: ContainerRecord, stdio: tuple, report: int, go: int, t0: float
+) -> None:
     """The container's PID 1, from fork to execve, through the OCI core's steps on
     the container's bundle (``bundle.py``, ``init.py``); never returns.
 
@@ -369,7 +365,7 @@ def _relay(outputs: dict[int, int], log_fd: int, on_output: Callable[[], None]) 
                     pass  # our reader went away; keep draining so the container can finish
 
 
-def _claimed(rec: dict) -> None:
+def _claimed(rec: ContainerRecord) -> None:
     rec.update(
         status="starting",
         monitor_pid=os.getpid(),
@@ -380,15 +376,15 @@ def _claimed(rec: dict) -> None:
     )
 
 
-def _claim(store: Store, cid: str) -> dict:
+def _claim(store: Store, cid: str) -> ContainerRecord:
     """Mark the container as starting under this process, unless it already runs."""
     with store.lock():
         rec = _load(store, cid)
         rec = rec and reconcile(store, rec)
         if rec is None:
             raise PyvmmError(f"no such container: {cid[:12]}")
-        if rec["status"] in ACTIVE:
-            raise PyvmmError(f"container {rec['name']} is already running")
+        if rec.status in ACTIVE:
+            raise PyvmmError(f"container {rec.name} is already running")
         _claimed(rec)
         _save(store, rec)
         return rec
@@ -423,21 +419,21 @@ class _FilterBuild:
         return self._result
 
 
-def _monitor(store: Store, rec: dict, attach: bool, on_started: Callable, t0: float,
+def _monitor(store: Store, rec: ContainerRecord, attach: bool, on_started: Callable, t0: float,
              imports_s: float = 0.0) -> int:  # fmt: skip
     """Start the claimed container ``rec`` and supervise it to its end; return its
     exit status (``rec`` gains ``oom_killed``, ``peak_memory`` and ``timings``)."""
-    cid = rec["id"]
+    cid = rec.id
     timings = {"imports_s": imports_s}
 
     def mark(step: str) -> None:
         timings[f"{step}_s"] = time.perf_counter() - t0
 
     mark("claimed")
-    cg = cgroups.for_container(cid, rec["cgroup"], store.cgroup_parent)
+    cg = cgroups.for_container(cid, rec.cgroup, store.cgroup_parent)
     fds: list[int] = []
     try:
-        cg.create(Limits(**rec["limits"]))
+        cg.create(Limits(**rec.limits))
         mark("cgroup_created")
         log_fd = os.open(_dir(store, cid) / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         fds.append(log_fd)
@@ -467,7 +463,7 @@ def _monitor(store: Store, rec: dict, attach: bool, on_started: Callable, t0: fl
         raise
     for fd in [*child_only, report_w, go_r]:
         os.close(fd)
-    syscall_filter = _FilterBuild(Security(**rec.get("security", {})))
+    syscall_filter = _FilterBuild(Security(**rec.security))
     failure = b""
     try:
         if not joined:
@@ -515,7 +511,7 @@ def _monitor(store: Store, rec: dict, attach: bool, on_started: Callable, t0: fl
     code = os.waitstatus_to_exitcode(status)
     code = 128 - code if code < 0 else code
     result = {"oom_killed": cg.oom_killed(), "peak_memory": cg.peak_memory(), "timings": timings}
-    rec.update(result)
+    rec.update(**result)
     cg.remove()
     _finish(store, cid, code, result)
     return code
@@ -531,8 +527,8 @@ def _finish(store: Store, cid: str, code: int | None, result: dict | None) -> No
         if rec is None:
             return  # removed with rm -f while it ran
         rec.update(status="exited", exit_code=code, pid=None, finished_at=time.time())
-        rec.update(result or {})
-        if rec["auto_remove"] and result is not None:
+        rec.update(**(result or {}))
+        if rec.auto_remove and result is not None:
             _remove_files(store, rec)
         else:
             _save(store, rec)
@@ -571,7 +567,9 @@ def _start_detached(store: Store, cid: str) -> None:
         raise ContainerStartError(message or "the container monitor died", int(code or 2))
 
 
-def start(store: Store, ref: str, attach: bool, t0: float | None = None) -> tuple[dict, int | None]:
+def start(
+    store: Store, ref: str, attach: bool, t0: float | None = None
+) -> tuple[ContainerRecord, int | None]:
     """Start a created or exited container on its existing writable layer.
 
     Attached: supervise it here and return its record and exit status. Detached:
@@ -579,15 +577,15 @@ def start(store: Store, ref: str, attach: bool, t0: float | None = None) -> tupl
     """
     rec = find(store, ref)
     if not attach:
-        _start_detached(store, rec["id"])
+        _start_detached(store, rec.id)
         return rec, None
-    rec = _claim(store, rec["id"])
+    rec = _claim(store, rec.id)
     return rec, _monitor(store, rec, True, lambda _rec: None, t0 or time.perf_counter())
 
 
 def run(store: Store, image_ref: str, command: list[str], *, detach: bool = False,
         t0: float | None = None, imports_s: float = 0.0,
-        **options) -> tuple[dict, int | None]:  # fmt: skip
+        **options) -> tuple[ContainerRecord, int | None]:  # fmt: skip
     """``create`` and ``start``; a container whose command cannot start is removed again,
     with the volumes it created, so a failed ``run`` leaves nothing behind.
 
@@ -598,7 +596,7 @@ def run(store: Store, image_ref: str, command: list[str], *, detach: bool = Fals
     rec = create(store, image_ref, command, claim=not detach, **options)
     try:
         if detach:
-            _start_detached(store, rec["id"])
+            _start_detached(store, rec.id)
             return rec, None
         return rec, _monitor(store, rec, True, lambda _rec: None, t0, imports_s)
     except BaseException:
@@ -620,11 +618,11 @@ def kill(store: Store, ref: str, sig: int = signal.SIGKILL) -> None:
     """Send ``sig`` to the container's PID 1; if that ends it, wait until its exit is
     recorded, so that a following ``ps`` or ``inspect`` shows it."""
     rec = find(store, ref)
-    if rec["status"] != "running" or not is_alive(rec["pid"], rec["pid_start"]):
-        raise PyvmmError(f"container {rec['name']} is not running")
-    os.kill(rec["pid"], sig)
-    if _wait_dead(rec["pid"], rec["pid_start"], 1.0):
-        _wait_dead(rec["monitor_pid"], rec["monitor_start"], 5.0)
+    if rec.status != "running" or not is_alive(rec.pid, rec.pid_start):
+        raise PyvmmError(f"container {rec.name} is not running")
+    os.kill(rec.pid, sig)
+    if _wait_dead(rec.pid, rec.pid_start, 1.0):
+        _wait_dead(rec.monitor_pid, rec.monitor_start, 5.0)
 
 
 def stop(store: Store, ref: str, timeout: float = 10.0) -> None:
@@ -634,27 +632,27 @@ def stop(store: Store, ref: str, timeout: float = 10.0) -> None:
     namespace's init), as in Docker; then the SIGKILL ends it.
     """
     rec = find(store, ref)
-    if rec["status"] == "running":
-        with_pid = (rec["pid"], rec["pid_start"])
+    if rec.status == "running":
+        with_pid = (rec.pid, rec.pid_start)
         if is_alive(*with_pid):
-            os.kill(rec["pid"], signal.SIGTERM)
+            os.kill(rec.pid, signal.SIGTERM)
         if not _wait_dead(*with_pid, timeout) and is_alive(*with_pid):
-            os.kill(rec["pid"], signal.SIGKILL)
+            os.kill(rec.pid, signal.SIGKILL)
         _wait_dead(*with_pid, 5.0)
-        _wait_dead(rec["monitor_pid"], rec["monitor_start"], 5.0)
+        _wait_dead(rec.monitor_pid, rec.monitor_start, 5.0)
 
 
 def remove(store: Store, ref: str, force: bool = False) -> None:
     """Delete the container and its writable layer (volumes stay)."""
     rec = find(store, ref)
-    if rec["status"] in ACTIVE:
+    if rec.status in ACTIVE:
         if not force:
-            raise PyvmmError(f"container {rec['name']} is running: stop it first or use -f")
-        if is_alive(rec["pid"], rec["pid_start"]):
-            os.kill(rec["pid"], signal.SIGKILL)
-        _wait_dead(rec["monitor_pid"], rec["monitor_start"], 5.0)
+            raise PyvmmError(f"container {rec.name} is running: stop it first or use -f")
+        if is_alive(rec.pid, rec.pid_start):
+            os.kill(rec.pid, signal.SIGKILL)
+        _wait_dead(rec.monitor_pid, rec.monitor_start, 5.0)
     with store.lock():
-        if _load(store, rec["id"]):
+        if _load(store, rec.id):
             _remove_files(store, rec)
 
 
@@ -662,24 +660,25 @@ def inspect(store: Store, ref: str) -> dict:
     """The container's record, for people: a custom seccomp profile by its path only,
     and, while it runs, the capabilities its first process really has (CapEff)."""
     rec = find(store, ref)
-    security = rec.get("security") or {}
+    record = rec.to_json()
+    security = record["security"]
     security.pop("seccomp_profile", None)
-    if rec["status"] == "running" and is_alive(rec["pid"], rec["pid_start"]):
-        with contextlib.suppress(OSError, StopIteration), open(f"/proc/{rec['pid']}/status") as f:
+    if rec.status == "running" and is_alive(rec.pid, rec.pid_start):
+        with contextlib.suppress(OSError, StopIteration), open(f"/proc/{rec.pid}/status") as f:
             mask = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
             security["running_capabilities"] = capabilities.decode(mask)
-    return rec
+    return record
 
 
 def logs(store: Store, ref: str) -> bytes:
     rec = find(store, ref)
     try:
-        return (_dir(store, rec["id"]) / "log").read_bytes()
+        return (_dir(store, rec.id) / "log").read_bytes()
     except FileNotFoundError:
         return b""
 
 
 def diff(store: Store, ref: str) -> list[tuple[str, str]]:
     rec = find(store, ref)
-    lowers = [layers.layer_dir(store, d) for d in reversed(rec["layers"])]
-    return layers.diff(_dir(store, rec["id"]) / "upper", lowers)
+    lowers = [layers.layer_dir(store, d) for d in reversed(rec.layers)]
+    return layers.diff(_dir(store, rec.id) / "upper", lowers)

@@ -6,7 +6,7 @@ Layout under the root (``/var/lib/pyvmm``, ``--root`` or ``$PYVMM_ROOT``)::
     layers/sha256/<hex>/diff/       one extracted layer, named by the sha256 of its tar
     layers/sha256/<hex>/layer.json  its size
     images/<name>/<tag>.json        layer digests (bottom first) and run defaults
-    containers/<id>/state.json      one container: spec, status, pids, exit code
+    containers/<id>/state.json      one container (``ContainerRecord``): spec, status, pids
     containers/<id>/upper, work     its writable overlay layer
     containers/<id>/log             what it printed
     names/<name> -> <id>            container names, each reserved by one symlink
@@ -26,6 +26,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 DEFAULT_ROOT = Path("/var/lib/pyvmm")
@@ -61,6 +62,61 @@ class Store:
             yield
         finally:
             os.close(fd)
+
+
+@dataclass
+class ContainerRecord:
+    """One ``pyvmm container``'s ``containers/<id>/state.json``: what it was created
+    from (its bundle's config.json is made from these), and its life so far. The
+    container's ``status`` is created, starting, running or exited; a process is named
+    for good by its pid and its start time (``process_start``)."""
+
+    id: str
+    name: str
+    image: str  # NAME:TAG, as given
+    image_id: str
+    layers: list[str]  # digests, bottom first
+    command: list[str]
+    env: list[str]
+    cwd: str
+    hostname: str
+    mounts: list[dict]  # volumes.parse's records: type, source, target, readonly
+    limits: dict  # cgroups.Limits, as asdict made it
+    security: dict  # security.Security, as asdict made it
+    auto_remove: bool
+    created: float
+    new_volumes: list[str] = field(default_factory=list)  # made for it, removed with it
+    status: str = "created"
+    monitor_pid: int | None = None  # the pyvmm process supervising it
+    monitor_start: int | None = None
+    pid: int | None = None  # its PID 1, on the host
+    pid_start: int | None = None
+    cgroup: str | None = None  # the cgroup version it was started under ("v1", "v2")
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    oom_killed: bool | None = None
+    peak_memory: int | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # seconds after the request
+
+    def update(self, **changes) -> None:
+        """Set several fields at once; a name that is not a field is a bug, not data."""
+        for name, value in changes.items():
+            if name not in _CONTAINER_FIELDS:
+                raise AttributeError(f"ContainerRecord has no field {name!r}")
+            setattr(self, name, value)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> ContainerRecord:
+        """Fields this pyvmm does not know (a newer one's) are left out, not an error."""
+        return cls(**{k: v for k, v in data.items() if k in _CONTAINER_FIELDS})
+
+
+_CONTAINER_FIELDS = {f.name for f in fields(ContainerRecord)}
 
 
 def read_json(path: Path) -> dict:
