@@ -1,10 +1,11 @@
 """Fixtures for the VM tests: the bundled guest, built once per session."""
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from vmtest import GUEST
+from vmtest import GUEST, ROOT
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +24,17 @@ def linux_build():
 
     build = linux_guest.build_kernel(say=lambda m: None)
     return build, linux_guest.build_initramfs()
+
+
+@pytest.fixture(scope="session")
+def images_root(tmp_path_factory):
+    """A state root holding the busybox and workload images, for labs that run pyvmm
+    containers (and pyvmm bench, which insists on the very workload binary)."""
+    root = tmp_path_factory.mktemp("pyvmm-root")
+    subprocess.run(["make", "-s", "-C", ROOT / "guest"], check=True)
+    subprocess.run(
+        [sys.executable, ROOT / "scripts" / "build_images.py", "--root", root,
+         "--workload", ROOT / "guest" / "workload" / "workload"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return root

@@ -8,24 +8,15 @@ lab skips where the machine lacks what it needs.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
 
 import pytest
-from vmtest import ROOT, assert_one_line_error, kvm_usable, run_pyvmm
+from labmutant import missing as _missing
+from vmtest import assert_one_line_error, run_pyvmm
 
 from vmm import lab as labs
 
 LABS = labs.all_labs()
-
-
-def _missing(lab: labs.Lab) -> str | None:
-    if "kvm" in lab.needs and not kvm_usable():
-        return "needs a usable /dev/kvm"
-    if {"root", "images"} & set(lab.needs) and os.geteuid() != 0:
-        return "needs root"
-    return None
 
 
 @pytest.fixture(autouse=True)
@@ -33,20 +24,6 @@ def state_home(tmp_path, monkeypatch):
     """Each test its own student: progress records in a tmp XDG_STATE_HOME."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     return tmp_path / "state"
-
-
-@pytest.fixture(scope="session")
-def images_root(tmp_path_factory):
-    """A state root holding the busybox and workload images, for labs that run pyvmm
-    containers (and pyvmm bench, which insists on the very workload binary)."""
-    root = tmp_path_factory.mktemp("pyvmm-root")
-    subprocess.run(["make", "-s", "-C", ROOT / "guest"], check=True)
-    subprocess.run(
-        [sys.executable, ROOT / "scripts" / "build_images.py", "--root", root,
-         "--workload", ROOT / "guest" / "workload" / "workload"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return root
 
 
 @pytest.mark.parametrize("lab", LABS, ids=lambda lab: lab.slug)
