@@ -358,15 +358,16 @@ class GdbStub:
             return regs.read_all()
         if text[0] == "G":
             # Decode every value before writing any: a bad packet changes nothing. gdb
-            # sends "xx" for a register it does not know (one read as unavailable).
+            # sends every register of the layout, "xx..." for one it does not know (one
+            # read as unavailable), so data shorter or longer than the layout is refused.
+            if len(text) - 1 != sum(r.bits // 4 for r in regs.layout.registers):
+                return E_INVALID
             values, pos = [], 1
             for n, r in enumerate(regs.layout.registers):
                 digits = text[pos : pos + r.bits // 4]
                 pos += r.bits // 4
-                if len(digits) == r.bits // 4 and "x" not in digits:
+                if "x" not in digits:
                     values.append((n, bytes.fromhex(digits)))
-            if pos < len(text) or len(text) % 2 == 0:  # too long, or a half byte
-                return E_INVALID
             for n, data in values:
                 regs.write(n, data)
             return "OK"
