@@ -38,7 +38,7 @@ CPUID_EXT = 0x80000001  # EDX bit 26: Page1GB, 1 GiB pages (SDM vol. 2A, CPUID)
 PAGE_1GB = 1 << 26
 PTE_PAT = 1 << 12  # in a large page's entry: the PAT bit, not an address bit
 PTE_NX = 1 << 63
-MAX_FRAME_BITS = 40  # frames below 1 TiB: inside any CPU's MAXPHYADDR, above 4 GiB
+MAX_FRAME_BITS = 36  # frames below 64 GiB, above 4 GiB: no x86-64 CPU has a MAXPHYADDR under 36
 TABLES = ("PML4", "PDPT", "PD", "PT")
 
 
