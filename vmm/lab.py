@@ -25,6 +25,7 @@ progress is a small record per lab under ``$XDG_STATE_HOME/pyvmm/labs``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -36,7 +37,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -297,38 +298,43 @@ def check(lab: Lab, workdir: Path) -> list[CheckResult]:
 def run_student(
     args: list[str], workdir: Path, timeout: float = 60, **kwargs
 ) -> subprocess.CompletedProcess:
-    """Run the student's program (a Python file is run by pyvmm's interpreter, so that
-    ``import vmm`` works); a hang fails the check instead of hanging it, and takes the
-    processes the program started with it (its own process group). Its TMPDIR is a
-    folder of this run, removed afterwards: a program killed at the timeout, or a
-    skeleton that stops half-way, cannot clean up its own temporary files."""
-    if args[0].endswith(".py"):
-        args = [sys.executable, *args]
-    with tempfile.TemporaryDirectory(prefix="pyvmm-lab-", ignore_cleanup_errors=True) as tmp:
-        os.chmod(tmp, 0o1777)  # like /tmp: a user-namespace child (nobody) works in it too
-        env = {**os.environ, "PYTHONPATH": str(REPO_DIR), "TMPDIR": tmp, **kwargs.pop("env", {})}
-        return _run_group(args, workdir, timeout, env, **kwargs)
-
-
-def _run_group(
-    args: list[str], workdir: Path, timeout: float, env: dict, **kwargs
-) -> subprocess.CompletedProcess:
-    with subprocess.Popen(
-        args, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        start_new_session=True, **kwargs,
-    ) as proc:  # fmt: skip
+    """Run the student's program to its end; a hang fails the check instead of hanging
+    it, and takes the processes the program started with it (its own process group)."""
+    with start_student(args, workdir, **kwargs) as proc:
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
             raise CheckFailed(
-                f"{' '.join(args[-3:])} did not finish within {timeout:g} s"
+                f"{' '.join(proc.args[-3:])} did not finish within {timeout:g} s"
             ) from None
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@contextlib.contextmanager
+def start_student(args: list[str], workdir: Path, **kwargs) -> Iterator[subprocess.Popen]:
+    """The student's program, running, for a check that looks at it from outside while
+    it runs (its cgroup, its open files) as well as at its output. A Python file is run
+    by pyvmm's interpreter, so that ``import vmm`` works; the program is a session of its
+    own, killed with everything it started on the way out. Its TMPDIR is a folder of
+    this run, removed afterwards: a program killed at the timeout, or a skeleton that
+    stops half-way, cannot clean up its own temporary files."""
+    if args[0].endswith(".py"):
+        args = [sys.executable, *args]
+    with tempfile.TemporaryDirectory(prefix="pyvmm-lab-", ignore_cleanup_errors=True) as tmp:
+        os.chmod(tmp, 0o1777)  # like /tmp: a user-namespace child (nobody) works in it too
+        env = {**os.environ, "PYTHONPATH": str(REPO_DIR), "TMPDIR": tmp, **kwargs.pop("env", {})}
+        with subprocess.Popen(
+            args, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env, start_new_session=True, **kwargs,
+        ) as proc:  # fmt: skip
+            try:
+                yield proc
+            finally:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.communicate()
 
 
 def tail(proc: subprocess.CompletedProcess, lines: int = 6) -> str:
