@@ -65,6 +65,14 @@ def test_every_lab_has_a_readme_checks_and_files():
         ), f"lab {lab.number} has nothing for the student to write"
 
 
+def test_every_skeleton_and_solution_is_python_that_parses():
+    for lab in LABS:
+        for solution in (False, True):
+            for name, text in labs.lab_files(lab, solution).items():
+                if name.endswith(".py"):
+                    compile(text, f"lab {lab.number} {name} (solution={solution})", "exec")
+
+
 def test_render_keeps_earlier_levels_stubs_this_one_drops_later():
     text = (
         "a\n# >>> 1: one\nx = 1\n# <<<\n"

@@ -4,6 +4,7 @@ a VM does not) is what the check sees itself."""
 import json
 import os
 import socket
+import sys
 from pathlib import Path
 
 from vmm.lab import Check, CheckFailed, run_student, tail
@@ -68,6 +69,36 @@ def container_shares_the_kernel(workdir: Path) -> str:
     return "same kernel release, boot id and modules; its own hostname; /proc/keys masked"
 
 
+# shares.shared on facts the check makes up: each fact equal, then each different, so
+# that every verdict must flip with the data (a hard-coded answer right for this host
+# cannot follow both).
+_SHARED = (
+    "import json, sys, shares; "
+    "print(json.dumps([shares.shared(h, c) for h, c in json.loads(sys.argv[1])]))"
+)
+
+
+def shared_follows_the_facts(workdir: Path) -> str:
+    facts = ("release", "boot_id", "hostname", "keys", "modules")
+    host = {fact: f"host-{fact}" for fact in facts}
+    odd = {fact: host[fact] if i % 2 else f"other-{fact}" for i, fact in enumerate(facts)}
+    even = {fact: f"other-{fact}" if i % 2 else host[fact] for i, fact in enumerate(facts)}
+    cases = [(host, odd), (host, even)]
+    proc = run_student([sys.executable, "-c", _SHARED, json.dumps(cases)], workdir, timeout=30)
+    try:
+        answers = json.loads(proc.stdout)
+    except ValueError:
+        raise CheckFailed(f"shares.shared(host, container) did not run:\n{tail(proc)}") from None
+    for (h, c), got in zip(cases, answers, strict=True):
+        want = {fact: h[fact] == c[fact] for fact in facts}
+        if got != want:
+            raise CheckFailed(
+                f"shared(host, container) for {c} (host {h}) gave {got}: compare each "
+                f"fact's two values"
+            )
+    return "each fact shared exactly when the two values are equal"
+
+
 def vm_runs_its_own_kernel(workdir: Path) -> str:
     got = _report(workdir).get("vm_kernel")
     if got != "pyvmm tiny kernel":
@@ -85,6 +116,11 @@ CHECKS = [
         "the container shares the host's kernel, not its hostname",
         "compare value by value; /proc/keys is the host's keyring, so pyvmm masks it",
         container_shares_the_kernel,
+    ),
+    Check(
+        "the report's shared follows the facts",
+        "shared(host, container): one boolean per fact of FACTS, its two values equal",
+        shared_follows_the_facts,
     ),
     Check(
         "the VM runs a kernel of its own",
