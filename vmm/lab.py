@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import importlib.util
 import json
 import os
@@ -77,16 +78,79 @@ class CheckResult:
 
 
 @dataclass
-class LabRecord:
-    """One student's progress on one lab, kept between commands."""
+class FolderRecord:
+    """One working folder's results on one lab. ``passed`` is kept once earned: a later
+    failing check (a change being tried, a machine without KVM) does not undo it."""
 
-    lab: int
     workdir: str
-    status: str = IN_PROGRESS
     started: float = 0.0
     last_check: float | None = None
-    passed_checks: int = 0
-    total_checks: int = 0
+    passed: bool = False  # every check passed at once, at some check
+    best_checks: int = 0  # the most checks passed at once
+    last_checks: int = 0  # passed at the last check
+    total_checks: int = 0  # at the last check
+
+    def __post_init__(self) -> None:
+        counts = (self.best_checks, self.last_checks, self.total_checks)
+        times = (self.started, *(() if self.last_check is None else (self.last_check,)))
+        if not (
+            isinstance(self.workdir, str)
+            and isinstance(self.passed, bool)
+            and all(type(n) is int and n >= 0 for n in counts)
+            and all(type(t) in (int, float) for t in times)
+        ):
+            raise TypeError(f"a folder's fields have the wrong types: {self}")
+
+
+@dataclass
+class LabRecord:
+    """One student's progress on one lab: each working folder's results, and the folder
+    used last (where ``pyvmm lab check N`` goes when given none)."""
+
+    lab: int
+    current: str
+    folders: list[FolderRecord]
+
+    @property
+    def status(self) -> str:
+        return PASSED if any(f.passed for f in self.folders) else IN_PROGRESS
+
+    def folder(self, workdir: str) -> FolderRecord:
+        """This folder's results, new ones if the folder has none yet."""
+        for entry in self.folders:
+            if entry.workdir == workdir:
+                return entry
+        self.folders.append(FolderRecord(workdir, started=time.time()))
+        return self.folders[-1]
+
+    @classmethod
+    def from_json(cls, data: object) -> LabRecord:
+        if not isinstance(data, dict):
+            raise TypeError("not a JSON object")
+        if "folders" not in data:  # written by pyvmm before it kept folders apart
+            data = {
+                "lab": data.get("lab"),
+                "current": data.get("workdir"),
+                "folders": [
+                    {
+                        "workdir": data.get("workdir"),
+                        "started": data.get("started", 0.0),
+                        "last_check": data.get("last_check"),
+                        "passed": data.get("status") == PASSED,
+                        "best_checks": data.get("passed_checks", 0),
+                        "last_checks": data.get("passed_checks", 0),
+                        "total_checks": data.get("total_checks", 0),
+                    }
+                ],
+            }
+        if type(data.get("lab")) is not int or not isinstance(data.get("current"), str):
+            raise TypeError("no lab number or current folder")
+        if not isinstance(data.get("folders"), list):
+            raise TypeError("no list of folders")
+        folders = [FolderRecord(**f) for f in data["folders"] if isinstance(f, dict)]
+        if len(folders) != len(data["folders"]):
+            raise TypeError("a folder that is not a JSON object")
+        return cls(data["lab"], data["current"], folders)
 
 
 @dataclass(frozen=True)
@@ -216,12 +280,16 @@ def _state_dir() -> Path:
 
 def load_record(lab: Lab) -> LabRecord | None:
     try:
-        data = json.loads((_state_dir() / f"{lab.number:02}.json").read_text())
-        return LabRecord(**data)
+        record = LabRecord.from_json(
+            json.loads((_state_dir() / f"{lab.number:02}.json").read_text())
+        )
     except FileNotFoundError:
         return None
     except (ValueError, TypeError) as e:
         raise LabError(f"the progress record of lab {lab.number} is damaged: {e}") from None
+    if record.lab != lab.number:
+        raise LabError(f"the progress record of lab {lab.number} is lab {record.lab}'s")
+    return record
 
 
 def save_record(record: LabRecord) -> None:
@@ -231,6 +299,21 @@ def save_record(record: LabRecord) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(dataclasses.asdict(record), indent=1) + "\n")
     tmp.replace(path)
+
+
+def _record_in(lab: Lab, workdir: Path, change: Callable[[FolderRecord], None]) -> LabRecord:
+    """Change this folder's results in the lab's record, which now names it as the
+    current folder. Under a lock: checks in two folders may end at the same time, and
+    neither may lose the other's result."""
+    folder = _state_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{lab.number:02}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        record = load_record(lab) or LabRecord(lab.number, str(workdir), [])
+        change(record.folder(str(workdir)))
+        record.current = str(workdir)
+        save_record(record)
+    return record
 
 
 def status(lab: Lab) -> str:
@@ -254,14 +337,14 @@ def start(lab: Lab, workdir: Path | None) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         (workdir / name).write_text(text)
-    save_record(LabRecord(lab.number, str(workdir), IN_PROGRESS, started=time.time()))
+    _record_in(lab, workdir, lambda entry: None)
     return workdir
 
 
 def workdir_of(lab: Lab, given: Path | None) -> Path:
     if given is None:
         record = load_record(lab)
-        given = Path(record.workdir) if record else lab.default_workdir()
+        given = Path(record.current) if record else lab.default_workdir()
     if not given.is_dir():
         raise LabError(f"no working folder {given}: start with 'pyvmm lab start {lab.number}'")
     return given.absolute()
@@ -278,17 +361,14 @@ def check(lab: Lab, workdir: Path) -> list[CheckResult]:
         except OSError as e:  # a file the check needs is missing or unreadable
             results.append(CheckResult(c, False, f"the check could not run: {e}"))
     passed = sum(r.passed for r in results)
-    record = load_record(lab) or LabRecord(lab.number, str(workdir), started=time.time())
-    done = passed == len(results)
-    record = dataclasses.replace(
-        record,
-        workdir=str(workdir),
-        status=PASSED if done else IN_PROGRESS,
-        last_check=time.time(),
-        passed_checks=passed,
-        total_checks=len(results),
-    )
-    save_record(record)
+
+    def record(entry: FolderRecord) -> None:
+        entry.last_check = time.time()
+        entry.passed = entry.passed or passed == len(results)
+        entry.best_checks = max(entry.best_checks, passed)
+        entry.last_checks, entry.total_checks = passed, len(results)
+
+    _record_in(lab, workdir, record)
     return results
 
 
