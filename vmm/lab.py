@@ -58,7 +58,13 @@ class LabError(PyvmmError):
 
 
 class CheckFailed(Exception):
-    """Raised by a check: ``str(e)`` says what the student's code did instead."""
+    """Raised by a check: ``str(e)`` says what the student's code did instead. ``hint``
+    replaces the check's own when the check recognised the mistake: a mistake that fails
+    every check at once should not be answered by every check's hint for its own part."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ class CheckResult:
     check: Check
     passed: bool
     detail: str
+    hint: str = ""  # what to try: the check's hint, or the one its failure gave
 
 
 @dataclass
@@ -357,9 +364,9 @@ def check(lab: Lab, workdir: Path) -> list[CheckResult]:
         try:
             results.append(CheckResult(c, True, c.run(workdir) or ""))
         except CheckFailed as e:
-            results.append(CheckResult(c, False, str(e)))
+            results.append(CheckResult(c, False, str(e), e.hint or c.hint))
         except OSError as e:  # a file the check needs is missing or unreadable
-            results.append(CheckResult(c, False, f"the check could not run: {e}"))
+            results.append(CheckResult(c, False, f"the check could not run: {e}", c.hint))
     passed = sum(r.passed for r in results)
 
     def record(entry: FolderRecord) -> None:

@@ -54,7 +54,7 @@ def check(number: int, workdir: Path | None) -> None:
         if r.detail:
             click.echo(f"      {r.detail}")
         if not r.passed:
-            click.echo(f"      hint: {r.check.hint}")
+            click.echo(f"      hint: {r.hint}")
     passed = sum(r.passed for r in results)
     click.echo(f"lab {number}: {passed} of {len(results)} checks pass")
     record = labs.load_record(chosen)

@@ -21,8 +21,9 @@ def mini(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     proc = _mini(workdir, *args)
     if "variadic part" in proc.stderr:
         raise CheckFailed(
-            "syscall() is variadic, and cffi passes only C objects there: give pivot_root "
-            f'its paths as ffi.new("char[]", path.encode()), not bytes:\n{tail(proc)}'
+            f"cffi refused pivot_root's arguments:\n{tail(proc)}",
+            hint="syscall() is variadic, and cffi passes only C objects in a variadic part: "
+            'give pivot_root its paths as ffi.new("char[]", path.encode()), not bytes',
         )
     return proc
 

@@ -24,15 +24,17 @@ def mini(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     if "mount proc" in proc.stderr and "Operation not permitted" in proc.stderr:
         raise CheckFailed(
             "mounting /proc was refused (EPERM): the container's PID namespace belongs to "
-            "the host's user namespace, and only a PID namespace owned by the new user "
-            "namespace lets it mount proc: unshare CLONE_NEWPID after CLONE_NEWUSER, "
-            f"and fork\n{tail(proc)}"
+            f"the host's user namespace, not to the new one\n{tail(proc)}",
+            hint="only a PID namespace owned by the new user namespace lets it mount proc: "
+            "in the child, unshare(CLONE_NEWPID) after CLONE_NEWUSER and the setuid, then "
+            "fork: the grandchild is PID 1 of a namespace the new user namespace owns",
         )
     if proc.returncode == 127 and "Permission denied" in proc.stderr:
         raise CheckFailed(
-            f"the container's root was refused its own working folder, which belongs to "
-            f"nobody ({NOBODY}) on the host: root inside must be nobody outside, by the "
-            f"maps '0 {NOBODY} 1' and then setgid(0) and setuid(0) in the child\n{tail(proc)}"
+            "the container's root was refused its own working folder, which belongs to "
+            f"nobody ({NOBODY}) on the host: root inside is not nobody outside\n{tail(proc)}",
+            hint=f"the parent maps root to nobody ('0 {NOBODY} 1' into uid_map and gid_map), "
+            "then the child becomes that root: setgroups([]), setgid(0), setuid(0)",
         )
     return proc
 

@@ -31,7 +31,7 @@ MUTANTS = [
     Mutant(
         "bytes in syscall's variadic part",
         "mini_run.py",
-        expect='ffi.new("char[]"',
+        expect="refused pivot_root's arguments",
         edits=(
             (
                 'ffi.new("char[]", new_root.encode()), ffi.new("char[]", old)',
