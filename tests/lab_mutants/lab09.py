@@ -1,4 +1,5 @@
-"""Lab 9's wrong solutions: namespaces that look made but leak."""
+"""Lab 9's wrong solutions: namespaces that look made but leak (into a stand-in host of
+the check's own, never the real one)."""
 
 from labmutant import Mutant
 
@@ -8,6 +9,12 @@ MUTANTS = [
         "mini_run.py",
         expect="not private",
         edits=(('    mount(None, "/", None, lib.MS_REC | lib.MS_PRIVATE)\n', ""),),
+    ),
+    Mutant(
+        "no UTS namespace",  # sethostname renames the (stand-in) host
+        "mini_run.py",
+        expect="renamed the host",
+        edits=(("lib.CLONE_NEWUTS | lib.CLONE_NEWNS", "lib.CLONE_NEWNS"),),
     ),
     Mutant(
         "no IPC namespace",
