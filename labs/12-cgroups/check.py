@@ -1,12 +1,13 @@
 """Lab 12's checks: memory, pids and CPU limits, seen in what the kernel did."""
 
-import glob
+import contextlib
 import os
 import re
 import select
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "mini-run"))
@@ -44,15 +45,7 @@ def fork_bomb_is_stopped(workdir: Path) -> str:
 def cpu_is_throttled(workdir: Path) -> str:
     """The quota and the throttling are read from the container's cgroup, found from the
     host while the container waits, then mini_run's report must say the same."""
-    rootfs(workdir)
-    script = f"{_SPIN}; echo spun; read go"
-    with start_student(mini_args("--cpus=0.1", "/bin/sh", "-c", script), workdir,
-                       stdin=subprocess.PIPE) as proc:  # fmt: skip
-        ready, _, _ = select.select([proc.stdout], [], [], 120)
-        if (proc.stdout.readline() if ready else "").strip() != "spun":
-            if not ready:
-                os.killpg(proc.pid, signal.SIGKILL)
-            raise CheckFailed(f"the container did not spin to its end:\n{tail(_ended(proc))}")
+    with _paused(workdir, "--cpus=0.1", _SPIN, timeout=120) as proc:
         cpu = _container_cgroup(proc.pid, "cpu")
         quota, throttled = _cpu_quota(cpu), _field(cpu / "cpu.stat", "nr_throttled")
         ended = _ended(proc, "go\n")
@@ -70,6 +63,23 @@ def cpu_is_throttled(workdir: Path) -> str:
     return f"quota 0.1 CPUs in {cpu}; {reported[0]}, as cpu.stat counts"
 
 
+@contextlib.contextmanager
+def _paused(
+    workdir: Path, option: str, script: str, timeout: float = 30
+) -> Iterator[subprocess.Popen]:
+    """mini_run OPTION running SCRIPT, then waiting for a line on its stdin: the check
+    looks at the container from the host meanwhile, then sends the line (``_ended``)."""
+    rootfs(workdir)
+    args = mini_args(option, "/bin/sh", "-c", f"{script}; echo paused; read go")
+    with start_student(args, workdir, stdin=subprocess.PIPE) as proc:
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        if (proc.stdout.readline() if ready else "").strip() != "paused":
+            if not ready:
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise CheckFailed(f"the container did not run its command:\n{tail(_ended(proc))}")
+        yield proc
+
+
 def _ended(proc: subprocess.Popen, stdin: str | None = None) -> subprocess.CompletedProcess:
     try:
         out, err = proc.communicate(stdin, timeout=30)
@@ -78,20 +88,28 @@ def _ended(proc: subprocess.Popen, stdin: str | None = None) -> subprocess.Compl
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def _container_cgroup(session: int, controller: str) -> Path:
-    """The cgroup of ``controller`` that holds a process of the student's run (its
-    session) and not the check, as the host sees it: /proc/PID/cgroup read from the
-    host's cgroup namespace gives the whole path."""
-    ours = _cgroup_path(os.getpid(), controller)
+def _container_cgroups(session: int) -> dict[str, Path]:
+    """Controller ("" on v2) -> the cgroup directory of a process of the student's run
+    (its session) where it is not in the check's own cgroup, as the host sees it:
+    /proc/PID/cgroup read from the host's cgroup namespace gives the whole path."""
+    ours = _cgroups_of(os.getpid())
     for entry in os.scandir("/proc"):
         if entry.name.isdigit() and _session(entry.name) == session:
-            path = _cgroup_path(int(entry.name), controller)
-            if path is not None and path != ours:
-                return _mount_point(controller) / path.lstrip("/")
-    raise CheckFailed(
-        f"no process of the container is in a {controller} cgroup of its own: "
-        f"it runs in the host's, {ours}, with no limit"
-    )
+            theirs = _cgroups_of(int(entry.name))
+            moved = {c: path for c, path in theirs.items() if path != ours.get(c)}
+            if moved:
+                return {c: _mount_point(c) / path.lstrip("/") for c, path in moved.items()}
+    return {}
+
+
+def _container_cgroup(session: int, controller: str) -> Path:
+    found = _container_cgroups(session).get("" if _V2 else controller)
+    if found is None:
+        raise CheckFailed(
+            f"no process of the container is in a {controller} cgroup of its own: "
+            "it runs in the host's, with no limit"
+        )
+    return found
 
 
 def _session(pid: str) -> int | None:
@@ -102,18 +120,23 @@ def _session(pid: str) -> int | None:
         return None  # gone meanwhile
 
 
-def _cgroup_path(pid: int, controller: str) -> str | None:
-    """cgroups(7), /proc/PID/cgroup: "ID:CONTROLLERS:PATH", ID 0 and no controllers on v2."""
+def _cgroups_of(pid: int) -> dict[str, str]:
+    """cgroups(7), /proc/PID/cgroup: "ID:CONTROLLERS:PATH" per v1 hierarchy; on v2 the
+    line "0::PATH" is every controller's (key "")."""
     try:
         with open(f"/proc/{pid}/cgroup") as f:
             lines = f.read().splitlines()
     except OSError:
-        return None
+        return {}  # gone meanwhile
+    found = {}
     for line in lines:
         hid, controllers, path = line.split(":", 2)
-        if (hid == "0") if _V2 else (controller in controllers.split(",")):
-            return path
-    return None
+        if _V2 and hid == "0":
+            return {"": path}
+        for controller in controllers.split(","):
+            if not _V2 and controller and not controller.startswith("name="):  # v1, named
+                found[controller] = path
+    return found
 
 
 def _mount_point(controller: str) -> Path:
@@ -157,11 +180,18 @@ def cgroup_path_is_hidden(workdir: Path) -> str:
 
 
 def cgroups_are_removed(workdir: Path) -> str:
-    expect(mini(workdir, "--pids=50", "/bin/true"), 0)
-    left = glob.glob("/sys/fs/cgroup/mini-run-*") + glob.glob("/sys/fs/cgroup/*/mini-run-*")
+    with _paused(workdir, "--pids=50", "true") as proc:
+        cgroups = set(_container_cgroups(proc.pid).values())
+        expect(_ended(proc, "go\n"), 0)
+    if not cgroups:
+        raise CheckFailed("the container ran in no cgroup of its own")
+    left = sorted(str(c) for c in cgroups if c.exists())
+    for path in left:  # empty now: the container has ended
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
     if left:
-        raise CheckFailed(f"cgroups left behind: {', '.join(left)}")
-    return "no mini-run cgroup left"
+        raise CheckFailed(f"the container's cgroups are left behind: {', '.join(left)}")
+    return f"{', '.join(sorted(map(str, cgroups)))}: gone"
 
 
 CHECKS = [
