@@ -3,6 +3,7 @@ a VM does not) is what the check sees itself."""
 
 import json
 import os
+import secrets
 import socket
 import sys
 from pathlib import Path
@@ -99,11 +100,27 @@ def shared_follows_the_facts(workdir: Path) -> str:
     return "each fact shared exactly when the two values are equal"
 
 
+# shares.vm_kernel with PYVMM a stand-in whose "boot" prints a first line the check
+# chose: the answer must be read from the VM's output, not known in advance.
+_VM_KERNEL = (
+    "import shares, sys; shares.PYVMM = ['sh', '-c', sys.argv[1], 'pyvmm']; "
+    "print(shares.vm_kernel())"
+)
+
+
 def vm_runs_its_own_kernel(workdir: Path) -> str:
     got = _report(workdir).get("vm_kernel")
     if got != "pyvmm tiny kernel":
         raise CheckFailed(f"vm_kernel is {got!r}: what does the VM's first line say?")
-    return "the VM: pyvmm tiny kernel, not the host's"
+    kernel = f"stand-in kernel {secrets.token_hex(4)}"
+    boot = f'echo "{kernel}: up"; echo "second line: {secrets.token_hex(4)}"'
+    proc = run_student([sys.executable, "-c", _VM_KERNEL, boot], workdir, timeout=30)
+    if proc.stdout.strip() != kernel:
+        raise CheckFailed(
+            f"with PYVMM a stand-in whose boot prints '{kernel}: up' first, vm_kernel() "
+            f"gave:\n{tail(proc)}\n      it should read the VM's first line up to ':'"
+        )
+    return "the VM: pyvmm tiny kernel, not the host's (read from its first line)"
 
 
 CHECKS = [
@@ -124,7 +141,7 @@ CHECKS = [
     ),
     Check(
         "the VM runs a kernel of its own",
-        "the first line of pyvmm boot's output",
+        "the first line of the output of PYVMM + ['boot'], up to the ':'",
         vm_runs_its_own_kernel,
     ),
 ]

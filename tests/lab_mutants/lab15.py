@@ -37,4 +37,15 @@ MUTANTS = [
             ),
         ),
     ),
+    Mutant(
+        "the VM's kernel written down, not read",
+        "shares.py",
+        expect="read the VM's first line",
+        edits=(
+            (
+                '    return out.stdout.splitlines()[0].split(":")[0]\n',
+                '    return "pyvmm tiny kernel"\n',
+            ),
+        ),
+    ),
 ]
