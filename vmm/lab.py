@@ -20,7 +20,8 @@ skeleton can never drift from its solution.
 
 Checks are behavioural: each runs the student's code and looks at what it did (the guest
 printed its line, the OOM killer struck), never at how the code reads. Each student's
-progress is a small record per lab under ``$XDG_STATE_HOME/pyvmm/labs``.
+progress is a small record per lab under ``$XDG_STATE_HOME/pyvmm/labs``, each working
+folder's best result kept.
 """
 
 from __future__ import annotations
