@@ -295,8 +295,10 @@ def child(args: argparse.Namespace, go: int, workdir: str) -> None:
         mount_volume(spec, args.volumes, new_root)
     # >>> 10: pivot_root into new_root: bind-mount it on itself (pivot_root wants a mount
     # ... point), mount a fresh proc on new_root/proc, make new_root/.oldroot,
-    # ... pivot_root(new_root, new_root/.oldroot) (lib.syscall(lib.SYS_pivot_root, ...)),
-    # ... chdir("/"), then detach (MNT_DETACH) and remove /.oldroot: the host is gone
+    # ... pivot_root(new_root, new_root/.oldroot) (lib.syscall(lib.SYS_pivot_root, ...):
+    # ... syscall is variadic, and cffi passes only C objects there, so each path is
+    # ... ffi.new("char[]", path.encode())), chdir("/"), then detach (MNT_DETACH) and
+    # ... remove /.oldroot: the host is gone
     mount(new_root, new_root, None, lib.MS_BIND | lib.MS_REC)
     mount("proc", f"{new_root}/proc", "proc", lib.MS_NOSUID | lib.MS_NODEV | lib.MS_NOEXEC)
     os.makedirs(f"{new_root}/.oldroot", exist_ok=True)
