@@ -2,7 +2,7 @@
  * mode at 0x7c00, it writes its line byte by byte to the UART's data port (0x3f8) with
  * OUT, each one a VM exit, then halts. It does not wait for the UART (no LSR reads), so
  * a run loop needs to handle just two exits: IO out and HLT. The check puts a fresh
- * word in place of NONCE--- each time, so only a real run prints the right line. */
+ * word in place of NONCE--- each time, and counts the exits the run loop got. */
 
 #define COM1 0x3f8
 
