@@ -3,6 +3,7 @@
 from labmutant import Mutant
 
 _ANSWER = 'exit.data[:] = b"\\xff" * len(exit.data)'
+_TRIPLE = 'code: {code}", file=sys.stderr)\n            '
 _REPORT = 'print(f"MMIO {kind} {exit.addr:#x} size {len(exit.data)}", file=sys.stderr)'
 
 MUTANTS = [
@@ -28,13 +29,6 @@ MUTANTS = [
         "a triple fault ends the loop with status 0",
         "run_loop.py",
         "after a triple fault",
-        edits=(
-            (
-                '    print(f"triple fault at {where:#x} ({mode} mode), code: {code}", file=sys.stderr)\n'
-                "            return 1\n",
-                '    print(f"triple fault at {where:#x} ({mode} mode), code: {code}", file=sys.stderr)\n'
-                "            return 0\n",
-            ),
-        ),
+        edits=((_TRIPLE + "return 1\n", _TRIPLE + "return 0\n"),),
     ),
 ]
