@@ -24,7 +24,7 @@ _REPORT = "lab check: exits "  # the harness's last line: what KVM_RUN returned,
 # The student's main() with every KVM_RUN of the process recorded on its way back: the
 # exit's kind, and for an OUT its port and bytes. /dev/kvm must be open at each one.
 _HARNESS = """
-import json, os, sys
+import json, os, sys, traceback
 from vmm.kvm import IoExit, Vcpu
 import run_loop
 
@@ -52,20 +52,33 @@ try:
     status = run_loop.main(sys.argv[1])
 except SystemExit as e:
     status = e.code
+except Exception as e:  # the exits it made so far still count
+    traceback.print_exc()
+    status = f"{type(e).__name__}: {e}"
 sys.stdout.flush()
 print("\\n" + sys.argv[2] + json.dumps({"status": status, "exits": exits}))
 """
 
 
+_LINE = b"hello from the guest your run loop ran: "
+_XOR = b"\xac\x34\x00"  # lodsb; xorb $0, %al: the key the check sets
+
+
 def _guest(workdir: Path) -> tuple[Path, str]:
-    """The lab's guest with a fresh word in its line, so that each run's line is new."""
+    """The lab's guest with a fresh word in its line, the line XORed with a fresh key
+    (which the guest undoes byte by byte): only the OUTs of a real run carry it."""
     guest.ensure_built(guest.KVMHELLO_LAB)
-    nonce = secrets.token_hex(4)
+    nonce, key = secrets.token_hex(4), 1 + secrets.randbelow(255)
     code = Path(guest.KVMHELLO_LAB).read_bytes()
-    require(b"NONCE---" in code, "the lab's guest has no NONCE--- placeholder")
+    require(
+        code.count(_XOR) == 1 and code.count(_LINE + b"NONCE---\n\0") == 1,
+        "the lab's guest has changed: no line with a NONCE--- placeholder, or no XOR key",
+    )
+    line = _LINE + nonce.encode() + b"\n\0"
+    code = code.replace(_LINE + b"NONCE---\n\0", bytes(b ^ key for b in line))
     path = workdir / "guest.bin"
-    path.write_bytes(code.replace(b"NONCE---", nonce.encode()))
-    return path, f"hello from the guest your run loop ran: {nonce}"
+    path.write_bytes(code.replace(_XOR, _XOR[:2] + bytes([key])))
+    return path, line[:-2].decode()
 
 
 def _run(workdir: Path) -> tuple[str, dict, object]:
@@ -74,7 +87,9 @@ def _run(workdir: Path) -> tuple[str, dict, object]:
     path, line = _guest(workdir)
     proc = run_student([sys.executable, "-c", _HARNESS, str(path), _REPORT], workdir, timeout=30)
     path.unlink()
-    reports = [x for x in proc.stdout.splitlines() if x.startswith(_REPORT)]
+    lines = proc.stdout.splitlines()
+    reports = [x for x in lines if x.startswith(_REPORT)]
+    proc.stdout = "\n".join(x for x in lines if not x.startswith(_REPORT))  # the loop's own
     if not reports:
         raise CheckFailed(f"run_loop.main() did not return:\n{tail(proc)}")
     return line, json.loads(reports[-1][len(_REPORT) :]), proc
@@ -90,7 +105,7 @@ def prints_the_line(workdir: Path) -> str:
         raise CheckFailed(
             f"expected {want} KVM_RUN exits for the guest's OUTs to {UART_DATA:#x}, made by "
             f"vcpu.run() with /dev/kvm open; the loop's process made {len(outs)} "
-            f"({len(exits)} exits in all)"
+            f"({len(exits)} exits in all):\n{tail(proc)}"
         )
     if line not in proc.stdout.splitlines():
         raise CheckFailed(
