@@ -49,7 +49,10 @@ _TZ = "LAB-5:30"
 def _libfaketime() -> str:
     found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
     if not found:
-        raise CheckFailed("the check sets the device's clock with libfaketime: install it")
+        raise CheckFailed(
+            "the check sets the device's clock with libfaketime, which is not installed "
+            "(apt-get install libfaketime; scripts/setup.sh does)"
+        )
     return found[0]
 
 
