@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 DEBS=(gcc make binutils libc6-dev linux-libc-dev libffi-dev python3-dev python3-venv
       busybox-static cpio e2fsprogs gdb libcap2-bin libseccomp-dev libseccomp2
       linux-source-6.1 flex bison bc libelf-dev libssl-dev xz-utils patch lz4
-      podman containerd runc crun)
+      podman containerd runc crun libfaketime)
 
 missing=()
 for p in "${DEBS[@]}"; do
