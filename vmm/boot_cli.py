@@ -132,10 +132,10 @@ def boot(
     125 when the VM itself failed (triple fault, KVM error), with a report on stderr;
     130 after Ctrl-C.
     """
-    from vmm.bench.machineinfo import kvm_kind
     from vmm.console import Console
     from vmm.devices.virtio.blk import parse_disk_option
     from vmm.kvm import Kvm
+    from vmm.kvm.kind import kvm_kind
     from vmm.machine import Machine, MachineConfig
 
     memory_size = _memory(memory)
