@@ -115,3 +115,22 @@ def test_runtime_state_imports_nothing_heavy(created):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["status"] == "created"
     assert heavy(modules, HEAVY + ENGINE) == []
+
+
+def test_runtime_update_memory_applies_the_limit_without_the_engine(created):
+    """``update --memory`` parses Docker's sizes (``cgroups.parse_size``) without the
+    engine's command line, and the limit reaches the container's cgroup."""
+    modules, proc = imported([*RUNTIME, "--root", str(created), "update", "--memory", "48m", "c1"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert heavy(modules, HEAVY + ENGINE) == []
+    cgroup = f"pyvmm-test-startup-{os.getpid()}"
+    limits = [*Path("/sys/fs/cgroup").glob(f"memory/{cgroup}/memory.limit_in_bytes"),
+              *Path("/sys/fs/cgroup").glob(f"{cgroup}/memory.max")]  # fmt: skip
+    assert limits and limits[0].read_text().strip() == str(48 << 20)
+
+
+def test_runtime_update_bad_memory_is_one_line(created):
+    proc = subprocess.run([*RUNTIME[:1], *RUNTIME[3:], "--root", str(created), "update",
+                           "--memory", "lots", "c1"], capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("pyvmm-runtime: bad memory size 'lots'")

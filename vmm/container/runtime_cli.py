@@ -298,7 +298,7 @@ def _update(args) -> int:
     else:
         resources = {}
     if args.memory:
-        from vmm.container.cli import parse_size
+        from vmm.container.cgroups import parse_size
 
         resources.setdefault("memory", {})["limit"] = parse_size(args.memory)
     if args.pids_limit is not None:
