@@ -162,14 +162,17 @@ def boot(
 ) -> int:
     """Build the machine from the options, run it, and return the guest's exit status."""
     from vmm.console import Console
-    from vmm.devices.virtio.blk import parse_disk_option
     from vmm.kvm import Kvm
     from vmm.kvm.kind import kvm_kind
     from vmm.machine import Machine, MachineConfig
 
     memory_size = _memory(memory)
     cmdline = _cmdline(cmdline)
-    disk_list = tuple(parse_disk_option(d) for d in disks)
+    disk_list = ()
+    if disks:  # virtio (and its dataclasses) only for a machine with disks
+        from vmm.devices.virtio.blk import parse_disk_option
+
+        disk_list = tuple(parse_disk_option(d) for d in disks)
     if len(disk_list) > MAX_DISKS:
         raise PyvmmError(f"at most {MAX_DISKS} --disk options")
     # Only a kernel of the user's can be Linux, which needs to know whether KVM is PVM.
