@@ -16,7 +16,10 @@ The ``state`` row needs root (it creates a container on a busybox root filesyste
 as tests/container/test_runtime.py does) and the ``boot`` row /dev/kvm; a row that
 cannot run here says why.
 
-    .venv/bin/python scripts/bench_startup.py [--runs 21] [--json FILE]
+    .venv/bin/python scripts/bench_startup.py [--runs 21] [--json FILE] [--bin DIR]
+
+``--bin`` names another directory holding ``pyvmm`` and ``pyvmm-runtime`` (another
+checkout's install, to compare before and after in one sitting).
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 BUDGET = {"pyvmm boot": 3.0, "pyvmm-runtime --version": 2.0, "pyvmm-runtime state ID": 2.0}
 
 
@@ -48,7 +50,7 @@ def run_once(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, usage.ru_utime + usage.ru_stime
 
 
-def busybox_bundle(tmp: Path) -> Path:
+def busybox_bundle(runtime: str, tmp: Path) -> Path:
     """A bundle whose process is ``sleep``: created, never started, for ``state``."""
     sys.path.insert(0, str(REPO / "scripts"))
     import build_images
@@ -59,7 +61,6 @@ def busybox_bundle(tmp: Path) -> Path:
     bundle = tmp / "bundle"
     bundle.mkdir()
     os.symlink(rootfs, bundle / "rootfs")
-    runtime = str(BIN / "pyvmm-runtime")
     subprocess.run([runtime, "spec", "--bundle", bundle], check=True)
     config = json.loads((bundle / "config.json").read_text())
     config["process"].update(terminal=False, args=["sleep", "600"])
@@ -68,11 +69,12 @@ def busybox_bundle(tmp: Path) -> Path:
     return bundle
 
 
-def commands(tmp: Path) -> tuple[dict[str, list[str]], dict[str, str], list[list[str]]]:
+def commands(bin_dir: Path, tmp: Path) -> tuple[dict[str, list[str]], dict[str, str],
+                                               list[list[str]]]:  # fmt: skip
     """The commands to time, the rows left out and why, and the clean-up to run after."""
-    runtime = str(BIN / "pyvmm-runtime")
+    runtime = str(bin_dir / "pyvmm-runtime")
     found = {
-        "pyvmm boot": [str(BIN / "pyvmm"), "boot"],
+        "pyvmm boot": [str(bin_dir / "pyvmm"), "boot"],
         "pyvmm-runtime --version": [runtime, "--version"],
     }
     skipped, cleanup = {}, []
@@ -83,7 +85,8 @@ def commands(tmp: Path) -> tuple[dict[str, list[str]], dict[str, str], list[list
         skipped["pyvmm-runtime state ID"] = "needs root (it creates a container)"
     else:
         root, cid = str(tmp / "state"), "bench-startup"
-        subprocess.run([runtime, "--root", root, "create", "--bundle", busybox_bundle(tmp), cid],
+        bundle = busybox_bundle(runtime, tmp)
+        subprocess.run([runtime, "--root", root, "create", "--bundle", bundle, cid],
                        check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)  # fmt: skip
         cleanup.append([runtime, "--root", root, "delete", "--force", cid])
@@ -140,19 +143,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=21, help="counted rounds (default 21)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--bin",
+        type=Path,
+        default=Path(sys.executable).parent,
+        help="where pyvmm and pyvmm-runtime are (default: beside this Python)",
+    )
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     with tempfile.TemporaryDirectory(prefix="pyvmm-bench-startup-") as tmp:
-        found, skipped, cleanup = commands(Path(tmp))
+        found, skipped, cleanup = commands(args.bin.absolute(), Path(tmp))
         try:
             results = measure(found, args.runs, env)
         finally:
             for argv in cleanup:
                 subprocess.run(argv, check=False)
     load = os.getloadavg()
-    print(f"{args.runs} rounds; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} "
+    print(f"{args.bin}: {args.runs} rounds; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} "
           f"on {os.cpu_count()} CPUs\n")  # fmt: skip
     print(report(results, skipped))
     if args.json:
