@@ -4,6 +4,8 @@ Library code raises ``PyvmmError`` (or a subclass) with a message that stands on
 own; the CLI prints it as one line and exits with its ``exit_code``, never a traceback.
 """
 
+import sys
+
 
 class PyvmmError(Exception):
     exit_code = 2
@@ -17,8 +19,6 @@ def report(error: PyvmmError | KeyboardInterrupt) -> int:
     """Say what stopped a command as pyvmm's one line on stderr, and return its exit
     status: a ``PyvmmError``'s own, or 130 after Ctrl-C (where click alone would print
     "Aborted!" and exit 1). Every command's ``finally`` blocks have run by then."""
-    import sys
-
     if isinstance(error, KeyboardInterrupt):
         sys.stderr.write("pyvmm: interrupted\n")
         return INTERRUPTED_STATUS
