@@ -35,6 +35,11 @@ def test_exec_keeps_the_commands_own_flags():
     assert parse(["exec", "c1", "--", "ls", "--", "-l"]).argv == ["ls", "--", "-l"]
 
 
+def test_a_flag_without_a_value_takes_gos_booleans():
+    assert parse(["delete", "--force=false", "c1"]).force is False
+    assert parse(["delete", "--force=true", "c1"]).force is True
+
+
 def test_a_value_that_looks_like_a_flag_is_a_value():
     assert parse(["update", "--cpu-quota", "-1", "c1"]).cpu_quota == -1
 
@@ -47,7 +52,7 @@ def test_a_value_that_looks_like_a_flag_is_a_value():
         (["list", "--format", "yaml"], "list: --format: 'yaml' is not one of table, json"),
         (["update", "--pids-limit", "many", "c1"], "update: --pids-limit: invalid number 'many'"),
         (["create", "--bundle"], "create: --bundle needs a value"),
-        (["delete", "--force=yes", "c1"], "delete: --force takes no value"),
+        (["delete", "--force=yes", "c1"], "delete: --force: 'yes' is not true or false"),
         (["state", "c1", "c2"], "state: unexpected arguments: c2"),
         (["frobnicate"], "unknown command 'frobnicate' (see --help)"),
     ],

@@ -20,12 +20,13 @@ from vmm.errors import PyvmmError
 VERSION = "1.1.0"  # the runtime-spec version `features` and `--version` report
 DEFAULT_ROOT = "/run/pyvmm-runtime"  # runc's is /run/runc
 
-# A flag: its names, the attribute it sets, what it takes, and its default. It takes
-# nothing (bool), a string (str), a number (int), one of a tuple of choices, or is
-# repeatable (list). As in runc (urfave/cli over Go's flag package): --name VALUE,
-# --name=VALUE, and -name for a long name too; flags may come before, between and
-# after the arguments; "--" ends them. A verb's arguments: "id" is required,
-# "signal=SIGTERM" optional with its default, "argv..." takes the rest as it is.
+# A flag: its names, the attribute it sets, what it takes, its default, and its line of
+# help (None: not shown). It takes nothing (bool; Go's --name=true and =false too), a
+# string (str), a number (int), one of a tuple of choices, or is repeatable (list). As
+# in runc (urfave/cli over Go's flag package): --name VALUE, --name=VALUE, and -name
+# for a long name too; flags may come before, between and after the arguments; "--"
+# ends them. A verb's arguments: "id" is required, "signal=SIGTERM" optional with its
+# default, "argv..." takes the rest as it is.
 GLOBAL_FLAGS = (
     ("--root", "root", str, DEFAULT_ROOT, "state directory"),
     ("--log", "log", str, None, "log file (errors), default stderr only"),
@@ -90,6 +91,12 @@ VERBS = {
 }  # fmt: skip
 
 
+# What Go's strconv.ParseBool takes, for --name=VALUE of a flag that takes no value.
+BOOLEANS = {v: True for v in ("1", "t", "T", "TRUE", "true", "True")} | {
+    v: False for v in ("0", "f", "F", "FALSE", "false", "False")
+}
+
+
 class Args:
     """What the command line said: ``command`` and each flag's and argument's value."""
 
@@ -137,10 +144,10 @@ def _parse_flags(args: Args, tokens: list[str], flags: tuple, arguments: tuple,
         if name not in by_name:
             raise PyvmmError(f"{where}flag provided but not defined: {name}")
         _, dest, kind, _, _ = by_name[name]
-        if kind is bool:
-            if eq:
-                raise PyvmmError(f"{where}{name} takes no value")
-            setattr(args, dest, True)
+        if kind is bool:  # --name, or Go's --name=true and --name=false
+            if eq and value not in BOOLEANS:
+                raise PyvmmError(f"{where}{name}: {value!r} is not true or false")
+            setattr(args, dest, BOOLEANS.get(value, True))
             continue
         if not eq:
             if i == len(tokens):
