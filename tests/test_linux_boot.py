@@ -15,7 +15,7 @@ import pytest
 from test_workload_host import mkimage
 from vmtest import ROOT, needs_kvm, run_pyvmm
 
-from vmm.bench.machineinfo import kvm_kind
+from vmm.kvm.kind import kvm_kind
 
 pytestmark = [needs_kvm, pytest.mark.slow]
 WORKLOAD = ROOT / "guest" / "workload" / "workload"

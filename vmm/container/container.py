@@ -56,15 +56,9 @@ from vmm.container.cgroups import Limits
 from vmm.container.fdtree import remove_tree
 from vmm.container.libc import prctl
 from vmm.container.names import check_name
+from vmm.container.proc import is_alive, process_start
 from vmm.container.security import Security
-from vmm.container.state import (
-    ContainerRecord,
-    Store,
-    is_alive,
-    process_start,
-    read_json,
-    write_json,
-)
+from vmm.container.state import ContainerRecord, Store, read_json, write_json
 from vmm.errors import PyvmmError
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

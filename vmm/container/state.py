@@ -131,26 +131,3 @@ def write_json(path: Path, data: dict) -> None:
         json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")
     os.replace(tmp, path)
-
-
-def process_start(pid: int) -> int | None:
-    """The start time (clock ticks since boot) of ``pid``, or None if it is gone.
-
-    A pid and its start time together name one process for good: a pid alone may be
-    reused by an unrelated process after the recorded one died.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # The command name (field 2) may contain spaces and parentheses: split after it.
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    if fields[0] == b"Z":
-        return None
-    return int(fields[19])
-
-
-def is_alive(pid: int | None, start: int | None) -> bool:
-    """Whether the process recorded as ``(pid, start)`` still runs."""
-    return pid is not None and start is not None and process_start(pid) == start

@@ -26,12 +26,12 @@ import threading
 from typing import NamedTuple
 
 from vmm import kick
-from vmm.devices.power import GuestStop
 from vmm.errors import PyvmmError
 from vmm.gdb import debugregs
 from vmm.gdb.packets import Event, PacketReader, frame
 from vmm.gdb.probe import DebugSupport
 from vmm.gdb.registers import Layout, RegisterFile, layout_for
+from vmm.guest_stop import GuestStop
 from vmm.kvm import DebugExit, InterruptedExit, KvmError
 
 PACKET_SIZE = 0x4000  # the largest payload we accept, announced in qSupported
