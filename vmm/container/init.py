@@ -24,6 +24,10 @@ runtime can clean up:
 
 ``exec`` (``join``) enters a running container's namespaces and cgroup and execs a
 second process there through the same last step (``become``).
+
+Every process forked here that enters the container is non-dumpable until its
+execve, and every execve into the container (the command, the hooks the init runs)
+goes through the sealed trampoline: see ``exeseal.py``.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import os
 import signal
 from collections.abc import Callable
 
-from vmm.container import capabilities, mounts, namespaces
+from vmm.container import capabilities, exeseal, mounts, namespaces
 from vmm.container._libc import lib
 from vmm.container.cgroups import Cgroup
 from vmm.container.libc import check, mount, prctl
@@ -134,7 +138,8 @@ def spawn(cid: str, spec: Spec, cg: Cgroup, fifo: str, run_hooks: Callable[[tupl
         user = spec.namespace("user")
         pid_ns = spec.namespace("pid")
         if user is not None:
-            first = os.fork()
+            with exeseal.nondumpable():
+                first = os.fork()
             if first == 0:
                 _first_child(cid, spec, user, pid_ns, cg, fifo, (from_w, to_r), console,
                              no_pivot, preserve_fds)  # fmt: skip
@@ -144,7 +149,7 @@ def spawn(cid: str, spec: Spec, cg: Cgroup, fifo: str, run_hooks: Callable[[tupl
             pid = int(channel.expect("P"))
             os.waitpid(first, 0)
         else:
-            with _pid_namespace(pid_ns):
+            with exeseal.nondumpable(), _pid_namespace(pid_ns):
                 pid = os.fork()
                 if pid == 0:  # (inside: the child must not leave the namespace block)
                     _init(cid, spec, cg, fifo, (from_w, to_r), console, no_pivot, preserve_fds)
@@ -296,6 +301,7 @@ def _init(cid: str, spec: Spec, cg: Cgroup, fifo_fd: int, pipes, console, no_piv
         if os.read(to_r, 1) != b"G":
             os._exit(1)
         process = spec.process
+        trampoline = exeseal.Trampoline()  # while the package's files are in reach
         _preload(process.terminal, bool(spec.hooks.get("startContainer")))
         if process.oom_score_adj is not None:
             with open("/proc/self/oom_score_adj", "w") as f:
@@ -312,7 +318,7 @@ def _init(cid: str, spec: Spec, cg: Cgroup, fifo_fd: int, pipes, console, no_piv
                  "annotations": spec.annotations}  # fmt: skip
         from vmm.container import hooks
 
-        hooks.run(spec.hooks.get("createContainer", []), state, "createContainer")
+        hooks.run(spec.hooks.get("createContainer", []), state, "createContainer", trampoline)
         syscall_filter = _build_filter(spec)
         enter_rootfs(spec, no_pivot)
         _chdir(process.cwd)
@@ -335,8 +341,8 @@ def _init(cid: str, spec: Spec, cg: Cgroup, fifo_fd: int, pipes, console, no_piv
         from vmm.container import hooks
 
         hooks.run(spec.hooks.get("startContainer", []), {**state, "status": "running"},
-                  "startContainer")  # fmt: skip
-        become(process, executable, preserve_fds, syscall_filter)
+                  "startContainer", trampoline)  # fmt: skip
+        become(process, executable, trampoline, preserve_fds, syscall_filter)
     except BaseException as e:  # noqa: BLE001
         os.write(2, f"pyvmm-runtime: {_describe(e)}\n".encode())
     os._exit(127)
@@ -566,11 +572,13 @@ def lookup(process: Process) -> str:
     raise InitError(f'exec: "{name}": executable file not found in $PATH')
 
 
-def become(process: Process, executable: str, preserve_fds: int = 0, syscall_filter=None,
+def become(process: Process, executable: str, trampoline: exeseal.Trampoline,
+           preserve_fds: int = 0, syscall_filter=None,
            keep_fd: int | None = None) -> None:  # fmt: skip
     """The last step: rlimits, user and groups, capabilities, no_new_privs, seccomp,
-    then execve (fds from 3 + ``preserve_fds`` closed, but ``keep_fd``); returns only
-    by raising why execve failed."""
+    then execve through ``trampoline`` (fds from 3 + ``preserve_fds`` closed, but
+    ``keep_fd``, close-on-exec, on which the trampoline reports a failed exec as
+    "STATUS\\nMESSAGE"); returns only by raising why the trampoline could not run."""
     for limit in process.rlimits:  # while CAP_SYS_RESOURCE may still raise them
         limit.apply()
     if syscall_filter is not None and not process.no_new_privileges:
@@ -594,12 +602,13 @@ def become(process: Process, executable: str, preserve_fds: int = 0, syscall_fil
         capabilities.set_no_new_privs()
     if syscall_filter is not None:
         syscall_filter.load()
-    first, top = 3 + preserve_fds, os.sysconf("SC_OPEN_MAX")
-    if keep_fd is not None and keep_fd >= first:
-        os.closerange(first, keep_fd)
-        first = keep_fd + 1
-    os.closerange(first, top)
-    os.execve(executable, process.args, _env(process))
+    first = 3 + preserve_fds
+    for keep in sorted({trampoline.fd, keep_fd if keep_fd is not None else trampoline.fd}):
+        if keep >= first:
+            os.closerange(first, keep)
+            first = keep + 1
+    os.closerange(first, os.sysconf("SC_OPEN_MAX"))
+    trampoline.execve(executable, process.args, _env(process), report=keep_fd)
 
 
 def join(state, process: Process, *, console_socket: str | None = None,
@@ -616,6 +625,8 @@ def join(state, process: Process, *, console_socket: str | None = None,
     first = os.fork()
     if first == 0:
         try:
+            exeseal.make_nondumpable()  # before it joins anything; its child inherits it
+            trampoline = exeseal.Trampoline()
             _preload(process.terminal, False)
             filt = None  # built while libseccomp's files are in reach
             if seccomp is not None:
@@ -628,6 +639,8 @@ def join(state, process: Process, *, console_socket: str | None = None,
             pid = os.fork()
             if pid == 0:
                 try:
+                    for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # as _init: exec keeps them
+                        signal.signal(sig, signal.SIG_DFL)
                     if os.read(to_r, 1) != b"G":
                         os._exit(1)
                     if process.terminal:
@@ -635,7 +648,7 @@ def join(state, process: Process, *, console_socket: str | None = None,
                     _chdir(process.cwd)
                     executable = lookup(process)
                     _send(from_w, "R")
-                    become(process, executable, preserve_fds, filt)
+                    become(process, executable, trampoline, preserve_fds, filt, keep_fd=from_w)
                 except BaseException as e:  # noqa: BLE001
                     _send(from_w, "E" + _describe(e))
                 os._exit(127)
@@ -656,6 +669,10 @@ def join(state, process: Process, *, console_socket: str | None = None,
                               oci=True).add(pid)  # fmt: skip
         channel.tell(b"G")
         channel.expect("R")
+        failure = channel.f.read().decode(errors="replace")  # EOF: the exec happened
+        if failure:
+            os.waitpid(pid, 0)
+            raise InitError(f"exec: {failure.partition(chr(10))[2]}")
         return pid
     finally:
         channel.f.close()
