@@ -301,6 +301,8 @@ def test_terminal_goes_to_the_console_socket(rt, tmp_path):
         ("map-no-userns", "need a user namespace"),
         ("relative-mount", "must be an absolute path"),
         ("relative-cwd", "process.cwd must be an absolute path"),
+        ("bind-over-proc", "mount on /proc: only a proc mount may go on /proc"),
+        ("under-proc", "mount on /proc/sys/x: nothing may be mounted under /proc"),
         ("unsupported", "linux.intelRdt is not supported"),
         ("missing-command", 'exec: "nosuchcmd": executable file not found'),
     ],
@@ -324,6 +326,10 @@ def test_bad_bundles_fail_in_one_line_and_leave_nothing(rt, case, expected):
             config["mounts"].append({"destination": "data", "type": "tmpfs", "source": "t"})
         elif case == "relative-cwd":
             config["process"]["cwd"] = "tmp"
+        elif case in ("bind-over-proc", "under-proc"):
+            where = "/proc" if case == "bind-over-proc" else "/proc/sys/x"
+            config["mounts"].append({"destination": where, "type": "bind",
+                                     "source": str(rt.tmp), "options": ["rbind"]})  # fmt: skip
         elif case == "unsupported":
             config["linux"]["intelRdt"] = {"closID": "x"}
         (b / "config.json").write_text(json.dumps(config))

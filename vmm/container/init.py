@@ -76,6 +76,10 @@ def validate(spec: Spec) -> None:
     for key in spec.sysctl:
         if "/" in key or ".." in key.split("."):
             raise SpecError(f"config.json: linux.sysctl {key!r} is not a sysctl name")
+    for m in spec.mounts:
+        why = mounts.refused(m.destination, m.type, m.source)
+        if why:
+            raise SpecError(f"config.json: mount on {m.destination}: {why}")
     for ns in spec.namespaces:
         if ns.path is not None and not os.path.exists(ns.path):
             raise SpecError(f"config.json: namespace path {ns.path} does not exist")

@@ -19,6 +19,7 @@ then unreachable, not merely out of sight.
 from __future__ import annotations
 
 import os
+import posixpath
 import stat
 
 from vmm.container._libc import ffi, lib
@@ -69,6 +70,32 @@ PROPAGATION = {
     "slave": lib.MS_SLAVE, "rslave": lib.MS_SLAVE | lib.MS_REC,
     "unbindable": lib.MS_UNBINDABLE, "runbindable": lib.MS_UNBINDABLE | lib.MS_REC,
 }  # fmt: skip
+
+
+# Under /proc only these may be mounted over (runc's checkProcMount): the files lxcfs
+# emulates. Anything else there, and /proc itself but for a proc mount, is refused.
+PROC_MOUNTABLE = (
+    "/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat", "/proc/swaps",
+    "/proc/uptime", "/proc/loadavg", "/proc/slabinfo", "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+)  # fmt: skip
+
+
+def refused(destination: str, fs_type: str | None, source: str | None) -> str | None:
+    """Why mounting ``source`` (of ``fs_type``) on ``destination`` is refused, or None.
+
+    /proc and /sys are the kernel's: only a proc (sysfs) mount, or a bind of the host's
+    own, may go on them, and under /proc only the files lxcfs emulates (runc's
+    checkProcMount). A directory of the user's there would hide the very paths the
+    masked and read-only lists protect.
+    """
+    path = posixpath.normpath("/" + destination.lstrip("/"))
+    for top, kind in (("/proc", "proc"), ("/sys", "sysfs")):
+        if path == top and fs_type != kind and os.path.realpath(source or "") != top:
+            return f"only a {kind} mount may go on {top}"
+    if path.startswith("/proc/") and path not in PROC_MOUNTABLE:
+        return "nothing may be mounted under /proc"
+    return None
 
 
 def parse_options(options: list[str]) -> tuple[int, list[int], str]:

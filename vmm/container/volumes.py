@@ -21,7 +21,7 @@ import stat
 import time
 from pathlib import Path
 
-from vmm.container import fdtree
+from vmm.container import fdtree, mounts
 from vmm.container.names import check_name
 from vmm.container.state import Store, read_json, write_json
 from vmm.errors import PyvmmError
@@ -38,6 +38,9 @@ def parse(spec: str) -> dict:
     target = posixpath.normpath(target)
     if target == "/":
         raise PyvmmError(f"bad volume {spec!r}: cannot mount over the container's root")
+    why = mounts.refused(target, "bind", source)
+    if why:
+        raise PyvmmError(f"bad volume {spec!r}: {why}")
     read_only = len(fields) == 3 and fields[2] == "ro"
     if source.startswith("/"):
         if not os.path.exists(source):
