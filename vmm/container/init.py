@@ -36,7 +36,7 @@ import os
 import signal
 from collections.abc import Callable
 
-from vmm.container import capabilities, exeseal, mounts, namespaces
+from vmm.container import capabilities, exeseal, inroot, mounts, namespaces
 from vmm.container._libc import lib
 from vmm.container.cgroups import Cgroup
 from vmm.container.libc import check, mount, prctl
@@ -412,77 +412,80 @@ def mount_rootfs(spec: Spec, cg: Cgroup | None,
     mount(spec.root, spec.root, None, lib.MS_BIND | lib.MS_REC)
     userns = spec.namespace("user") is not None
     dev_mounted = False
-    for m in spec.mounts:
+    root = spec.root
+    for m in spec.mounts:  # every destination resolved inside the rootfs (inroot.py)
         flags, propagations, data = mounts.parse_options(m.options)
+        dest = m.destination
         if m.type == "cgroup" or m.type == "cgroup2":
-            target = _cgroup_mount(spec.root, m.destination, flags, cg)
+            _cgroup_mount(root, dest, flags, cg)
         elif m.type == "bind" or flags & lib.MS_BIND:
             source = os.path.join(spec.bundle, m.source or "")
             if not os.path.exists(source):
-                raise InitError(f"mount source {m.source} for {m.destination} does not exist")
-            target = mounts.path_in(spec.root, m.destination, os.path.isdir(source))
-            mount(source, target, None, lib.MS_BIND | (flags & lib.MS_REC))
+                raise InitError(f"mount source {m.source} for {dest} does not exist")
+            mounts.mount_into(root, dest, source, None, lib.MS_BIND | (flags & lib.MS_REC),
+                              file=not os.path.isdir(source))  # fmt: skip
             rest = flags & ~(lib.MS_BIND | lib.MS_REC | lib.MS_REMOUNT)
             if rest:
-                keep = os.statvfs(target).f_flag & mounts.NOSUID_NODEV_NOEXEC
-                mount(None, target, None, lib.MS_BIND | lib.MS_REMOUNT | rest | keep)
+                mounts.remount_into(root, dest, rest)
         else:
-            target = mounts.path_in(spec.root, m.destination)
             try:
-                mount(m.source or m.type, target, m.type, flags, data or None)
+                mounts.mount_into(root, dest, m.source or m.type, m.type, flags, data or None)
             except PermissionError:
                 if not userns or m.type not in ("mqueue", "sysfs"):
                     raise
                 # Not ours to mount from a user namespace: the host's, read-only (runc).
-                mount(f"/{m.type == 'sysfs' and 'sys' or 'dev/mqueue'}", target, None,
-                      lib.MS_BIND | lib.MS_REC)  # fmt: skip
+                mounts.mount_into(root, dest, f"/{m.type == 'sysfs' and 'sys' or 'dev/mqueue'}",
+                                  None, lib.MS_BIND | lib.MS_REC)  # fmt: skip
             dev_mounted |= m.destination == "/dev"
-        for p in propagations:
-            mount(None, target, None, p)
+        mounts.propagate_into(root, dest, propagations)
     if dev_mounted:
-        mounts.populate_dev(spec.root + "/dev", bind_from_host=userns)
+        with inroot.target(root, "/dev", create=False) as dev:
+            mounts.populate_dev(dev, bind_from_host=userns)
     for d in spec.devices:
-        _make_device(spec.root, d, userns)
+        _make_device(root, d, userns)
 
 
-def _cgroup_mount(rootfs: str, destination: str, flags: int, cg: Cgroup) -> str:
+def _cgroup_mount(rootfs: str, destination: str, flags: int, cg: Cgroup) -> None:
     """The container's own cgroups at ``destination``: on v1 a tmpfs with one bind
     mount per controller hierarchy it is in, on v2 its directory; read-only if asked."""
-    target = mounts.path_in(rootfs, destination)
     read_only = flags & lib.MS_RDONLY
     paths = cg.host_paths()
-    if cg.version == "v2":
-        mounts.bind(str(paths[""]), target, bool(read_only))
-        return target
-    mount("tmpfs", target, "tmpfs", mounts.NOSUID_NODEV_NOEXEC, "mode=755")
-    for controller, path in paths.items():
-        sub = os.path.join(target, controller)
-        os.mkdir(sub, 0o755)
-        mounts.bind(str(path), sub, bool(read_only))
-    if read_only:
-        mount(None, target, None, lib.MS_REMOUNT | lib.MS_RDONLY | mounts.NOSUID_NODEV_NOEXEC)
-    return target
+    binds = [(destination, paths[""])] if cg.version == "v2" else [
+        (f"{destination}/{controller}", path) for controller, path in paths.items()]  # fmt: skip
+    if cg.version == "v1":
+        mounts.mount_into(rootfs, destination, "tmpfs", "tmpfs", mounts.NOSUID_NODEV_NOEXEC,
+                          "mode=755")  # fmt: skip
+    for where, path in binds:
+        mounts.mount_into(rootfs, where, str(path), None, lib.MS_BIND | lib.MS_REC)
+        if read_only:
+            mounts.remount_into(rootfs, where, lib.MS_RDONLY)
+    if read_only and cg.version == "v1":
+        with inroot.target(rootfs, destination, create=False) as target:
+            mount(None, target, None, lib.MS_REMOUNT | lib.MS_RDONLY | mounts.NOSUID_NODEV_NOEXEC)
 
 
 def _make_device(rootfs: str, d, userns: bool) -> None:
+    """The node ``d.path``, its directory resolved inside ``rootfs`` (``inroot.py``)."""
     import stat
 
     kinds = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
-    node = mounts.path_in(rootfs, d.path, is_dir=False) if userns else None
     if userns:  # mknod is not allowed: the host's node, bound (runc)
-        mount(d.path, node, None, lib.MS_BIND)
+        mounts.mount_into(rootfs, d.path, d.path, None, lib.MS_BIND, file=True)
         return
-    parent = mounts.path_in(rootfs, os.path.dirname(d.path))
-    node = os.path.join(parent, os.path.basename(d.path))
-    if os.path.lexists(node):
-        os.unlink(node)
-    old = os.umask(0)
-    try:
-        os.mknod(node, kinds[d.type] | (d.file_mode or 0o666) & 0o7777,
-                 os.makedev(d.major, d.minor))  # fmt: skip
-    finally:
-        os.umask(old)
-    os.chown(node, d.uid or 0, d.gid or 0)
+    directory, _, name = d.path.rstrip("/").rpartition("/")
+    if name in ("", ".", ".."):
+        raise InitError(f"device path {d.path} does not name a file")
+    with inroot.target(rootfs, directory or "/") as parent:
+        node = f"{parent}/{name}"  # one plain name under the resolved directory
+        if os.path.lexists(node):
+            os.unlink(node)
+        old = os.umask(0)
+        try:
+            os.mknod(node, kinds[d.type] | (d.file_mode or 0o666) & 0o7777,
+                     os.makedev(d.major, d.minor))  # fmt: skip
+        finally:
+            os.umask(old)
+        os.chown(node, d.uid or 0, d.gid or 0, follow_symlinks=False)
 
 
 def _build_filter(spec: Spec):
