@@ -245,3 +245,25 @@ def test_a_program_the_trampoline_cannot_exec_is_a_one_line_error(tmp_path, pyvm
         r = rt("exec", "c", "/bad")
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 1 and lines == ["pyvmm-runtime: exec: /bad: Exec format error"]
+
+
+@pytest.mark.parametrize("ptrace", [True, False])
+def test_exec_into_a_container_with_cap_sys_ptrace_runs_from_a_sealed_copy(tmp_path, ptrace):
+    """Non-dumpable does not stop a process holding CAP_SYS_PTRACE in the host's user
+    namespace: ``exec`` into such a container re-executes pyvmm-runtime from a sealed
+    copy of the interpreter first (only then: it costs an interpreter start)."""
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    busybox_rootfs(rootfs)
+    sets = ("bounding", "effective", "permitted")
+    extra = ["CAP_SYS_PTRACE"] if ptrace else []
+    caps = {s: [*default()["process"]["capabilities"][s], *extra] for s in sets}
+    with leaves_nothing(Runtime(tmp_path / "state", tmp_path, rootfs)) as rt:
+        rt.ok("run", "--detach", "--bundle", rt.bundle(["sleep", "30"], process__capabilities=caps),
+              "c")  # fmt: skip
+        command = [*rt.command, "--root", str(rt.root), "exec", "c", "sleep", "3"]
+        with subprocess.Popen(command, env=rt.env, stdin=subprocess.DEVNULL) as runtime:
+            time.sleep(1.5)  # well into the sleep: the runtime waits for it
+            exe = os.readlink(f"/proc/{runtime.pid}/exe")
+            assert runtime.wait(30) == 0
+    assert exe.startswith("/memfd:pyvmm-python") == ptrace, exe

@@ -246,6 +246,14 @@ def _seal_if_ptrace_reaches(spec, joining: bool) -> None:
         exeseal.reexec_sealed()
 
 
+def seal_for_exec(root: str, cid: str) -> None:
+    """``exec``'s first step, before anything is read that could not be read twice
+    (a ``--process`` pipe): run from a sealed copy if ``_seal_if_ptrace_reaches``."""
+    from vmm.container import spec as spec_mod
+
+    _seal_if_ptrace_reaches(spec_mod.load(load(root, cid).state.bundle), joining=True)
+
+
 def _remove_dir(path: Path) -> None:
     from vmm.container.fdtree import remove_tree  # only create's failure and delete
 
@@ -410,7 +418,7 @@ def exec_(
         raise SpecError("process.terminal needs --console-socket")
     process = spec_mod.parse_process(spec_mod.Fields(process_json, "process"))
     bundle_spec = spec_mod.load(c.state.bundle)
-    _seal_if_ptrace_reaches(bundle_spec, joining=True)
+    _seal_if_ptrace_reaches(bundle_spec, joining=True)  # (a no-op after seal_for_exec)
     pid = init.join(c.state, process, console_socket=console_socket,
                     preserve_fds=preserve_fds, seccomp=bundle_spec.seccomp)  # fmt: skip
     if pid_file:

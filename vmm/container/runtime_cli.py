@@ -202,6 +202,7 @@ def _exec(args) -> int:
     environment given here (runc's rules)."""
     from vmm.container import runtime, spec
 
+    runtime.seal_for_exec(args.root, args.id)
     if args.process:
         try:
             with open(args.process) as f:
