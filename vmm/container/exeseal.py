@@ -111,12 +111,15 @@ class Trampoline:
 @contextlib.contextmanager
 def nondumpable() -> Iterator[None]:
     """This process non-dumpable for the ``with`` block: a child forked meanwhile (into
-    a container's PID namespace) is so from its first instant until its execve."""
+    a container's PID namespace) is so from its first instant until its execve, even
+    when it leaves the block itself."""
+    parent = os.getpid()
     prctl(lib.PR_SET_DUMPABLE, 0)
     try:
         yield
     finally:
-        prctl(lib.PR_SET_DUMPABLE, 1)
+        if os.getpid() == parent:
+            prctl(lib.PR_SET_DUMPABLE, 1)
 
 
 def make_nondumpable() -> None:
