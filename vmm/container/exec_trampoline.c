@@ -16,14 +16,10 @@
    No libc: its own _start and raw system calls, so that it is a few hundred bytes and
    runs in any container (as guest/workload/workload.c does). */
 
-#define SYS_write 1
-#define SYS_execve 59
-#define SYS_exit 60
-#define SYS_fcntl 72
-#define F_SETFD 2      /* fcntl(2) */
-#define FD_CLOEXEC 1
-#define ENOENT 2       /* errno-base.h: the errors execve(2) lists, in words */
-#define ENOTDIR 20
+/* The kernel's own headers: they need no libc. */
+#include <asm/unistd.h>
+#include <asm/fcntl.h>
+#include <asm-generic/errno.h>
 
 static long sys3(long n, long a, long b, long c)
 {
@@ -33,18 +29,19 @@ static long sys3(long n, long a, long b, long c)
     return ret;
 }
 
+/* The errors execve(2) lists, in strerror's words. */
 static const char *reason(long err)
 {
     switch (err) {
-    case 1: return "Operation not permitted";
-    case 2: return "No such file or directory";
-    case 7: return "Argument list too long";
-    case 8: return "Exec format error";
-    case 12: return "Cannot allocate memory";
-    case 13: return "Permission denied";
-    case 20: return "Not a directory";
-    case 26: return "Text file busy";
-    case 40: return "Too many levels of symbolic links";
+    case EPERM: return "Operation not permitted";
+    case ENOENT: return "No such file or directory";
+    case E2BIG: return "Argument list too long";
+    case ENOEXEC: return "Exec format error";
+    case ENOMEM: return "Cannot allocate memory";
+    case EACCES: return "Permission denied";
+    case ENOTDIR: return "Not a directory";
+    case ETXTBSY: return "Text file busy";
+    case ELOOP: return "Too many levels of symbolic links";
     default: return "exec failed";
     }
 }
@@ -82,24 +79,24 @@ __attribute__((used, noreturn)) static void start(long *stack)
     int fd = argc >= 3 ? descriptor(argv[0]) : -2;
     if (fd == -2) {
         add("pyvmm: exec: not started by pyvmm (a #!/proc/self/exe script?)\n");
-        sys3(SYS_write, 2, (long)message, used);
-        sys3(SYS_exit, 127, 0, 0);
+        sys3(__NR_write, 2, (long)message, used);
+        sys3(__NR_exit, 127, 0, 0);
     }
     if (fd >= 0)
-        sys3(SYS_fcntl, fd, F_SETFD, FD_CLOEXEC);
-    long err = -sys3(SYS_execve, (long)argv[1], (long)(argv + 2), (long)envp);
+        sys3(__NR_fcntl, fd, F_SETFD, FD_CLOEXEC);
+    long err = -sys3(__NR_execve, (long)argv[1], (long)(argv + 2), (long)envp);
     int status = err == ENOENT || err == ENOTDIR ? 127 : 126;
     add(status == 127 ? "127\n" : "126\n");
     long start = used;
     add(argv[1]);
     add(": ");
     add(reason(err));
-    if (fd < 0 || sys3(SYS_write, fd, (long)message, used) != used) {
-        sys3(SYS_write, 2, (long)"pyvmm: ", 7);
+    if (fd < 0 || sys3(__NR_write, fd, (long)message, used) != used) {
+        sys3(__NR_write, 2, (long)"pyvmm: ", 7);
         add("\n");
-        sys3(SYS_write, 2, (long)(message + start), used - start);
+        sys3(__NR_write, 2, (long)(message + start), used - start);
     }
-    sys3(SYS_exit, status, 0, 0);
+    sys3(__NR_exit, status, 0, 0);
     __builtin_unreachable();
 }
 
