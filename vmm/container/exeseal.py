@@ -167,4 +167,7 @@ def reexec_sealed() -> None:
         fd = _sealed_copy("pyvmm-python", f.fileno())
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(fd, sys.orig_argv, {**os.environ, _ENV_SEALED: "1"})
+    # argv[0] names the interpreter by its path: Python finds its prefix (and a venv)
+    # from it, as /proc/self/exe is now the copy.
+    argv = [sys.executable or sys.orig_argv[0], *sys.orig_argv[1:]]
+    os.execve(fd, argv, {**os.environ, _ENV_SEALED: "1"})
