@@ -29,10 +29,10 @@ bind mount, then (1.2.0-rc.1) ``runc-dmz``, a tiny C program cloned into a memfd
 the last execve with the copy of all of runc kept only for containers that could get
 past non-dumpable, and now (1.2) a private overlayfs mount of the runc binary
 (``libcontainer/exeseal``). pyvmm's processes are Python: re-executing the interpreter
-from a copy costs a fresh interpreter start (tens of milliseconds) on every
-container start, where the dmz way costs a 1 kB memfd. So pyvmm takes runc-dmz's way,
-non-dumpable plus a sealed trampoline, and, as runc-dmz did, keeps the copy for the
-one case non-dumpable does not cover: a container whose processes may hold
+from a copy costs a second interpreter start with pyvmm's imports (some 0.2 s) on
+every container start, where the dmz way costs a 2 kB memfd (some 13 us). So pyvmm
+takes runc-dmz's way, non-dumpable plus a sealed trampoline, and, as runc-dmz did,
+keeps the copy for the one case non-dumpable does not cover: a container whose processes may hold
 ``CAP_SYS_PTRACE`` in the host's user namespace (no user namespace of its own, the
 capability in a set it can reach, or a PID namespace joined from elsewhere) passes
 the non-dumpable check. Then the whole command re-executes itself from a sealed memfd
