@@ -24,20 +24,22 @@ until no process runs that binary, the descriptor can write it, and every later
   script's interpreter.
 
 Which of runc's answers and why: runc first (1.0-rc6) re-executed all of ``runc
-init`` from a sealed memfd copy of the runc binary, later (1.1.x) tried a read-only
-bind mount, then (1.2.0-rc.1) ``runc-dmz``, a tiny C program cloned into a memfd for
-the last execve with the copy of all of runc kept only for containers that could get
-past non-dumpable, and now (1.2) a private overlayfs mount of the runc binary
-(``libcontainer/exeseal``). pyvmm's processes are Python: re-executing the interpreter
-from a copy costs a second interpreter start with pyvmm's imports (some 0.2 s) on
-every container start, where the dmz way costs a 2 kB memfd (some 13 us). So pyvmm
-takes runc-dmz's way, non-dumpable plus a sealed trampoline, and, as runc-dmz did,
-keeps the copy for the one case non-dumpable does not cover: a container whose processes may hold
-``CAP_SYS_PTRACE`` in the host's user namespace (no user namespace of its own, the
-capability in a set it can reach, or a PID namespace joined from elsewhere) passes
-the non-dumpable check. Then the whole command re-executes itself from a sealed memfd
-copy of the interpreter before it does anything (``reexec_sealed``), so that its
-``/proc/self/exe`` is never the host's file.
+init`` from a sealed memfd copy of the runc binary (trying a read-only bind mount of
+it first, "bindfd", from 1.0-rc7 until 2023), then (1.2.0-rc.1) ``runc-dmz``, a tiny
+C program cloned into a memfd for the last execve, with the copy of all of runc kept
+only for containers that could get past non-dumpable, and now (1.2) a private
+overlayfs mount of the runc binary (``libcontainer/exeseal``). pyvmm's processes are
+Python: re-executing the interpreter from a copy costs a second interpreter start
+with pyvmm's imports (some 0.2 s) on every container start, where the dmz way costs
+a 2 kB memfd (some 13 us). So pyvmm takes runc-dmz's way, non-dumpable plus a sealed
+trampoline, and, as runc-dmz did, keeps the copy for the one case non-dumpable does
+not cover: a process that may hold ``CAP_SYS_PTRACE`` in the host's user namespace
+(no user namespace of its own and the capability in a set it can reach, or one in a
+PID namespace joined from elsewhere) in the PID namespace pyvmm's processes enter.
+Then ``pyvmm-runtime`` re-executes itself from a sealed memfd copy of the interpreter
+before it does anything (``reexec_sealed``), so that its ``/proc/self/exe`` is never
+the host's file. (A fresh PID namespace holds nobody until the init's execve: ``pyvmm
+container run`` never needs it.)
 """
 
 from __future__ import annotations
