@@ -92,7 +92,8 @@ def refused(destination: str, fs_type: str | None, source: str | None) -> str | 
     """
     path = posixpath.normpath("/" + destination.lstrip("/"))
     for top, kind in (("/proc", "proc"), ("/sys", "sysfs")):
-        if path == top and fs_type != kind and os.path.realpath(source or "") != top:
+        host_own = source is not None and os.path.realpath(source) == top
+        if path == top and fs_type != kind and not host_own:
             return f"only a {kind} mount may go on {top}"
     if path.startswith("/proc/") and path not in PROC_MOUNTABLE:
         return "nothing may be mounted under /proc"
