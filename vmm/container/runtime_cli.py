@@ -332,6 +332,7 @@ def _exec(args) -> int:
 
     from vmm.container import runtime, spec
 
+    runtime.seal_for_exec(args.root, args.id)
     if args.process:
         try:
             with open(args.process) as f:
