@@ -22,6 +22,16 @@ def _memory(text: str) -> int:
         raise PyvmmError(f"--memory: {e}") from None
 
 
+def _cpus(text: str) -> int:
+    """A count, checked here so that a typo is one line (click's own check prints usage)."""
+    from vmm.machine import check_cpus
+
+    try:
+        return check_cpus(int(text))
+    except ValueError:
+        raise PyvmmError(f"--cpus: {text!r} is not a number") from None
+
+
 def _cmdline(text: str) -> str:
     """The command line as given; bytes that are not UTF-8 (Python keeps them as lone
     surrogates, PEP 383) are refused here rather than failing as the guest's copy is made."""
@@ -61,6 +71,14 @@ def _cmdline(text: str) -> str:
     show_default=True,
     metavar="SIZE",
     help="Guest RAM, e.g. 64M or 1G; mapped lazily, but no more than the host will map.",
+)
+@click.option(
+    "--cpus",
+    default="1",
+    show_default=True,
+    metavar="N",
+    help="vCPUs, each on a host thread of its own; Linux finds them in the MP table and "
+    "the tiny kernel starts them itself (1 to 16).",
 )
 @click.option(
     "--cmdline",
@@ -116,6 +134,7 @@ def boot(
     program,
     initrd,
     memory,
+    cpus,
     cmdline,
     disks,
     ioeventfd,
@@ -139,6 +158,7 @@ def boot(
     from vmm.machine import Machine, MachineConfig
 
     memory_size = _memory(memory)
+    cpus = _cpus(cpus)
     cmdline = _cmdline(cmdline)
     disk_list = tuple(parse_disk_option(d) for d in disks)
     if len(disk_list) > MAX_DISKS:
@@ -157,7 +177,7 @@ def boot(
     debugger = None
     config = MachineConfig(
         kernel, memory_size, cmdline, program, console.output, disk_list, ioeventfd,
-        initrd=initrd, pvm=pvm,
+        initrd=initrd, pvm=pvm, cpus=cpus,
     )  # fmt: skip
     sampler = None
     try:
@@ -179,7 +199,7 @@ def boot(
 
                 sampler = RipSampler()
                 machine.on_interrupt.append(sampler.sample)
-                sampler.start()
+                sampler.start(machine.threads.kick)
             if listener is not None:
                 debugger = gdbstub.attach(machine, listener, kvm)
             console.start_input(machine.serial.receive)

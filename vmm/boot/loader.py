@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from vmm.boot import bzimage, elf, layout, pvh
+from vmm.boot import bzimage, elf, layout, mptable, pvh
 from vmm.boot.bootinfo import BootInfo, VirtioSlot
 from vmm.boot.x86 import CpuStart, write_boot_gdt, write_page_tables
 from vmm.errors import PyvmmError
@@ -37,6 +37,7 @@ class BootRequest(NamedTuple):
     real_mode_load: int = layout.REAL_MODE_LOAD
     virtio: tuple[VirtioSlot, ...] = ()
     initrd: str | None = None
+    cpus: int = 1  # Linux learns of them from the MP table
 
 
 class KernelImage(NamedTuple):
@@ -93,6 +94,8 @@ def load(memory: GuestMemory, request: BootRequest, image: KernelImage | None = 
     if initrd is not None and not image.linux:
         raise KernelError(f"--initrd is for Linux kernels; {request.kernel!r} is not one")
     name = f"kernel {request.kernel!r}"
+    if image.linux:
+        mptable.write(memory, request.cpus)
     if image.format == "pvh":
         return pvh.load(memory, image.data, name, image.pvh_entry, request.cmdline, initrd)
     if image.format == "bzimage":

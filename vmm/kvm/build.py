@@ -35,6 +35,8 @@ KVM_CAP_IOEVENTFD KVM_CAP_IRQ_ROUTING KVM_CAP_READONLY_MEM KVM_CAP_IMMEDIATE_EXI
 KVM_MEM_READONLY KVM_PIT_SPEAKER_DUMMY
 KVM_IOEVENTFD_FLAG_DATAMATCH KVM_IOEVENTFD_FLAG_PIO KVM_IOEVENTFD_FLAG_DEASSIGN
 KVM_IRQFD_FLAG_DEASSIGN
+KVM_GET_MP_STATE KVM_MP_STATE_RUNNABLE KVM_MP_STATE_UNINITIALIZED
+KVM_MP_STATE_INIT_RECEIVED KVM_MP_STATE_HALTED KVM_MP_STATE_SIPI_RECEIVED
 """
 
 ffibuilder.cdef(
@@ -85,6 +87,7 @@ struct kvm_userspace_memory_region {
 };
 
 struct kvm_pit_config { uint32_t flags; ...; };
+struct kvm_mp_state { uint32_t mp_state; };
 struct kvm_irq_level { uint32_t irq; uint32_t level; ...; };
 struct kvm_irqfd { uint32_t fd, gsi, flags; ...; };
 struct kvm_ioeventfd { uint64_t datamatch, addr; uint32_t len; int32_t fd; uint32_t flags; ...; };

@@ -1,0 +1,62 @@
+"""More than one vCPU (``pyvmm boot --cpus N``): a thread each, stopped together however
+the run ends, with real guests."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from test_boot import build
+from vmtest import ROOT, assert_one_line_error, needs_kvm, run_pyvmm
+
+pytestmark = needs_kvm
+
+TRIPLE_FAULT = """
+    .globl _start
+    _start: lidt idtr(%rip)
+            ud2
+    idtr: .word 0
+          .quad 0
+"""
+
+
+def test_the_tiny_kernel_runs_its_program_with_more_cpus(guest_build):
+    proc = run_pyvmm("boot", "--cpus", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert "hello from ring 3" in proc.stdout
+
+
+def test_a_triple_fault_on_the_boot_cpu_stops_the_others(tmp_path):
+    """The application processors wait in KVM for a SIPI that never comes; the boot
+    CPU's failure must still end the run, with its report."""
+    kernel = build(tmp_path, "tf.elf", TRIPLE_FAULT, "-Wl,-Ttext-segment=0x100000")
+    proc = run_pyvmm("boot", "--cpus", "4", "--kernel", str(kernel), timeout=30)
+    assert proc.returncode == 125, proc.stderr
+    assert "triple-faulted" in proc.stderr and "ud2" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_stops_every_vcpu(guest_build, tmp_path):
+    prog = build(tmp_path, "spin", ".globl _start\n_start: jmp _start\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vmm", "boot", "--cpus", "2", "--program", str(prog)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline().startswith("pyvmm tiny kernel")
+        time.sleep(0.3)  # the program is spinning in ring 3 now
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130
+    assert err == "pyvmm: interrupted\n"
+
+
+@pytest.mark.parametrize(
+    "value, said", [("0", "out of range"), ("17", "out of range"), ("two", "not a number")]
+)
+def test_bad_cpu_count(value, said):
+    assert_one_line_error(run_pyvmm("boot", "--cpus", value), "--cpus", said)
