@@ -21,10 +21,19 @@ TRIPLE_FAULT = """
 """
 
 
-def test_the_tiny_kernel_runs_its_program_with_more_cpus(guest_build):
+def test_the_tiny_kernel_starts_each_cpu_which_prints_its_own_apic_id(guest_build):
+    """INIT-SIPI-SIPI from the boot CPU's local APIC, the real-mode trampoline, long
+    mode with a GDT, TSS and stack per CPU (guest/kernel/smp.c, smp.S): each CPU reads
+    its id from its own local APIC, which only a CPU that runs can do."""
     proc = run_pyvmm("boot", "--cpus", "3")
     assert proc.returncode == 0, proc.stderr
-    assert "hello from ring 3" in proc.stdout
+    assert proc.stdout.splitlines()[1:] == [
+        "cpu 0: APIC id 0, the boot CPU, starting 2 more",
+        "cpu 1: APIC id 1",
+        "cpu 2: APIC id 2",
+        "3 CPUs up",
+        "hello from ring 3, through the write system call",
+    ]
 
 
 def test_a_triple_fault_on_the_boot_cpu_stops_the_others(tmp_path):

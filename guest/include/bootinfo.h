@@ -26,5 +26,7 @@ struct boot_info {
     uint64_t page_tables;
     uint64_t mmio_base;
     struct virtio_slot virtio[MAX_VIRTIO];
+    uint32_t nr_cpus; /* local APIC ids 0 .. nr_cpus - 1; the kernel starts the others */
+    uint32_t reserved;
 };
 #endif

@@ -43,9 +43,22 @@ __attribute__((noreturn)) void power_off(int status);
 __attribute__((noreturn)) void panic(const char *msg);
 
 /* cpu.c */
+#define MAX_CPUS 16 /* pyvmm boot --cpus at most */
 void cpu_init(void);
+void cpu_init_ap(unsigned cpu);
+uint64_t cpu_stack_top(unsigned cpu);
 void map_user(uint64_t start, uint64_t end, int writable);
 __attribute__((noreturn)) void enter_user(uint64_t rip, uint64_t rsp);
+
+/* apic.c */
+uint32_t lapic_read(uint32_t reg);
+void lapic_write(uint32_t reg, uint32_t value);
+unsigned lapic_id(void);
+void lapic_enable(void);
+void lapic_send_ipi(unsigned apic_id, uint32_t command);
+
+/* smp.c */
+void smp_boot(const struct boot_info *bi);
 
 /* program.c */
 __attribute__((noreturn)) void run_program(const struct boot_info *bi);

@@ -29,6 +29,7 @@ void kmain(const struct boot_info *bi)
     uart_write((const char *)bi->cmdline_addr, bi->cmdline_len);
     kprintf("\"\n");
     cpu_init();
+    smp_boot(bi);
     virtio_blk_init(bi);
     if (cmdline_has(bi, "virtio_selftest"))
         virtio_blk_selftest();

@@ -24,6 +24,7 @@ from vmm.memory import GuestMemory
 
 BOOT_SIGNATURE = b"\x55\xaa"  # last two bytes of a PC boot sector
 LINUX_FORMATS = ("pvh", "bzimage")
+APIC_WINDOW = 0x1000  # a local APIC's or an IOAPIC's registers: one page (SDM vol. 3, 11.4.1)
 
 
 class KernelError(PyvmmError):
@@ -149,6 +150,10 @@ def _load_elf_kernel(memory: GuestMemory, data: bytes, request: BootRequest) -> 
     # RAM, and the device windows the kernel will touch.
     mapped = [(r.gpa, r.end) for r in memory.regions]
     mapped += [(slot.base, slot.base + slot.size) for slot in request.virtio]
+    # The interrupt controllers, where KVM's in-kernel irqchip answers: the kernel
+    # starts other CPUs and takes interrupts through them.
+    mapped += [(mptable.LAPIC_ADDRESS, mptable.LAPIC_ADDRESS + APIC_WINDOW)]
+    mapped += [(mptable.IOAPIC_ADDRESS, mptable.IOAPIC_ADDRESS + APIC_WINDOW)]
     info = BootInfo(
         mem_size=memory.size,
         low_mem_end=memory.regions[0].end,
@@ -159,6 +164,7 @@ def _load_elf_kernel(memory: GuestMemory, data: bytes, request: BootRequest) -> 
         page_tables=write_page_tables(memory, mapped),
         mmio_base=layout.MMIO_BASE,
         virtio=request.virtio,
+        nr_cpus=request.cpus,
     )
     memory.write(layout.BOOT_INFO, info.pack())
     return CpuStart(
