@@ -69,3 +69,47 @@ def test_ctrl_c_stops_every_vcpu(guest_build, tmp_path):
 )
 def test_bad_cpu_count(value, said):
     assert_one_line_error(run_pyvmm("boot", "--cpus", value), "--cpus", said)
+
+
+GIL_CHECK = """
+import sys, threading, time
+from vmm import guest
+from vmm.machine import Machine, MachineConfig
+
+exits = []
+machine = Machine(MachineConfig(guest.KERNEL, program=sys.argv[1], output=lambda b: None))
+machine.after_run.append(lambda vcpu, exit: exits.append(exit))
+threading.Thread(target=machine.run, daemon=True).start()
+while len(exits) < 2:  # the banner is on its way; ring 3 comes next
+    time.sleep(0.05)
+time.sleep(0.5)
+before = len(exits)
+total = sum(i * i for i in range(2_000_000))  # Python work, needing the GIL throughout
+print("exits during the work:", len(exits) - before, flush=True)
+import os; os._exit(0)  # the vCPU thread is still in the guest
+"""
+
+
+def test_kvm_run_releases_the_gil(guest_build, tmp_path):
+    """A vCPU thread in KVM_RUN, its guest spinning in ring 3 without a single exit, and
+    the main thread still runs Python: cffi released the GIL around the call. (If it had
+    not, the main thread would wait for the guest's next exit: forever.)"""
+    spin = build(tmp_path, "spin", ".globl _start\n_start: jmp _start\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", GIL_CHECK, str(spin)],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "exits during the work: 0\n"
+
+
+def test_bench_vcpus_reports_cpu_time_for_each_count(guest_build):
+    """A measurement, so only its shape is checked: a row per vCPU count, each run of the
+    spinning guest finished (the bench raises otherwise), CPU time and wall time > 0."""
+    proc = run_pyvmm("bench", "vcpus", "--runs", "1", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["vCPUs", "wall", "(s)", "CPU", "(s)", "host", "CPUs", "busy"]
+    counts = [int(line.split()[0]) for line in lines[1:-1]]
+    assert counts[:2] == [1, 2]
+    assert all(float(line.split()[2]) > 0 for line in lines[1:-1])

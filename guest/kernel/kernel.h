@@ -42,6 +42,9 @@ void kprintf(const char *fmt, ...);
 __attribute__((noreturn)) void power_off(int status);
 __attribute__((noreturn)) void panic(const char *msg);
 
+/* main.c */
+int cmdline_has(const struct boot_info *bi, const char *word);
+
 /* cpu.c */
 #define MAX_CPUS 16 /* pyvmm boot --cpus at most */
 void cpu_init(void);

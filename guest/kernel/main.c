@@ -2,7 +2,7 @@
 #include "kernel.h"
 
 /* Is ``word`` one of the words of the kernel command line (before any "--")? */
-static int cmdline_has(const struct boot_info *bi, const char *word)
+int cmdline_has(const struct boot_info *bi, const char *word)
 {
     const char *p = (const char *)bi->cmdline_addr, *end = p + bi->cmdline_len;
     size_t n = strlen(word);

@@ -18,6 +18,7 @@
 extern const char ap_trampoline[], ap_trampoline_end[], ap_trampoline_args[];
 
 static volatile unsigned cpus_up = 1; /* the boot CPU is */
+static int ap_spin; /* command line "ap_spin": keep busy instead of halting */
 
 static uint64_t rdtsc(void)
 {
@@ -33,7 +34,8 @@ static void ap_main(unsigned cpu)
     kprintf("cpu %u: APIC id %u\n", cpu, lapic_id());
     __atomic_store_n(&cpus_up, cpu + 1, __ATOMIC_RELEASE);
     for (;;)
-        __asm__ volatile("cli; hlt");
+        if (!ap_spin) /* `pyvmm bench vcpus` keeps them busy */
+            __asm__ volatile("cli; hlt");
 }
 
 static int start_cpu(unsigned cpu, unsigned apic_id)
@@ -58,6 +60,7 @@ void smp_boot(const struct boot_info *bi)
     unsigned n = bi->nr_cpus < MAX_CPUS ? bi->nr_cpus : MAX_CPUS;
     if (n < 2)
         return;
+    ap_spin = cmdline_has(bi, "ap_spin");
     lapic_enable();
     kprintf("cpu 0: APIC id %u, the boot CPU, starting %u more\n", lapic_id(), n - 1);
     memcpy((void *)AP_TRAMPOLINE, ap_trampoline, ap_trampoline_end - ap_trampoline);
