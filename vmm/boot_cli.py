@@ -102,6 +102,12 @@ def _cmdline(text: str) -> str:
     help="Serve disk requests on an I/O thread woken by ioeventfd, not in the vCPU's exit loop.",
 )
 @click.option(
+    "--interrupts",
+    is_flag=True,
+    help="The tiny kernel takes interrupts (local APIC timer, UART, virtio through the "
+    "IOAPIC) and sleeps in HLT, rather than polling its devices.",
+)
+@click.option(
     "--trace",
     is_flag=True,
     help="Print every VM exit, with the guest instruction behind it disassembled, to stderr.",
@@ -138,6 +144,7 @@ def boot(
     cmdline,
     disks,
     ioeventfd,
+    interrupts,
     trace,
     stats,
     profile,
@@ -177,7 +184,7 @@ def boot(
     debugger = None
     config = MachineConfig(
         kernel, memory_size, cmdline, program, console.output, disk_list, ioeventfd,
-        initrd=initrd, pvm=pvm, cpus=cpus,
+        initrd=initrd, pvm=pvm, cpus=cpus, interrupts=interrupts,
     )  # fmt: skip
     sampler = None
     try:
@@ -187,7 +194,9 @@ def boot(
             if trace:
                 from vmm.trace import Tracer
 
-                machine.after_run.append(Tracer(machine.memory))
+                tracer = Tracer(machine.memory)
+                machine.after_run.append(tracer)
+                machine.on_irq.append(tracer.irq_for(machine.vm))
             if stats:
                 from vmm.stats import ExitStats
 

@@ -77,6 +77,9 @@ class MachineConfig(NamedTuple):
     # /dev/kvm is PVM: a Linux guest's command line gets the masks PVM needs.
     pvm: bool = False
     cpus: int = 1  # vCPUs, each on a thread of its own (vmm/vcpus.py)
+    # The tiny kernel takes device interrupts through the in-kernel irqchip rather than
+    # polling (creating the irqchip costs some 3 ms, so a plain boot has none).
+    interrupts: bool = False
 
 
 class RunResult(NamedTuple):
@@ -118,6 +121,8 @@ class Machine:
         # Called when a signal ended KVM_RUN (vmm/kick.py): the halt watch, --profile.
         # Apart from after_run, so that they cost the other exits nothing.
         self.on_interrupt: list[Callable[[object], None]] = []
+        # Called as the VMM raises an interrupt line: (mechanism, GSI), for --trace.
+        self.on_irq: list[Callable[[str, int], None]] = []
         self._closers: list[Callable[[], None]] = []
         self.threads = VcpuThreads()
         try:
@@ -137,7 +142,8 @@ class Machine:
         for region in self.memory.regions:
             self.vm.set_memory(region.gpa, region.size, region.host_address)
         self.kernel = loader.open_kernel(self.config.kernel, self.memory)
-        if self.config.disks or self.kernel.linux or self.config.cpus > 1:
+        config = self.config
+        if config.disks or self.kernel.linux or config.cpus > 1 or config.interrupts:
             # Device interrupts need the in-kernel IOAPIC, and a second CPU the local
             # APICs' INIT and SIPI; they must exist before the vCPUs. Linux also needs its
             # PIC and PIT (the timer it calibrates against).
@@ -173,13 +179,24 @@ class Machine:
             self.cmdline = linux.command_line(self.cmdline, slots, self.config.pvm)
         request = BootRequest(
             self.config.kernel, self.cmdline, self.config.program, virtio=slots,
-            initrd=self.config.initrd, cpus=self.config.cpus,
+            initrd=self.config.initrd, cpus=self.config.cpus, interrupts=self.config.interrupts,
         )  # fmt: skip
         start = loader.load(self.memory, request, self.kernel)
         start_vcpu(self.vcpu, start, layout.PML4)
 
     def _uart_irq(self, level: bool) -> None:
         self.vm.set_irq_line(COM1_IRQ, int(level))
+        if level:
+            for hook in self.on_irq:
+                hook("KVM_IRQ_LINE", COM1_IRQ)
+
+    def _irqfd_raiser(self, eventfd: int, gsi: int) -> Callable[[], None]:
+        def raise_irq() -> None:
+            os.eventfd_write(eventfd, 1)
+            for hook in self.on_irq:
+                hook("irqfd", gsi)
+
+        return raise_irq
 
     def _attach_disk(self, index: int, path: str, readonly: bool) -> tuple[VirtioSlot, object]:
         """A virtio-blk disk in its own MMIO window, its interrupt on an irqfd; returns
@@ -198,7 +215,7 @@ class Machine:
         irq = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._closers.append(lambda: os.close(irq))
         self.vm.register_irqfd(irq, gsi)
-        transport = VirtioMmio(disk, self.memory, lambda: os.eventfd_write(irq, 1))
+        transport = VirtioMmio(disk, self.memory, self._irqfd_raiser(irq, gsi))
         self.mmio_bus.insert(transport, base, VIRTIO_MMIO_WINDOW_SIZE)
         return VirtioSlot(base, VIRTIO_MMIO_WINDOW_SIZE, gsi), transport
 

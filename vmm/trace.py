@@ -124,3 +124,14 @@ class Tracer:
         insn = disassemble(vcpu, self.memory, exit)
         mode = cpu_mode_label(vcpu.get_sregs())
         self.write(f"[{self.count:6}] {mode:<13} {what:<44} {insn}")
+
+    def irq_for(self, vm) -> Callable[[str, int], None]:
+        """A ``Machine.on_irq`` hook: a line for each interrupt the VMM raises, with the
+        vector and CPU the guest's IOAPIC sends it to, between the exits around it."""
+
+        def irq(mechanism: str, gsi: int) -> None:
+            route = vm.ioapic_route(gsi)
+            where = f"vector {route[0]:#04x} to cpu {route[1]}" if route else "masked in the IOAPIC"
+            self.write(f"{'':8} {'':<13} IRQ  {mechanism} gsi {gsi} -> {where}")
+
+        return irq

@@ -9,7 +9,6 @@
 #define APIC_ICR_LOW 0x300   /* interrupt command register: writing the low half sends */
 #define APIC_ICR_HIGH 0x310  /* bits 31:24: the destination APIC id */
 #define APIC_SVR_ENABLE 0x100
-#define APIC_SPURIOUS_VECTOR 0xff
 #define APIC_ICR_BUSY (1 << 12) /* delivery status: the IPI has not been accepted yet */
 
 static volatile uint32_t *lapic_reg(uint32_t reg)
@@ -25,7 +24,7 @@ unsigned lapic_id(void) { return lapic_read(APIC_ID) >> 24; }
 /* Software-enable this CPU's local APIC (SDM 11.4.3): without it no interrupt is taken. */
 void lapic_enable(void)
 {
-    lapic_write(APIC_SVR, APIC_SVR_ENABLE | APIC_SPURIOUS_VECTOR);
+    lapic_write(APIC_SVR, APIC_SVR_ENABLE | SPURIOUS_VECTOR);
 }
 
 /* Send an inter-processor interrupt and wait until the local APIC has sent it. */

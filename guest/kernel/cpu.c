@@ -49,6 +49,8 @@ static struct cpu cpus[MAX_CPUS];
 uint64_t tss_rsp0; /* traps.S switches to it on a hardware SYSCALL (the boot CPU's) */
 static struct idt_gate idt[256];
 extern const uint64_t trap_stubs[32]; /* traps.S */
+extern const uint64_t irq_stubs[][2]; /* traps.S: (vector, entry) pairs, then (0, 0) */
+extern char spurious_entry[];         /* traps.S */
 extern char syscall_entry[];          /* traps.S, in the user-accessible page */
 extern char bp_entry[];               /* traps.S: #BP, a system call under PVM */
 extern char __user_text_start[], __user_text_end[];
@@ -124,6 +126,9 @@ void cpu_init(void)
         set_gate(v, trap_stubs[v], 0, v == 8 ? 1 : 0); /* #DF on its own stack */
     /* #BP is reachable from ring 3: under PVM it is how a system call enters ring 0. */
     set_gate(3, (uint64_t)bp_entry, 3, 0);
+    for (int i = 0; irq_stubs[i][0]; i++) /* taken only with interrupts on (intr.c) */
+        set_gate(irq_stubs[i][0], irq_stubs[i][1], 0, 0);
+    set_gate(SPURIOUS_VECTOR, (uint64_t)spurious_entry, 0, 0);
     load_tables(0);
 
     /* SYSCALL: CS/SS from STAR[47:32]; SYSRET: from STAR[63:48] (+16 for 64-bit CS). */

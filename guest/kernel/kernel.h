@@ -36,6 +36,7 @@ struct trap_frame {
 /* uart.c */
 void uart_init(void);
 void uart_write(const char *s, size_t n);
+void uart_enable_interrupts(void);
 void kprintf(const char *fmt, ...);
 
 /* power.c */
@@ -59,6 +60,20 @@ void lapic_write(uint32_t reg, uint32_t value);
 unsigned lapic_id(void);
 void lapic_enable(void);
 void lapic_send_ipi(unsigned apic_id, uint32_t command);
+
+/* intr.c */
+#define TIMER_VECTOR 0x20
+#define IRQ_VECTOR(pin) (0x30 + (pin)) /* IOAPIC pin -> vector */
+#define NR_IOAPIC_PINS 24
+#define SPURIOUS_VECTOR 0xff
+struct irq_counts {
+    uint64_t timer, uart, uart_rx, virtio;
+};
+extern int interrupts_on;
+extern struct irq_counts irq_counts;
+void interrupts_init(const struct boot_info *bi);
+void irq_route(int pin, int level, void (*handler)(int), int arg);
+void wait_for_interrupt(void);
 
 /* smp.c */
 void smp_boot(const struct boot_info *bi);

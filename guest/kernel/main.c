@@ -29,7 +29,10 @@ void kmain(const struct boot_info *bi)
     uart_write((const char *)bi->cmdline_addr, bi->cmdline_len);
     kprintf("\"\n");
     cpu_init();
-    smp_boot(bi);
+    smp_boot(bi); /* before interrupts: the others print with the polling driver */
+    interrupts_init(bi);
+    if (interrupts_on)
+        uart_enable_interrupts();
     virtio_blk_init(bi);
     if (cmdline_has(bi, "virtio_selftest"))
         virtio_blk_selftest();

@@ -21,7 +21,7 @@ The layout is mirrored by ``guest/include/bootinfo.h``; change both together.
     72      4 x {u64 base; u32 size; u32 irq}  virtio-mmio devices
     136     u32 nr_cpus           CPUs, local APIC ids 0 to nr_cpus - 1; the kernel
                                   starts all but the first itself (INIT, SIPI)
-    140     u32 reserved
+    140     u32 flags             BOOT_FLAG_INTERRUPTS: take interrupts, sleep in HLT
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ import struct
 from typing import NamedTuple
 
 BOOT_INFO_MAGIC = 0x4D565950
-BOOT_INFO_VERSION = 2  # 2: nr_cpus
+BOOT_INFO_VERSION = 2  # 2: nr_cpus, flags
+BOOT_FLAG_INTERRUPTS = 1  # the kernel takes interrupts rather than polling its devices
 MAX_VIRTIO = 4
 
 _HEADER = struct.Struct("<IIQQQIIQQQQ")
@@ -55,6 +56,7 @@ class BootInfo(NamedTuple):
     mmio_base: int = 0
     virtio: tuple[VirtioSlot, ...] = ()
     nr_cpus: int = 1
+    flags: int = 0
 
     def pack(self) -> bytes:
         head = _HEADER.pack(
@@ -72,4 +74,4 @@ class BootInfo(NamedTuple):
         )
         slots = [*self.virtio, *[VirtioSlot(0, 0, 0)] * (MAX_VIRTIO - len(self.virtio))]
         virtio = b"".join(_VIRTIO.pack(s.base, s.size, s.irq) for s in slots)
-        return head + virtio + _CPUS.pack(self.nr_cpus, 0)
+        return head + virtio + _CPUS.pack(self.nr_cpus, self.flags)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from vmm.boot import bzimage, elf, layout, mptable, pvh
-from vmm.boot.bootinfo import BootInfo, VirtioSlot
+from vmm.boot.bootinfo import BOOT_FLAG_INTERRUPTS, BootInfo, VirtioSlot
 from vmm.boot.x86 import CpuStart, write_boot_gdt, write_page_tables
 from vmm.errors import PyvmmError
 from vmm.inputfile import read_input
@@ -39,6 +39,7 @@ class BootRequest(NamedTuple):
     virtio: tuple[VirtioSlot, ...] = ()
     initrd: str | None = None
     cpus: int = 1  # Linux learns of them from the MP table
+    interrupts: bool = False  # the tiny kernel takes interrupts rather than polling
 
 
 class KernelImage(NamedTuple):
@@ -165,6 +166,7 @@ def _load_elf_kernel(memory: GuestMemory, data: bytes, request: BootRequest) -> 
         mmio_base=layout.MMIO_BASE,
         virtio=request.virtio,
         nr_cpus=request.cpus,
+        flags=BOOT_FLAG_INTERRUPTS if request.interrupts else 0,
     )
     memory.write(layout.BOOT_INFO, info.pack())
     return CpuStart(

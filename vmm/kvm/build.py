@@ -37,6 +37,7 @@ KVM_IOEVENTFD_FLAG_DATAMATCH KVM_IOEVENTFD_FLAG_PIO KVM_IOEVENTFD_FLAG_DEASSIGN
 KVM_IRQFD_FLAG_DEASSIGN
 KVM_GET_MP_STATE KVM_MP_STATE_RUNNABLE KVM_MP_STATE_UNINITIALIZED
 KVM_MP_STATE_INIT_RECEIVED KVM_MP_STATE_HALTED KVM_MP_STATE_SIPI_RECEIVED
+KVM_GET_IRQCHIP KVM_IRQCHIP_IOAPIC KVM_IOAPIC_NUM_PINS
 """
 
 ffibuilder.cdef(
@@ -88,6 +89,8 @@ struct kvm_userspace_memory_region {
 
 struct kvm_pit_config { uint32_t flags; ...; };
 struct kvm_mp_state { uint32_t mp_state; };
+/* The IOAPIC's redirection table is a union of bitfields: read through ioapic_redirection. */
+struct kvm_irqchip { uint32_t chip_id; ...; };
 struct kvm_irq_level { uint32_t irq; uint32_t level; ...; };
 struct kvm_irqfd { uint32_t fd, gsi, flags; ...; };
 struct kvm_ioeventfd { uint64_t datamatch, addr; uint32_t len; int32_t fd; uint32_t flags; ...; };
@@ -138,6 +141,7 @@ struct kvm_run {
 
 int kvm_ioctl(int fd, unsigned long request, void *arg);
 int kvm_ioctl_val(int fd, unsigned long request, unsigned long arg);
+uint64_t ioapic_redirection(struct kvm_irqchip *chip, int pin);
 """
 )
 
@@ -155,6 +159,11 @@ static int kvm_ioctl(int fd, unsigned long request, void *arg)
 static int kvm_ioctl_val(int fd, unsigned long request, unsigned long arg)
 {
     return ioctl(fd, request, arg);
+}
+/* One IOAPIC redirection entry as the 64 bits the guest wrote (82093AA, 3.2.4). */
+static uint64_t ioapic_redirection(struct kvm_irqchip *chip, int pin)
+{
+    return chip->chip.ioapic.redirtbl[pin].bits;
 }
 """,
 )
