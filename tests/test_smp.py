@@ -113,3 +113,32 @@ def test_bench_vcpus_reports_cpu_time_for_each_count(guest_build):
     counts = [int(line.split()[0]) for line in lines[1:-1]]
     assert counts[:2] == [1, 2]
     assert all(float(line.split()[2]) > 0 for line in lines[1:-1])
+
+
+def test_stats_has_a_column_per_vcpu_and_the_total(guest_build):
+    proc = run_pyvmm("boot", "--cpus", "2", "--stats")
+    assert proc.returncode == 0, proc.stderr
+    table = proc.stderr.splitlines()
+    assert table[0].split() == ["exit", "vcpu0", "vcpu1", "total"]
+    rows = {line.split()[0] + line.split()[1]: line.split()[-3:] for line in table[1:5]}
+    # cpu 1 printed its line itself: 17 bytes written by vCPU 1, its own exits
+    out0, out1, total = (int(n) for n in rows["IOout"])
+    assert out1 == len("cpu 1: APIC id 1\n") and out0 + out1 == total
+    totals = next(line for line in table if line.startswith("total")).split()[1:]
+    vcpu0, vcpu1, both = (int(n) for n in totals)
+    assert vcpu0 + vcpu1 == both
+    assert any(line.startswith("vcpu1: time in guest") for line in table)
+
+
+def test_trace_names_the_vcpu_of_each_exit(guest_build):
+    proc = run_pyvmm("boot", "--cpus", "2", "--trace")
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("[")]
+    ap = [line for line in lines if line.split()[2] == "vcpu1"]
+    written = bytes.fromhex("".join(line.split("data ")[1].split()[0] for line in ap
+                                    if "out port 0x03f8" in line))  # fmt: skip
+    assert written == b"cpu 1: APIC id 1\n"
+    # the first it ever made: KVM_RUN returning as the SIPI started it, at the trampoline
+    assert "16-bit ring 0 INTERRUPTED" in ap[0] and "0x70000:" in ap[0]
+    numbers = [int(line[1:].split("]")[0]) for line in lines]
+    assert sorted(numbers) == list(range(1, len(lines) + 1))

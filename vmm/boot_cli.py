@@ -194,13 +194,13 @@ def boot(
             if trace:
                 from vmm.trace import Tracer
 
-                tracer = Tracer(machine.memory)
+                tracer = Tracer(machine.memory, cpus=cpus)
                 machine.after_run.append(tracer)
                 machine.on_irq.append(tracer.irq_for(machine.vm))
             if stats:
                 from vmm.stats import ExitStats
 
-                counter = ExitStats()
+                counter = ExitStats(cpus)
                 machine.before_run.append(counter.before)
                 machine.after_run.append(counter.after)
             if profile:

@@ -116,7 +116,7 @@ class Machine:
         check_cpus(config.cpus)
         self.config = config
         # Hooks around each KVM_RUN, for --trace and --stats; empty in a plain run.
-        self.before_run: list[Callable[[], None]] = []
+        self.before_run: list[Callable[[object], None]] = []
         self.after_run: list[Callable[[object, object], None]] = []
         # Called when a signal ended KVM_RUN (vmm/kick.py): the halt watch, --profile.
         # Apart from after_run, so that they cost the other exits nothing.
@@ -304,7 +304,7 @@ class Machine:
 
         def run():
             for hook in before:
-                hook()
+                hook(vcpu)
             exit = vcpu.run()
             for hook in after:
                 hook(vcpu, exit)

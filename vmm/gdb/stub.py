@@ -189,7 +189,7 @@ class GdbStub:
 
     # --- the machine's hooks ---------------------------------------------------------
 
-    def before_run(self) -> None:
+    def before_run(self, vcpu) -> None:
         if self.stop_reply is not None:
             self._serve()
 
