@@ -33,10 +33,13 @@ class HaltWatch:
     def check(self, vcpu) -> None:
         """Called on each vCPU's own thread, which alone writes that vCPU's entries."""
         regs = vcpu.get_regs()
-        rip = regs.rip if not regs.rflags & RFLAGS_IF and self._after_hlt(vcpu, regs.rip) else None
+        if vcpu.index and vcpu.waiting_for_sipi():
+            rip = -1  # never started: as good as halted
+        elif not regs.rflags & RFLAGS_IF and regs.rip and self._after_hlt(vcpu, regs.rip):
+            rip = regs.rip
+        else:
+            rip = None
         i = vcpu.index
-        if rip is None and vcpu.index and vcpu.waiting_for_sipi():
-            rip = -1  # as good as halted
         self._halted[i] = rip is not None and rip == self._halted_at[i]
         self._halted_at[i] = rip
         if all(self._halted):

@@ -43,6 +43,8 @@ class VcpuThreads:
     def __init__(self):
         self._lock = threading.Lock()
         self._threads: dict[int, int] = {}  # vCPU index -> threading.get_ident()
+        # The run is ending: what holds a vCPU thread outside KVM_RUN (gdb) lets it go.
+        self.stopping = False
 
     @contextlib.contextmanager
     def running(self, vcpu):
@@ -72,6 +74,7 @@ class VcpuGroup:
         self.run_vcpu = run_vcpu
         self.threads = threads
         self.result = None
+        self._error: BaseException | None = None  # what went wrong on another thread
         self._lock = threading.Lock()
         self._stopping = False
 
@@ -89,11 +92,19 @@ class VcpuGroup:
             self.stop(None)
             for thread in others:
                 thread.join()
+        if self._error is not None:
+            raise self._error
         return self.result
 
     def _run_on_thread(self, vcpu) -> None:
+        """A vCPU's loop on a thread of its own; what it raises ends the run for all and
+        is raised again on the calling thread, as it would have been with one vCPU."""
         signal.pthread_sigmask(signal.SIG_BLOCK, _MAIN_THREAD_SIGNALS)
-        self._run(vcpu)
+        try:
+            self._run(vcpu)
+        except BaseException as e:
+            self._error = e
+            self.stop(None)
 
     def _run(self, vcpu) -> None:
         with self.threads.running(vcpu):
@@ -115,6 +126,7 @@ class VcpuGroup:
                 return
             self._stopping = True
             self.result = result
+        self.threads.stopping = True
         for vcpu in self.vcpus:
             vcpu.request_exit()
         self.threads.kick()
