@@ -170,7 +170,7 @@ class Machine:
         for index in range(self.config.cpus):
             vcpu = self.vm.create_vcpu(index)
             self._closers.append(vcpu.close)
-            vcpu.set_cpuid(cpuid.for_vcpu(self.kvm.supported_cpuid(), index))
+            vcpu.set_cpuid(cpuid.for_vcpu(self.kvm.supported_cpuid(), index, self.config.pvm))
             self.vcpus.append(vcpu)
         self.vcpu = self.vcpus[0]
         # The command line the guest gets: Linux's is completed with the disks and masks.

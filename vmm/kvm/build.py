@@ -38,6 +38,7 @@ KVM_IRQFD_FLAG_DEASSIGN
 KVM_GET_MP_STATE KVM_MP_STATE_RUNNABLE KVM_MP_STATE_UNINITIALIZED
 KVM_MP_STATE_INIT_RECEIVED KVM_MP_STATE_HALTED KVM_MP_STATE_SIPI_RECEIVED
 KVM_GET_IRQCHIP KVM_IRQCHIP_IOAPIC KVM_IOAPIC_NUM_PINS
+KVM_CPUID_FEATURES KVM_FEATURE_PV_UNHALT KVM_FEATURE_PV_SEND_IPI KVM_FEATURE_PV_SCHED_YIELD
 """
 
 ffibuilder.cdef(
@@ -149,6 +150,7 @@ ffibuilder.set_source(
     "vmm.kvm._kvm",
     """
 #include <linux/kvm.h>
+#include <linux/kvm_para.h>
 #include <sys/ioctl.h>
 
 /* ioctl() is variadic; two fixed-signature wrappers keep cffi's calls simple. */
