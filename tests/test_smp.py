@@ -2,13 +2,11 @@
 the run ends, with real guests."""
 
 import re
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
-from test_boot import build
+from test_boot import build, ctrl_c_while_spinning
 from vmtest import ROOT, assert_one_line_error, needs_kvm, run_pyvmm
 
 pytestmark = needs_kvm
@@ -48,21 +46,7 @@ def test_a_triple_fault_on_the_boot_cpu_stops_the_others(tmp_path):
 
 
 def test_ctrl_c_stops_every_vcpu(guest_build, tmp_path):
-    prog = build(tmp_path, "spin", ".globl _start\n_start: jmp _start\n")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vmm", "boot", "--cpus", "2", "--program", str(prog)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-    )  # fmt: skip
-    try:
-        assert proc.stdout.readline().startswith("pyvmm tiny kernel")
-        time.sleep(0.3)  # the program is spinning in ring 3 now
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == 130
-    assert err == "pyvmm: interrupted\n"
+    assert ctrl_c_while_spinning(tmp_path, "--cpus", "2") == (130, "pyvmm: interrupted\n")
 
 
 @pytest.mark.parametrize(
