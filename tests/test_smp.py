@@ -129,3 +129,12 @@ def test_trace_names_the_vcpu_of_each_exit(guest_build):
     assert re.search(r"INTERRUPTED +(0xfffffff0|0x70000): ", ap[0]), ap[0]
     numbers = [int(line[1:].split("]")[0]) for line in lines]
     assert sorted(numbers) == list(range(1, len(lines) + 1))
+
+
+def test_a_reset_stops_every_vcpu(tmp_path):
+    """The i8042's reset line (0xfe to port 0x64), pulled by the boot CPU in real mode
+    while the others wait for a SIPI: the run ends as a reset does, status 0."""
+    (tmp_path / "reset.bin").write_bytes(b"\xb0\xfe\xe6\x64\xf4")  # mov al,0xfe; out 0x64,al
+    proc = run_pyvmm("boot", "--cpus", "3", "--kernel", str(tmp_path / "reset.bin"), timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
