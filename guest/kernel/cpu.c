@@ -126,8 +126,11 @@ void cpu_init(void)
         set_gate(v, trap_stubs[v], 0, v == 8 ? 1 : 0); /* #DF on its own stack */
     /* #BP is reachable from ring 3: under PVM it is how a system call enters ring 0. */
     set_gate(3, (uint64_t)bp_entry, 3, 0);
-    for (int i = 0; irq_stubs[i][0]; i++) /* taken only with interrupts on (intr.c) */
+    /* >>> 20: a gate for each interrupt vector (taken only with interrupts on, intr.c):
+     * ... irq_stubs holds (vector, entry) pairs, ending with (0, 0); ring 0 only, no IST */
+    for (int i = 0; irq_stubs[i][0]; i++)
         set_gate(irq_stubs[i][0], irq_stubs[i][1], 0, 0);
+    /* <<< */
     set_gate(SPURIOUS_VECTOR, (uint64_t)spurious_entry, 0, 0);
     load_tables(0);
 

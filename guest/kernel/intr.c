@@ -72,7 +72,10 @@ void irq_dispatch(uint64_t vector)
         if (pin >= 0 && pin < NR_IOAPIC_PINS && pin_handlers[pin])
             pin_handlers[pin](pin_args[pin]);
     }
+    /* >>> 20: end of interrupt: until the local APIC hears it, it delivers nothing of
+     * ... this priority or lower, and a level-triggered IOAPIC pin stays blocked */
     lapic_write(APIC_EOI, 0);
+    /* <<< */
 }
 
 /* Sleep until an interrupt has been handled. STI's one-instruction shadow makes STI;HLT
