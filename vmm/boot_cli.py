@@ -27,6 +27,16 @@ def _memory(text: str) -> int:
         raise PyvmmError(f"--memory: {e}") from None
 
 
+def _cpus(text: str) -> int:
+    """A count, checked here so that a typo is one line."""
+    from vmm.machine import check_cpus
+
+    try:
+        return check_cpus(int(text))
+    except ValueError:
+        raise PyvmmError(f"--cpus: {text!r} is not a number") from None
+
+
 def _cmdline(text: str) -> str:
     """The command line as given; bytes that are not UTF-8 (Python keeps them as lone
     surrogates, PEP 383) are refused here rather than failing as the guest's copy is made."""
@@ -82,6 +92,13 @@ def _parser() -> argparse.ArgumentParser:
         "Default: 64M.",
     )
     p.add_argument(
+        "--cpus",
+        default="1",
+        metavar="N",
+        help="vCPUs, each on a host thread of its own; Linux finds them in the MP table and "
+        "the tiny kernel starts them itself (1 to 16). Default: 1.",
+    )
+    p.add_argument(
         "--cmdline",
         default=guest.DEFAULT_CMDLINE,
         help="Kernel command line (UTF-8); words after '--' become the program's arguments. "
@@ -103,6 +120,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Serve disk requests on an I/O thread woken by ioeventfd, not in the vCPU's exit "
         "loop.",
+    )
+    p.add_argument(
+        "--interrupts",
+        action="store_true",
+        help="The tiny kernel takes interrupts (local APIC timer, UART, virtio through the "
+        "IOAPIC) and sleeps in HLT, rather than polling its devices.",
     )
     p.add_argument(
         "--trace",
@@ -151,9 +174,11 @@ def boot(
     program,
     initrd,
     memory,
+    cpus,
     cmdline,
     disks,
     ioeventfd,
+    interrupts,
     trace,
     stats,
     profile,
@@ -167,6 +192,7 @@ def boot(
     from vmm.machine import Machine, MachineConfig
 
     memory_size = _memory(memory)
+    cpus = _cpus(cpus)
     cmdline = _cmdline(cmdline)
     disk_list = ()
     if disks:  # virtio (and its dataclasses) only for a machine with disks
@@ -189,7 +215,7 @@ def boot(
     debugger = None
     config = MachineConfig(
         kernel, memory_size, cmdline, program, console.output, disk_list, ioeventfd,
-        initrd=initrd, pvm=pvm,
+        initrd=initrd, pvm=pvm, cpus=cpus, interrupts=interrupts,
     )  # fmt: skip
     sampler = None
     try:
@@ -199,11 +225,13 @@ def boot(
             if trace:
                 from vmm.trace import Tracer
 
-                machine.after_run.append(Tracer(machine.memory))
+                tracer = Tracer(machine.memory, cpus=cpus)
+                machine.after_run.append(tracer)
+                machine.on_irq.append(tracer.irq_for(machine.vm))
             if stats:
                 from vmm.stats import ExitStats
 
-                counter = ExitStats()
+                counter = ExitStats(cpus)
                 machine.before_run.append(counter.before)
                 machine.after_run.append(counter.after)
             if profile:
@@ -211,7 +239,7 @@ def boot(
 
                 sampler = RipSampler()
                 machine.on_interrupt.append(sampler.sample)
-                sampler.start()
+                sampler.start(machine.threads.kick)
             if listener is not None:
                 debugger = gdbstub.attach(machine, listener, kvm)
             console.start_input(machine.serial.receive)

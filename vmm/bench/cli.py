@@ -96,7 +96,8 @@ def _progress():
 @click.pass_context
 def bench(ctx, runs, size, scale, only, extra, fast, json_path, plot_path, report_path, root):
     """Measure pyvmm: the same workload as VM, container and host (no subcommand); the
-    cost of VM exits (``exits``); the virtio-blk path (``disk``)."""
+    cost of VM exits (``exits``); the virtio-blk path (``disk``); vCPUs in parallel
+    (``vcpus``)."""
     if ctx.invoked_subcommand is not None:
         return
     from vmm.bench import rows as rowdefs
@@ -160,6 +161,16 @@ def exits(runs, n_exits, json_path):
     from vmm.bench.exits import measure, table
 
     _emit(measure(runs, n_exits), table, json_path)
+
+
+@bench.command()
+@click.option("--runs", default=3, show_default=True, help="Runs per figure (median reported).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write figures here.")
+def vcpus(runs, json_path):
+    """N busy vCPUs, N busy host CPUs: the GIL is released in KVM_RUN."""
+    from vmm.bench.vcpus import measure, table
+
+    _emit(measure(_positive("--runs", str(runs))), table, json_path)
 
 
 @bench.command()

@@ -35,6 +35,10 @@ KVM_CAP_IOEVENTFD KVM_CAP_IRQ_ROUTING KVM_CAP_READONLY_MEM KVM_CAP_IMMEDIATE_EXI
 KVM_MEM_READONLY KVM_PIT_SPEAKER_DUMMY
 KVM_IOEVENTFD_FLAG_DATAMATCH KVM_IOEVENTFD_FLAG_PIO KVM_IOEVENTFD_FLAG_DEASSIGN
 KVM_IRQFD_FLAG_DEASSIGN
+KVM_GET_MP_STATE KVM_MP_STATE_RUNNABLE KVM_MP_STATE_UNINITIALIZED
+KVM_MP_STATE_INIT_RECEIVED KVM_MP_STATE_HALTED KVM_MP_STATE_SIPI_RECEIVED
+KVM_GET_IRQCHIP KVM_IRQCHIP_IOAPIC KVM_IOAPIC_NUM_PINS
+KVM_CPUID_FEATURES KVM_FEATURE_PV_UNHALT KVM_FEATURE_PV_SEND_IPI KVM_FEATURE_PV_SCHED_YIELD
 """
 
 ffibuilder.cdef(
@@ -85,6 +89,9 @@ struct kvm_userspace_memory_region {
 };
 
 struct kvm_pit_config { uint32_t flags; ...; };
+struct kvm_mp_state { uint32_t mp_state; };
+/* The IOAPIC's redirection table is a union of bitfields: read through ioapic_redirection. */
+struct kvm_irqchip { uint32_t chip_id; ...; };
 struct kvm_irq_level { uint32_t irq; uint32_t level; ...; };
 struct kvm_irqfd { uint32_t fd, gsi, flags; ...; };
 struct kvm_ioeventfd { uint64_t datamatch, addr; uint32_t len; int32_t fd; uint32_t flags; ...; };
@@ -135,6 +142,7 @@ struct kvm_run {
 
 int kvm_ioctl(int fd, unsigned long request, void *arg);
 int kvm_ioctl_val(int fd, unsigned long request, unsigned long arg);
+uint64_t ioapic_redirection(struct kvm_irqchip *chip, int pin);
 """
 )
 
@@ -142,6 +150,7 @@ ffibuilder.set_source(
     "vmm.kvm._kvm",
     """
 #include <linux/kvm.h>
+#include <linux/kvm_para.h>
 #include <sys/ioctl.h>
 
 /* ioctl() is variadic; two fixed-signature wrappers keep cffi's calls simple. */
@@ -152,6 +161,11 @@ static int kvm_ioctl(int fd, unsigned long request, void *arg)
 static int kvm_ioctl_val(int fd, unsigned long request, unsigned long arg)
 {
     return ioctl(fd, request, arg);
+}
+/* One IOAPIC redirection entry as the 64 bits the guest wrote (82093AA, 3.2.4). */
+static uint64_t ioapic_redirection(struct kvm_irqchip *chip, int pin)
+{
+    return chip->chip.ioapic.redirtbl[pin].bits;
 }
 """,
 )

@@ -11,6 +11,7 @@ from vmm.kvm.ioctl import ioctl, ioctl_val
 # and the identity-map page right before it; the same addresses QEMU and kvmtool use.
 KVM_TSS_ADDRESS = 0xFFFBD000
 KVM_IDENTITY_MAP_ADDRESS = 0xFFFBC000
+IOAPIC_MASKED = 1 << 16  # redirection entry: interrupt mask (82093AA datasheet, 3.2.4)
 
 
 class Vm:
@@ -54,6 +55,20 @@ class Vm:
         line.irq = irq
         line.level = level
         ioctl(self.fd, lib.KVM_IRQ_LINE, line, what="KVM_IRQ_LINE")
+
+    def ioapic_route(self, pin: int) -> tuple[int, int] | None:
+        """(vector, destination APIC id) the guest programmed for IOAPIC ``pin``, or None
+        while the pin is masked (``KVM_GET_IRQCHIP``; the entry's layout: 82093AA
+        datasheet, 3.2.4). What ``--trace`` shows of an interrupt the VMM raises."""
+        if not 0 <= pin < lib.KVM_IOAPIC_NUM_PINS:
+            return None
+        chip = ffi.new("struct kvm_irqchip *")
+        chip.chip_id = lib.KVM_IRQCHIP_IOAPIC
+        ioctl(self.fd, lib.KVM_GET_IRQCHIP, chip, what="KVM_GET_IRQCHIP")
+        entry = lib.ioapic_redirection(chip, pin)
+        if entry & IOAPIC_MASKED:
+            return None
+        return entry & 0xFF, entry >> 56
 
     def register_irqfd(self, eventfd: int, gsi: int) -> None:
         """Writing to ``eventfd`` now raises ``gsi`` in the kernel, with no exit and no ioctl."""
