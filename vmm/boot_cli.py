@@ -35,6 +35,30 @@ def _cmdline(text: str) -> str:
     return text
 
 
+# What a snapshot brings with it, and may not be given as well.
+_SAVED_BRINGS = ("kernel", "program", "initrd", "memory", "cmdline", "disks", "gdb_address")
+
+
+def _check_saved_options(ctx: click.Context, restore: str) -> None:
+    source = ctx.get_parameter_source
+    given = [n for n in _SAVED_BRINGS if source(n) is not click.core.ParameterSource.DEFAULT]
+    if given:
+        option = "--" + given[0].replace("_address", "")
+        raise PyvmmError(
+            f"{option} with --restore: the guest's kernel, memory and disks are the saved ones"
+        )
+
+
+def _serve_api(path: str, machine):
+    """The control socket, its pause gate installed on this (the vCPU's) thread."""
+    from vmm.api import ApiServer, Controller
+    from vmm.pause import PauseGate
+
+    gate = PauseGate()
+    gate.install(machine)
+    return ApiServer(path, Controller(machine, gate)), gate
+
+
 @click.command()
 @click.option(
     "--kernel",
@@ -111,7 +135,21 @@ def _cmdline(text: str) -> str:
 @click.option(
     "--gdb-allow-remote", is_flag=True, help="Let --gdb listen on a non-loopback address."
 )
+@click.option(
+    "--api-sock",
+    metavar="PATH",
+    help="Serve the control API on this Unix socket (a new path): pyvmm ctl PATH pause, "
+    "resume, stats, snapshot DIR.",
+)
+@click.option(
+    "--restore",
+    metavar="DIR",
+    help="Go on from a snapshot (pyvmm ctl ... snapshot DIR) instead of booting: its "
+    "memory, vCPU and devices; its disks are reattached by path.",
+)
+@click.pass_context
 def boot(
+    ctx,
     kernel,
     program,
     initrd,
@@ -124,6 +162,8 @@ def boot(
     profile,
     gdb_address,
     gdb_allow_remote,
+    api_sock,
+    restore,
 ):
     """Boot a guest on KVM and run it until it powers off.
 
@@ -138,6 +178,8 @@ def boot(
     from vmm.kvm import Kvm
     from vmm.machine import Machine, MachineConfig
 
+    if restore is not None:
+        _check_saved_options(ctx, restore)
     memory_size = _memory(memory)
     cmdline = _cmdline(cmdline)
     disk_list = tuple(parse_disk_option(d) for d in disks)
@@ -145,7 +187,12 @@ def boot(
         raise PyvmmError(f"at most {MAX_DISKS} --disk options")
     # Only a kernel of the user's can be Linux, which needs to know whether KVM is PVM.
     pvm = kernel is not None and kvm_kind()["kind"] == "pvm"
-    if kernel is None:
+    saved = None
+    if restore is not None:
+        from vmm.snapshot import load
+
+        saved = load(restore)
+    elif kernel is None:
         kernel, program, cmdline = guest.bundled_boot(program, cmdline, bool(disk_list))
     listener = None
     if gdb_address is not None:
@@ -155,11 +202,15 @@ def boot(
     kvm = Kvm(os.environ.get(KVM_DEVICE_ENV, "/dev/kvm"))
     console = Console()
     debugger = None
-    config = MachineConfig(
-        kernel, memory_size, cmdline, program, console.output, disk_list, ioeventfd,
-        initrd=initrd, pvm=pvm,
-    )  # fmt: skip
+    if saved is not None:
+        config = saved.machine_config(console.output)
+    else:
+        config = MachineConfig(
+            kernel, memory_size, cmdline, program, console.output, disk_list, ioeventfd,
+            initrd=initrd, pvm=pvm,
+        )  # fmt: skip
     sampler = None
+    server = gate = None
     try:
         with Machine(config, kvm) as machine:
             if (trace or stats) and machine.cmdline != cmdline:
@@ -182,10 +233,15 @@ def boot(
                 sampler.start()
             if listener is not None:
                 debugger = gdbstub.attach(machine, listener, kvm)
+            if api_sock is not None:
+                server, gate = _serve_api(api_sock, machine)
             console.start_input(machine.serial.receive)
             try:
                 result = machine.run()
             finally:
+                if gate is not None:
+                    gate.end()
+                    server.close()
                 if sampler:
                     sampler.stop()
             if debugger is not None:
@@ -193,6 +249,8 @@ def boot(
             disks = machine.disks
             touched = machine.memory.touched_bytes() if stats else None
     finally:
+        if saved is not None:
+            saved.close()
         if debugger is not None:
             debugger.close()
         elif listener is not None:

@@ -48,6 +48,7 @@ class LazyGroup(click.Group):
     cls=LazyGroup,
     lazy={
         "boot": "vmm.boot_cli:boot",
+        "ctl": "vmm.ctl_cli:ctl",
         "container": "vmm.container.cli:container",
         "image": "vmm.container.cli:image",
         "volume": "vmm.container.cli:volume",

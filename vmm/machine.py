@@ -72,6 +72,8 @@ class MachineConfig(NamedTuple):
     initrd: str | None = None  # Linux only: the initial RAM disk
     # /dev/kvm is PVM: a Linux guest's command line gets the masks PVM needs.
     pvm: bool = False
+    # A saved VM (vmm.snapshot.SavedVm) to go on from, instead of booting ``kernel``.
+    restore: object | None = None
 
 
 class RunResult(NamedTuple):
@@ -119,12 +121,19 @@ class Machine:
             self._closers.append(self.kvm.close)
         self.vm = self.kvm.create_vm()
         self._closers.append(self.vm.close)
-        self.memory = GuestMemory(layout.ram_regions(self.config.memory))
+        saved = self.config.restore
+        if saved is None:
+            self.memory = GuestMemory(layout.ram_regions(self.config.memory))
+        else:
+            self.memory = saved.take_memory()
         self._closers.append(self.memory.close)
         for region in self.memory.regions:
             self.vm.set_memory(region.gpa, region.size, region.host_address)
-        self.kernel = loader.open_kernel(self.config.kernel, self.memory)
-        if self.config.disks or self.kernel.linux:
+        if saved is None:
+            self.kernel = loader.open_kernel(self.config.kernel, self.memory)
+        self.linux = saved.linux if saved else self.kernel.linux
+        irqchip = saved.irqchip if saved else bool(self.config.disks or self.linux)
+        if irqchip:
             # Device interrupts need the in-kernel IOAPIC; it must exist before the vCPU.
             # Linux also needs its PIC and PIT (the timer it calibrates against).
             self.vm.create_irqchip()
@@ -145,10 +154,13 @@ class Machine:
 
         self.vcpu = self.vm.create_vcpu(0)
         self._closers.append(self.vcpu.close)
+        self.cmdline = self.config.cmdline
+        if saved is not None:
+            saved.restore_into(self)
+            return
         self.vcpu.set_cpuid(self.kvm.supported_cpuid())
         # The command line the guest gets: Linux's is completed with the disks and masks.
-        self.cmdline = self.config.cmdline
-        if self.kernel.linux:
+        if self.linux:
             self.cmdline = linux.command_line(self.cmdline, slots, self.config.pvm)
         request = BootRequest(
             self.config.kernel, self.cmdline, self.config.program, virtio=slots,
@@ -171,7 +183,7 @@ class Machine:
         from vmm.devices.virtio.mmio import VIRTIO_MMIO_WINDOW_SIZE, VirtioMmio
 
         base = layout.MMIO_BASE + index * VIRTIO_MMIO_STRIDE
-        gsi = LINUX_VIRTIO_IRQS[index] if self.kernel.linux else VIRTIO_FIRST_GSI + index
+        gsi = LINUX_VIRTIO_IRQS[index] if self.linux else VIRTIO_FIRST_GSI + index
         disk = VirtioBlk(path, readonly)
         self._closers.append(disk.close)
         irq = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
@@ -207,7 +219,7 @@ class Machine:
         then interrupts KVM_RUN by itself (it returns EINTR and Python raises
         KeyboardInterrupt). A machine with more vCPUs would give each a thread.
         """
-        kicker = self._watch_for_halt() if self.kernel.linux else None
+        kicker = self._watch_for_halt() if self.linux else None
         try:
             return self.run_vcpu(self.vcpu)
         except KeyboardInterrupt:
