@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import socket
+import threading
 import time
 
 import pytest
@@ -209,3 +210,72 @@ def test_ctl_errors_are_one_line_and_leave_the_guest_running(guest_build, tmp_pa
                 response = json.loads(f.readline())
                 assert response["ok"] == (line == b'{"op": "stats"}\n'), response
         guest.wait_for(f"count {guest.counts()[-1] + 2}\n".encode())
+
+
+# --- live migration ------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_migrated_guest_counts_on_at_the_destination(guest_build, tmp_path, transport):
+    sock = tmp_path / "api.sock"
+    to = f"unix:{tmp_path / 'in.sock'}" if transport == "unix" else f"tcp:127.0.0.1:{free_port()}"
+    with GuestProcess("--incoming", to) as dest:
+        with GuestProcess(*counter_args(guest_build, sock)) as source:
+            source.wait_for(b"count 5\n")
+            while not (tmp_path / "in.sock").exists() and transport == "unix":
+                time.sleep(0.02)
+            figures = ctl_ok(sock, "migrate", "--to", to)
+            assert source.wait() == 0  # the source ends once the destination has it
+            before = source.output()
+        assert int(figures["rounds"]) >= 2
+        assert float(figures["downtime_ms"]) > 0
+        assert sum(json.loads(figures["pages_per_round"])) > 0
+        last = int(COUNT.findall(before)[-1])
+        dest.wait_for(f"count {last + 3}\n".encode())
+        assert BANNER not in dest.output()
+        counts = [int(n) for n in COUNT.findall(before + dest.output())]
+        assert counts == list(range(1, len(counts) + 1))
+
+
+def test_failed_migration_leaves_the_guest_running(guest_build, tmp_path):
+    sock = tmp_path / "api.sock"
+    with GuestProcess(*counter_args(guest_build, sock)) as source:
+        source.wait_for(b"count 2\n")
+        proc = ctl(sock, "migrate", "--to", f"unix:{tmp_path / 'nobody'}")
+        assert_one_line_error(proc, "cannot connect to", "No such file")
+        assert_one_line_error(ctl(sock, "migrate", "--to", "udp:x"), "unix:PATH or tcp:HOST:PORT")
+        # A destination that takes the header and goes away.
+        with socket.socket(socket.AF_UNIX) as listener:
+            listener.bind(str(tmp_path / "flaky"))
+            listener.listen(1)
+
+            def hang_up():
+                conn, _ = listener.accept()
+                conn.recv(100)
+                conn.close()
+
+            threading.Thread(target=hang_up, daemon=True).start()
+            proc = ctl(sock, "migrate", "--to", f"unix:{tmp_path / 'flaky'}")
+        assert_one_line_error(proc, "failed", "the guest runs on")
+        assert ctl_ok(sock, "stats")["state"] == "running"
+        source.wait_for(f"count {source.counts()[-1] + 2}\n".encode())
+
+
+def test_incoming_refuses_a_bad_stream_in_one_line(tmp_path):
+    address = tmp_path / "in.sock"
+    with GuestProcess("--incoming", f"unix:{address}") as dest:
+        while not address.exists():
+            time.sleep(0.02)
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(address))
+            s.sendall(b"H" + (10).to_bytes(8, "little") + (5).to_bytes(8, "little") + b"hello")
+        assert dest.wait() == 2
+        err = dest.stderr()
+        assert err.count("\n") == 1 and "bad migration header" in err, err
+        assert not address.exists()

@@ -10,11 +10,11 @@ line, as many as it likes on one connection:
     -> {"op": "snapshot", "dir": "/tmp/snap"}
     <- {"ok": true, "directory": "/tmp/snap", "memory_written": 1642496, ...}
     -> {"op": "bogus"}
-    <- {"ok": false, "error": "unknown op 'bogus' (pause, resume, stats, snapshot)"}
+    <- {"ok": false, "error": "unknown op 'bogus' (pause, resume, stats, snapshot, migrate)"}
 
 Operations: ``pause``, ``resume``, ``stats``, ``snapshot`` (``dir``: a new directory;
-the guest is paused while it is written, and runs on afterwards unless it was paused).
-The socket
+the guest is paused while it is written, and runs on afterwards unless it was paused),
+``migrate`` (``to``: ``unix:PATH`` or ``tcp:HOST:PORT``, vmm/migration.py). The socket
 is made mode 0600 (whoever can connect can read the guest's memory) and removed when
 the VM ends; a path that exists already is refused, as Firecracker does.
 """
@@ -116,7 +116,7 @@ class ApiServer:
 class Controller:
     """What the API's operations do to one machine, through its pause gate."""
 
-    OPS = ("pause", "resume", "stats", "snapshot")
+    OPS = ("pause", "resume", "stats", "snapshot", "migrate")
 
     def __init__(self, machine, gate):
         self.machine = machine
@@ -156,6 +156,11 @@ class Controller:
         directory = _text(request, "dir")
         with self.gate.held():
             return self.gate.call(lambda: snapshot.save(self.machine, directory))
+
+    def op_migrate(self, request: dict) -> dict:
+        from vmm import migration
+
+        return migration.send(self.machine, self.gate, _text(request, "to"))
 
 
 def _text(request: dict, key: str) -> str:

@@ -35,17 +35,20 @@ def _cmdline(text: str) -> str:
     return text
 
 
-# What a snapshot brings with it, and may not be given as well.
+# What a snapshot or an incoming guest brings with it, and may not be given as well.
 _SAVED_BRINGS = ("kernel", "program", "initrd", "memory", "cmdline", "disks", "gdb_address")
 
 
-def _check_saved_options(ctx: click.Context, restore: str) -> None:
+def _check_saved_options(ctx: click.Context, restore: str | None, incoming: str | None) -> None:
+    if restore is not None and incoming is not None:
+        raise PyvmmError("--restore and --incoming: a guest comes from one or the other")
     source = ctx.get_parameter_source
     given = [n for n in _SAVED_BRINGS if source(n) is not click.core.ParameterSource.DEFAULT]
     if given:
         option = "--" + given[0].replace("_address", "")
         raise PyvmmError(
-            f"{option} with --restore: the guest's kernel, memory and disks are the saved ones"
+            f"{option} with {'--restore' if restore else '--incoming'}: the guest's kernel, "
+            "memory and disks are the saved ones"
         )
 
 
@@ -139,13 +142,18 @@ def _serve_api(path: str, machine):
     "--api-sock",
     metavar="PATH",
     help="Serve the control API on this Unix socket (a new path): pyvmm ctl PATH pause, "
-    "resume, stats, snapshot DIR.",
+    "resume, stats, snapshot DIR, migrate --to ADDRESS.",
 )
 @click.option(
     "--restore",
     metavar="DIR",
     help="Go on from a snapshot (pyvmm ctl ... snapshot DIR) instead of booting: its "
     "memory, vCPU and devices; its disks are reattached by path.",
+)
+@click.option(
+    "--incoming",
+    metavar="unix:PATH|tcp:HOST:PORT",
+    help="Wait on this address for a guest sent by pyvmm ctl ... migrate, and run it.",
 )
 @click.pass_context
 def boot(
@@ -164,6 +172,7 @@ def boot(
     gdb_allow_remote,
     api_sock,
     restore,
+    incoming,
 ):
     """Boot a guest on KVM and run it until it powers off.
 
@@ -178,8 +187,8 @@ def boot(
     from vmm.kvm import Kvm
     from vmm.machine import Machine, MachineConfig
 
-    if restore is not None:
-        _check_saved_options(ctx, restore)
+    if restore is not None or incoming is not None:
+        _check_saved_options(ctx, restore, incoming)
     memory_size = _memory(memory)
     cmdline = _cmdline(cmdline)
     disk_list = tuple(parse_disk_option(d) for d in disks)
@@ -192,6 +201,10 @@ def boot(
         from vmm.snapshot import load
 
         saved = load(restore)
+    elif incoming is not None:
+        from vmm.migration import receive
+
+        saved = receive(incoming)
     elif kernel is None:
         kernel, program, cmdline = guest.bundled_boot(program, cmdline, bool(disk_list))
     listener = None

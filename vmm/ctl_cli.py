@@ -52,3 +52,12 @@ def snapshot(ctx: click.Context, directory: str) -> None:
     """Save the VM's whole state into DIR (a new directory); restore it with
     ``pyvmm boot --restore DIR``. The guest runs on afterwards unless it was paused."""
     _send(ctx, "snapshot", dir=os.path.abspath(directory))
+
+
+@ctl.command()
+@click.option("--to", "to", required=True, metavar="unix:PATH|tcp:HOST:PORT",
+              help="Where a `pyvmm boot --incoming ADDRESS` waits for the guest.")  # fmt: skip
+@click.pass_context
+def migrate(ctx: click.Context, to: str) -> None:
+    """Move the running guest to another pyvmm (live: pre-copy rounds, then a short stop)."""
+    _send(ctx, "migrate", to=to)

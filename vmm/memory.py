@@ -80,6 +80,9 @@ class GuestMemory:
         (Firecracker maps its memory file the same way)."""
         self.regions: list[Region] = []
         self.file = file
+        # Guest pages the VMM may write (device DMA), which KVM's dirty log cannot see:
+        # a set of page numbers while a migration records them, else None.
+        self.vmm_writes: set[int] | None = None
         offset = 0
         for gpa, size in sorted(regions):
             if size <= 0 or size % mmap.PAGESIZE or gpa % mmap.PAGESIZE:
@@ -128,7 +131,13 @@ class GuestMemory:
     def view(self, gpa: int, size: int) -> memoryview:
         """A zero-copy window onto guest memory, for device DMA straight into guest buffers."""
         mm, off = self._locate(gpa, size)
+        if self.vmm_writes is not None:
+            self._log_vmm_write(gpa, size)
         return memoryview(mm)[off : off + size]
+
+    def _log_vmm_write(self, gpa: int, size: int) -> None:
+        page = mmap.PAGESIZE
+        self.vmm_writes.update(range(gpa // page, (gpa + max(size, 1) - 1) // page + 1))
 
     def read(self, gpa: int, size: int) -> bytes:
         mm, off = self._locate(gpa, size)
@@ -136,6 +145,8 @@ class GuestMemory:
 
     def write(self, gpa: int, data: bytes | bytearray | memoryview) -> None:
         mm, off = self._locate(gpa, len(data))
+        if self.vmm_writes is not None:
+            self._log_vmm_write(gpa, len(data))
         mm[off : off + len(data)] = data
 
     def read_u16(self, gpa: int) -> int:
@@ -171,20 +182,28 @@ class GuestMemory:
                 for r in self.regions
             ]  # fmt: skip
 
-    def dump(self, fd: int) -> int:
-        """Write guest RAM into ``fd``, the regions one after the other, as a sparse file:
-        only pages that may hold something other than zeros are written (those ever
-        touched in this process, and those its own memory file holds), the rest stay
-        holes. Returns the bytes written."""
-        page = mmap.PAGESIZE
-        written = offset = 0
+    def data_runs(self) -> list[tuple[Region, list[tuple[int, int]]]]:
+        """Each region with the runs of its pages (first, end page numbers) that may hold
+        something other than zeros: those ever touched in this process, and those its
+        memory file holds. Every other page reads as zero."""
+        page, offset, runs = mmap.PAGESIZE, 0, []
         for r, resident in zip(self.regions, self._resident(), strict=True):
             if self.file is not None:
                 for start, end in _data_extents(self.file, offset, r.size):
                     resident[start // page : end // page] = [True] * ((end - start) // page)
+            runs.append((r, _runs(resident)))
+            offset += r.size
+        return runs
+
+    def dump(self, fd: int) -> int:
+        """Write guest RAM into ``fd``, the regions one after the other, as a sparse file:
+        ``data_runs`` written, holes elsewhere. Returns the bytes written."""
+        page = mmap.PAGESIZE
+        written = offset = 0
+        for r, runs in self.data_runs():
             with memoryview(r.mm) as view:
-                for first, last in _runs(resident):
-                    a, b = first * page, last * page
+                for first, end in runs:
+                    a, b = first * page, end * page
                     os.pwrite(fd, view[a:b], offset + a)
                     written += b - a
             offset += r.size

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from vmm import kick
+from vmm.devices.power import GuestStop
 from vmm.errors import PyvmmError
 
 PAUSE_TIMEOUT = 5.0  # seconds a pause may take before the caller gives up
@@ -37,6 +38,7 @@ class PauseGate:
         self._paused = False
         self._ended = False
         self._jobs: list[tuple[Callable[[], Any], dict]] = []
+        self._stop: GuestStop | None = None
         self._vcpu = None
         self._thread = 0
 
@@ -99,6 +101,13 @@ class PauseGate:
             raise NotRunning("the guest stopped")
         return box["result"]
 
+    def stop(self, status: int, reason: str) -> None:
+        """End the paused guest's run (it went elsewhere) with ``status``."""
+        with self._cond:
+            self._stop = GuestStop(status, reason)
+            self._want_pause = False
+            self._cond.notify_all()
+
     def end(self) -> None:
         """The run is over: wake anyone waiting for a pause or a job."""
         with self._cond:
@@ -128,3 +137,5 @@ class PauseGate:
             finally:
                 self._paused = False
                 vcpu.request_exit(False)
+            if self._stop is not None:
+                raise self._stop

@@ -242,20 +242,18 @@ def parse_manifest(text: bytes) -> Manifest:
         raise SnapshotError(f"{MANIFEST}: {e}") from None
 
 
-def check_layout(manifest: Manifest) -> int:
+def check_layout(regions: list[RegionRecord]) -> int:
     """The memory regions must be exactly pyvmm's layout for their total size, laid
     end to end in the file; returns the total. Checked before anything is mapped."""
-    total = sum(r.size for r in manifest.memory)
+    total = sum(r.size for r in regions)
     if not 1 << 20 <= total <= layout.MAX_MEMORY or total % mmap.PAGESIZE:
         raise SnapshotError(f"{MANIFEST}: memory size {total} is not one pyvmm makes")
     expected = layout.ram_regions(total)
-    got = [(r.gpa, r.size) for r in manifest.memory]
-    offsets = [r.offset for r in manifest.memory]
+    got = [(r.gpa, r.size) for r in regions]
+    offsets = [r.offset for r in regions]
     starts = [sum(size for _, size in expected[:i]) for i in range(len(expected))]
     if got != expected or offsets != starts:
         raise SnapshotError(f"{MANIFEST}: the memory regions are not pyvmm's layout")
-    if manifest.memory_file_size != total:
-        raise SnapshotError(f"{MANIFEST}: memory_file_size is not the regions' total")
     return total
 
 
@@ -302,21 +300,33 @@ def _check_manifest(manifest: Manifest, state: bytes) -> None:
 class SavedVm:
     """A snapshot checked and ready: hand it to ``Machine`` (``MachineConfig.restore``)."""
 
-    def __init__(self, manifest: Manifest, state: bytes, memory_fd: int | None):
+    def __init__(self, manifest: Manifest, state: bytes, memory_fd=None, memory=None):
+        """Guest RAM comes from a snapshot's memory file (``memory_fd``) or is already
+        filled (``memory``, a GuestMemory: a migration's)."""
         self.manifest = manifest
         self.state = state
         self._memory_fd = memory_fd
+        self._memory = memory
         self.linux = manifest.linux
         self.irqchip = manifest.irqchip
+        # Called once the machine holds the state: a migration's source may then stop.
+        self.on_restored = None
 
     @property
     def memory_size(self) -> int:
         return self.manifest.memory_file_size
 
+    def adopt_memory_file(self, fd: int) -> None:
+        """The snapshot's memory file, opened and checked; closed with this SavedVm."""
+        self._memory_fd = fd
+
     def take_memory(self):
         """Guest RAM mapped MAP_PRIVATE from the memory file; the mapping owns the file."""
         from vmm.memory import GuestMemory
 
+        if self._memory is not None:
+            memory, self._memory = self._memory, None
+            return memory
         fd, self._memory_fd = self._memory_fd, None
         regions = [(r.gpa, r.size) for r in self.manifest.memory]
         return GuestMemory(regions, file=fd)
@@ -352,11 +362,32 @@ class SavedVm:
                 kvmstate.set_regs(vcpu, saved.regs)
         except ValueError as e:
             raise SnapshotError(f"the snapshot's state is refused: {e}") from None
+        if self.on_restored is not None:
+            self.on_restored()
 
     def close(self) -> None:
         if self._memory_fd is not None:
             os.close(self._memory_fd)
             self._memory_fd = None
+        if self._memory is not None:
+            self._memory.close()
+            self._memory = None
+
+
+def checked(manifest: Manifest, state: bytes, memory_fd=None, memory=None) -> SavedVm:
+    """A SavedVm from a manifest and its state.bin, once they agree with each other and
+    with this pyvmm: the layout, the state's size and digest, every part's size."""
+    check_layout(manifest.memory)
+    if manifest.memory_file_size != sum(r.size for r in manifest.memory):
+        raise SnapshotError(f"{MANIFEST}: memory_file_size is not the regions' total")
+    if len(state) != manifest.state_size:
+        raise SnapshotError(
+            f"{STATE} is {len(state)} bytes, the manifest says {manifest.state_size}: truncated?"
+        )
+    if hashlib.sha256(state).hexdigest() != manifest.state_sha256:
+        raise SnapshotError(f"{STATE} does not match the manifest's digest: changed?")
+    _check_manifest(manifest, state)
+    return SavedVm(manifest, state, memory_fd, memory)
 
 
 def load(directory: str) -> SavedVm:
@@ -372,27 +403,19 @@ def load(directory: str) -> SavedVm:
             manifest = parse_manifest(_read_all(fd, MAX_MANIFEST, MANIFEST))
         finally:
             os.close(fd)
-        total = check_layout(manifest)
         fd = _open_in(dir_fd, STATE, "the vCPUs' and the VM's state")
         try:
             state = _read_all(fd, MAX_STATE, STATE)
         finally:
             os.close(fd)
-        if len(state) != manifest.state_size:
-            raise SnapshotError(
-                f"{STATE} is {len(state)} bytes, the manifest says {manifest.state_size}: "
-                "truncated?"
-            )
-        if hashlib.sha256(state).hexdigest() != manifest.state_sha256:
-            raise SnapshotError(f"{STATE} does not match the manifest's digest: changed?")
-        _check_manifest(manifest, state)
+        saved = checked(manifest, state)
         memory_fd = _open_in(dir_fd, MEMORY, "guest RAM")
-        size = os.fstat(memory_fd).st_size
+        size, total = os.fstat(memory_fd).st_size, manifest.memory_file_size
         if size != total:
             raise SnapshotError(
                 f"{MEMORY} is {size} bytes, the guest had {total}: truncated or not this snapshot's"
             )
-        saved = SavedVm(manifest, state, memory_fd)
+        saved.adopt_memory_file(memory_fd)
         memory_fd = None
         return saved
     finally:
