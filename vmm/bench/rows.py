@@ -482,6 +482,72 @@ class LinuxPyvmmRow(LinuxGuestRow):
         return figures
 
 
+class LinuxRestoredRow(LinuxGuestRow):
+    """The same Linux guest, booted once while preparing with ``pyvmm.wait`` (its /init
+    waits for a line on the console before the workload) and snapshotted there; each run
+    restores that snapshot and hands it the line, as a VM kept warm for a request
+    (Firecracker's use of snapshots). The boot is not in the figure; it is in the facts."""
+
+    key = "linux-restored"
+    label = "Linux VM, restored from a snapshot (pyvmm)"
+    kind = "pyvmm"
+    measures = (
+        "`printf '\\n' | pyvmm boot --restore SNAPSHOT`: the Linux guest snapshotted (`pyvmm "
+        "ctl SOCKET snapshot`) while its /init waited for a console line before running "
+        "the workload on /dev/vda; restored, given the line, to the result line and the "
+        "exit (the memory file mapped MAP_PRIVATE, docs/state.md)"
+    )
+
+    def prepare(self, ws):
+        import subprocess
+
+        from vmm import api, linux_guest
+
+        super().prepare(ws)
+        self.snapshot = os.path.join(ws.scratch, "linux-snapshot")
+        sock = os.path.join(ws.scratch, "linux-snapshot.sock")
+        argv = [
+            *pyvmm_command(), "boot", "--kernel", self.build.vmlinux, "--initrd",
+            self.initramfs, "--memory", LINUX_GUEST_MEMORY, "--disk", ws.image,
+            "--cmdline", f"console=ttyS0 {linux_guest.WAIT_PARAM}", "--api-sock", sock,
+        ]  # fmt: skip
+        self.commands.append(argv)
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            seen = b""
+            while linux_guest.WAIT_LINE.encode() not in seen:
+                chunk = proc.stdout.read1(4096)
+                if not chunk or time.perf_counter() - started > self.timeout:
+                    raise PyvmmError("the Linux guest did not reach /init's wait")
+                seen += chunk
+            booted = time.perf_counter() - started
+            figures = api.request(sock, "snapshot", dir=self.snapshot)
+        finally:
+            proc.kill()
+            proc.wait()
+            proc.stdout.close()
+        self.facts.update(
+            boot_to_wait_s=round(booted, 2),
+            snapshot_s=figures["seconds"],
+            snapshot_memory_written=figures["memory_written"],
+        )
+
+    def command(self, ws, instance):
+        restore = [*pyvmm_command(), "boot", "--restore", self.snapshot]
+        return ["sh", "-c", 'printf "\\n" | exec "$@"', "sh", *restore]
+
+    def disk(self, ws):
+        return {
+            "snapshot": disk_usage(self.snapshot),
+            INPUT: disk_usage(ws.image),
+        }
+
+    def cleanup(self, ws):
+        shutil.rmtree(self.snapshot, ignore_errors=True)
+
+
 class LinuxMicrovmRow(LinuxGuestRow):
     key = "linux-microvm"
     label = "Linux VM (QEMU microvm, KVM, same kernel and initramfs)"
@@ -551,6 +617,7 @@ def standard_rows() -> list[Row]:
         OciRow("crun"),
         OciRow("runc"),
         LinuxPyvmmRow(),
+        LinuxRestoredRow(),
         LinuxMicrovmRow(),
         LinuxVmRow(),
     ]
