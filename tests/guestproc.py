@@ -23,9 +23,10 @@ class GuestProcess:
     """``pyvmm boot ARGS`` with stdout collected on a thread; a context manager that
     always ends the process."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, stdin=None):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "vmm", "boot", *args],
+            stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=ROOT,
@@ -89,5 +90,6 @@ class GuestProcess:
             self.proc.kill()
             self.proc.wait()
         self._reader.join(5)
-        self.proc.stdout.close()
-        self.proc.stderr.close()
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()

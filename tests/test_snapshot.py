@@ -279,3 +279,17 @@ def test_incoming_refuses_a_bad_stream_in_one_line(tmp_path):
         err = dest.stderr()
         assert err.count("\n") == 1 and "bad migration header" in err, err
         assert not address.exists()
+
+
+def test_clones_of_one_snapshot_share_its_pages(guest_build, tmp_path):
+    """pyvmm bench clones: three guests restored from one snapshot at once; the kernel's
+    accounting says the guest-memory pages they only read are shared (PSS below RSS)."""
+    out = tmp_path / "clones.json"
+    proc = run_pyvmm("bench", "clones", "--clones", "3", "--json", str(out), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads(out.read_text())
+    assert figures["clones"] == 3 and len(figures["per_clone"]) == 3
+    guest = figures["sum"]["guest"]
+    assert all(c["guest"]["Rss"] > 0 for c in figures["per_clone"])
+    assert guest["Pss"] < guest["Rss"]
+    assert "3 clones restored from one snapshot" in proc.stdout
