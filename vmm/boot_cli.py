@@ -275,7 +275,7 @@ def boot(
     if sampler:
         from vmm.profile import system_map_for
 
-        click.echo(sampler.report(system_map_for(kernel)), err=True)
+        click.echo(sampler.report(system_map_for(kernel) if kernel else None), err=True)
     if result.failed:
         click.echo(f"pyvmm: {result.reason}", err=True)
         if result.report:
