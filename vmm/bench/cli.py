@@ -19,7 +19,8 @@ from vmm.errors import PyvmmError
 
 FAST_SIZE = "64K"
 FAST_ROWS = ("host", "tiny-vm", "container-volume", "container-bind")
-ROWS = (*FAST_ROWS, "crun", "runc", "linux-pyvmm", "linux-restored", "linux-microvm", "linux-vm")
+ROWS = (*FAST_ROWS, "crun", "runc", "linux-pyvmm", "linux-restored", "linux-microvm",
+        "linux-qemu-restored", "linux-vm")  # fmt: skip
 
 
 def _positive(name: str, text: str) -> int:
