@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import socket
+import subprocess
 import threading
 import time
 
@@ -293,3 +294,23 @@ def test_clones_of_one_snapshot_share_its_pages(guest_build, tmp_path):
     assert all(c["guest"]["Rss"] > 0 for c in figures["per_clone"])
     assert guest["Pss"] < guest["Rss"]
     assert "3 clones restored from one snapshot" in proc.stdout
+
+
+def test_a_snapshot_that_cannot_be_written_leaves_nothing(guest_build, tmp_path):
+    """A full disk (a 64 KiB tmpfs, smaller than the guest's touched memory): one line,
+    no half-written snapshot left, and the guest runs on."""
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)]).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    sock = tmp_path / "api.sock"
+    try:
+        with GuestProcess(*counter_args(guest_build, sock)) as guest:
+            guest.wait_for(b"count 2\n")
+            proc = ctl(sock, "snapshot", str(small / "snap"))
+            assert_one_line_error(proc, "cannot write the snapshot", "No space left")
+            assert list(small.iterdir()) == []
+            assert ctl_ok(sock, "stats")["state"] == "running"
+            guest.wait_for(f"count {guest.counts()[-1] + 2}\n".encode())
+    finally:
+        subprocess.run(["umount", str(small)], check=True)

@@ -128,17 +128,29 @@ def save(machine, directory: str) -> dict:
         ) from None
     except OSError as e:
         raise SnapshotError(f"cannot make {directory}: {e.strerror}") from None
-    for transport in machine.disks:
-        transport.drain()
-    manifest, state = capture(machine)
-    with open(os.path.join(directory, MEMORY), "xb") as f:
-        memory_written = machine.memory.dump(f.fileno())
-    with open(os.path.join(directory, STATE), "xb") as f:
-        f.write(state)
-    # The manifest last: a directory without one is not a snapshot (a save cut short).
-    with open(os.path.join(directory, MANIFEST), "x") as f:
-        json.dump(record.dump(manifest), f, indent=1)
-        f.write("\n")
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for transport in machine.disks:
+            transport.drain()
+        manifest, state = capture(machine)
+        memory_written = _write_in(dir_fd, MEMORY, machine.memory.dump)
+        _write_in(dir_fd, STATE, _all(state))
+        # The manifest last: a directory without one is not a snapshot.
+        text = (json.dumps(record.dump(manifest), indent=1) + "\n").encode()
+        _write_in(dir_fd, MANIFEST, _all(text))
+    except BaseException as e:
+        # Nothing half-written is left behind (a full disk, an interrupted save).
+        for name in (MANIFEST, STATE, MEMORY):
+            try:
+                os.unlink(name, dir_fd=dir_fd)
+            except FileNotFoundError:
+                pass
+        os.rmdir(directory)
+        if isinstance(e, OSError):
+            raise SnapshotError(f"cannot write the snapshot in {directory}: {e.strerror}") from None
+        raise
+    finally:
+        os.close(dir_fd)
     return {
         "directory": os.path.abspath(directory),
         "memory_bytes": manifest.memory_file_size,
@@ -146,6 +158,28 @@ def save(machine, directory: str) -> dict:
         "state_bytes": len(state),
         "seconds": round(time.perf_counter() - started, 4),
     }
+
+
+def _write_in(dir_fd: int, name: str, write) -> int:
+    """A new file ``name`` in the snapshot's directory, filled by ``write(fd)``."""
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600, dir_fd=dir_fd)  # fmt: skip
+    try:
+        return write(fd)
+    finally:
+        os.close(fd)
+
+
+def _all(data: bytes):
+    """A writer of every byte of ``data`` (write(2) may take fewer at a time)."""
+
+    def write(fd: int) -> int:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        return len(data)
+
+    return write
 
 
 def capture(machine) -> tuple[Manifest, bytes]:
