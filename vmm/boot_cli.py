@@ -50,6 +50,33 @@ def _cmdline(text: str) -> str:
     return text
 
 
+# What a snapshot or an incoming guest brings with it, and may not be given as well.
+_SAVED_BRINGS = ("kernel", "program", "initrd", "memory", "cmdline", "disks", "gdb_address")
+
+
+def _check_saved_options(options: dict, restore: str | None, incoming: str | None) -> None:
+    if restore is not None and incoming is not None:
+        raise PyvmmError("--restore and --incoming: a guest comes from one or the other")
+    defaults = _parser()
+    given = [n for n in _SAVED_BRINGS if options[n] != defaults.get_default(n)]
+    if given:
+        option = "--" + given[0].replace("_address", "")
+        raise PyvmmError(
+            f"{option} with {'--restore' if restore else '--incoming'}: the guest's kernel, "
+            "memory and disks are the saved ones"
+        )
+
+
+def _serve_api(path: str, machine):
+    """The control socket, its pause gate installed on this (the vCPU's) thread."""
+    from vmm.api import ApiServer, Controller
+    from vmm.pause import PauseGate
+
+    gate = PauseGate()
+    gate.install(machine)
+    return ApiServer(path, Controller(machine, gate)), gate
+
+
 DESCRIPTION = """Boot a guest on KVM and run it until it powers off.
 
 With no --kernel, boots the bundled tiny kernel, which runs a program in ring 3. The exit
@@ -158,13 +185,33 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Let --gdb listen on a non-loopback address.",
     )
+    p.add_argument(
+        "--api-sock",
+        metavar="PATH",
+        help="Serve the control API on this Unix socket (a new path): pyvmm ctl PATH pause, "
+        "resume, stats, snapshot DIR, migrate --to ADDRESS.",
+    )
+    p.add_argument(
+        "--restore",
+        metavar="DIR",
+        help="Go on from a snapshot (pyvmm ctl ... snapshot DIR) instead of booting: its "
+        "memory, vCPU and devices; its disks are reattached by path.",
+    )
+    p.add_argument(
+        "--incoming",
+        metavar="unix:PATH|tcp:HOST:PORT",
+        help="Wait on this address for a guest sent by pyvmm ctl ... migrate, and run it.",
+    )
     return p
 
 
 def main(argv: list[str]) -> int:
     """``pyvmm boot ARGS``: its exit status. Errors are one line (``report``)."""
     try:
-        return boot(**vars(_parser().parse_args(argv)))
+        options = vars(_parser().parse_args(argv))
+        if options["restore"] is not None or options["incoming"] is not None:
+            _check_saved_options(options, options["restore"], options["incoming"])
+        return boot(**options)
     except (PyvmmError, KeyboardInterrupt) as e:
         return report(e)
 
@@ -184,6 +231,9 @@ def boot(
     profile,
     gdb_address,
     gdb_allow_remote,
+    api_sock,
+    restore,
+    incoming,
 ) -> int:
     """Build the machine from the options, run it, and return the guest's exit status."""
     from vmm.console import Console
@@ -193,6 +243,8 @@ def boot(
 
     memory_size = _memory(memory)
     cpus = _cpus(cpus)
+    if api_sock is not None and cpus > 1:
+        raise PyvmmError("--api-sock with --cpus: pause, snapshot and migrate serve one vCPU")
     cmdline = _cmdline(cmdline)
     disk_list = ()
     if disks:  # virtio (and its dataclasses) only for a machine with disks
@@ -203,7 +255,16 @@ def boot(
         raise PyvmmError(f"at most {MAX_DISKS} --disk options")
     # Only a kernel of the user's can be Linux, which needs to know whether KVM is PVM.
     pvm = kernel is not None and kvm_kind()["kind"] == "pvm"
-    if kernel is None:
+    saved = None
+    if restore is not None:
+        from vmm.snapshot import load
+
+        saved = load(restore)
+    elif incoming is not None:
+        from vmm.migration import receive
+
+        saved = receive(incoming)
+    elif kernel is None:
         kernel, program, cmdline = guest.bundled_boot(program, cmdline, bool(disk_list))
     listener = None
     if gdb_address is not None:
@@ -213,11 +274,15 @@ def boot(
     kvm = Kvm(os.environ.get(KVM_DEVICE_ENV, "/dev/kvm"))
     console = Console()
     debugger = None
-    config = MachineConfig(
-        kernel, memory_size, cmdline, program, console.output, disk_list, ioeventfd,
-        initrd=initrd, pvm=pvm, cpus=cpus, interrupts=interrupts,
-    )  # fmt: skip
+    if saved is not None:
+        config = saved.machine_config(console.output)
+    else:
+        config = MachineConfig(
+            kernel, memory_size, cmdline, program, console.output, disk_list, ioeventfd,
+            initrd=initrd, pvm=pvm, cpus=cpus, interrupts=interrupts,
+        )  # fmt: skip
     sampler = None
+    server = gate = None
     try:
         with Machine(config, kvm) as machine:
             if (trace or stats) and machine.cmdline != cmdline:
@@ -242,10 +307,15 @@ def boot(
                 sampler.start(machine.threads.kick)
             if listener is not None:
                 debugger = gdbstub.attach(machine, listener, kvm)
+            if api_sock is not None:
+                server, gate = _serve_api(api_sock, machine)
             console.start_input(machine.serial.receive)
             try:
                 result = machine.run()
             finally:
+                if gate is not None:
+                    gate.end()
+                    server.close()
                 if sampler:
                     sampler.stop()
             if debugger is not None:
@@ -253,6 +323,8 @@ def boot(
             disks = machine.disks
             touched = machine.memory.touched_bytes() if stats else None
     finally:
+        if saved is not None:
+            saved.close()
         if debugger is not None:
             debugger.close()
         elif listener is not None:
@@ -264,7 +336,7 @@ def boot(
     if sampler:
         from vmm.profile import system_map_for
 
-        print(sampler.report(system_map_for(kernel)), file=sys.stderr)
+        print(sampler.report(system_map_for(kernel) if kernel else None), file=sys.stderr)
     if result.failed:
         print(f"pyvmm: {result.reason}", file=sys.stderr)
         if result.report:

@@ -15,6 +15,7 @@ KERNEL = os.path.join(GUEST_DIR, "build", "kernel.elf")
 DEMO_PROGRAM = os.path.join(GUEST_DIR, "build", "hello")
 RAWREAD = os.path.join(GUEST_DIR, "build", "rawread")
 SPIN = os.path.join(GUEST_DIR, "build", "spin")  # `pyvmm bench vcpus`
+COUNTER = os.path.join(GUEST_DIR, "build", "counter")  # docs/state.md
 REALMODE_LAB = os.path.join(GUEST_DIR, "build", "realmode.bin")
 KVMHELLO_LAB = os.path.join(GUEST_DIR, "build", "kvmhello.bin")  # labs/02-run-loop
 CMOS_LAB = os.path.join(GUEST_DIR, "build", "cmos.bin")  # labs/03-port-device
@@ -29,6 +30,7 @@ _SOURCES = {
     DEMO_PROGRAM: ("demo/hello.c", "demo/start.S", "Makefile"),
     RAWREAD: ("demo/rawread.c", "demo/start.S", "Makefile"),
     SPIN: ("demo/spin.c", "demo/start.S", "Makefile"),
+    COUNTER: ("demo/counter.c", "demo/start.S", "Makefile"),
     REALMODE_LAB: ("labs/realmode", "Makefile"),
     KVMHELLO_LAB: ("labs/kvmhello.S", "Makefile"),
     CMOS_LAB: ("labs/cmos.S", "Makefile"),

@@ -40,6 +40,11 @@ INITRAMFS = os.path.join(guest.GUEST_DIR, "build", "linux-initramfs.cpio")
 EXIT_HELPER = os.path.join(guest.GUEST_DIR, "build", "pyvmm-exit")
 EXIT_HELPER_SOURCE = os.path.join(LINUX_DIR, "pyvmm-exit.c")
 INIT_LINE = "init: running /workload"
+# With "pyvmm.wait" on the command line, /init waits for a line on the console before it
+# runs the workload: a snapshot taken then is a VM ready to serve, restored to run it
+# (docs/state.md).
+WAIT_PARAM = "pyvmm.wait"
+WAIT_LINE = "init: waiting for a line on the console"
 
 # /init: mount what busybox and the workload need, say how many CPUs Linux brought up
 # (`pyvmm boot --cpus N`), run the workload on /dev/vda when there is one (else report
@@ -50,6 +55,11 @@ INIT = f"""#!/bin/busybox sh
 /bin/busybox mount -t sysfs sys /sys
 /bin/busybox mount -t devtmpfs dev /dev
 echo "init: nproc=$(/bin/busybox nproc)"
+read -r cmdline < /proc/cmdline
+case " $cmdline " in *" {WAIT_PARAM} "*)
+    echo "{WAIT_LINE}"
+    read -r _
+esac
 if [ -b /dev/vda ]; then
     echo "{INIT_LINE} /dev/vda"
     /workload /dev/vda

@@ -80,6 +80,8 @@ class MachineConfig(NamedTuple):
     # The tiny kernel takes device interrupts through the in-kernel irqchip rather than
     # polling (creating the irqchip costs some 3 ms, so a plain boot has none).
     interrupts: bool = False
+    # A saved VM (vmm.snapshot.SavedVm) to go on from, instead of booting ``kernel``.
+    restore: object | None = None
 
 
 class RunResult(NamedTuple):
@@ -137,13 +139,22 @@ class Machine:
             self._closers.append(self.kvm.close)
         self.vm = self.kvm.create_vm()
         self._closers.append(self.vm.close)
-        self.memory = GuestMemory(layout.ram_regions(self.config.memory))
+        saved = self.config.restore
+        if saved is None:
+            self.memory = GuestMemory(layout.ram_regions(self.config.memory))
+        else:
+            self.memory = saved.take_memory()
         self._closers.append(self.memory.close)
         for region in self.memory.regions:
             self.vm.set_memory(region.gpa, region.size, region.host_address)
-        self.kernel = loader.open_kernel(self.config.kernel, self.memory)
+        if saved is None:
+            self.kernel = loader.open_kernel(self.config.kernel, self.memory)
+        self.linux = saved.linux if saved else self.kernel.linux
         config = self.config
-        if config.disks or self.kernel.linux or config.cpus > 1 or config.interrupts:
+        irqchip = saved.irqchip if saved else bool(
+            config.disks or self.linux or config.cpus > 1 or config.interrupts
+        )
+        if irqchip:
             # Device interrupts need the in-kernel IOAPIC, and a second CPU the local
             # APICs' INIT and SIPI; they must exist before the vCPUs. Linux also needs its
             # PIC and PIT (the timer it calibrates against).
@@ -170,12 +181,16 @@ class Machine:
         for index in range(self.config.cpus):
             vcpu = self.vm.create_vcpu(index)
             self._closers.append(vcpu.close)
-            vcpu.set_cpuid(cpuid.for_vcpu(self.kvm.supported_cpuid(), index, self.config.pvm))
             self.vcpus.append(vcpu)
         self.vcpu = self.vcpus[0]
-        # The command line the guest gets: Linux's is completed with the disks and masks.
         self.cmdline = self.config.cmdline
-        if self.kernel.linux:
+        if saved is not None:
+            saved.restore_into(self)
+            return
+        for index, vcpu in enumerate(self.vcpus):
+            vcpu.set_cpuid(cpuid.for_vcpu(self.kvm.supported_cpuid(), index, self.config.pvm))
+        # The command line the guest gets: Linux's is completed with the disks and masks.
+        if self.linux:
             self.cmdline = linux.command_line(self.cmdline, slots, self.config.pvm)
         request = BootRequest(
             self.config.kernel, self.cmdline, self.config.program, virtio=slots,
@@ -209,7 +224,7 @@ class Machine:
         from vmm.devices.virtio.mmio import VIRTIO_MMIO_WINDOW_SIZE, VirtioMmio
 
         base = layout.MMIO_BASE + index * VIRTIO_MMIO_STRIDE
-        gsi = LINUX_VIRTIO_IRQS[index] if self.kernel.linux else VIRTIO_FIRST_GSI + index
+        gsi = LINUX_VIRTIO_IRQS[index] if self.linux else VIRTIO_FIRST_GSI + index
         disk = VirtioBlk(path, readonly)
         self._closers.append(disk.close)
         irq = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
@@ -245,7 +260,7 @@ class Machine:
         then interrupts KVM_RUN by itself (it returns EINTR and Python raises
         KeyboardInterrupt). The other vCPUs get a thread each (vmm/vcpus.py).
         """
-        kicker = self._watch_for_halt() if self.kernel.linux else None
+        kicker = self._watch_for_halt() if self.linux else None
         try:
             if len(self.vcpus) == 1:
                 with self.threads.running(self.vcpu):

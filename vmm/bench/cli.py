@@ -19,7 +19,8 @@ from vmm.errors import PyvmmError
 
 FAST_SIZE = "64K"
 FAST_ROWS = ("host", "tiny-vm", "container-volume", "container-bind")
-ROWS = (*FAST_ROWS, "crun", "runc", "linux-pyvmm", "linux-microvm", "linux-vm")
+ROWS = (*FAST_ROWS, "crun", "runc", "linux-pyvmm", "linux-restored", "linux-microvm",
+        "linux-qemu-restored", "linux-vm")  # fmt: skip
 
 
 def _positive(name: str, text: str) -> int:
@@ -192,3 +193,19 @@ def containers(runs, json_path):
     from vmm.bench.containers import measure, table
 
     _emit(measure(_positive("--runs", str(runs))), table, json_path)
+
+
+@bench.command()
+@click.option("--clones", "count", default=10, show_default=True, help="Guests to restore.")
+@click.option(
+    "--snapshot",
+    "snapshot_dir",
+    metavar="DIR",
+    help="Restore this snapshot (default: one of the tiny kernel's counter, made here).",
+)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write figures here.")
+def clones(count, snapshot_dir, json_path):
+    """Guests restored from one snapshot at once: the memory they share (RSS, PSS)."""
+    from vmm.bench.clones import measure, table
+
+    _emit(measure(_positive("--clones", str(count)), snapshot_dir), table, json_path)

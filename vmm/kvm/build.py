@@ -39,6 +39,14 @@ KVM_GET_MP_STATE KVM_MP_STATE_RUNNABLE KVM_MP_STATE_UNINITIALIZED
 KVM_MP_STATE_INIT_RECEIVED KVM_MP_STATE_HALTED KVM_MP_STATE_SIPI_RECEIVED
 KVM_GET_IRQCHIP KVM_IRQCHIP_IOAPIC KVM_IOAPIC_NUM_PINS
 KVM_CPUID_FEATURES KVM_FEATURE_PV_UNHALT KVM_FEATURE_PV_SEND_IPI KVM_FEATURE_PV_SCHED_YIELD
+KVM_GET_MSR_INDEX_LIST KVM_GET_CPUID2
+KVM_GET_XSAVE KVM_SET_XSAVE KVM_GET_XCRS KVM_SET_XCRS KVM_GET_LAPIC KVM_SET_LAPIC
+KVM_GET_VCPU_EVENTS KVM_SET_VCPU_EVENTS KVM_SET_MP_STATE
+KVM_GET_DEBUGREGS KVM_SET_DEBUGREGS KVM_SET_IRQCHIP
+KVM_GET_PIT2 KVM_SET_PIT2 KVM_GET_CLOCK KVM_SET_CLOCK KVM_GET_DIRTY_LOG
+KVM_CAP_XSAVE KVM_CAP_XCRS KVM_CAP_VCPU_EVENTS KVM_CAP_DEBUGREGS KVM_CAP_ADJUST_CLOCK
+KVM_CAP_MP_STATE KVM_CAP_PIT_STATE2 KVM_MEM_LOG_DIRTY_PAGES
+KVM_IRQCHIP_PIC_MASTER KVM_IRQCHIP_PIC_SLAVE
 """
 
 ffibuilder.cdef(
@@ -113,6 +121,20 @@ struct kvm_fpu {
     uint32_t mxcsr;
     ...;
 };
+
+/* The state a snapshot saves whole (docs/state.md): the kernel's structs, sized by the
+   compiler and kept as bytes; pyvmm reads only the fields named here. */
+struct kvm_msr_list { uint32_t nmsrs; uint32_t indices[]; };
+struct kvm_xsave { ...; };
+struct kvm_xcrs { ...; };
+struct kvm_lapic_state { ...; };
+struct kvm_vcpu_events { ...; };
+struct kvm_mp_state { uint32_t mp_state; };
+struct kvm_debugregs { ...; };
+struct kvm_irqchip { uint32_t chip_id; ...; };
+struct kvm_pit_state2 { ...; };
+struct kvm_clock_data { uint64_t clock; uint32_t flags; ...; };
+struct kvm_dirty_log { uint32_t slot; void *dirty_bitmap; ...; };
 
 struct kvm_guest_debug_arch { uint64_t debugreg[8]; };
 struct kvm_debug_exit_arch { uint32_t exception, pad; uint64_t pc, dr6, dr7; };

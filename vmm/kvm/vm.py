@@ -20,7 +20,8 @@ class Vm:
     def __init__(self, kvm, fd: int):
         self.kvm = kvm
         self.fd = fd
-        self._slots = 0
+        # (guest-physical address, size, host address, flags) by slot number.
+        self.slots: list[tuple[int, int, int, int]] = []
         self.has_irqchip = False
         ioctl_val(fd, lib.KVM_SET_TSS_ADDR, KVM_TSS_ADDRESS, what="KVM_SET_TSS_ADDR")
         addr = ffi.new("uint64_t *", KVM_IDENTITY_MAP_ADDRESS)
@@ -28,15 +29,20 @@ class Vm:
 
     def set_memory(self, gpa: int, size: int, host_addr: int, readonly: bool = False) -> int:
         """Map host memory at guest-physical ``gpa`` in the next free slot; returns the slot."""
+        self.slots.append((gpa, size, host_addr, lib.KVM_MEM_READONLY if readonly else 0))
+        self.update_slot(len(self.slots) - 1)
+        return len(self.slots) - 1
+
+    def update_slot(self, slot: int, extra_flags: int = 0) -> None:
+        """(Re)register a slot as recorded, with ``extra_flags`` (KVM_MEM_LOG_DIRTY_PAGES)."""
+        gpa, size, host_addr, flags = self.slots[slot]
         region = ffi.new("struct kvm_userspace_memory_region *")
-        region.slot = self._slots
-        region.flags = lib.KVM_MEM_READONLY if readonly else 0
+        region.slot = slot
+        region.flags = flags | extra_flags
         region.guest_phys_addr = gpa
         region.memory_size = size
         region.userspace_addr = host_addr
         ioctl(self.fd, lib.KVM_SET_USER_MEMORY_REGION, region, what="KVM_SET_USER_MEMORY_REGION")
-        self._slots += 1
-        return region.slot
 
     def create_irqchip(self) -> None:
         """The in-kernel PIC, IOAPIC and local APICs (so interrupts never leave the kernel).
