@@ -151,8 +151,10 @@ class Machine:
             self.kernel = loader.open_kernel(self.config.kernel, self.memory)
         self.linux = saved.linux if saved else self.kernel.linux
         config = self.config
-        irqchip = saved.irqchip if saved else bool(
-            config.disks or self.linux or config.cpus > 1 or config.interrupts
+        irqchip = (
+            saved.irqchip
+            if saved
+            else bool(config.disks or self.linux or config.cpus > 1 or config.interrupts)
         )
         if irqchip:
             # Device interrupts need the in-kernel IOAPIC, and a second CPU the local

@@ -122,16 +122,15 @@ struct kvm_fpu {
     ...;
 };
 
-/* The state a snapshot saves whole (docs/state.md): the kernel's structs, sized by the
-   compiler and kept as bytes; pyvmm reads only the fields named here. */
+/* The state a snapshot saves whole (docs/state.md; kvm_mp_state and kvm_irqchip are
+   above): the kernel's structs, sized by the compiler and kept as bytes; pyvmm reads
+   only the fields named here. */
 struct kvm_msr_list { uint32_t nmsrs; uint32_t indices[]; };
 struct kvm_xsave { ...; };
 struct kvm_xcrs { ...; };
 struct kvm_lapic_state { ...; };
 struct kvm_vcpu_events { ...; };
-struct kvm_mp_state { uint32_t mp_state; };
 struct kvm_debugregs { ...; };
-struct kvm_irqchip { uint32_t chip_id; ...; };
 struct kvm_pit_state2 { ...; };
 struct kvm_clock_data { uint64_t clock; uint32_t flags; ...; };
 struct kvm_dirty_log { uint32_t slot; void *dirty_bitmap; ...; };
