@@ -7,7 +7,9 @@ repository, and the initramfs (busybox, the workload, the exit helper) into gues
     PYVMM_LINUX_CACHE=/somewhere scripts/build_linux.py
 
 The kernel takes a few minutes on two CPUs (make -j2); later runs find it by a hash of
-the configuration and patches. See docs/linux.md.
+the configuration and patches. See docs/linux.md. The paths go to stdout, for
+``K=$(scripts/build_linux.py | awk ...)``; the build's progress to stderr, where it is
+seen meanwhile.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from vmm.errors import PyvmmError  # noqa: E402
 
 def main() -> int:
     try:
-        build = linux_guest.build_kernel(say=lambda m: print(m, flush=True))
+        build = linux_guest.build_kernel(say=lambda m: print(m, file=sys.stderr, flush=True))
         initramfs = linux_guest.build_initramfs()
     except PyvmmError as e:
         print(f"build_linux: {e}", file=sys.stderr)

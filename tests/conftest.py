@@ -16,13 +16,20 @@ def guest_build() -> Path:
 
 
 @pytest.fixture(scope="session")
-def linux_build():
+def linux_build(pytestconfig):
     """The Linux guest (kernels in the cache outside the repository, the initramfs in
     guest/build): built once, minutes the first time on a machine, then found by hash.
-    scripts/setup.sh builds it too, so that a test run normally finds it ready."""
+    ``scripts/setup.sh --all`` builds it too, so that a test run normally finds it ready;
+    if not, the build's progress is shown, not captured: the run is not hung."""
     from vmm import linux_guest
 
-    build = linux_guest.build_kernel(say=lambda m: None)
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+
+    def say(message: str) -> None:
+        with capture.global_and_fixture_disabled():
+            print(message, file=sys.stderr, flush=True)
+
+    build = linux_guest.build_kernel(say=say)
     return build, linux_guest.build_initramfs()
 
 
