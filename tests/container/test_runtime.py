@@ -5,6 +5,7 @@ refused in one line with nothing left behind."""
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import socket
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from containertest import REPO, host_state_paths
+from containertest import REPO, mounts_under
 
 RUNTIME = [sys.executable, "-c", "import sys; from vmm.container.runtime_cli import main; "
            "sys.exit(main())"]  # fmt: skip
@@ -89,18 +90,22 @@ class Runtime:
 
 
 @pytest.fixture
-def rt(tmp_path, rootfs):
-    """A Runtime; on the way out nothing may be left: state, cgroups, mounts."""
-    before = host_state_paths()
+def rt(tmp_path, rootfs, tmp_path_factory):
+    """A Runtime; on the way out nothing it made may be left: state, its cgroups, mounts
+    under the session's tmp directory (or wherever the test put its bundles), processes."""
+    work = tmp_path_factory.getbasetemp()
+    before = mounts_under(work)
     runtime = Runtime(tmp_path / "state", tmp_path, rootfs)
     try:
         yield runtime
     finally:
         for cid in runtime("list", "-q").stdout.split():
             runtime("delete", "--force", cid)
-    after = host_state_paths()
-    assert after[0] == before[0], f"mounts left behind: {after[0] ^ before[0]}"
-    left = [p for p in after[1] if runtime.cgroup in p]
+    left = mounts_under(work, runtime.tmp) - before
+    assert not left, f"mounts left behind: {left}"
+    left = glob.glob(f"/sys/fs/cgroup/{runtime.cgroup}") + glob.glob(
+        f"/sys/fs/cgroup/*/{runtime.cgroup}"
+    )
     assert not left, f"cgroups left behind: {left}"
     assert not list((tmp_path / "state").glob("*")), "state left behind"
     assert not _processes_with(f"PYVMM_RUNTIME_TEST={runtime.cgroup}"), "processes left behind"
@@ -347,8 +352,8 @@ def test_sysctl_cgroups_and_seccomp(rt):
     assert out[-1].endswith(":memory:/")  # its own cgroup is the root of its namespace
 
 
-def test_terminal_goes_to_the_console_socket(rt, tmp_path):
-    path = str(tmp_path / "console.sock")
+def test_terminal_goes_to_the_console_socket(rt, socket_dir):
+    path = str(socket_dir / "console.sock")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
     server.listen(1)
