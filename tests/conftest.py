@@ -1,7 +1,10 @@
-"""Fixtures for the VM tests: the bundled guest, built once per session."""
+"""Fixtures for the VM tests: the bundled guest, built once per session; and for any test,
+a short directory for unix sockets."""
 
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -45,3 +48,12 @@ def images_root(tmp_path_factory):
         check=True, capture_output=True,
     )  # fmt: skip
     return root
+
+
+@pytest.fixture
+def socket_dir():
+    """A directory of the test's own on a short path, removed afterwards: a unix socket's
+    path may not pass 107 bytes, and tmp_path under a long TMPDIR does."""
+    path = Path(tempfile.mkdtemp(prefix="pyvmm-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path)
