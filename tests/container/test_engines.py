@@ -20,7 +20,10 @@ from vmm.bench.containers import IMAGE, PrivatePodman, private_podman
 RUNTIME = shutil.which("pyvmm-runtime", path=os.path.dirname(sys.executable))
 STATE = Path("/run/pyvmm-runtime")  # pyvmm-runtime's default --root, which engines use
 
-pytestmark = pytest.mark.skipif(RUNTIME is None, reason="pyvmm-runtime is not installed")
+pytestmark = [
+    pytest.mark.skipif(RUNTIME is None, reason="pyvmm-runtime is not installed"),
+    pytest.mark.slow,  # an engine's start and its image load: tens of seconds
+]
 
 
 @pytest.fixture(scope="module")
