@@ -1,5 +1,6 @@
 """Lab 9's checks: the container has its own PID 1, hostname and mount table."""
 
+import os
 import socket
 import subprocess
 import sys
@@ -30,12 +31,13 @@ def has_its_hostname(workdir: Path) -> str:
 def mounts_stay_inside(workdir: Path) -> str:
     target = workdir / "mnt"
     target.mkdir(exist_ok=True)
-    script = f"mount -t tmpfs mini-run-lab9 {target} && grep -c mini-run-lab9 /proc/self/mountinfo"
+    name = f"mini-run-lab9-{os.urandom(4).hex()}"  # this run's: not another's on the machine
+    script = f"mount -t tmpfs {name} {target} && grep -c {name} /proc/self/mountinfo"
     proc = mini(workdir, "/bin/sh", "-c", script)
     if umount_leaked(target):
         raise CheckFailed("the tmpfs mounted inside the container appeared on the host")
     expect(proc, 0, "1")
-    if "mini-run-lab9" in host_mounts():
+    if name in host_mounts():
         raise CheckFailed("the container's tmpfs is in the host's mount table")
     return "a tmpfs mounted inside is not on the host"
 
