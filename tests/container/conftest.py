@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from containertest import REPO, Pyvmm, host_state, pyvmm_processes
 
+from vmm.container.fdtree import remove_tree
+
 
 def pytest_collection_modifyitems(config, items):
     """Every test here runs real containers: mark it ``root``, and skip it without root."""
@@ -32,7 +34,10 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def root(tmp_path_factory) -> Path:
-    """The session's state directory, with busybox:latest and workload:latest imported."""
+    """The session's state directory, with busybox:latest and workload:latest imported;
+    removed afterwards by the project's iterative walk: a test that failed may have left
+    a layer 10,000 directories deep in it, which pytest's recursive clean-up cannot
+    remove (a RecursionError at the end of the session)."""
     root = tmp_path_factory.mktemp("pyvmm-root")
     workload = REPO / "guest" / "workload" / "workload"
     subprocess.run(
@@ -40,7 +45,8 @@ def root(tmp_path_factory) -> Path:
          "--workload", workload if workload.is_file() else "/bin/busybox"],
         check=True, capture_output=True,
     )  # fmt: skip
-    return root
+    yield root
+    remove_tree(root)
 
 
 @pytest.fixture
