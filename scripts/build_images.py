@@ -116,6 +116,10 @@ def main() -> int:
     )
     parser.add_argument("--oci-archive", type=Path, help="also write the workload image here")
     args = parser.parse_args()
+    if not BUSYBOX.is_file():
+        print(f"build_images: {BUSYBOX} is missing: scripts/setup.sh --all installs it "
+              "(busybox-static)", file=sys.stderr)  # fmt: skip
+        return 2
     store = Store(args.root)
     with tempfile.TemporaryDirectory() as tmp:
         rootfs = Path(tmp) / "rootfs"

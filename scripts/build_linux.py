@@ -8,7 +8,9 @@ repository, and the initramfs (busybox, the workload, the exit helper) into gues
     PYVMM_LINUX_CACHE=/somewhere scripts/build_linux.py
 
 The kernel takes a few minutes on two CPUs (make -j2); later runs find it by a hash of
-the configuration and patches. See docs/linux.md.
+the configuration and patches. See docs/linux.md. The paths go to stdout, for
+``K=$(scripts/build_linux.py | awk ...)``; the build's progress to stderr, where it is
+seen meanwhile.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ def main() -> int:
         print(f"build_linux: unknown arguments {sys.argv[1:]} (only --smp)", file=sys.stderr)
         return 2
     try:
-        build = linux_guest.build_kernel(say=lambda m: print(m, flush=True), smp=smp)
+        build = linux_guest.build_kernel(
+            say=lambda m: print(m, file=sys.stderr, flush=True), smp=smp
+        )
         initramfs = linux_guest.build_initramfs()
     except PyvmmError as e:
         print(f"build_linux: {e}", file=sys.stderr)

@@ -292,14 +292,14 @@ def test_memory_beyond_what_the_host_can_map(guest_build):
 
 @pytest.mark.parametrize("option", ["--kernel", "--program"])
 @pytest.mark.parametrize("kind", ["a character device", "a FIFO", "a directory", "a socket"])
-def test_kernel_or_program_that_is_not_a_regular_file(guest_build, tmp_path, option, kind):
+def test_kernel_or_program_that_is_not_a_regular_file(guest_build, tmp_path, option, kind, request):
     path = {"a character device": "/dev/zero", "a directory": str(tmp_path)}.get(kind)
     with contextlib.ExitStack() as stack:
         if kind == "a FIFO":
             path = str(tmp_path / "fifo")
             os.mkfifo(path)  # no writer ever comes: opening it must not wait for one
         elif kind == "a socket":
-            path = str(tmp_path / "sock")
+            path = str(request.getfixturevalue("socket_dir") / "sock")
             stack.enter_context(socket.socket(socket.AF_UNIX)).bind(path)
         proc = run_pyvmm("boot", option, path, timeout=60)
     assert_one_line_error(proc, f"{option[2:]} {path!r} is {kind}")

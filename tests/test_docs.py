@@ -142,3 +142,9 @@ def test_doc_command(c: Command, scratch, request):
         assert matches(c.expected, actual), (
             f"{where}\nexpected:\n" + "\n".join(c.expected) + "\ngot:\n" + proc.stdout
         )
+
+
+def test_ci_runs_exactly_the_readmes_test_command():
+    """CI proves what a newcomer types: .ci/run ends in the README's test command."""
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert "pytest" in ci and f"\n    {ci}\n" in (ROOT / "README.md").read_text()

@@ -182,11 +182,21 @@ def build_kernel(say=print, smp: bool = False) -> LinuxBuild:
     if build.complete:
         return build
     if not os.path.isfile(SOURCE_TARBALL):
-        raise PyvmmError(f"{SOURCE_TARBALL} is missing: apt-get install linux-source-6.1")
+        raise PyvmmError(
+            f"{SOURCE_TARBALL} is missing: scripts/setup.sh --all installs it (linux-source-6.1)"
+        )
     os.makedirs(CACHE_ROOT, exist_ok=True)
     with open(build.dir + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"build_linux: waiting for another build of {build.dir} to finish")
+            fcntl.flock(lock, fcntl.LOCK_EX)
         if not build.complete:
+            say(
+                f"build_linux: Linux for pyvmm is not built on this machine yet; building it"
+                f" (some minutes on two CPUs, once; log: {build.dir}.tmp/build.log)"
+            )
             try:
                 _build(build, say)
             except BaseException:

@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -118,16 +119,21 @@ class Runtime:
 @contextlib.contextmanager
 def leaves_nothing(runtime: Runtime) -> Iterator[Runtime]:
     """``runtime`` for the length of a ``with``; on the way out its containers are
-    deleted, and nothing may be left: state, cgroups, mounts, processes."""
-    before = host_state_paths()
+    deleted, and nothing it made may be left: state, its cgroups, mounts under the
+    session's tmp directory (which holds every test's bundles and rootfs), processes.
+    Only what the test made: another suite's mounts on the machine are not its own."""
+    work = runtime.tmp.parent  # the session's pytest base temp: tmp_path's parent
+    before = mounts_under(work)
     try:
         yield runtime
     finally:
         for cid in runtime("list", "-q").stdout.split():
             runtime("delete", "--force", cid)
-    after = host_state_paths()
-    assert after[0] == before[0], f"mounts left behind: {after[0] ^ before[0]}"
-    left = [p for p in after[1] if runtime.cgroup in p]
+    left = mounts_under(work, runtime.tmp) - before
+    assert not left, f"mounts left behind: {left}"
+    left = glob.glob(f"/sys/fs/cgroup/{runtime.cgroup}") + glob.glob(
+        f"/sys/fs/cgroup/*/{runtime.cgroup}"
+    )
     assert not left, f"cgroups left behind: {left}"
     assert not list(runtime.root.glob("*")), "state left behind"
     assert not processes_with(f"PYVMM_RUNTIME_TEST={runtime.cgroup}"), "processes left behind"
@@ -248,23 +254,30 @@ def pyvmm_processes(root: Path) -> list[int]:
     return found
 
 
-def host_state(root: Path) -> tuple[set[str], set[str]]:
-    """The host's mount points, and the cgroups of this session's containers."""
+def mounts_under(*paths: Path) -> set[tuple[str, str]]:
+    """The mounts (root, mount point) at or below ``paths``. A leak check looks only
+    where its test works (its state root, its tmp directories): the rest of the host's
+    mount table belongs to whoever else is using the machine meanwhile."""
+    tops = [str(p) for p in paths]
+    found = set()
     with open("/proc/self/mountinfo") as f:
-        mounts = {" ".join(line.split()[3:5]) for line in f}  # root and mount point
+        for line in f:
+            fields = line.split()
+            # The kernel writes a space in a path as \040, and so on.
+            where = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])
+            if any(where == top or where.startswith(top + "/") for top in tops):
+                found.add((fields[3], where))
+    return found
+
+
+def host_state(root: Path, work: Path) -> tuple[set[tuple[str, str]], set[str]]:
+    """The mounts under ``work`` (which holds ``root``), and the cgroups of this state
+    root's containers (its own parent: see state.Store)."""
     parent = Store(root).cgroup_parent
-    return mounts, {
+    return mounts_under(work), {
         *glob.glob(f"/sys/fs/cgroup/{parent}"),
         *glob.glob(f"/sys/fs/cgroup/*/{parent}"),
     }
-
-
-def host_state_paths() -> tuple[set[str], set[str]]:
-    """The host's mount points, and every pyvmm-runtime test cgroup (any hierarchy)."""
-    with open("/proc/self/mountinfo") as f:
-        mounts = {" ".join(line.split()[3:5]) for line in f}
-    return mounts, {*glob.glob("/sys/fs/cgroup/pyvmm-test-*"),
-                    *glob.glob("/sys/fs/cgroup/*/pyvmm-test-*")}  # fmt: skip
 
 
 def make_sentinel(top: Path) -> Path:

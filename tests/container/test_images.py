@@ -104,10 +104,12 @@ def test_whiteouts_hide_lower_files_and_opaque_dirs_hide_lower_content(pyvmm, tm
     pyvmm.ok("image", "rm", "wh")
 
 
+# Named for this session: a file of that name outside the store is this test's doing.
+ESCAPE = f"escape-{os.getpid()}-{os.urandom(3).hex()}"
 BAD_LAYERS = {
-    "dotdot": [entry("../escape", data=b"x")],
-    "absolute": [entry("/etc/escape", data=b"x")],
-    "symlinked-parent": [entry("d", SYM, linkname="/tmp"), entry("d/escape", data=b"x")],
+    "dotdot": [entry(f"../{ESCAPE}", data=b"x")],
+    "absolute": [entry(f"/etc/{ESCAPE}", data=b"x")],
+    "symlinked-parent": [entry("d", SYM, linkname="/tmp"), entry(f"d/{ESCAPE}", data=b"x")],
     "hardlink-outside": [entry("h", LNK, linkname="../../etc/passwd")],
     "hardlink-missing": [entry("h", LNK, linkname="etc/shadow")],
     "bare-whiteout": [entry("dir/.wh.", data=b"")],
@@ -125,7 +127,7 @@ def test_unsafe_layer_tar_is_refused_and_leaves_nothing(pyvmm, tmp_path, case):
     one_line_error(r)
     assert _layers(pyvmm.root) == layers_before
     assert not (pyvmm.root / "images" / f"bad-{case}").exists()
-    assert not os.path.exists("/tmp/escape") and not os.path.exists("/etc/escape")
+    assert not os.path.exists(f"/tmp/{ESCAPE}") and not os.path.exists(f"/etc/{ESCAPE}")
 
 
 def test_failed_multi_layer_import_removes_the_layers_it_added(pyvmm, tmp_path):

@@ -265,8 +265,8 @@ def test_sysctl_cgroups_and_seccomp(rt):
     assert out[-1].endswith(":memory:/")  # its own cgroup is the root of its namespace
 
 
-def test_terminal_goes_to_the_console_socket(rt, tmp_path):
-    path = str(tmp_path / "console.sock")
+def test_terminal_goes_to_the_console_socket(rt, socket_dir):
+    path = str(socket_dir / "console.sock")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
     server.listen(1)

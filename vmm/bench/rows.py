@@ -434,7 +434,8 @@ class LinuxGuestRow(Row):
         from vmm import linux_guest
         from vmm.bench.machineinfo import kvm_kind
 
-        self.build = linux_guest.build_kernel(say=lambda m: None)
+        # Built on first use, minutes: say so on stderr, away from the report.
+        self.build = linux_guest.build_kernel(say=lambda m: print(m, file=sys.stderr, flush=True))
         self.initramfs = linux_guest.build_initramfs()
         self.pvm = kvm_kind()["kind"] == "pvm"
         self.kernel = "its own, Linux 6.1 tinyconfig built for pyvmm (guest/linux)"
