@@ -393,5 +393,8 @@ def test_vcpus_are_threads_in_gdb(guest_build):
     assert int(re.search(r"^ap pc=(0x[0-9a-f]+)$", out, re.M).group(1), 16) == symbol(
         KERNEL, "ap_main"
     )
-    # the boot CPU: in smp.c's wait for the other to report in (rdtsc, inlined there)
-    assert re.search(r"\[Switching to thread 1 \(Thread 1\)\]\n#0 .* at kernel/smp.c:", out)
+    # the boot CPU: still in the bring-up, sending the second SIPI (apic.c) or waiting in
+    # smp.c for the other to report in (rdtsc, inlined there), as the timing falls
+    assert re.search(
+        r"\[Switching to thread 1 \(Thread 1\)\]\n#0 .* at kernel/(smp|apic).c:", out
+    ), out
