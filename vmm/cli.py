@@ -8,6 +8,9 @@ runtime or the benchmark (interpreter start-up is part of every measured boot).
 from __future__ import annotations
 
 import importlib
+import os
+import select
+import signal
 
 import click
 
@@ -42,6 +45,20 @@ class LazyGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("pyvmm: interrupted", err=True)
             ctx.exit(INTERRUPTED_STATUS)
+        except BrokenPipeError:
+            if not _stdout_closed():
+                raise
+            # `pyvmm volume ls | head -1`: end as `ls | head -1` does, killed by the
+            # SIGPIPE Python ignores: no message, and the shell sees 128 + SIGPIPE.
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGPIPE)
+
+
+def _stdout_closed() -> bool:
+    """Whether our stdout is a pipe whose reader has gone (poll says POLLERR)."""
+    poll = select.poll()
+    poll.register(1, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poll.poll(0))
 
 
 @click.group(

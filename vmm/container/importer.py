@@ -35,12 +35,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from vmm.container import imagespec, unpack
+from vmm.container import imagespec, records, unpack
 from vmm.container.fdtree import remove_tree
+from vmm.container.images import ImageRecord, RunDefaults
 from vmm.container.imagespec import INDEX_TYPES, MANIFEST_TYPES, SHA256, Descriptor, ImageError
 from vmm.container.layout import DirLayout, Layout, TarLayout, finish, open_source
 from vmm.container.names import split_image_ref
-from vmm.container.state import Store, write_json
+from vmm.container.state import Store
 
 # image-index.md "platform": the (os, architecture) an index entry is chosen for.
 HOST = ("linux", "amd64")
@@ -240,26 +241,26 @@ def _entries(path: Path) -> set[str]:
         return set()
 
 
-def import_image(store: Store, source: str | os.PathLike, ref: str) -> dict:
+def import_image(store: Store, source: str | os.PathLike, ref: str) -> ImageRecord:
     """Import ``source`` as the image ``ref`` (NAME[:TAG]); return the image record."""
     name, tag = split_image_ref(ref)
     fd, is_dir = open_source(source)
     try:
         with store.lock(), _Import(store, store.images / name) as job:
             digests, defaults = job.layers(Path(source), fd, is_dir)
-            record = {
-                "name": name,
-                "tag": tag,
-                "layers": digests,
-                "config": defaults,
-                "created": time.time(),
-            }
-            record["id"] = hashlib.sha256(
-                json.dumps([digests, defaults], sort_keys=True).encode()
-            ).hexdigest()
+            record = ImageRecord(
+                name=name,
+                tag=tag,
+                id=hashlib.sha256(
+                    json.dumps([digests, defaults], sort_keys=True).encode()
+                ).hexdigest(),
+                layers=digests,
+                config=records.from_json(defaults, RunDefaults, "image config"),
+                created=time.time(),
+            )
             job.check_interrupt()
             job.image_dir.mkdir(parents=True, exist_ok=True)
-            write_json(job.image_dir / f"{tag}.json", record)
+            records.write(job.image_dir / f"{tag}.json", record)
             return record
     finally:
         os.close(fd)

@@ -33,9 +33,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from vmm.container import fdtree
-from vmm.container.layers import OPAQUE, OPAQUE_XATTR, WHITEOUT
-from vmm.container.state import Store, write_json
+from vmm.container import fdtree, records
+from vmm.container.layers import OPAQUE, OPAQUE_XATTR, RECORD, TMP_PREFIX, WHITEOUT, LayerRecord
+from vmm.container.state import Store
 from vmm.errors import PyvmmError
 
 
@@ -302,10 +302,10 @@ def store_layer(
     cannot be removed is left for later: it never stands in the way of an import.
     """
     store.layers.mkdir(parents=True, exist_ok=True)
-    for stale in store.layers.glob(".tmp-*"):
+    for stale in store.layers.glob(f"{TMP_PREFIX}*"):
         with contextlib.suppress(OSError, PyvmmError):
             fdtree.remove_tree(stale)
-    tmp = store.layers / f".tmp-{os.urandom(8).hex()}"
+    tmp = store.layers / f"{TMP_PREFIX}{os.urandom(8).hex()}"
     try:
         os.mkdir(tmp, 0o700)
         os.mkdir(tmp / "diff", 0o755)
@@ -317,7 +317,7 @@ def store_layer(
             return digest, False
         with fdtree.opened(tmp / "diff") as diff:
             size = fdtree.size(diff)
-        write_json(tmp / "layer.json", {"digest": digest, "size": size})
+        records.write(tmp / RECORD, LayerRecord(digest=digest, size=size))
         os.rename(tmp, final)
         return digest, True
     finally:
