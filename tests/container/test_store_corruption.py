@@ -5,6 +5,7 @@ outside the store is touched."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -38,10 +39,10 @@ from vmm.container.images import ImageRecord
 KINDS = ("missing", "truncated", "empty", "garbage", "not an object", "wrong type", "dotdot")
 
 
-def _private_root(session_root: Path, top: Path) -> Path:
-    """A state root of its own holding the session's busybox image (corrupting the
-    session's records would break other tests)."""
-    root = top / "root"
+def _private_root(session_root: Path, top: Path, name: str = "root") -> Path:
+    """A state root of its own, ``top/name``, holding the session's busybox image
+    (corrupting the session's records would break other tests)."""
+    root = top / name if name else top
     (root / "layers" / "sha256").mkdir(parents=True)
     shutil.copytree(session_root / "images" / "busybox", root / "images" / "busybox")
     image = json.loads((root / "images" / "busybox" / "latest.json").read_text())
@@ -258,3 +259,59 @@ def _check_everything_works(store: Pyvmm, root: Path) -> None:
     for name in sorted(os.listdir(root / "volumes")):
         _ok(store("volume", "rm", name))
     assert _leftovers(root) == []
+
+
+@pytest.fixture
+def tiny_root(pyvmm, tmp_path):
+    """A private state root on an 8 MiB tmpfs holding busybox; always unmounted."""
+    root = tmp_path / "tiny"
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tiny", root], check=True)
+    store = Pyvmm(root)
+    try:
+        _private_root(pyvmm.root, root, "")
+        yield store
+    finally:
+        ids = store("container", "ps", "-a", "-q").stdout.split()
+        if ids:
+            store("container", "rm", "-f", *ids)
+        subprocess.run(["umount", root], check=True)
+
+
+def test_a_container_whose_exit_cannot_be_recorded_is_kept(tiny_root):
+    """The container fills the state root's disk and exits: the exit cannot be
+    recorded, and the container, writable layer and all, is kept, never removed."""
+    store, root = tiny_root, tiny_root.root
+    fill = "dd if=/dev/zero of=/fill bs=64k 2>/dev/null; echo filled"
+    r = store("container", "run", "--name", "full", "busybox", "sh", "-c", fill)
+    assert r.returncode == 125 and r.stdout == "filled\n"
+    line = one_line_error(r)
+    assert "container full exited with status 0, but its exit could not be recorded" in line
+    assert "No space left on device" in line and "it is kept" in line
+    cid = os.readlink(root / "names" / "full")
+    assert (root / "containers" / cid / "upper" / "fill").stat().st_size > 1 << 20
+    ps = _ok(store("container", "ps", "-a"))  # on the full disk still
+    assert "full" in ps and "Exited (0)" in ps
+    info = store.inspect("full")
+    assert info["error"] == "its exit could not be recorded: No space left on device"
+    _ok(store("image", "ls"))
+    _ok(store("container", "rm", "full"))
+    assert not (root / "containers" / cid).exists()
+    _ok(store("container", "run", "--rm", "busybox", "true"))  # the space is back
+
+
+def test_a_full_disk_at_start_leaves_nothing(tiny_root):
+    """Refused at create or start, a run leaves nothing behind, even on a full disk."""
+    store, root = tiny_root, tiny_root.root
+    with open(root / "ballast", "wb") as f:
+        with contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * (1 << 16))
+                f.flush()
+    try:
+        r = store("container", "run", "--name", "nospace", "busybox", "true")
+        assert r.returncode != 0 and "No space left on device" in one_line_error(r)
+        assert not list((root / "containers").glob("*"))
+        assert not (root / "names" / "nospace").exists()
+    finally:
+        (root / "ballast").unlink()

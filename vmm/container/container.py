@@ -192,8 +192,10 @@ def reconcile(store: Store, rec: Container) -> Container | None:
 
 
 def list_containers(store: Store) -> list[Container]:
-    """Every container, each reconciled with reality (dead ones recorded, --rm ones gone)."""
+    """Every container, each reconciled with reality (dead ones recorded, --rm ones
+    gone, and the names of none removed)."""
     with store.lock():
+        _remove_stale_names(store)
         return [r for r in (reconcile(store, rec) for rec in _all(store)) if r]
 
 
@@ -582,17 +584,29 @@ def _monitor(store: Store, rec: ContainerRecord, attach: bool, on_started: Calla
     try:
         _finish(store, rec, code, result)
     except OSError as e:  # a full disk, a read-only state root: the container stays
+        _mark_unrecorded(store, rec, code, e)
         raise ExitNotRecorded(rec, code, e) from None
     return code
+
+
+def _mark_unrecorded(store: Store, rec: ContainerRecord, code: int, error: OSError) -> None:
+    """Record, if the disk allows it at all, that the exit could not be recorded:
+    written over the record in the space it has (``records.write_in_place``)."""
+    rec.update(status="exited", exit_code=code, pid=None, finished_at=time.time(),
+               error=f"its exit could not be recorded: {error.strerror or error}")  # fmt: skip
+    with contextlib.suppress(OSError), store.lock():
+        if isinstance(_load(store, rec.id), ContainerRecord):
+            records.write_in_place(_dir(store, rec.id) / "state.json", rec)
 
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class ExitNotRecorded(PyvmmError):
-    """The container ran and exited, but its record could not be updated. It is kept
-    as the disk has it (``running``, its monitor gone: ``reconcile`` records it as
-    exited once the state root takes writes again); never removed for that."""
+    """The container ran and exited, but its record could not be updated as usual.
+    It is kept, never removed for that: marked exited with the reason where the record
+    could be overwritten in place, else as the disk has it (``running``, its monitor
+    gone: ``reconcile`` records it as exited once the state root takes writes again)."""
 
     exit_code = 125  # Docker's: the error is the runtime's, not the container's
 

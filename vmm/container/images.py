@@ -113,7 +113,8 @@ def remove(store: Store, ref: str, layers_in_use: set[str], users: list[str]) ->
     for file in os.listdir(store.images / name):
         if records.is_tmp(file):  # a write cut short by a crash
             os.unlink(store.images / name / file)
-    with contextlib.suppress(OSError):
-        os.rmdir(store.images / name)
+    for other in os.listdir(store.images):  # this one's, and those crashed imports made
+        with contextlib.suppress(OSError):
+            os.rmdir(store.images / other)
     keep = layers_in_use | {d for _, r in list_images(store) for d in getattr(r, "layers", ())}
     layers.collect(store, keep)

@@ -268,6 +268,23 @@ def write(path: Path, record: object) -> None:
     write_json(path, to_json(record))
 
 
+def write_in_place(path: Path, record: object) -> bool:
+    """Overwrite ``path`` with ``record`` in the space it already has: the last resort
+    on a full disk, where ``write`` cannot make its temporary file. Not atomic (a crash
+    half-way leaves a record ``load`` calls Broken); False if it does not fit."""
+    data = json.dumps(to_json(record), separators=(",", ":"), sort_keys=True).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        if len(data) > os.fstat(fd).st_size:
+            return False
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+        os.fsync(fd)
+        return True
+    finally:
+        os.close(fd)
+
+
 def loaded(records: list[T | Broken]) -> list[T]:
     """The records that loaded, the broken ones left out."""
     return [r for r in records if not isinstance(r, Broken)]
