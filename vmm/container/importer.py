@@ -143,7 +143,12 @@ class _Import:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
-    def store_layer(self, f: BinaryIO, verify: Callable[[str], None] | None = None) -> str:
+    def store_layer(
+        self,
+        f: BinaryIO,
+        verify: Callable[[str], None] | None = None,
+        on_member: Callable[[tarfile.TarInfo], None] | None = None,
+    ) -> str:
         """Unpack the layer tar ``f`` into the store; ``verify`` its digest first."""
 
         def checked(digest: str) -> None:
@@ -151,7 +156,7 @@ class _Import:
             if verify is not None:
                 verify(digest)
 
-        return unpack.store_layer(self.store, f, checked)[0]
+        return unpack.store_layer(self.store, f, checked, on_member)[0]
 
     def store_blob(
         self, files: Layout, i: int, name: str, want: Descriptor | None, diff_id: str
@@ -218,6 +223,13 @@ class _Import:
                 tmp.seek(0)
                 return [self.store_layer(tmp)], {}
         with os.fdopen(os.dup(fd), "rb") as f:
+            # Most tars are a rootfs: unpacked as one layer in one pass, which stops
+            # where a layout's marker shows it is not one. Anything else (a layout, a
+            # damaged tar) is read again from the start, its members listed first.
+            try:
+                return [self.store_layer(f, on_member=_not_a_layout)], {}
+            except (_Layout, unpack.LayerError):
+                f.seek(0)
             try:
                 tar = tarfile.open(fileobj=f, mode="r:*")
             except tarfile.ReadError:
@@ -228,10 +240,23 @@ class _Import:
                 except _ARCHIVE_ERRORS as e:
                     reason = str(e).splitlines()[0] if str(e) else type(e).__name__
                     raise ImageError(f"{source}: truncated or corrupt tar ({reason})") from None
-                if files.has("manifest.json") or files.has("oci-layout"):
+                if any(files.has(marker) for marker in _LAYOUT_MARKERS):
                     return self.from_layout(files)
             f.seek(0)
             return [self.store_layer(f)], {}
+
+
+# The files whose presence at its top makes a tar an image layout (``Layout.has``).
+_LAYOUT_MARKERS = ("manifest.json", "oci-layout")
+
+
+class _Layout(Exception):
+    """A tar being unpacked as a rootfs turned out to be an image layout."""
+
+
+def _not_a_layout(member: tarfile.TarInfo) -> None:
+    if posixpath.normpath(member.name) in _LAYOUT_MARKERS:
+        raise _Layout
 
 
 def _entries(path: Path) -> set[str]:

@@ -213,8 +213,12 @@ class _Layer:
         self.cursor.close()
 
 
-def extract(f: BinaryIO, dest: Path) -> str:
-    """Unpack the (optionally gzipped) layer tar ``f`` into ``dest``; return its diff id."""
+def extract(
+    f: BinaryIO, dest: Path, on_member: Callable[[tarfile.TarInfo], None] | None = None
+) -> str:
+    """Unpack the (optionally gzipped) layer tar ``f`` into ``dest``; return its diff id.
+
+    ``on_member`` sees each member before it is unpacked, and may raise to stop."""
     head = f.peek(2)[:2] if hasattr(f, "peek") else b""
     if head == b"\x1f\x8b":
         f = gzip.GzipFile(fileobj=f)
@@ -224,6 +228,8 @@ def extract(f: BinaryIO, dest: Path) -> str:
     try:
         with tarfile.open(fileobj=reader, mode="r|") as tar:
             for m in tar:
+                if on_member is not None:
+                    on_member(m)
                 try:
                     layer.add(tar, m)
                 except OSError as e:
@@ -288,7 +294,10 @@ def tar_directory(src: Path, out: BinaryIO) -> None:
 
 
 def store_layer(
-    store: Store, f: BinaryIO, verify: Callable[[str], None] | None = None
+    store: Store,
+    f: BinaryIO,
+    verify: Callable[[str], None] | None = None,
+    on_member: Callable[[tarfile.TarInfo], None] | None = None,
 ) -> tuple[str, bool]:
     """Store the layer tar ``f``; return its digest and whether it is new.
 
@@ -309,7 +318,7 @@ def store_layer(
     try:
         os.mkdir(tmp, 0o700)
         os.mkdir(tmp / "diff", 0o755)
-        digest = extract(f, tmp / "diff")
+        digest = extract(f, tmp / "diff", on_member)
         if verify is not None:
             verify(digest)
         final = store.layers / digest.removeprefix("sha256:")
