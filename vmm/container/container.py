@@ -547,7 +547,9 @@ def _monitor(store: Store, rec: ContainerRecord, attach: bool, on_started: Calla
     finally:
         os.close(go_w)
     # Recorded while the child finishes its setup, not after: off the path to its exec.
-    with store.lock():
+    # A full disk does not stop it (the container may be what fills it): the record
+    # says "starting" under this live monitor, which is as good until the exit.
+    with store.lock(), contextlib.suppress(OSError):
         rec.update(status="running", pid=pid, pid_start=process_start(pid), started_at=time.time())
         if _load(store, cid) is not None:  # else removed with rm -f already
             _save(store, rec)  # (and a broken record repaired)

@@ -221,16 +221,6 @@ def remove_tree(path: Path) -> None:
         raise PyvmmError(f"cannot remove {path}: {e.strerror} ({e.filename})") from None
 
 
-def size(root_fd: int) -> int:
-    """Bytes of the regular files under ``root_fd``, each inode counted once."""
-    seen, total = set(), 0
-    for e in walk(root_fd):
-        if e.fd is None and stat.S_ISREG(e.st.st_mode) and ident(e.st) not in seen:
-            seen.add(ident(e.st))
-            total += e.st.st_size
-    return total
-
-
 def _copy_metadata(fd: int, st: os.stat_result) -> None:
     os.fchown(fd, st.st_uid, st.st_gid)  # first: it clears the set-id bits
     os.fchmod(fd, stat.S_IMODE(st.st_mode))

@@ -202,12 +202,19 @@ class _Layer:
         if not (keep_dir and stat.S_ISDIR(st.st_mode)):
             fdtree.remove(name, parent)
 
-    def finish(self) -> None:
-        """Apply the directories' metadata, deepest first."""
+    def finish(self) -> int:
+        """Apply the directories' metadata, deepest first; return the layer's size
+        (its regular files' bytes, each inode counted once), summed on the same walk."""
+        seen, size = set(), 0
         for e in fdtree.walk(self.root):
-            m = e.fd is not None and self.dirs.get(fdtree.ident(e.st))
-            if m:
-                _set_metadata(e.fd, m)
+            if e.fd is not None:
+                m = self.dirs.get(fdtree.ident(e.st))
+                if m:
+                    _set_metadata(e.fd, m)
+            elif stat.S_ISREG(e.st.st_mode) and fdtree.ident(e.st) not in seen:
+                seen.add(fdtree.ident(e.st))
+                size += e.st.st_size
+        return size
 
     def close(self) -> None:
         self.cursor.close()
@@ -215,8 +222,9 @@ class _Layer:
 
 def extract(
     f: BinaryIO, dest: Path, on_member: Callable[[tarfile.TarInfo], None] | None = None
-) -> str:
-    """Unpack the (optionally gzipped) layer tar ``f`` into ``dest``; return its diff id.
+) -> tuple[str, int]:
+    """Unpack the (optionally gzipped) layer tar ``f`` into ``dest``; return its diff id
+    and its size.
 
     ``on_member`` sees each member before it is unpacked, and may raise to stop."""
     head = f.peek(2)[:2] if hasattr(f, "peek") else b""
@@ -236,14 +244,14 @@ def extract(
                     raise LayerError(f"layer entry {m.name!r}: {e.strerror or e}") from None
                 except (OverflowError, ValueError) as e:  # an owner or mtime out of range
                     raise LayerError(f"layer entry {m.name!r}: {e}") from None
-        layer.finish()
+        size = layer.finish()
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise LayerError(f"not a readable layer tar: {reason}") from None
     finally:
         layer.close()
         os.close(root)
-    return "sha256:" + reader.drain()
+    return "sha256:" + reader.drain(), size
 
 
 def _tarinfo(e: fdtree.Entry, links: dict[tuple[int, int], str]) -> tarfile.TarInfo | None:
@@ -318,14 +326,12 @@ def store_layer(
     try:
         os.mkdir(tmp, 0o700)
         os.mkdir(tmp / "diff", 0o755)
-        digest = extract(f, tmp / "diff", on_member)
+        digest, size = extract(f, tmp / "diff", on_member)
         if verify is not None:
             verify(digest)
         final = store.layers / digest.removeprefix("sha256:")
         if final.exists():
             return digest, False
-        with fdtree.opened(tmp / "diff") as diff:
-            size = fdtree.size(diff)
         records.write(tmp / RECORD, LayerRecord(digest=digest, size=size))
         os.rename(tmp, final)
         return digest, True
