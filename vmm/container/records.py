@@ -199,6 +199,21 @@ def read(path: Path) -> object:
     return json.loads(data)
 
 
+def _unreadable(e: Exception) -> str:
+    """Why a record's file did not parse, in a few words."""
+    if isinstance(e, FileNotFoundError):
+        return "is missing"
+    if isinstance(e, IsADirectoryError):
+        return "is a directory"
+    if isinstance(e, OSError):
+        return f"cannot be read ({e.strerror or e})"
+    if isinstance(e, UnicodeDecodeError):
+        return "is not UTF-8 text"
+    if isinstance(e, RecursionError):
+        return "is nested too deeply"
+    return f"is not JSON ({str(e).split(':')[0]})"
+
+
 def load(path: Path, cls: type[T], **identity: object) -> T | Broken:
     """The record of type ``cls`` in ``path``, or ``Broken`` with the reason it is not.
 
@@ -208,20 +223,10 @@ def load(path: Path, cls: type[T], **identity: object) -> T | Broken:
     """
     try:
         record = from_json(read(path), cls, path.name)
-    except FileNotFoundError:
-        return Broken(path, f"{path.name} is missing")
-    except IsADirectoryError:
-        return Broken(path, f"{path.name} is a directory")
-    except OSError as e:
-        return Broken(path, f"{path.name}: {e.strerror or e}")
-    except UnicodeDecodeError:
-        return Broken(path, f"{path.name} is not UTF-8 text")
-    except RecursionError:
-        return Broken(path, f"{path.name} is nested too deeply")
-    except ValueError as e:
-        return Broken(path, f"{path.name} is not JSON ({str(e).split(':')[0]})")
     except RecordError as e:
         return Broken(path, str(e))
+    except (OSError, ValueError, RecursionError) as e:
+        return Broken(path, f"{path.name} {_unreadable(e)}")
     for name, want in identity.items():
         found = getattr(record, name)
         if found != want:

@@ -28,7 +28,6 @@ State lives in ``<root>/<id>/`` (``--root``, by default ``/run/pyvmm-runtime``):
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import signal
@@ -36,8 +35,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vmm.container import cgroups
-from vmm.container.records import write_json
+from vmm.container import cgroups, records
 from vmm.container.state import is_alive, process_start
 from vmm.errors import PyvmmError
 
@@ -132,12 +130,12 @@ def check_id(cid: str) -> str:
 def load(root: str, cid: str) -> Container:
     check_id(cid)
     path = _root(root) / cid / "state.json"
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise ContainerStateError(f"container {cid} does not exist") from None
-    return Container(_root(root), State(**data))
+    if not path.exists():
+        raise ContainerStateError(f"container {cid} does not exist")
+    state = records.load(path, State, id=cid)
+    if isinstance(state, records.Broken):
+        raise ContainerStateError(f"container {cid}: {state.reason}")
+    return Container(_root(root), state)
 
 
 def list_all(root: str) -> list[Container]:
@@ -218,7 +216,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
                          console_socket=console_socket, no_pivot=no_pivot,
                          preserve_fds=preserve_fds, subreaper=subreaper)  # fmt: skip
         state.pid, state.pid_start = pid, process_start(pid)
-        write_json(cdir / "state.json", asdict(state))
+        records.write(cdir / "state.json", state)
         if pid_file:
             _write_pid_file(pid_file, pid)
     except BaseException:
