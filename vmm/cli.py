@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import select
 import signal
 
 import click
@@ -56,6 +55,8 @@ class LazyGroup(click.Group):
 
 def _stdout_closed() -> bool:
     """Whether our stdout is a pipe whose reader has gone (poll says POLLERR)."""
+    import select  # only here, on the way out
+
     poll = select.poll()
     poll.register(1, select.POLLOUT)
     return any(events & select.POLLERR for _, events in poll.poll(0))

@@ -154,19 +154,6 @@ def test_lifecycle_created_running_stopped_deleted(rt):
     assert "does not exist" in _one_line(rt("state", "c1"))
 
 
-def test_a_corrupt_state_file_is_one_line_naming_the_field(rt):
-    rt.ok("create", "--bundle", rt.bundle(["true"]), "c3")
-    path = rt.root / "c3" / "state.json"
-    good = path.read_bytes()
-    for bad, reason in ((good[:30], "state.json is not JSON"),
-                        (good.replace(b'"pid": ', b'"pid": "x", "_": '),
-                         "field 'pid': expected an integer")):  # fmt: skip
-        path.write_bytes(bad)
-        assert reason in _one_line(rt("state", "c3"))
-    path.write_bytes(good)
-    rt.ok("delete", "--force", "c3")
-
-
 def test_delete_of_a_created_container_kills_its_init(rt):
     b = rt.bundle(["true"])
     rt.ok("create", "--bundle", b, "c2")

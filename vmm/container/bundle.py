@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable
 
 from vmm.container import cgroups, layers, mounts, records, spec, volumes
-from vmm.container.records import write_json
+from vmm.container.atomic import write_json
 from vmm.container.state import ContainerRecord, Store
 
 # What Docker and runc mount for every container (runc's `spec` default), as

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from vmm.container import layers, records
+from vmm.container import atomic, layers, records
 from vmm.container.names import checker, split_image_ref
 from vmm.container.records import Broken, Digest, json_name
 from vmm.container.state import Store
@@ -78,7 +78,7 @@ def list_images(store: Store) -> list[tuple[str, ImageRecord | Broken]]:
     for name in sorted(os.listdir(store.images)):
         with contextlib.suppress(NotADirectoryError):
             for file in sorted(os.listdir(store.images / name)):
-                if file.endswith(".json") and not records.is_tmp(file):
+                if file.endswith(".json") and not atomic.is_tmp(file):
                     tag = file.removesuffix(".json")
                     found.append((f"{name}:{tag}", load(store, name, tag)))
     return found
@@ -111,7 +111,7 @@ def remove(store: Store, ref: str, layers_in_use: set[str], users: list[str]) ->
         raise PyvmmError(f"image {name}:{tag} is used by container(s) {', '.join(users)}")
     os.unlink(_path(store, name, tag))
     for file in os.listdir(store.images / name):
-        if records.is_tmp(file):  # a write cut short by a crash
+        if atomic.is_tmp(file):  # a write cut short by a crash
             os.unlink(store.images / name / file)
     for other in os.listdir(store.images):  # this one's, and those crashed imports made
         with contextlib.suppress(OSError):

@@ -4,10 +4,8 @@ Every record pyvmm keeps in its state directory (a container's ``state.json``, a
 image's ``<tag>.json``, a layer's ``layer.json``, a volume's ``volume.json``) is a
 dataclass, and is read by ``load`` and written by ``write``, nothing else:
 
-- ``write`` replaces the file atomically: a temporary file beside it, fsync'ed, then
-  renamed over it, and the directory fsync'ed; a crash or a full disk leaves the old
-  record or the new one, never half of one (and never an empty file after a power
-  cut: the data is on disk before the name points at it).
+- ``write`` replaces the file atomically (``atomic.write_json``): a crash or a full
+  disk leaves the old record or the new one, never half of one.
 - ``load`` turns the JSON back into the dataclass, field by field from the type hints:
   nested dataclasses, ``list[...]``, ``dict[str, ...]``, ``X | None``, and
   ``Annotated[str, check]`` for values that must also pass a check (a digest, a
@@ -33,6 +31,7 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+from vmm.container import atomic
 from vmm.errors import PyvmmError
 
 T = TypeVar("T")
@@ -234,43 +233,9 @@ def load(path: Path, cls: type[T], **identity: object) -> T | Broken:
     return record
 
 
-def tmp_name(name: str) -> str:
-    """The temporary file ``write`` makes for ``name``; dot-named, never a record."""
-    return f".{name}.{os.getpid()}.tmp"
-
-
-def is_tmp(name: str) -> bool:
-    """Whether ``name`` is a temporary file ``write`` left behind (a crash mid-write)."""
-    return name.startswith(".") and name.endswith(".tmp")
-
-
-def write_json(path: Path, data: object) -> None:
-    """Replace ``path`` with ``data`` as JSON atomically (see the module docstring)."""
-    tmp = path.with_name(tmp_name(path.name))
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with open(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def write(path: Path, record: object) -> None:
-    """Replace the record in ``path`` with ``record`` atomically."""
-    write_json(path, to_json(record))
+    """Replace the record in ``path`` with ``record`` atomically (``atomic.py``)."""
+    atomic.write_json(path, to_json(record))
 
 
 def write_in_place(path: Path, record: object) -> bool:

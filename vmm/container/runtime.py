@@ -28,6 +28,7 @@ State lives in ``<root>/<id>/`` (``--root``, by default ``/run/pyvmm-runtime``):
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -35,7 +36,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vmm.container import cgroups, records
+from vmm.container import cgroups
+from vmm.container.atomic import write_json
 from vmm.container.state import is_alive, process_start
 from vmm.errors import PyvmmError
 
@@ -130,12 +132,12 @@ def check_id(cid: str) -> str:
 def load(root: str, cid: str) -> Container:
     check_id(cid)
     path = _root(root) / cid / "state.json"
-    if not path.exists():
-        raise ContainerStateError(f"container {cid} does not exist")
-    state = records.load(path, State, id=cid)
-    if isinstance(state, records.Broken):
-        raise ContainerStateError(f"container {cid}: {state.reason}")
-    return Container(_root(root), state)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise ContainerStateError(f"container {cid} does not exist") from None
+    return Container(_root(root), State(**data))
 
 
 def list_all(root: str) -> list[Container]:
@@ -216,7 +218,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
                          console_socket=console_socket, no_pivot=no_pivot,
                          preserve_fds=preserve_fds, subreaper=subreaper)  # fmt: skip
         state.pid, state.pid_start = pid, process_start(pid)
-        records.write(cdir / "state.json", state)
+        write_json(cdir / "state.json", asdict(state))
         if pid_file:
             _write_pid_file(pid_file, pid)
     except BaseException:
