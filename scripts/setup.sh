@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 DEBS=(gcc make binutils libc6-dev linux-libc-dev libffi-dev python3-dev python3-venv
       busybox-static cpio e2fsprogs gdb libcap2-bin libseccomp-dev libseccomp2
       linux-source-6.1 flex bison bc libelf-dev libssl-dev xz-utils patch lz4
-      podman containerd runc crun)
+      podman containerd runc crun libfaketime)
 
 missing=()
 for p in "${DEBS[@]}"; do
@@ -36,7 +36,8 @@ fi
 # sources changed since the last install.
 if [ ! -e .venv/.installed ] \
    || ! .venv/bin/python -c "import vmm.kvm._kvm, vmm.container._libc, vmm.container._seccomp, click, capstone, pytest, hypothesis, matplotlib" 2>/dev/null \
-   || [ -n "$(find pyproject.toml setup.py vmm/kvm/build.py vmm/container/libc_build.py vmm/container/seccomp_build.py -newer .venv/.installed 2>/dev/null)" ]; then
+   || [ ! -x vmm/container/pyvmm-exec ] \
+   || [ -n "$(find pyproject.toml setup.py vmm/kvm/build.py vmm/container/libc_build.py vmm/container/seccomp_build.py vmm/container/exec_trampoline.c -newer .venv/.installed 2>/dev/null)" ]; then
     # "compat" editable mode is a plain path entry: the default installs an import hook
     # that costs every pyvmm start some 20 ms.
     .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' \

@@ -19,8 +19,8 @@ import pytest
 from vmtest import ROOT, assert_one_line_error, kvm_usable, run_pyvmm
 
 from vmm.bench.compare import RowFailure, check
-from vmm.bench.machineinfo import kvm_kind
 from vmm.bench.measure import CACHE_DIR, run_processes
+from vmm.kvm.kind import kvm_kind
 
 _spec = importlib.util.spec_from_file_location("mkimage", ROOT / "scripts" / "mkimage.py")
 mkimage = importlib.util.module_from_spec(_spec)

@@ -287,9 +287,12 @@ def test_lab_ctrl_c_stops_spinning_16_bit_code(tmp_path):
 
 
 def test_lab_in_long_mode_after_connecting_again_shows_64_bit_registers(guest_build):
+    """docs/labs.md's recipe (VM 5) as written: i8086, then i386 after the switch to
+    protected mode, then connect again with the architecture back on auto."""
     with pyvmm_gdb("--kernel", LAB_BIN) as vm:
         out = run_gdb(
-            LAB, vm.port, "break long_mode", "continue", "disconnect", "file",
+            LAB, vm.port, I8086, "break protected_mode", "continue", "set architecture i386",
+            "break long_mode", "continue", "disconnect", "set architecture auto", "file",
             f"target remote 127.0.0.1:{vm.port}", f"add-symbol-file {LAB}",
             "info registers rip", "x/i $pc", "detach",
         )  # fmt: skip

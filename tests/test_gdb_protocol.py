@@ -208,6 +208,10 @@ def test_registers_read_and_written(stub):
     assert stub.ask("p").startswith("E") and stub.ask("Pzz=00").startswith("E")
     assert stub.ask("P0=0011").startswith("E")  # rax takes 8 bytes
     assert stub.ask("G0").startswith("E")
+    assert stub.ask("G0011").startswith("E")  # two bytes: far short of the registers
+    assert stub.ask("G" + changed[:-2]).startswith("E")  # one byte short
+    assert stub.ask("P0=" + "00" * 9).startswith("E")  # rax takes 8 bytes, not 9
+    assert regs_of(stub)["rbx"] == 42  # and none of the refused packets changed anything
 
 
 @needs_kvm

@@ -7,6 +7,8 @@ lab skips where the machine lacks what it needs.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import tempfile
 
@@ -65,6 +67,14 @@ def test_every_lab_has_a_readme_checks_and_files():
         ), f"lab {lab.number} has nothing for the student to write"
 
 
+def test_every_skeleton_and_solution_is_python_that_parses():
+    for lab in LABS:
+        for solution in (False, True):
+            for name, text in labs.lab_files(lab, solution).items():
+                if name.endswith(".py"):
+                    compile(text, f"lab {lab.number} {name} (solution={solution})", "exec")
+
+
 def test_render_keeps_earlier_levels_stubs_this_one_drops_later():
     text = (
         "a\n# >>> 1: one\nx = 1\n# <<<\n"
@@ -102,6 +112,50 @@ def test_cli_start_check_status_and_solution(tmp_path, state_home):
     assert refused.returncode == 1 and "==>" not in refused.stdout
     shown = run_pyvmm("lab", "solution", str(lab.number), "--yes", env=env)
     assert shown.returncode == 0 and "<<<" not in shown.stdout and "==>" in shown.stdout
+
+
+def _answer_lab() -> labs.Lab:
+    """Lab 1 as the records see it, graded by one check that needs no machine: the
+    working folder's ``answer`` file says 42."""
+
+    def answer(workdir):
+        labs.require((workdir / "answer").read_text() == "42\n", "the answer is not 42")
+
+    check = labs.Check("the answer is 42", "write 42", answer)
+    return dataclasses.replace(LABS[0], checks=(check,))
+
+
+def test_progress_keeps_the_best_per_folder(tmp_path, state_home):
+    lab, right, wrong = _answer_lab(), tmp_path / "right", tmp_path / "wrong"
+    for folder, answer in ((right, "42\n"), (wrong, "41\n")):
+        folder.mkdir()
+        (folder / "answer").write_text(answer)
+    assert [r.passed for r in labs.check(lab, right)] == [True]
+    assert [r.passed for r in labs.check(lab, wrong)] == [False]
+    assert labs.status(lab) == labs.PASSED, "a failure in another folder undid a pass"
+    assert labs.workdir_of(lab, None) == wrong, "the folder used last is the current one"
+    (right / "answer").write_text("43\n")
+    labs.check(lab, right)
+    record = labs.load_record(lab)
+    assert labs.status(lab) == labs.PASSED, "a later failure in the same folder undid a pass"
+    kept = {f.workdir: (f.passed, f.best_checks, f.last_checks) for f in record.folders}
+    assert kept == {str(right): (True, 1, 0), str(wrong): (False, 0, 0)}
+    env = {"XDG_STATE_HOME": str(state_home)}
+    line = next(x for x in run_pyvmm("lab", "list", env=env).stdout.splitlines() if lab.title in x)
+    assert line.endswith(labs.PASSED)
+
+
+def test_progress_record_of_an_older_pyvmm_is_read_and_a_damaged_one_refused(state_home):
+    lab, path = LABS[0], state_home / "pyvmm" / "labs" / f"{LABS[0].number:02}.json"
+    path.parent.mkdir(parents=True)
+    old = {"lab": lab.number, "workdir": "/w", "status": labs.PASSED, "started": 1.0,
+           "last_check": 2.0, "passed_checks": 3, "total_checks": 3}  # fmt: skip
+    path.write_text(json.dumps(old))
+    assert labs.status(lab) == labs.PASSED and labs.load_record(lab).current == "/w"
+    env = {"XDG_STATE_HOME": str(state_home)}
+    for damaged in ("[1]", '{"lab": 1, "current": "/w", "folders": [{"workdir": 7}]}', "{"):
+        path.write_text(damaged)
+        assert_one_line_error(run_pyvmm("lab", "list", env=env), "is damaged")
 
 
 def test_cli_errors_are_one_line(tmp_path):

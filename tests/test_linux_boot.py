@@ -9,12 +9,13 @@ copied by emulated ring-0 code, cost little on top.
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from test_workload_host import mkimage
 from vmtest import ROOT, needs_kvm, run_pyvmm
 
-from vmm.bench.machineinfo import kvm_kind
+from vmm.kvm.kind import kvm_kind
 
 pytestmark = [needs_kvm, pytest.mark.slow]
 WORKLOAD = ROOT / "guest" / "workload" / "workload"
@@ -73,12 +74,29 @@ def test_linux_runs_the_workload_on_vda_and_prints_the_hosts_line(
         assert places & symbols, report
 
 
-def test_guest_program_status_leaves_through_the_exit_port(linux_build):
+def bzimage_with_setup_sects_zero(bzimage, tmp_path):
+    """The same kernel with four setup sectors and a setup_sects of 0, which boot.rst
+    says means 4: the 64-bit entry needs only the header, in the first two sectors."""
+    data = bzimage.read_bytes()
+    setup = (data[0x1F1] + 1) * 512
+    old = bytearray(data[: 5 * 512]) + data[setup:]
+    old[0x1F1] = 0
+    path = tmp_path / "bzImage-setup-sects-0"
+    path.write_bytes(old)
+    return path
+
+
+@pytest.mark.parametrize("kernel", ["vmlinux", "bzImage with setup_sects 0"])
+def test_guest_program_status_leaves_through_the_exit_port(linux_build, kernel, tmp_path):
     """No disk: /init says so and hands status 1 to the exit helper, which pyvmm exits
     with."""
     build, initramfs = linux_build
+    if kernel == "vmlinux":
+        path = build.vmlinux
+    else:
+        path = bzimage_with_setup_sects_zero(Path(build.bzimage), tmp_path)
     vm = run_pyvmm(
-        "boot", "--kernel", build.vmlinux, "--initrd", initramfs, "--memory", "256M",
+        "boot", "--kernel", path, "--initrd", initramfs, "--memory", "256M",
         timeout=TIMEOUT,
     )  # fmt: skip
     assert vm.returncode == 1, (vm.stdout[-3000:], vm.stderr)

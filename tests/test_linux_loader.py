@@ -115,6 +115,13 @@ def test_bzimage_zero_page_kernel_and_entry(mem, tmp_path):
     assert table[-1] == (0x100000, 63 * MIB, e820.E820_RAM)
 
 
+def test_bzimage_setup_sects_zero_means_four(mem, tmp_path):
+    """boot.rst: "If this field is 0, the real value is 4" (old kernels wrote 0)."""
+    start = boot(mem, tmp_path, make_bzimage(setup_sects=0))
+    assert start.rip == 0x1000000 + 0x200
+    assert mem.read(0x1000000, len(KERNEL_BYTES)) == KERNEL_BYTES  # found after 5 sectors
+
+
 def test_bzimage_initrd_stays_under_initrd_addr_max(mem, tmp_path):
     start = boot(mem, tmp_path, make_bzimage(initrd_addr_max=0x1FFFFFF), initrd=bytes(8192))
     zp = mem.read(start.rsi, 4096)

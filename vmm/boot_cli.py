@@ -1,14 +1,19 @@
-"""``pyvmm boot``: build a machine from the options, run it, exit with the guest's status."""
+"""``pyvmm boot``: build a machine from the options, run it, exit with the guest's status.
+
+A boot is measured as a whole process (docs/bench.md, "Start-up budget"), so this parses
+with argparse, not click, whose import alone costs several times the interpreter's own
+start; ``vmm/entry.py`` comes straight here. Everything a plain boot does not need
+(the tracer, the stats, the profiler, the gdb stub) is imported only when asked for.
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
-import click
-
 from vmm import guest
-from vmm.errors import PyvmmError
+from vmm.errors import PyvmmError, report
 from vmm.memory import parse_size
 
 KVM_DEVICE_ENV = "PYVMM_KVM_DEVICE"  # another path for /dev/kvm (tests use it)
@@ -35,82 +40,112 @@ def _cmdline(text: str) -> str:
     return text
 
 
-@click.command()
-@click.option(
-    "--kernel",
-    metavar="PATH",
-    help="Kernel to boot: an ELF64 kernel, a Linux vmlinux (PVH) or bzImage, or a flat "
-    "16-bit binary, a regular file no larger than guest memory. Default: the bundled tiny "
-    "kernel (built on first use).",
-)
-@click.option(
-    "--program",
-    metavar="PATH",
-    help="Static x86-64 Linux executable (ELF64) for the tiny kernel to run in ring 3, a "
-    "regular file no larger than guest memory. Default: the bundled demo program.",
-)
-@click.option(
-    "--initrd",
-    metavar="PATH",
-    help="Initial RAM disk for a Linux kernel (an ELF vmlinux with a PVH note, or a bzImage).",
-)
-@click.option(
-    "--memory",
-    "-m",
-    default="64M",
-    show_default=True,
-    metavar="SIZE",
-    help="Guest RAM, e.g. 64M or 1G; mapped lazily, but no more than the host will map.",
-)
-@click.option(
-    "--cmdline",
-    default=guest.DEFAULT_CMDLINE,
-    show_default=True,
-    help="Kernel command line (UTF-8); words after '--' become the program's arguments.",
-)
-@click.option(
-    "--disk",
-    "disks",
-    multiple=True,
-    metavar="PATH[,ro]",
-    help="Raw disk image (a regular file or a block device) as a virtio-blk device "
-    "(repeatable: /dev/vda, /dev/vdb, ...). ',ro' attaches it read-only; an image pyvmm "
-    "may not write is refused without it. With the bundled kernel and no --program, the "
-    "workload runs on /dev/vda.",
-)
-@click.option(
-    "--ioeventfd",
-    is_flag=True,
-    help="Serve disk requests on an I/O thread woken by ioeventfd, not in the vCPU's exit loop.",
-)
-@click.option(
-    "--trace",
-    is_flag=True,
-    help="Print every VM exit, with the guest instruction behind it disassembled, to stderr.",
-)
-@click.option(
-    "--stats",
-    is_flag=True,
-    help="Print exit counts by reason and the time spent in the guest and in the VMM, to stderr.",
-)
-@click.option(
-    "--profile",
-    is_flag=True,
-    help="Sample the guest's RIP every 5 ms and print where it spent its time (named from "
-    "the System.map beside the kernel), to stderr.",
-)
-@click.option(
-    "--gdb",
-    "gdb_address",
-    is_flag=False,
-    flag_value="127.0.0.1:1234",
-    metavar="[HOST:]PORT",
-    help="Wait for gdb on this address (default 127.0.0.1:1234) before the first "
-    "instruction; then debug the guest from gdb (target remote).",
-)
-@click.option(
-    "--gdb-allow-remote", is_flag=True, help="Let --gdb listen on a non-loopback address."
-)
+DESCRIPTION = """Boot a guest on KVM and run it until it powers off.
+
+With no --kernel, boots the bundled tiny kernel, which runs a program in ring 3. The exit
+status is the guest's (the program's exit status for the tiny kernel); 125 when the VM
+itself failed (triple fault, KVM error), with a report on stderr; 130 after Ctrl-C."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # a usage error: one line, status 2, as click says it
+        raise PyvmmError(f"boot: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="pyvmm boot", description=DESCRIPTION,
+                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument(
+        "--kernel",
+        metavar="PATH",
+        help="Kernel to boot: an ELF64 kernel, a Linux vmlinux (PVH) or bzImage, or a flat "
+        "16-bit binary, a regular file no larger than guest memory. Default: the bundled tiny "
+        "kernel (built on first use).",
+    )
+    p.add_argument(
+        "--program",
+        metavar="PATH",
+        help="Static x86-64 Linux executable (ELF64) for the tiny kernel to run in ring 3, a "
+        "regular file no larger than guest memory. Default: the bundled demo program.",
+    )
+    p.add_argument(
+        "--initrd",
+        metavar="PATH",
+        help="Initial RAM disk for a Linux kernel (an ELF vmlinux with a PVH note, or a bzImage).",
+    )
+    p.add_argument(
+        "--memory",
+        "-m",
+        default="64M",
+        metavar="SIZE",
+        help="Guest RAM, e.g. 64M or 1G; mapped lazily, but no more than the host will map. "
+        "Default: 64M.",
+    )
+    p.add_argument(
+        "--cmdline",
+        default=guest.DEFAULT_CMDLINE,
+        help="Kernel command line (UTF-8); words after '--' become the program's arguments. "
+        f"Default: {guest.DEFAULT_CMDLINE}.",
+    )
+    p.add_argument(
+        "--disk",
+        dest="disks",
+        action="append",
+        default=[],
+        metavar="PATH[,ro]",
+        help="Raw disk image (a regular file or a block device) as a virtio-blk device "
+        "(repeatable: /dev/vda, /dev/vdb, ...). ',ro' attaches it read-only; an image pyvmm "
+        "may not write is refused without it. With the bundled kernel and no --program, the "
+        "workload runs on /dev/vda.",
+    )
+    p.add_argument(
+        "--ioeventfd",
+        action="store_true",
+        help="Serve disk requests on an I/O thread woken by ioeventfd, not in the vCPU's exit "
+        "loop.",
+    )
+    p.add_argument(
+        "--trace",
+        action="store_true",
+        help="Print every VM exit, with the guest instruction behind it disassembled, to stderr.",
+    )
+    p.add_argument(
+        "--stats",
+        action="store_true",
+        help="Print exit counts by reason and the time spent in the guest and in the VMM, to "
+        "stderr.",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="Sample the guest's RIP every 5 ms and print where it spent its time (named from "
+        "the System.map beside the kernel), to stderr.",
+    )
+    p.add_argument(
+        "--gdb",
+        dest="gdb_address",
+        nargs="?",
+        const="127.0.0.1:1234",
+        metavar="[HOST:]PORT",
+        help="Wait for gdb on this address (default 127.0.0.1:1234) before the first "
+        "instruction; then debug the guest from gdb (target remote).",
+    )
+    p.add_argument(
+        "--gdb-allow-remote",
+        action="store_true",
+        help="Let --gdb listen on a non-loopback address.",
+    )
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """``pyvmm boot ARGS``: its exit status. Errors are one line (``report``)."""
+    try:
+        return boot(**vars(_parser().parse_args(argv)))
+    except (PyvmmError, KeyboardInterrupt) as e:
+        return report(e)
+
+
 def boot(
     kernel,
     program,
@@ -124,23 +159,20 @@ def boot(
     profile,
     gdb_address,
     gdb_allow_remote,
-):
-    """Boot a guest on KVM and run it until it powers off.
-
-    With no --kernel, boots the bundled tiny kernel, which runs a program in ring 3.
-    The exit status is the guest's (the program's exit status for the tiny kernel);
-    125 when the VM itself failed (triple fault, KVM error), with a report on stderr;
-    130 after Ctrl-C.
-    """
-    from vmm.bench.machineinfo import kvm_kind
+) -> int:
+    """Build the machine from the options, run it, and return the guest's exit status."""
     from vmm.console import Console
-    from vmm.devices.virtio.blk import parse_disk_option
     from vmm.kvm import Kvm
+    from vmm.kvm.kind import kvm_kind
     from vmm.machine import Machine, MachineConfig
 
     memory_size = _memory(memory)
     cmdline = _cmdline(cmdline)
-    disk_list = tuple(parse_disk_option(d) for d in disks)
+    disk_list = ()
+    if disks:  # virtio (and its dataclasses) only for a machine with disks
+        from vmm.devices.virtio.blk import parse_disk_option
+
+        disk_list = tuple(parse_disk_option(d) for d in disks)
     if len(disk_list) > MAX_DISKS:
         raise PyvmmError(f"at most {MAX_DISKS} --disk options")
     # Only a kernel of the user's can be Linux, which needs to know whether KVM is PVM.
@@ -163,7 +195,7 @@ def boot(
     try:
         with Machine(config, kvm) as machine:
             if (trace or stats) and machine.cmdline != cmdline:
-                click.echo(f"pyvmm: Linux command line: {machine.cmdline}", err=True)
+                print(f"pyvmm: Linux command line: {machine.cmdline}", file=sys.stderr)
             if trace:
                 from vmm.trace import Tracer
 
@@ -200,13 +232,13 @@ def boot(
         console.close()
         kvm.close()
     if stats:
-        click.echo(counter.report(disks, touched), err=True)
+        print(counter.report(disks, touched), file=sys.stderr)
     if sampler:
         from vmm.profile import system_map_for
 
-        click.echo(sampler.report(system_map_for(kernel)), err=True)
+        print(sampler.report(system_map_for(kernel)), file=sys.stderr)
     if result.failed:
-        click.echo(f"pyvmm: {result.reason}", err=True)
+        print(f"pyvmm: {result.reason}", file=sys.stderr)
         if result.report:
-            click.echo(result.report, err=True)
-    sys.exit(result.status)
+            print(result.report, file=sys.stderr)
+    return result.status

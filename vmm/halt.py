@@ -10,7 +10,7 @@ immediate byte of 0xf4 behind RIP once is chance), and ends the run as a power-o
 
 from __future__ import annotations
 
-from vmm.devices.power import GuestStop
+from vmm.guest_stop import GuestStop
 from vmm.memory import GuestMemory
 
 HALT_CHECK_INTERVAL = 0.25  # seconds between looks

@@ -20,12 +20,15 @@ skeleton can never drift from its solution.
 
 Checks are behavioural: each runs the student's code and looks at what it did (the guest
 printed its line, the OOM killer struck), never at how the code reads. Each student's
-progress is a small record per lab under ``$XDG_STATE_HOME/pyvmm/labs``.
+progress is a small record per lab under ``$XDG_STATE_HOME/pyvmm/labs``, each working
+folder's best result kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import importlib.util
 import json
 import os
@@ -36,7 +39,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +59,13 @@ class LabError(PyvmmError):
 
 
 class CheckFailed(Exception):
-    """Raised by a check: ``str(e)`` says what the student's code did instead."""
+    """Raised by a check: ``str(e)`` says what the student's code did instead. ``hint``
+    replaces the check's own when the check recognised the mistake: a mistake that fails
+    every check at once should not be answered by every check's hint for its own part."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
 
 
 @dataclass(frozen=True)
@@ -73,19 +82,83 @@ class CheckResult:
     check: Check
     passed: bool
     detail: str
+    hint: str = ""  # what to try: the check's hint, or the one its failure gave
+
+
+@dataclass
+class FolderRecord:
+    """One working folder's results on one lab. ``passed`` is kept once earned: a later
+    failing check (a change being tried, a machine without KVM) does not undo it."""
+
+    workdir: str
+    started: float = 0.0
+    last_check: float | None = None
+    passed: bool = False  # every check passed at once, at some check
+    best_checks: int = 0  # the most checks passed at once
+    last_checks: int = 0  # passed at the last check
+    total_checks: int = 0  # at the last check
+
+    def __post_init__(self) -> None:
+        counts = (self.best_checks, self.last_checks, self.total_checks)
+        times = (self.started, *(() if self.last_check is None else (self.last_check,)))
+        if not (
+            isinstance(self.workdir, str)
+            and isinstance(self.passed, bool)
+            and all(type(n) is int and n >= 0 for n in counts)
+            and all(type(t) in (int, float) for t in times)
+        ):
+            raise TypeError(f"a folder's fields have the wrong types: {self}")
 
 
 @dataclass
 class LabRecord:
-    """One student's progress on one lab, kept between commands."""
+    """One student's progress on one lab: each working folder's results, and the folder
+    used last (where ``pyvmm lab check N`` goes when given none)."""
 
     lab: int
-    workdir: str
-    status: str = IN_PROGRESS
-    started: float = 0.0
-    last_check: float | None = None
-    passed_checks: int = 0
-    total_checks: int = 0
+    current: str
+    folders: list[FolderRecord]
+
+    @property
+    def status(self) -> str:
+        return PASSED if any(f.passed for f in self.folders) else IN_PROGRESS
+
+    def folder(self, workdir: str) -> FolderRecord:
+        """This folder's results, new ones if the folder has none yet."""
+        for entry in self.folders:
+            if entry.workdir == workdir:
+                return entry
+        self.folders.append(FolderRecord(workdir, started=time.time()))
+        return self.folders[-1]
+
+    @classmethod
+    def from_json(cls, data: object) -> LabRecord:
+        if not isinstance(data, dict):
+            raise TypeError("not a JSON object")
+        if "folders" not in data:  # written by pyvmm before it kept folders apart
+            data = {
+                "lab": data.get("lab"),
+                "current": data.get("workdir"),
+                "folders": [
+                    {
+                        "workdir": data.get("workdir"),
+                        "started": data.get("started", 0.0),
+                        "last_check": data.get("last_check"),
+                        "passed": data.get("status") == PASSED,
+                        "best_checks": data.get("passed_checks", 0),
+                        "last_checks": data.get("passed_checks", 0),
+                        "total_checks": data.get("total_checks", 0),
+                    }
+                ],
+            }
+        if type(data.get("lab")) is not int or not isinstance(data.get("current"), str):
+            raise TypeError("no lab number or current folder")
+        if not isinstance(data.get("folders"), list):
+            raise TypeError("no list of folders")
+        folders = [FolderRecord(**f) for f in data["folders"] if isinstance(f, dict)]
+        if len(folders) != len(data["folders"]):
+            raise TypeError("a folder that is not a JSON object")
+        return cls(data["lab"], data["current"], folders)
 
 
 @dataclass(frozen=True)
@@ -215,12 +288,16 @@ def _state_dir() -> Path:
 
 def load_record(lab: Lab) -> LabRecord | None:
     try:
-        data = json.loads((_state_dir() / f"{lab.number:02}.json").read_text())
-        return LabRecord(**data)
+        record = LabRecord.from_json(
+            json.loads((_state_dir() / f"{lab.number:02}.json").read_text())
+        )
     except FileNotFoundError:
         return None
     except (ValueError, TypeError) as e:
         raise LabError(f"the progress record of lab {lab.number} is damaged: {e}") from None
+    if record.lab != lab.number:
+        raise LabError(f"the progress record of lab {lab.number} is lab {record.lab}'s")
+    return record
 
 
 def save_record(record: LabRecord) -> None:
@@ -230,6 +307,21 @@ def save_record(record: LabRecord) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(dataclasses.asdict(record), indent=1) + "\n")
     tmp.replace(path)
+
+
+def _record_in(lab: Lab, workdir: Path, change: Callable[[FolderRecord], None]) -> LabRecord:
+    """Change this folder's results in the lab's record, which now names it as the
+    current folder. Under a lock: checks in two folders may end at the same time, and
+    neither may lose the other's result."""
+    folder = _state_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{lab.number:02}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        record = load_record(lab) or LabRecord(lab.number, str(workdir), [])
+        change(record.folder(str(workdir)))
+        record.current = str(workdir)
+        save_record(record)
+    return record
 
 
 def status(lab: Lab) -> str:
@@ -253,14 +345,14 @@ def start(lab: Lab, workdir: Path | None) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         (workdir / name).write_text(text)
-    save_record(LabRecord(lab.number, str(workdir), IN_PROGRESS, started=time.time()))
+    _record_in(lab, workdir, lambda entry: None)
     return workdir
 
 
 def workdir_of(lab: Lab, given: Path | None) -> Path:
     if given is None:
         record = load_record(lab)
-        given = Path(record.workdir) if record else lab.default_workdir()
+        given = Path(record.current) if record else lab.default_workdir()
     if not given.is_dir():
         raise LabError(f"no working folder {given}: start with 'pyvmm lab start {lab.number}'")
     return given.absolute()
@@ -273,21 +365,18 @@ def check(lab: Lab, workdir: Path) -> list[CheckResult]:
         try:
             results.append(CheckResult(c, True, c.run(workdir) or ""))
         except CheckFailed as e:
-            results.append(CheckResult(c, False, str(e)))
+            results.append(CheckResult(c, False, str(e), e.hint or c.hint))
         except OSError as e:  # a file the check needs is missing or unreadable
-            results.append(CheckResult(c, False, f"the check could not run: {e}"))
+            results.append(CheckResult(c, False, f"the check could not run: {e}", c.hint))
     passed = sum(r.passed for r in results)
-    record = load_record(lab) or LabRecord(lab.number, str(workdir), started=time.time())
-    done = passed == len(results)
-    record = dataclasses.replace(
-        record,
-        workdir=str(workdir),
-        status=PASSED if done else IN_PROGRESS,
-        last_check=time.time(),
-        passed_checks=passed,
-        total_checks=len(results),
-    )
-    save_record(record)
+
+    def record(entry: FolderRecord) -> None:
+        entry.last_check = time.time()
+        entry.passed = entry.passed or passed == len(results)
+        entry.best_checks = max(entry.best_checks, passed)
+        entry.last_checks, entry.total_checks = passed, len(results)
+
+    _record_in(lab, workdir, record)
     return results
 
 
@@ -297,38 +386,43 @@ def check(lab: Lab, workdir: Path) -> list[CheckResult]:
 def run_student(
     args: list[str], workdir: Path, timeout: float = 60, **kwargs
 ) -> subprocess.CompletedProcess:
-    """Run the student's program (a Python file is run by pyvmm's interpreter, so that
-    ``import vmm`` works); a hang fails the check instead of hanging it, and takes the
-    processes the program started with it (its own process group). Its TMPDIR is a
-    folder of this run, removed afterwards: a program killed at the timeout, or a
-    skeleton that stops half-way, cannot clean up its own temporary files."""
-    if args[0].endswith(".py"):
-        args = [sys.executable, *args]
-    with tempfile.TemporaryDirectory(prefix="pyvmm-lab-", ignore_cleanup_errors=True) as tmp:
-        os.chmod(tmp, 0o1777)  # like /tmp: a user-namespace child (nobody) works in it too
-        env = {**os.environ, "PYTHONPATH": str(REPO_DIR), "TMPDIR": tmp, **kwargs.pop("env", {})}
-        return _run_group(args, workdir, timeout, env, **kwargs)
-
-
-def _run_group(
-    args: list[str], workdir: Path, timeout: float, env: dict, **kwargs
-) -> subprocess.CompletedProcess:
-    with subprocess.Popen(
-        args, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        start_new_session=True, **kwargs,
-    ) as proc:  # fmt: skip
+    """Run the student's program to its end; a hang fails the check instead of hanging
+    it, and takes the processes the program started with it (its own process group)."""
+    with start_student(args, workdir, **kwargs) as proc:
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
             raise CheckFailed(
-                f"{' '.join(args[-3:])} did not finish within {timeout:g} s"
+                f"{' '.join(proc.args[-3:])} did not finish within {timeout:g} s"
             ) from None
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@contextlib.contextmanager
+def start_student(args: list[str], workdir: Path, **kwargs) -> Iterator[subprocess.Popen]:
+    """The student's program, running, for a check that looks at it from outside while
+    it runs (its cgroup, its open files) as well as at its output. A Python file is run
+    by pyvmm's interpreter, so that ``import vmm`` works; the program is a session of its
+    own, killed with everything it started on the way out. Its TMPDIR is a folder of
+    this run, removed afterwards: a program killed at the timeout, or a skeleton that
+    stops half-way, cannot clean up its own temporary files."""
+    if args[0].endswith(".py"):
+        args = [sys.executable, *args]
+    with tempfile.TemporaryDirectory(prefix="pyvmm-lab-", ignore_cleanup_errors=True) as tmp:
+        os.chmod(tmp, 0o1777)  # like /tmp: a user-namespace child (nobody) works in it too
+        env = {**os.environ, "PYTHONPATH": str(REPO_DIR), "TMPDIR": tmp, **kwargs.pop("env", {})}
+        with subprocess.Popen(
+            args, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env, start_new_session=True, **kwargs,
+        ) as proc:  # fmt: skip
+            try:
+                yield proc
+            finally:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.communicate()
 
 
 def tail(proc: subprocess.CompletedProcess, lines: int = 6) -> str:

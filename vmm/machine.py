@@ -23,10 +23,10 @@ from vmm.devices.power import (
     I8042,
     I8042_DATA_PORT,
     ExitPort,
-    GuestStop,
 )
 from vmm.devices.serial import COM1_BASE, COM1_IRQ, UART_NR_PORTS, Serial
 from vmm.errors import INTERRUPTED_STATUS, PyvmmError
+from vmm.guest_stop import GuestStop
 from vmm.kvm import (
     DebugExit,
     FailEntryExit,

@@ -12,7 +12,6 @@ import mmap
 import os
 import re
 import struct
-from dataclasses import dataclass
 
 from vmm.errors import PyvmmError
 
@@ -48,13 +47,17 @@ def parse_size(text: str) -> int:
     return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
 
 
-@dataclass
 class Region:
-    """One contiguous run of guest-physical memory backed by an anonymous host mapping."""
+    """One contiguous run of guest-physical memory backed by an anonymous host mapping.
 
-    gpa: int
-    size: int
-    mm: mmap.mmap
+    A plain class with __slots__, not a dataclass: importing dataclasses (which imports
+    inspect, ast, dis, tokenize) would cost every ``pyvmm boot`` more than the rest of
+    this module (docs/bench.md, "Start-up budget")."""
+
+    __slots__ = ("gpa", "size", "mm")
+
+    def __init__(self, gpa: int, size: int, mm: mmap.mmap):
+        self.gpa, self.size, self.mm = gpa, size, mm
 
     @property
     def end(self) -> int:

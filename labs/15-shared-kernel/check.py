@@ -3,7 +3,9 @@ a VM does not) is what the check sees itself."""
 
 import json
 import os
+import secrets
 import socket
+import sys
 from pathlib import Path
 
 from vmm.lab import Check, CheckFailed, run_student, tail
@@ -68,11 +70,57 @@ def container_shares_the_kernel(workdir: Path) -> str:
     return "same kernel release, boot id and modules; its own hostname; /proc/keys masked"
 
 
+# shares.shared on facts the check makes up: each fact equal, then each different, so
+# that every verdict must flip with the data (a hard-coded answer right for this host
+# cannot follow both).
+_SHARED = (
+    "import json, sys, shares; "
+    "print(json.dumps([shares.shared(h, c) for h, c in json.loads(sys.argv[1])]))"
+)
+
+
+def shared_follows_the_facts(workdir: Path) -> str:
+    facts = ("release", "boot_id", "hostname", "keys", "modules")
+    host = {fact: f"host-{fact}" for fact in facts}
+    odd = {fact: host[fact] if i % 2 else f"other-{fact}" for i, fact in enumerate(facts)}
+    even = {fact: f"other-{fact}" if i % 2 else host[fact] for i, fact in enumerate(facts)}
+    cases = [(host, odd), (host, even)]
+    proc = run_student([sys.executable, "-c", _SHARED, json.dumps(cases)], workdir, timeout=30)
+    try:
+        answers = json.loads(proc.stdout)
+    except ValueError:
+        raise CheckFailed(f"shares.shared(host, container) did not run:\n{tail(proc)}") from None
+    for (h, c), got in zip(cases, answers, strict=True):
+        want = {fact: h[fact] == c[fact] for fact in facts}
+        if got != want:
+            raise CheckFailed(
+                f"shared(host, container) for {c} (host {h}) gave {got}: compare each "
+                f"fact's two values"
+            )
+    return "each fact shared exactly when the two values are equal"
+
+
+# shares.vm_kernel with PYVMM a stand-in whose "boot" prints a first line the check
+# chose: the answer must be read from the VM's output, not known in advance.
+_VM_KERNEL = (
+    "import shares, sys; shares.PYVMM = ['sh', '-c', sys.argv[1], 'pyvmm']; "
+    "print(shares.vm_kernel())"
+)
+
+
 def vm_runs_its_own_kernel(workdir: Path) -> str:
     got = _report(workdir).get("vm_kernel")
     if got != "pyvmm tiny kernel":
         raise CheckFailed(f"vm_kernel is {got!r}: what does the VM's first line say?")
-    return "the VM: pyvmm tiny kernel, not the host's"
+    kernel = f"stand-in kernel {secrets.token_hex(4)}"
+    boot = f'echo "{kernel}: up"; echo "second line: {secrets.token_hex(4)}"'
+    proc = run_student([sys.executable, "-c", _VM_KERNEL, boot], workdir, timeout=30)
+    if proc.stdout.strip() != kernel:
+        raise CheckFailed(
+            f"with PYVMM a stand-in whose boot prints '{kernel}: up' first, vm_kernel() "
+            f"gave:\n{tail(proc)}\n      it should read the VM's first line up to ':'"
+        )
+    return "the VM: pyvmm tiny kernel, not the host's (read from its first line)"
 
 
 CHECKS = [
@@ -87,8 +135,13 @@ CHECKS = [
         container_shares_the_kernel,
     ),
     Check(
+        "the report's shared follows the facts",
+        "shared(host, container): one boolean per fact of FACTS, its two values equal",
+        shared_follows_the_facts,
+    ),
+    Check(
         "the VM runs a kernel of its own",
-        "the first line of pyvmm boot's output",
+        "the first line of the output of PYVMM + ['boot'], up to the ':'",
         vm_runs_its_own_kernel,
     ),
 ]

@@ -11,6 +11,8 @@ inside pyvmm's tiny VM, and for the container which of them are the host's own:
 - "hostname"
 - "keys": how many lines /proc/keys has (the kernel's keyrings visible to the caller)
 - "modules": how many entries /sys/module has (the kernel's modules and built-ins)
+
+and under "shared", fact by fact, whether the container's value is the host's.
 """
 
 import json
@@ -52,14 +54,19 @@ def vm_kernel() -> str:
     # <<<
 
 
+def shared(host: dict[str, str], container: dict[str, str]) -> dict[str, bool]:
+    """The report's "shared": which facts the container sees exactly as the host does."""
+    # >>> 15: for each fact of FACTS, True when the container's value is the host's
+    return {fact: host[fact] == container[fact] for fact in FACTS}
+    # <<<
+
+
 def main() -> None:
     host, container = host_facts(), container_facts()
     report = {
         "host": host,
         "container": container,
-        # >>> 15: for each fact, whether the container's value is the host's
-        "shared": {fact: host[fact] == container[fact] for fact in FACTS},
-        # <<<
+        "shared": shared(host, container),
         "vm_kernel": vm_kernel(),
     }
     print(json.dumps(report, indent=1))

@@ -1,4 +1,4 @@
-"""mini-run: a container runtime you write yourself, one mechanism per lab (labs 8 to 14).
+"""mini-run: a container runtime you write yourself, one mechanism per lab (labs 8 to 14, 18).
 
     python mini_run.py [options] ROOTFS COMMAND [ARG...]
 
@@ -10,6 +10,7 @@ Compare what you write with pyvmm's own runtime, ``vmm/container/``.
 """
 
 import argparse
+import errno
 import os
 import shutil
 import sys
@@ -42,6 +43,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--volumes", default="volumes", help="lab 13: where named volumes live")
     p.add_argument("--userns", action="store_true", help="lab 14: root inside, nobody outside")
+    p.add_argument(
+        "--deny",
+        action="append",
+        default=[],
+        metavar="SYSCALL",
+        help="lab 18: a system call the container may not make (seccomp)",
+    )
+    p.add_argument(
+        "--errno", type=int, default=errno.EPERM, help="lab 18: what a denied call fails with"
+    )
     p.add_argument("root", help="the root filesystem, a directory")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments")
     args = p.parse_args(argv)
@@ -173,6 +184,60 @@ def mount_volume(spec: str, volumes: str, new_root: str) -> None:
     # <<<
 
 
+# --- lab 18: seccomp ----------------------------------------------------------------------
+
+
+def build_filter(names: list[str], error: int) -> bytes:
+    """The seccomp filter, as a BPF program, under which the system calls ``names`` fail
+    with errno ``error`` and every other goes through (lab 18). Built by libseccomp in
+    the runtime, before the container exists: after pivot_root the child could not load
+    libseccomp any more, nor find the modules that call it."""
+    # >>> 18: with libseccomp (pyvmm's bindings, seccomp.lib; seccomp(3)): ctx =
+    # ... seccomp_init(SCMP_ACT_ALLOW); for each name its number on this architecture
+    # ... (seccomp_syscall_resolve_name) and a rule, seccomp_rule_add_array(ctx,
+    # ... pyvmm_act_errno(error), nr, 0, seccomp.ffi.NULL) (SCMP_ACT_ERRNO(error) in C);
+    # ... then the program, exported with seccomp_export_bpf into an os.memfd_create file,
+    # ... and seccomp_release. libseccomp returns -errno
+    #| return b""
+    from vmm.container import _seccomp as seccomp
+
+    ctx = seccomp.lib.seccomp_init(seccomp.lib.SCMP_ACT_ALLOW)
+    fd = os.memfd_create("seccomp-bpf")
+    try:
+        for name in names:
+            nr = seccomp.lib.seccomp_syscall_resolve_name(name.encode())
+            if nr == seccomp.lib.__NR_SCMP_ERROR:
+                print(f"mini_run: --deny: no system call {name!r} here", file=sys.stderr)
+                sys.exit(2)
+            action = seccomp.lib.pyvmm_act_errno(error)
+            _seccomp_check(seccomp.lib.seccomp_rule_add_array(ctx, action, nr, 0, seccomp.ffi.NULL))
+        _seccomp_check(seccomp.lib.seccomp_export_bpf(ctx, fd))
+        return os.pread(fd, os.lseek(fd, 0, os.SEEK_END), 0)
+    finally:
+        os.close(fd)
+        seccomp.lib.seccomp_release(ctx)
+    # <<<
+
+
+def _seccomp_check(result: int) -> None:
+    if result < 0:  # libseccomp's calls return -errno
+        raise OSError(-result, os.strerror(-result))
+
+
+def load_filter(bpf: bytes) -> None:
+    """Load the program into this process, as seccomp_load(3) does (lab 18). The filter
+    is inherited across fork and execve and can never be removed: the container's
+    command runs under it."""
+    # >>> 18: no_new_privs first (lib.prctl(lib.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)), then the
+    # ... seccomp(2) call, lib.pyvmm_seccomp_set_filter(0, prog), prog a struct sock_fprog
+    # ... (ffi.new, with len and filter) over ffi.from_buffer("struct sock_filter[]", bpf)
+    check(lib.prctl(lib.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl no_new_privs")
+    program = ffi.from_buffer("struct sock_filter[]", bpf)
+    prog = ffi.new("struct sock_fprog *", {"len": len(program), "filter": program})
+    check(lib.pyvmm_seccomp_set_filter(0, prog), "seccomp")
+    # <<<
+
+
 # --- the container's side ------------------------------------------------------------
 
 
@@ -230,8 +295,10 @@ def child(args: argparse.Namespace, go: int, workdir: str) -> None:
         mount_volume(spec, args.volumes, new_root)
     # >>> 10: pivot_root into new_root: bind-mount it on itself (pivot_root wants a mount
     # ... point), mount a fresh proc on new_root/proc, make new_root/.oldroot,
-    # ... pivot_root(new_root, new_root/.oldroot) (lib.syscall(lib.SYS_pivot_root, ...)),
-    # ... chdir("/"), then detach (MNT_DETACH) and remove /.oldroot: the host is gone
+    # ... pivot_root(new_root, new_root/.oldroot) (lib.syscall(lib.SYS_pivot_root, ...):
+    # ... syscall is variadic, and cffi passes only C objects there, so each path is
+    # ... ffi.new("char[]", path.encode())), chdir("/"), then detach (MNT_DETACH) and
+    # ... remove /.oldroot: the host is gone
     mount(new_root, new_root, None, lib.MS_BIND | lib.MS_REC)
     mount("proc", f"{new_root}/proc", "proc", lib.MS_NOSUID | lib.MS_NODEV | lib.MS_NOEXEC)
     os.makedirs(f"{new_root}/.oldroot", exist_ok=True)
@@ -246,6 +313,12 @@ def child(args: argparse.Namespace, go: int, workdir: str) -> None:
     umount2("/.oldroot", lib.MNT_DETACH)
     os.rmdir("/.oldroot")
     # <<<
+    # >>> 18: with --deny, load the filter (args.filter, load_filter) last of all: from
+    # ... then on every call is filtered, the runtime's own as well as the command's
+    #| pass
+    if args.deny:
+        load_filter(args.filter)
+    # <<<
     # >>> 8: replace this process by the command (os.execvp)
     os.execvp(args.command[0], args.command)
     # <<<
@@ -256,6 +329,12 @@ def child(args: argparse.Namespace, go: int, workdir: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    # >>> 18: with --deny, build the seccomp filter (build_filter) into args.filter, first
+    # ... of all: a name libseccomp does not know is the user's error, and nothing exists yet
+    #| pass
+    if args.deny:
+        args.filter = build_filter(args.deny, args.errno)
+    # <<<
     workdir = tempfile.mkdtemp(prefix="mini-run-")
     cgroup = None
     # >>> 12: when a limit is given, make the cgroup (Cgroup(f"mini-run-{os.getpid()}"))

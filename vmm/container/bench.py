@@ -21,13 +21,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from vmm.bench.measure import pyvmm_command
 from vmm.container import container as lifecycle
 from vmm.container import images, layers, records
 from vmm.container.security import Security
 from vmm.container.state import Store
-
-PYVMM = pyvmm_command()
 
 
 def _env(root: Path) -> dict:
@@ -120,14 +117,15 @@ CGROUP2_VIEW = ["unshare", "-m", "sh", "-c", 'mount -t cgroup2 none /sys/fs/cgro
                 "sh"]  # fmt: skip
 
 
-def pyvmm_run(root: Path, image_ref: str, args: list[str], volumes: list[str], runs: int,
-              wrapper: tuple[str, ...] = ()) -> dict:  # fmt: skip
+def pyvmm_run(pyvmm: list[str], root: Path, image_ref: str, args: list[str],
+              volumes: list[str], runs: int, wrapper: tuple[str, ...] = ()) -> dict:  # fmt: skip
     """``pyvmm container run --rm``, whole process; then the same without ``--rm`` to
     read back what pyvmm measured from inside (when each start-up step ended, from
-    the run request to the first output) and the cgroup's peak memory. ``wrapper``
-    prefixes the command (``CGROUP2_VIEW``)."""
+    the run request to the first output) and the cgroup's peak memory. ``pyvmm`` is
+    the command (the benchmark's ``pyvmm_command``: the container package knows
+    nothing of the benchmark package); ``wrapper`` prefixes it (``CGROUP2_VIEW``)."""
     store, env = Store(root), _env(root)
-    run = [*wrapper, *PYVMM, "container", "run"]
+    run = [*wrapper, *pyvmm, "container", "run"]
     vflags = [f for v in volumes for f in ("-v", v)]
     whole = timed_runs([*run, "--rm", *vflags, image_ref, *args], runs, env)
     inner = []

@@ -17,12 +17,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from vmm.container import cgroups, layers, mounts, records, spec, volumes
+from vmm.container import cgroups, inroot, layers, mounts, records, spec, volumes
 from vmm.container.atomic import write_json
 from vmm.container.state import ContainerRecord, Store
 
-# What Docker and runc mount for every container (runc's `spec` default), as
-# ``mounts._mount_dev`` did: a small /dev, a private devpts, /dev/shm, sysfs read-only.
+# What Docker and runc mount for every container (runc's `spec` default): /proc, a
+# small /dev, a private devpts, /dev/shm, sysfs read-only.
 SYSTEM_MOUNTS = [
     {"destination": "/proc", "type": "proc", "source": "proc",
      "options": ["nosuid", "nodev", "noexec"]},
@@ -116,6 +116,7 @@ def overlay(store: Store, rec: ContainerRecord) -> Callable[[str], None]:
         mounts.mount_overlay(rootfs, lowers, f"{cdir}/upper", f"{cdir}/work")
         for m in rec.mounts:
             if m.type == "volume":
-                volumes.populate(store, m.source, mounts.path_in(rootfs, m.target))
+                with inroot.target(rootfs, m.target) as target:
+                    volumes.populate(store, m.source, target)
 
     return mount_it

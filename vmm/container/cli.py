@@ -7,7 +7,6 @@ Each command is a few lines over the library (``container.py``, ``images.py``,
 from __future__ import annotations
 
 import json
-import re
 import signal
 import sys
 import time
@@ -18,26 +17,16 @@ import click  # noqa: E402
 
 from vmm.container import container as lifecycle  # noqa: E402
 from vmm.container import images, layers, records, volumes  # noqa: E402
-from vmm.container.cgroups import Limits, host_version  # noqa: E402
+from vmm.container.cgroups import Limits, host_version, parse_size  # noqa: E402
 from vmm.container.names import split_image_ref  # noqa: E402
 from vmm.container.records import Broken  # noqa: E402
 from vmm.container.security import from_options  # noqa: E402
 from vmm.container.state import Store  # noqa: E402
 from vmm.errors import PyvmmError  # noqa: E402
 
-UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-
 
 def _store(ctx: click.Context) -> Store:
     return Store(ctx.obj["root"])
-
-
-def parse_size(text: str) -> int:
-    """``64M``, ``1g``, ``4096`` to bytes."""
-    m = re.fullmatch(r"(\d+)([bkmgBKMG]?)", text.strip())
-    if not m or int(m.group(1)) == 0:
-        raise PyvmmError(f"bad memory size {text!r}: use a number with an optional K, M or G")
-    return int(m.group(1)) * UNITS[m.group(2).lower()]
 
 
 def human_size(n: float) -> str:

@@ -44,6 +44,7 @@ from vmm.container import (
     bundle,
     capabilities,
     cgroups,
+    exeseal,
     images,
     init,
     layers,
@@ -58,9 +59,10 @@ from vmm.container.fdtree import remove_tree
 from vmm.container.images import ImageRecord
 from vmm.container.libc import prctl, umount2
 from vmm.container.names import check_name
+from vmm.container.proc import is_alive, process_start
 from vmm.container.records import Broken
 from vmm.container.security import Security
-from vmm.container.state import ContainerRecord, Store, is_alive, process_start
+from vmm.container.state import ContainerRecord, Store
 from vmm.errors import PyvmmError
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -361,6 +363,7 @@ def _init(
         prctl(lib.PR_SET_PDEATHSIG, signal.SIGKILL)
         spec = bundle.load(store, rec)
         process = spec.process
+        trampoline = exeseal.Trampoline()  # while the package's files are in reach
         init.enter_namespaces(spec, skip=("cgroup",))
         mark("namespaces")
         init.mount_rootfs(spec, None, on_rootfs=bundle.overlay(store, rec))
@@ -384,7 +387,7 @@ def _init(
         os.write(report, b"T" + json.dumps(marks).encode() + b"\n")
         try:
             program = syscall_filter if syscall_filter.bpf else None
-            init.become(process, executable, syscall_filter=program, keep_fd=report)
+            init.become(process, executable, trampoline, syscall_filter=program, keep_fd=report)
         except PermissionError:
             code, message = 126, f"{process.args[0]}: permission denied"
     except PyvmmError as e:
@@ -515,7 +518,7 @@ def _monitor(store: Store, rec: ContainerRecord, attach: bool, on_started: Calla
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
         fds += [report_r, report_w, go_r, go_w]
-        with namespaces.pid_namespace_for_children():
+        with exeseal.nondumpable(), namespaces.pid_namespace_for_children():
             pid = cg.fork_inside()
             joined = pid is not None
             if pid is None:

@@ -106,7 +106,7 @@ class ContainerRecord:
     """One ``pyvmm container``'s ``containers/<id>/state.json``: what it was created
     from (its bundle's config.json is made from these), and its life so far. The
     container's ``status`` is created, starting, running or exited; a process is named
-    for good by its pid and its start time (``process_start``)."""
+    for good by its pid and its start time (``proc.process_start``)."""
 
     id: ContainerId
     name: ContainerName
@@ -149,26 +149,3 @@ class ContainerRecord:
 
 
 _CONTAINER_FIELDS = {f.name for f in fields(ContainerRecord)}
-
-
-def process_start(pid: int) -> int | None:
-    """The start time (clock ticks since boot) of ``pid``, or None if it is gone.
-
-    A pid and its start time together name one process for good: a pid alone may be
-    reused by an unrelated process after the recorded one died.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # The command name (field 2) may contain spaces and parentheses: split after it.
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    if fields[0] == b"Z":
-        return None
-    return int(fields[19])
-
-
-def is_alive(pid: int | None, start: int | None) -> bool:
-    """Whether the process recorded as ``(pid, start)`` still runs."""
-    return pid is not None and start is not None and process_start(pid) == start

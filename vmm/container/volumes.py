@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmm.container import fdtree, records
+from vmm.container import fdtree, mounts, records
 from vmm.container.names import check_name
 from vmm.container.records import Broken
 from vmm.container.state import Mount, Store, VolumeName
@@ -51,6 +51,9 @@ def parse(spec: str) -> Mount:
     target = posixpath.normpath(target)
     if target == "/":
         raise PyvmmError(f"bad volume {spec!r}: cannot mount over the container's root")
+    why = mounts.refused(target, "bind", source)
+    if why:
+        raise PyvmmError(f"bad volume {spec!r}: {why}")
     read_only = len(fields) == 3 and fields[2] == "ro"
     if source.startswith("/"):
         if not os.path.exists(source):
@@ -113,7 +116,8 @@ def populate(store: Store, name: str, image_path: str) -> None:
     """Copy the image's content at ``image_path`` into volume ``name`` on its first use.
 
     Runs in the container's mount namespace before pivot_root, with the overlay
-    mounted, so ``image_path`` is the image's view of that path.
+    mounted: ``image_path`` names the directory the target resolved to inside it
+    (``inroot.target``), and is followed.
     """
     record = load(store, name)
     if isinstance(record, Broken):
@@ -121,7 +125,7 @@ def populate(store: Store, name: str, image_path: str) -> None:
     if record.populated:
         return
     data = data_dir(store, name)
-    if stat.S_ISDIR(os.lstat(image_path).st_mode) and not os.listdir(data):
+    if stat.S_ISDIR(os.stat(image_path).st_mode) and not os.listdir(data):
         with fdtree.opened(Path(image_path)) as src, fdtree.opened(Path(data)) as dst:
             fdtree.copy(src, dst)  # the image's tree: as deep and as linked as it likes
     record.populated = True

@@ -26,12 +26,12 @@ import threading
 from typing import NamedTuple
 
 from vmm import kick
-from vmm.devices.power import GuestStop
 from vmm.errors import PyvmmError
 from vmm.gdb import debugregs
 from vmm.gdb.packets import Event, PacketReader, frame
 from vmm.gdb.probe import DebugSupport
 from vmm.gdb.registers import Layout, RegisterFile, layout_for
+from vmm.guest_stop import GuestStop
 from vmm.kvm import DebugExit, InterruptedExit, KvmError
 
 PACKET_SIZE = 0x4000  # the largest payload we accept, announced in qSupported
@@ -358,15 +358,16 @@ class GdbStub:
             return regs.read_all()
         if text[0] == "G":
             # Decode every value before writing any: a bad packet changes nothing. gdb
-            # sends "xx" for a register it does not know (one read as unavailable).
+            # sends every register of the layout, "xx..." for one it does not know (one
+            # read as unavailable), so data shorter or longer than the layout is refused.
+            if len(text) - 1 != sum(r.bits // 4 for r in regs.layout.registers):
+                return E_INVALID
             values, pos = [], 1
             for n, r in enumerate(regs.layout.registers):
                 digits = text[pos : pos + r.bits // 4]
                 pos += r.bits // 4
-                if len(digits) == r.bits // 4 and "x" not in digits:
+                if "x" not in digits:
                     values.append((n, bytes.fromhex(digits)))
-            if pos < len(text) or len(text) % 2 == 0:  # too long, or a half byte
-                return E_INVALID
             for n, data in values:
                 regs.write(n, data)
             return "OK"
