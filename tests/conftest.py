@@ -27,6 +27,15 @@ def linux_build():
 
 
 @pytest.fixture(scope="session")
+def linux_smp_build():
+    """The SMP variant of the Linux guest, for --cpus: built on first use (minutes)."""
+    from vmm import linux_guest
+
+    build = linux_guest.build_kernel(say=lambda m: None, smp=True)
+    return build, linux_guest.build_initramfs()
+
+
+@pytest.fixture(scope="session")
 def images_root(tmp_path_factory):
     """A state root holding the busybox and workload images, for labs that run pyvmm
     containers (and pyvmm bench, which insists on the very workload binary)."""

@@ -136,6 +136,18 @@ def test_exits_subcommand_is_still_there(bench):
     assert proc.returncode == 0 and "VM exit" in proc.stdout
 
 
+@pytest.mark.skipif(not kvm_usable(), reason="needs a usable /dev/kvm")
+def test_exits_breaks_one_exit_down_into_steps_that_add_up(bench, guest_build):
+    proc = bench("exits", "--runs", "1", "--exits", "200", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("(d) one exit"))
+    whole = float(lines[at].split("all ")[1].rstrip(")"))
+    steps = [float(line.split()[-1]) for line in lines[at + 1 : at + 6]]
+    assert "KVM_RUN called from Python" in lines[at + 2]
+    assert abs(sum(steps) - whole) < 0.02  # differences of one set of medians
+
+
 def test_a_command_past_its_timeout_is_killed_and_a_failure():
     (proc,) = run_processes([["sh", "-c", "echo started; exec sleep 30"]], timeout=0.5)
     assert proc.status is None and proc.stdout == b"started\n"

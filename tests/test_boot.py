@@ -327,10 +327,11 @@ def test_command_line_that_is_not_utf8(guest_build):
     assert_one_line_error(proc, "--cmdline is not UTF-8 text: byte 0xe9 at character 17")
 
 
-def test_ctrl_c_stops_a_guest_that_never_powers_off(guest_build, tmp_path):
+def ctrl_c_while_spinning(tmp_path, *boot_args: str) -> tuple[int, str]:
+    """SIGINT to ``pyvmm boot`` once its program spins in ring 3: (status, stderr)."""
     prog = build(tmp_path, "spin", ".globl _start\n_start: jmp _start\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vmm", "boot", "--program", str(prog)],
+        [sys.executable, "-m", "vmm", "boot", *boot_args, "--program", str(prog)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
     try:
@@ -341,8 +342,11 @@ def test_ctrl_c_stops_a_guest_that_never_powers_off(guest_build, tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    assert proc.returncode == 130
-    assert err == "pyvmm: interrupted\n"
+    return proc.returncode, err
+
+
+def test_ctrl_c_stops_a_guest_that_never_powers_off(guest_build, tmp_path):
+    assert ctrl_c_while_spinning(tmp_path) == (130, "pyvmm: interrupted\n")
 
 
 def test_keys_typed_on_a_terminal_reach_the_guest_uart(tmp_path):

@@ -27,6 +27,16 @@ def _memory(text: str) -> int:
         raise PyvmmError(f"--memory: {e}") from None
 
 
+def _cpus(text: str) -> int:
+    """A count, checked here so that a typo is one line."""
+    from vmm.machine import check_cpus
+
+    try:
+        return check_cpus(int(text))
+    except ValueError:
+        raise PyvmmError(f"--cpus: {text!r} is not a number") from None
+
+
 def _cmdline(text: str) -> str:
     """The command line as given; bytes that are not UTF-8 (Python keeps them as lone
     surrogates, PEP 383) are refused here rather than failing as the guest's copy is made."""
@@ -38,6 +48,33 @@ def _cmdline(text: str) -> str:
             f"--cmdline is not UTF-8 text: byte {bad[0]:#04x} at character {e.start}"
         ) from None
     return text
+
+
+# What a snapshot or an incoming guest brings with it, and may not be given as well.
+_SAVED_BRINGS = ("kernel", "program", "initrd", "memory", "cmdline", "disks", "gdb_address")
+
+
+def _check_saved_options(options: dict, restore: str | None, incoming: str | None) -> None:
+    if restore is not None and incoming is not None:
+        raise PyvmmError("--restore and --incoming: a guest comes from one or the other")
+    defaults = _parser()
+    given = [n for n in _SAVED_BRINGS if options[n] != defaults.get_default(n)]
+    if given:
+        option = "--" + given[0].replace("_address", "")
+        raise PyvmmError(
+            f"{option} with {'--restore' if restore else '--incoming'}: the guest's kernel, "
+            "memory and disks are the saved ones"
+        )
+
+
+def _serve_api(path: str, machine):
+    """The control socket, its pause gate installed on this (the vCPU's) thread."""
+    from vmm.api import ApiServer, Controller
+    from vmm.pause import PauseGate
+
+    gate = PauseGate()
+    gate.install(machine)
+    return ApiServer(path, Controller(machine, gate)), gate
 
 
 DESCRIPTION = """Boot a guest on KVM and run it until it powers off.
@@ -82,6 +119,13 @@ def _parser() -> argparse.ArgumentParser:
         "Default: 64M.",
     )
     p.add_argument(
+        "--cpus",
+        default="1",
+        metavar="N",
+        help="vCPUs, each on a host thread of its own; Linux finds them in the MP table and "
+        "the tiny kernel starts them itself (1 to 16). Default: 1.",
+    )
+    p.add_argument(
         "--cmdline",
         default=guest.DEFAULT_CMDLINE,
         help="Kernel command line (UTF-8); words after '--' become the program's arguments. "
@@ -103,6 +147,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Serve disk requests on an I/O thread woken by ioeventfd, not in the vCPU's exit "
         "loop.",
+    )
+    p.add_argument(
+        "--interrupts",
+        action="store_true",
+        help="The tiny kernel takes interrupts (local APIC timer, UART, virtio through the "
+        "IOAPIC) and sleeps in HLT, rather than polling its devices.",
     )
     p.add_argument(
         "--trace",
@@ -135,13 +185,33 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Let --gdb listen on a non-loopback address.",
     )
+    p.add_argument(
+        "--api-sock",
+        metavar="PATH",
+        help="Serve the control API on this Unix socket (a new path): pyvmm ctl PATH pause, "
+        "resume, stats, snapshot DIR, migrate --to ADDRESS.",
+    )
+    p.add_argument(
+        "--restore",
+        metavar="DIR",
+        help="Go on from a snapshot (pyvmm ctl ... snapshot DIR) instead of booting: its "
+        "memory, vCPU and devices; its disks are reattached by path.",
+    )
+    p.add_argument(
+        "--incoming",
+        metavar="unix:PATH|tcp:HOST:PORT",
+        help="Wait on this address for a guest sent by pyvmm ctl ... migrate, and run it.",
+    )
     return p
 
 
 def main(argv: list[str]) -> int:
     """``pyvmm boot ARGS``: its exit status. Errors are one line (``report``)."""
     try:
-        return boot(**vars(_parser().parse_args(argv)))
+        options = vars(_parser().parse_args(argv))
+        if options["restore"] is not None or options["incoming"] is not None:
+            _check_saved_options(options, options["restore"], options["incoming"])
+        return boot(**options)
     except (PyvmmError, KeyboardInterrupt) as e:
         return report(e)
 
@@ -151,14 +221,19 @@ def boot(
     program,
     initrd,
     memory,
+    cpus,
     cmdline,
     disks,
     ioeventfd,
+    interrupts,
     trace,
     stats,
     profile,
     gdb_address,
     gdb_allow_remote,
+    api_sock,
+    restore,
+    incoming,
 ) -> int:
     """Build the machine from the options, run it, and return the guest's exit status."""
     from vmm.console import Console
@@ -167,6 +242,9 @@ def boot(
     from vmm.machine import Machine, MachineConfig
 
     memory_size = _memory(memory)
+    cpus = _cpus(cpus)
+    if api_sock is not None and cpus > 1:
+        raise PyvmmError("--api-sock with --cpus: pause, snapshot and migrate serve one vCPU")
     cmdline = _cmdline(cmdline)
     disk_list = ()
     if disks:  # virtio (and its dataclasses) only for a machine with disks
@@ -177,7 +255,16 @@ def boot(
         raise PyvmmError(f"at most {MAX_DISKS} --disk options")
     # Only a kernel of the user's can be Linux, which needs to know whether KVM is PVM.
     pvm = kernel is not None and kvm_kind()["kind"] == "pvm"
-    if kernel is None:
+    saved = None
+    if restore is not None:
+        from vmm.snapshot import load
+
+        saved = load(restore)
+    elif incoming is not None:
+        from vmm.migration import receive
+
+        saved = receive(incoming)
+    elif kernel is None:
         kernel, program, cmdline = guest.bundled_boot(program, cmdline, bool(disk_list))
     listener = None
     if gdb_address is not None:
@@ -187,11 +274,15 @@ def boot(
     kvm = Kvm(os.environ.get(KVM_DEVICE_ENV, "/dev/kvm"))
     console = Console()
     debugger = None
-    config = MachineConfig(
-        kernel, memory_size, cmdline, program, console.output, disk_list, ioeventfd,
-        initrd=initrd, pvm=pvm,
-    )  # fmt: skip
+    if saved is not None:
+        config = saved.machine_config(console.output)
+    else:
+        config = MachineConfig(
+            kernel, memory_size, cmdline, program, console.output, disk_list, ioeventfd,
+            initrd=initrd, pvm=pvm, cpus=cpus, interrupts=interrupts,
+        )  # fmt: skip
     sampler = None
+    server = gate = None
     try:
         with Machine(config, kvm) as machine:
             if (trace or stats) and machine.cmdline != cmdline:
@@ -199,11 +290,13 @@ def boot(
             if trace:
                 from vmm.trace import Tracer
 
-                machine.after_run.append(Tracer(machine.memory))
+                tracer = Tracer(machine.memory, cpus=cpus)
+                machine.after_run.append(tracer)
+                machine.on_irq.append(tracer.irq_for(machine.vm))
             if stats:
                 from vmm.stats import ExitStats
 
-                counter = ExitStats()
+                counter = ExitStats(cpus)
                 machine.before_run.append(counter.before)
                 machine.after_run.append(counter.after)
             if profile:
@@ -211,13 +304,18 @@ def boot(
 
                 sampler = RipSampler()
                 machine.on_interrupt.append(sampler.sample)
-                sampler.start()
+                sampler.start(machine.threads.kick)
             if listener is not None:
                 debugger = gdbstub.attach(machine, listener, kvm)
+            if api_sock is not None:
+                server, gate = _serve_api(api_sock, machine)
             console.start_input(machine.serial.receive)
             try:
                 result = machine.run()
             finally:
+                if gate is not None:
+                    gate.end()
+                    server.close()
                 if sampler:
                     sampler.stop()
             if debugger is not None:
@@ -225,6 +323,8 @@ def boot(
             disks = machine.disks
             touched = machine.memory.touched_bytes() if stats else None
     finally:
+        if saved is not None:
+            saved.close()
         if debugger is not None:
             debugger.close()
         elif listener is not None:
@@ -236,7 +336,7 @@ def boot(
     if sampler:
         from vmm.profile import system_map_for
 
-        print(sampler.report(system_map_for(kernel)), file=sys.stderr)
+        print(sampler.report(system_map_for(kernel) if kernel else None), file=sys.stderr)
     if result.failed:
         print(f"pyvmm: {result.reason}", file=sys.stderr)
         if result.report:

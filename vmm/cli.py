@@ -77,6 +77,7 @@ def boot(ctx: click.Context, args: tuple[str, ...]) -> None:
     cls=LazyGroup,
     lazy={
         "boot": "vmm.cli:boot",
+        "ctl": "vmm.ctl_cli:ctl",
         "container": "vmm.container.cli:container",
         "image": "vmm.container.cli:image",
         "volume": "vmm.container.cli:volume",

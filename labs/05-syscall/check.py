@@ -2,13 +2,11 @@
 gets 1 from it."""
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from vmm import guest
-from vmm.lab import Check, CheckFailed, run_student, tail
+from vmm.lab import Check, CheckFailed, build_guest, run_student, tail
 
 TITLE = "Rings and a system call of your own"
 CONCEPT = "ring 3 to ring 0 and back: syscall, the system-call table, the return value"
@@ -26,19 +24,9 @@ int main(void) {
 
 
 def _build(workdir: Path, program: str, source: str) -> Path:
-    """The student's kernel (their syscall.c in a copy of guest/) and one program, built
-    by guest/Makefile's own rules."""
-    tree = workdir / "guest-build"
-    if tree.exists():
-        shutil.rmtree(tree)
-    shutil.copytree(guest.GUEST_DIR, tree, ignore=shutil.ignore_patterns("build", "workload"))
-    shutil.copy(workdir / "syscall.c", tree / "kernel" / "syscall.c")
-    (tree / "demo" / f"{program}.c").write_text(source)
-    targets = ["build/kernel.elf", f"build/{program}"]
-    make = subprocess.run(["make", "-s", "-C", str(tree), *targets], capture_output=True, text=True)
-    if make.returncode:
-        raise CheckFailed(f"the build failed:\n{tail(make, 8)}")
-    return tree / "build"
+    """The student's kernel (their syscall.c in a copy of guest/) and one program."""
+    files = {"kernel/syscall.c": workdir / "syscall.c", f"demo/{program}.c": source}
+    return build_guest(workdir, files, ["build/kernel.elf", f"build/{program}"])
 
 
 # The boot, with a hardware breakpoint on the kernel's syscall_common (traps.S), where
