@@ -126,7 +126,7 @@ def main() -> int:
         rootfs.mkdir()
         busybox_rootfs(rootfs)
         record = importer.import_image(store, rootfs, "busybox:latest")
-        print(f"busybox:latest {record['id'][:12]}")
+        print(f"busybox:latest {record.id[:12]}")
         if not args.workload.is_file():
             print(
                 f"build_images: no workload at {args.workload} (make -C guest/workload, "
@@ -136,7 +136,7 @@ def main() -> int:
             return 0
         workload_layout(Path(tmp) / "layout", rootfs, args.workload)
         record = importer.import_image(store, Path(tmp) / "layout", "workload:latest")
-        print(f"workload:latest {record['id'][:12]}")
+        print(f"workload:latest {record.id[:12]}")
         if args.oci_archive:
             with tarfile.open(args.oci_archive, "w") as tar:
                 for entry in sorted((Path(tmp) / "layout").iterdir()):

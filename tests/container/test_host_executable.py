@@ -67,7 +67,7 @@ while :; do
       readlink $p/exe >> /loot/opened && printf pwned 2>/dev/null >> $p/exe && echo > /loot/written
     rm -f /loot/exe.$n.tmp
   done
-  i=$((i+1)); echo $i > /loot/passes
+  i=$((i+1)); echo $i > /loot/passes.tmp && mv /loot/passes.tmp /loot/passes
 done
 """
 PYLIB = "/pylib"  # PYTHONHOME in the container: what the host interpreter needs to start

@@ -46,9 +46,9 @@ def test_image_ls_counts_a_shared_layer_once_in_the_total(pyvmm):
     busybox = _image_ref(pyvmm, "busybox")
     workload = _image_ref(pyvmm, "workload")
     assert workload["layers"][0] == busybox["layers"][0]  # the base layer is shared
-    records = images.list_images(Store(pyvmm.root))
-    total = images.total_size(Store(pyvmm.root), records)
-    assert total < sum(r["size"] for r in records)
+    found = [r for _, r in images.list_images(Store(pyvmm.root))]
+    total = images.total_size(Store(pyvmm.root), found)
+    assert total < sum(images.size(Store(pyvmm.root), r) for r in found)
     assert "shared layers counted once" in out
 
 

@@ -202,7 +202,7 @@ def _same_workload(store) -> None:
     run: compare the topmost layer's /bin/workload with it, byte for byte."""
     from vmm.container import images, layers
 
-    for digest in reversed(images.get(store, IMAGE_REF)["layers"]):
+    for digest in reversed(images.get(store, IMAGE_REF).layers):
         path = layers.layer_dir(store, digest) / "bin" / "workload"
         if path.exists():
             with open(guest.WORKLOAD, "rb") as built:
@@ -288,7 +288,7 @@ class ContainerRow(Row):
     def disk(self, ws):
         from vmm.container import images, layers
 
-        digests = images.get(self.store, IMAGE_REF)["layers"]
+        digests = images.get(self.store, IMAGE_REF).layers
         parts = {
             f"image layers ({len(digests)}, each once)": disk_usage(
                 *(str(layers.layer_dir(self.store, d)) for d in digests)

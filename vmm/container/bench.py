@@ -22,7 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from vmm.container import container as lifecycle
-from vmm.container import images, layers
+from vmm.container import images, layers, records
 from vmm.container.security import Security
 from vmm.container.state import Store
 
@@ -56,7 +56,7 @@ def timed_runs(argv: list[str], runs: int, env: dict | None = None, cleanup=None
 def flat_rootfs(store: Store, image_ref: str, dest: Path) -> Path:
     """Copy an image's layers, bottom first, into one directory (the images built by
     scripts/build_images.py have no whiteouts, which a plain copy would not apply)."""
-    for digest in images.get(store, image_ref)["layers"]:
+    for digest in images.get(store, image_ref).layers:
         shutil.copytree(layers.layer_dir(store, digest), dest, symlinks=True, dirs_exist_ok=True)
     return dest
 
@@ -188,6 +188,6 @@ def cgroup_attach_cost(runs: int, idle_s: float = 0.05) -> dict:
 def image_sizes(root: Path) -> dict:
     """Bytes on disk per image, and for all of them with shared layers counted once."""
     store = Store(root)
-    records = images.list_images(store)
-    sizes = {f"{r['name']}:{r['tag']}": r["size"] for r in records}
-    return {"images": sizes, "total": images.total_size(store, records)}
+    found = records.loaded([r for _, r in images.list_images(store)])
+    sizes = {r.ref: images.size(store, r) for r in found}
+    return {"images": sizes, "total": images.total_size(store, found)}

@@ -96,11 +96,6 @@ class Limits:
     oom_kill_disable: bool | None = None
     devices: list[DeviceRule] | None = None
 
-    def __post_init__(self) -> None:
-        if self.devices is not None:  # as read back from JSON
-            self.devices = [d if isinstance(d, DeviceRule) else DeviceRule(**d)
-                            for d in self.devices]  # fmt: skip
-
     @classmethod
     def from_oci(cls, resources: dict, nodes: list | None = None) -> Limits:
         """``linux.resources`` (config-linux.md "Control groups"); a field this runtime

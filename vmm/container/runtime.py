@@ -37,8 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vmm.container import cgroups
+from vmm.container.atomic import write_json
 from vmm.container.proc import is_alive, process_start
-from vmm.container.state import write_json
 from vmm.errors import PyvmmError
 
 CGROUP_PARENT = "pyvmm-runtime"  # a container without linux.cgroupsPath goes here
