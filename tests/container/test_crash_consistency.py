@@ -74,7 +74,7 @@ def test_kill_9_at_random_points_leaves_a_consistent_store(pyvmm, tmp_path):
         if ids:
             store("container", "rm", "-f", *ids)
     assert not _mounts_under(root), f"mounts left behind (seed {seed})"
-    assert not any(host_state(root)[1]), f"cgroups left behind (seed {seed})"
+    assert not any(host_state(root, root)[1]), f"cgroups left behind (seed {seed})"
     assert not pyvmm_processes(root), f"processes left behind (seed {seed})"
 
 

@@ -248,7 +248,7 @@ def test_random_corruption_leaves_every_command_working_for_the_rest(pyvmm, dama
             store("container", "rm", "-f", *ids)
         assert snapshot(outside) == before
         assert not _mounts_under(root)
-        assert not any(host_state(root)[1]), "cgroups left behind"
+        assert not any(host_state(root, root)[1]), "cgroups left behind"
         assert not pyvmm_processes(root)
 
 
