@@ -10,6 +10,7 @@ import json
 import signal
 import sys
 import time
+from pathlib import Path
 
 IMPORT_START = time.perf_counter()  # what importing the container runtime costs `run`
 
@@ -236,7 +237,7 @@ def diff(ctx, name) -> None:
 
 @click.group(cls=_Group)
 def image() -> None:
-    """Import and manage images."""
+    """Import, pull, push and manage images."""
 
 
 @image.command("import")
@@ -249,6 +250,44 @@ def image_import(ctx, source, ref) -> None:
 
     record = importer.import_image(_store(ctx), source, ref)
     click.echo(f"{record.ref} {record.id[:12]}")
+
+
+def _registry_options(f):
+    """--authfile and --plain-http, as Podman spells them."""
+    f = click.option("--plain-http", is_flag=True,
+                     help="HTTP without TLS (a loopback registry always is).")(f)  # fmt: skip
+    return click.option("--authfile", type=click.Path(dir_okay=False),
+                        help="Credentials file (default: ~/.docker/config.json).")(f)  # fmt: skip
+
+
+@image.command("pull")
+@click.argument("ref", metavar="[REGISTRY/]REPO[:TAG|@DIGEST]")
+@click.argument("name", metavar="[NAME[:TAG]]", required=False)
+@_registry_options
+@click.pass_context
+def image_pull(ctx, ref, name, authfile, plain_http) -> None:
+    """Pull an image from a registry (stored as NAME:TAG, by default the repository's
+    last component and the tag); only the layers the store lacks are fetched."""
+    from vmm.container import pull  # http.client and the importer: not on `run`'s path
+
+    record, digest = pull.pull(
+        _store(ctx), ref, name, Path(authfile) if authfile else None, plain_http
+    )
+    click.echo(f"Digest: {digest}")
+    click.echo(f"{record.ref} {record.id[:12]}")
+
+
+@image.command("push")
+@click.argument("image", metavar="NAME[:TAG]")
+@click.argument("dest", metavar="[REGISTRY/]REPO[:TAG]")
+@_registry_options
+@click.pass_context
+def image_push(ctx, image, dest, authfile, plain_http) -> None:
+    """Push an image to a registry; layers it has already are not sent again."""
+    from vmm.container import push
+
+    digest = push.push(_store(ctx), image, dest, Path(authfile) if authfile else None, plain_http)
+    click.echo(f"Digest: {digest}")
 
 
 @image.command("ls")

@@ -268,24 +268,31 @@ def _entries(path: Path) -> set[str]:
 
 def import_image(store: Store, source: str | os.PathLike, ref: str) -> ImageRecord:
     """Import ``source`` as the image ``ref`` (NAME[:TAG]); return the image record."""
-    name, tag = split_image_ref(ref)
     fd, is_dir = open_source(source)
     try:
-        with store.lock(), _Import(store, store.images / name) as job:
-            digests, defaults = job.layers(Path(source), fd, is_dir)
-            record = ImageRecord(
-                name=name,
-                tag=tag,
-                id=hashlib.sha256(
-                    json.dumps([digests, defaults], sort_keys=True).encode()
-                ).hexdigest(),
-                layers=digests,
-                config=records.from_json(defaults, RunDefaults, "image config"),
-                created=time.time(),
-            )
-            job.check_interrupt()
-            job.image_dir.mkdir(parents=True, exist_ok=True)
-            records.write(job.image_dir / f"{tag}.json", record)
-            return record
+        return store_image(store, ref, lambda job: job.layers(Path(source), fd, is_dir))
     finally:
         os.close(fd)
+
+
+def store_image(
+    store: Store, ref: str, fill: Callable[[_Import], tuple[list[str], dict]]
+) -> ImageRecord:
+    """Record the image ``ref`` (NAME[:TAG]) whose layers ``fill`` stores through the
+    import it is given (returning their digests and the run defaults): every source of
+    images (a layout, a registry) goes through this one path, and its undo."""
+    name, tag = split_image_ref(ref)
+    with store.lock(), _Import(store, store.images / name) as job:
+        digests, defaults = fill(job)
+        record = ImageRecord(
+            name=name,
+            tag=tag,
+            id=hashlib.sha256(json.dumps([digests, defaults], sort_keys=True).encode()).hexdigest(),
+            layers=digests,
+            config=records.from_json(defaults, RunDefaults, "image config"),
+            created=time.time(),
+        )
+        job.check_interrupt()
+        job.image_dir.mkdir(parents=True, exist_ok=True)
+        records.write(job.image_dir / f"{tag}.json", record)
+        return record

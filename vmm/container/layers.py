@@ -31,6 +31,9 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 
 
 RECORD = "layer.json"
+SOURCES = "sources.json"
+# How many registry copies of one layer are remembered (the newest kept).
+MAX_SOURCES = 16
 TMP_PREFIX = ".tmp-"  # a layer being unpacked (``unpack.store_layer``)
 
 
@@ -40,6 +43,29 @@ class LayerRecord:
 
     digest: Digest
     size: int
+
+
+@dataclass
+class BlobSource:
+    """A registry repository known to hold this layer as a blob, compressed: a push to
+    that registry mounts it from there (or finds it already there) instead of uploading
+    it, as Docker's distribution metadata lets it. ``diff_id`` is the sha256 of that
+    blob uncompressed: the layer's own name, unless pyvmm made the tar itself (a push
+    writes its own tar of the stored tree, which need not be the tar it came from)."""
+
+    registry: str
+    repository: str
+    digest: Digest
+    size: int
+    media_type: str
+    diff_id: Digest
+
+
+@dataclass
+class LayerSources:
+    """A stored layer's ``sources.json``: where registries hold it, newest last."""
+
+    sources: list[BlobSource]
 
 
 def _dir(store: Store, digest: str) -> Path:
@@ -60,6 +86,20 @@ def size(store: Store, digest: str) -> int | None:
     """The layer's size, or None if its record is broken."""
     record = load(store, digest)
     return None if isinstance(record, Broken) else record.size
+
+
+def sources(store: Store, digest: str) -> list[BlobSource]:
+    """The registry copies known of layer ``digest`` (none if its record is broken)."""
+    record = records.load(_dir(store, digest) / SOURCES, LayerSources)
+    return [] if isinstance(record, Broken) else record.sources
+
+
+def add_source(store: Store, digest: str, source: BlobSource) -> None:
+    """Remember ``source`` for layer ``digest``. The caller holds the store lock."""
+    if not _dir(store, digest).is_dir():
+        return  # removed meanwhile: nothing to remember it for
+    known = [s for s in sources(store, digest) if s != source] + [source]
+    records.write(_dir(store, digest) / SOURCES, LayerSources(known[-MAX_SOURCES:]))
 
 
 def collect(store: Store, keep: set[str]) -> None:

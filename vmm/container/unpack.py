@@ -280,9 +280,32 @@ def _tarinfo(e: fdtree.Entry, links: dict[tuple[int, int], str]) -> tarfile.TarI
     return t
 
 
-def tar_directory(src: Path, out: BinaryIO) -> None:
+def _oci_whiteout(e: fdtree.Entry, t: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
+    """Turn a stored layer's overlayfs spelling back into the OCI one (``layers.py``):
+    a 0/0 character device into an empty ``.wh.NAME``, and after an opaque directory's
+    header its ``.wh..wh..opq``."""
+    if t.ischr() and t.devmajor == t.devminor == 0:
+        *parent, name = t.name.split("/")
+        t.name, t.type, t.mode = "/".join([*parent, WHITEOUT + name]), tarfile.REGTYPE, 0
+    elif t.isdir():
+        fd = os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=e.dir_fd)
+        try:
+            opaque = os.getxattr(fd, OPAQUE_XATTR) == b"y"
+        except OSError:
+            opaque = False
+        finally:
+            os.close(fd)
+        if opaque:
+            tar.addfile(t)
+            t = tarfile.TarInfo(f"{t.name}/{OPAQUE}")
+            t.mtime = e.st.st_mtime
+    tar.addfile(t)
+
+
+def tar_directory(src: Path, out: BinaryIO, oci_whiteouts: bool = False) -> None:
     """Write ``src`` as a layer tar: sorted, owner names dropped, so the same tree
-    always gives the same bytes and therefore the same digest."""
+    always gives the same bytes and therefore the same digest. ``oci_whiteouts``: a
+    stored layer, whose deletions are written as the OCI format spells them."""
     links: dict[tuple[int, int], str] = {}
     with (
         fdtree.opened(src) as root,
@@ -290,6 +313,9 @@ def tar_directory(src: Path, out: BinaryIO) -> None:
     ):
         for e in fdtree.walk(root):
             t = None if e.fd is not None else _tarinfo(e, links)
+            if t is not None and oci_whiteouts and (t.ischr() or t.isdir()):
+                _oci_whiteout(e, t, tar)
+                continue
             if t is None or not t.isreg():
                 if t is not None:
                     tar.addfile(t)
