@@ -11,6 +11,7 @@ registry trusts), and a hostile registry (redirects where none may go).
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.client
 import http.server
 import json
@@ -95,6 +96,23 @@ class Registry:
         conn.close()
         assert resp.status == 201, answer
         return resp.getheader("Docker-Content-Digest")
+
+    def upload(self, repo: str, data: bytes) -> str:
+        """A blob uploaded by hand (monolithic, no auth); its digest."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn.request("POST", f"/v2/{repo}/blobs/uploads/", b"")
+        resp = conn.getresponse()
+        resp.read()
+        location = urllib.parse.urlsplit(resp.getheader("Location"))
+        query = f"{location.query}&digest={digest}"
+        conn.request("PUT", f"{location.path}?{query}", data,
+                     {"Content-Type": "application/octet-stream"})  # fmt: skip
+        resp = conn.getresponse()
+        resp.read()
+        conn.close()
+        assert resp.status == 201
+        return digest
 
     def get(self, path: str) -> bytes:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
@@ -268,6 +286,25 @@ def test_a_tampered_blob_is_refused_and_nothing_stays(pyvmm, registry, tmp_path)
     r = pyvmm("image", "pull", f"{registry.host}/t/tampered")
     assert r.returncode == 2
     assert f"digest mismatch: expected {layer}" in one_line_error(r)
+    assert _stored(pyvmm.root) == before
+
+
+def test_a_config_whose_diff_id_lies_is_refused_and_nothing_stays(pyvmm, registry, tmp_path):
+    """The blob is the one the manifest names, but not the tar the config says: the
+    layer is unpacked, found out by its sha256, and taken back out."""
+    _fresh_image(pyvmm, tmp_path, "lying")
+    pushed = _digest(pyvmm.ok("image", "push", "lying", f"{registry.host}/t/lying"))
+    pyvmm.ok("image", "rm", "lying")
+    manifest = _manifest(registry, "t/lying", pushed)
+    config = json.loads(registry.get(f"/v2/t/lying/blobs/{manifest['config']['digest']}"))
+    config["rootfs"]["diff_ids"] = ["sha256:" + "ab" * 32]
+    data = json.dumps(config).encode()
+    manifest["config"].update(digest=registry.upload("t/lying", data), size=len(data))
+    registry.put("/v2/t/lying/manifests/lie", json.dumps(manifest).encode(), OCI_MANIFEST)
+    before = _stored(pyvmm.root)
+    r = pyvmm("image", "pull", f"{registry.host}/t/lying:lie")
+    assert r.returncode == 2
+    assert f"diff_id mismatch: expected sha256:{'ab' * 32}" in one_line_error(r)
     assert _stored(pyvmm.root) == before
 
 

@@ -276,6 +276,16 @@ class Client:
         if urllib.parse.urlsplit(url).netloc != urllib.parse.urlsplit(self.base).netloc:
             raise RegistryError(f"{self.name}: {what or path} is on another host")
         resp = self._send(method, url, {**(headers or {}), **self._authorization(scopes)}, body)
+        if resp.status == 401 and self.challenge and self.challenge[0] == "bearer":
+            # A token lasts minutes (Docker Hub's five): a long pull outlives it. Once
+            # more with a new one, the body (bytes, or a file) sent again from its start.
+            resp.close()
+            with self.lock:
+                self.tokens.pop(scopes, None)
+            if hasattr(body, "seek"):
+                body.seek(0)
+            headers = {**(headers or {}), **self._authorization(scopes)}
+            resp = self._send(method, url, headers, body)
         if resp.status not in ok:
             try:
                 if resp.status == 401:
