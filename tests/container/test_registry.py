@@ -28,59 +28,19 @@ from pathlib import Path
 import pytest
 from containertest import one_line_error
 
-REGISTRY = shutil.which("docker-registry")
+from vmm.bench.registry import LocalRegistry
+
 pytestmark = pytest.mark.skipif(
-    REGISTRY is None, reason="needs Debian's docker-registry (scripts/setup.sh --all)"
+    shutil.which("docker-registry") is None,
+    reason="needs Debian's docker-registry (scripts/setup.sh --all)",
 )
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(port: int, process: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"server exited: {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port}")
-
-
-class Registry:
-    """A docker-registry process with its own storage root, config and port."""
-
-    def __init__(self, top: Path, auth: dict | None = None):
-        self.storage = top / "storage"
-        self.port = _free_port()
-        self.host = f"127.0.0.1:{self.port}"
-        config = {
-            "version": 0.1,
-            "log": {"level": "error", "accesslog": {"disabled": True}},
-            "storage": {"filesystem": {"rootdirectory": str(self.storage)},
-                        "delete": {"enabled": True}},
-            "http": {"addr": self.host},
-        }  # fmt: skip
-        if auth:
-            config["auth"] = auth
-        path = top / "config.yml"
-        path.write_text(json.dumps(config))  # JSON is YAML
-        self.log = open(top / "registry.log", "wb")  # noqa: SIM115 (closed in stop)
-        self.process = subprocess.Popen([REGISTRY, "serve", path], stdout=self.log, stderr=self.log)
-        try:
-            _wait_for(self.port, self.process)
-        except BaseException:
-            self.stop()
-            raise
+class Registry(LocalRegistry):
+    """The bench's private docker-registry, and what the tests do to it by hand."""
 
     def blob_file(self, digest: str) -> Path:
         """Where the filesystem driver keeps a blob's bytes."""
@@ -122,15 +82,6 @@ class Registry:
         conn.close()
         assert resp.status == 200, data
         return data
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
 
 
 class _Server(http.server.ThreadingHTTPServer):

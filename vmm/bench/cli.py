@@ -196,6 +196,16 @@ def containers(runs, json_path):
 
 
 @bench.command()
+@click.option("--runs", default=3, show_default=True, help="Runs per figure (median reported).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write figures here.")
+def pull(runs, json_path):
+    """pyvmm image pull beside podman pull, from one loopback docker-registry."""
+    from vmm.bench.registry import measure, table
+
+    _emit(measure(_positive("--runs", str(runs))), table, json_path)
+
+
+@bench.command()
 @click.option("--clones", "count", default=10, show_default=True, help="Guests to restore.")
 @click.option(
     "--snapshot",
