@@ -21,8 +21,8 @@ MUTANTS = [
         "accept",
         edits=(
             (
-                '    data = get(f"{base}/v2/{repo}/manifests/{tag}", MEDIA_MANIFEST, MAX_DOCUMENT)\n',
-                '    data = get(f"{base}/v2/{repo}/manifests/{tag}", None, MAX_DOCUMENT)\n',
+                '/manifests/{tag}", MEDIA_MANIFEST, MAX_DOCUMENT)\n',
+                '/manifests/{tag}", None, MAX_DOCUMENT)\n',
             ),
         ),
     ),
