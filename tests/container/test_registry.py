@@ -18,6 +18,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -261,10 +262,13 @@ def test_a_config_whose_diff_id_lies_is_refused_and_nothing_stays(pyvmm, registr
 
 class _CutOnce(_Quiet):
     """A proxy to the registry that sends the first blob download only half-way, then
-    drops the connection; it records the Range of every blob request."""
+    drops the connection (or, with ``stall`` set, holds it open, silent, until
+    ``stall`` is cleared); it records the Range of every blob request."""
 
     upstream: int
     ranges: list[str | None]
+    stall: threading.Event | None = None
+    half_sent: threading.Event | None = None
 
     def do_GET(self) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", self.upstream, timeout=30)
@@ -284,6 +288,10 @@ class _CutOnce(_Quiet):
         if blob and len(self.ranges) == 1:
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
+            if self.stall is not None:
+                self.half_sent.set()
+                while self.stall.is_set():
+                    time.sleep(0.05)
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
             return
@@ -306,6 +314,39 @@ def test_a_pull_cut_off_mid_blob_resumes_with_range(pyvmm, registry, tmp_path):
     assert 0 < int(second.removeprefix("bytes=").rstrip("-")) < blob["size"]
     assert json.loads(pyvmm.ok("image", "inspect", "resumed"))["layers"] == image["layers"]
     pyvmm.ok("image", "rm", "resumed")
+
+
+def test_ctrl_c_mid_download_ends_the_pull_at_once_and_leaves_nothing(pyvmm, registry, tmp_path):
+    """A download stalled half-way (a read that could wait a minute): SIGINT ends the
+    pull in a moment, with status 130 and one line, and nothing in the store."""
+    _fresh_image(pyvmm, tmp_path, "stalled", size=2_000_000)
+    pyvmm.ok("image", "push", "stalled", f"{registry.host}/t/stalled")
+    pyvmm.ok("image", "rm", "stalled")
+    stall, half_sent = threading.Event(), threading.Event()
+    stall.set()
+    handler = type("Stall", (_CutOnce,), {"upstream": registry.port, "ranges": [],
+                                          "stall": stall, "half_sent": half_sent})  # fmt: skip
+    proxy = Loopback(handler)
+    before = _stored(pyvmm.root)
+    try:
+        env = {**os.environ, "PYVMM_ROOT": str(pyvmm.root)}
+        with subprocess.Popen([*pyvmm.command, "image", "pull", f"{proxy.host}/t/stalled"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) as proc:  # fmt: skip
+            try:
+                assert half_sent.wait(60), "the pull never reached the layer"
+                time.sleep(0.3)
+                proc.send_signal(signal.SIGINT)
+                # Well short of the minute a blocked read may wait (registry.TIMEOUT).
+                _, err = proc.communicate(timeout=30)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+        assert proc.returncode == 130 and err.strip() == "pyvmm: interrupted", err
+        assert _stored(pyvmm.root) == before
+    finally:
+        stall.clear()
+        proxy.stop()
 
 
 def _authfile(path: Path, host: str, user: str, password: str) -> Path:

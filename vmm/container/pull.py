@@ -12,7 +12,6 @@ A temporary file is ``O_TMPFILE``: a killed pull leaves nothing to clean up.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import json
 import tempfile
@@ -95,19 +94,11 @@ def _fetch(
         progress.set(key, "Download complete")
 
     store.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    unique = list({d.digest: d for d in wanted}.values())
     try:
-        for desc in wanted:
-            if desc.digest not in files:
-                files[desc.digest] = tempfile.TemporaryFile(dir=store.root)
-        with concurrent.futures.ThreadPoolExecutor(registry.PARALLEL) as pool:
-            futures = [pool.submit(one, d) for d in {d.digest: d for d in wanted}.values()]
-            try:
-                for future in concurrent.futures.as_completed(futures):
-                    future.result()
-            finally:
-                stop.set()
-                for future in futures:
-                    future.cancel()
+        for desc in unique:
+            files[desc.digest] = tempfile.TemporaryFile(dir=store.root)
+        registry.parallel(one, unique, stop)
     except BaseException:
         for f in files.values():
             f.close()

@@ -19,11 +19,11 @@ else's tar and is pushed to another registry is a new blob, with a new diff_id.)
 
 from __future__ import annotations
 
-import concurrent.futures
 import gzip
 import hashlib
 import json
 import tempfile
+import threading
 from pathlib import Path
 from typing import BinaryIO
 
@@ -176,13 +176,9 @@ def push(
     if ref.digest:
         raise PyvmmError(f"push to a tag, not a digest: {dest}")
     client = registry.connect(ref, authfile, plain_http)
-    with concurrent.futures.ThreadPoolExecutor(registry.PARALLEL) as pool:
-        futures = [pool.submit(_push_layer, client, store, ref, d, progress) for d in record.layers]
-        try:
-            pushed = [f.result() for f in futures]
-        finally:
-            for future in futures:
-                future.cancel()
+    pushed = registry.parallel(
+        lambda d: _push_layer(client, store, ref, d, progress), record.layers, threading.Event()
+    )
     defaults = {k: v for k, v in records.to_json(record.config).items() if v is not None}
     config = {
         "architecture": HOST[1],

@@ -30,6 +30,7 @@ import http.client
 import ipaddress
 import json
 import os
+import queue
 import re
 import ssl
 import threading
@@ -38,7 +39,7 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from vmm.container.imagespec import ImageError
 from vmm.container.layout import MAX_DOCUMENT
@@ -66,6 +67,8 @@ CHUNK = 1 << 16
 # Docker's default max-concurrent-downloads and -uploads.
 PARALLEL = 3
 _REDIRECTS = (301, 302, 303, 307, 308)
+T = TypeVar("T")
+R = TypeVar("R")
 _PARAM = re.compile(r'(\w+)=(?:"([^"]*)"|([^\s,]*))')
 
 
@@ -365,6 +368,8 @@ class Client:
                 pass  # broken off: resumed below
             finally:
                 resp.close()
+            if stop is not None and stop.is_set():
+                raise KeyboardInterrupt
             if got == size:
                 break
             breaks += 1
@@ -419,6 +424,42 @@ class Client:
         url = urllib.parse.urlunsplit(u._replace(query=urllib.parse.urlencode(query)))
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         self.request("PUT", url, scopes, headers, f, ok=(201,), what=what).close()
+
+
+def parallel(work: Callable[[T], R], items: list[T], stop: threading.Event) -> list[R]:
+    """``work`` on each of ``items``, PARALLEL at a time; the results in order, or the
+    first exception. The threads are daemons, and ``stop`` is set on the way out: a
+    Ctrl-C or a failure returns at once, and a thread still blocked on the network (a
+    read can wait TIMEOUT seconds) gives up at its next chunk or dies with the process
+    instead of holding it up. Its exception is kept in the queue, never printed."""
+    pending: queue.SimpleQueue = queue.SimpleQueue()
+    done: queue.SimpleQueue = queue.SimpleQueue()
+    for entry in enumerate(items):
+        pending.put(entry)
+
+    def worker() -> None:
+        while not stop.is_set():
+            try:
+                i, item = pending.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                done.put((i, work(item), None))
+            except BaseException as e:  # handed to the caller
+                done.put((i, None, e))
+
+    for _ in range(min(PARALLEL, len(items))):
+        threading.Thread(target=worker, daemon=True).start()
+    results: list = [None] * len(items)
+    try:
+        for _ in items:
+            i, result, error = done.get()
+            if error is not None:
+                raise error
+            results[i] = result
+    finally:
+        stop.set()
+    return results
 
 
 def scopes(repo: str, *actions: str, also: tuple[str, ...] = ()) -> tuple[str, ...]:
