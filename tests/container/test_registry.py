@@ -461,12 +461,27 @@ def test_bearer_token_flow(pyvmm, tmp_path):
         tokens.stop()
 
 
+_CONFIG = json.dumps(
+    {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
+).encode()
+_CONFIG_DIGEST = "sha256:" + hashlib.sha256(_CONFIG).hexdigest()
+
+
 class _Hostile(_Quiet):
-    """A "registry" whose manifests redirect to a local file, or loop."""
+    """A "registry" whose manifests redirect to a local file, or loop, or are too big,
+    or list more layers than an image may have."""
 
     def do_GET(self) -> None:
         if self.path == "/v2/":
             self.send(200, b"{}")
+        elif self.path.endswith(_CONFIG_DIGEST):
+            self.send(200, _CONFIG)
+        elif "/many/" in self.path:
+            layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                     "digest": "sha256:" + "0" * 64, "size": 1}  # fmt: skip
+            config = {"digest": _CONFIG_DIGEST, "size": len(_CONFIG)}
+            body = json.dumps({"schemaVersion": 2, "config": config, "layers": [layer] * 126})
+            self.send(200, body.encode(), {"Content-Type": OCI_MANIFEST})
         elif "/file/" in self.path:
             self.send(302, headers={"Location": "file:///etc/passwd"})
         elif "/huge/" in self.path:
@@ -478,7 +493,7 @@ class _Hostile(_Quiet):
 @pytest.mark.parametrize(
     "repo, wanted",
     [("file", "redirect to file URL refused"), ("loop", "more than 5 redirects"),
-     ("huge", "larger than 4 MiB")],
+     ("huge", "larger than 4 MiB"), ("many", "126 layers, more than 125")],
 )  # fmt: skip
 def test_a_hostile_registry_is_one_line_and_leaves_nothing(pyvmm, repo, wanted):
     server = Loopback(_Hostile)

@@ -27,6 +27,9 @@ from vmm.container.names import split_image_ref
 from vmm.container.progress import Progress
 from vmm.container.state import Store
 
+# moby's layer/layer_store.go maxLayerDepth: more layers than this is not an image
+# Docker would store (overlayfs could not stack them), and each is a file held open here.
+MAX_LAYERS = 125
 # Docker's media type for a layer whose manifest gives none (schema 2 always does).
 DEFAULT_LAYER_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
@@ -129,6 +132,8 @@ def pull(
         config_desc.size,
     )  # fmt: skip
     config = imagespec.image_config(_parse(data, what), what)
+    if len(layer_descs) > MAX_LAYERS:
+        raise ImageError(f"{ref}: {len(layer_descs)} layers, more than {MAX_LAYERS}")
     if len(layer_descs) != len(config.diff_ids):
         raise ImageError(
             f"{ref}: manifest lists {len(layer_descs)} layer(s) but its config "
