@@ -11,23 +11,27 @@ registry trusts), and a hostile registry (redirects where none may go).
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import http.client
 import http.server
+import io
 import json
 import os
 import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
+import tarfile
 import threading
 import time
 import urllib.parse
 from pathlib import Path
 
 import pytest
-from containertest import one_line_error
+from containertest import entry, image_config, oci_layout, one_line_error, tar_bytes
 
 from vmm.bench.registry import LocalRegistry
 
@@ -176,6 +180,41 @@ def test_push_then_pull_gives_the_same_image(pyvmm, registry, tmp_path):
     out = pyvmm.ok("image", "pull", f"{registry.host}/t/roundtrip@{pushed}")
     assert f"roundtrip:{pushed.removeprefix('sha256:')} {image['id'][:12]}" in out
     pyvmm.ok("image", "rm", "back", f"roundtrip:{pushed.removeprefix('sha256:')}")
+
+
+def test_whiteouts_travel_in_the_oci_spelling_and_come_back(pyvmm, registry, tmp_path):
+    """A layer stored in overlayfs's spelling (a 0/0 device, the opaque xattr) is pushed
+    as ``.wh.NAME`` and ``.wh..wh..opq``, and pulled back as the same deletions."""
+    D = tarfile.DIRTYPE
+    lower = tar_bytes(
+        [
+            entry("keep", D),
+            entry("gone", data=b"old"),
+            entry("opaque", D),
+            entry("opaque/old", data=b"old"),
+            entry("salt", data=os.urandom(8)),
+        ]
+    )
+    upper = tar_bytes([entry(".wh.gone"), entry("opaque", D), entry("opaque/.wh..wh..opq"),
+                       entry("opaque/new", data=os.urandom(8))])  # fmt: skip
+    oci_layout(tmp_path / "layout", [lower, upper], image_config([lower, upper]))
+    pyvmm.ok("image", "import", tmp_path / "layout", "whiteouts")
+    pushed = _digest(pyvmm.ok("image", "push", "whiteouts", f"{registry.host}/t/whiteouts"))
+    pyvmm.ok("image", "rm", "whiteouts")
+    top = _manifest(registry, "t/whiteouts", pushed)["layers"][1]["digest"]
+    with tarfile.open(
+        fileobj=io.BytesIO(gzip.decompress(registry.blob_file(top).read_bytes()))
+    ) as t:
+        names = [m.name for m in t.getmembers()]
+    assert names == [".wh.gone", "opaque", "opaque/.wh..wh..opq", "opaque/new"]
+    pyvmm.ok("image", "pull", f"{registry.host}/t/whiteouts", "back")
+    layer = json.loads(pyvmm.ok("image", "inspect", "back"))["layers"][1]["digest"]
+    diff = pyvmm.root / "layers/sha256" / layer.removeprefix("sha256:") / "diff"
+    gone = os.lstat(diff / "gone")
+    assert stat.S_ISCHR(gone.st_mode) and gone.st_rdev == 0
+    assert os.getxattr(diff / "opaque", "trusted.overlay.opaque") == b"y"
+    assert sorted(os.listdir(diff / "opaque")) == ["new"]
+    pyvmm.ok("image", "rm", "back")
 
 
 def test_push_mounts_a_layer_another_repository_has(pyvmm, registry, tmp_path):
