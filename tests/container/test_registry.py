@@ -548,7 +548,8 @@ def test_a_hostile_registry_is_one_line_and_leaves_nothing(pyvmm, repo, wanted):
 @pytest.mark.parametrize(
     "ref, wanted",
     [("Upper/Case", "invalid reference"), ("x:bad tag!", "invalid tag"),
-     ("x@sha256:abc", "not a sha256 digest"), ("127.0.0.1:1/x", "127.0.0.1:1")],
+     ("x@sha256:abc", "not a sha256 digest"), ("127.0.0.1:1/x", "127.0.0.1:1"),
+     ("localhost:99999/x", "no valid port")],
 )  # fmt: skip
 def test_bad_references_and_unreachable_registries_are_one_line(pyvmm, ref, wanted):
     r = pyvmm("image", "pull", ref)

@@ -180,16 +180,20 @@ class Client:
                 raise RegistryError(
                     f"{self.name}: redirect to {u.scheme or 'a relative'} URL refused"
                 )
+            try:
+                port = u.port
+            except ValueError:
+                raise RegistryError(f"{self.name}: {u.netloc!r:.80} has no valid port") from None
             if origin.scheme == "https" and u.scheme == "http":
                 raise RegistryError(f"{self.name}: redirect from https to http refused")
             if u.netloc != origin.netloc:
                 headers = {k: v for k, v in headers.items() if k != "Authorization"}
             if u.scheme == "https":
                 conn = http.client.HTTPSConnection(
-                    u.hostname, u.port, timeout=TIMEOUT, context=ssl.create_default_context()
+                    u.hostname, port, timeout=TIMEOUT, context=ssl.create_default_context()
                 )
             else:
-                conn = http.client.HTTPConnection(u.hostname, u.port, timeout=TIMEOUT)
+                conn = http.client.HTTPConnection(u.hostname, port, timeout=TIMEOUT)
             path = (u.path or "/") + (f"?{u.query}" if u.query else "")
             try:
                 conn.request(method, path, body, headers)
