@@ -521,6 +521,8 @@ class _Hostile(_Quiet):
             config = {"digest": _CONFIG_DIGEST, "size": len(_CONFIG)}
             body = json.dumps({"schemaVersion": 2, "config": config, "layers": [layer] * 126})
             self.send(200, body.encode(), {"Content-Type": OCI_MANIFEST})
+        elif "/badurl/" in self.path:
+            self.send(302, headers={"Location": "http://[::1"})
         elif "/file/" in self.path:
             self.send(302, headers={"Location": "file:///etc/passwd"})
         elif "/huge/" in self.path:
@@ -532,7 +534,8 @@ class _Hostile(_Quiet):
 @pytest.mark.parametrize(
     "repo, wanted",
     [("file", "redirect to file URL refused"), ("loop", "more than 5 redirects"),
-     ("huge", "larger than 4 MiB"), ("many", "126 layers, more than 125")],
+     ("huge", "larger than 4 MiB"), ("many", "126 layers, more than 125"),
+     ("badurl", "which is not a URL")],
 )  # fmt: skip
 def test_a_hostile_registry_is_one_line_and_leaves_nothing(pyvmm, repo, wanted):
     server = Loopback(_Hostile)

@@ -135,6 +135,15 @@ def credentials(registry: str, authfile: Path | None = None) -> Credentials | No
     return None
 
 
+def _split(url: str, base: str = "") -> urllib.parse.SplitResult:
+    """``url`` (relative to ``base``) split; one line if it is not a URL (a registry's
+    Location header or token realm is untrusted: ``http://[::1`` raises ValueError)."""
+    try:
+        return urllib.parse.urlsplit(urllib.parse.urljoin(base, url) if base else url)
+    except ValueError:
+        raise RegistryError(f"the registry gave {url!r:.80}, which is not a URL") from None
+
+
 def _is_loopback(host: str) -> bool:
     name = urllib.parse.urlsplit(f"//{host}").hostname or ""
     if name == "localhost":
@@ -173,9 +182,9 @@ class Client:
 
     def _send(self, method: str, url: str, headers: dict, body=None) -> http.client.HTTPResponse:
         """One request, following redirects within the rules in the module docstring."""
-        origin = urllib.parse.urlsplit(url)
+        origin = _split(url)
         for _ in range(MAX_REDIRECTS + 1):
-            u = urllib.parse.urlsplit(url)
+            u = _split(url)
             if u.scheme not in ("http", "https") or not u.hostname:
                 raise RegistryError(
                     f"{self.name}: redirect to {u.scheme or 'a relative'} URL refused"
@@ -205,7 +214,7 @@ class Client:
             if resp.status in _REDIRECTS and method in ("GET", "HEAD"):
                 location = resp.getheader("Location") or ""
                 conn.close()
-                url = urllib.parse.urljoin(url, location)
+                url = _split(location, url).geturl()
                 continue
             return resp
         raise RegistryError(f"{self.name}: more than {MAX_REDIRECTS} redirects")
@@ -243,7 +252,7 @@ class Client:
 
     def _token(self, params: dict[str, str], scopes: tuple[str, ...]) -> str:
         """token.md: ``GET realm?service=...&scope=...``, with Basic credentials if any."""
-        realm = urllib.parse.urlsplit(params.get("realm", ""))
+        realm = _split(params.get("realm", ""))
         if realm.scheme not in ("http", "https") or not realm.hostname:
             raise RegistryError(f"{self.name}: token realm is not an http(s) URL")
         if realm.scheme == "http" and self.base.startswith("https:"):
@@ -279,8 +288,8 @@ class Client:
     ) -> http.client.HTTPResponse:
         """``method`` on ``path`` (under the registry, or a URL it gave) with the token
         for ``scopes``; a status not in ``ok`` is a one-line error about ``what``."""
-        url = urllib.parse.urljoin(self.base + "/", path)
-        if urllib.parse.urlsplit(url).netloc != urllib.parse.urlsplit(self.base).netloc:
+        url = _split(path, self.base + "/").geturl()
+        if _split(url).netloc != _split(self.base).netloc:
             raise RegistryError(f"{self.name}: {what or path} is on another host")
         resp = self._send(method, url, {**(headers or {}), **self._authorization(scopes)}, body)
         if resp.status == 401 and self.challenge and self.challenge[0] == "bearer":
@@ -423,7 +432,7 @@ class Client:
         location = resp.getheader("Location")
         if not location:
             raise RegistryError(f"{self.name}: {what}: no upload location")
-        u = urllib.parse.urlsplit(location)
+        u = _split(location)
         query = urllib.parse.parse_qsl(u.query) + [("digest", digest)]
         url = urllib.parse.urlunsplit(u._replace(query=urllib.parse.urlencode(query)))
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
