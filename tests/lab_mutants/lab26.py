@@ -1,4 +1,4 @@
-"""Wrong registry clients of lab 22: each trusts the registry somewhere it must not, or
+"""Wrong registry clients of lab 26: each trusts the registry somewhere it must not, or
 asks it the wrong way."""
 
 from labmutant import Mutant

@@ -1,4 +1,4 @@
-"""Lab 22's checks: the student's fetch_image.py pulls an image from a real registry
+"""Lab 26's checks: the student's fetch_image.py pulls an image from a real registry
 with plain HTTP, refuses a blob that is not what its digest says, and writes a layout
 that pyvmm imports and runs.
 
@@ -50,7 +50,7 @@ def _pyvmm(state: Path, *args: str) -> str:
 def _served(workdir: Path) -> Iterator[tuple[LocalRegistry, str, str, Path]]:
     """A private registry holding REPO:<word>: (the registry, the word, the manifest's
     digest pyvmm pushed, a scratch folder)."""
-    with tempfile.TemporaryDirectory(prefix="pyvmm-lab22-", ignore_cleanup_errors=True) as tmp:
+    with tempfile.TemporaryDirectory(prefix="pyvmm-lab26-", ignore_cleanup_errors=True) as tmp:
         tmp = Path(tmp)
         word = secrets.token_hex(4)
         image = tmp / "image"
@@ -59,8 +59,8 @@ def _served(workdir: Path) -> Iterator[tuple[LocalRegistry, str, str, Path]]:
         state = tmp / "state"
         registry = LocalRegistry(tmp / "registry")
         try:
-            _pyvmm(state, "image", "import", str(image), "lab22")
-            pushed = _pyvmm(state, "image", "push", "lab22", f"{registry.host}/{REPO}:{word}")
+            _pyvmm(state, "image", "import", str(image), "lab26")
+            pushed = _pyvmm(state, "image", "push", "lab26", f"{registry.host}/{REPO}:{word}")
             yield registry, word, pushed.split()[-1], tmp
         finally:
             registry.stop()
@@ -122,8 +122,8 @@ def image_runs(workdir: Path) -> str:
         _fetched(workdir, registry, word, digest)
         state = tmp / "fetched-state"
         try:
-            _pyvmm(state, "image", "import", str(workdir / "layout"), f"lab22:{word}")
-            out = _pyvmm(state, "container", "run", "--rm", f"lab22:{word}", "/bin/cat", "/message")
+            _pyvmm(state, "image", "import", str(workdir / "layout"), f"lab26:{word}")
+            out = _pyvmm(state, "container", "run", "--rm", f"lab26:{word}", "/bin/cat", "/message")
         finally:
             with contextlib.suppress(FileNotFoundError):
                 remove_tree(state)

@@ -1,4 +1,4 @@
-"""Lab 22: an image fetched from a registry with nothing but HTTP GETs and sha256.
+"""Lab 26: an image fetched from a registry with nothing but HTTP GETs and sha256.
 
 Usage: python fetch_image.py REGISTRY REPO TAG LAYOUT
 
