@@ -51,7 +51,7 @@ def get(url: str, accept: str | None = None, limit: int | None = None) -> bytes:
 
 def digest_of(data: bytes) -> str:
     """A descriptor's digest for ``data`` (descriptor.md): "sha256:" and the hex."""
-    # >>> 22: the sha256 of exactly these bytes, as "sha256:<64 hex digits>"
+    # >>> 26: the sha256 of exactly these bytes, as "sha256:<64 hex digits>"
     #| raise NotImplementedError
     return "sha256:" + hashlib.sha256(data).hexdigest()
     # <<<
@@ -59,7 +59,7 @@ def digest_of(data: bytes) -> str:
 
 def fetch_manifest(base: str, repo: str, tag: str) -> tuple[bytes, str]:
     """The manifest of ``repo:tag``, its bytes as received, and its digest."""
-    # >>> 22: GET base/v2/<repo>/manifests/<tag>, saying in the Accept header which
+    # >>> 26: GET base/v2/<repo>/manifests/<tag>, saying in the Accept header which
     # ... format you read (MEDIA_MANIFEST: a registry answers an OCI manifest to no one
     # ... who does not ask for it), at most MAX_DOCUMENT bytes. Its digest is that of the
     # ... bytes as received, not of the JSON parsed and written again
@@ -71,7 +71,7 @@ def fetch_manifest(base: str, repo: str, tag: str) -> tuple[bytes, str]:
 
 def fetch_blob(base: str, repo: str, descriptor: dict, limit: int | None = None) -> bytes:
     """The blob ``descriptor`` names, verified: Refused unless it is exactly those bytes."""
-    # >>> 22: GET base/v2/<repo>/blobs/<digest>; refuse (raise Refused) a blob whose
+    # >>> 26: GET base/v2/<repo>/blobs/<digest>; refuse (raise Refused) a blob whose
     # ... length is not the descriptor's size or whose digest is not the descriptor's:
     # ... the registry is a stranger, the digest is the only thing you can trust
     #| raise NotImplementedError
