@@ -104,18 +104,18 @@ def main() -> int:
             steps = ", ".join(f"{k} {v:.2f}s" for k, v in runs[-1].items())
             print(f"run {i + 1}/{args.runs}: {steps}", file=sys.stderr)
     medians = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    ratios = {
-        "image import / tar -x": medians["image import"] / medians["tar -x"],
-        "image rm / rm -rf": medians["image rm"] / medians["rm -rf"],
-        "container rm / rm -rf": medians["container rm"] / medians["rm -rf"],
-    }
-    print(f"{args.files} files, median of {args.runs} runs")
+    pairs = {"image import": "tar -x", "image rm": "rm -rf", "container rm": "rm -rf"}
+    ratios = {f"{a} / {b}": medians[a] / medians[b] for a, b in pairs.items()}
+    # Each run's own ratio too: a change in the machine's load falls on both of a pair.
+    per_run = {f"{a} / {b}": statistics.median(r[a] / r[b] for r in runs) for a, b in pairs.items()}
+    print(f"{args.files} files in {args.dir}, median of {args.runs} runs")
     for k, v in medians.items():
         print(f"  {k:<14} {v:8.2f} s")
     for k, v in ratios.items():
-        print(f"  {k:<24} {v:5.2f}x")
+        print(f"  {k:<24} {v:5.2f}x (median of the runs' own ratios {per_run[k]:.2f}x)")
     if args.json:
-        data = {"files": args.files, "runs": runs, "median_s": medians, "ratios": ratios}
+        data = {"files": args.files, "dir": str(args.dir), "runs": runs, "median_s": medians,
+                "ratios": ratios, "median_run_ratios": per_run}  # fmt: skip
         args.json.write_text(json.dumps(data, indent=2))
     return 0
 
@@ -133,7 +133,7 @@ def profile(tmp: Path, tar: Path, step: str) -> int:
         importer.import_image(store, tar, "big")
         subprocess.run(["sync"], check=True)
         with store.lock():
-            prof.runcall(images.remove, store, "big", set(), [])
+            prof.runcall(images.remove, store, "big", images.Users([], [], set(), []))
     pstats.Stats(prof).sort_stats("tottime").print_stats(25)
     return 0
 
