@@ -163,6 +163,13 @@ class Reader:
     def write_data(self, fd: int) -> None:
         """Write the data of the member just returned to the file ``fd``."""
         size, self.left = self.left, 0
+        end = self.pos + size
+        if end + self.pad <= len(self.buf):  # all in the buffer: most small files
+            data = self.buf[self.pos : end]
+            self.pos, self.pad = end + self.pad, 0
+            while data:
+                data = data[os.write(fd, data) :]
+            return
         while size:
             if self.pos >= len(self.buf):
                 self._fill(1)
@@ -185,10 +192,16 @@ class Reader:
         pax: dict[str, str] = {}
         long_name = long_link = None
         first = True
+        last = None
         while True:
-            self._skip(self.left + self.pad)
-            self.left = self.pad = 0
-            block = self._block()
+            if self.left or self.pad:
+                self._skip(self.left + self.pad)
+                self.left = self.pad = 0
+            if self.pos + BLOCK <= len(self.buf):
+                block = self.buf[self.pos : self.pos + BLOCK]
+                self.pos += BLOCK
+            else:
+                block = self._block()
             if block is None or block == _ZERO:
                 if pax or long_name is not None or long_link is not None:
                     raise TarError("invalid header: an extended header with no member")
@@ -197,12 +210,24 @@ class Reader:
                 return
             first = False
             name, *numbers, kind, link, magic, prefix = _HEADER.unpack(block)
-            try:  # octal text, the common case, in one step
-                mode, uid, gid, size, mtime, checksum = [
-                    int(n.partition(b"\0")[0], 8) for n in numbers
-                ]
-            except ValueError:
-                mode, uid, gid, size, mtime, checksum = map(_number, numbers, _NUMBER_FIELDS)
+            # Members mostly share mode, owner and mtime: each such run parsed once.
+            same = numbers[:3], numbers[4]
+            if same != last:
+                last = same
+                try:  # octal text, the common case, in one step
+                    mode, uid, gid, size, mtime, checksum = [
+                        int(n.partition(b"\0")[0], 8) for n in numbers
+                    ]
+                except ValueError:
+                    mode, uid, gid, size, mtime, checksum = map(_number, numbers, _NUMBER_FIELDS)
+            else:
+                try:
+                    size, checksum = (
+                        int(numbers[3].partition(b"\0")[0], 8),
+                        int(numbers[5].partition(b"\0")[0], 8),
+                    )
+                except ValueError:
+                    size, checksum = _number(numbers[3], "size"), _number(numbers[5], "checksum")
             if checksum != sum(block) - sum(block[148:156]) + 8 * 0x20 and not _signed_ok(block):
                 raise TarError("invalid header: bad checksum")
             if size < 0:
@@ -225,7 +250,10 @@ class Reader:
                 kind = DIR
             if kind == DIR:
                 name = name.rstrip("/")
-            link = _text(link) if long_link is None else long_link
+            if long_link is not None:
+                link = long_link
+            else:
+                link = _text(link) if kind in (LNK, SYM) else ""
             member = Member(name, kind, mode & 0o7777, uid, gid, size, mtime, link)
             if globals_ or pax:
                 _apply_pax(member, {**globals_, **pax})

@@ -64,7 +64,9 @@ def _parts(name: str, entry: str) -> list[str]:
     """Path components of a tar name, refusing any that could leave the layer."""
     if name.startswith("/"):
         raise LayerError(f"layer entry {entry!r}: absolute path")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
+    parts = name.split("/")
+    if "" in parts or "." in parts:
+        parts = [p for p in parts if p not in ("", ".")]
     if ".." in parts:
         raise LayerError(f"layer entry {entry!r}: '..' leaves the layer")
     return parts
@@ -76,6 +78,12 @@ def _set_metadata(fd: int, m: tarstream.Member) -> None:
     os.fchown(fd, m.uid, m.gid)
     os.fchmod(fd, m.mode)
     os.utime(fd, (m.mtime, m.mtime))
+
+
+def _umask() -> int:
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def _walk_size(root_fd: int) -> int:
@@ -115,6 +123,11 @@ class _Layer:
         self.root = root_fd
         self.dirs: dict[tuple[int, int], tarstream.Member] = {}
         self.size: int | None = 0  # None: to be summed by a walk at the end
+        # Who owns a new file, unless the layer is in a set-group-id directory (whose
+        # group new files take).
+        root = os.fstat(root_fd)
+        self.owner = (os.geteuid(), -1 if root.st_mode & stat.S_ISGID else os.getegid())
+        self.fix_mode = 0o7000 | _umask()  # mode bits a new file cannot be created with
         # A directory made for a member's path, not by a member of its own, has no
         # metadata to receive, even if it reuses the inode of one removed before it.
         self.cursor = fdtree.Cursor(
@@ -151,10 +164,23 @@ class _Layer:
             os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent)
             return
         if m.isreg():
-            fd = self._create(parent, base, lambda: os.open(base, _NEW_FILE, 0o600, dir_fd=parent))
+            # Created with its permission bits (less the umask's): where the owner is
+            # already this process's and no bit is missing, no fchown or fchmod.
+            mode = m.mode & 0o777
+            try:
+                fd = os.open(base, _NEW_FILE, mode, dir_fd=parent)
+            except FileExistsError:
+                fd = self._create(
+                    parent, base, lambda: os.open(base, _NEW_FILE, mode, dir_fd=parent)
+                )
             try:
                 tar.write_data(fd)
-                _set_metadata(fd, m)
+                if m.uid != self.owner[0] or m.gid != self.owner[1]:
+                    _set_metadata(fd, m)
+                else:
+                    if m.mode & self.fix_mode:
+                        os.fchmod(fd, m.mode)
+                    os.utime(fd, (m.mtime, m.mtime))
             finally:
                 os.close(fd)
             if self.size is not None:
