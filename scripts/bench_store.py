@@ -85,15 +85,18 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp"),
                         help="where the trees go (the disk measured)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--tar", type=Path,
+                        help="a layer tar made before, instead of a new one")  # fmt: skip
     parser.add_argument("--profile", choices=("import", "rm"),
                         help="profile one pyvmm step in-process (cProfile), once")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="pyvmm-bench-store-") as tmp:
         tmp = Path(tmp)
-        make_tree(tmp / "tree", args.files)
-        tar = tmp / "layer.tar"
-        subprocess.run(["tar", "-cf", tar, "-C", tmp / "tree", "."], check=True)
-        shutil.rmtree(tmp / "tree")
+        tar = args.tar or tmp / "layer.tar"
+        if not args.tar:
+            make_tree(tmp / "tree", args.files)
+            subprocess.run(["tar", "-cf", tar, "-C", tmp / "tree", "."], check=True)
+            shutil.rmtree(tmp / "tree")
         if args.profile:
             return profile(tmp, tar, args.profile)
         runs = []
