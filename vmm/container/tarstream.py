@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import struct
+import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -79,9 +80,20 @@ def _text(field: bytes) -> str:
     return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
+def _unsigned_sum(block: bytes) -> int:
+    """pax "chksum": the header's bytes summed with the field itself as spaces.
+
+    Summed in C by Adler-32, whose first half is 1 + the bytes' sum modulo 65521: exact
+    for 256 bytes (at most 65280), so a header is two halves. (``sum`` of 512 bytes
+    costs a Python int per byte: a fifth of a small-file import's time.)"""
+    view = memoryview(block)
+    halves = (zlib.adler32(view[:256]) & 0xFFFF) + (zlib.adler32(view[256:]) & 0xFFFF) - 2
+    return halves - sum(block[148:156]) + 8 * 0x20
+
+
 def _signed_ok(block: bytes) -> bool:
     """pax "chksum" as some old tars summed it: the header's bytes as signed."""
-    unsigned = sum(block) - sum(block[148:156]) + 8 * 0x20
+    unsigned = _unsigned_sum(block)
     signed = unsigned - 256 * sum(1 for b in block[:148] + block[156:] if b >= 0x80)
     return _number(block[148:156], "checksum") == signed
 
@@ -228,7 +240,7 @@ class Reader:
                     )
                 except ValueError:
                     size, checksum = _number(numbers[3], "size"), _number(numbers[5], "checksum")
-            if checksum != sum(block) - sum(block[148:156]) + 8 * 0x20 and not _signed_ok(block):
+            if checksum != _unsigned_sum(block) and not _signed_ok(block):
                 raise TarError("invalid header: bad checksum")
             if size < 0:
                 raise TarError("invalid header: negative size")
