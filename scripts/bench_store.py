@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -47,12 +48,17 @@ def make_tree(top: Path, files: int) -> None:
             f.write(data)
 
 
-def timed(*args, **kw) -> float:
-    """Seconds ``args`` take to run, after a sync (earlier steps' writeback is not theirs)."""
+def timed(out: dict[str, float], step: str, *args, **kw) -> None:
+    """``args`` run after a sync (earlier steps' writeback is not theirs): its seconds
+    go to ``out[step]``, and its CPU seconds (user and system) to ``out[step + " cpu"]``."""
     subprocess.run(["sync"], check=True)
     t0 = time.perf_counter()
-    subprocess.run([str(a) for a in args], check=True, stdout=subprocess.DEVNULL, **kw)
-    return time.perf_counter() - t0
+    proc = subprocess.Popen([str(a) for a in args], stdout=subprocess.DEVNULL, **kw)
+    _, status, usage = os.wait4(proc.pid, 0)
+    out[step] = time.perf_counter() - t0
+    out[step + " cpu"] = usage.ru_utime + usage.ru_stime
+    if os.waitstatus_to_exitcode(status):
+        raise subprocess.CalledProcessError(os.waitstatus_to_exitcode(status), proc.args)
 
 
 def pyvmm(root: Path, *args: str) -> list[str]:
@@ -63,17 +69,17 @@ def one_run(work: Path, tar: Path) -> dict[str, float]:
     out: dict[str, float] = {}
     tree = work / "x"
     tree.mkdir()
-    out["tar -x"] = timed("tar", "-xf", tar, "-C", tree)
-    out["rm -rf"] = timed("rm", "-rf", tree)
+    timed(out, "tar -x", "tar", "-xf", tar, "-C", tree)
+    timed(out, "rm -rf", "rm", "-rf", tree)
     root = work / "root"
-    out["image import"] = timed(*pyvmm(root, "image", "import", str(tar), "big"))
-    out["image rm"] = timed(*pyvmm(root, "image", "rm", "big"))
+    timed(out, "image import", *pyvmm(root, "image", "import", str(tar), "big"))
+    timed(out, "image rm", *pyvmm(root, "image", "rm", "big"))
     (work / "tiny").mkdir()
     store = Store(root)
     importer.import_image(store, work / "tiny", "tiny")
     rec = lifecycle.create(store, "tiny", ["/x"], name="big")  # never run: only its layer
     subprocess.run(["tar", "-xf", tar, "-C", root / "containers" / rec.id / "upper"], check=True)
-    out["container rm"] = timed(*pyvmm(root, "container", "rm", "big"))
+    timed(out, "container rm", *pyvmm(root, "container", "rm", "big"))
     shutil.rmtree(root)
     return out
 
@@ -85,15 +91,18 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp"),
                         help="where the trees go (the disk measured)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--tar", type=Path,
+                        help="a layer tar made before, instead of a new one")  # fmt: skip
     parser.add_argument("--profile", choices=("import", "rm"),
                         help="profile one pyvmm step in-process (cProfile), once")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="pyvmm-bench-store-") as tmp:
         tmp = Path(tmp)
-        make_tree(tmp / "tree", args.files)
-        tar = tmp / "layer.tar"
-        subprocess.run(["tar", "-cf", tar, "-C", tmp / "tree", "."], check=True)
-        shutil.rmtree(tmp / "tree")
+        tar = args.tar or tmp / "layer.tar"
+        if not args.tar:
+            make_tree(tmp / "tree", args.files)
+            subprocess.run(["tar", "-cf", tar, "-C", tmp / "tree", "."], check=True)
+            shutil.rmtree(tmp / "tree")
         if args.profile:
             return profile(tmp, tar, args.profile)
         runs = []
@@ -101,21 +110,22 @@ def main() -> int:
             work = tmp / f"run{i}"
             work.mkdir()
             runs.append(one_run(work, tar))
-            steps = ", ".join(f"{k} {v:.2f}s" for k, v in runs[-1].items())
+            steps = ", ".join(f"{k} {v:.2f}s" for k, v in runs[-1].items() if "cpu" not in k)
             print(f"run {i + 1}/{args.runs}: {steps}", file=sys.stderr)
     medians = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    ratios = {
-        "image import / tar -x": medians["image import"] / medians["tar -x"],
-        "image rm / rm -rf": medians["image rm"] / medians["rm -rf"],
-        "container rm / rm -rf": medians["container rm"] / medians["rm -rf"],
-    }
-    print(f"{args.files} files, median of {args.runs} runs")
+    pairs = {"image import": "tar -x", "image rm": "rm -rf", "container rm": "rm -rf"}
+    ratios = {f"{a} / {b}": medians[a] / medians[b] for a, b in pairs.items()}
+    # Each run's own ratio too: a change in the machine's load falls on both of a pair.
+    per_run = {f"{a} / {b}": statistics.median(r[a] / r[b] for r in runs) for a, b in pairs.items()}
+    print(f"{args.files} files in {args.dir}, median of {args.runs} runs")
     for k, v in medians.items():
-        print(f"  {k:<14} {v:8.2f} s")
+        if "cpu" not in k:
+            print(f"  {k:<14} {v:8.2f} s (CPU {medians[k + ' cpu']:.2f} s)")
     for k, v in ratios.items():
-        print(f"  {k:<24} {v:5.2f}x")
+        print(f"  {k:<24} {v:5.2f}x (median of the runs' own ratios {per_run[k]:.2f}x)")
     if args.json:
-        data = {"files": args.files, "runs": runs, "median_s": medians, "ratios": ratios}
+        data = {"files": args.files, "dir": str(args.dir), "runs": runs, "median_s": medians,
+                "ratios": ratios, "median_run_ratios": per_run}  # fmt: skip
         args.json.write_text(json.dumps(data, indent=2))
     return 0
 
@@ -133,7 +143,7 @@ def profile(tmp: Path, tar: Path, step: str) -> int:
         importer.import_image(store, tar, "big")
         subprocess.run(["sync"], check=True)
         with store.lock():
-            prof.runcall(images.remove, store, "big", set(), [])
+            prof.runcall(images.remove, store, "big", images.Users([], [], set(), []))
     pstats.Stats(prof).sort_stats("tottime").print_stats(25)
     return 0
 

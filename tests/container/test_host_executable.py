@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from pathlib import Path
 
@@ -267,3 +268,88 @@ def test_exec_into_a_container_with_cap_sys_ptrace_runs_from_a_sealed_copy(tmp_p
             exe = os.readlink(f"/proc/{runtime.pid}/exe")
             assert runtime.wait(30) == 0
     assert exe.startswith("/memfd:pyvmm-python") == ptrace, exe
+
+
+# Every process of the container's but its init and this shell.
+LIST_OTHERS = 'cd /proc && for p in [0-9]*; do [ "$p" = 1 ] || [ "$p" = $$ ] || echo "$p"; done'
+
+
+def _freezer(pid: int) -> Path:
+    """The file that freezes the cgroup ``pid`` is in (v1's freezer, or v2's)."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "freezer" in controllers.split(","):
+            return Path("/sys/fs/cgroup/freezer", path.lstrip("/"), "freezer.state")
+        if controllers == "" and Path("/sys/fs/cgroup/cgroup.controllers").exists():
+            return Path("/sys/fs/cgroup", path.lstrip("/"), "cgroup.freeze")
+    raise AssertionError(f"no freezer for {pid}")
+
+
+def _inside(pid: int, script: str) -> subprocess.CompletedProcess:
+    """``script`` run as root of the user namespace of ``pid``'s container (all of its
+    capabilities there, CAP_SYS_PTRACE included; none on the host), in its mount and
+    PID namespaces: what a process in the container may do at best."""
+    return subprocess.run(["nsenter", "-t", str(pid), "-U", "-m", "-p", "--", "/bin/sh", "-c",
+                           script], capture_output=True, text=True, timeout=30)  # fmt: skip
+
+
+def test_pyvmm_processes_in_a_container_are_non_dumpable_until_their_execve(tmp_path):
+    """The step that alone closes the window: in a container with a user namespace of
+    its own, its root holds CAP_SYS_PTRACE over every process there, so the kernel's
+    uid and capability checks pass, and only a process being non-dumpable (its mm,
+    exec'd on the host, belongs to the host's user namespace) keeps ``/proc/<pid>/exe``
+    (the host's interpreter) shut. Seen from inside: the init of a created container,
+    waiting for ``start``, and an ``exec`` caught joining (held by a frozen cgroup)
+    cannot be opened; once the init has exec'd its own program, the same open works."""
+    # Host uid 100000 must reach the rootfs: not under pytest's 0700 directory.
+    top = Path(tempfile.mkdtemp(prefix="pyvmm-userns-"))
+    os.chmod(top, 0o755)
+    rootfs = top / "userfs"
+    rootfs.mkdir()
+    busybox_rootfs(rootfs)
+    subprocess.run(["chown", "-R", "100000:100000", rootfs], check=True)
+    maps = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    try:
+        _in_user_namespace(Runtime(tmp_path / "state", tmp_path, rootfs), top, maps)
+    finally:
+        shutil.rmtree(top)
+
+
+def _in_user_namespace(runtime: Runtime, top: Path, maps: list[dict]) -> None:
+    with leaves_nothing(runtime) as rt:
+        rt.tmp = top  # the bundle too
+        b = rt.bundle(["sleep", "30"], linux__uidMappings=maps, linux__gidMappings=maps)
+        config = json.loads((b / "config.json").read_text())
+        config["linux"]["namespaces"].append({"type": "user"})
+        config["mounts"] = [m for m in config["mounts"] if m["type"] != "sysfs"]
+        (b / "config.json").write_text(json.dumps(config))
+        rt.ok("create", "--bundle", b, "c")
+        init = json.loads(rt.ok("state", "c"))["pid"]
+        opened = "cat /proc/{}/exe >/dev/null && echo opened"
+        r = _inside(init, opened.format(1))
+        assert "Permission denied" in r.stderr and "opened" not in r.stdout, (r.stdout, r.stderr)
+
+        freeze = _freezer(init)
+        frozen = "FROZEN" if freeze.name == "freezer.state" else "1"
+        freeze.write_text(frozen)
+        command = [*rt.command, "--root", str(rt.root), "exec", "c", "true"]
+        try:
+            with subprocess.Popen(command, env=rt.env, stdin=subprocess.DEVNULL) as joining:
+                deadline = time.monotonic() + 30
+                others: list[str] = []
+                while not others and time.monotonic() < deadline:
+                    others = _inside(init, LIST_OTHERS).stdout.split()
+                    time.sleep(0.1)
+                assert others, "the exec'd process never showed in the container"
+                seen = [_inside(init, opened.format(p)) for p in others]
+                freeze.write_text("THAWED" if frozen == "FROZEN" else "0")
+                assert joining.wait(30) == 0
+        finally:
+            freeze.write_text("THAWED" if frozen == "FROZEN" else "0")
+        for r in seen:
+            assert "opened" not in r.stdout, r.stdout
+        assert any("Permission denied" in r.stderr for r in seen), [r.stderr for r in seen]
+
+        rt.ok("start", "c")  # the init execs sleep: dumpable again, its exe the container's
+        r = _inside(init, opened.format(1))
+        assert r.stdout.strip() == "opened", r.stderr

@@ -146,26 +146,70 @@ def test_unknown_image_is_a_one_line_error(pyvmm):
     assert "no such image" in one_line_error(r)
 
 
+def _unique_image(pyvmm, tmp_path: Path, ref: str) -> str:
+    """Import busybox's tree plus a marker as ``ref``: a layer no other image has."""
+    tree = tmp_path / ref
+    busybox = _image_ref(pyvmm, "busybox")["layers"][0]["digest"][7:]
+    shutil.copytree(pyvmm.root / "layers" / "sha256" / busybox / "diff", tree, symlinks=True)
+    (tree / "marker").write_text(f"{ref}\n")
+    pyvmm.ok("image", "import", tree, ref)
+    return _image_ref(pyvmm, ref)["layers"][0]["digest"][7:]
+
+
 def test_image_rm_is_refused_while_a_container_uses_it(pyvmm, tmp_path):
-    tree = tmp_path / "tree"
-    shutil.copytree(
-        pyvmm.root
-        / "layers"
-        / "sha256"
-        / _image_ref(pyvmm, "busybox")["layers"][0]["digest"][7:]
-        / "diff",
-        tree,
-        symlinks=True,
-    )
-    (tree / "marker").write_text("unique\n")
-    pyvmm.ok("image", "import", tree, "inuse")
-    layer = _image_ref(pyvmm, "inuse")["layers"][0]["digest"][7:]
+    layer = _unique_image(pyvmm, tmp_path, "inuse")
     pyvmm.ok("container", "run", "--name", "user", "inuse", "true")
     r = pyvmm("image", "rm", "inuse")
     assert r.returncode == 2 and "used by container" in one_line_error(r)
     pyvmm.ok("container", "rm", "user")
     pyvmm.ok("image", "rm", "inuse")
     assert layer not in _layers(pyvmm.root)  # no other image uses it
+
+
+def test_image_rm_force_never_while_it_runs_and_keeps_the_layers_containers_mount(pyvmm, tmp_path):
+    layer = _unique_image(pyvmm, tmp_path, "forced")
+    pyvmm.ok("container", "run", "-d", "--name", "runs", "forced", "sleep", "100")
+    try:
+        r = pyvmm("image", "rm", "-f", "forced")
+        assert r.returncode == 2 and "used by running container(s) runs" in one_line_error(r)
+        pyvmm.ok("container", "rm", "-f", "runs")
+        pyvmm.ok("container", "run", "--name", "stopped", "forced", "true")
+        pyvmm.ok("image", "rm", "-f", "forced")  # Docker's rmi -f: the image goes...
+        assert "forced" not in pyvmm.ok("image", "ls")
+        assert layer in _layers(pyvmm.root)  # ...the layer the container mounts stays
+        assert pyvmm.ok("container", "start", "-a", "stopped") == ""
+    finally:
+        for name in ("runs", "stopped"):
+            pyvmm("container", "rm", "-f", name)
+    _unique_image(pyvmm, tmp_path, "next")
+    pyvmm.ok("image", "rm", "next")  # the next removal collects what nothing uses
+    assert layer not in _layers(pyvmm.root)
+
+
+def test_image_rm_keeps_every_layer_while_a_container_record_is_broken(pyvmm, tmp_path):
+    """A broken record says nothing of the layers its container mounts: image rm is
+    refused in one line, and -f removes the image but no layer."""
+    layer = _unique_image(pyvmm, tmp_path, "hurtimg")
+    pyvmm.ok("container", "run", "--name", "hurt", "hurtimg", "true")
+    cid = os.readlink(pyvmm.root / "names" / "hurt")
+    try:
+        state = pyvmm.root / "containers" / cid / "state.json"
+        state.write_bytes(state.read_bytes()[:40])
+        r = pyvmm("image", "rm", "hurtimg")
+        line = one_line_error(r)
+        assert r.returncode == 2 and f"may be being used by container {cid[:12]}" in line
+        assert "record is broken (state.json is not JSON" in line
+        assert "hurtimg" in pyvmm.ok("image", "ls") and layer in _layers(pyvmm.root)
+        pyvmm.ok("image", "rm", "-f", "hurtimg")
+        assert "hurtimg" not in pyvmm.ok("image", "ls")
+        assert layer in _layers(pyvmm.root)
+        upper = pyvmm.root / "containers" / cid / "upper"
+        assert upper.is_dir()  # nothing of the container's went either
+    finally:
+        pyvmm.ok("container", "rm", "-f", cid)
+    _unique_image(pyvmm, tmp_path, "after")
+    pyvmm.ok("image", "rm", "after")
+    assert layer not in _layers(pyvmm.root)
 
 
 @pytest.mark.parametrize("ref", ["", "..", "a/b", "x" * 65, "ok:..", ":tag", "ok:a/b"])

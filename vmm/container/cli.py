@@ -323,17 +323,31 @@ def image_inspect(ctx, ref) -> None:
 
 
 @image.command("rm")
+@click.option("-f", "--force", is_flag=True,
+              help="Remove it even if stopped containers were created from it.")  # fmt: skip
 @click.argument("refs", nargs=-1, required=True, metavar="NAME[:TAG]...")
 @click.pass_context
-def image_rm(ctx, refs) -> None:
+def image_rm(ctx, refs, force) -> None:
     """Remove images, refused while a container uses them; unused layers go too."""
     store = _store(ctx)
     for ref in refs:
+        containers = lifecycle.list_containers(store)  # reconciled: running means running
         with store.lock():
             name, tag = split_image_ref(ref)
             image = images.load(store, name, tag)
-            users = [] if isinstance(image, Broken) else lifecycle.users_of(store, image=image)
-            images.remove(store, ref, lifecycle.layers_in_use(store), users)
+            users = images.Users([], [], lifecycle.layers_in_use(store), [])
+            for rec in containers:
+                if isinstance(rec, Broken):
+                    users.unknown.append(rec)
+                elif not isinstance(image, Broken) and rec.image_id == image.id:
+                    running = rec.status in lifecycle.ACTIVE
+                    (users.running if running else users.stopped).append(rec.name)
+            if not isinstance(image, Broken):  # and any created since the listing
+                known = {*users.running, *users.stopped}
+                users.stopped += [
+                    n for n in lifecycle.users_of(store, image=image) if n not in known
+                ]
+            images.remove(store, ref, users, force)
         click.echo(ref)
 
 

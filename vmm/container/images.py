@@ -96,19 +96,45 @@ def total_size(store: Store, images: list[ImageRecord]) -> int:
     return sum(layers.size(store, d) or 0 for d in {d for r in images for d in r.layers})
 
 
-def remove(store: Store, ref: str, layers_in_use: set[str], users: list[str]) -> None:
-    """Delete image ``ref``, then the layers nothing else uses.
+@dataclass
+class Users:
+    """What the containers say about an image being removed (``remove``)."""
 
-    ``users`` are the containers created from it (removal is refused while there are
-    any); ``layers_in_use`` are layers containers still mount, kept even when no image
-    names them any more. A broken image's record goes too (no container can be using
-    it: none can be created from it). The caller holds the store lock.
+    stopped: list[str]  # containers created from it, not running
+    running: list[str]  # containers created from it, running
+    layers: set[str]  # layers any container mounts, this image's or not
+    unknown: list[Broken]  # containers whose records do not load: what they use is unknown
+
+
+def remove(store: Store, ref: str, users: Users, force: bool = False) -> None:
+    """Delete image ``ref``, then the layers nothing else uses; the caller holds the
+    store lock.
+
+    As Docker's ``rmi``: refused while a container created from the image exists
+    (``force`` removes the image anyway, never while one runs), and a layer a
+    container mounts is kept whatever happens to the images that named it. A broken
+    container record names no layers, so while there is one, which layers it mounts
+    cannot be told: the removal is refused, and with ``force`` the record goes but
+    every layer is kept (the next ``image rm`` after that container's ``rm -f``
+    collects them). A broken image's record goes too: no layer it may name is
+    collected while a container mounts it.
     """
     name, tag = split_image_ref(ref)
     if not _path(store, name, tag).exists():
         raise PyvmmError(f"no such image: {name}:{tag}")
-    if users:
-        raise PyvmmError(f"image {name}:{tag} is used by container(s) {', '.join(users)}")
+    if users.running:
+        raise PyvmmError(f"image {name}:{tag} is being used by running container(s) "
+                         f"{', '.join(users.running)}: stop them first")  # fmt: skip
+    if users.stopped and not force:
+        raise PyvmmError(f"image {name}:{tag} is being used by container(s) "
+                         f"{', '.join(users.stopped)}: remove them first, or use -f")  # fmt: skip
+    if users.unknown and not force:
+        broken = users.unknown[0]
+        raise PyvmmError(
+            f"image {name}:{tag} may be being used by container {broken.path.parent.name[:12]}, "
+            f"whose record is broken ({broken.reason}): remove it with 'container rm -f' "
+            "first, or use -f (every layer is then kept)"
+        )
     os.unlink(_path(store, name, tag))
     for file in os.listdir(store.images / name):
         if atomic.is_tmp(file):  # a write cut short by a crash
@@ -116,5 +142,7 @@ def remove(store: Store, ref: str, layers_in_use: set[str], users: list[str]) ->
     for other in os.listdir(store.images):  # this one's, and those crashed imports made
         with contextlib.suppress(OSError):
             os.rmdir(store.images / other)
-    keep = layers_in_use | {d for _, r in list_images(store) for d in getattr(r, "layers", ())}
+    if users.unknown:
+        return
+    keep = users.layers | {d for _, r in list_images(store) for d in getattr(r, "layers", ())}
     layers.collect(store, keep)

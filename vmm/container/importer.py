@@ -147,7 +147,7 @@ class _Import:
         self,
         f: BinaryIO,
         verify: Callable[[str], None] | None = None,
-        on_member: Callable[[tarfile.TarInfo], None] | None = None,
+        on_member: Callable[[str], None] | None = None,
     ) -> str:
         """Unpack the layer tar ``f`` into the store; ``verify`` its digest first."""
 
@@ -254,8 +254,8 @@ class _Layout(Exception):
     """A tar being unpacked as a rootfs turned out to be an image layout."""
 
 
-def _not_a_layout(member: tarfile.TarInfo) -> None:
-    if posixpath.normpath(member.name) in _LAYOUT_MARKERS:
+def _not_a_layout(name: str) -> None:
+    if name.endswith(_LAYOUT_MARKERS) and posixpath.normpath(name) in _LAYOUT_MARKERS:
         raise _Layout
 
 

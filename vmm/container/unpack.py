@@ -25,7 +25,6 @@ import errno
 import gzip
 import hashlib
 import os
-import shutil
 import stat
 import tarfile
 import zlib
@@ -33,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from vmm.container import fdtree, records
+from vmm.container import fdtree, records, tarstream
 from vmm.container.layers import OPAQUE, OPAQUE_XATTR, RECORD, TMP_PREFIX, WHITEOUT, LayerRecord
 from vmm.container.state import Store
 from vmm.errors import PyvmmError
@@ -65,18 +64,39 @@ def _parts(name: str, entry: str) -> list[str]:
     """Path components of a tar name, refusing any that could leave the layer."""
     if name.startswith("/"):
         raise LayerError(f"layer entry {entry!r}: absolute path")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
+    parts = name.split("/")
+    if "" in parts or "." in parts:
+        parts = [p for p in parts if p not in ("", ".")]
     if ".." in parts:
         raise LayerError(f"layer entry {entry!r}: '..' leaves the layer")
     return parts
 
 
-def _set_metadata(fd: int, m: tarfile.TarInfo) -> None:
+def _set_metadata(fd: int, m: tarstream.Member) -> None:
     """Owner, mode and mtime of ``m`` on the open file ``fd`` (chown first: it clears
     the set-id bits)."""
     os.fchown(fd, m.uid, m.gid)
-    os.fchmod(fd, m.mode & 0o7777)
+    os.fchmod(fd, m.mode)
     os.utime(fd, (m.mtime, m.mtime))
+
+
+def _umask() -> int:
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def _walk_size(root_fd: int) -> int:
+    """The regular files' bytes under ``root_fd``, each inode counted once."""
+    seen, size = set(), 0
+    for e in fdtree.walk(root_fd):
+        if e.fd is None and stat.S_ISREG(e.st.st_mode) and fdtree.ident(e.st) not in seen:
+            seen.add(fdtree.ident(e.st))
+            size += e.st.st_size
+    return size
+
+
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class _Layer:
@@ -85,15 +105,29 @@ class _Layer:
     Each member's parent is reached with a ``fdtree.Cursor`` (``O_NOFOLLOW`` at every
     step) and the member itself is created, linked or removed by a single name
     relative to that fd, so no symlink, earlier or later in the tar, can take an
-    operation out of the layer. Directories' metadata waits for the end (adding
-    entries changes a directory's mtime) and is then applied during one fd walk of
-    the layer, to the directory inodes that the members created: a directory that a
-    later member replaced is simply not there to be found.
+    operation out of the layer. A member is created with ``O_EXCL`` (or its
+    ``mkdir``/``symlink``/``link``, which never follow either); only where that finds
+    a name taken, by an earlier member, is the old entry removed and the creation
+    tried again: one system call a member for the common case. Directories' metadata
+    waits for the end (adding entries changes a directory's mtime) and is then
+    applied during one fd walk of the layer's directories, to the directory inodes
+    that the members created: a directory that a later member replaced is simply not
+    there to be found.
+
+    The layer's size (its regular files' bytes, each inode once) is summed as files
+    are written, less the files removed by later members; only when a later member
+    replaces a whole directory is it summed again by a walk of the finished layer.
     """
 
     def __init__(self, root_fd: int):
         self.root = root_fd
-        self.dirs: dict[tuple[int, int], tarfile.TarInfo] = {}
+        self.dirs: dict[tuple[int, int], tarstream.Member] = {}
+        self.size: int | None = 0  # None: to be summed by a walk at the end
+        # Who owns a new file, unless the layer is in a set-group-id directory (whose
+        # group new files take).
+        root = os.fstat(root_fd)
+        self.owner = (os.geteuid(), -1 if root.st_mode & stat.S_ISGID else os.getegid())
+        self.fix_mode = 0o7000 | _umask()  # mode bits a new file cannot be created with
         # A directory made for a member's path, not by a member of its own, has no
         # metadata to receive, even if it reuses the inode of one removed before it.
         self.cursor = fdtree.Cursor(
@@ -110,47 +144,75 @@ class _Layer:
                 raise
             raise LayerError(f"layer entry {entry!r}: parent {e.filename!r} is {what}") from None
 
-    def add(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+    def add(self, tar: tarstream.Reader, m: tarstream.Member) -> None:
         parts = _parts(m.name, m.name)
         if not parts:
             return  # the layer's root directory itself
-        if m.islnk():
+        if m.type == tarstream.LNK:
             self._link(m, parts)
             return
         parent = self.parent(parts, m.name)
         base = parts[-1]
-        if base == OPAQUE:
-            os.setxattr(parent, OPAQUE_XATTR, b"y")
-            return
         if base.startswith(WHITEOUT):
+            if base == OPAQUE:
+                os.setxattr(parent, OPAQUE_XATTR, b"y")
+                return
             hidden = base[len(WHITEOUT) :]
             if hidden in ("", ".", "..") or hidden.startswith(WHITEOUT):
                 raise LayerError(f"layer entry {m.name!r}: malformed whiteout")
-            self._clear(parent, hidden, keep_dir=False)
+            self._clear(parent, hidden)
             os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent)
             return
-        if not (m.isdir() or m.isreg() or m.issym() or m.isfifo()):
-            raise LayerError(f"layer entry {m.name!r}: device nodes are not allowed in a layer")
-        self._clear(parent, base, keep_dir=m.isdir())
-        if m.isdir():
-            with contextlib.suppress(FileExistsError):
+        if m.isreg():
+            # Created with its permission bits (less the umask's): where the owner is
+            # already this process's and no bit is missing, no fchown or fchmod.
+            mode = m.mode & 0o777
+            try:
+                fd = os.open(base, _NEW_FILE, mode, dir_fd=parent)
+            except FileExistsError:
+                fd = self._create(
+                    parent, base, lambda: os.open(base, _NEW_FILE, mode, dir_fd=parent)
+                )
+            try:
+                tar.write_data(fd)
+                if m.uid != self.owner[0] or m.gid != self.owner[1]:
+                    _set_metadata(fd, m)
+                else:
+                    if m.mode & self.fix_mode:
+                        os.fchmod(fd, m.mode)
+                    os.utime(fd, (m.mtime, m.mtime))
+            finally:
+                os.close(fd)
+            if self.size is not None:
+                self.size += m.size
+        elif m.type == tarstream.DIR:
+            try:
                 os.mkdir(base, 0o700, dir_fd=parent)
+            except FileExistsError:  # an earlier member's: a directory stays, as with tar
+                if not stat.S_ISDIR(os.lstat(base, dir_fd=parent).st_mode):
+                    self._clear(parent, base)
+                    os.mkdir(base, 0o700, dir_fd=parent)
             self.dirs[fdtree.ident(os.lstat(base, dir_fd=parent))] = m
-        elif m.isreg():
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            with os.fdopen(os.open(base, flags, 0o600, dir_fd=parent), "wb") as out:
-                shutil.copyfileobj(tar.extractfile(m), out)
-                out.flush()
-                _set_metadata(out.fileno(), m)
-        elif m.issym():
-            os.symlink(m.linkname, base, dir_fd=parent)
+        elif m.type == tarstream.SYM:
+            self._create(parent, base, lambda: os.symlink(m.linkname, base, dir_fd=parent))
             os.chown(base, m.uid, m.gid, dir_fd=parent, follow_symlinks=False)
             os.utime(base, (m.mtime, m.mtime), dir_fd=parent, follow_symlinks=False)
-        else:
-            os.mkfifo(base, 0o600, dir_fd=parent)
+        elif m.type == tarstream.FIFO:
+            self._create(parent, base, lambda: os.mkfifo(base, 0o600, dir_fd=parent))
             self._set_metadata_of(base, parent, m)
+        else:
+            raise LayerError(f"layer entry {m.name!r}: device nodes are not allowed in a layer")
 
-    def _link(self, m: tarfile.TarInfo, parts: list[str]) -> None:
+    def _create(self, parent: int, name: str, make: Callable[[], int | None]) -> int | None:
+        """``make()``, which creates ``name`` in ``parent`` without following it; where
+        the name is taken by an earlier member, that goes first (tar's "replace")."""
+        try:
+            return make()
+        except FileExistsError:
+            self._clear(parent, name)
+            return make()
+
+    def _link(self, m: tarstream.Member, parts: list[str]) -> None:
         """A hard link, only ever to a regular file already unpacked in this layer."""
         target = _parts(m.linkname, m.name)
         refused = LayerError(
@@ -170,17 +232,24 @@ class _Layer:
             except FileNotFoundError:
                 raise refused from None
             parent = self.parent(parts, m.name)
-            self._clear(parent, parts[-1], keep_dir=False)
             # No AT_SYMLINK_FOLLOW: the link is to the name itself, checked above.
-            os.link(
-                target[-1], parts[-1], src_dir_fd=source, dst_dir_fd=parent, follow_symlinks=False
+            self._create(
+                parent,
+                parts[-1],
+                lambda: os.link(
+                    target[-1],
+                    parts[-1],
+                    src_dir_fd=source,
+                    dst_dir_fd=parent,
+                    follow_symlinks=False,
+                ),
             )
         finally:
             os.close(source)
         self._set_metadata_of(parts[-1], parent, m)
 
     @staticmethod
-    def _set_metadata_of(name: str, parent: int, m: tarfile.TarInfo) -> None:
+    def _set_metadata_of(name: str, parent: int, m: tarstream.Member) -> None:
         """Metadata on the file ``name`` in ``parent``, refused if it is a symlink."""
         # O_NONBLOCK: opening a FIFO must not wait for a writer.
         fd = os.open(
@@ -191,7 +260,7 @@ class _Layer:
         finally:
             os.close(fd)
 
-    def _clear(self, parent: int, name: str, keep_dir: bool) -> None:
+    def _clear(self, parent: int, name: str) -> None:
         """Make room for a new entry (a later member replaces an earlier one).
 
         Only a child of the cursor's directory goes, so the cursor stays valid."""
@@ -199,34 +268,33 @@ class _Layer:
             st = os.lstat(name, dir_fd=parent)
         except FileNotFoundError:
             return
-        if not (keep_dir and stat.S_ISDIR(st.st_mode)):
-            fdtree.remove(name, parent)
+        if self.size is not None and stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+            self.size -= st.st_size
+        elif stat.S_ISDIR(st.st_mode):
+            self.size = None
+        fdtree.remove(name, parent)
 
     def finish(self) -> int:
-        """Apply the directories' metadata, deepest first; return the layer's size
-        (its regular files' bytes, each inode counted once), summed on the same walk."""
-        seen, size = set(), 0
-        for e in fdtree.walk(self.root):
-            if e.fd is not None:
-                m = self.dirs.get(fdtree.ident(e.st))
-                if m:
-                    _set_metadata(e.fd, m)
-            elif stat.S_ISREG(e.st.st_mode) and fdtree.ident(e.st) not in seen:
-                seen.add(fdtree.ident(e.st))
-                size += e.st.st_size
-        return size
+        """Apply the directories' metadata, deepest first; return the layer's size."""
+        for e in fdtree.walk(self.root, dirs_only=True):
+            m = self.dirs.get(fdtree.ident(e.st)) if e.fd is not None else None
+            if m:
+                _set_metadata(e.fd, m)
+        if self.size is None:
+            self.size = _walk_size(self.root)
+        return self.size
 
     def close(self) -> None:
         self.cursor.close()
 
 
 def extract(
-    f: BinaryIO, dest: Path, on_member: Callable[[tarfile.TarInfo], None] | None = None
+    f: BinaryIO, dest: Path, on_member: Callable[[str], None] | None = None
 ) -> tuple[str, int]:
     """Unpack the (optionally gzipped) layer tar ``f`` into ``dest``; return its diff id
     and its size.
 
-    ``on_member`` sees each member before it is unpacked, and may raise to stop."""
+    ``on_member`` sees each member's name before it is unpacked, and may raise to stop."""
     head = f.peek(2)[:2] if hasattr(f, "peek") else b""
     if head == b"\x1f\x8b":
         f = gzip.GzipFile(fileobj=f)
@@ -234,18 +302,18 @@ def extract(
     root = fdtree.open_path(dest)
     layer = _Layer(root)
     try:
-        with tarfile.open(fileobj=reader, mode="r|") as tar:
-            for m in tar:
-                if on_member is not None:
-                    on_member(m)
-                try:
-                    layer.add(tar, m)
-                except OSError as e:
-                    raise LayerError(f"layer entry {m.name!r}: {e.strerror or e}") from None
-                except (OverflowError, ValueError) as e:  # an owner or mtime out of range
-                    raise LayerError(f"layer entry {m.name!r}: {e}") from None
+        tar = tarstream.Reader(reader)
+        for m in tar:
+            if on_member is not None:
+                on_member(m.name)
+            try:
+                layer.add(tar, m)
+            except OSError as e:
+                raise LayerError(f"layer entry {m.name!r}: {e.strerror or e}") from None
+            except (OverflowError, ValueError) as e:  # an owner or mtime out of range
+                raise LayerError(f"layer entry {m.name!r}: {e}") from None
         size = layer.finish()
-    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:
+    except (tarstream.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise LayerError(f"not a readable layer tar: {reason}") from None
     finally:
@@ -331,7 +399,7 @@ def store_layer(
     store: Store,
     f: BinaryIO,
     verify: Callable[[str], None] | None = None,
-    on_member: Callable[[tarfile.TarInfo], None] | None = None,
+    on_member: Callable[[str], None] | None = None,
 ) -> tuple[str, bool]:
     """Store the layer tar ``f``; return its digest and whether it is new.
 
