@@ -265,6 +265,27 @@ def test_sysctl_cgroups_and_seccomp(rt):
     assert out[-1].endswith(":memory:/")  # its own cgroup is the root of its namespace
 
 
+def test_zeros_docker_writes_read_as_unset_as_runc_does(rt):
+    """Docker writes every limit it was not asked for as 0 (``blockIO.weight``,
+    ``cpu.shares``...): runc leaves those at the kernel's default, and so must pyvmm;
+    a field pyvmm does not implement is still refused once it says something."""
+    zeros = {"memory": {"limit": 0, "reservation": 0, "swap": 0, "kernel": 0,
+                        "disableOOMKiller": False},
+             "cpu": {"shares": 0, "quota": 0, "period": 0, "realtimeRuntime": 0,
+                     "realtimePeriod": 0, "cpus": "", "mems": ""},
+             "pids": {"limit": 0}, "blockIO": {"weight": 0, "leafWeight": 0,
+                                                "weightDevice": [], "throttleReadBpsDevice": []},
+             "hugepageLimits": []}  # fmt: skip
+    script = "cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max 2>/dev/null; echo ran"
+    cgroup = {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"}
+    r = rt.run(["sh", "-c", script], linux__resources=zeros,
+               mounts=[*rt_default_mounts(), cgroup])  # fmt: skip
+    assert (r.returncode, r.stdout) == (0, "max\nran\n"), r.stderr
+    weight = {**zeros, "blockIO": {"weight": 500}}
+    r = rt("run", "--bundle", rt.bundle(["true"], linux__resources=weight), "w")
+    assert "linux.resources.blockIO is not supported" in _one_line(r)
+
+
 def test_terminal_goes_to_the_console_socket(rt, socket_dir):
     path = str(socket_dir / "console.sock")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

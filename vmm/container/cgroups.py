@@ -106,19 +106,19 @@ class Limits:
         r = Fields(resources, "linux.resources")
         m, c, p = r.sub("memory"), r.sub("cpu"), r.sub("pids")
         limits = cls(
-            memory=_positive(m.get("limit", int)),
-            memory_swap=_positive(m.get("swap", int)),
-            memory_reservation=_positive(m.get("reservation", int)),
-            memory_kernel=_positive(m.get("kernel", int)),
-            memory_kernel_tcp=_positive(m.get("kernelTCP", int)),
-            memory_swappiness=m.get("swappiness", int),
+            memory=_limit(m.get("limit", int)),
+            memory_swap=_limit(m.get("swap", int)),
+            memory_reservation=_limit(m.get("reservation", int)),
+            memory_kernel=_limit(m.get("kernel", int)),
+            memory_kernel_tcp=_limit(m.get("kernelTCP", int)),
+            memory_swappiness=_limit(m.get("swappiness", int), -1),
             oom_kill_disable=m.get("disableOOMKiller", bool),
-            pids=_positive(p.get("limit", int)),
-            cpu_shares=c.get("shares", int),
-            cpu_quota=_positive(c.get("quota", int)),
-            cpu_period=c.get("period", int),
-            cpu_rt_runtime=c.get("realtimeRuntime", int),
-            cpu_rt_period=c.get("realtimePeriod", int),
+            pids=_limit(p.get("limit", int)),
+            cpu_shares=_limit(c.get("shares", int)),
+            cpu_quota=_limit(c.get("quota", int)),
+            cpu_period=_limit(c.get("period", int)),
+            cpu_rt_runtime=_limit(c.get("realtimeRuntime", int), 0),
+            cpu_rt_period=_limit(c.get("realtimePeriod", int)),
             cpuset_cpus=c.get("cpus", str) or None,
             cpuset_mems=c.get("mems", str) or None,
         )
@@ -134,6 +134,15 @@ class Limits:
         if limits.cpu_shares is not None and limits.cpu_shares < 2:
             raise SpecError("config.json: linux.resources.cpu.shares must be at least 2")
         return limits
+
+
+def _limit(value: int | None, unset: int | None = None) -> int | None:
+    """A ``linux.resources`` number as runc reads it: 0 (what Docker writes for every
+    limit not asked for), -1 ("no limit") and absence all leave the kernel's default;
+    where 0 is a value of its own (a swappiness), only ``unset`` does."""
+    if value is None or value == unset or (unset is None and value <= 0):
+        return None
+    return value
 
 
 def _positive(value: int | None) -> int | None:
