@@ -133,6 +133,15 @@ def test_podman_volume_and_bind_mount(podman, tmp_path):
         podman("volume", "rm", "--force", "pyvmmvol")
 
 
+def test_podman_read_only_and_tmpfs(podman):
+    """Podman sends runc's ``tmpcopyup`` for --tmpfs and --read-only's /tmp: the tmpfs
+    starts with the image's content there, and the rest of the root is read-only."""
+    script = ("head -1 /etc/passwd; echo x > /etc/y && cat /etc/y; touch /z 2>/dev/null"
+              " || echo root read-only; echo t > /tmp/t && cat /tmp/t")  # fmt: skip
+    out = podman.ok("run", "--rm", "--read-only", "--tmpfs", "/etc", IMAGE, "/bin/sh", "-c", script)
+    assert out == "root:x:0:0:root:/root:/bin/sh\nx\nroot read-only\nt\n"
+
+
 CONTAINERD_CONFIG = """\
 version = 2
 root = "{tmp}/root"

@@ -429,7 +429,8 @@ def mount_rootfs(spec: Spec, cg: Cgroup | None,
                 mounts.remount_into(root, dest, rest)
         else:
             try:
-                mounts.mount_into(root, dest, m.source or m.type, m.type, flags, data or None)
+                mounts.mount_into(root, dest, m.source or m.type, m.type, flags, data or None,
+                                  copy_up=mounts.TMPCOPYUP in m.options)  # fmt: skip
             except PermissionError:
                 if not userns or m.type not in ("mqueue", "sysfs"):
                     raise

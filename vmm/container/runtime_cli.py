@@ -457,7 +457,7 @@ def _features(args) -> int:
         "ociVersionMin": "1.0.0",
         "ociVersionMax": VERSION,
         "hooks": list(spec.HOOK_POINTS),
-        "mountOptions": sorted([*mounts.FLAGS, *mounts.PROPAGATION]),
+        "mountOptions": sorted([*mounts.FLAGS, *mounts.PROPAGATION, *mounts.EXTENSIONS]),
         "linux": {
             "namespaces": list(spec.NAMESPACES),
             "capabilities": capabilities.supported(),
