@@ -157,6 +157,17 @@ def test_process_fields_seen_from_inside(rt):
     assert lines[8:] == ["123", "500"]
 
 
+def test_ambient_capabilities_are_raised_where_the_kernel_allows_as_runc_does(rt):
+    """Ambient needs the capability inheritable too; one that is not (``runc spec``'s
+    config has no inheritable set at all) is left out, not an error."""
+    caps = {"bounding": ["CAP_KILL", "CAP_CHOWN"], "effective": ["CAP_KILL", "CAP_CHOWN"],
+            "permitted": ["CAP_KILL", "CAP_CHOWN"], "inheritable": ["CAP_CHOWN"],
+            "ambient": ["CAP_KILL", "CAP_CHOWN"]}  # fmt: skip
+    r = rt.run(["grep", "-E", "CapInh|CapAmb", "/proc/self/status"], process__capabilities=caps)
+    assert r.returncode == 0, r.stderr
+    assert [line.split()[1] for line in r.stdout.splitlines()] == [f"{1:016x}", f"{1:016x}"]
+
+
 def test_mounts_masked_readonly_paths_and_readonly_root(rt, tmp_path):
     host_dir = tmp_path / "shared"
     host_dir.mkdir()
