@@ -142,6 +142,26 @@ def test_podman_read_only_and_tmpfs(podman):
     assert out == "root:x:0:0:root:/root:/bin/sh\nx\nroot read-only\nt\n"
 
 
+def test_buildah_bud_builds_a_two_step_containerfile(podman, tmp_path):
+    """buildah (on the same private store as Podman) runs each RUN step with
+    pyvmm-runtime; its config asks for ambient capabilities with no inheritable set."""
+    if shutil.which("buildah") is None:
+        pytest.skip("buildah is not installed")
+    (tmp_path / "Containerfile").write_text(
+        f"FROM {IMAGE}\nRUN echo one > /one\nRUN cat /one > /two && echo two >> /two\n"
+    )
+    tag = f"localhost/pyvmm-built-{os.getpid()}:latest"
+    buildah = [*podman.private.argv, "bud", "--runtime", RUNTIME, "-t", tag, str(tmp_path)]
+    buildah[0] = "buildah"
+    r = subprocess.run(buildah, capture_output=True, text=True, env=podman.private.env,
+                       stdin=subprocess.DEVNULL, timeout=300)  # fmt: skip
+    try:
+        assert r.returncode == 0, r.stderr
+        assert podman.ok("run", "--rm", tag, "cat", "/two") == "one\ntwo\n"
+    finally:
+        podman("rmi", "--force", tag)
+
+
 CONTAINERD_CONFIG = """\
 version = 2
 root = "{tmp}/root"
