@@ -359,3 +359,23 @@ def test_docker_memory_volume_read_only_and_tmpfs(docker, tmp_path):
     script = "touch /x 2>/dev/null || echo root read-only; echo data > /tmp/y && cat /tmp/y"
     out = docker.ok("run", "--rm", "--read-only", "--tmpfs", "/tmp", IMAGE, "/bin/sh", "-c", script)
     assert out == "root read-only\ndata\n"
+
+
+def _cpu_percents(engine, *ids: str) -> list[float]:
+    out = engine.ok("stats", "--no-stream", "--format", "{{.CPUPerc}}", *ids)
+    return [float(line.strip().rstrip("%")) for line in out.splitlines()]
+
+
+def test_docker_and_podman_stats_show_each_containers_own_cpu(docker, podman):
+    """The init joins every hierarchy (cpuacct too): an engine's stats for a busy loop
+    show its CPU, for an idle one next to it (almost) none; before, both showed the
+    parent's figures."""
+    for engine in (docker, podman):
+        busy = engine.ok("run", "-d", IMAGE, "/bin/sh", "-c", "while :; do :; done").strip()
+        idle = engine.ok("run", "-d", IMAGE, "sleep", "60").strip()
+        try:
+            time.sleep(2)
+            busy_cpu, idle_cpu = _cpu_percents(engine, busy, idle)
+            assert busy_cpu > 5 * max(idle_cpu, 0.5), (busy_cpu, idle_cpu)
+        finally:
+            engine("rm", "--force", busy, idle)

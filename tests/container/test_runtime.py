@@ -316,6 +316,28 @@ def test_tmpcopyup_fills_a_tmpfs_with_what_the_image_has_there(rt):
     assert "tmpcopyup" in json.loads(rt.ok("features"))["mountOptions"]
 
 
+def test_the_init_joins_every_cgroup_hierarchy_and_is_accounted_there(rt):
+    """As runc: the container is in its own cgroup of every hierarchy the host has
+    (v1's controllers, named ones such as name=systemd, a hybrid host's unified one),
+    so what an engine reads there (cpuacct for ``podman stats``) is the container's."""
+    b = rt.bundle(["sh", "-c", "while :; do :; done"])
+    rt.ok("run", "-d", "--bundle", b, "busy")
+    pid = _state(rt, "busy")["pid"]
+    with open(f"/proc/{pid}/cgroup") as f:
+        lines = f.read().splitlines()
+    assert all(line.endswith(f":/{rt.cgroup}/b") for line in lines), lines
+    hierarchies = {line.split(":")[1] for line in lines}
+    if not os.path.isdir("/sys/fs/cgroup/cpuacct"):
+        rt.ok("delete", "--force", "busy")
+        pytest.skip("cpuacct is cgroup v1's")
+    assert {"cpuacct", "blkio", "cpuset", "memory"} <= hierarchies
+    usage = Path(f"/sys/fs/cgroup/cpuacct/{rt.cgroup}/b/cpuacct.usage")
+    first = int(usage.read_text())
+    time.sleep(0.5)
+    assert int(usage.read_text()) > first
+    rt.ok("delete", "--force", "busy")
+
+
 def test_terminal_goes_to_the_console_socket(rt, socket_dir):
     path = str(socket_dir / "console.sock")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -327,22 +327,43 @@ def _read_pids(path: Path) -> list[int]:
     return []
 
 
+def hierarchies(root: Path = CGROUP_ROOT) -> tuple[str, ...]:
+    """The names under ``root`` on which a cgroup hierarchy is mounted (symlinks such
+    as ``cpu`` -> ``cpu,cpuacct`` left out): every v1 controller's, named ones such as
+    ``systemd`` (name=systemd), and a hybrid host's cgroup2 at ``unified``."""
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            fs_type = fields[fields.index("-") + 1]
+            where = Path(fields[4].replace("\\040", " "))
+            if fs_type in ("cgroup", "cgroup2") and where.parent == root:
+                found.append(where.name)
+    return tuple(dict.fromkeys(found))
+
+
 class CgroupV1(Cgroup):
     """One directory per controller hierarchy, each with that controller's files.
 
     The memory hierarchy is always used (it measures the peak); the others only when
-    limited (or always, for OCI containers, the freezer and pids), as each hierarchy a
-    process joins is one more write on the way to its first instruction.
+    limited, as each hierarchy a process joins is one more write on the way to its
+    first instruction. OCI containers join every hierarchy the host has, as runc does:
+    engines read a container's figures (``podman stats``'s CPU from cpuacct,
+    systemd's view from name=systemd) in its own cgroup of each, not the parent's.
     """
 
     version = "v1"
     CONTROLLERS = ("memory", "pids", "cpu", "cpuset", "devices", "freezer")
 
     def _dirs(self) -> dict[str, Path]:
-        return {c: self.root / c / self.parent / self.cid for c in self.CONTROLLERS}
+        names = self.CONTROLLERS
+        if self.oci:  # a co-mounted "cpu,cpuacct" is joined through its "cpu" link
+            names += tuple(h for h in hierarchies(self.root)
+                           if not set(h.split(",")) & set(self.CONTROLLERS))  # fmt: skip
+        return {c: self.root / c / self.parent / self.cid for c in names}
 
     def _files(self, limits: Limits) -> dict[str, list[tuple[str, str]]]:
-        files: dict[str, list[tuple[str, str]]] = {c: [] for c in self.CONTROLLERS}
+        files: dict[str, list[tuple[str, str]]] = {c: [] for c in self._dirs()}
         if limits.memory is not None:
             files["memory"] += [("memory.limit_in_bytes", str(limits.memory))]
             # Without swap accounting there is no memsw file, and no swap to escape to.
@@ -398,14 +419,15 @@ class CgroupV1(Cgroup):
 
     def create(self, limits: Limits) -> None:
         files = self._files(limits)
-        always = ("memory", "pids", "freezer") if self.oci else ("memory",)
         try:
             for controller, path in self._dirs().items():
-                if controller not in always and not files[controller]:
+                mounted = (self.root / controller).is_dir()
+                if not (files[controller] or controller == "memory" or self.oci and mounted):
                     continue
-                if not (self.root / controller).is_dir():
+                if not mounted:
                     raise PyvmmError(f"cgroup v1 controller {controller} is not mounted")
-                inherit = ("cpuset.cpus", "cpuset.mems") if controller == "cpuset" else ()
+                cpuset = "cpuset" in controller.split(",")
+                inherit = ("cpuset.cpus", "cpuset.mems") if cpuset else ()
                 _mkdir_under_parent(path.parent, self.cid, inherit, exist_ok=self.oci)
             self._write_files(files)
         except BaseException:
