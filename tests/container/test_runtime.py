@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -418,6 +419,12 @@ def test_cli_errors_are_one_line_status_1_and_logged_as_json(rt):
     assert "does not exist" in _one_line(rt("--log", log, "--log-format", "json", "state", "x"))
     record = json.loads(log.read_text())
     assert record["level"] == "error" and record["msg"] == "container x does not exist"
+    # runc's formats: logrus text in --log; JSON on stderr when asked and no --log
+    assert "does not exist" in _one_line(rt("--log", rt.tmp / "log.txt", "state", "x"))
+    assert re.fullmatch(r'time="[-0-9T:]+Z" level=error msg="container x does not exist"\n',
+                        (rt.tmp / "log.txt").read_text())  # fmt: skip
+    r = rt("--log-format", "json", "state", "x")
+    assert r.returncode == 1 and json.loads(r.stderr)["msg"] == "container x does not exist"
     b = rt.bundle(["true"])
     assert "exists" in _one_line(rt("spec", "--bundle", b))
 
@@ -425,8 +432,18 @@ def test_cli_errors_are_one_line_status_1_and_logged_as_json(rt):
 def test_features_and_kill_signal_names(rt):
     features = json.loads(rt.ok("features"))
     assert "createRuntime" in features["hooks"] and "user" in features["linux"]["namespaces"]
+    seccomp = features["linux"]["seccomp"]
+    assert "SCMP_ACT_ERRNO" in seccomp["actions"] and "SCMP_CMP_MASKED_EQ" in seccomp["operators"]
+    assert "SCMP_ARCH_X86_64" in seccomp["archs"]
+    # One spec version everywhere: features, --version, the config `spec` writes, state.
+    version = features["ociVersionMax"]
+    assert rt.ok("--version").splitlines()[1] == f"spec: {version}"
+    assert rt.ok("list", "--format", "json") == "null\n"  # as runc's Go: a nil slice
     b = rt.bundle(["sh", "-c", "trap 'exit 0' USR1; sleep 30 & wait"])  # ends on USR1 only
     rt.ok("run", "-d", "--bundle", b, "k1")
+    assert json.loads((b / "config.json").read_text())["ociVersion"] == version
+    assert _state(rt, "k1")["ociVersion"] == version
+    assert [c["id"] for c in json.loads(rt.ok("list", "--format", "json"))] == ["k1"]
     time.sleep(0.3)
     assert "unknown signal" in _one_line(rt("kill", "k1", "NOSUCHSIG"))
     rt.ok("kill", "k1", "sigusr1")

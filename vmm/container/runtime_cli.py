@@ -17,7 +17,6 @@ import sys
 
 from vmm.errors import PyvmmError
 
-VERSION = "1.1.0"  # the runtime-spec version `features` and `--version` report
 DEFAULT_ROOT = "/run/pyvmm-runtime"  # runc's is /run/runc
 
 # A flag: its names, the attribute it sets, what it takes, its default, and its line of
@@ -222,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse(argv)
         if args.version:
-            print(f"pyvmm-runtime version 0.1.0\nspec: {VERSION}")
+            from vmm.container.spec import OCI_VERSION
+
+            print(f"pyvmm-runtime version 0.1.0\nspec: {OCI_VERSION}")
             return 0
         if args.help:
             print(_usage(args.command))
@@ -242,23 +243,33 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _error(args, message: str) -> None:
-    sys.stderr.write(f"pyvmm-runtime: {message}\n")
+    """The error on stderr and in ``--log``, as runc: a JSON record on stderr when
+    asked for JSON and no ``--log`` (an engine parses it); else one line for a human."""
     if getattr(args, "log", None):
         _log(args, "error", message)
+    if getattr(args, "log_format", "text") == "json" and not getattr(args, "log", None):
+        sys.stderr.write(_record(args, "error", message))
+    else:
+        sys.stderr.write(f"pyvmm-runtime: {message}\n")
 
 
 def _log(args, level: str, message: str) -> None:
-    """One record in ``--log``: runc's JSON (containerd's shim reads the last error
-    from it) or a line of text."""
+    """One record in ``--log``, in runc's format (containerd's shim reads the last
+    error from it)."""
+    with open(args.log, "a") as f:
+        f.write(_record(args, level, message))
+
+
+def _record(args, level: str, message: str) -> str:
+    """A line as runc's logrus writes it: JSON ``{"level", "msg", "time"}``, or text
+    ``time="..." level=error msg="..."`` (the message quoted as Go's %q would)."""
     import json
     import time
 
-    with open(args.log, "a") as f:
-        if args.log_format == "json":
-            t = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            f.write(json.dumps({"level": level, "msg": message, "time": t}) + "\n")
-        else:
-            f.write(f"{level}: {message}\n")
+    t = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if args.log_format == "json":
+        return json.dumps({"level": level, "msg": message, "time": t}) + "\n"
+    return f'time="{t}" level={level} msg={json.dumps(message, ensure_ascii=False)}\n'
 
 
 def _create(args) -> int:
@@ -375,7 +386,7 @@ def _list(args) -> int:
         return 0
     rows = [c.oci_state() for c in containers]
     if args.format == "json":
-        print(json.dumps(rows))
+        print(json.dumps(rows or None))  # runc's Go prints a nil slice: null
         return 0
     table = [["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]]
     table += [[r["id"], str(r["pid"]), r["status"], r["bundle"], r["created"], "root"]
@@ -451,18 +462,25 @@ def _update(args) -> int:
 def _features(args) -> int:
     import json
 
-    from vmm.container import capabilities, mounts, spec
+    from vmm.container import capabilities, mounts, seccomp, spec
 
     print(json.dumps({
         "ociVersionMin": "1.0.0",
-        "ociVersionMax": VERSION,
+        "ociVersionMax": spec.OCI_VERSION,
         "hooks": list(spec.HOOK_POINTS),
         "mountOptions": sorted([*mounts.FLAGS, *mounts.PROPAGATION, *mounts.EXTENSIONS]),
         "linux": {
             "namespaces": list(spec.NAMESPACES),
             "capabilities": capabilities.supported(),
             "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False},
-            "seccomp": {"enabled": True},
+            "seccomp": {
+                "enabled": True,
+                "actions": list(seccomp.ACTIONS),
+                "operators": list(seccomp.OPERATORS),
+                "archs": sorted(oci for _, oci in seccomp.MACHINES.values()),
+                "knownFlags": list(seccomp.FLAGS),
+                "supportedFlags": list(seccomp.FLAGS),
+            },
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
         },

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from vmm.container.rlimits import Rlimit
 from vmm.errors import PyvmmError
 
-OCI_VERSION = "1.0.2"
+OCI_VERSION = "1.1.0"  # runtime-spec: what `spec` writes, `features` and `--version` report
 
 # config-linux.md "Namespaces": the spec's type names and the namespace files in
 # /proc/PID/ns that a "path" must be.
