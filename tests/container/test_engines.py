@@ -142,6 +142,13 @@ def test_podman_read_only_and_tmpfs(podman):
     assert out == "root:x:0:0:root:/root:/bin/sh\nx\nroot read-only\nt\n"
 
 
+def test_podman_gives_126_and_127_as_with_runc(podman):
+    """Podman reads the runtime's words (Go's exec.LookPath's, which runc passes on):
+    "permission denied" is 126, "executable file not found" 127."""
+    assert podman("run", "--rm", IMAGE, "/etc/passwd").returncode == 126
+    assert podman("run", "--rm", IMAGE, "nosuchcmd").returncode == 127
+
+
 def test_buildah_bud_builds_a_two_step_containerfile(podman, tmp_path):
     """buildah (on the same private store as Podman) runs each RUN step with
     pyvmm-runtime; its config asks for ambient capabilities with no inheritable set."""

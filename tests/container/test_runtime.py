@@ -379,10 +379,16 @@ def test_terminal_goes_to_the_console_socket(rt, socket_dir):
         ("under-proc", "mount on /proc/sys/x: nothing may be mounted under /proc"),
         ("unsupported", "linux.intelRdt is not supported"),
         ("missing-command", 'exec: "nosuchcmd": executable file not found'),
+        # Go's words, as runc says them: Podman gives 126 for these, 127 for the above
+        ("not-executable", 'exec: "/etc/passwd": permission denied'),
+        ("missing-path", 'exec: "/no/such": stat /no/such: no such file or directory'),
+        ("rlimit-too-high", "cannot set RLIMIT_NOFILE"),
     ],
 )
 def test_bad_bundles_fail_in_one_line_and_leave_nothing(rt, case, expected):
-    b = rt.bundle(["nosuchcmd"] if case == "missing-command" else ["true"])
+    command = {"missing-command": "nosuchcmd", "not-executable": "/etc/passwd",
+               "missing-path": "/no/such"}.get(case, "true")  # fmt: skip
+    b = rt.bundle([command])
     config = json.loads((b / "config.json").read_text())
     if case == "no-config":
         (b / "config.json").unlink()
@@ -406,6 +412,9 @@ def test_bad_bundles_fail_in_one_line_and_leave_nothing(rt, case, expected):
                                      "source": str(rt.tmp), "options": ["rbind"]})  # fmt: skip
         elif case == "unsupported":
             config["linux"]["intelRdt"] = {"closID": "x"}
+        elif case == "rlimit-too-high":
+            hard = int(Path("/proc/sys/fs/nr_open").read_text()) + 1  # past what root may set
+            config["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": hard, "hard": hard}]
         (b / "config.json").write_text(json.dumps(config))
     r = rt("create", "--bundle", b, "bad")
     assert expected in _one_line(r)
