@@ -1,8 +1,9 @@
 """scripts/conformance.py: the OCI conformance harness, on the real suite when it is here.
 
-The runtime-tools validation suite is not part of pyvmm (see docs/conformance.md); the
-tests that run it skip, saying so, where /var/cache/pyvmm/runtime-tools-260e151 has not
-been built. The TAP reading and the refusals are tested everywhere.
+The runtime-tools validation suite is not part of pyvmm (see docs/conformance.md):
+scripts/setup.sh --all builds it from ../shared/conformance/ into /var/cache/pyvmm; the
+tests that run it skip, saying so, where that source is absent or not built. The TAP
+reading and the refusals are tested everywhere.
 """
 
 import importlib.util
@@ -22,10 +23,12 @@ conformance = importlib.util.module_from_spec(_spec)
 sys.modules["conformance"] = conformance  # dataclasses look their module up there
 _spec.loader.exec_module(conformance)
 
-SUITE = conformance.DEFAULT_SUITE
+SUITE = conformance.default_suite()
 needs_suite = pytest.mark.skipif(
-    not (SUITE / "runtimetest").is_file() or not list(SUITE.glob("validation/*/*.t")),
-    reason=f"no built runtime-tools validation suite in {SUITE} (docs/conformance.md)",
+    SUITE is None or bool(conformance._missing(SUITE)),
+    reason=f"no ../shared/conformance/{conformance.SOURCE_NAME} beside the repository"
+    if SUITE is None
+    else f"the runtime-tools suite is not built in {SUITE}: scripts/setup.sh --all builds it",
 )
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the suite creates containers")
 
@@ -77,6 +80,23 @@ def test_missing_suite_is_one_line_and_writes_nothing(tmp_path):
     assert r.stderr.startswith("conformance: no built runtime-tools validation suite in ")
     assert "260e151" in r.stderr
     assert not results.exists()
+
+
+def test_a_clone_outside_the_workplace_has_nothing_to_build_and_says_so(tmp_path):
+    """Without ../shared/conformance/ beside the repository, --build does nothing and
+    says the tests skip; a run says in one line that there is no suite."""
+    (tmp_path / "repo" / "scripts").mkdir(parents=True)
+    script = shutil.copy(SCRIPT, tmp_path / "repo" / "scripts")
+    env = {**os.environ, "PYVMM_CONFORMANCE_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, script, "--build"], capture_output=True, text=True,
+                       env=env, timeout=60)  # fmt: skip
+    assert (r.returncode, r.stdout) == (0, "")
+    assert r.stderr.startswith("conformance: no ../shared/conformance/runtime-tools-260e151")
+    assert not (tmp_path / "cache").exists()
+    r = subprocess.run([sys.executable, script, "--runtime", "sh"], capture_output=True,
+                       text=True, env=env, timeout=60)  # fmt: skip
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("conformance: no built runtime-tools validation suite")
 
 
 def test_unknown_runtime_is_one_line(tmp_path):
