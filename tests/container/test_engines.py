@@ -274,11 +274,13 @@ class Docker:
     def __init__(self, socket: Path):
         self.argv = [shutil.which("docker"), "-H", f"unix://{socket}"]
 
-    def __call__(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    def __call__(
+        self, *args: str, input: str = "", timeout: float = 60
+    ) -> subprocess.CompletedProcess:
         if args[0] == "run":
             args = ("run", "--runtime", "pyvmm", *args[1:])
         return subprocess.run([*self.argv, *args], capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
+                              timeout=timeout, input=input)  # fmt: skip
 
     def ok(self, *args: str) -> str:
         r = self(*args)
@@ -366,6 +368,24 @@ def test_docker_memory_volume_read_only_and_tmpfs(docker, tmp_path):
     script = "touch /x 2>/dev/null || echo root read-only; echo data > /tmp/y && cat /tmp/y"
     out = docker.ok("run", "--rm", "--read-only", "--tmpfs", "/tmp", IMAGE, "/bin/sh", "-c", script)
     assert out == "root read-only\ndata\n"
+
+
+def test_docker_pause_cpus_terminal_and_stdin(docker):
+    cid = docker.ok("run", "-d", IMAGE, "sleep", "60").strip()
+    try:
+        docker.ok("pause", cid)
+        assert docker.ok("inspect", "--format", "{{.State.Status}}", cid) == "paused\n"
+        docker.ok("unpause", cid)
+        assert docker.ok("inspect", "--format", "{{.State.Status}}", cid) == "running\n"
+        assert docker.ok("exec", "-t", cid, "tty").strip().startswith("/dev/pts/")
+    finally:
+        docker("rm", "--force", cid)
+    quota = "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cat /sys/fs/cgroup/cpu.max"
+    out = docker.ok("run", "--rm", "--cpus", "0.5", IMAGE, "/bin/sh", "-c", quota)
+    assert out.split()[0] == "50000"
+    assert docker.ok("run", "--rm", "-t", IMAGE, "tty").strip() == "/dev/pts/0"
+    r = docker("run", "--rm", "-i", IMAGE, "cat", input="through stdin\n")
+    assert (r.returncode, r.stdout) == (0, "through stdin\n"), r.stderr
 
 
 def _cpu_percents(engine, *ids: str) -> list[float]:
