@@ -110,6 +110,25 @@ def test_exec_pause_resume_ps_update_list(rt):
     rt.ok("delete", "--force", "c3")
 
 
+def test_exec_flags_change_the_containers_process_as_runcs_do(rt):
+    """runc exec's flags start from the container's process: --cap adds to its sets,
+    --no-new-privs=false clears what config.json set, -g adds groups; the umask is the
+    caller's, not config.json's (runc 1.1.5 on the same bundle prints the same)."""
+    b = rt.bundle(["sleep", "30"], process__user={"uid": 0, "gid": 0, "umask": 0o027})
+    rt.ok("run", "-d", "--bundle", b, "x1")
+    status = "grep -E 'CapEff|NoNewPrivs' /proc/self/status | cut -f2; id; umask; echo $A"
+    out = rt.ok("exec", "--cap", "CAP_CHOWN", "--no-new-privs=false", "-u", "1000:1000",
+                "-g", "5", "-e", "A=b", "x1", "sh", "-c", status).split("\n")  # fmt: skip
+    kill_chown_etc = (1 << 0) | (1 << 5) | (1 << 10) | (1 << 29)  # CHOWN KILL NET_BIND AUDIT
+    assert out[:2] == ["0000000000000000", "0"]  # uid 1000: no effective capabilities
+    caller = os.umask(0)
+    os.umask(caller)
+    assert out[2:5] == ["uid=1000 gid=1000 groups=5", f"{caller:04o}", "b"]
+    out = rt.ok("exec", "--cap", "CAP_CHOWN", "x1", "sh", "-c", status).split("\n")
+    assert out[:2] == [f"{kill_chown_etc:016x}", "1"]
+    rt.ok("delete", "--force", "x1")
+
+
 def test_hooks_run_at_their_points_with_the_state_on_stdin(rt):
     log = rt.tmp / "hooks.log"
 

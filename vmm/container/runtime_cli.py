@@ -67,7 +67,8 @@ VERBS = {
         ("-e --env", "env", list, None, "NAME=VALUE, repeatable"),
         ("-u --user", "user", str, None, "UID[:GID]"),
         ("-g --additional-gids", "additional_gids", list, None, "repeatable"),
-        ("--no-new-privs", "no_new_privs", bool, False, "set no_new_privs"),
+        ("-c --cap", "cap", list, None, "add a capability, repeatable"),
+        ("--no-new-privs", "no_new_privs", bool, None, "set (or =false: clear) no_new_privs"),
         ("--preserve-fds", "preserve_fds", int, 0, "pass fds 3..3+N-1 to the process"),
     )),
     "list": ("list containers", (),
@@ -360,18 +361,29 @@ def _exec(args) -> int:
         process["env"] = [*process.get("env", []), *args.env]
         if args.cwd:
             process["cwd"] = args.cwd
+        user = process["user"] = dict(process.get("user") or {})
+        user.pop("umask", None)  # runc's exec sets none: the caller's stays
         if args.user:
             uid, _, gid = args.user.partition(":")
-            process["user"] = {
-                "uid": int(uid),
-                "gid": int(gid or 0),
-                "additionalGids": [int(g) for g in args.additional_gids],
-            }
-        if args.no_new_privs:
-            process["noNewPrivileges"] = True
+            user.update(uid=_number("--user", uid), gid=_number("--user", gid or "0"))
+        gids = [_number("--additional-gids", g) for g in args.additional_gids]
+        user["additionalGids"] = [*user.get("additionalGids", []), *gids]
+        if args.cap and process.get("capabilities") is not None:  # none: root keeps all
+            caps = process["capabilities"] = dict(process["capabilities"])
+            for name in ("bounding", "effective", "permitted", "ambient"):  # runc 1.1.5's
+                caps[name] = [*caps.get(name, []), *args.cap]
+        if args.no_new_privs is not None:
+            process["noNewPrivileges"] = args.no_new_privs
     return runtime.exec_(args.root, args.id, process, console_socket=args.console_socket,
                          preserve_fds=args.preserve_fds, pid_file=args.pid_file,
                          detach=args.detach)  # fmt: skip
+
+
+def _number(flag: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise PyvmmError(f"exec: {flag}: {text!r} is not a number") from None
 
 
 def _list(args) -> int:
