@@ -355,6 +355,10 @@ def test_the_init_joins_every_cgroup_hierarchy_and_is_accounted_there(rt):
     first = int(usage.read_text())
     time.sleep(0.5)
     assert int(usage.read_text()) > first
+    event = json.loads(rt.ok("events", "--stats", "busy"))  # runc's one object
+    assert (event["type"], event["id"]) == ("stats", "busy")
+    assert event["data"]["cpu"]["usage"]["total"] > first and event["data"]["pids"]["current"] == 1
+    assert event["data"]["memory"]["usage"]["usage"] > 0
     rt.ok("delete", "--force", "busy")
 
 
@@ -527,6 +531,8 @@ def test_v2_cgroup_freezes_lists_and_joins_an_existing_cgroup():
         CgroupV2("c1", parent, root, oci=True).create(Limits())  # joins, as runc does
         cg.add(sleeper.pid)
         assert cg.pids() == [sleeper.pid] and cg.host_paths() == {"": cg.path}
+        stats = cg.stats()  # cpu.stat is always there; without controllers little else
+        assert stats["cpu"]["usage"]["total"] >= 0 and set(stats) == {"cpu", "memory", "pids"}
         cg.freeze(True)
         assert cg.frozen()  # the kernel's cgroup.events says so
         cg.freeze(False)

@@ -192,6 +192,26 @@ def _read_key(path: Path, key: str) -> int | None:
     return None
 
 
+def _read_text(path: Path) -> str | None:
+    with contextlib.suppress(FileNotFoundError):
+        return path.read_text()
+    return None
+
+
+def _runc_stats(total: int, percpu: list[int], user_system: list[int], user_hz: bool,
+                memory: dict[str, int], pids: tuple[int, int | None]) -> dict:  # fmt: skip
+    """The figures in runc's JSON shape (types.Stats): cpu.usage in nanoseconds (v1's
+    cpuacct.stat counts USER_HZ ticks: converted), a limit of "max" as 0, as runc."""
+    tick = 1_000_000_000 // os.sysconf("SC_CLK_TCK") if user_hz else 1
+    user, system = (n * tick for n in user_system)
+    return {
+        "cpu": {"usage": {"total": total, "percpu": percpu, "kernel": system, "user": user},
+                "throttling": {}},
+        "memory": {"usage": memory},
+        "pids": {"current": pids[0], "limit": pids[1] or 0},
+    }  # fmt: skip
+
+
 def _read_int(path: Path) -> int | None:
     with contextlib.suppress(FileNotFoundError, ValueError):
         return int(path.read_text())
@@ -312,6 +332,11 @@ class Cgroup(ABC):
     @abstractmethod
     def oom_killed(self) -> bool:
         """Whether the kernel's OOM killer killed a process of this container."""
+
+    @abstractmethod
+    def stats(self) -> dict:
+        """CPU, memory and pids figures as runc's ``events --stats`` prints them (its
+        libcontainer/cgroups Stats in JSON: nanoseconds, bytes, counts)."""
 
     @abstractmethod
     def remove(self) -> None:
@@ -471,6 +496,22 @@ class CgroupV1(Cgroup):
     def oom_killed(self) -> bool:
         return bool(_read_key(self._dirs()["memory"] / "memory.oom_control", "oom_kill"))
 
+    def stats(self) -> dict:
+        d = self._dirs()
+        acct = d.get("cpuacct", d["cpu"])
+        percpu = (_read_text(acct / "cpuacct.usage_percpu") or "").split()
+        memory = {k: _read_int(d["memory"] / f"memory.{f}") or 0 for k, f in
+                  (("usage", "usage_in_bytes"), ("max", "max_usage_in_bytes"),
+                   ("limit", "limit_in_bytes"), ("failcnt", "failcnt"))}  # fmt: skip
+        return _runc_stats(
+            total=_read_int(acct / "cpuacct.usage") or 0,
+            percpu=[int(n) for n in percpu],
+            user_system=[_read_key(acct / "cpuacct.stat", k) or 0 for k in ("user", "system")],
+            user_hz=True,
+            memory=memory,
+            pids=(_read_int(d["pids"] / "pids.current") or 0, _read_int(d["pids"] / "pids.max")),
+        )
+
     def remove(self) -> None:
         if self.frozen():  # frozen tasks cannot die
             self.freeze(False)
@@ -593,6 +634,21 @@ class CgroupV2(Cgroup):
 
     def oom_killed(self) -> bool:
         return bool(_read_key(self.path / "memory.events", "oom_kill"))
+
+    def stats(self) -> dict:
+        cpu = self.path / "cpu.stat"  # microseconds
+        memory = {"usage": _read_int(self.path / "memory.current") or 0,
+                  "max": _read_int(self.path / "memory.peak") or 0,
+                  "limit": _read_int(self.path / "memory.max") or 0,
+                  "failcnt": _read_key(self.path / "memory.events", "max") or 0}  # fmt: skip
+        return _runc_stats(
+            total=(_read_key(cpu, "usage_usec") or 0) * 1000,
+            percpu=[],
+            user_system=[(_read_key(cpu, k) or 0) * 1000 for k in ("user_usec", "system_usec")],
+            user_hz=False,
+            memory=memory,
+            pids=(_read_int(self.path / "pids.current") or 0, _read_int(self.path / "pids.max")),
+        )
 
     def remove(self) -> None:
         _rmdir(self.path, self.path / "cgroup.kill")  # cgroup.kill: Linux 5.14 and later

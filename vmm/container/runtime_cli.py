@@ -83,6 +83,10 @@ VERBS = {
         ("--cpu-quota", "cpu_quota", int, None, "CFS quota, microseconds"),
         ("--cpu-period", "cpu_period", int, None, "CFS period, microseconds"),
     )),
+    "events": ("the container's resource figures, as JSON", ("id",), (
+        ("--stats", "stats", bool, False, "once, then exit"),
+        ("--interval", "interval", str, "5s", "between two, while it runs (5s, 500ms)"),
+    )),
     "features": ("what this runtime supports, as JSON", (), ()),
     "spec": ("write a default config.json", (), (
         ("-b --bundle", "bundle", str, ".", "where to write it"),
@@ -379,6 +383,30 @@ def _exec(args) -> int:
                          detach=args.detach)  # fmt: skip
 
 
+def _events(args) -> int:
+    """runc's ``events``: with ``--stats`` one ``{"type": "stats", ...}`` object;
+    without, one every ``--interval`` until the container stops."""
+    import json
+    import re
+    import time
+
+    from vmm.container import runtime
+
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m)", args.interval)
+    if not m or float(m.group(1)) <= 0:
+        raise PyvmmError(f"events: --interval {args.interval!r}: use a duration such as 5s")
+    interval = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60}[m.group(2)]
+    c = runtime.load(args.root, args.id)
+    while True:
+        if c.status() == "stopped":
+            raise PyvmmError(f"container {args.id} is not running")
+        data = c.cgroup().stats()
+        print(json.dumps({"type": "stats", "id": args.id, "data": data}), flush=True)
+        if args.stats:
+            return 0
+        time.sleep(interval)
+
+
 def _number(flag: str, text: str) -> int:
     try:
         return int(text)
@@ -528,6 +556,7 @@ COMMANDS = {
     "pause": _pause,
     "resume": _resume,
     "update": _update,
+    "events": _events,
     "features": _features,
     "spec": _spec,
 }
