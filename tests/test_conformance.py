@@ -155,3 +155,30 @@ def test_a_hanging_runtime_fails_by_timeout_and_is_killed(tmp_path):
     assert doc["runtimes"][0]["totals"]["fail"] >= 1
     alive = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
     assert alive.stdout == ""
+
+
+# Programs crun passes on this host, pyvmm-runtime too, and runc not always (see
+# docs/conformance.md): quick ones, each a different part of the runtime.
+BESIDE_RUNC = ["create", "hostname", "kill", "state", "linux_seccomp", "linux_rootfs_propagation",
+               "linux_cgroups_devices", "process_capabilities_fail"]  # fmt: skip
+
+
+@needs_suite
+@needs_root
+@pytest.mark.root
+@pytest.mark.slow
+@pytest.mark.skipif(not shutil.which("runc"), reason="runc is not installed")
+def test_pyvmm_runtime_passes_beside_runc_in_one_run(tmp_path):
+    runtime = Path(sys.executable).parent / "pyvmm-runtime"
+    tests = [a for name in BESIDE_RUNC for a in ("--test", name)]
+    r = run_script("--runtime", "runc", "--runtime", f"pyvmm-runtime={runtime}", *tests,
+                   "--timeout", "120", "--results", str(tmp_path), "--quiet")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((tmp_path / "conformance.json").read_text())
+    runs = {rt["label"]: {t["name"]: t for t in rt["tests"]} for rt in doc["runtimes"]}
+    assert set(runs) == {"runc", "pyvmm-runtime"} and set(runs["runc"]) == set(BESIDE_RUNC)
+    failed = {name: t["aborted"] or [a["description"] for a in t["assertions"]
+                                     if a["status"] == "fail"]
+              for name, t in runs["pyvmm-runtime"].items()}  # fmt: skip
+    assert not {name: why for name, why in failed.items() if why}
+    assert all(t["left_behind"] == [] for t in runs["pyvmm-runtime"].values())
