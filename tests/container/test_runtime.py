@@ -320,20 +320,22 @@ def test_zeros_docker_writes_read_as_unset_as_runc_does(rt):
 def test_tmpcopyup_fills_a_tmpfs_with_what_the_image_has_there(rt):
     """runc's ``tmpcopyup``, which Podman sends for --tmpfs and --read-only: the new
     tmpfs holds a copy of the image's directory (links as links, modes kept), and the
-    image's own stays untouched underneath; without it, the tmpfs starts empty."""
+    image's own stays untouched underneath; without it, the tmpfs starts empty. And
+    ``nosymfollow`` (Linux 5.10), which features lists too."""
     tmpfs = {"type": "tmpfs", "source": "tmpfs"}
     extra = [{**tmpfs, "destination": "/etc", "options": ["tmpcopyup", "nosuid", "mode=755"]},
              {**tmpfs, "destination": "/bin", "options": ["tmpcopyup", "ro"]},
-             {**tmpfs, "destination": "/var", "options": ["nosuid"]}]  # fmt: skip
+             {**tmpfs, "destination": "/var", "options": ["nosuid", "nosymfollow"]}]  # fmt: skip
     script = ("cat /etc/passwd; echo new > /etc/passwd && cat /etc/passwd; readlink /bin/sh; "
               "touch /bin/x 2>/dev/null || echo bin read-only; ls -A /var | wc -l; "
+              "ln -s /etc/passwd /var/l && cat /var/l 2>/dev/null || echo not followed; "
               "awk '$2 ~ /^\\/(etc|bin)$/ {print $2, $3}' /proc/self/mounts")  # fmt: skip
     r = rt.run(["sh", "-c", script], mounts=[*rt_default_mounts(), *extra])
     assert r.stdout.splitlines() == [
         "root:x:0:0:root:/root:/bin/sh", "new", "busybox", "bin read-only", "0",
-        "/etc tmpfs", "/bin tmpfs"], r.stderr  # fmt: skip
+        "not followed", "/etc tmpfs", "/bin tmpfs"], r.stderr  # fmt: skip
     assert (rt.rootfs / "etc" / "passwd").read_text() == "root:x:0:0:root:/root:/bin/sh\n"
-    assert "tmpcopyup" in json.loads(rt.ok("features"))["mountOptions"]
+    assert {"tmpcopyup", "nosymfollow"} <= set(json.loads(rt.ok("features"))["mountOptions"])
 
 
 def test_the_init_joins_every_cgroup_hierarchy_and_is_accounted_there(rt):

@@ -45,6 +45,8 @@ DEV_LINKS = {
     "stdout": "/proc/self/fd/1",
     "stderr": "/proc/self/fd/2",
 }
+MS_NOSYMFOLLOW = 256  # linux/mount.h (Linux 5.10): symlinks on the mount are not followed
+
 # runtime-spec config.md "Mounts" options: the flag each sets (or, for the "no"
 # forms' opposites, clears), as mount(8) and runc read them; anything else is data
 # for the filesystem (mode=755, size=64k...).
@@ -61,6 +63,7 @@ FLAGS = {
     "relatime": (False, lib.MS_RELATIME), "norelatime": (True, lib.MS_RELATIME),
     "strictatime": (False, lib.MS_STRICTATIME), "nostrictatime": (True, lib.MS_STRICTATIME),
     "lazytime": (False, lib.MS_LAZYTIME), "nolazytime": (True, lib.MS_LAZYTIME),
+    "nosymfollow": (False, MS_NOSYMFOLLOW), "symfollow": (True, MS_NOSYMFOLLOW),
     "silent": (False, lib.MS_SILENT), "loud": (True, lib.MS_SILENT),
     "bind": (False, lib.MS_BIND), "rbind": (False, lib.MS_BIND | lib.MS_REC),
     "defaults": (False, 0),
