@@ -242,6 +242,30 @@ def test_containerd_runs_an_imported_image_with_pyvmm_runtime(containerd):
     assert not (STATE / name).exists() and not list(Path("/run/containerd/runc").glob(f"*/{name}"))
 
 
+def test_containerd_task_metrics_are_the_containers_own(containerd):
+    """``ctr tasks metrics`` reads the container's cgroup (cpuacct on v1): a busy loop's
+    CPU time, not the parent's; an idle container beside it has next to none."""
+    names = {kind: f"pyvmm-{kind}-{os.getpid()}-{os.urandom(3).hex()}" for kind in ("busy", "idle")}
+    commands = {"busy": ["/bin/sh", "-c", "while :; do :; done"], "idle": ["sleep", "60"]}
+    try:
+        for kind, name in names.items():
+            argv = [*containerd, "run", "-d", "--runc-binary", RUNTIME, IMAGE, name]
+            subprocess.run([*argv, *commands[kind]], check=True, capture_output=True, timeout=60)
+        time.sleep(1)
+        usage = {}
+        for kind, name in names.items():
+            out = subprocess.run([*containerd, "tasks", "metrics", name], check=True,
+                                 capture_output=True, text=True, timeout=30).stdout  # fmt: skip
+            rows = dict(line.split(None, 1) for line in out.splitlines() if line.strip())
+            usage[kind] = int(rows.get("cpuacct.usage") or rows["cpu.usage_usec"])  # v1, v2
+        assert usage["busy"] > 10 * max(usage["idle"], 1), usage
+    finally:
+        for name in names.values():
+            subprocess.run([*containerd, "tasks", "kill", "-s", "KILL", name], capture_output=True)
+            subprocess.run([*containerd, "tasks", "delete", "--force", name], capture_output=True)
+            subprocess.run([*containerd, "containers", "delete", name], capture_output=True)
+
+
 # The `runtimes` entry docs/containers.md documents, as a test's daemon.json.
 DAEMON_JSON = {"runtimes": {"pyvmm": {"path": RUNTIME}}}
 
