@@ -28,12 +28,12 @@ DEBS=(gcc make binutils libc6-dev linux-libc-dev libffi-dev python3-dev python3-
 # For the rest: busybox-static for container images, e2fsprogs/cpio for disk images
 # and the Linux guest's initramfs, gdb for `pyvmm boot --gdb`, libcap2-bin (capsh) for
 # the labs; the Linux guest's source and what building it takes (docs/linux.md); podman,
-# containerd and Docker (docker.io) drive pyvmm-runtime in the tests, runc and crun are
-# its yardsticks; golang-go builds the OCI conformance suite (below).
+# buildah, containerd and Docker (docker.io) drive pyvmm-runtime in the tests, runc and
+# crun are its yardsticks; golang-go builds the OCI conformance suite (below).
 if [ -n "$all" ]; then
     DEBS+=(busybox-static cpio e2fsprogs gdb libcap2-bin
            linux-source-6.1 flex bison bc libelf-dev libssl-dev xz-utils patch lz4
-           podman containerd docker.io runc crun libfaketime golang-go)
+           podman buildah containerd docker.io runc crun libfaketime golang-go)
 fi
 
 missing=()
