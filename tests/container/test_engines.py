@@ -321,7 +321,12 @@ def docker(tmp_path_factory, archive):
     if shutil.which("dockerd") is None or shutil.which("containerd") is None:
         pytest.skip("dockerd is not installed (scripts/setup.sh --all installs docker.io)")
     tmp = tmp_path_factory.mktemp("docker")
-    (tmp / "daemon.json").write_text(json.dumps(DAEMON_JSON))
+    # Its identity key in the test's directory (not the default /etc/docker/key.json).
+    (tmp / "daemon.json").write_text(
+        json.dumps({**DAEMON_JSON, "deprecated-key-path": str(tmp / "key.json")})
+    )
+    plugins = Path("/run/docker/plugins")  # dockerd's, whatever --exec-root says
+    made = [d for d in (plugins.parent, plugins) if not d.exists()]
     with private_containerd(tmp) as (containerd, run):
         parent = run.name
         log = open(tmp / "dockerd.log", "w")
@@ -347,11 +352,12 @@ def docker(tmp_path_factory, archive):
             log.close()
             _unmount_all(tmp, run)
             left = glob.glob(f"/sys/fs/cgroup/*/{parent}") + glob.glob(f"/sys/fs/cgroup/{parent}")
-            for path in left:
+            for path in [*left, *reversed(made)]:
                 with contextlib.suppress(OSError):  # still in use: the check below says so
                     os.rmdir(path)
     assert not mounts_under(tmp), "docker storage left mounted"
     assert not [p for p in left if os.path.exists(p)], "container cgroups left behind"
+    assert not [d for d in made if d.exists()], "dockerd's /run/docker left behind"
 
 
 def test_docker_run_prints_and_returns_the_status(docker):
