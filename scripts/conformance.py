@@ -9,12 +9,14 @@ fail and skip counts side by side plus a per-assertion matrix, as JSON and as te
     sudo python3 scripts/conformance.py --suite DIR --runtime runc --runtime crun \\
         --runtime .venv/bin/pyvmm-runtime [--test default --test create] [--results DIR]
 
-The suite is not part of pyvmm and this script neither downloads nor builds it: ``--suite``
-(default /var/cache/pyvmm/runtime-tools-260e151, outside the repository) must be a tree
-of runtime-tools at commit 260e151 (the last whose Go it needs is Debian 12's 1.19) in
-which its own Makefile has already built ``runtimetest`` and the ``validation/*/*.t``
-programs. A fresh machine cannot get that source from here (nothing but Debian and PyPI
-can be downloaded); without it the script stops with one line saying what is missing.
+The suite is not part of pyvmm and nothing downloads it. Its source comes with the
+project's workplace: ``../shared/conformance/runtime-tools-260e151.tar.gz`` beside the
+repository (runtime-tools at commit 260e151, the last whose Go is Debian 12's 1.19, its
+dependencies vendored). ``--build`` (run by ``scripts/setup.sh --all``) builds it once
+per machine with Debian's ``golang-go`` and its own Makefile into a cache outside the
+repository, ``/var/cache/pyvmm/runtime-tools-<hash of the tarball>``, the default
+``--suite``. Where the tarball is absent (a clone outside the workplace) ``--build`` says
+so and does nothing, and a run stops with one line saying what is missing.
 
 Why each piece is the way it is:
 
@@ -42,6 +44,7 @@ import contextlib
 import ctypes
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import platform
@@ -56,7 +59,10 @@ import time
 from collections import deque
 from pathlib import Path
 
-DEFAULT_SUITE = Path("/var/cache/pyvmm/runtime-tools-260e151")
+SOURCE_NAME = "runtime-tools-260e151.tar.gz"  # in ../shared/conformance/ (see its README)
+CACHE_ROOT = Path(os.environ.get("PYVMM_CONFORMANCE_CACHE", "/var/cache/pyvmm"))
+# How the cache entry is made; part of its key, with the tarball's own hash.
+RECIPE = b"tar xzf; make runtimetest validation-executables; golang-go 1.19\n"
 HYBRID_UNIFIED = Path("/sys/fs/cgroup/unified")
 # Two runs would take each other's cgroups (the suite's names are fixed) for leftovers.
 LOCK = Path("/run/pyvmm-conformance.lock")
@@ -447,17 +453,90 @@ def version(path: Path) -> str:
     return lines[0] if lines else "?"
 
 
-def programs(suite: Path, only: list[str]) -> list[Path]:
+def source_tarball() -> Path | None:
+    """The suite's source in the workplace's ``shared/conformance/``, beside the
+    repository (or a folder above it); None in a clone outside the workplace."""
+    repo = Path(__file__).resolve().parent.parent
+    for folder in repo.parents:
+        if (folder / "shared" / "conformance" / SOURCE_NAME).is_file():
+            return folder / "shared" / "conformance" / SOURCE_NAME
+    return None
+
+
+def default_suite() -> Path | None:
+    """Where ``--build`` puts the suite: keyed by the tarball's sha256 and the recipe,
+    so a changed tarball is built anew. None without the tarball."""
+    tarball = source_tarball()
+    if tarball is None:
+        return None
+    digest = hashlib.sha256(RECIPE + tarball.read_bytes()).hexdigest()
+    return CACHE_ROOT / f"runtime-tools-{digest[:16]}"
+
+
+def _missing(suite: Path) -> list[str]:
+    """What a built suite has and ``suite`` lacks."""
     missing = [
         p for p in ("runtimetest", f"rootfs-{go_arch()}.tar.gz") if not (suite / p).is_file()
     ]
+    return missing + ([] if any(suite.glob("validation/*/*.t")) else ["validation/*/*.t"])
+
+
+def build(say) -> Path | None:
+    """Build the suite into the cache unless it is there (one build at a time: another
+    caller waits on the lock, then finds it built); the suite, or None without the
+    tarball."""
+    suite = default_suite()
+    if suite is None or not _missing(suite):
+        return suite
+    if not shutil.which("go"):
+        raise ConformanceError("building the suite needs Go: apt-get install golang-go")
+    CACHE_ROOT.mkdir(parents=True, exist_ok=True)
+    with open(f"{suite}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"conformance: waiting for another build of {suite} to finish")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if _missing(suite):
+            _build(source_tarball(), suite, say)
+    return suite
+
+
+def _build(tarball: Path, suite: Path, say) -> None:
+    """Unpack and ``make`` in ``suite``.tmp, renamed to ``suite`` once complete. Go
+    works offline (vendored modules, GOPROXY=off) with its caches in the work tree,
+    removed afterwards: nothing is left in the builder's home."""
+    work = Path(f"{suite}.tmp")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    log = work.parent / f"{suite.name}.log"
+    say(f"conformance: building {tarball.name} into {suite} (minutes, once; log: {log})")
+    env = {**os.environ, "GOFLAGS": "-mod=vendor", "GOPROXY": "off", "GOTOOLCHAIN": "local",
+           "GOCACHE": str(work / ".go-cache"), "GOPATH": str(work / ".go-path")}  # fmt: skip
+    with open(log, "w") as out:
+        for argv in (["tar", "xzf", str(tarball), "-C", str(work), "--strip-components=1"],
+                     ["make", "runtimetest", "validation-executables"]):  # fmt: skip
+            if subprocess.run(argv, cwd=work, env=env, stdout=out, stderr=out).returncode:
+                raise ConformanceError(
+                    f"building the suite: {' '.join(argv[:2])} failed (see {log})"
+                )
+    subprocess.run(["chmod", "-R", "u+w", work / ".go-path"], check=False)  # Go's read-only
+    for cache in (".go-cache", ".go-path"):
+        shutil.rmtree(work / cache, ignore_errors=True)
+    if _missing(work):
+        raise ConformanceError(f"building the suite left out {', '.join(_missing(work))}")
+    work.rename(suite)
+
+
+def programs(suite: Path, only: list[str]) -> list[Path]:
+    missing = _missing(suite)
     found = sorted(suite.glob("validation/*/*.t"))
-    if missing or not found:
+    if missing:
         raise ConformanceError(
             f"no built runtime-tools validation suite in {suite} (missing "
-            f"{', '.join(missing) or 'validation/*/*.t'}): give --suite a runtime-tools tree "
-            "at commit 260e151 with runtimetest and its validation programs built; "
-            "pyvmm neither ships nor downloads it"
+            f"{', '.join(missing)}): scripts/setup.sh --all builds it from "
+            f"../shared/conformance/{SOURCE_NAME}, or give --suite a runtime-tools tree at "
+            "commit 260e151 with runtimetest and its validation programs built"
         )
     if only:
         names = {p.stem: p for p in found}
@@ -566,13 +645,17 @@ def main() -> int:
     parser.add_argument(
         "--suite",
         type=Path,
-        default=DEFAULT_SUITE,
-        help="built runtime-tools tree (commit 260e151)",
+        help="built runtime-tools tree (commit 260e151); default: the one --build makes",
+    )
+    parser.add_argument(
+        "--build",
+        action="store_true",
+        help=f"build the suite from ../shared/conformance/{SOURCE_NAME} into the cache",
     )
     parser.add_argument(
         "--runtime",
         action="append",
-        required=True,
+        default=[],
         help="[LABEL=]name or path of a runc-compatible runtime; repeat",
     )
     parser.add_argument(
@@ -591,11 +674,29 @@ def main() -> int:
     parser.add_argument("--quiet", action="store_true", help="no per-program progress")
     args = parser.parse_args()
     try:
+        if args.build:
+            suite = build(lambda m: print(m, file=sys.stderr, flush=True))
+            if suite is None:
+                print(f"conformance: no ../shared/conformance/{SOURCE_NAME} beside the "
+                      "repository: nothing to build, the conformance tests skip",
+                      file=sys.stderr)  # fmt: skip
+            else:
+                print(suite)
+            return 0
+        if not args.runtime:
+            raise ConformanceError("give at least one --runtime (or --build)")
         runtimes = [resolve(s) for s in args.runtime]
         labels = [label for label, _ in runtimes]
         if len(set(labels)) != len(labels):
             raise ConformanceError("two runtimes share a label: name them LABEL=PATH")
-        suite = args.suite.resolve()
+        suite = args.suite or default_suite()
+        if suite is None:
+            raise ConformanceError(
+                f"no built runtime-tools validation suite: no ../shared/conformance/"
+                f"{SOURCE_NAME} beside the repository to build it from; give --suite a "
+                "runtime-tools tree at commit 260e151 with its validation programs built"
+            )
+        suite = suite.resolve()
         tests = programs(suite, args.test)
         if os.geteuid() != 0:
             raise ConformanceError("needs root (the suite creates containers)")

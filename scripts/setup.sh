@@ -27,14 +27,16 @@ DEBS=(gcc make binutils libc6-dev linux-libc-dev libffi-dev python3-dev python3-
       libseccomp-dev libseccomp2)
 # For the rest: busybox-static for container images, e2fsprogs/cpio for disk images
 # and the Linux guest's initramfs, gdb for `pyvmm boot --gdb`, libcap2-bin (capsh) for
-# the labs; the Linux guest's source and what building it takes (docs/linux.md); podman
-# and containerd drive pyvmm-runtime in the tests, runc and crun are its yardsticks;
+# the labs; the Linux guest's source and what building it takes (docs/linux.md); podman,
+# buildah, containerd and Docker (docker.io) drive pyvmm-runtime in the tests, runc and
+# crun are its yardsticks; golang-go builds the OCI conformance suite (below);
 # docker-registry is the real registry pull and push are tested against (htpasswd from
 # apache2-utils and openssl for its two kinds of authentication).
 if [ -n "$all" ]; then
     DEBS+=(busybox-static cpio e2fsprogs gdb libcap2-bin
            linux-source-6.1 flex bison bc libelf-dev libssl-dev xz-utils patch lz4
-           podman containerd runc crun libfaketime docker-registry apache2-utils openssl)
+           podman buildah containerd docker.io runc crun libfaketime golang-go
+           docker-registry apache2-utils openssl)
 fi
 
 missing=()
@@ -76,7 +78,11 @@ fi
 make -s -C guest
 # The Linux guest: the kernel into a cache outside the repository (a few minutes the
 # first time on a machine, then found by a hash of its configuration and patches), the
-# initramfs into guest/build. Its progress goes to stderr.
+# initramfs into guest/build. Its progress goes to stderr. Then the OCI conformance
+# suite (runtime-tools, from ../shared/conformance/) into a cache outside the repository,
+# keyed by the tarball's hash: a minute or two, once a machine. Without the tarball (a
+# clone outside the project's workplace) it says so, and its tests skip.
 if [ -n "$all" ]; then
     .venv/bin/python scripts/build_linux.py >/dev/null
+    .venv/bin/python scripts/conformance.py --build >/dev/null
 fi

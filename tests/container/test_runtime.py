@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -109,6 +110,25 @@ def test_exec_pause_resume_ps_update_list(rt):
     rt.ok("delete", "--force", "c3")
 
 
+def test_exec_flags_change_the_containers_process_as_runcs_do(rt):
+    """runc exec's flags start from the container's process: --cap adds to its sets,
+    --no-new-privs=false clears what config.json set, -g adds groups; the umask is the
+    caller's, not config.json's (runc 1.1.5 on the same bundle prints the same)."""
+    b = rt.bundle(["sleep", "30"], process__user={"uid": 0, "gid": 0, "umask": 0o027})
+    rt.ok("run", "-d", "--bundle", b, "x1")
+    status = "grep -E 'CapEff|NoNewPrivs' /proc/self/status | cut -f2; id; umask; echo $A"
+    out = rt.ok("exec", "--cap", "CAP_CHOWN", "--no-new-privs=false", "-u", "1000:1000",
+                "-g", "5", "-e", "A=b", "x1", "sh", "-c", status).split("\n")  # fmt: skip
+    kill_chown_etc = (1 << 0) | (1 << 5) | (1 << 10) | (1 << 29)  # CHOWN KILL NET_BIND AUDIT
+    assert out[:2] == ["0000000000000000", "0"]  # uid 1000: no effective capabilities
+    caller = os.umask(0)
+    os.umask(caller)
+    assert out[2:5] == ["uid=1000 gid=1000 groups=5", f"{caller:04o}", "b"]
+    out = rt.ok("exec", "--cap", "CAP_CHOWN", "x1", "sh", "-c", status).split("\n")
+    assert out[:2] == [f"{kill_chown_etc:016x}", "1"]
+    rt.ok("delete", "--force", "x1")
+
+
 def test_hooks_run_at_their_points_with_the_state_on_stdin(rt):
     log = rt.tmp / "hooks.log"
 
@@ -155,6 +175,17 @@ def test_process_fields_seen_from_inside(rt):
     assert lines[6].split()[1] == f"{1 << 5:016x}"  # CAP_KILL only
     assert lines[7].split()[1] == "1"
     assert lines[8:] == ["123", "500"]
+
+
+def test_ambient_capabilities_are_raised_where_the_kernel_allows_as_runc_does(rt):
+    """Ambient needs the capability inheritable too; one that is not (``runc spec``'s
+    config has no inheritable set at all) is left out, not an error."""
+    caps = {"bounding": ["CAP_KILL", "CAP_CHOWN"], "effective": ["CAP_KILL", "CAP_CHOWN"],
+            "permitted": ["CAP_KILL", "CAP_CHOWN"], "inheritable": ["CAP_CHOWN"],
+            "ambient": ["CAP_KILL", "CAP_CHOWN"]}  # fmt: skip
+    r = rt.run(["grep", "-E", "CapInh|CapAmb", "/proc/self/status"], process__capabilities=caps)
+    assert r.returncode == 0, r.stderr
+    assert [line.split()[1] for line in r.stdout.splitlines()] == [f"{1:016x}", f"{1:016x}"]
 
 
 def test_mounts_masked_readonly_paths_and_readonly_root(rt, tmp_path):
@@ -265,6 +296,74 @@ def test_sysctl_cgroups_and_seccomp(rt):
     assert out[-1].endswith(":memory:/")  # its own cgroup is the root of its namespace
 
 
+def test_zeros_docker_writes_read_as_unset_as_runc_does(rt):
+    """Docker writes every limit it was not asked for as 0 (``blockIO.weight``,
+    ``cpu.shares``...): runc leaves those at the kernel's default, and so must pyvmm;
+    a field pyvmm does not implement is still refused once it says something."""
+    zeros = {"memory": {"limit": 0, "reservation": 0, "swap": 0, "kernel": 0,
+                        "disableOOMKiller": False},
+             "cpu": {"shares": 0, "quota": 0, "period": 0, "realtimeRuntime": 0,
+                     "realtimePeriod": 0, "cpus": "", "mems": ""},
+             "pids": {"limit": 0}, "blockIO": {"weight": 0, "leafWeight": 0,
+                                                "weightDevice": [], "throttleReadBpsDevice": []},
+             "hugepageLimits": []}  # fmt: skip
+    script = "cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max 2>/dev/null; echo ran"
+    cgroup = {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"}
+    r = rt.run(["sh", "-c", script], linux__resources=zeros,
+               mounts=[*rt_default_mounts(), cgroup])  # fmt: skip
+    assert (r.returncode, r.stdout) == (0, "max\nran\n"), r.stderr
+    weight = {**zeros, "blockIO": {"weight": 500}}
+    r = rt("run", "--bundle", rt.bundle(["true"], linux__resources=weight), "w")
+    assert "linux.resources.blockIO is not supported" in _one_line(r)
+
+
+def test_tmpcopyup_fills_a_tmpfs_with_what_the_image_has_there(rt):
+    """runc's ``tmpcopyup``, which Podman sends for --tmpfs and --read-only: the new
+    tmpfs holds a copy of the image's directory (links as links, modes kept), and the
+    image's own stays untouched underneath; without it, the tmpfs starts empty. And
+    ``nosymfollow`` (Linux 5.10), which features lists too."""
+    tmpfs = {"type": "tmpfs", "source": "tmpfs"}
+    extra = [{**tmpfs, "destination": "/etc", "options": ["tmpcopyup", "nosuid", "mode=755"]},
+             {**tmpfs, "destination": "/bin", "options": ["tmpcopyup", "ro"]},
+             {**tmpfs, "destination": "/var", "options": ["nosuid", "nosymfollow"]}]  # fmt: skip
+    script = ("cat /etc/passwd; echo new > /etc/passwd && cat /etc/passwd; readlink /bin/sh; "
+              "touch /bin/x 2>/dev/null || echo bin read-only; ls -A /var | wc -l; "
+              "ln -s /etc/passwd /var/l && cat /var/l 2>/dev/null || echo not followed; "
+              "awk '$2 ~ /^\\/(etc|bin)$/ {print $2, $3}' /proc/self/mounts")  # fmt: skip
+    r = rt.run(["sh", "-c", script], mounts=[*rt_default_mounts(), *extra])
+    assert r.stdout.splitlines() == [
+        "root:x:0:0:root:/root:/bin/sh", "new", "busybox", "bin read-only", "0",
+        "not followed", "/etc tmpfs", "/bin tmpfs"], r.stderr  # fmt: skip
+    assert (rt.rootfs / "etc" / "passwd").read_text() == "root:x:0:0:root:/root:/bin/sh\n"
+    assert {"tmpcopyup", "nosymfollow"} <= set(json.loads(rt.ok("features"))["mountOptions"])
+
+
+def test_the_init_joins_every_cgroup_hierarchy_and_is_accounted_there(rt):
+    """As runc: the container is in its own cgroup of every hierarchy the host has
+    (v1's controllers, named ones such as name=systemd, a hybrid host's unified one),
+    so what an engine reads there (cpuacct for ``podman stats``) is the container's."""
+    b = rt.bundle(["sh", "-c", "while :; do :; done"])
+    rt.ok("run", "-d", "--bundle", b, "busy")
+    pid = _state(rt, "busy")["pid"]
+    with open(f"/proc/{pid}/cgroup") as f:
+        lines = f.read().splitlines()
+    assert all(line.endswith(f":/{rt.cgroup}/b") for line in lines), lines
+    hierarchies = {line.split(":")[1] for line in lines}
+    if not os.path.isdir("/sys/fs/cgroup/cpuacct"):
+        rt.ok("delete", "--force", "busy")
+        pytest.skip("cpuacct is cgroup v1's")
+    assert {"cpuacct", "blkio", "cpuset", "memory"} <= hierarchies
+    usage = Path(f"/sys/fs/cgroup/cpuacct/{rt.cgroup}/b/cpuacct.usage")
+    first = int(usage.read_text())
+    time.sleep(0.5)
+    assert int(usage.read_text()) > first
+    event = json.loads(rt.ok("events", "--stats", "busy"))  # runc's one object
+    assert (event["type"], event["id"]) == ("stats", "busy")
+    assert event["data"]["cpu"]["usage"]["total"] > first and event["data"]["pids"]["current"] == 1
+    assert event["data"]["memory"]["usage"]["usage"] > 0
+    rt.ok("delete", "--force", "busy")
+
+
 def test_terminal_goes_to_the_console_socket(rt, socket_dir):
     path = str(socket_dir / "console.sock")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -305,10 +404,16 @@ def test_terminal_goes_to_the_console_socket(rt, socket_dir):
         ("under-proc", "mount on /proc/sys/x: nothing may be mounted under /proc"),
         ("unsupported", "linux.intelRdt is not supported"),
         ("missing-command", 'exec: "nosuchcmd": executable file not found'),
+        # Go's words, as runc says them: Podman gives 126 for these, 127 for the above
+        ("not-executable", 'exec: "/etc/passwd": permission denied'),
+        ("missing-path", 'exec: "/no/such": stat /no/such: no such file or directory'),
+        ("rlimit-too-high", "cannot set RLIMIT_NOFILE"),
     ],
 )
 def test_bad_bundles_fail_in_one_line_and_leave_nothing(rt, case, expected):
-    b = rt.bundle(["nosuchcmd"] if case == "missing-command" else ["true"])
+    command = {"missing-command": "nosuchcmd", "not-executable": "/etc/passwd",
+               "missing-path": "/no/such"}.get(case, "true")  # fmt: skip
+    b = rt.bundle([command])
     config = json.loads((b / "config.json").read_text())
     if case == "no-config":
         (b / "config.json").unlink()
@@ -332,6 +437,9 @@ def test_bad_bundles_fail_in_one_line_and_leave_nothing(rt, case, expected):
                                      "source": str(rt.tmp), "options": ["rbind"]})  # fmt: skip
         elif case == "unsupported":
             config["linux"]["intelRdt"] = {"closID": "x"}
+        elif case == "rlimit-too-high":
+            hard = int(Path("/proc/sys/fs/nr_open").read_text()) + 1  # past what root may set
+            config["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": hard, "hard": hard}]
         (b / "config.json").write_text(json.dumps(config))
     r = rt("create", "--bundle", b, "bad")
     assert expected in _one_line(r)
@@ -345,6 +453,12 @@ def test_cli_errors_are_one_line_status_1_and_logged_as_json(rt):
     assert "does not exist" in _one_line(rt("--log", log, "--log-format", "json", "state", "x"))
     record = json.loads(log.read_text())
     assert record["level"] == "error" and record["msg"] == "container x does not exist"
+    # runc's formats: logrus text in --log; JSON on stderr when asked and no --log
+    assert "does not exist" in _one_line(rt("--log", rt.tmp / "log.txt", "state", "x"))
+    assert re.fullmatch(r'time="[-0-9T:]+Z" level=error msg="container x does not exist"\n',
+                        (rt.tmp / "log.txt").read_text())  # fmt: skip
+    r = rt("--log-format", "json", "state", "x")
+    assert r.returncode == 1 and json.loads(r.stderr)["msg"] == "container x does not exist"
     b = rt.bundle(["true"])
     assert "exists" in _one_line(rt("spec", "--bundle", b))
 
@@ -352,8 +466,18 @@ def test_cli_errors_are_one_line_status_1_and_logged_as_json(rt):
 def test_features_and_kill_signal_names(rt):
     features = json.loads(rt.ok("features"))
     assert "createRuntime" in features["hooks"] and "user" in features["linux"]["namespaces"]
+    seccomp = features["linux"]["seccomp"]
+    assert "SCMP_ACT_ERRNO" in seccomp["actions"] and "SCMP_CMP_MASKED_EQ" in seccomp["operators"]
+    assert "SCMP_ARCH_X86_64" in seccomp["archs"]
+    # One spec version everywhere: features, --version, the config `spec` writes, state.
+    version = features["ociVersionMax"]
+    assert rt.ok("--version").splitlines()[1] == f"spec: {version}"
+    assert rt.ok("list", "--format", "json") == "null\n"  # as runc's Go: a nil slice
     b = rt.bundle(["sh", "-c", "trap 'exit 0' USR1; sleep 30 & wait"])  # ends on USR1 only
     rt.ok("run", "-d", "--bundle", b, "k1")
+    assert json.loads((b / "config.json").read_text())["ociVersion"] == version
+    assert _state(rt, "k1")["ociVersion"] == version
+    assert [c["id"] for c in json.loads(rt.ok("list", "--format", "json"))] == ["k1"]
     time.sleep(0.3)
     assert "unknown signal" in _one_line(rt("kill", "k1", "NOSUCHSIG"))
     rt.ok("kill", "k1", "sigusr1")
@@ -409,6 +533,8 @@ def test_v2_cgroup_freezes_lists_and_joins_an_existing_cgroup():
         CgroupV2("c1", parent, root, oci=True).create(Limits())  # joins, as runc does
         cg.add(sleeper.pid)
         assert cg.pids() == [sleeper.pid] and cg.host_paths() == {"": cg.path}
+        stats = cg.stats()  # cpu.stat is always there; without controllers little else
+        assert stats["cpu"]["usage"]["total"] >= 0 and set(stats) == {"cpu", "memory", "pids"}
         cg.freeze(True)
         assert cg.frozen()  # the kernel's cgroup.events says so
         cg.freeze(False)

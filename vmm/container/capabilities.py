@@ -124,7 +124,9 @@ def apply(sets: dict[str, list[str]]) -> None:
 
     Bounding first (dropping needs CAP_SETPCAP, which capset may take away), then
     capset for permitted, effective and inheritable, then ambient, which the kernel
-    allows only for capabilities both permitted and inheritable.
+    allows only for capabilities both permitted and inheritable: the others are left
+    out, as runc and crun leave them (``runc spec``'s own config, and buildah's, ask
+    for ambient capabilities with no inheritable set).
     """
     want = {s: _numbers(sets.get(s) or ()) for s in SETS}
     for cap in range(_last_cap() + 1):
@@ -137,7 +139,7 @@ def apply(sets: dict[str, list[str]]) -> None:
             setattr(data[cap // 32], field, getattr(data[cap // 32], field) | 1 << (cap % 32))
     check(lib.syscall(lib.SYS_capset, header, data), "capset")
     check(lib.prctl(lib.PR_CAP_AMBIENT, lib.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "ambient")
-    for cap in want["ambient"]:
+    for cap in want["ambient"] & want["permitted"] & want["inheritable"]:
         check(lib.prctl(lib.PR_CAP_AMBIENT, lib.PR_CAP_AMBIENT_RAISE, cap, 0, 0), "ambient")
 
 

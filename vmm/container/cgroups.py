@@ -106,19 +106,19 @@ class Limits:
         r = Fields(resources, "linux.resources")
         m, c, p = r.sub("memory"), r.sub("cpu"), r.sub("pids")
         limits = cls(
-            memory=_positive(m.get("limit", int)),
-            memory_swap=_positive(m.get("swap", int)),
-            memory_reservation=_positive(m.get("reservation", int)),
-            memory_kernel=_positive(m.get("kernel", int)),
-            memory_kernel_tcp=_positive(m.get("kernelTCP", int)),
-            memory_swappiness=m.get("swappiness", int),
+            memory=_limit(m.get("limit", int)),
+            memory_swap=_limit(m.get("swap", int)),
+            memory_reservation=_limit(m.get("reservation", int)),
+            memory_kernel=_limit(m.get("kernel", int)),
+            memory_kernel_tcp=_limit(m.get("kernelTCP", int)),
+            memory_swappiness=_limit(m.get("swappiness", int), -1),
             oom_kill_disable=m.get("disableOOMKiller", bool),
-            pids=_positive(p.get("limit", int)),
-            cpu_shares=c.get("shares", int),
-            cpu_quota=_positive(c.get("quota", int)),
-            cpu_period=c.get("period", int),
-            cpu_rt_runtime=c.get("realtimeRuntime", int),
-            cpu_rt_period=c.get("realtimePeriod", int),
+            pids=_limit(p.get("limit", int)),
+            cpu_shares=_limit(c.get("shares", int)),
+            cpu_quota=_limit(c.get("quota", int)),
+            cpu_period=_limit(c.get("period", int)),
+            cpu_rt_runtime=_limit(c.get("realtimeRuntime", int), 0),
+            cpu_rt_period=_limit(c.get("realtimePeriod", int)),
             cpuset_cpus=c.get("cpus", str) or None,
             cpuset_mems=c.get("mems", str) or None,
         )
@@ -134,6 +134,15 @@ class Limits:
         if limits.cpu_shares is not None and limits.cpu_shares < 2:
             raise SpecError("config.json: linux.resources.cpu.shares must be at least 2")
         return limits
+
+
+def _limit(value: int | None, unset: int | None = None) -> int | None:
+    """A ``linux.resources`` number as runc reads it: 0 (what Docker writes for every
+    limit not asked for), -1 ("no limit") and absence all leave the kernel's default;
+    where 0 is a value of its own (a swappiness), only ``unset`` does."""
+    if value is None or value == unset or (unset is None and value <= 0):
+        return None
+    return value
 
 
 def _positive(value: int | None) -> int | None:
@@ -181,6 +190,26 @@ def _read_key(path: Path, key: str) -> int | None:
             if k == key:
                 return int(v)
     return None
+
+
+def _read_text(path: Path) -> str | None:
+    with contextlib.suppress(FileNotFoundError):
+        return path.read_text()
+    return None
+
+
+def _runc_stats(total: int, percpu: list[int], user_system: list[int], user_hz: bool,
+                memory: dict[str, int], pids: tuple[int, int | None]) -> dict:  # fmt: skip
+    """The figures in runc's JSON shape (types.Stats): cpu.usage in nanoseconds (v1's
+    cpuacct.stat counts USER_HZ ticks: converted), a limit of "max" as 0, as runc."""
+    tick = 1_000_000_000 // os.sysconf("SC_CLK_TCK") if user_hz else 1
+    user, system = (n * tick for n in user_system)
+    return {
+        "cpu": {"usage": {"total": total, "percpu": percpu, "kernel": system, "user": user},
+                "throttling": {}},
+        "memory": {"usage": memory},
+        "pids": {"current": pids[0], "limit": pids[1] or 0},
+    }  # fmt: skip
 
 
 def _read_int(path: Path) -> int | None:
@@ -305,6 +334,11 @@ class Cgroup(ABC):
         """Whether the kernel's OOM killer killed a process of this container."""
 
     @abstractmethod
+    def stats(self) -> dict:
+        """CPU, memory and pids figures as runc's ``events --stats`` prints them (its
+        libcontainer/cgroups Stats in JSON: nanoseconds, bytes, counts)."""
+
+    @abstractmethod
     def remove(self) -> None:
         """Kill whatever is left in the cgroup and remove it (idempotent)."""
 
@@ -318,22 +352,43 @@ def _read_pids(path: Path) -> list[int]:
     return []
 
 
+def hierarchies(root: Path = CGROUP_ROOT) -> tuple[str, ...]:
+    """The names under ``root`` on which a cgroup hierarchy is mounted (symlinks such
+    as ``cpu`` -> ``cpu,cpuacct`` left out): every v1 controller's, named ones such as
+    ``systemd`` (name=systemd), and a hybrid host's cgroup2 at ``unified``."""
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            fs_type = fields[fields.index("-") + 1]
+            where = Path(fields[4].replace("\\040", " "))
+            if fs_type in ("cgroup", "cgroup2") and where.parent == root:
+                found.append(where.name)
+    return tuple(dict.fromkeys(found))
+
+
 class CgroupV1(Cgroup):
     """One directory per controller hierarchy, each with that controller's files.
 
     The memory hierarchy is always used (it measures the peak); the others only when
-    limited (or always, for OCI containers, the freezer and pids), as each hierarchy a
-    process joins is one more write on the way to its first instruction.
+    limited, as each hierarchy a process joins is one more write on the way to its
+    first instruction. OCI containers join every hierarchy the host has, as runc does:
+    engines read a container's figures (``podman stats``'s CPU from cpuacct,
+    systemd's view from name=systemd) in its own cgroup of each, not the parent's.
     """
 
     version = "v1"
     CONTROLLERS = ("memory", "pids", "cpu", "cpuset", "devices", "freezer")
 
     def _dirs(self) -> dict[str, Path]:
-        return {c: self.root / c / self.parent / self.cid for c in self.CONTROLLERS}
+        names = self.CONTROLLERS
+        if self.oci:  # a co-mounted "cpu,cpuacct" is joined through its "cpu" link
+            names += tuple(h for h in hierarchies(self.root)
+                           if not set(h.split(",")) & set(self.CONTROLLERS))  # fmt: skip
+        return {c: self.root / c / self.parent / self.cid for c in names}
 
     def _files(self, limits: Limits) -> dict[str, list[tuple[str, str]]]:
-        files: dict[str, list[tuple[str, str]]] = {c: [] for c in self.CONTROLLERS}
+        files: dict[str, list[tuple[str, str]]] = {c: [] for c in self._dirs()}
         if limits.memory is not None:
             files["memory"] += [("memory.limit_in_bytes", str(limits.memory))]
             # Without swap accounting there is no memsw file, and no swap to escape to.
@@ -389,14 +444,15 @@ class CgroupV1(Cgroup):
 
     def create(self, limits: Limits) -> None:
         files = self._files(limits)
-        always = ("memory", "pids", "freezer") if self.oci else ("memory",)
         try:
             for controller, path in self._dirs().items():
-                if controller not in always and not files[controller]:
+                mounted = (self.root / controller).is_dir()
+                if not (files[controller] or controller == "memory" or self.oci and mounted):
                     continue
-                if not (self.root / controller).is_dir():
+                if not mounted:
                     raise PyvmmError(f"cgroup v1 controller {controller} is not mounted")
-                inherit = ("cpuset.cpus", "cpuset.mems") if controller == "cpuset" else ()
+                cpuset = "cpuset" in controller.split(",")
+                inherit = ("cpuset.cpus", "cpuset.mems") if cpuset else ()
                 _mkdir_under_parent(path.parent, self.cid, inherit, exist_ok=self.oci)
             self._write_files(files)
         except BaseException:
@@ -439,6 +495,22 @@ class CgroupV1(Cgroup):
 
     def oom_killed(self) -> bool:
         return bool(_read_key(self._dirs()["memory"] / "memory.oom_control", "oom_kill"))
+
+    def stats(self) -> dict:
+        d = self._dirs()
+        acct = d.get("cpuacct", d["cpu"])
+        percpu = (_read_text(acct / "cpuacct.usage_percpu") or "").split()
+        memory = {k: _read_int(d["memory"] / f"memory.{f}") or 0 for k, f in
+                  (("usage", "usage_in_bytes"), ("max", "max_usage_in_bytes"),
+                   ("limit", "limit_in_bytes"), ("failcnt", "failcnt"))}  # fmt: skip
+        return _runc_stats(
+            total=_read_int(acct / "cpuacct.usage") or 0,
+            percpu=[int(n) for n in percpu],
+            user_system=[_read_key(acct / "cpuacct.stat", k) or 0 for k in ("user", "system")],
+            user_hz=True,
+            memory=memory,
+            pids=(_read_int(d["pids"] / "pids.current") or 0, _read_int(d["pids"] / "pids.max")),
+        )
 
     def remove(self) -> None:
         if self.frozen():  # frozen tasks cannot die
@@ -562,6 +634,21 @@ class CgroupV2(Cgroup):
 
     def oom_killed(self) -> bool:
         return bool(_read_key(self.path / "memory.events", "oom_kill"))
+
+    def stats(self) -> dict:
+        cpu = self.path / "cpu.stat"  # microseconds
+        memory = {"usage": _read_int(self.path / "memory.current") or 0,
+                  "max": _read_int(self.path / "memory.peak") or 0,
+                  "limit": _read_int(self.path / "memory.max") or 0,
+                  "failcnt": _read_key(self.path / "memory.events", "max") or 0}  # fmt: skip
+        return _runc_stats(
+            total=(_read_key(cpu, "usage_usec") or 0) * 1000,
+            percpu=[],
+            user_system=[(_read_key(cpu, k) or 0) * 1000 for k in ("user_usec", "system_usec")],
+            user_hz=False,
+            memory=memory,
+            pids=(_read_int(self.path / "pids.current") or 0, _read_int(self.path / "pids.max")),
+        )
 
     def remove(self) -> None:
         _rmdir(self.path, self.path / "cgroup.kill")  # cgroup.kill: Linux 5.14 and later

@@ -331,6 +331,8 @@ def _init(cid: str, spec: Spec, cg: Cgroup, fifo_fd: int, pipes, console, no_piv
         if console is not None:
             os.close(console)
         executable = lookup(process)
+        for limit in process.rlimits:  # as runc, before "created": ``create`` reports it
+            limit.apply()
         if not os.path.exists(f"/proc/self/fd/{fifo_fd}"):
             raise InitError("pyvmm needs /proc mounted in the container (config.json mounts)")
         _send(from_w, "R")
@@ -429,7 +431,8 @@ def mount_rootfs(spec: Spec, cg: Cgroup | None,
                 mounts.remount_into(root, dest, rest)
         else:
             try:
-                mounts.mount_into(root, dest, m.source or m.type, m.type, flags, data or None)
+                mounts.mount_into(root, dest, m.source or m.type, m.type, flags, data or None,
+                                  copy_up=mounts.TMPCOPYUP in m.options)  # fmt: skip
             except PermissionError:
                 if not userns or m.type not in ("mqueue", "sysfs"):
                     raise
@@ -567,12 +570,19 @@ def _env(process: Process) -> dict[str, str]:
 def lookup(process: Process) -> str:
     """The command's file, as execvp would find it in the container (runc checks at
     create time, so a typo fails ``create``, not the running container)."""
+    import stat
+
     name = process.args[0]
-    if "/" in name:
-        candidates = [name]
-    else:
-        path = _env(process).get("PATH", DEFAULT_PATH)
-        candidates = [os.path.join(d or ".", name) for d in path.split(":")]
+    if "/" in name:  # Go's exec.LookPath, whose words engines read (Podman: 126, 127)
+        try:
+            mode = os.stat(name).st_mode
+        except OSError as e:
+            raise InitError(f'exec: "{name}": stat {name}: {e.strerror.lower()}') from None
+        if stat.S_ISDIR(mode) or not mode & 0o111:
+            raise InitError(f'exec: "{name}": permission denied')
+        return name
+    path = _env(process).get("PATH", DEFAULT_PATH)
+    candidates = [os.path.join(d or ".", name) for d in path.split(":")]
     for c in candidates:
         if os.path.isfile(c) and os.access(c, os.X_OK):
             return c

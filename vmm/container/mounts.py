@@ -23,7 +23,7 @@ import os
 import posixpath
 import stat
 
-from vmm.container import inroot
+from vmm.container import fdtree, inroot
 from vmm.container._libc import ffi, lib
 from vmm.container.libc import check, mount, umount2
 from vmm.errors import PyvmmError
@@ -45,6 +45,8 @@ DEV_LINKS = {
     "stdout": "/proc/self/fd/1",
     "stderr": "/proc/self/fd/2",
 }
+MS_NOSYMFOLLOW = 256  # linux/mount.h (Linux 5.10): symlinks on the mount are not followed
+
 # runtime-spec config.md "Mounts" options: the flag each sets (or, for the "no"
 # forms' opposites, clears), as mount(8) and runc read them; anything else is data
 # for the filesystem (mode=755, size=64k...).
@@ -61,6 +63,7 @@ FLAGS = {
     "relatime": (False, lib.MS_RELATIME), "norelatime": (True, lib.MS_RELATIME),
     "strictatime": (False, lib.MS_STRICTATIME), "nostrictatime": (True, lib.MS_STRICTATIME),
     "lazytime": (False, lib.MS_LAZYTIME), "nolazytime": (True, lib.MS_LAZYTIME),
+    "nosymfollow": (False, MS_NOSYMFOLLOW), "symfollow": (True, MS_NOSYMFOLLOW),
     "silent": (False, lib.MS_SILENT), "loud": (True, lib.MS_SILENT),
     "bind": (False, lib.MS_BIND), "rbind": (False, lib.MS_BIND | lib.MS_REC),
     "defaults": (False, 0),
@@ -71,6 +74,12 @@ PROPAGATION = {
     "slave": lib.MS_SLAVE, "rslave": lib.MS_SLAVE | lib.MS_REC,
     "unbindable": lib.MS_UNBINDABLE, "runbindable": lib.MS_UNBINDABLE | lib.MS_REC,
 }  # fmt: skip
+
+# runc's extension to the options (libcontainer/specconv, "tmpcopyup"): a tmpfs starts
+# with a copy of what the image has at its destination. Podman asks for it on every
+# --tmpfs and on --read-only's /tmp, /var/tmp and /run; it is no data for mount(2).
+TMPCOPYUP = "tmpcopyup"
+EXTENSIONS = (TMPCOPYUP,)
 
 
 # Under /proc only these may be mounted over (runc's checkProcMount): the files lxcfs
@@ -109,7 +118,7 @@ def parse_options(options: list[str]) -> tuple[int, list[int], str]:
             flags = flags & ~flag if clear else flags | flag
         elif option in PROPAGATION:
             propagation.append(PROPAGATION[option])
-        else:
+        elif option not in EXTENSIONS:
             data.append(option)
     return flags, propagation, ",".join(data)
 
@@ -128,11 +137,28 @@ def mount_overlay(target: str, lowers: list[str], upper: str, work: str) -> None
 
 
 def mount_into(rootfs: str, destination: str, source: str | None, fs_type: str | None,
-               flags: int = 0, data: str | None = None, file: bool = False) -> None:  # fmt: skip
+               flags: int = 0, data: str | None = None, file: bool = False,
+               copy_up: bool = False) -> None:  # fmt: skip
     """mount(2) on ``destination`` resolved inside ``rootfs`` (``inroot.py``), made if
-    missing (a directory, or with ``file`` an empty file for a file's bind mount)."""
+    missing (a directory, or with ``file`` an empty file for a file's bind mount);
+    ``copy_up`` (``tmpcopyup``): what was there is copied into the new file system."""
     with inroot.target(rootfs, destination, file) as target:
-        mount(source, target, fs_type, flags, data, where=destination)
+        if not copy_up:
+            mount(source, target, fs_type, flags, data, where=destination)
+            return
+        image = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # before it is hidden
+        try:
+            mount(source, target, fs_type, flags & ~lib.MS_RDONLY, data, where=destination)
+            with inroot.target(rootfs, destination, create=False) as mounted:  # the new one
+                fresh = os.open(mounted, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    fdtree.copy(image, fresh)
+                finally:
+                    os.close(fresh)
+                if flags & lib.MS_RDONLY:  # read-only once filled, as runc does
+                    mount(None, mounted, None, lib.MS_REMOUNT | flags, data, where=destination)
+        finally:
+            os.close(image)
 
 
 def remount_into(rootfs: str, destination: str, flags: int) -> None:

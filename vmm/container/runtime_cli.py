@@ -17,7 +17,6 @@ import sys
 
 from vmm.errors import PyvmmError
 
-VERSION = "1.1.0"  # the runtime-spec version `features` and `--version` report
 DEFAULT_ROOT = "/run/pyvmm-runtime"  # runc's is /run/runc
 
 # A flag: its names, the attribute it sets, what it takes, its default, and its line of
@@ -68,7 +67,8 @@ VERBS = {
         ("-e --env", "env", list, None, "NAME=VALUE, repeatable"),
         ("-u --user", "user", str, None, "UID[:GID]"),
         ("-g --additional-gids", "additional_gids", list, None, "repeatable"),
-        ("--no-new-privs", "no_new_privs", bool, False, "set no_new_privs"),
+        ("-c --cap", "cap", list, None, "add a capability, repeatable"),
+        ("--no-new-privs", "no_new_privs", bool, None, "set (or =false: clear) no_new_privs"),
         ("--preserve-fds", "preserve_fds", int, 0, "pass fds 3..3+N-1 to the process"),
     )),
     "list": ("list containers", (),
@@ -82,6 +82,10 @@ VERBS = {
         ("--pids-limit", "pids_limit", int, None, "most processes"),
         ("--cpu-quota", "cpu_quota", int, None, "CFS quota, microseconds"),
         ("--cpu-period", "cpu_period", int, None, "CFS period, microseconds"),
+    )),
+    "events": ("the container's resource figures, as JSON", ("id",), (
+        ("--stats", "stats", bool, False, "once, then exit"),
+        ("--interval", "interval", str, "5s", "between two, while it runs (5s, 500ms)"),
     )),
     "features": ("what this runtime supports, as JSON", (), ()),
     "spec": ("write a default config.json", (), (
@@ -222,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse(argv)
         if args.version:
-            print(f"pyvmm-runtime version 0.1.0\nspec: {VERSION}")
+            from vmm.container.spec import OCI_VERSION
+
+            print(f"pyvmm-runtime version 0.1.0\nspec: {OCI_VERSION}")
             return 0
         if args.help:
             print(_usage(args.command))
@@ -242,23 +248,33 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _error(args, message: str) -> None:
-    sys.stderr.write(f"pyvmm-runtime: {message}\n")
+    """The error on stderr and in ``--log``, as runc: a JSON record on stderr when
+    asked for JSON and no ``--log`` (an engine parses it); else one line for a human."""
     if getattr(args, "log", None):
         _log(args, "error", message)
+    if getattr(args, "log_format", "text") == "json" and not getattr(args, "log", None):
+        sys.stderr.write(_record(args, "error", message))
+    else:
+        sys.stderr.write(f"pyvmm-runtime: {message}\n")
 
 
 def _log(args, level: str, message: str) -> None:
-    """One record in ``--log``: runc's JSON (containerd's shim reads the last error
-    from it) or a line of text."""
+    """One record in ``--log``, in runc's format (containerd's shim reads the last
+    error from it)."""
+    with open(args.log, "a") as f:
+        f.write(_record(args, level, message))
+
+
+def _record(args, level: str, message: str) -> str:
+    """A line as runc's logrus writes it: JSON ``{"level", "msg", "time"}``, or text
+    ``time="..." level=error msg="..."`` (the message quoted as Go's %q would)."""
     import json
     import time
 
-    with open(args.log, "a") as f:
-        if args.log_format == "json":
-            t = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            f.write(json.dumps({"level": level, "msg": message, "time": t}) + "\n")
-        else:
-            f.write(f"{level}: {message}\n")
+    t = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if args.log_format == "json":
+        return json.dumps({"level": level, "msg": message, "time": t}) + "\n"
+    return f'time="{t}" level={level} msg={json.dumps(message, ensure_ascii=False)}\n'
 
 
 def _create(args) -> int:
@@ -349,18 +365,53 @@ def _exec(args) -> int:
         process["env"] = [*process.get("env", []), *args.env]
         if args.cwd:
             process["cwd"] = args.cwd
+        user = process["user"] = dict(process.get("user") or {})
+        user.pop("umask", None)  # runc's exec sets none: the caller's stays
         if args.user:
             uid, _, gid = args.user.partition(":")
-            process["user"] = {
-                "uid": int(uid),
-                "gid": int(gid or 0),
-                "additionalGids": [int(g) for g in args.additional_gids],
-            }
-        if args.no_new_privs:
-            process["noNewPrivileges"] = True
+            user.update(uid=_number("--user", uid), gid=_number("--user", gid or "0"))
+        gids = [_number("--additional-gids", g) for g in args.additional_gids]
+        user["additionalGids"] = [*user.get("additionalGids", []), *gids]
+        if args.cap and process.get("capabilities") is not None:  # none: root keeps all
+            caps = process["capabilities"] = dict(process["capabilities"])
+            for name in ("bounding", "effective", "permitted", "ambient"):  # runc 1.1.5's
+                caps[name] = [*caps.get(name, []), *args.cap]
+        if args.no_new_privs is not None:
+            process["noNewPrivileges"] = args.no_new_privs
     return runtime.exec_(args.root, args.id, process, console_socket=args.console_socket,
                          preserve_fds=args.preserve_fds, pid_file=args.pid_file,
                          detach=args.detach)  # fmt: skip
+
+
+def _events(args) -> int:
+    """runc's ``events``: with ``--stats`` one ``{"type": "stats", ...}`` object;
+    without, one every ``--interval`` until the container stops."""
+    import json
+    import re
+    import time
+
+    from vmm.container import runtime
+
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m)", args.interval)
+    if not m or float(m.group(1)) <= 0:
+        raise PyvmmError(f"events: --interval {args.interval!r}: use a duration such as 5s")
+    interval = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60}[m.group(2)]
+    c = runtime.load(args.root, args.id)
+    while True:
+        if c.status() == "stopped":
+            raise PyvmmError(f"container {args.id} is not running")
+        data = c.cgroup().stats()
+        print(json.dumps({"type": "stats", "id": args.id, "data": data}), flush=True)
+        if args.stats:
+            return 0
+        time.sleep(interval)
+
+
+def _number(flag: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise PyvmmError(f"exec: {flag}: {text!r} is not a number") from None
 
 
 def _list(args) -> int:
@@ -375,7 +426,7 @@ def _list(args) -> int:
         return 0
     rows = [c.oci_state() for c in containers]
     if args.format == "json":
-        print(json.dumps(rows))
+        print(json.dumps(rows or None))  # runc's Go prints a nil slice: null
         return 0
     table = [["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]]
     table += [[r["id"], str(r["pid"]), r["status"], r["bundle"], r["created"], "root"]
@@ -451,18 +502,25 @@ def _update(args) -> int:
 def _features(args) -> int:
     import json
 
-    from vmm.container import capabilities, mounts, spec
+    from vmm.container import capabilities, mounts, seccomp, spec
 
     print(json.dumps({
         "ociVersionMin": "1.0.0",
-        "ociVersionMax": VERSION,
+        "ociVersionMax": spec.OCI_VERSION,
         "hooks": list(spec.HOOK_POINTS),
-        "mountOptions": sorted([*mounts.FLAGS, *mounts.PROPAGATION]),
+        "mountOptions": sorted([*mounts.FLAGS, *mounts.PROPAGATION, *mounts.EXTENSIONS]),
         "linux": {
             "namespaces": list(spec.NAMESPACES),
             "capabilities": capabilities.supported(),
             "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False},
-            "seccomp": {"enabled": True},
+            "seccomp": {
+                "enabled": True,
+                "actions": list(seccomp.ACTIONS),
+                "operators": list(seccomp.OPERATORS),
+                "archs": sorted(oci for _, oci in seccomp.MACHINES.values()),
+                "knownFlags": list(seccomp.FLAGS),
+                "supportedFlags": list(seccomp.FLAGS),
+            },
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
         },
@@ -498,6 +556,7 @@ COMMANDS = {
     "pause": _pause,
     "resume": _resume,
     "update": _update,
+    "events": _events,
     "features": _features,
     "spec": _spec,
 }

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from vmm.container.rlimits import Rlimit
 from vmm.errors import PyvmmError
 
-OCI_VERSION = "1.0.2"
+OCI_VERSION = "1.1.0"  # runtime-spec: what `spec` writes, `features` and `--version` report
 
 # config-linux.md "Namespaces": the spec's type names and the namespace files in
 # /proc/PID/ns that a "path" must be.
@@ -111,8 +111,17 @@ class Fields:
         """Refuse the spec's fields this runtime does not implement, if set."""
         unsupported = UNSUPPORTED.get(re.sub(r"\[\d+\]", "", self.where), ())
         for key, value in self.obj.items():
-            if key in unsupported and key not in self.seen and value not in (None, {}, [], ""):
+            if key in unsupported and key not in self.seen and not unset(value):
                 raise SpecError(f"config.json: {self._name(key)} is not supported by pyvmm")
+
+
+def unset(value: object) -> bool:
+    """Whether ``value`` says nothing: runc reads a zero, an empty string or list, and
+    an object of nothing else, as a field left out (Docker always writes
+    ``"blockIO": {"weight": 0}`` and ``"cpu": {"shares": 0}``, meaning "the default")."""
+    if isinstance(value, dict):
+        return all(unset(v) for v in value.values())
+    return value is None or value is False or value == 0 or value in ("", [])
 
 
 @dataclass
