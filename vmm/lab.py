@@ -359,16 +359,22 @@ def workdir_of(lab: Lab, given: Path | None) -> Path:
     return given.absolute()
 
 
-def check(lab: Lab, workdir: Path) -> list[CheckResult]:
-    """Run every check of ``lab`` on the student's code in ``workdir``, and record the result."""
-    results = []
+def run_checks(lab: Lab, workdir: Path) -> Iterator[CheckResult]:
+    """Each check of ``lab`` on the student's code in ``workdir``, run as it is asked for,
+    nothing recorded: the mutation tests stop at the failure they expect (a check may
+    boot guests or run containers, seconds each)."""
     for c in lab.checks:
         try:
-            results.append(CheckResult(c, True, c.run(workdir) or ""))
+            yield CheckResult(c, True, c.run(workdir) or "")
         except CheckFailed as e:
-            results.append(CheckResult(c, False, str(e), e.hint or c.hint))
+            yield CheckResult(c, False, str(e), e.hint or c.hint)
         except OSError as e:  # a file the check needs is missing or unreadable
-            results.append(CheckResult(c, False, f"the check could not run: {e}", c.hint))
+            yield CheckResult(c, False, f"the check could not run: {e}", c.hint)
+
+
+def check(lab: Lab, workdir: Path) -> list[CheckResult]:
+    """Run every check of ``lab`` on the student's code in ``workdir``, and record the result."""
+    results = list(run_checks(lab, workdir))
     passed = sum(r.passed for r in results)
 
     def record(entry: FolderRecord) -> None:
