@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vmm.lab import Check, CheckFailed, run_student, tail
+from vmm.lab import Check, CheckFailed, once, run_student, tail
 
 TITLE = "What a container shares with its host, and a VM does not"
 CONCEPT = "one kernel for all containers: uname -r, sysctls, keyrings, modules"
@@ -18,20 +18,18 @@ FILES = ("shares.py",)
 FACTS = ("release", "boot_id", "hostname", "keys", "modules")
 
 
-_REPORTS: dict[tuple[str, bytes], dict] = {}
-
-
 def _report(workdir: Path) -> dict:
-    """shares.py's report, run once per version of the file for the checks that read it
-    (it runs a container and boots a VM: seconds)."""
-    key = (str(workdir), (workdir / "shares.py").read_bytes())
-    if key not in _REPORTS:
-        proc = run_student(["shares.py"], workdir, timeout=60)
-        try:
-            _REPORTS[key] = json.loads(proc.stdout)
-        except ValueError:
-            raise CheckFailed(f"shares.py did not print its JSON report:\n{tail(proc)}") from None
-    return _REPORTS[key]
+    """shares.py's report, run once for the checks that read it (it runs a container and
+    boots a VM: seconds)."""
+    return once(workdir, FILES, lambda: _run_report(workdir))
+
+
+def _run_report(workdir: Path) -> dict:
+    proc = run_student(["shares.py"], workdir, timeout=60)
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        raise CheckFailed(f"shares.py did not print its JSON report:\n{tail(proc)}") from None
 
 
 def _with_stand_in(workdir: Path, call: str, script: str) -> subprocess.CompletedProcess:
