@@ -59,7 +59,7 @@ fi
 modules="vmm.kvm._kvm, vmm.container._libc, vmm.container._seccomp, click, capstone"
 package=.
 if [ -n "$all" ]; then
-    modules+=", pytest, hypothesis, matplotlib"
+    modules+=", pytest, xdist, hypothesis, matplotlib"
     package='.[test]'
 fi
 if [ ! -e .venv/.installed ] \

@@ -1,6 +1,7 @@
 """Fixtures for the VM tests: the bundled guest, built once per session; and for any test,
 a short directory for unix sockets."""
 
+import fcntl
 import shutil
 import subprocess
 import sys
@@ -11,10 +12,18 @@ import pytest
 from vmtest import GUEST, ROOT
 
 
+def make_guest() -> None:
+    """``make -C guest``, one at a time: pytest-xdist's workers each build it at their
+    start, and two makes writing one file could leave it half-written for a third."""
+    with open(GUEST / "Makefile") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run(["make", "-s", "-C", str(GUEST)], check=True)
+
+
 @pytest.fixture(scope="session")
 def guest_build() -> Path:
     """The bundled guest, built once per test session with the system's gcc."""
-    subprocess.run(["make", "-s", "-C", str(GUEST)], check=True)
+    make_guest()
     return GUEST / "build"
 
 
@@ -50,7 +59,7 @@ def images_root(tmp_path_factory):
     """A state root holding the busybox and workload images, for labs that run pyvmm
     containers (and pyvmm bench, which insists on the very workload binary)."""
     root = tmp_path_factory.mktemp("pyvmm-root")
-    subprocess.run(["make", "-s", "-C", ROOT / "guest"], check=True)
+    make_guest()
     subprocess.run(
         [sys.executable, ROOT / "scripts" / "build_images.py", "--root", root,
          "--workload", ROOT / "guest" / "workload" / "workload"],

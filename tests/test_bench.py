@@ -145,7 +145,9 @@ def test_exits_breaks_one_exit_down_into_steps_that_add_up(bench, guest_build):
     whole = float(lines[at].split("all ")[1].rstrip(")"))
     steps = [float(line.split()[-1]) for line in lines[at + 1 : at + 6]]
     assert "KVM_RUN called from Python" in lines[at + 2]
-    assert abs(sum(steps) - whole) < 0.02  # differences of one set of medians
+    # Differences of one set of medians, so they add up to the whole before each of the
+    # six figures is rounded to 0.01: up to 6 x 0.005 apart after (0.020000000000003 was).
+    assert abs(sum(steps) - whole) <= 0.03 + 1e-9
 
 
 def test_a_command_past_its_timeout_is_killed_and_a_failure():

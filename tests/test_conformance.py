@@ -12,6 +12,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -49,9 +51,9 @@ not ok 4 - kernel memory # TODO not on this kernel
 """
 
 
-def run_script(*args: str) -> subprocess.CompletedProcess:
+def run_script(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=600
+        [sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=600, env=env
     )
 
 
@@ -105,8 +107,29 @@ def test_unknown_runtime_is_one_line(tmp_path):
     assert r.stderr == f"conformance: runtime not found: {tmp_path / 'no-such-runtime'}\n"
 
 
-def scratch_dirs() -> set[str]:
-    return {p.name for p in Path("/tmp").glob("pyvmm-conformance-*")}
+@pytest.fixture
+def scratch() -> Path:
+    """A TMPDIR of the test's own for the script's scratch folders, searchable by all as
+    /tmp is (a user-namespace container's root reaches its bundle there; tmp_path's
+    parents are root's alone)."""
+    path = Path(tempfile.mkdtemp(prefix="pyvmm-conformance-test-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def run_suite(*args: str, tmp: Path) -> subprocess.CompletedProcess:
+    """The script on the real suite, its scratch folders in ``tmp`` (TMPDIR), so that
+    what is left there is this run's; while another run on the machine (another copy of
+    the tests, the other pytest-xdist worker) holds the script's machine-wide lock, it
+    waits its turn: the suite's cgroup names are fixed, two runs cannot overlap."""
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    deadline = time.monotonic() + 900
+    while True:
+        r = run_script(*args, env=env)
+        if "another conformance run holds" not in r.stderr or time.monotonic() > deadline:
+            return r
+        time.sleep(2)
 
 
 @needs_suite
@@ -114,10 +137,9 @@ def scratch_dirs() -> set[str]:
 @pytest.mark.root
 @pytest.mark.slow
 @pytest.mark.skipif(not shutil.which("runc"), reason="runc is not installed")
-def test_runc_runs_the_suite_and_nothing_is_left(tmp_path):
-    before = scratch_dirs()
-    r = run_script("--runtime", "runc", "--test", "create", "--test", "hostname",
-                   "--results", str(tmp_path), "--quiet")  # fmt: skip
+def test_runc_runs_the_suite_and_nothing_is_left(tmp_path, scratch):
+    r = run_suite("--runtime", "runc", "--test", "create", "--test", "hostname",
+                  "--results", str(tmp_path), "--quiet", tmp=scratch)  # fmt: skip
     assert r.returncode == 0, r.stderr
     doc = json.loads((tmp_path / "conformance.json").read_text())
     (runc,) = doc["runtimes"]
@@ -133,21 +155,21 @@ def test_runc_runs_the_suite_and_nothing_is_left(tmp_path):
     assert all(set(row) == {"runc"} for row in doc["matrix"].values())
     text = (tmp_path / "conformance.txt").read_text()
     assert f"{'pass':<22}{totals['pass']:>14}" in text
-    assert scratch_dirs() == before
+    assert not list(scratch.iterdir()), "scratch folders left behind"
 
 
 @needs_suite
 @needs_root
 @pytest.mark.root
 @pytest.mark.slow
-def test_a_hanging_runtime_fails_by_timeout_and_is_killed(tmp_path):
+def test_a_hanging_runtime_fails_by_timeout_and_is_killed(tmp_path, scratch):
     """A runtime that never answers: the program is killed at --timeout, and so is it."""
     hang = tmp_path / "hang"
     marker = f"pyvmm-conformance-hang-{os.getpid()}"
     hang.write_text(f'#!/bin/bash\n[ "$1" = --version ] && exit 0\nexec -a {marker} sleep 600\n')
     hang.chmod(0o755)
-    r = run_script("--runtime", str(hang), "--test", "create", "--timeout", "3",
-                   "--results", str(tmp_path / "results"), "--quiet")  # fmt: skip
+    r = run_suite("--runtime", str(hang), "--test", "create", "--timeout", "3",
+                  "--results", str(tmp_path / "results"), "--quiet", tmp=scratch)  # fmt: skip
     assert r.returncode == 0, r.stderr
     doc = json.loads((tmp_path / "results" / "conformance.json").read_text())
     (run,) = doc["runtimes"][0]["tests"]

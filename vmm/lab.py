@@ -359,16 +359,22 @@ def workdir_of(lab: Lab, given: Path | None) -> Path:
     return given.absolute()
 
 
-def check(lab: Lab, workdir: Path) -> list[CheckResult]:
-    """Run every check of ``lab`` on the student's code in ``workdir``, and record the result."""
-    results = []
+def run_checks(lab: Lab, workdir: Path) -> Iterator[CheckResult]:
+    """Each check of ``lab`` on the student's code in ``workdir``, run as it is asked for,
+    nothing recorded: the mutation tests stop at the failure they expect (a check may
+    boot guests or run containers, seconds each)."""
     for c in lab.checks:
         try:
-            results.append(CheckResult(c, True, c.run(workdir) or ""))
+            yield CheckResult(c, True, c.run(workdir) or "")
         except CheckFailed as e:
-            results.append(CheckResult(c, False, str(e), e.hint or c.hint))
+            yield CheckResult(c, False, str(e), e.hint or c.hint)
         except OSError as e:  # a file the check needs is missing or unreadable
-            results.append(CheckResult(c, False, f"the check could not run: {e}", c.hint))
+            yield CheckResult(c, False, f"the check could not run: {e}", c.hint)
+
+
+def check(lab: Lab, workdir: Path) -> list[CheckResult]:
+    """Run every check of ``lab`` on the student's code in ``workdir``, and record the result."""
+    results = list(run_checks(lab, workdir))
     passed = sum(r.passed for r in results)
 
     def record(entry: FolderRecord) -> None:
@@ -384,21 +390,72 @@ def check(lab: Lab, workdir: Path) -> list[CheckResult]:
 # --- helpers for check.py files ---------------------------------------------------------
 
 
+_RUNS: dict[tuple, object] = {}
+
+
+def once(workdir: Path, files: tuple[str, ...], run: Callable[[], object]) -> object:
+    """``run()``'s result, run once per content of the student's ``files`` in ``workdir``
+    in this process: checks that grade one run (a guest built and booted, a container:
+    seconds) share it, and a changed file runs it anew. A failure is kept as well."""
+    key = (str(workdir), *((workdir / name).read_bytes() for name in files))
+    if key not in _RUNS:
+        try:
+            _RUNS[key] = run()
+        except CheckFailed as e:
+            _RUNS[key] = e
+    if isinstance(_RUNS[key], CheckFailed):
+        raise _RUNS[key]
+    return _RUNS[key]
+
+
+_IDLE_TICKS = 5  # CPU time (clock ticks, 10 ms each) under which a run counts as idle
+
+
 def run_student(
-    args: list[str], workdir: Path, timeout: float = 60, **kwargs
+    args: list[str], workdir: Path, timeout: float = 60, idle: float | None = None, **kwargs
 ) -> subprocess.CompletedProcess:
     """Run the student's program to its end; a hang fails the check instead of hanging
-    it, and takes the processes the program started with it (its own process group)."""
+    it, and takes the processes the program started with it (its own process group).
+    With ``idle``, a program that uses next to no CPU for that long is hung too: it
+    waits for what will not come (a guest halted for an interrupt that is never
+    delivered). A run that is busy but slowed by a loaded host uses CPU all the while,
+    so this catches a hang in seconds where the timeout must allow for the load."""
     with start_student(args, workdir, **kwargs) as proc:
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            raise CheckFailed(
-                f"{' '.join(proc.args[-3:])} did not finish within {timeout:g} s"
-            ) from None
+        start = active = time.monotonic()
+        used = _group_cpu(proc.pid)
+        while True:
+            try:
+                out, err = proc.communicate(timeout=timeout if idle is None else 0.25)
+                break
+            except subprocess.TimeoutExpired:
+                now = time.monotonic()
+                if idle is not None and (cpu := _group_cpu(proc.pid)) > used + _IDLE_TICKS:
+                    active, used = now, cpu
+                if now - start < timeout and (idle is None or now - active < idle):
+                    continue
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+                why = f"did not finish within {timeout:g} s"
+                if now - start < timeout:
+                    why = f"used no CPU for {idle:g} s without finishing"
+                raise CheckFailed(f"{' '.join(proc.args[-3:])} {why}") from None
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _group_cpu(group: int) -> int:
+    """The CPU time of process group ``group``'s processes and of their children that
+    they waited for, in clock ticks (proc(5), /proc/PID/stat: pgrp, utime to cstime)."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat") as f:
+                    fields = f.read().rpartition(")")[2].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[2]) == group:
+                total += sum(map(int, fields[11:15]))
+    return total
 
 
 @contextlib.contextmanager

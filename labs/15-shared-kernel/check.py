@@ -5,23 +5,49 @@ import json
 import os
 import secrets
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
-from vmm.lab import Check, CheckFailed, run_student, tail
+from vmm.lab import Check, CheckFailed, once, run_student, tail
 
 TITLE = "What a container shares with its host, and a VM does not"
 CONCEPT = "one kernel for all containers: uname -r, sysctls, keyrings, modules"
 NEEDS = ("root", "kvm", "images")
 FILES = ("shares.py",)
+FACTS = ("release", "boot_id", "hostname", "keys", "modules")
 
 
 def _report(workdir: Path) -> dict:
+    """shares.py's report, run once for the checks that read it (it runs a container and
+    boots a VM: seconds)."""
+    return once(workdir, FILES, lambda: _run_report(workdir))
+
+
+def _run_report(workdir: Path) -> dict:
     proc = run_student(["shares.py"], workdir, timeout=60)
     try:
         return json.loads(proc.stdout)
     except ValueError:
         raise CheckFailed(f"shares.py did not print its JSON report:\n{tail(proc)}") from None
+
+
+def _with_stand_in(workdir: Path, call: str, script: str) -> subprocess.CompletedProcess:
+    """shares.CALL() printed as JSON, with PYVMM a stand-in: ``sh -c SCRIPT`` given
+    pyvmm's arguments. The check chooses what the stand-in prints, so the answer must be
+    read from the command's output, not known in advance or read elsewhere."""
+    program = (
+        "import json, shares, sys; shares.PYVMM = ['sh', '-c', sys.argv[1], 'pyvmm']; "
+        f"print(json.dumps(shares.{call}()))"
+    )
+    return run_student([sys.executable, "-c", program, script], workdir, timeout=30)
+
+
+def _answer(proc: subprocess.CompletedProcess) -> object:
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        return None
 
 
 def _host() -> dict:
@@ -67,6 +93,21 @@ def container_shares_the_kernel(workdir: Path) -> str:
         raise CheckFailed(
             f"/proc/keys inside a pyvmm container is masked (0 lines), reported {c.get('keys')!r}"
         )
+    # Values the check draws, printed by a stand-in for `pyvmm container run`: facts
+    # taken from the host and edited to look like a container's cannot follow them.
+    drawn = dict(zip(FACTS, (f"{fact}-{secrets.token_hex(3)}" for fact in FACTS), strict=True))
+    drawn["keys"], drawn["modules"] = str(secrets.randbelow(90)), str(100 + secrets.randbelow(900))
+    script = (
+        '[ "$1 $2" = "container run" ] || { echo "not pyvmm container run: $*" >&2; exit 2; }; '
+        f"printf '%s\\n' {' '.join(drawn.values())}"
+    )
+    proc = _with_stand_in(workdir, "container_facts", script)
+    if _answer(proc) != drawn:
+        raise CheckFailed(
+            f"with PYVMM a stand-in whose 'container run' prints {list(drawn.values())}, "
+            f"container_facts() gave:\n{tail(proc)}\n      the facts must be read from "
+            "inside the container, from the output of PYVMM + ['container', 'run', ...]"
+        )
     return "same kernel release, boot id and modules; its own hostname; /proc/keys masked"
 
 
@@ -80,10 +121,9 @@ _SHARED = (
 
 
 def shared_follows_the_facts(workdir: Path) -> str:
-    facts = ("release", "boot_id", "hostname", "keys", "modules")
-    host = {fact: f"host-{fact}" for fact in facts}
-    odd = {fact: host[fact] if i % 2 else f"other-{fact}" for i, fact in enumerate(facts)}
-    even = {fact: f"other-{fact}" if i % 2 else host[fact] for i, fact in enumerate(facts)}
+    host = {fact: f"host-{fact}" for fact in FACTS}
+    odd = {fact: host[fact] if i % 2 else f"other-{fact}" for i, fact in enumerate(FACTS)}
+    even = {fact: f"other-{fact}" if i % 2 else host[fact] for i, fact in enumerate(FACTS)}
     cases = [(host, odd), (host, even)]
     proc = run_student([sys.executable, "-c", _SHARED, json.dumps(cases)], workdir, timeout=30)
     try:
@@ -91,7 +131,7 @@ def shared_follows_the_facts(workdir: Path) -> str:
     except ValueError:
         raise CheckFailed(f"shares.shared(host, container) did not run:\n{tail(proc)}") from None
     for (h, c), got in zip(cases, answers, strict=True):
-        want = {fact: h[fact] == c[fact] for fact in facts}
+        want = {fact: h[fact] == c[fact] for fact in FACTS}
         if got != want:
             raise CheckFailed(
                 f"shared(host, container) for {c} (host {h}) gave {got}: compare each "
@@ -100,22 +140,14 @@ def shared_follows_the_facts(workdir: Path) -> str:
     return "each fact shared exactly when the two values are equal"
 
 
-# shares.vm_kernel with PYVMM a stand-in whose "boot" prints a first line the check
-# chose: the answer must be read from the VM's output, not known in advance.
-_VM_KERNEL = (
-    "import shares, sys; shares.PYVMM = ['sh', '-c', sys.argv[1], 'pyvmm']; "
-    "print(shares.vm_kernel())"
-)
-
-
 def vm_runs_its_own_kernel(workdir: Path) -> str:
     got = _report(workdir).get("vm_kernel")
     if got != "pyvmm tiny kernel":
         raise CheckFailed(f"vm_kernel is {got!r}: what does the VM's first line say?")
     kernel = f"stand-in kernel {secrets.token_hex(4)}"
     boot = f'echo "{kernel}: up"; echo "second line: {secrets.token_hex(4)}"'
-    proc = run_student([sys.executable, "-c", _VM_KERNEL, boot], workdir, timeout=30)
-    if proc.stdout.strip() != kernel:
+    proc = _with_stand_in(workdir, "vm_kernel", boot)
+    if _answer(proc) != kernel:
         raise CheckFailed(
             f"with PYVMM a stand-in whose boot prints '{kernel}: up' first, vm_kernel() "
             f"gave:\n{tail(proc)}\n      it should read the VM's first line up to ':'"

@@ -2,10 +2,11 @@
 interrupts reach their handler, one per byte, and the run ends."""
 
 import re
+import subprocess
 import sys
 from pathlib import Path
 
-from vmm.lab import Check, CheckFailed, build_guest, run_student, tail
+from vmm.lab import Check, CheckFailed, build_guest, once, run_student, tail
 
 TITLE = "Interrupts: from a device to a handler"
 CONCEPT = "IRQ line, IOAPIC redirection, vector, IDT gate, handler, EOI"
@@ -15,13 +16,18 @@ _COUNTS = re.compile(r"interrupts: timer (\d+), uart (\d+)")
 UART_VECTOR = "vector 0x34"  # IOAPIC pin 4 -> 0x30 + 4 (intr.c, IRQ_VECTOR)
 
 
-def _boot(workdir: Path):
+def _boot(workdir: Path) -> subprocess.CompletedProcess:
+    """The student's kernel built and booted, once for both checks."""
+    return once(workdir, ("intr.c", "cpu.c"), lambda: _build_and_boot(workdir))
+
+
+def _build_and_boot(workdir: Path) -> subprocess.CompletedProcess:
     files = {"kernel/intr.c": workdir / "intr.c", "kernel/cpu.c": workdir / "cpu.c"}
     build = build_guest(workdir, files, ["build/kernel.elf", "build/hello"])
     pyvmm = [sys.executable, "-m", "vmm", "boot", "--interrupts", "--trace",
              "--kernel", str(build / "kernel.elf"), "--program", str(build / "hello")]  # fmt: skip
     try:
-        return run_student(pyvmm, workdir, timeout=30)
+        return run_student(pyvmm, workdir, timeout=30, idle=3)
     except CheckFailed as e:
         raise CheckFailed(
             f"{e}: the kernel waits in hlt for an interrupt that never comes (after the "

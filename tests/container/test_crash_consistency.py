@@ -12,6 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from containertest import PYVMM, Pyvmm, host_state, pyvmm_processes
 from test_store_corruption import _leftovers, _mounts_under, _ok, _private_root
 
@@ -37,6 +38,9 @@ def _start(root: Path, *args: str) -> subprocess.Popen:
     )
 
 
+# Dozens of pyvmm commands, each killed and then repaired: half a minute of the not-slow
+# run's time, the store's recovery is in the full run.
+@pytest.mark.slow
 def test_kill_9_at_random_points_leaves_a_consistent_store(pyvmm, tmp_path):
     seed = random.randrange(1 << 32)
     rng = random.Random(seed)

@@ -212,6 +212,9 @@ def test_a_listing_into_a_closed_pipe_ends_quietly(pyvmm, command):
     assert r.returncode == -signal.SIGPIPE and r.stderr == b""
 
 
+# Eight stores of containers, images and volumes, damaged and then used by every command:
+# over a minute, the most of any one test of the not-slow run.
+@pytest.mark.slow
 @settings(
     max_examples=8,
     deadline=None,

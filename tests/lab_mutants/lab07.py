@@ -1,4 +1,11 @@
-"""Wrong fault handling for lab 7 (lab 2's run loop, grown)."""
+"""Wrong fault handling for lab 7 (lab 2's run loop, grown).
+
+A report of RIP alone, without CS's base, is not among them: the guest's code segment
+has base 0 when it faults, and the check cannot give it another under PVM (measured: a
+32-bit code segment with base 0x3450 ends the run in KVM_EXIT_INTERNAL_ERROR, emulation
+failure, before the ud2; a ud2 in real mode with an empty IDT never shuts down, the guest
+hangs, so a real-mode CS cannot stand in), so only hardware KVM could catch that one.
+"""
 
 from labmutant import Mutant
 

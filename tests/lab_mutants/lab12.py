@@ -21,6 +21,17 @@ MUTANTS = [
         ),
     ),
     Mutant(
+        "the periods counted, not the throttled ones",  # cpu.stat's neighbouring line
+        "mini_run.py",
+        expect="nr_throttled",
+        edits=(
+            (
+                '_field(self.read("cpu", "cpu.stat"), "nr_throttled")',
+                '_field(self.read("cpu", "cpu.stat"), "nr_periods")',
+            ),
+        ),
+    ),
+    Mutant(
         "the quota in the wrong unit (a 10 ms period)",
         "mini_run.py",
         expect="quota of 0.01 CPUs",

@@ -27,6 +27,19 @@ MUTANTS = [
         ),
     ),
     Mutant(
+        "the container's facts are the host's, edited to look right",  # deliberate faking
+        "shares.py",
+        expect="read from inside the container",
+        edits=(
+            (
+                '    cmd = [*PYVMM, "container", "run", "--rm", "busybox", "sh", "-c", PROBE]\n'
+                "    out = subprocess.run(cmd, capture_output=True, text=True, check=True)\n"
+                "    return dict(zip(FACTS, out.stdout.split(), strict=True))\n",
+                '    return {**host_facts(), "hostname": "c0ffee", "keys": "0"}\n',
+            ),
+        ),
+    ),
+    Mutant(
         "the VM's whole first line as its kernel",
         "shares.py",
         expect="vm_kernel",
