@@ -199,7 +199,7 @@ def test_ctl_errors_are_one_line_and_leave_the_guest_running(guest_build, tmp_pa
         assert ctl_ok(sock, "stats")["state"] == "running"  # resumed after the failure
         # A second VM may not take the socket, and leaves it to the first.
         second = run_pyvmm("boot", *counter_args(guest_build, sock))
-        assert_one_line_error(second, "--api-sock", "exists already")
+        assert_one_line_error(second, "--api-sock", "another process is serving on it")
         assert ctl_ok(sock, "stats")["state"] == "running"
         # Raw protocol: a bad line gets an error line, and the connection goes on.
         with socket.socket(socket.AF_UNIX) as s:
@@ -314,3 +314,23 @@ def test_a_snapshot_that_cannot_be_written_leaves_nothing(guest_build, tmp_path)
             guest.wait_for(f"count {guest.counts()[-1] + 2}\n".encode())
     finally:
         subprocess.run(["umount", str(small)], check=True)
+
+
+def test_a_socket_left_by_a_killed_vm_is_replaced(guest_build, tmp_path):
+    """SIGKILL leaves the socket file behind; nobody answers on it, so the next VM takes
+    the path (as QEMU does), and serves on it. Anything not a socket is left alone."""
+    sock = tmp_path / "api.sock"
+    with GuestProcess(*counter_args(guest_build, sock)) as guest:
+        guest.wait_for(b"count 1\n")
+        guest.proc.kill()
+        guest.wait()
+    assert sock.is_socket()  # the leftover
+    with GuestProcess(*counter_args(guest_build, sock)) as guest:
+        guest.wait_for(b"count 2\n")
+        assert ctl_ok(sock, "stats")["state"] == "running"
+        assert guest.interrupt() == 130
+    assert not sock.exists()
+    sock.write_text("not a socket")
+    proc = run_pyvmm("boot", *counter_args(guest_build, sock))
+    assert_one_line_error(proc, "--api-sock", "exists already and is not a socket")
+    assert sock.read_text() == "not a socket"
