@@ -134,6 +134,7 @@ def test_a_register_changed_in_the_manifest_reaches_the_guest(guest_build, tmp_p
         ("no-memory", "has no memory"),
         ("link-memory", "cannot open the snapshot's memory"),
         ("sizes", "sregs is 8 bytes, this pyvmm's KVM struct is"),
+        ("two-vcpus", "this pyvmm restores one vCPU, number 0"),
     ],
 )
 def test_damaged_snapshot_is_refused_in_one_line(guest_build, tmp_path, damage, message):
@@ -155,6 +156,8 @@ def test_damaged_snapshot_is_refused_in_one_line(guest_build, tmp_path, damage, 
         manifest["vcpus"][0]["regs"]["rip"] = "0x1000"
     elif damage == "layout":
         manifest["memory"][0]["gpa"] = 4096
+    elif damage == "two-vcpus":  # as a snapshot of a --cpus 2 VM would list them
+        manifest["vcpus"].append({**manifest["vcpus"][0], "index": 1})
     elif damage == "unknown-field":
         manifest["extra"] = 1
     elif damage == "no-memory":
@@ -334,3 +337,12 @@ def test_a_socket_left_by_a_killed_vm_is_replaced(guest_build, tmp_path):
     proc = run_pyvmm("boot", *counter_args(guest_build, sock))
     assert_one_line_error(proc, "--api-sock", "exists already and is not a socket")
     assert sock.read_text() == "not a socket"
+
+
+def test_a_vm_of_several_vcpus_has_no_control_socket(guest_build, tmp_path):
+    """Pause, snapshot and migrate stop and save one vCPU: with more, the boot is refused
+    at once, before a guest runs that could not be saved, and leaves no socket."""
+    sock = tmp_path / "api.sock"
+    proc = run_pyvmm("boot", "--cpus", "2", *counter_args(guest_build, sock))
+    assert_one_line_error(proc, "--api-sock with --cpus", "one vCPU")
+    assert not proc.stdout and not sock.exists()
