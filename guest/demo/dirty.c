@@ -5,27 +5,12 @@
  *
  *     dirty PAGES PASSES */
 
-#define SYS_write 1
+#include "demo.h"
 #define MAX_PAGES 1024
 #define PAGE 4096
 #define DELAY 10000000UL /* spin iterations between passes: some 10-30 ms here */
 
 static char buffer[MAX_PAGES * PAGE] __attribute__((aligned(PAGE)));
-
-static long syscall3(long nr, long a, long b, long c)
-{
-    long ret;
-    __asm__ volatile("syscall" : "=a"(ret) : "a"(nr), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
-    return ret;
-}
-
-static unsigned long number(const char *p)
-{
-    unsigned long n = 0;
-    for (; *p >= '0' && *p <= '9'; p++)
-        n = n * 10 + (*p - '0');
-    return n;
-}
 
 static void say(const char *what, unsigned long v, unsigned base, const char *then)
 {

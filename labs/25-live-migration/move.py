@@ -16,28 +16,9 @@ import tempfile
 import time
 
 from vmm import api, guest
+from vmm.lab import pyvmm, read_until
 
 COUNT = re.compile(rb"count (\d+)\n")
-
-
-def pyvmm(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "vmm", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def read_until(proc: subprocess.Popen, lines: int) -> bytes:
-    """The guest's output until it has printed ``lines`` count lines (or ended)."""
-    seen = b""
-    while len(COUNT.findall(seen)) < lines:
-        chunk = proc.stdout.read1(4096)
-        if not chunk:
-            break
-        seen += chunk
-    return seen
 
 
 def wait_for(path: str) -> None:
@@ -68,14 +49,14 @@ def main() -> None:
     source = pyvmm("boot", "--program", guest.COUNTER, "--api-sock", sock)
     destination = None
     try:
-        before = read_until(source, 10)
+        before = read_until(source, COUNT, 10)
         destination, figures = move(sock, work)
         try:
             status = source.wait(timeout=10)
         except subprocess.TimeoutExpired:
             status = "still running"
         before += source.stdout.read() if status != "still running" else b""
-        after = read_until(destination, 3)
+        after = read_until(destination, COUNT, 3)
     finally:
         for proc in (source, destination):
             if proc:
