@@ -134,6 +134,7 @@ def test_a_register_changed_in_the_manifest_reaches_the_guest(guest_build, tmp_p
         ("no-memory", "has no memory"),
         ("link-memory", "cannot open the snapshot's memory"),
         ("sizes", "sregs is 8 bytes, this pyvmm's KVM struct is"),
+        ("two-vcpus", "this pyvmm restores one vCPU, number 0"),
     ],
 )
 def test_damaged_snapshot_is_refused_in_one_line(guest_build, tmp_path, damage, message):
@@ -155,6 +156,8 @@ def test_damaged_snapshot_is_refused_in_one_line(guest_build, tmp_path, damage, 
         manifest["vcpus"][0]["regs"]["rip"] = "0x1000"
     elif damage == "layout":
         manifest["memory"][0]["gpa"] = 4096
+    elif damage == "two-vcpus":  # as a snapshot of a --cpus 2 VM would list them
+        manifest["vcpus"].append({**manifest["vcpus"][0], "index": 1})
     elif damage == "unknown-field":
         manifest["extra"] = 1
     elif damage == "no-memory":
@@ -199,7 +202,7 @@ def test_ctl_errors_are_one_line_and_leave_the_guest_running(guest_build, tmp_pa
         assert ctl_ok(sock, "stats")["state"] == "running"  # resumed after the failure
         # A second VM may not take the socket, and leaves it to the first.
         second = run_pyvmm("boot", *counter_args(guest_build, sock))
-        assert_one_line_error(second, "--api-sock", "exists already")
+        assert_one_line_error(second, "--api-sock", "another process is serving on it")
         assert ctl_ok(sock, "stats")["state"] == "running"
         # Raw protocol: a bad line gets an error line, and the connection goes on.
         with socket.socket(socket.AF_UNIX) as s:
@@ -314,3 +317,32 @@ def test_a_snapshot_that_cannot_be_written_leaves_nothing(guest_build, tmp_path)
             guest.wait_for(f"count {guest.counts()[-1] + 2}\n".encode())
     finally:
         subprocess.run(["umount", str(small)], check=True)
+
+
+def test_a_socket_left_by_a_killed_vm_is_replaced(guest_build, tmp_path):
+    """SIGKILL leaves the socket file behind; nobody answers on it, so the next VM takes
+    the path (as QEMU does), and serves on it. Anything not a socket is left alone."""
+    sock = tmp_path / "api.sock"
+    with GuestProcess(*counter_args(guest_build, sock)) as guest:
+        guest.wait_for(b"count 1\n")
+        guest.proc.kill()
+        guest.wait()
+    assert sock.is_socket()  # the leftover
+    with GuestProcess(*counter_args(guest_build, sock)) as guest:
+        guest.wait_for(b"count 2\n")
+        assert ctl_ok(sock, "stats")["state"] == "running"
+        assert guest.interrupt() == 130
+    assert not sock.exists()
+    sock.write_text("not a socket")
+    proc = run_pyvmm("boot", *counter_args(guest_build, sock))
+    assert_one_line_error(proc, "--api-sock", "exists already and is not a socket")
+    assert sock.read_text() == "not a socket"
+
+
+def test_a_vm_of_several_vcpus_has_no_control_socket(guest_build, tmp_path):
+    """Pause, snapshot and migrate stop and save one vCPU: with more, the boot is refused
+    at once, before a guest runs that could not be saved, and leaves no socket."""
+    sock = tmp_path / "api.sock"
+    proc = run_pyvmm("boot", "--cpus", "2", *counter_args(guest_build, sock))
+    assert_one_line_error(proc, "--api-sock with --cpus", "one vCPU")
+    assert not proc.stdout and not sock.exists()

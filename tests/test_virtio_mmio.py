@@ -11,8 +11,9 @@ from virtio_driver import BlkDriver, BlkRig
 
 from vmm.bus import Bus
 from vmm.devices.virtio import mmio
-from vmm.devices.virtio.blk import VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_T_IN
+from vmm.devices.virtio.blk import VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_T_IN, VirtioBlk
 from vmm.devices.virtio.virtqueue import VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_NEXT
+from vmm.memory import GuestMemory
 
 S = mmio  # register and bit names read as in the spec: S.VIRTIO_MMIO_STATUS
 
@@ -291,3 +292,54 @@ def test_notify_from_io_thread_while_vcpu_reads_registers(machine):
         thread.join()
     assert ring.used_seen == 300
     assert not d.status & S.VIRTIO_CONFIG_S_NEEDS_RESET
+
+
+class _Watched(VirtioBlk):
+    """A disk that notes when its queue is being served and when its config space is
+    touched while that goes on: what two threads at one device would do."""
+
+    def __init__(self, path: str):
+        super().__init__(path)
+        self.serving = False
+        self.overlaps = 0
+
+    def process(self, queue_index, queue) -> None:
+        self.serving = True
+        time.sleep(0.001)  # a request being served: the GIL is let go, as in a pread
+        super().process(queue_index, queue)
+        self.serving = False
+
+    def read_config(self, offset: int, size: int) -> bytes:
+        self.overlaps += self.serving
+        return super().read_config(offset, size)
+
+
+def test_io_thread_notify_and_vcpu_access_take_the_same_lock(image):
+    """With several vCPUs (a concurrent bus) and --ioeventfd, the I/O thread serves the
+    queue by calling notify() directly, never through the bus: the transport's own locks
+    must be the only ones, or a vCPU's config-space read runs in the middle of a request."""
+    memory = GuestMemory.flat(1 << 20)
+    disk = _Watched(image)
+    transport = mmio.VirtioMmio(disk, memory, lambda: None)
+    bus = Bus("MMIO", concurrent=True)
+    bus.insert(transport, 0x1000, mmio.VIRTIO_MMIO_WINDOW_SIZE)
+    assert bus.find(0x1000)[0] is transport  # no second lock around it
+    BlkDriver(transport, memory).bring_up()
+    stop = threading.Event()
+
+    def io_thread():
+        while not stop.is_set():
+            transport.notify(0)
+
+    thread = threading.Thread(target=io_thread)
+    thread.start()
+    try:
+        for _ in range(500):
+            bus.read(0x1000 + mmio.VIRTIO_MMIO_CONFIG, 4)  # the capacity, from a vCPU
+    finally:
+        stop.set()
+        thread.join()
+        transport.reset()
+        disk.close()
+        memory.close()
+    assert disk.overlaps == 0

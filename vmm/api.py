@@ -16,7 +16,10 @@ Operations: ``pause``, ``resume``, ``stats``, ``snapshot`` (``dir``: a new direc
 the guest is paused while it is written, and runs on afterwards unless it was paused),
 ``migrate`` (``to``: ``unix:PATH`` or ``tcp:HOST:PORT``, vmm/migration.py). The socket
 is made mode 0600 (whoever can connect can read the guest's memory) and removed when
-the VM ends; a path that exists already is refused, as Firecracker does.
+the VM ends. A VM killed with SIGKILL cannot remove it: a socket at the path that refuses
+connections is such a leftover and is replaced, as QEMU replaces its QMP socket; one that
+answers belongs to a VM still running, and is refused; anything else at the path is
+refused too (``listen_unix``, also for ``--incoming unix:PATH``).
 """
 
 from __future__ import annotations
@@ -38,24 +41,50 @@ class ApiError(PyvmmError):
     pass
 
 
+def _clear_stale(path: str, option: str) -> None:
+    """Remove a socket left at ``path`` by a process that died; refuse anything else."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ApiError(f"{option} {path}: the path exists already and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:  # nobody listens: a leftover
+        os.unlink(path)
+        return
+    except OSError as e:
+        raise ApiError(f"{option} {path}: {e.strerror}") from None
+    finally:
+        probe.close()
+    raise ApiError(f"{option} {path}: another process is serving on it")
+
+
+def listen_unix(path: str, option: str, backlog: int = 1) -> socket.socket:
+    """A listening Unix socket at ``path``, mode 0600, after a leftover one is removed."""
+    _clear_stale(path, option)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+    except OSError as e:
+        sock.close()
+        raise ApiError(f"{option} {path}: {e.strerror}") from None
+    finally:
+        os.umask(old)
+    return sock
+
+
 class ApiServer:
     """Serve ``handle(request) -> response`` on a Unix socket, on a thread of its own."""
 
     def __init__(self, path: str, handle: Callable[[dict], dict]):
         self.path = path
         self.handle = handle
-        if os.path.lexists(path):
-            raise ApiError(f"--api-sock {path}: the path exists already")
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        old = os.umask(0o177)
-        try:
-            self._sock.bind(path)
-        except OSError as e:
-            self._sock.close()
-            raise ApiError(f"--api-sock {path}: {e.strerror}") from None
-        finally:
-            os.umask(old)
-        self._sock.listen(4)
+        self._sock = listen_unix(path, "--api-sock", backlog=4)
         self._ino = os.stat(path).st_ino
         self._thread = threading.Thread(target=self._serve, name="api", daemon=True)
         self._thread.start()

@@ -13,6 +13,12 @@ for another's disk request to be read from the image, for no reason. Python's GI
 not do this job: it is released inside a device (a ``pread`` of the disk image), and
 even where it is not, a thread can be switched between two bytecodes of one update.
 With one vCPU there is nothing to interleave and the bus takes no lock.
+
+A device reached from more than the bus, such as a virtio transport whose queues an I/O
+thread serves on an ioeventfd's signal, locks itself (``locks_itself``): the bus's lock
+would not be taken on that other path, and a device access from a vCPU would then run
+beside a notification from the I/O thread. Such a device is not wrapped: one set of
+locks, the device's own, on every path.
 """
 
 from __future__ import annotations
@@ -68,7 +74,7 @@ class Bus:
             i < len(self._entries) and self._entries[i][0] < end
         ):
             raise BusError(f"{self.name} range {base:#x}+{length:#x} overlaps another device")
-        if self.concurrent:
+        if self.concurrent and not getattr(device, "locks_itself", False):
             device = LockedDevice(device)
         self._bases.insert(i, base)
         self._entries.insert(i, (base, end, device))

@@ -16,6 +16,7 @@ DEMO_PROGRAM = os.path.join(GUEST_DIR, "build", "hello")
 RAWREAD = os.path.join(GUEST_DIR, "build", "rawread")
 SPIN = os.path.join(GUEST_DIR, "build", "spin")  # `pyvmm bench vcpus`
 COUNTER = os.path.join(GUEST_DIR, "build", "counter")  # docs/state.md
+DIRTY = os.path.join(GUEST_DIR, "build", "dirty")  # labs/24-dirty-pages
 REALMODE_LAB = os.path.join(GUEST_DIR, "build", "realmode.bin")
 KVMHELLO_LAB = os.path.join(GUEST_DIR, "build", "kvmhello.bin")  # labs/02-run-loop
 CMOS_LAB = os.path.join(GUEST_DIR, "build", "cmos.bin")  # labs/03-port-device
@@ -30,7 +31,8 @@ _SOURCES = {
     DEMO_PROGRAM: ("demo/hello.c", "demo/start.S", "Makefile"),
     RAWREAD: ("demo/rawread.c", "demo/start.S", "Makefile"),
     SPIN: ("demo/spin.c", "demo/start.S", "Makefile"),
-    COUNTER: ("demo/counter.c", "demo/start.S", "Makefile"),
+    COUNTER: ("demo/counter.c", "demo/start.S", "demo/demo.h", "Makefile"),
+    DIRTY: ("demo/dirty.c", "demo/start.S", "demo/demo.h", "Makefile"),
     REALMODE_LAB: ("labs/realmode", "Makefile"),
     KVMHELLO_LAB: ("labs/kvmhello.S", "Makefile"),
     CMOS_LAB: ("labs/cmos.S", "Makefile"),

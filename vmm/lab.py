@@ -502,6 +502,27 @@ def build_guest(workdir: Path, files: dict[str, Path | str], targets: list[str])
     return tree / "build"
 
 
+def pyvmm(*args: str) -> subprocess.Popen:
+    """``pyvmm ARGS`` as a lab's own program starts it: its guest's output on a pipe."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "vmm", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def read_until(proc: subprocess.Popen, line: re.Pattern[bytes], count: int) -> bytes:
+    """The guest's output until ``count`` lines matching ``line`` (or until it ended)."""
+    seen = b""
+    while len(line.findall(seen)) < count:
+        chunk = proc.stdout.read1(4096)
+        if not chunk:
+            break
+        seen += chunk
+    return seen
+
+
 def tail(proc: subprocess.CompletedProcess, lines: int = 6) -> str:
     """The end of a run's output, for a failure message."""
     text = (proc.stdout + proc.stderr).strip().splitlines()[-lines:]

@@ -33,6 +33,7 @@ import struct
 import time
 
 from vmm import record, snapshot
+from vmm.api import ApiError, listen_unix
 from vmm.errors import PyvmmError
 from vmm.kvm import dirtylog
 from vmm.memory import GuestMemory, GuestMemoryError
@@ -217,8 +218,11 @@ def send(machine, gate, address: str) -> dict:
 
 def _listen(address: str) -> socket.socket:
     family, target = parse_address(address)
-    if family == socket.AF_UNIX and os.path.lexists(target):
-        raise MigrationError(f"--incoming {address}: the path exists already")
+    if family == socket.AF_UNIX:
+        try:
+            return listen_unix(target, "--incoming")
+        except ApiError as e:
+            raise MigrationError(str(e)) from None
     listener = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         if family == socket.AF_INET:

@@ -4,25 +4,10 @@
  * state was carried over, not rebooted (docs/state.md). An argument limits the count;
  * the program then exits with status 0. */
 
-#define SYS_write 1
+#include "demo.h"
 
 /* Spin iterations between lines: ring 3 runs natively, so some 20-50 ms here. */
 #define DELAY 20000000UL
-
-static long syscall3(long nr, long a, long b, long c)
-{
-    long ret;
-    __asm__ volatile("syscall" : "=a"(ret) : "a"(nr), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
-    return ret;
-}
-
-static unsigned long number(const char *p)
-{
-    unsigned long n = 0;
-    for (; *p >= '0' && *p <= '9'; p++)
-        n = n * 10 + (*p - '0');
-    return n;
-}
 
 int main(int argc, char **argv)
 {

@@ -77,6 +77,18 @@ void wait_for_interrupt(void);
 
 /* smp.c */
 void smp_boot(const struct boot_info *bi);
+unsigned cpus_online(void);
+
+/* spinlock.c: a ticket lock (next: the next ticket to hand out; owner: the one served) */
+struct spinlock {
+    uint32_t next, owner;
+};
+void spin_lock(struct spinlock *lock);
+void spin_unlock(struct spinlock *lock);
+
+/* race.c */
+void race_init(const struct boot_info *bi);
+void race(unsigned cpu);
 
 /* program.c */
 __attribute__((noreturn)) void run_program(const struct boot_info *bi);

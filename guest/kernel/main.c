@@ -29,7 +29,9 @@ void kmain(const struct boot_info *bi)
     uart_write((const char *)bi->cmdline_addr, bi->cmdline_len);
     kprintf("\"\n");
     cpu_init();
+    race_init(bi);
     smp_boot(bi); /* before interrupts: the others print with the polling driver */
+    race(0);
     interrupts_init(bi);
     if (interrupts_on)
         uart_enable_interrupts();

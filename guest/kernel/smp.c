@@ -33,6 +33,7 @@ static void ap_main(unsigned cpu)
     cpu_init_ap(cpu);
     kprintf("cpu %u: APIC id %u\n", cpu, lapic_id());
     __atomic_store_n(&cpus_up, cpu + 1, __ATOMIC_RELEASE);
+    race(cpu);
     for (;;)
         if (!ap_spin) /* `pyvmm bench vcpus` keeps them busy */
             __asm__ volatile("cli; hlt");
@@ -45,15 +46,21 @@ static int start_cpu(unsigned cpu, unsigned apic_id)
     __asm__ volatile("mov %%cr3, %0" : "=r"(cr3));
     *args = (struct ap_args){cr3, cpu_stack_top(cpu), cpu, (uint64_t)ap_main};
 
+    /* >>> 22: wake the CPU with apic_id: INIT (assert), then a start-up IPI, twice (the
+     * ... second is for a CPU that missed the first), whose vector is the page number of
+     * ... the trampoline (AP_TRAMPOLINE); lapic_send_ipi(apic_id, command) sends one */
     lapic_send_ipi(apic_id, APIC_DM_INIT | APIC_LEVEL_ASSERT);
     for (int i = 0; i < 2; i++) /* the second SIPI is for a CPU that missed the first */
         lapic_send_ipi(apic_id, APIC_DM_STARTUP | (AP_TRAMPOLINE >> 12));
+    /* <<< */
     uint64_t deadline = rdtsc() + AP_DEADLINE_TICKS;
     while (__atomic_load_n(&cpus_up, __ATOMIC_ACQUIRE) <= cpu)
         if (rdtsc() > deadline)
             return 0;
     return 1;
 }
+
+unsigned cpus_online(void) { return __atomic_load_n(&cpus_up, __ATOMIC_ACQUIRE); }
 
 void smp_boot(const struct boot_info *bi)
 {

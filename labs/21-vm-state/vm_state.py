@@ -11,37 +11,16 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 
 from vmm import api, guest
+from vmm.lab import pyvmm, read_until
 
 COUNT = re.compile(rb"count (\d+)\n")
 # Where the counter's code is (its ELF's text, linked at 4 MiB).
 PROGRAM_START, PROGRAM_END = 0x400000, 0x600000
-
-
-def pyvmm(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "vmm", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-        **kwargs,
-    )
-
-
-def read_until(proc: subprocess.Popen, lines: int) -> bytes:
-    """The guest's output until it has printed ``lines`` count lines."""
-    seen = b""
-    while len(COUNT.findall(seen)) < lines:
-        chunk = proc.stdout.read1(4096)
-        if not chunk:
-            break
-        seen += chunk
-    return seen
 
 
 def take_snapshot(sock: str, snap: str) -> None:
@@ -82,7 +61,7 @@ def main() -> None:
     sock, snap = os.path.join(work, "api.sock"), os.path.join(work, "snap")
     source = pyvmm("boot", "--program", guest.COUNTER, "--api-sock", sock)
     try:
-        before = read_until(source, 25)
+        before = read_until(source, COUNT, 25)
         take_snapshot(sock, snap)
         while not in_the_program(snap):  # try again a moment later
             shutil.rmtree(snap)
@@ -103,7 +82,7 @@ def main() -> None:
         json.dump(manifest, f)
     restored = pyvmm("boot", "--restore", snap)
     try:
-        after = read_until(restored, 3)
+        after = read_until(restored, COUNT, 3)
     finally:
         restored.kill()
         restored.wait()

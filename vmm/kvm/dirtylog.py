@@ -20,20 +20,28 @@ def set_dirty_logging(vm, on: bool) -> None:
         vm.update_slot(slot, lib.KVM_MEM_LOG_DIRTY_PAGES if on else 0)
 
 
-def dirty_pages(vm, slot: int) -> list[int]:
-    """The page numbers (from the slot's start) written since the last call, and clear them."""
+def dirty_bitmap(vm, slot: int) -> bytes:
+    """KVM's bitmap of the slot's pages written since the last call, which it clears:
+    64-bit words in the host's order (little endian here), bit i of the whole for page i
+    from the slot's start. Lab 24 reads it bit by bit."""
     pages = vm.slots[slot][1] // mmap.PAGESIZE
-    words = (pages + 63) // 64  # KVM's bitmap is in longs, each page a bit
-    bitmap = ffi.new("uint64_t[]", max(words, 1))
+    words = max((pages + 63) // 64, 1)  # KVM's bitmap is in longs, each page a bit
+    bitmap = ffi.new("uint64_t[]", words)
     log = ffi.new("struct kvm_dirty_log *")
     log.slot = slot
     log.dirty_bitmap = bitmap
     ioctl(vm.fd, lib.KVM_GET_DIRTY_LOG, log, what="KVM_GET_DIRTY_LOG")
+    return bytes(ffi.buffer(bitmap))
+
+
+def dirty_pages(vm, slot: int) -> list[int]:
+    """The page numbers (from the slot's start) written since the last call, and clear them."""
+    bitmap = dirty_bitmap(vm, slot)
     dirty = []
-    for w in range(words):
-        word = bitmap[w]
+    for w in range(0, len(bitmap), 8):
+        word = int.from_bytes(bitmap[w : w + 8], "little")
         while word:
             low = word & -word
-            dirty.append(w * 64 + low.bit_length() - 1)
+            dirty.append(w * 8 + low.bit_length() - 1)
             word ^= low
     return dirty

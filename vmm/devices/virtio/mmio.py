@@ -16,10 +16,13 @@ vCPU's exit loop) or as a direct ``notify(queue)`` call from an I/O thread waiti
 that queue's ioeventfd (registered at base + VIRTIO_MMIO_QUEUE_NOTIFY); both take the
 same path.
 
-Threading: ``_queue_lock`` serialises queue processing (a notify from the vCPU thread
-and one from an I/O thread, or a reset during processing); ``_lock`` guards the
-registers, so a vCPU reading InterruptStatus does not wait for a disk request. Lock
-order is always ``_queue_lock`` then ``_lock``.
+Threading: the transport locks itself (``locks_itself``: a bus with several vCPUs adds
+no lock of its own, which an I/O thread's ``notify`` would not take). ``_queue_lock``
+serialises queue processing (a notify from a vCPU thread and one from an I/O thread,
+or a reset during processing) and the device's config space, which a backend may
+change as it serves its queues; ``_lock`` guards the registers, so a vCPU reading
+InterruptStatus does not wait for a disk request. Lock order is always ``_queue_lock``
+then ``_lock``.
 """
 
 from __future__ import annotations
@@ -152,6 +155,8 @@ def _set_half(value: int, word: int, high: bool) -> int:
 class VirtioMmio:
     """One virtio-mmio window, VIRTIO_MMIO_WINDOW_SIZE bytes at any base on the MMIO bus."""
 
+    locks_itself = True  # vmm/bus.py: an I/O thread reaches it by notify, not the bus
+
     def __init__(
         self, device: VirtioDevice, memory: GuestMemory, interrupt: Callable[[], None]
     ) -> None:
@@ -178,7 +183,8 @@ class VirtioMmio:
 
     def read(self, offset: int, size: int) -> bytes:
         if offset >= VIRTIO_MMIO_CONFIG:
-            return self.device.read_config(offset - VIRTIO_MMIO_CONFIG, size)
+            with self._queue_lock:
+                return self.device.read_config(offset - VIRTIO_MMIO_CONFIG, size)
         if size != 4 or offset % 4:  # 4.2.2.2: registers take aligned 32-bit accesses only
             return bytes(size)
         with self._lock:
@@ -186,7 +192,8 @@ class VirtioMmio:
 
     def write(self, offset: int, data: bytes) -> None:
         if offset >= VIRTIO_MMIO_CONFIG:
-            self.device.write_config(offset - VIRTIO_MMIO_CONFIG, data)
+            with self._queue_lock:
+                self.device.write_config(offset - VIRTIO_MMIO_CONFIG, data)
             return
         if len(data) != 4 or offset % 4:
             return
