@@ -35,7 +35,7 @@ fi
 # (Re)install when something is missing, or the package metadata or the bindings'
 # sources changed since the last install.
 if [ ! -e .venv/.installed ] \
-   || ! .venv/bin/python -c "import vmm.kvm._kvm, vmm.container._libc, vmm.container._seccomp, click, capstone, pytest, hypothesis, matplotlib" 2>/dev/null \
+   || ! .venv/bin/python -c "import vmm.kvm._kvm, vmm.container._libc, vmm.container._seccomp, click, capstone, pyroute2, pytest, hypothesis, matplotlib" 2>/dev/null \
    || [ -n "$(find pyproject.toml setup.py vmm/kvm/build.py vmm/container/libc_build.py vmm/container/seccomp_build.py -newer .venv/.installed 2>/dev/null)" ]; then
     # "compat" editable mode is a plain path entry: the default installs an import hook
     # that costs every pyvmm start some 20 ms.

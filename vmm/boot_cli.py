@@ -12,7 +12,7 @@ from vmm.errors import PyvmmError
 from vmm.memory import parse_size
 
 KVM_DEVICE_ENV = "PYVMM_KVM_DEVICE"  # another path for /dev/kvm (tests use it)
-MAX_DISKS = 4  # the boot-info block has room for four virtio devices
+MAX_VIRTIO = 4  # the boot-info block has room for four virtio devices
 
 
 def _memory(text: str) -> int:
@@ -79,6 +79,16 @@ def _cmdline(text: str) -> str:
     "workload runs on /dev/vda.",
 )
 @click.option(
+    "--net",
+    "nets",
+    multiple=True,
+    metavar="tap=NAME|bridge=NAME[,mac=MAC][,offload=off]",
+    help="A virtio-net card (repeatable: eth0, eth1, ...) on a TAP: tap=NAME attaches to "
+    "that TAP, or creates it and removes it at the end; bridge=NAME creates a TAP on that "
+    "existing bridge. Needs CAP_NET_ADMIN. Give a Linux guest its address with the "
+    "kernel's ip= on --cmdline (docs/networking.md).",
+)
+@click.option(
     "--ioeventfd",
     is_flag=True,
     help="Serve disk requests on an I/O thread woken by ioeventfd, not in the vCPU's exit loop.",
@@ -118,6 +128,7 @@ def boot(
     memory,
     cmdline,
     disks,
+    nets,
     ioeventfd,
     trace,
     stats,
@@ -135,14 +146,16 @@ def boot(
     from vmm.bench.machineinfo import kvm_kind
     from vmm.console import Console
     from vmm.devices.virtio.blk import parse_disk_option
+    from vmm.devices.virtio.net import parse_net_option
     from vmm.kvm import Kvm
     from vmm.machine import Machine, MachineConfig
 
     memory_size = _memory(memory)
     cmdline = _cmdline(cmdline)
     disk_list = tuple(parse_disk_option(d) for d in disks)
-    if len(disk_list) > MAX_DISKS:
-        raise PyvmmError(f"at most {MAX_DISKS} --disk options")
+    net_list = tuple(parse_net_option(n) for n in nets)
+    if len(disk_list) + len(net_list) > MAX_VIRTIO:
+        raise PyvmmError(f"at most {MAX_VIRTIO} --disk and --net options together")
     # Only a kernel of the user's can be Linux, which needs to know whether KVM is PVM.
     pvm = kernel is not None and kvm_kind()["kind"] == "pvm"
     if kernel is None:
@@ -157,7 +170,7 @@ def boot(
     debugger = None
     config = MachineConfig(
         kernel, memory_size, cmdline, program, console.output, disk_list, ioeventfd,
-        initrd=initrd, pvm=pvm,
+        initrd=initrd, pvm=pvm, nets=net_list,
     )  # fmt: skip
     sampler = None
     try:

@@ -72,6 +72,8 @@ class MachineConfig(NamedTuple):
     initrd: str | None = None  # Linux only: the initial RAM disk
     # /dev/kvm is PVM: a Linux guest's command line gets the masks PVM needs.
     pvm: bool = False
+    # Network cards (vmm/devices/virtio/net.py NetOption), after the disks: eth0, ...
+    nets: tuple = ()
 
 
 class RunResult(NamedTuple):
@@ -124,7 +126,7 @@ class Machine:
         for region in self.memory.regions:
             self.vm.set_memory(region.gpa, region.size, region.host_address)
         self.kernel = loader.open_kernel(self.config.kernel, self.memory)
-        if self.config.disks or self.kernel.linux:
+        if self.config.disks or self.config.nets or self.kernel.linux:
             # Device interrupts need the in-kernel IOAPIC; it must exist before the vCPU.
             # Linux also needs its PIC and PIT (the timer it calibrates against).
             self.vm.create_irqchip()
@@ -139,9 +141,11 @@ class Machine:
         self.io_bus.insert(I8042(), I8042_DATA_PORT, 5)
         disks = [self._attach_disk(i, *disk) for i, disk in enumerate(self.config.disks)]
         self.disks = [transport for _, transport in disks]  # for --stats
-        if self.config.ioeventfd and disks:
-            self._serve_queues_on_io_thread(disks)
-        slots = tuple(slot for slot, _ in disks)
+        nets = [self._attach_net(len(disks) + i, n) for i, n in enumerate(self.config.nets)]
+        self.nets = [transport for _, transport in nets]
+        if (self.config.ioeventfd and disks) or nets:
+            self._serve_queues_on_io_thread(disks, nets)
+        slots = tuple(slot for slot, _ in disks + nets)
 
         self.vcpu = self.vm.create_vcpu(0)
         self._closers.append(self.vcpu.close)
@@ -161,40 +165,67 @@ class Machine:
         self.vm.set_irq_line(COM1_IRQ, int(level))
 
     def _attach_disk(self, index: int, path: str, readonly: bool) -> tuple[VirtioSlot, object]:
-        """A virtio-blk disk in its own MMIO window, its interrupt on an irqfd; returns
-        where it is (for the boot-info block) and its transport.
+        """A virtio-blk disk; see ``_attach_virtio``.
 
         The virtio modules are imported here, not at the top: a boot without disks does
         not pay for them (interpreter start-up is part of every measured boot).
         """
         from vmm.devices.virtio.blk import VirtioBlk
+
+        disk = VirtioBlk(path, readonly)
+        self._closers.append(disk.close)
+        return self._attach_virtio(index, disk)
+
+    def _attach_net(self, index: int, option) -> tuple[VirtioSlot, object]:
+        """A virtio-net card on a TAP (vmm/tap.py), which it closes (and so removes, if
+        pyvmm made it) after the I/O thread has stopped reading it."""
+        from vmm.devices.virtio.net import VirtioNet, default_mac
+        from vmm.tap import Tap
+
+        tap = Tap.open(option.tap, option.bridge)
+        self._closers.append(tap.close)
+        mac = option.mac or default_mac(tap.name)
+        return self._attach_virtio(index, VirtioNet(tap.fd, mac, tap.set_offload, option.offload))
+
+    def _attach_virtio(self, index: int, device) -> tuple[VirtioSlot, object]:
+        """A virtio device in its own MMIO window, its interrupt on an irqfd; returns
+        where it is (for the boot-info block or Linux's command line) and its transport."""
         from vmm.devices.virtio.mmio import VIRTIO_MMIO_WINDOW_SIZE, VirtioMmio
 
         base = layout.MMIO_BASE + index * VIRTIO_MMIO_STRIDE
         gsi = LINUX_VIRTIO_IRQS[index] if self.kernel.linux else VIRTIO_FIRST_GSI + index
-        disk = VirtioBlk(path, readonly)
-        self._closers.append(disk.close)
         irq = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._closers.append(lambda: os.close(irq))
         self.vm.register_irqfd(irq, gsi)
-        transport = VirtioMmio(disk, self.memory, lambda: os.eventfd_write(irq, 1))
+        transport = VirtioMmio(device, self.memory, lambda: os.eventfd_write(irq, 1))
         self.mmio_bus.insert(transport, base, VIRTIO_MMIO_WINDOW_SIZE)
         return VirtioSlot(base, VIRTIO_MMIO_WINDOW_SIZE, gsi), transport
 
-    def _serve_queues_on_io_thread(self, disks: list[tuple[VirtioSlot, object]]) -> None:
-        """QueueNotify writes signal an ioeventfd instead of exiting; an I/O thread serves.
+    def _serve_queues_on_io_thread(self, disks: list, nets: list) -> None:
+        """An I/O thread reads the network cards' TAPs (edge-triggered: receiving is
+        driven by the host); with --ioeventfd, QueueNotify writes signal an ioeventfd it
+        serves instead of exiting to the vCPU's loop. A card's one notify eventfd serves
+        both its queues (KVM would need a datamatch per queue to tell them apart).
 
-        Its closer comes after the disks', so it runs first: the thread stops before the
-        disks it serves are closed.
+        Its closer comes after the devices', so it runs first: the thread stops before
+        the devices it serves are closed.
         """
         from vmm.devices.virtio.mmio import VIRTIO_MMIO_QUEUE_NOTIFY
+        from vmm.devices.virtio.net import RECEIVEQ, TRANSMITQ
         from vmm.iothread import IoThread
 
         io_thread = IoThread()
         self._closers.append(io_thread.stop)
-        for slot, transport in disks:
-            notify = io_thread.watch(lambda t=transport: t.notify(0))
-            self.vm.register_ioeventfd(notify, slot.base + VIRTIO_MMIO_QUEUE_NOTIFY, 4)
+        handlers = [(slot, lambda t=transport: t.notify(0)) for slot, transport in disks]
+        for slot, transport in nets:
+            io_thread.watch_readable(
+                transport.device.tap_fd, lambda t=transport: t.notify(RECEIVEQ)
+            )
+            handlers.append((slot, lambda t=transport: (t.notify(TRANSMITQ), t.notify(RECEIVEQ))))
+        if self.config.ioeventfd:
+            for slot, handler in handlers:
+                notify = io_thread.watch(handler)
+                self.vm.register_ioeventfd(notify, slot.base + VIRTIO_MMIO_QUEUE_NOTIFY, 4)
         io_thread.start()
 
     # --- running ----------------------------------------------------------------------
