@@ -7,7 +7,9 @@ import subprocess
 import sys
 
 import pytest
-from nettest import links, needs_netns, netns
+from nettest import links, needs_netns
+
+from vmm.netns import command, scratch
 
 pytestmark = [needs_netns, pytest.mark.root]
 
@@ -28,7 +30,7 @@ tap.close()
 def open_tap(name: str, tap: str = "", bridge: str = "") -> subprocess.Popen:
     """A process in namespace ``name`` holding a TAP open until its stdin closes."""
     return subprocess.Popen(
-        ["nsenter", f"--net=/run/netns/{name}", sys.executable, "-c", SCRIPT, tap, bridge],
+        command(name, [sys.executable, "-c", SCRIPT, tap, bridge]),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
 
@@ -39,7 +41,7 @@ def finish(proc: subprocess.Popen) -> None:
 
 
 def test_tap_pyvmm_creates_is_up_and_gone_with_its_fd():
-    with netns() as name:
+    with scratch() as name:
         proc = open_tap(name, tap="vmtap0")
         assert proc.stdout.readline() == "vmtap0 True\n"
         assert "vmtap0" in links(name)
@@ -48,9 +50,9 @@ def test_tap_pyvmm_creates_is_up_and_gone_with_its_fd():
 
 
 def test_existing_tap_is_attached_and_left_behind():
-    with netns() as name:
+    with scratch() as name:
         subprocess.run(
-            ["nsenter", f"--net=/run/netns/{name}", "ip", "tuntap", "add", "mine", "mode", "tap"],
+            command(name, ["ip", "tuntap", "add", "mine", "mode", "tap"]),
             check=True,
         )
         proc = open_tap(name, tap="mine")
@@ -60,7 +62,7 @@ def test_existing_tap_is_attached_and_left_behind():
 
 
 def test_bridge_gets_a_new_tap_enslaved_to_it():
-    with netns(bridge="br0") as name:
+    with scratch(bridge="br0") as name:
         proc = open_tap(name, bridge="br0")
         tap, created = proc.stdout.readline().split()
         assert tap.startswith("pyvmm") and created == "True"
@@ -85,7 +87,7 @@ def test_bridge_gets_a_new_tap_enslaved_to_it():
     ],
 )
 def test_unusable_tap_or_bridge_is_one_clear_error_and_leaves_nothing(tap, bridge, said):
-    with netns() as name:
+    with scratch() as name:
         before = links(name)
         proc = open_tap(name, tap=tap, bridge=bridge)
         out = proc.stdout.read()

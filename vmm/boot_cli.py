@@ -89,6 +89,15 @@ def _cmdline(text: str) -> str:
     "kernel's ip= on --cmdline (docs/networking.md).",
 )
 @click.option(
+    "--publish",
+    "-p",
+    "publish",
+    multiple=True,
+    metavar="[HOSTIP:]HOSTPORT:GUESTPORT[/tcp|udp]",
+    help="Forward a host port to the guest's (nftables DNAT, removed when the VM ends); "
+    "the guest's address is the one ip= on --cmdline gives it.",
+)
+@click.option(
     "--ioeventfd",
     is_flag=True,
     help="Serve disk requests on an I/O thread woken by ioeventfd, not in the vCPU's exit loop.",
@@ -129,6 +138,7 @@ def boot(
     cmdline,
     disks,
     nets,
+    publish,
     ioeventfd,
     trace,
     stats,
@@ -156,6 +166,13 @@ def boot(
     net_list = tuple(parse_net_option(n) for n in nets)
     if len(disk_list) + len(net_list) > MAX_VIRTIO:
         raise PyvmmError(f"at most {MAX_VIRTIO} --disk and --net options together")
+    if publish:
+        from vmm.publish import PortTable, guest_address, parse_publish
+
+        if not net_list:
+            raise PyvmmError("-p needs a network card: --net tap=NAME or bridge=NAME")
+        ports_wanted = [parse_publish(p) for p in publish]
+        published = (guest_address(cmdline), ports_wanted)
     # Only a kernel of the user's can be Linux, which needs to know whether KVM is PVM.
     pvm = kernel is not None and kvm_kind()["kind"] == "pvm"
     if kernel is None:
@@ -173,6 +190,7 @@ def boot(
         initrd=initrd, pvm=pvm, nets=net_list,
     )  # fmt: skip
     sampler = None
+    ports = PortTable(*published) if publish else None
     try:
         with Machine(config, kvm) as machine:
             if (trace or stats) and machine.cmdline != cmdline:
@@ -212,6 +230,8 @@ def boot(
             listener.close()
         console.close()
         kvm.close()
+        if ports is not None:
+            ports.close()
     if stats:
         click.echo(counter.report(disks, touched), err=True)
     if sampler:

@@ -181,3 +181,19 @@ def containers(runs, json_path):
     from vmm.bench.containers import measure, table
 
     _emit(measure(_positive("--runs", str(runs))), table, json_path)
+
+
+@bench.command()
+@click.option("--runs", default=3, show_default=True, help="Runs per figure (median reported).")
+@click.option(
+    "--only",
+    multiple=True,
+    type=click.Choice(["loopback", "pyvmm", "pyvmm_no_offload", "qemu"]),
+    help="Only these rows (repeatable).",
+)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write figures here.")
+def net(runs, only, json_path):
+    """TCP latency and bulk throughput: loopback, Linux VM on pyvmm and on QEMU (root)."""
+    from vmm.bench.net import measure, table
+
+    _emit(measure(_positive("--runs", str(runs)), tuple(only)), table, json_path)

@@ -256,8 +256,9 @@ class VirtioNet:
 
     def _complete(self, queue: Virtqueue, n: int) -> None:
         """Give back the chains the frame's ``n`` bytes went into (at least one), with
-        num_buffers in the first one's header written before any is published; the rest
-        stay held."""
+        num_buffers in the first one's header written before any is published (1
+        without MRG_RXBUF, as 5.1.6.4 requires; the TAP leaves those two bytes alone);
+        the rest stay held."""
         count, left = 0, n
         for _, room in self._rx_chains:
             count += 1

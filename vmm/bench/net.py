@@ -1,0 +1,270 @@
+"""``pyvmm bench net``: TCP between a test host and a server, on loopback and in VMs.
+
+Everything happens in a network namespace the benchmark makes (vmm/netns.py): a bridge
+with the host's address, and a persistent TAP on it that each VM in turn attaches to.
+The server is busybox's ``nc`` in every row (vmm/linux_guest.py ``NET_SERVICES``: echo
+on 7, discard on 9, a 4 MiB source on 19), the same static program on the host and in
+the guests, which run the same kernel and initramfs:
+
+- host loopback: the services in the namespace itself, the client on 127.0.0.1;
+- Linux VM, pyvmm: ``pyvmm boot --net tap=TAP`` (virtio-net, its data plane in Python
+  on pyvmm's I/O thread), with the offloads and without (``offload=off``);
+- Linux VM, QEMU microvm: ``-netdev tap,vhost=off`` with ``virtio-net-device``, QEMU's
+  data plane in C on its main loop. (No vhost-net row: this host has no /dev/vhost-net.)
+
+Figures: the round-trip time of one byte on an open connection (request/response
+latency; the median of every round trip in every run), and bulk MiB/s host to guest
+(discard) and guest to host (source), per connection including its set-up; medians of
+the runs, the contenders taking turns.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import statistics
+import subprocess
+import threading
+import time
+
+from vmm import netns
+from vmm.bench.measure import pyvmm_command, summary
+from vmm.errors import PyvmmError
+
+BRIDGE, TAP = "br0", "vmtap0"
+HOST_IP, GUEST_IP, PREFIX = "10.0.2.1", "10.0.2.15", 24
+# The kernel's own static configuration (Documentation/admin-guide/nfs/nfsroot.rst
+# "ip="): client:server:gateway:netmask:hostname:device:autoconf.
+GUEST_IP_PARAM = f"ip={GUEST_IP}::{HOST_IP}:255.255.255.0::eth0:off"
+GUEST_MAC = "52:54:00:12:34:56"
+GUEST_MEMORY = "256M"
+UPLOAD_BYTES = 4 << 20
+ROUNDS = 200  # round trips per latency run
+READY_TIMEOUT = 600.0  # a Linux boot under PVM takes tens of seconds; loaded, more
+
+
+class Server:
+    """A process started in the namespace, serving once ``ready`` appears on its stdout;
+    its output is kept for a report if it never does. Stopped with SIGINT (pyvmm and
+    QEMU both end cleanly on it), killed if that is not enough."""
+
+    def __init__(self, ns: str, argv: list[str], ready: bytes, timeout: float = READY_TIMEOUT):
+        self.argv = argv
+        self.output = bytearray()
+        self._ready = threading.Event()
+        self.proc = subprocess.Popen(
+            netns.command(ns, argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        threading.Thread(target=self._read, args=(ready,), daemon=True).start()
+        if not self._ready.wait(timeout) or self.proc.poll() is not None:
+            self.stop()
+            tail = self.output[-1500:].decode(errors="replace")
+            raise PyvmmError(f"{argv[0]} did not start serving: ...{tail}")
+
+    def _read(self, ready: bytes) -> None:
+        while data := os.read(self.proc.stdout.fileno(), 65536):
+            self.output += data
+            if ready in self.output:
+                self._ready.set()
+        self._ready.set()  # ended: wake the waiter, which sees the exit
+
+    def stop(self) -> int:
+        """SIGINT, then SIGKILL to whatever is left of its process group (a shell's
+        background jobs ignore SIGINT): nothing outlives the namespace."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        return self.proc.returncode
+
+
+def guest_cmdline(pvm: bool) -> str:
+    from vmm.boot import linux
+
+    return linux.command_line(f"console=ttyS0 {GUEST_IP_PARAM}", (), pvm)
+
+
+def pyvmm_vm(build, initramfs: str, pvm: bool, net: str) -> list[str]:
+    return [
+        *pyvmm_command(), "boot", "--kernel", build.vmlinux, "--initrd", initramfs,
+        "--memory", GUEST_MEMORY, "--cmdline", guest_cmdline(pvm), "--net", net,
+    ]  # fmt: skip
+
+
+def qemu_vm(build, initramfs: str, pvm: bool) -> list[str]:
+    return [
+        "qemu-system-x86_64", "-M", "microvm,acpi=off", "-accel", "kvm", "-cpu", "host",
+        "-m", GUEST_MEMORY, "-smp", "1", "-nodefaults", "-no-user-config",
+        "-display", "none", "-serial", "stdio",
+        "-kernel", build.vmlinux, "-initrd", initramfs, "-append", guest_cmdline(pvm),
+        "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no,vhost=off",
+        "-device", f"virtio-net-device,netdev=n0,mac={GUEST_MAC}",
+    ]  # fmt: skip
+
+
+# The client side, in this process (its sockets made inside the namespace).
+
+
+def connect(ns: str, addr: str, port: int, timeout: float = 60.0) -> socket.socket:
+    with netns.entered(ns):
+        sock = socket.create_connection((addr, port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def round_trips(ns: str, addr: str, rounds: int = ROUNDS, port: int | None = None) -> list[float]:
+    """Seconds per one-byte round trip through the echo service (or a port published
+    to it)."""
+    from vmm.linux_guest import ECHO_PORT
+
+    times = []
+    with connect(ns, addr, port or ECHO_PORT) as sock:
+        for i in range(rounds):
+            byte = bytes([i & 0xFF])
+            t = time.perf_counter()
+            sock.sendall(byte)
+            if sock.recv(1) != byte:
+                raise PyvmmError(f"echo from {addr} returned the wrong byte")
+            times.append(time.perf_counter() - t)
+    return times
+
+
+def upload(ns: str, addr: str, nbytes: int = UPLOAD_BYTES) -> float:
+    """MiB/s to the discard service, until it has read everything and closed."""
+    from vmm.linux_guest import DISCARD_PORT
+
+    chunk = bytes(64 << 10)
+    t = time.perf_counter()
+    with connect(ns, addr, DISCARD_PORT) as sock:
+        for _ in range(nbytes // len(chunk)):
+            sock.sendall(chunk)
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(65536):
+            pass
+    return nbytes / (time.perf_counter() - t) / (1 << 20)
+
+
+def download(ns: str, addr: str) -> float:
+    """MiB/s from the source service, whose every byte must arrive."""
+    from vmm.linux_guest import CHARGEN_BYTES, CHARGEN_PORT
+
+    received = 0
+    t = time.perf_counter()
+    with connect(ns, addr, CHARGEN_PORT) as sock:
+        while data := sock.recv(1 << 20):
+            received += len(data)
+    elapsed = time.perf_counter() - t
+    if received != CHARGEN_BYTES:
+        raise PyvmmError(f"{addr} sent {received} bytes, not {CHARGEN_BYTES}")
+    return received / elapsed / (1 << 20)
+
+
+def _add_tap(ns: str) -> None:
+    """The persistent TAP on the bridge that each VM in turn attaches to."""
+    from pyroute2 import NetNS
+
+    with NetNS(ns) as ipr:
+        ipr.link("add", ifname=TAP, kind="tuntap", mode="tap")
+        bridge = ipr.link_lookup(ifname=BRIDGE)[0]
+        ipr.link("set", index=ipr.link_lookup(ifname=TAP)[0], master=bridge, state="up")
+
+
+def measure(runs: int = 5, only: tuple[str, ...] = ()) -> dict:
+    """Figures for every row (or those in ``only``), the rows taking turns run by run."""
+    from vmm import linux_guest
+    from vmm.bench.machineinfo import kvm_kind
+
+    if os.geteuid() != 0 or not os.path.exists("/dev/net/tun"):
+        raise PyvmmError("bench net needs root and /dev/net/tun (a namespace of its own)")
+    rows = {"loopback": (["sh", "-c", linux_guest.NET_SERVICES + "wait\n"], "127.0.0.1")}
+    if not only or set(only) - {"loopback"}:
+        build = linux_guest.build_kernel(say=lambda m: None)
+        initramfs = linux_guest.build_initramfs()
+        pvm = kvm_kind()["kind"] == "pvm"
+        net = f"tap={TAP},mac={GUEST_MAC}"
+        rows["pyvmm"] = (pyvmm_vm(build, initramfs, pvm, net), GUEST_IP)
+        rows["pyvmm_no_offload"] = (pyvmm_vm(build, initramfs, pvm, net + ",offload=off"), GUEST_IP)
+        rows["qemu"] = (qemu_vm(build, initramfs, pvm), GUEST_IP)
+    rows = {k: v for k, v in rows.items() if not only or k in only}
+    ready = linux_guest.NET_LINE.encode()
+    samples: dict[str, dict[str, list[float]]] = {
+        k: {"rtt_us": [], "upload_mib_s": [], "download_mib_s": []} for k in rows
+    }
+    boots: dict[str, list[float]] = {k: [] for k in rows}
+    with netns.scratch(BRIDGE, f"{HOST_IP}/{PREFIX}") as ns:
+        _add_tap(ns)
+        # One server per row per run, the rows taking turns: a change in the machine's
+        # load falls on all of them alike.
+        for _ in range(runs):
+            for key, (argv, addr) in rows.items():
+                t = time.perf_counter()
+                server = Server(ns, argv, ready)
+                try:
+                    boots[key].append(time.perf_counter() - t)
+                    _wait_for_echo(ns, addr)
+                    rtts = round_trips(ns, addr)
+                    samples[key]["rtt_us"].append(statistics.median(rtts) * 1e6)
+                    samples[key]["upload_mib_s"].append(upload(ns, addr))
+                    samples[key]["download_mib_s"].append(download(ns, addr))
+                finally:
+                    server.stop()
+    return {
+        "runs": runs,
+        "rounds": ROUNDS,
+        "upload_bytes": UPLOAD_BYTES,
+        "download_bytes": linux_guest.CHARGEN_BYTES,
+        "vhost_net": os.path.exists("/dev/vhost-net"),
+        "rows": {k: {m: summary(v) for m, v in s.items()} for k, s in samples.items()},
+        "ready_s": {k: summary(v) for k, v in boots.items()},
+    }
+
+
+def _wait_for_echo(ns: str, addr: str, timeout: float = 60.0) -> None:
+    """The services start just before the ready line: wait until echo answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            round_trips(ns, addr, 1)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            select.select([], [], [], 0.1)
+
+
+LABELS = {
+    "loopback": "host loopback (busybox nc in the namespace)",
+    "pyvmm": "Linux VM, pyvmm virtio-net on TAP",
+    "pyvmm_no_offload": "Linux VM, pyvmm virtio-net, offload=off",
+    "qemu": "Linux VM, QEMU microvm virtio-net on TAP, vhost=off",
+}
+
+
+def table(r: dict) -> str:
+    rows = r["rows"]
+    lines = [f"{'TCP, test host to server':<52}{'RTT us':>9}{'up MiB/s':>10}{'down MiB/s':>11}"]
+    for key, figures in rows.items():
+        rtt, up, down = (figures[m]["median"] for m in ("rtt_us", "upload_mib_s", "download_mib_s"))
+        lines.append(f"  {LABELS[key]:<50}{rtt:9.0f}{up:10.2f}{down:11.2f}")
+    if "pyvmm" in rows and "qemu" in rows:
+        p, q = rows["pyvmm"], rows["qemu"]
+        ratio = [
+            p[m]["median"] / q[m]["median"] for m in ("rtt_us", "upload_mib_s", "download_mib_s")
+        ]
+        lines.append(f"  {'pyvmm / QEMU':<50}{ratio[0]:8.2f}x{ratio[1]:9.2f}x{ratio[2]:10.2f}x")
+    lines.append(
+        f"medians of {r['runs']} runs ({r['rounds']} round trips each; "
+        f"{r['upload_bytes'] >> 20} MiB up, {r['download_bytes'] >> 20} MiB down); "
+        f"/dev/vhost-net {'present' if r['vhost_net'] else 'absent: no vhost rows'}"
+    )
+    return "\n".join(lines)
