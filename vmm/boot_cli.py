@@ -221,7 +221,7 @@ def boot(
                     sampler.stop()
             if debugger is not None:
                 debugger.finish(result.status)
-            disks = machine.disks
+            disks, cards = machine.disks, machine.nets
             touched = machine.memory.touched_bytes() if stats else None
     finally:
         if debugger is not None:
@@ -233,7 +233,7 @@ def boot(
         if ports is not None:
             ports.close()
     if stats:
-        click.echo(counter.report(disks, touched), err=True)
+        click.echo(counter.report(disks, touched, cards), err=True)
     if sampler:
         from vmm.profile import system_map_for
 
