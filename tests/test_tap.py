@@ -94,3 +94,13 @@ def test_unusable_tap_or_bridge_is_one_clear_error_and_leaves_nothing(tap, bridg
         assert proc.wait(timeout=30) == 2
         assert out.startswith("error: --net ") and said in out, out
         assert links(name) == before
+
+
+def test_tap_pyvmm_creates_goes_even_when_pyvmm_is_killed():
+    with scratch(bridge="br0") as name:
+        proc = open_tap(name, bridge="br0")
+        tap = proc.stdout.readline().split()[0]
+        assert tap in links(name)
+        proc.kill()  # SIGKILL: no closer runs
+        proc.wait(timeout=30)
+        assert tap not in links(name)
