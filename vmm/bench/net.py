@@ -13,9 +13,11 @@ the guests, which run the same kernel and initramfs:
   data plane in C on its main loop. (No vhost-net row: this host has no /dev/vhost-net.)
 
 Figures: the round-trip time of one byte on an open connection (request/response
-latency; the median of every round trip in every run), and bulk MiB/s host to guest
-(discard) and guest to host (source), per connection including its set-up; medians of
-the runs, the contenders taking turns.
+latency; a run's figure is the median of its round trips), and bulk MiB/s host to
+guest (discard) and guest to host (source), per connection including its set-up;
+medians of the runs. Each row boots once (a Linux boot under PVM takes a minute) and
+runs all its runs; the rows follow one another, so a change in the machine's load
+between rows shows in their ratio: run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -203,21 +205,20 @@ def measure(runs: int = 5, only: tuple[str, ...] = ()) -> dict:
     boots: dict[str, list[float]] = {k: [] for k in rows}
     with netns.scratch(BRIDGE, f"{HOST_IP}/{PREFIX}") as ns:
         _add_tap(ns)
-        # One server per row per run, the rows taking turns: a change in the machine's
-        # load falls on all of them alike.
-        for _ in range(runs):
-            for key, (argv, addr) in rows.items():
-                t = time.perf_counter()
-                server = Server(ns, argv, ready)
-                try:
-                    boots[key].append(time.perf_counter() - t)
-                    _wait_for_echo(ns, addr)
+        # One boot per row (a Linux boot under PVM is a minute), the runs inside it.
+        for key, (argv, addr) in rows.items():
+            t = time.perf_counter()
+            server = Server(ns, argv, ready)
+            try:
+                boots[key].append(time.perf_counter() - t)
+                _wait_for_echo(ns, addr)
+                for _ in range(runs):
                     rtts = round_trips(ns, addr)
                     samples[key]["rtt_us"].append(statistics.median(rtts) * 1e6)
                     samples[key]["upload_mib_s"].append(upload(ns, addr))
                     samples[key]["download_mib_s"].append(download(ns, addr))
-                finally:
-                    server.stop()
+            finally:
+                server.stop()
     return {
         "runs": runs,
         "rounds": ROUNDS,
