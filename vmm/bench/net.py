@@ -61,7 +61,7 @@ class Server:
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         threading.Thread(target=self._read, args=(ready,), daemon=True).start()
-        if not self._ready.wait(timeout) or self.proc.poll() is not None:
+        if not self._ready.wait(timeout) or ready not in self.output:
             self.stop()
             tail = self.output[-1500:].decode(errors="replace")
             raise PyvmmError(f"{argv[0]} did not start serving: ...{tail}")
