@@ -1,9 +1,36 @@
-"""Only here because cffi compiles its extension modules through setuptools' ``cffi_modules``.
+"""Only here because cffi compiles its extension modules through setuptools' ``cffi_modules``,
+and because ``build_ext`` also compiles ``vmm/container/pyvmm-exec`` (exeseal.py).
 
 Everything else about the package lives in pyproject.toml.
 """
 
+import os
+import subprocess
+import sysconfig
+
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+# Static, no libc, a few hundred bytes: the flags guest/workload/Makefile uses.
+TRAMPOLINE_FLAGS = [
+    "-O2", "-std=gnu11", "-Wall", "-Wextra", "-ffreestanding", "-fno-pie",
+    "-fno-stack-protector", "-fno-asynchronous-unwind-tables", "-fcf-protection=none",
+    "-mgeneral-regs-only", "-fno-ident", "-static", "-nostdlib", "-no-pie", "-s",
+    "-Wl,--build-id=none", "-Wl,-z,noseparate-code", "-Wl,-z,noexecstack",
+]  # fmt: skip
+
+
+class BuildExtAndTrampoline(build_ext):
+    """The cffi modules, then the container runtime's exec trampoline."""
+
+    def run(self):
+        super().run()
+        out = "vmm/container" if self.inplace else os.path.join(self.build_lib, "vmm/container")
+        os.makedirs(out, exist_ok=True)
+        cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+        subprocess.run([cc, *TRAMPOLINE_FLAGS, "-o", os.path.join(out, "pyvmm-exec"),
+                        "vmm/container/exec_trampoline.c"], check=True)  # fmt: skip
+
 
 setup(
     cffi_modules=[
@@ -11,4 +38,5 @@ setup(
         "vmm/container/libc_build.py:ffibuilder",
         "vmm/container/seccomp_build.py:ffibuilder",
     ],
+    cmdclass={"build_ext": BuildExtAndTrampoline},
 )

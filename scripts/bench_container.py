@@ -22,6 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from vmm.bench.measure import pyvmm_command
 from vmm.container import bench, cgroups
 from vmm.container.state import Store
 
@@ -72,12 +73,13 @@ def main() -> int:
             "workload": (["/bin/workload", "/data/input.img"], "workload", [f"{data}:/data"]),
         }
         results = {"runs": args.runs, "cases": {}}
+        pyvmm = pyvmm_command()
         for case, (argv, image, volumes) in cases.items():
             bundle = bench.oci_bundle(rootfs, tmp / f"bundle-{case}", argv, {str(data): "/data"})
-            rows = {"pyvmm": bench.pyvmm_run(root, image, argv, volumes, args.runs)}
+            rows = {"pyvmm": bench.pyvmm_run(pyvmm, root, image, argv, volumes, args.runs)}
             if cgroups.host_version() == "v1" and os.path.ismount("/sys/fs/cgroup/unified"):
                 rows["pyvmm, cgroup2 view"] = bench.pyvmm_run(
-                    root, image, argv, volumes, args.runs, wrapper=bench.CGROUP2_VIEW
+                    pyvmm, root, image, argv, volumes, args.runs, wrapper=bench.CGROUP2_VIEW
                 )
             results["cases"][case] = {
                 **rows,

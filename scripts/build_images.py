@@ -116,13 +116,17 @@ def main() -> int:
     )
     parser.add_argument("--oci-archive", type=Path, help="also write the workload image here")
     args = parser.parse_args()
+    if not BUSYBOX.is_file():
+        print(f"build_images: {BUSYBOX} is missing: scripts/setup.sh --all installs it "
+              "(busybox-static)", file=sys.stderr)  # fmt: skip
+        return 2
     store = Store(args.root)
     with tempfile.TemporaryDirectory() as tmp:
         rootfs = Path(tmp) / "rootfs"
         rootfs.mkdir()
         busybox_rootfs(rootfs)
         record = importer.import_image(store, rootfs, "busybox:latest")
-        print(f"busybox:latest {record['id'][:12]}")
+        print(f"busybox:latest {record.id[:12]}")
         if not args.workload.is_file():
             print(
                 f"build_images: no workload at {args.workload} (make -C guest/workload, "
@@ -132,7 +136,7 @@ def main() -> int:
             return 0
         workload_layout(Path(tmp) / "layout", rootfs, args.workload)
         record = importer.import_image(store, Path(tmp) / "layout", "workload:latest")
-        print(f"workload:latest {record['id'][:12]}")
+        print(f"workload:latest {record.id[:12]}")
         if args.oci_archive:
             with tarfile.open(args.oci_archive, "w") as tar:
                 for entry in sorted((Path(tmp) / "layout").iterdir()):

@@ -3,19 +3,37 @@
 # a virtual environment in .venv with pyvmm installed editable (which compiles the cffi
 # bindings against this machine's kernel headers), and the bundled guest.
 # Safe to run again: it installs only what is missing.
+#
+#   scripts/setup.sh          what `pyvmm boot` needs: seconds, so a newcomer boots first
+#   scripts/setup.sh --all    everything: container images, gdb, the engines, the test
+#                             tools, and the Linux guest, whose kernel is built here (a
+#                             few minutes, once per machine; a command that needs it would
+#                             otherwise build it on first use)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: the compiler and headers for the cffi bindings and the guest,
-# busybox-static for container images, e2fsprogs/cpio for disk images, gdb for the
-# debugger tests (pyvmm boot --gdb), libseccomp for the containers' system-call filter,
-# libcap2-bin (capsh) for the labs; the Linux guest's source and what building it takes
-# (docs/linux.md); podman and containerd drive pyvmm-runtime in the tests, runc and crun
-# are its yardsticks.
+# Without --all, without the packages' recommendations too (manpages, libc-devtools and
+# their fonts...): a third of the download and of dpkg's time, none of it needed to boot.
+# Podman's recommendations are part of what the engine tests run, so --all keeps them.
+case "${1-}" in
+    "") all= recommends=(--no-install-recommends) ;;
+    --all) all=1 recommends=() ;;
+    *) echo "usage: scripts/setup.sh [--all]" >&2; exit 2 ;;
+esac
+
+# Debian packages. For `pyvmm boot`: the compiler and headers for the cffi bindings
+# (libseccomp-dev: the containers' system-call filter is one of them) and the guest.
 DEBS=(gcc make binutils libc6-dev linux-libc-dev libffi-dev python3-dev python3-venv
-      busybox-static cpio e2fsprogs gdb libcap2-bin libseccomp-dev libseccomp2
-      linux-source-6.1 flex bison bc libelf-dev libssl-dev xz-utils patch lz4
-      podman containerd runc crun)
+      libseccomp-dev libseccomp2)
+# For the rest: busybox-static for container images, e2fsprogs/cpio for disk images
+# and the Linux guest's initramfs, gdb for `pyvmm boot --gdb`, libcap2-bin (capsh) for
+# the labs; nftables for published ports (`-p`); the Linux guest's source and what building it takes (docs/linux.md); podman
+# and containerd drive pyvmm-runtime in the tests, runc and crun are its yardsticks.
+if [ -n "$all" ]; then
+    DEBS+=(busybox-static cpio e2fsprogs gdb libcap2-bin nftables
+           linux-source-6.1 flex bison bc libelf-dev libssl-dev xz-utils patch lz4
+           podman containerd runc crun libfaketime)
+fi
 
 missing=()
 for p in "${DEBS[@]}"; do
@@ -25,7 +43,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     apt-get -o DPkg::Lock::Timeout=600 update -qq
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
-        "${missing[@]}" >/dev/null
+        "${recommends[@]}" "${missing[@]}" >/dev/null
 fi
 
 PY=${PYTHON:-python3}
@@ -33,13 +51,20 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 # (Re)install when something is missing, or the package metadata or the bindings'
-# sources changed since the last install.
+# sources changed since the last install. The test tools only with --all.
+modules="vmm.kvm._kvm, vmm.container._libc, vmm.container._seccomp, click, capstone, pyroute2"
+package=.
+if [ -n "$all" ]; then
+    modules+=", pytest, hypothesis, matplotlib"
+    package='.[test]'
+fi
 if [ ! -e .venv/.installed ] \
-   || ! .venv/bin/python -c "import vmm.kvm._kvm, vmm.container._libc, vmm.container._seccomp, click, capstone, pyroute2, pytest, hypothesis, matplotlib" 2>/dev/null \
-   || [ -n "$(find pyproject.toml setup.py vmm/kvm/build.py vmm/container/libc_build.py vmm/container/seccomp_build.py -newer .venv/.installed 2>/dev/null)" ]; then
+   || ! .venv/bin/python -c "import $modules" 2>/dev/null \
+   || [ ! -x vmm/container/pyvmm-exec ] \
+   || [ -n "$(find pyproject.toml setup.py vmm/kvm/build.py vmm/container/libc_build.py vmm/container/seccomp_build.py vmm/container/exec_trampoline.c -newer .venv/.installed 2>/dev/null)" ]; then
     # "compat" editable mode is a plain path entry: the default installs an import hook
     # that costs every pyvmm start some 20 ms.
-    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' \
+    .venv/bin/pip install -q --disable-pip-version-check -e "$package" \
         --config-settings editable_mode=compat
     touch .venv/.installed
 fi
@@ -49,5 +74,7 @@ fi
 make -s -C guest
 # The Linux guest: the kernel into a cache outside the repository (a few minutes the
 # first time on a machine, then found by a hash of its configuration and patches), the
-# initramfs into guest/build.
-.venv/bin/python scripts/build_linux.py >/dev/null
+# initramfs into guest/build. Its progress goes to stderr.
+if [ -n "$all" ]; then
+    .venv/bin/python scripts/build_linux.py >/dev/null
+fi

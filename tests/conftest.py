@@ -1,7 +1,10 @@
-"""Fixtures for the VM tests: the bundled guest, built once per session."""
+"""Fixtures for the VM tests: the bundled guest, built once per session; and for any test,
+a short directory for unix sockets."""
 
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,13 +19,29 @@ def guest_build() -> Path:
 
 
 @pytest.fixture(scope="session")
-def linux_build():
+def linux_build(pytestconfig):
     """The Linux guest (kernels in the cache outside the repository, the initramfs in
     guest/build): built once, minutes the first time on a machine, then found by hash.
-    scripts/setup.sh builds it too, so that a test run normally finds it ready."""
+    ``scripts/setup.sh --all`` builds it too, so that a test run normally finds it ready;
+    if not, the build's progress is shown, not captured: the run is not hung."""
     from vmm import linux_guest
 
-    build = linux_guest.build_kernel(say=lambda m: None)
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+
+    def say(message: str) -> None:
+        with capture.global_and_fixture_disabled():
+            print(message, file=sys.stderr, flush=True)
+
+    build = linux_guest.build_kernel(say=say)
+    return build, linux_guest.build_initramfs()
+
+
+@pytest.fixture(scope="session")
+def linux_smp_build():
+    """The SMP variant of the Linux guest, for --cpus: built on first use (minutes)."""
+    from vmm import linux_guest
+
+    build = linux_guest.build_kernel(say=lambda m: None, smp=True)
     return build, linux_guest.build_initramfs()
 
 
@@ -38,3 +57,12 @@ def images_root(tmp_path_factory):
         check=True, capture_output=True,
     )  # fmt: skip
     return root
+
+
+@pytest.fixture
+def socket_dir():
+    """A directory of the test's own on a short path, removed afterwards: a unix socket's
+    path may not pass 107 bytes, and tmp_path under a long TMPDIR does."""
+    path = Path(tempfile.mkdtemp(prefix="pyvmm-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path)

@@ -18,7 +18,7 @@ import pytest
 from vmtest import ROOT
 
 needs_gdb = pytest.mark.skipif(
-    shutil.which("gdb") is None, reason="needs gdb (scripts/setup.sh installs it)"
+    shutil.which("gdb") is None, reason="needs gdb (scripts/setup.sh --all installs it)"
 )
 GDB_TIMEOUT = 60  # a hang fails the test instead of blocking the suite
 _WAITING = re.compile(r"waiting for gdb on ([\d.]+):(\d+)")

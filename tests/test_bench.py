@@ -19,8 +19,8 @@ import pytest
 from vmtest import ROOT, assert_one_line_error, kvm_usable, run_pyvmm
 
 from vmm.bench.compare import RowFailure, check
-from vmm.bench.machineinfo import kvm_kind
 from vmm.bench.measure import CACHE_DIR, run_processes
+from vmm.kvm.kind import kvm_kind
 
 _spec = importlib.util.spec_from_file_location("mkimage", ROOT / "scripts" / "mkimage.py")
 mkimage = importlib.util.module_from_spec(_spec)
@@ -134,6 +134,18 @@ def test_bad_options_are_one_line_errors(bench, args, fragment):
 def test_exits_subcommand_is_still_there(bench):
     proc = bench("exits", "--help")
     assert proc.returncode == 0 and "VM exit" in proc.stdout
+
+
+@pytest.mark.skipif(not kvm_usable(), reason="needs a usable /dev/kvm")
+def test_exits_breaks_one_exit_down_into_steps_that_add_up(bench, guest_build):
+    proc = bench("exits", "--runs", "1", "--exits", "200", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("(d) one exit"))
+    whole = float(lines[at].split("all ")[1].rstrip(")"))
+    steps = [float(line.split()[-1]) for line in lines[at + 1 : at + 6]]
+    assert "KVM_RUN called from Python" in lines[at + 2]
+    assert abs(sum(steps) - whole) < 0.02  # differences of one set of medians
 
 
 def test_a_command_past_its_timeout_is_killed_and_a_failure():

@@ -292,14 +292,14 @@ def test_memory_beyond_what_the_host_can_map(guest_build):
 
 @pytest.mark.parametrize("option", ["--kernel", "--program"])
 @pytest.mark.parametrize("kind", ["a character device", "a FIFO", "a directory", "a socket"])
-def test_kernel_or_program_that_is_not_a_regular_file(guest_build, tmp_path, option, kind):
+def test_kernel_or_program_that_is_not_a_regular_file(guest_build, tmp_path, option, kind, request):
     path = {"a character device": "/dev/zero", "a directory": str(tmp_path)}.get(kind)
     with contextlib.ExitStack() as stack:
         if kind == "a FIFO":
             path = str(tmp_path / "fifo")
             os.mkfifo(path)  # no writer ever comes: opening it must not wait for one
         elif kind == "a socket":
-            path = str(tmp_path / "sock")
+            path = str(request.getfixturevalue("socket_dir") / "sock")
             stack.enter_context(socket.socket(socket.AF_UNIX)).bind(path)
         proc = run_pyvmm("boot", option, path, timeout=60)
     assert_one_line_error(proc, f"{option[2:]} {path!r} is {kind}")
@@ -327,10 +327,11 @@ def test_command_line_that_is_not_utf8(guest_build):
     assert_one_line_error(proc, "--cmdline is not UTF-8 text: byte 0xe9 at character 17")
 
 
-def test_ctrl_c_stops_a_guest_that_never_powers_off(guest_build, tmp_path):
+def ctrl_c_while_spinning(tmp_path, *boot_args: str) -> tuple[int, str]:
+    """SIGINT to ``pyvmm boot`` once its program spins in ring 3: (status, stderr)."""
     prog = build(tmp_path, "spin", ".globl _start\n_start: jmp _start\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vmm", "boot", "--program", str(prog)],
+        [sys.executable, "-m", "vmm", "boot", *boot_args, "--program", str(prog)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
     try:
@@ -341,8 +342,11 @@ def test_ctrl_c_stops_a_guest_that_never_powers_off(guest_build, tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    assert proc.returncode == 130
-    assert err == "pyvmm: interrupted\n"
+    return proc.returncode, err
+
+
+def test_ctrl_c_stops_a_guest_that_never_powers_off(guest_build, tmp_path):
+    assert ctrl_c_while_spinning(tmp_path) == (130, "pyvmm: interrupted\n")
 
 
 def test_keys_typed_on_a_terminal_reach_the_guest_uart(tmp_path):

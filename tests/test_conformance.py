@@ -92,6 +92,7 @@ def scratch_dirs() -> set[str]:
 @needs_suite
 @needs_root
 @pytest.mark.root
+@pytest.mark.slow
 @pytest.mark.skipif(not shutil.which("runc"), reason="runc is not installed")
 def test_runc_runs_the_suite_and_nothing_is_left(tmp_path):
     before = scratch_dirs()
@@ -118,6 +119,7 @@ def test_runc_runs_the_suite_and_nothing_is_left(tmp_path):
 @needs_suite
 @needs_root
 @pytest.mark.root
+@pytest.mark.slow
 def test_a_hanging_runtime_fails_by_timeout_and_is_killed(tmp_path):
     """A runtime that never answers: the program is killed at --timeout, and so is it."""
     hang = tmp_path / "hang"

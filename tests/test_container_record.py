@@ -1,30 +1,56 @@
-"""A container's state.json is a typed record: what is written is read back as the same
-record, and a field name that is not one is refused rather than stored."""
+"""Records on disk are typed: what is written is read back as the same record (nested
+records included), a field name that is not one is refused rather than stored, and a
+file that is missing, truncated, not JSON or ill-typed loads as ``Broken`` with a
+reason naming the field, never as an exception."""
+
+import json
+import os
 
 import pytest
 
-from vmm.container.state import ContainerRecord, read_json, write_json
+from vmm.container import records
+from vmm.container.cgroups import DeviceRule, Limits
+from vmm.container.images import ImageRecord, RunDefaults
+from vmm.container.records import Broken
+from vmm.container.rlimits import Rlimit
+from vmm.container.security import Security
+from vmm.container.state import ContainerRecord, Mount
+
+DIGEST = "sha256:" + "a" * 64
 
 
 def _record() -> ContainerRecord:
     return ContainerRecord(
         id="c" * 64, name="web", image="busybox:latest", image_id="i" * 64,
-        layers=["sha256:" + "a" * 64], command=["sh"], env=["PATH=/bin"], cwd="/",
-        hostname="web", mounts=[], limits={"memory": None}, security={}, auto_remove=False,
-        created=1.5,
+        layers=[DIGEST], command=["sh"], env=["PATH=/bin"], cwd="/", hostname="web",
+        mounts=[Mount("volume", "data", "/data", False)],
+        limits=Limits(memory=1 << 20, cpus=0.5, devices=[DeviceRule(allow=False)]),
+        security=Security(rlimits=[Rlimit("RLIMIT_NOFILE", 10, 20)]),
+        auto_remove=False, created=1.5,
     )  # fmt: skip
+
+
+def _load(tmp_path, data, cls=ContainerRecord, **identity):
+    path = tmp_path / "state.json"
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return records.load(path, cls, **identity)
 
 
 def test_a_record_written_is_read_back_the_same(tmp_path):
     rec = _record()
     rec.update(status="exited", exit_code=3, timings={"exec_s": 0.01})
-    write_json(tmp_path / "state.json", rec.to_json())
-    assert ContainerRecord.from_json(read_json(tmp_path / "state.json")) == rec
+    records.write(tmp_path / "state.json", rec)
+    loaded = records.load(tmp_path / "state.json", ContainerRecord, id="c" * 64)
+    assert loaded == rec
+    assert isinstance(loaded.limits.devices[0], DeviceRule)
+    assert isinstance(loaded.security.rlimits[0], Rlimit)
+    assert os.listdir(tmp_path) == ["state.json"]  # no temporary file left
 
 
-def test_fields_a_newer_pyvmm_wrote_are_left_out():
+def test_fields_a_newer_pyvmm_wrote_are_left_out(tmp_path):
     data = {**_record().to_json(), "checkpoint": "later"}
-    assert ContainerRecord.from_json(data) == _record()
+    data["limits"]["blkio_weight"] = 10
+    assert _load(tmp_path, data) == _record()
 
 
 def test_update_refuses_a_name_that_is_not_a_field():
@@ -32,3 +58,57 @@ def test_update_refuses_a_name_that_is_not_a_field():
     with pytest.raises(AttributeError, match="staus"):
         rec.update(staus="running")
     assert rec.status == "created"
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"layers": "sha256:x"}, "field 'layers': expected an array, found a string"),
+        ({"layers": ["../../../../tmp/v"]}, "'layers'[0]: '../../../../tmp/v' is not a layer"),
+        ({"created": "yesterday"}, "field 'created': expected a number, found a string"),
+        ({"auto_remove": 1}, "field 'auto_remove': expected a boolean, found a number"),
+        ({"limits": {"memory": "1G"}}, "'limits' field 'memory': expected an integer or null"),
+        ({"security": {"rlimits": [{"type": "RLIMIT_NOPE", "soft": 1, "hard": 1}]}},
+         "field 'security' field 'rlimits'[0]"),
+        ({"mounts": [{"type": "volume", "source": "../x", "target": "/x", "ro": False}]},
+         "invalid volume name '../x'"),
+        ({"mounts": [{"type": "tmpfs", "source": "x", "target": "/x", "ro": False}]},
+         "'tmpfs' is not bind or volume"),
+        ({"new_volumes": [".."]}, "invalid volume name"),
+        ({"name": "../../x"}, "invalid container name"),
+        ({"id": "d" * 64}, "state.json: id 'ddd"),
+    ],
+)  # fmt: skip
+def test_an_ill_typed_record_is_broken_naming_the_field(tmp_path, change, reason):
+    loaded = _load(tmp_path, {**_record().to_json(), **change}, id="c" * 64)
+    assert isinstance(loaded, Broken) and reason in loaded.reason, loaded
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('{"id": "c', "state.json is not JSON"),
+        ("", "state.json is not JSON"),
+        ("\xff\xfe", "state.json is not JSON"),
+        ("[1, 2]", "state.json: expected an object, found an array"),
+        ("[" * 100_000, "state.json is nested too deeply"),
+        ('{"id": "' + "c" * 64 + '"}', "field 'name' is missing"),
+    ],
+)
+def test_a_truncated_or_garbage_record_is_broken(tmp_path, text, reason):
+    loaded = _load(tmp_path, text)
+    assert isinstance(loaded, Broken) and reason in loaded.reason, loaded
+
+
+def test_a_missing_record_is_broken(tmp_path):
+    loaded = records.load(tmp_path / "state.json", ContainerRecord)
+    assert loaded == Broken(tmp_path / "state.json", "state.json is missing")
+
+
+def test_image_run_defaults_keep_the_image_specs_names(tmp_path):
+    image = ImageRecord(name="a", tag="b", id="x", layers=[DIGEST],
+                        config=RunDefaults(env=["A=1"], cmd=["sh"]), created=0.0)  # fmt: skip
+    data = records.to_json(image)
+    assert data["config"]["Env"] == ["A=1"] and data["config"]["Cmd"] == ["sh"]
+    assert _load(tmp_path, data, ImageRecord, name="a", tag="b") == image
+    assert isinstance(_load(tmp_path, data, ImageRecord, name="a", tag="c"), Broken)

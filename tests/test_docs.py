@@ -1,12 +1,15 @@
 """Every command block the docs mark as runnable runs, and prints what the doc shows.
 
 A runnable block is fenced with the info string ``console run`` and, after ``run``,
-what it needs: ``kvm``, ``root``, ``cgroup`` (root is enough for cgroups here). In it,
+what it needs: ``kvm``, ``root``, ``cgroup`` (root is enough for cgroups here), and
+``slow`` for a block of minutes (marked so, left out by ``-m "not slow"``). In it,
 ``$ `` lines are commands (bash, from a scratch folder that sees the repository's
 ``scripts/``, ``guest/`` and ``labs/``, with the venv first on the PATH and
 ``PYVMM_ROOT`` a scratch state root holding the busybox and workload images); the lines
 after a command are its expected stdout. A ``...`` line stands for any lines. Every
-command must exit 0: a doc that shows a failure shows it with ``; echo $?``. Blocks
+command must exit 0: a doc that shows a failure shows it with ``; echo $?``. A command
+that only sets a variable (``K=$(...)``) is run again before each later command of its
+block, so that they see it, as in the reader's shell. Blocks
 without ``run`` are illustrations (or too slow for a test, like a full ``pyvmm bench``).
 """
 
@@ -26,6 +29,9 @@ DOCS = sorted([ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("labs/*/R
 _FENCE = re.compile(r"^```console run(?P<needs>(?: \w+)*)\n(?P<body>.*?)^```$", re.M | re.S)
 
 
+_ASSIGNMENT = re.compile(r"[A-Za-z_]\w*=(?:\$\(.*\)|\S*)")  # NAME=value, nothing else
+
+
 @dataclass(frozen=True)
 class Command:
     doc: str
@@ -33,6 +39,7 @@ class Command:
     needs: tuple[str, ...]
     command: str
     expected: tuple[str, ...]
+    setup: tuple[str, ...] = ()  # the block's earlier NAME=value commands, run first
 
 
 def commands() -> list[Command]:
@@ -43,15 +50,17 @@ def commands() -> list[Command]:
             first = text.count("\n", 0, block.start("body")) + 1
             needs = tuple(block["needs"].split())
             current: list | None = None
+            assignments: list[str] = []
             for offset, line in enumerate(block["body"].splitlines()):
                 if line.startswith("$ "):
-                    current = [first + offset, line[2:], []]
-                    found.append(current)
-                    current.append(needs)
+                    current = [first + offset, line[2:], [], needs, tuple(assignments)]
                     current.append(doc.relative_to(ROOT).as_posix())
+                    found.append(current)
+                    if _ASSIGNMENT.fullmatch(line[2:]):
+                        assignments.append(line[2:])
                 elif current is not None:
                     current[2].append(line)
-    return [Command(c[4], c[0], c[3], c[1], tuple(c[2])) for c in found]
+    return [Command(c[5], c[0], c[3], c[1], tuple(c[2]), c[4]) for c in found]
 
 
 def matches(expected: tuple[str, ...], actual: list[str]) -> bool:
@@ -101,7 +110,19 @@ def test_docs_have_runnable_blocks():
     assert {c.doc for c in COMMANDS} >= {"README.md", "docs/labs.md", "docs/containers.md"}
 
 
-@pytest.mark.parametrize("c", COMMANDS, ids=lambda c: f"{c.doc}:{c.line}")
+def test_a_variable_set_in_a_block_is_there_for_its_later_commands():
+    set_k, use_k = next(
+        (a, b) for a, b in zip(COMMANDS, COMMANDS[1:], strict=False) if b.setup == (a.command,)
+    )
+    assert set_k.command.startswith("K=") and "$K" in use_k.command
+
+
+@pytest.mark.parametrize(
+    "c",
+    # A block marked "slow" (Linux boots: minutes each under PVM) is left to the full run.
+    [pytest.param(c, marks=[pytest.mark.slow] if "slow" in c.needs else []) for c in COMMANDS],
+    ids=lambda c: f"{c.doc}:{c.line}",
+)
 def test_doc_command(c: Command, scratch, request):
     if "kvm" in c.needs and not kvm_usable():
         pytest.skip("needs a usable /dev/kvm")
@@ -110,8 +131,9 @@ def test_doc_command(c: Command, scratch, request):
             pytest.skip("needs root")
         request.getfixturevalue("images")
     proc = subprocess.run(
-        ["bash", "-c", c.command], cwd=scratch["cwd"], env=scratch["env"],
-        capture_output=True, text=True, timeout=300,
+        ["bash", "-c", "\n".join([*c.setup, c.command])], cwd=scratch["cwd"],
+        env=scratch["env"], capture_output=True, text=True,
+        timeout=900 if "slow" in c.needs else 300,
     )  # fmt: skip
     where = f"{c.doc}:{c.line}: $ {c.command}"
     assert proc.returncode == 0, f"{where}\nexit {proc.returncode}\n{proc.stdout}{proc.stderr}"
@@ -120,3 +142,9 @@ def test_doc_command(c: Command, scratch, request):
         assert matches(c.expected, actual), (
             f"{where}\nexpected:\n" + "\n".join(c.expected) + "\ngot:\n" + proc.stdout
         )
+
+
+def test_ci_runs_exactly_the_readmes_test_command():
+    """CI proves what a newcomer types: .ci/run ends in the README's test command."""
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert "pytest" in ci and f"\n    {ci}\n" in (ROOT / "README.md").read_text()

@@ -98,10 +98,13 @@ def test_break_kmain_stops_at_its_first_source_line(guest_build):
 
 
 def test_stepi_moves_rip_by_the_decoded_instruction_lengths(guest_build):
+    """From cpu_init, whose first instructions do no port I/O: under PVM a step over an
+    OUT in ring 0 stops one instruction late (measured: `out` at uart_init+11, then the
+    next stop past the `mov` after it), on hardware KVM where it should."""
     steps = ['printf "pc=%#lx\\n", $pc']
     steps += ["stepi", 'printf "pc=%#lx\\n", $pc'] * 10
     with pyvmm_gdb() as vm:
-        out = run_gdb(KERNEL, vm.port, "break kmain", "continue", *steps, "kill")
+        out = run_gdb(KERNEL, vm.port, "break cpu_init", "continue", *steps, "kill")
     assert_steps_follow_instruction_lengths(pcs(out), disassembly(KERNEL))
 
 
@@ -141,11 +144,12 @@ def test_watchpoint_on_a_kernel_variable_fires_where_it_is_written(guest_build):
     with pyvmm_gdb() as vm:
         out = run_gdb(
             KERNEL, vm.port, "break kmain", "continue", "watch tss_rsp0", "continue",
-            "print tss_rsp0 == (unsigned long)&kernel_stack + sizeof(kernel_stack)", "kill",
+            "print tss_rsp0 == (unsigned long)&cpus[0].kernel_stack + sizeof(cpus[0].kernel_stack)",
+            "kill",
         )  # fmt: skip
     assert "watchpoint 2: tss_rsp0" in out
     assert re.search(r"Old value = 0\s+New value = \d+", out), out
-    assert "in cpu_init () at kernel/cpu.c" in out
+    assert "cpu_init () at kernel/cpu.c" in out
     assert "$1 = 1" in out
 
 
@@ -287,9 +291,12 @@ def test_lab_ctrl_c_stops_spinning_16_bit_code(tmp_path):
 
 
 def test_lab_in_long_mode_after_connecting_again_shows_64_bit_registers(guest_build):
+    """docs/labs.md's recipe (VM 5) as written: i8086, then i386 after the switch to
+    protected mode, then connect again with the architecture back on auto."""
     with pyvmm_gdb("--kernel", LAB_BIN) as vm:
         out = run_gdb(
-            LAB, vm.port, "break long_mode", "continue", "disconnect", "file",
+            LAB, vm.port, I8086, "break protected_mode", "continue", "set architecture i386",
+            "break long_mode", "continue", "disconnect", "set architecture auto", "file",
             f"target remote 127.0.0.1:{vm.port}", f"add-symbol-file {LAB}",
             "info registers rip", "x/i $pc", "detach",
         )  # fmt: skip
@@ -368,3 +375,26 @@ def test_linux_vmlinux_stops_at_start_kernel_by_its_symbol(linux_build):
         vm.finish()
     assert "Breakpoint 1, " in out and "in start_kernel ()" in out
     assert "secondary_startup_64" in out
+
+
+def test_vcpus_are_threads_in_gdb(guest_build):
+    """--cpus 2: gdb lists a thread per vCPU; a breakpoint the second CPU hits stops the
+    machine there (all-stop: the boot CPU is stopped too), and `thread 1` shows the boot
+    CPU where it waits for the other to report in."""
+    with pyvmm_gdb("--cpus", "2") as vm:
+        out = run_gdb(
+            KERNEL, vm.port, "info threads", "break ap_main", "continue", "info threads",
+            'printf "ap pc=%#lx\\n", $pc', "thread 1", 'printf "bsp pc=%#lx\\n", $pc', "kill",
+        )  # fmt: skip
+    assert re.search(r"^\* 1\s+Thread 1 \(vCPU 0\)", out, re.M), out
+    assert re.search(r"^  2\s+Thread 2 \(vCPU 1\)", out, re.M), out
+    assert re.search(r"Thread 2 \"?.*hit Breakpoint 1, ap_main \(cpu=1\)", out), out
+    assert re.search(r"^\* 2\s+Thread 2 \(vCPU 1\) ap_main", out, re.M), out
+    assert int(re.search(r"^ap pc=(0x[0-9a-f]+)$", out, re.M).group(1), 16) == symbol(
+        KERNEL, "ap_main"
+    )
+    # the boot CPU: still in the bring-up, sending the second SIPI (apic.c) or waiting in
+    # smp.c for the other to report in (rdtsc, inlined there), as the timing falls
+    assert re.search(
+        r"\[Switching to thread 1 \(Thread 1\)\]\n#0 .* at kernel/(smp|apic).c:", out
+    ), out

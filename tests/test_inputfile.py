@@ -49,8 +49,8 @@ def test_devices_and_directories_are_refused(path, kind):
         read_input(path, "program", 1 << 20)
 
 
-def test_socket_is_refused(tmp_path):
-    path = tmp_path / "sock"
+def test_socket_is_refused(socket_dir):
+    path = socket_dir / "sock"
     with socket.socket(socket.AF_UNIX) as s:
         s.bind(str(path))
         with pytest.raises(InputFileError, match="is a socket"):

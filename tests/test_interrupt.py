@@ -4,12 +4,10 @@ A real SIGINT to a real ``pyvmm`` process (the installed entry point), sent once
 command is in the middle of its work.
 """
 
-import glob
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,7 +17,9 @@ from vmtest import ROOT, needs_kvm
 PYVMM = str(Path(sys.executable).with_name("pyvmm"))
 
 
-def interrupt(args: list[str], ready, timeout: float = 60) -> subprocess.CompletedProcess:
+def interrupt(
+    args: list[str], ready, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Start ``pyvmm ARGS``, wait until ``ready(proc)`` says it is at work, send SIGINT."""
     proc = subprocess.Popen(
         [PYVMM, *args],
@@ -27,6 +27,7 @@ def interrupt(args: list[str], ready, timeout: float = 60) -> subprocess.Complet
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
         start_new_session=True,  # its own group, so a failed test can kill all of it
     )
     try:
@@ -79,15 +80,19 @@ def test_ctrl_c_during_boot_of_a_spinning_guest_with_a_disk(guest_build, tmp_pat
     assert disk.read_bytes() == bytes(1 << 20)
 
 
-def test_ctrl_c_during_bench_kills_its_runs_and_removes_its_scratch(guest_build):
+def test_ctrl_c_during_bench_kills_its_runs_and_removes_its_scratch(guest_build, tmp_path):
     # A benchmark row that would sleep for a minute: interrupted in its warm-up run.
     marker = ["sleep", f"61.{os.getpid()}"]
-    scratch = os.path.join(tempfile.gettempdir(), "pyvmm-bench-*")
-    before = set(glob.glob(scratch))
+    scratch = tmp_path / "tmp"  # its TMPDIR: another bench on the machine has its own
+    scratch.mkdir()
     args = ["bench", "--fast", "--rows", "host", "--row", f"wait={' '.join(marker)}"]
-    proc = interrupt(args, lambda _proc: bool(processes_running(marker)))
+
+    def at_work(_proc) -> bool:
+        return bool(processes_running(marker)) and bool(os.listdir(scratch))
+
+    proc = interrupt(args, at_work, env={"TMPDIR": str(scratch)})
     assert proc.returncode == 130, proc.stderr
     assert proc.stderr == "pyvmm: interrupted\n"
     assert "Aborted!" not in proc.stderr
     assert processes_running(marker) == []
-    assert set(glob.glob(scratch)) == before
+    assert os.listdir(scratch) == []

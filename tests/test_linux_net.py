@@ -69,3 +69,24 @@ def test_guest_answers_ping_and_tcp_from_the_test_host(linux_build, option, extr
         assert ("mine" in left) == option.startswith("tap=mine")
         tables = subprocess.run(netns.command(ns, ["nft", "list", "tables"]), capture_output=True)
         assert b"pyvmm" not in tables.stdout  # the published port's table went with the VM
+
+
+def test_guest_with_two_cpus_answers_on_its_card(linux_smp_build):
+    """--cpus 2 with --net: both CPUs up, the card's interrupt delivered (to whichever
+    CPU the guest routes it), echo through a published port."""
+    build, initramfs = linux_smp_build
+    with netns.scratch(net.BRIDGE, ADDRESS) as ns:
+        argv = net.pyvmm_vm(build, initramfs, PVM, "bridge=br0") + [
+            "--cpus", "2", "-p", f"{PUBLISHED}:7",
+        ]  # fmt: skip
+        server = net.Server(ns, argv, NET_LINE.encode())
+        try:
+            net._wait_for_echo(ns, net.GUEST_IP)
+            assert len(net.round_trips(ns, net.GUEST_IP, 10)) == 10
+            assert len(net.round_trips(ns, net.HOST_IP, 5, port=PUBLISHED)) == 5
+            assert net.download(ns, net.GUEST_IP) > 0
+        finally:
+            status = server.stop()
+        output = server.output.decode(errors="replace")
+        assert "init: nproc=2" in output, output[-3000:]
+        assert status == 130, output[-3000:]

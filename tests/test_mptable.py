@@ -2,6 +2,8 @@
 
 import struct
 
+import pytest
+
 from vmm.boot import mptable
 
 
@@ -42,3 +44,34 @@ def test_one_boot_cpu_one_ioapic_and_isa_irq_n_on_pin_n():
     assert at == len(table)
     assert kinds.count(mptable.MP_PROCESSOR) == 1 and kinds.count(mptable.MP_IOAPIC) == 1
     assert routes == {irq: irq for irq in range(16)}
+
+
+def processors(table: bytes) -> tuple[list[tuple[int, int]], int | None]:
+    """(local APIC id, flags) of each processor entry, and the IOAPIC's id."""
+    at, cpus, ioapic = 44, [], None
+    while at < len(table):
+        kind = table[at]
+        if kind == mptable.MP_PROCESSOR:
+            _, apic_id, _, flags = struct.unpack_from("<BBBB", table, at)
+            cpus.append((apic_id, flags))
+            at += 20
+            continue
+        if kind == mptable.MP_IOAPIC:
+            ioapic = table[at + 1]
+        at += 8
+    return cpus, ioapic
+
+
+def test_every_cpu_is_listed_the_first_as_boot_cpu_and_the_ioapic_id_after_theirs():
+    data = mptable.build(cpus=4)
+    table = data[16:]
+    assert sum(table) % 256 == 0 and struct.unpack_from("<H", table, 34)[0] == 4 + 2 + 16 + 2
+    cpus, ioapic = processors(table)
+    enabled, boot = mptable.CPU_ENABLED, mptable.CPU_BOOTPROCESSOR
+    assert cpus == [(0, enabled | boot), (1, enabled), (2, enabled), (3, enabled)]
+    assert ioapic == 4  # APIC ids are one name space (MP Spec 4.3.3)
+
+
+def test_a_cpu_count_beyond_xapic_ids_is_refused():
+    with pytest.raises(ValueError, match="255 CPUs"):
+        mptable.build(cpus=255)

@@ -1,5 +1,5 @@
 """``python -m vmm`` is ``pyvmm``."""
 
-from vmm.cli import main
+from vmm.entry import main
 
-main(prog_name="pyvmm")
+main()

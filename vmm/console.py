@@ -1,14 +1,16 @@
 """The host side of the guest's serial port: the terminal.
 
 Output is buffered per line and written straight to file descriptor 1 (one write(2) a
-line rather than a byte). Input, only when stdin is a terminal, is read in cbreak mode
-on a background thread and handed to the UART's receiver.
+line rather than a byte). Input is read on a background thread and handed to the UART's
+receiver: from a terminal in cbreak mode, or from a pipe or file (``echo | pyvmm boot``,
+as QEMU's ``-serial stdio`` takes it: how a restored guest waiting for a line gets one,
+docs/state.md). Other kinds of stdin (/dev/null, a socket) are left alone.
 """
 
 from __future__ import annotations
 
 import os
-import sys
+import stat
 import termios
 import threading
 import tty
@@ -32,11 +34,16 @@ class Console:
             self._buf.clear()
 
     def start_input(self, receive: Callable[[bytes], None]) -> None:
-        """Forward keystrokes to the guest, if there is a terminal to read them from."""
-        if not sys.stdin.isatty():
+        """Forward keystrokes (or piped input) to the guest."""
+        try:
+            mode = os.fstat(0).st_mode
+        except OSError:
             return
-        self._saved_tty = termios.tcgetattr(0)
-        tty.setcbreak(0)
+        if os.isatty(0):
+            self._saved_tty = termios.tcgetattr(0)
+            tty.setcbreak(0)
+        elif not (stat.S_ISFIFO(mode) or stat.S_ISREG(mode)):
+            return
 
         def pump() -> None:
             while True:

@@ -14,6 +14,8 @@ GUEST_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 KERNEL = os.path.join(GUEST_DIR, "build", "kernel.elf")
 DEMO_PROGRAM = os.path.join(GUEST_DIR, "build", "hello")
 RAWREAD = os.path.join(GUEST_DIR, "build", "rawread")
+SPIN = os.path.join(GUEST_DIR, "build", "spin")  # `pyvmm bench vcpus`
+COUNTER = os.path.join(GUEST_DIR, "build", "counter")  # docs/state.md
 REALMODE_LAB = os.path.join(GUEST_DIR, "build", "realmode.bin")
 KVMHELLO_LAB = os.path.join(GUEST_DIR, "build", "kvmhello.bin")  # labs/02-run-loop
 CMOS_LAB = os.path.join(GUEST_DIR, "build", "cmos.bin")  # labs/03-port-device
@@ -27,6 +29,8 @@ _SOURCES = {
     KERNEL: ("kernel", "include", "Makefile"),
     DEMO_PROGRAM: ("demo/hello.c", "demo/start.S", "Makefile"),
     RAWREAD: ("demo/rawread.c", "demo/start.S", "Makefile"),
+    SPIN: ("demo/spin.c", "demo/start.S", "Makefile"),
+    COUNTER: ("demo/counter.c", "demo/start.S", "Makefile"),
     REALMODE_LAB: ("labs/realmode", "Makefile"),
     KVMHELLO_LAB: ("labs/kvmhello.S", "Makefile"),
     CMOS_LAB: ("labs/cmos.S", "Makefile"),

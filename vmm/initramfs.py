@@ -32,7 +32,9 @@ def make(
     Members are sorted, so the same inputs give the same archive. ``log`` collects
     the shell command, for a benchmark's record of what it ran."""
     if not os.path.isfile(BUSYBOX):
-        raise PyvmmError(f"{BUSYBOX} is missing: apt-get install busybox-static")
+        raise PyvmmError(
+            f"{BUSYBOX} is missing: scripts/setup.sh --all installs it (busybox-static)"
+        )
     tree = out + ".d"
     shutil.rmtree(tree, ignore_errors=True)
     try:

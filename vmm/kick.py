@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 
 KICK_SIGNAL = signal.SIGUSR1
 
@@ -34,22 +35,22 @@ def kick(thread: int) -> None:
 
 
 class VcpuKicker:
-    """Signal the thread that called ``start`` every ``interval`` seconds until ``stop``."""
+    """Call ``kick_vcpus`` (which signals the vCPU threads: ``Machine.threads.kick``)
+    every ``interval`` seconds from a thread of its own, until ``stop``."""
 
     def __init__(self, interval: float):
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
+    def start(self, kick_vcpus: Callable[[], None]) -> None:
         prepare()
-        target = threading.get_ident()
-        self._thread = threading.Thread(target=self._kick, args=(target,), daemon=True)
+        self._thread = threading.Thread(target=self._kick, args=(kick_vcpus,), daemon=True)
         self._thread.start()
 
-    def _kick(self, target: int) -> None:
+    def _kick(self, kick_vcpus: Callable[[], None]) -> None:
         while not self._stop.wait(self.interval):
-            kick(target)
+            kick_vcpus()
 
     def stop(self) -> None:
         if self._thread is None:

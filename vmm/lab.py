@@ -33,6 +33,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -423,6 +424,25 @@ def start_student(args: list[str], workdir: Path, **kwargs) -> Iterator[subproce
                 if proc.poll() is None:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.communicate()
+
+
+def build_guest(workdir: Path, files: dict[str, Path | str], targets: list[str]) -> Path:
+    """A copy of guest/ in ``workdir`` with the student's files put in (``files``: path in
+    guest/ -> the student's file, or the text), ``targets`` made by guest/Makefile's own
+    rules; returns the copy's build folder. A failed build fails the check."""
+    from vmm import guest
+
+    tree = workdir / "guest-build"
+    if tree.exists():
+        shutil.rmtree(tree)
+    shutil.copytree(guest.GUEST_DIR, tree, ignore=shutil.ignore_patterns("build", "workload"))
+    for dest, source in files.items():
+        text = source.read_text() if isinstance(source, Path) else source
+        (tree / dest).write_text(text)
+    make = subprocess.run(["make", "-s", "-C", str(tree), *targets], capture_output=True, text=True)
+    if make.returncode:
+        raise CheckFailed(f"the build failed:\n{tail(make, 8)}")
+    return tree / "build"
 
 
 def tail(proc: subprocess.CompletedProcess, lines: int = 6) -> str:

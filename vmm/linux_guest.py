@@ -5,7 +5,9 @@ and the patches in ``guest/linux/`` (see docs/linux.md). A build takes minutes, 
 goes into a cache outside the repository, named by a hash of everything it is made
 from: a fresh clone (CI) on the same machine finds it there. Two kernels come out of
 one source tree: the patched one, and the same configuration without the patches
-(``vmlinux.unpatched``), which hardware KVM boots and PVM cannot.
+(``vmlinux.unpatched``), which hardware KVM boots and PVM cannot. The SMP variant
+(``pyvmm-smp.config`` on top, for ``--cpus``) is a build of its own, patched only, made
+the first time it is asked for.
 
 The initramfs is small and quick to make: a plain cpio (a compressed one costs tens of
 seconds of emulated unpacking under PVM) with busybox, the workload, the exit helper
@@ -26,6 +28,7 @@ from vmm.errors import PyvmmError
 
 LINUX_DIR = os.path.join(guest.GUEST_DIR, "linux")
 CONFIG_FRAGMENT = os.path.join(LINUX_DIR, "pyvmm.config")
+SMP_FRAGMENT = os.path.join(LINUX_DIR, "pyvmm-smp.config")
 PATCH_DIR = os.path.join(LINUX_DIR, "patches")
 SOURCE_TARBALL = "/usr/src/linux-source-6.1.tar.xz"  # Debian's linux-source-6.1
 CACHE_ROOT = os.environ.get("PYVMM_LINUX_CACHE", "/var/cache/pyvmm")
@@ -37,6 +40,11 @@ INITRAMFS = os.path.join(guest.GUEST_DIR, "build", "linux-initramfs.cpio")
 EXIT_HELPER = os.path.join(guest.GUEST_DIR, "build", "pyvmm-exit")
 EXIT_HELPER_SOURCE = os.path.join(LINUX_DIR, "pyvmm-exit.c")
 INIT_LINE = "init: running /workload"
+# With "pyvmm.wait" on the command line, /init waits for a line on the console before it
+# runs the workload: a snapshot taken then is a VM ready to serve, restored to run it
+# (docs/state.md).
+WAIT_PARAM = "pyvmm.wait"
+WAIT_LINE = "init: waiting for a line on the console"
 
 NET_LINE = "init: serving on eth0"
 # The guest's network services, busybox's own nc (one static program, the same in every
@@ -52,16 +60,23 @@ NET_SERVICES = f"""/bin/busybox nc -ll -p {ECHO_PORT} -e /bin/busybox cat &
 echo "{NET_LINE}"
 """
 
-# /init: mount what busybox and the workload need; with a network card, start the
-# services above; run the workload on /dev/vda when there is one, else serve the
-# network until the VM is stopped, else report and stop; carry the exit status out
-# through pyvmm's exit port with the static helper.
+# /init: mount what busybox and the workload need, say how many CPUs Linux brought up
+# (`pyvmm boot --cpus N`); with a network card, start the services above; run the
+# workload on /dev/vda when there is one, else serve the network until the VM is
+# stopped, else report and stop; carry the exit status out through pyvmm's exit port
+# with the static helper.
 INIT = f"""#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sys /sys
 /bin/busybox mount -t devtmpfs dev /dev
+echo "init: nproc=$(/bin/busybox nproc)"
 if [ -e /sys/class/net/eth0 ]; then
 {NET_SERVICES}fi
+read -r cmdline < /proc/cmdline
+case " $cmdline " in *" {WAIT_PARAM} "*)
+    echo "{WAIT_LINE}"
+    read -r _
+esac
 if [ -b /dev/vda ]; then
     echo "{INIT_LINE} /dev/vda"
     /workload /dev/vda
@@ -82,6 +97,7 @@ class LinuxBuild:
     """One cached build: a directory holding the kernels and their System.map."""
 
     dir: str
+    smp: bool = False  # the SMP variant: no unpatched kernel
 
     @property
     def vmlinux(self) -> str:
@@ -101,19 +117,24 @@ class LinuxBuild:
 
     @property
     def complete(self) -> bool:
-        outputs = (self.vmlinux, self.vmlinux_unpatched, self.bzimage, self.system_map)
-        return all(os.path.isfile(p) for p in outputs)
+        outputs = (self.vmlinux, self.bzimage, self.system_map)
+        unpatched = () if self.smp else (self.vmlinux_unpatched,)
+        return all(os.path.isfile(p) for p in (*outputs, *unpatched))
+
+    @property
+    def fragments(self) -> tuple[str, ...]:
+        return (CONFIG_FRAGMENT, SMP_FRAGMENT) if self.smp else (CONFIG_FRAGMENT,)
 
 
 def patches() -> list[str]:
     return sorted(os.path.join(PATCH_DIR, n) for n in os.listdir(PATCH_DIR) if n.endswith(".patch"))
 
 
-def build_key() -> str:
-    """A hash of what the kernel is made from: the fragment, the patches, the source
+def build_key(fragments: tuple[str, ...] = (CONFIG_FRAGMENT,)) -> str:
+    """A hash of what the kernel is made from: the fragments, the patches, the source
     tarball (by name and size) and the recipe."""
     h = hashlib.sha256(RECIPE)
-    for path in (CONFIG_FRAGMENT, *patches()):
+    for path in (*fragments, *patches()):
         with open(path, "rb") as f:
             h.update(os.path.basename(path).encode() + b"\0" + f.read() + b"\0")
     try:
@@ -124,14 +145,24 @@ def build_key() -> str:
     return h.hexdigest()[:16]
 
 
-def cached() -> LinuxBuild:
-    return LinuxBuild(os.path.join(CACHE_ROOT, f"linux-{build_key()}"))
+def cached(smp: bool = False) -> LinuxBuild:
+    name = "linux-smp" if smp else "linux"
+    key = build_key(LinuxBuild("", smp).fragments)
+    return LinuxBuild(os.path.join(CACHE_ROOT, f"{name}-{key}"), smp)
 
 
-def _fragment_settings() -> dict[str, str]:
-    """CONFIG_X -> value ("n" for "# CONFIG_X is not set") from the fragment."""
+def _fragment_settings(fragments: tuple[str, ...]) -> dict[str, str]:
+    """CONFIG_X -> value ("n" for "# CONFIG_X is not set") from the fragments, the
+    later winning."""
     wanted = {}
-    with open(CONFIG_FRAGMENT) as f:
+    for path in fragments:
+        wanted.update(_settings(path))
+    return wanted
+
+
+def _settings(path: str) -> dict[str, str]:
+    wanted = {}
+    with open(path) as f:
         for line in f:
             line = line.strip()
             if line.startswith("CONFIG_") and "=" in line:
@@ -162,20 +193,30 @@ def _run(argv: list[str], cwd: str, log: str) -> None:
         raise PyvmmError(f"building Linux: {' '.join(argv[:3])} failed (see {log})")
 
 
-def build_kernel(say=print) -> LinuxBuild:
+def build_kernel(say=print, smp: bool = False) -> LinuxBuild:
     """Build the kernels into the cache unless they are there; returns the build.
 
     One build at a time per cache entry (setup.sh and a test session may both ask): the
     others wait on a lock and then find it built."""
-    build = cached()
+    build = cached(smp)
     if build.complete:
         return build
     if not os.path.isfile(SOURCE_TARBALL):
-        raise PyvmmError(f"{SOURCE_TARBALL} is missing: apt-get install linux-source-6.1")
+        raise PyvmmError(
+            f"{SOURCE_TARBALL} is missing: scripts/setup.sh --all installs it (linux-source-6.1)"
+        )
     os.makedirs(CACHE_ROOT, exist_ok=True)
     with open(build.dir + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"build_linux: waiting for another build of {build.dir} to finish")
+            fcntl.flock(lock, fcntl.LOCK_EX)
         if not build.complete:
+            say(
+                f"build_linux: Linux for pyvmm is not built on this machine yet; building it"
+                f" (some minutes on two CPUs, once; log: {build.dir}.tmp/build.log)"
+            )
             try:
                 _build(build, say)
             except BaseException:
@@ -194,17 +235,19 @@ def _build(build: LinuxBuild, say) -> None:
     make = ["make", "ARCH=x86_64", JOBS]
     say(f"build_linux: unpacking {SOURCE_TARBALL} into {src}")
     _run(["tar", "xf", SOURCE_TARBALL, "-C", src, "--strip-components=1"], work, log)
-    say("build_linux: tinyconfig + guest/linux/pyvmm.config")
+    names = " + ".join(os.path.relpath(f, guest.GUEST_DIR) for f in build.fragments)
+    say(f"build_linux: tinyconfig + {names}")
     _run([*make, "tinyconfig"], src, log)
-    _run(["scripts/kconfig/merge_config.sh", "-m", ".config", CONFIG_FRAGMENT], src, log)
+    _run(["scripts/kconfig/merge_config.sh", "-m", ".config", *build.fragments], src, log)
     _run([*make, "olddefconfig"], src, log)
     have = _config_values(os.path.join(src, ".config"))
-    lost = [k for k, v in _fragment_settings().items() if have.get(k, "n") != v]
+    lost = [k for k, v in _fragment_settings(build.fragments).items() if have.get(k, "n") != v]
     if lost:
         raise PyvmmError(f"building Linux: Kconfig refused {', '.join(lost)} (see {log})")
-    say(f"build_linux: make {JOBS} vmlinux bzImage, without the patches")
-    _run([*make, "vmlinux", "bzImage"], src, log)
-    shutil.copyfile(os.path.join(src, "vmlinux"), os.path.join(work, "vmlinux.unpatched"))
+    if not build.smp:
+        say(f"build_linux: make {JOBS} vmlinux bzImage, without the patches")
+        _run([*make, "vmlinux", "bzImage"], src, log)
+        shutil.copyfile(os.path.join(src, "vmlinux"), os.path.join(work, "vmlinux.unpatched"))
     for patch in patches():
         say(f"build_linux: applying {os.path.basename(patch)}")
         _run(["patch", "-p1", "--forward", "-i", patch], src, log)

@@ -23,10 +23,10 @@ from vmm.devices.power import (
     I8042,
     I8042_DATA_PORT,
     ExitPort,
-    GuestStop,
 )
 from vmm.devices.serial import COM1_BASE, COM1_IRQ, UART_NR_PORTS, Serial
 from vmm.errors import INTERRUPTED_STATUS, PyvmmError
+from vmm.guest_stop import GuestStop
 from vmm.kvm import (
     DebugExit,
     FailEntryExit,
@@ -37,9 +37,11 @@ from vmm.kvm import (
     Kvm,
     MmioExit,
     ShutdownExit,
+    cpuid,
     internal_error_name,
 )
 from vmm.memory import GuestMemory
+from vmm.vcpus import VcpuGroup, VcpuThreads
 
 DEFAULT_MEMORY = 64 << 20
 VIRTIO_MMIO_STRIDE = 0x1000  # one page per virtio-mmio window
@@ -50,6 +52,8 @@ VIRTIO_FIRST_GSI = 16
 # of its number, as KVM's default routing wires GSIs below 16.
 LINUX_VIRTIO_IRQS = (5, 9, 10, 11)
 MIN_MEMORY = 1 << 20
+# --cpus: the Linux guest's NR_CPUS (guest/linux/pyvmm.config) and the tiny kernel's.
+MAX_CPUS = 16
 # pyvmm's own exit status when the VM failed rather than the guest program: chosen
 # outside the range a program's exit_group status commonly uses, like Docker's 125.
 VM_FAILED_STATUS = 125
@@ -74,6 +78,12 @@ class MachineConfig(NamedTuple):
     pvm: bool = False
     # Network cards (vmm/devices/virtio/net.py NetOption), after the disks: eth0, ...
     nets: tuple = ()
+    cpus: int = 1  # vCPUs, each on a thread of its own (vmm/vcpus.py)
+    # The tiny kernel takes device interrupts through the in-kernel irqchip rather than
+    # polling (creating the irqchip costs some 3 ms, so a plain boot has none).
+    interrupts: bool = False
+    # A saved VM (vmm.snapshot.SavedVm) to go on from, instead of booting ``kernel``.
+    restore: object | None = None
 
 
 class RunResult(NamedTuple):
@@ -83,6 +93,12 @@ class RunResult(NamedTuple):
     reason: str
     report: str = ""
     failed: bool = False
+
+
+def check_cpus(cpus: int) -> int:
+    if not 1 <= cpus <= MAX_CPUS:
+        raise ConfigError(f"--cpus {cpus} is out of range (1 to {MAX_CPUS})")
+    return cpus
 
 
 def check_memory_size(size: int) -> int:
@@ -101,14 +117,18 @@ class Machine:
 
     def __init__(self, config: MachineConfig, kvm: Kvm | None = None):
         check_memory_size(config.memory)
+        check_cpus(config.cpus)
         self.config = config
         # Hooks around each KVM_RUN, for --trace and --stats; empty in a plain run.
-        self.before_run: list[Callable[[], None]] = []
+        self.before_run: list[Callable[[object], None]] = []
         self.after_run: list[Callable[[object, object], None]] = []
         # Called when a signal ended KVM_RUN (vmm/kick.py): the halt watch, --profile.
         # Apart from after_run, so that they cost the other exits nothing.
         self.on_interrupt: list[Callable[[object], None]] = []
+        # Called as the VMM raises an interrupt line: (mechanism, GSI), for --trace.
+        self.on_irq: list[Callable[[str, int], None]] = []
         self._closers: list[Callable[[], None]] = []
+        self.threads = VcpuThreads()
         try:
             self._build(kvm)
         except BaseException:
@@ -121,18 +141,34 @@ class Machine:
             self._closers.append(self.kvm.close)
         self.vm = self.kvm.create_vm()
         self._closers.append(self.vm.close)
-        self.memory = GuestMemory(layout.ram_regions(self.config.memory))
+        saved = self.config.restore
+        if saved is None:
+            self.memory = GuestMemory(layout.ram_regions(self.config.memory))
+        else:
+            self.memory = saved.take_memory()
         self._closers.append(self.memory.close)
         for region in self.memory.regions:
             self.vm.set_memory(region.gpa, region.size, region.host_address)
-        self.kernel = loader.open_kernel(self.config.kernel, self.memory)
-        if self.config.disks or self.config.nets or self.kernel.linux:
-            # Device interrupts need the in-kernel IOAPIC; it must exist before the vCPU.
-            # Linux also needs its PIC and PIT (the timer it calibrates against).
+        if saved is None:
+            self.kernel = loader.open_kernel(self.config.kernel, self.memory)
+        self.linux = saved.linux if saved else self.kernel.linux
+        config = self.config
+        irqchip = (
+            saved.irqchip
+            if saved
+            else bool(
+                config.disks or config.nets or self.linux or config.cpus > 1 or config.interrupts
+            )
+        )
+        if irqchip:
+            # Device interrupts need the in-kernel IOAPIC, and a second CPU the local
+            # APICs' INIT and SIPI; they must exist before the vCPUs. Linux also needs its
+            # PIC and PIT (the timer it calibrates against).
             self.vm.create_irqchip()
 
-        self.io_bus = Bus("port I/O")
-        self.mmio_bus = Bus("MMIO")
+        concurrent = self.config.cpus > 1
+        self.io_bus = Bus("port I/O", concurrent)
+        self.mmio_bus = Bus("MMIO", concurrent)
         # With the in-kernel irqchip, the UART's interrupt is a real level-triggered line
         # (IRQ 4); without one, a polling driver like the tiny kernel's needs none.
         self.serial = Serial(self.config.output, self._uart_irq if self.vm.has_irqchip else None)
@@ -147,22 +183,43 @@ class Machine:
             self._serve_queues_on_io_thread(disks, nets)
         slots = tuple(slot for slot, _ in disks + nets)
 
-        self.vcpu = self.vm.create_vcpu(0)
-        self._closers.append(self.vcpu.close)
-        self.vcpu.set_cpuid(self.kvm.supported_cpuid())
-        # The command line the guest gets: Linux's is completed with the disks and masks.
+        # vCPU i has local APIC id i; with the irqchip, KVM holds all but vCPU 0 (the boot
+        # CPU) until their local APIC gets INIT and SIPI.
+        self.vcpus = []
+        for index in range(self.config.cpus):
+            vcpu = self.vm.create_vcpu(index)
+            self._closers.append(vcpu.close)
+            self.vcpus.append(vcpu)
+        self.vcpu = self.vcpus[0]
         self.cmdline = self.config.cmdline
-        if self.kernel.linux:
+        if saved is not None:
+            saved.restore_into(self)
+            return
+        for index, vcpu in enumerate(self.vcpus):
+            vcpu.set_cpuid(cpuid.for_vcpu(self.kvm.supported_cpuid(), index, self.config.pvm))
+        # The command line the guest gets: Linux's is completed with the disks and masks.
+        if self.linux:
             self.cmdline = linux.command_line(self.cmdline, slots, self.config.pvm)
         request = BootRequest(
             self.config.kernel, self.cmdline, self.config.program, virtio=slots,
-            initrd=self.config.initrd,
+            initrd=self.config.initrd, cpus=self.config.cpus, interrupts=self.config.interrupts,
         )  # fmt: skip
         start = loader.load(self.memory, request, self.kernel)
         start_vcpu(self.vcpu, start, layout.PML4)
 
     def _uart_irq(self, level: bool) -> None:
         self.vm.set_irq_line(COM1_IRQ, int(level))
+        if level:
+            for hook in self.on_irq:
+                hook("KVM_IRQ_LINE", COM1_IRQ)
+
+    def _irqfd_raiser(self, eventfd: int, gsi: int) -> Callable[[], None]:
+        def raise_irq() -> None:
+            os.eventfd_write(eventfd, 1)
+            for hook in self.on_irq:
+                hook("irqfd", gsi)
+
+        return raise_irq
 
     def _attach_disk(self, index: int, path: str, readonly: bool) -> tuple[VirtioSlot, object]:
         """A virtio-blk disk; see ``_attach_virtio``.
@@ -193,11 +250,11 @@ class Machine:
         from vmm.devices.virtio.mmio import VIRTIO_MMIO_WINDOW_SIZE, VirtioMmio
 
         base = layout.MMIO_BASE + index * VIRTIO_MMIO_STRIDE
-        gsi = LINUX_VIRTIO_IRQS[index] if self.kernel.linux else VIRTIO_FIRST_GSI + index
+        gsi = LINUX_VIRTIO_IRQS[index] if self.linux else VIRTIO_FIRST_GSI + index
         irq = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._closers.append(lambda: os.close(irq))
         self.vm.register_irqfd(irq, gsi)
-        transport = VirtioMmio(device, self.memory, lambda: os.eventfd_write(irq, 1))
+        transport = VirtioMmio(device, self.memory, self._irqfd_raiser(irq, gsi))
         self.mmio_bus.insert(transport, base, VIRTIO_MMIO_WINDOW_SIZE)
         return VirtioSlot(base, VIRTIO_MMIO_WINDOW_SIZE, gsi), transport
 
@@ -233,14 +290,19 @@ class Machine:
     def run(self) -> RunResult:
         """Run the guest until it stops; Ctrl-C stops it too (status 130).
 
-        The one vCPU runs on the calling thread: starting a thread for it would cost a
+        The boot CPU runs on the calling thread: starting a thread for it would cost a
         quarter of a millisecond of the time to the guest's first byte, and a Ctrl-C
         then interrupts KVM_RUN by itself (it returns EINTR and Python raises
-        KeyboardInterrupt). A machine with more vCPUs would give each a thread.
+        KeyboardInterrupt). The other vCPUs get a thread each (vmm/vcpus.py).
         """
-        kicker = self._watch_for_halt() if self.kernel.linux else None
+        kicker = self._watch_for_halt() if self.linux else None
         try:
-            return self.run_vcpu(self.vcpu)
+            if len(self.vcpus) == 1:
+                with self.threads.running(self.vcpu):
+                    return self.run_vcpu(self.vcpu)
+            group = VcpuGroup(self.vcpus, self.run_vcpu, self.threads)
+            self.on_interrupt.insert(0, group.check)
+            return group.run()
         except KeyboardInterrupt:
             return RunResult(INTERRUPTED_STATUS, "interrupted", failed=True)
         finally:
@@ -253,9 +315,9 @@ class Machine:
         from vmm.halt import HALT_CHECK_INTERVAL, HaltWatch
         from vmm.kick import VcpuKicker
 
-        self.on_interrupt.append(HaltWatch(self.memory).check)
+        self.on_interrupt.append(HaltWatch(self.memory, len(self.vcpus)).check)
         kicker = VcpuKicker(HALT_CHECK_INTERVAL)
-        kicker.start()
+        kicker.start(self.threads.kick)
         return kicker
 
     def run_vcpu(self, vcpu) -> RunResult:
@@ -292,7 +354,7 @@ class Machine:
 
         def run():
             for hook in before:
-                hook()
+                hook(vcpu)
             exit = vcpu.run()
             for hook in after:
                 hook(vcpu, exit)

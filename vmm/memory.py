@@ -12,7 +12,6 @@ import mmap
 import os
 import re
 import struct
-from dataclasses import dataclass
 
 from vmm.errors import PyvmmError
 
@@ -48,13 +47,17 @@ def parse_size(text: str) -> int:
     return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
 
 
-@dataclass
 class Region:
-    """One contiguous run of guest-physical memory backed by an anonymous host mapping."""
+    """One contiguous run of guest-physical memory backed by an anonymous host mapping.
 
-    gpa: int
-    size: int
-    mm: mmap.mmap
+    A plain class with __slots__, not a dataclass: importing dataclasses (which imports
+    inspect, ast, dis, tokenize) would cost every ``pyvmm boot`` more than the rest of
+    this module (docs/bench.md, "Start-up budget")."""
+
+    __slots__ = ("gpa", "size", "mm")
+
+    def __init__(self, gpa: int, size: int, mm: mmap.mmap):
+        self.gpa, self.size, self.mm = gpa, size, mm
 
     @property
     def end(self) -> int:
@@ -73,15 +76,27 @@ class GuestMemory:
     host memory only for the pages the guest (or the VMM) actually touches.
     """
 
-    def __init__(self, regions: list[tuple[int, int]]):
+    def __init__(self, regions: list[tuple[int, int]], file: int | None = None):
+        """``file``: a snapshot's memory file (vmm/snapshot.py), the regions one after the
+        other in it, mapped ``MAP_PRIVATE``: pages are read from it only when touched and
+        copied only when written, so clones of one snapshot share what none has written
+        (Firecracker maps its memory file the same way)."""
         self.regions: list[Region] = []
+        self.file = file
+        # Guest pages the VMM may write (device DMA), which KVM's dirty log cannot see:
+        # a set of page numbers while a migration records them, else None.
+        self.vmm_writes: set[int] | None = None
+        offset = 0
         for gpa, size in sorted(regions):
             if size <= 0 or size % mmap.PAGESIZE or gpa % mmap.PAGESIZE:
                 raise GuestMemoryError(f"region {gpa:#x}+{size:#x} is not page aligned")
             if self.regions and gpa < self.regions[-1].end:
                 raise GuestMemoryError(f"region {gpa:#x} overlaps the one before it")
             try:
-                mm = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+                if file is None:
+                    mm = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+                else:
+                    mm = mmap.mmap(file, size, mmap.MAP_PRIVATE, offset=offset)
             except OSError as e:
                 self.close()
                 total = sum(n for _, n in regions)
@@ -90,6 +105,7 @@ class GuestMemory:
                     f"it has {_mib(_host_memory())} of RAM and swap"
                 ) from None
             self.regions.append(Region(gpa, size, mm))
+            offset += size
 
     @classmethod
     def flat(cls, size: int) -> GuestMemory:
@@ -118,7 +134,13 @@ class GuestMemory:
     def view(self, gpa: int, size: int) -> memoryview:
         """A zero-copy window onto guest memory, for device DMA straight into guest buffers."""
         mm, off = self._locate(gpa, size)
+        if self.vmm_writes is not None:
+            self._log_vmm_write(gpa, size)
         return memoryview(mm)[off : off + size]
+
+    def _log_vmm_write(self, gpa: int, size: int) -> None:
+        page = mmap.PAGESIZE
+        self.vmm_writes.update(range(gpa // page, (gpa + max(size, 1) - 1) // page + 1))
 
     def read(self, gpa: int, size: int) -> bytes:
         mm, off = self._locate(gpa, size)
@@ -126,6 +148,8 @@ class GuestMemory:
 
     def write(self, gpa: int, data: bytes | bytearray | memoryview) -> None:
         mm, off = self._locate(gpa, len(data))
+        if self.vmm_writes is not None:
+            self._log_vmm_write(gpa, len(data))
         mm[off : off + len(data)] = data
 
     def read_u16(self, gpa: int) -> int:
@@ -149,18 +173,84 @@ class GuestMemory:
         (or swapped out), from /proc/self/pagemap, one 64-bit entry a page (bit 63
         present, bit 62 swapped; Documentation/admin-guide/mm/pagemap.rst). Per page,
         not per mapping: the kernel may merge a region's mapping with a neighbour's."""
+        return sum(sum(r) for r in self._resident()) * mmap.PAGESIZE
+
+    def _resident(self) -> list[list[bool]]:
+        """For each region, whether each of its pages is resident or swapped out."""
         page = mmap.PAGESIZE
-        total = 0
         with open("/proc/self/pagemap", "rb", buffering=0) as f:
-            for r in self.regions:
-                entries = os.pread(f.fileno(), r.size // page * 8, r.host_address // page * 8)
-                total += sum(1 for (e,) in struct.iter_unpack("<Q", entries) if e >> 62)
-        return total * page
+            return [
+                [e >> 62 != 0 for (e,) in struct.iter_unpack("<Q", os.pread(
+                    f.fileno(), r.size // page * 8, r.host_address // page * 8))]
+                for r in self.regions
+            ]  # fmt: skip
+
+    def data_runs(self) -> list[tuple[Region, list[tuple[int, int]]]]:
+        """Each region with the runs of its pages (first, end page numbers) that may hold
+        something other than zeros: those ever touched in this process, and those its
+        memory file holds. Every other page reads as zero."""
+        page, offset, runs = mmap.PAGESIZE, 0, []
+        for r, resident in zip(self.regions, self._resident(), strict=True):
+            if self.file is not None:
+                for start, end in _data_extents(self.file, offset, r.size):
+                    resident[start // page : end // page] = [True] * ((end - start) // page)
+            runs.append((r, _runs(resident)))
+            offset += r.size
+        return runs
+
+    def dump(self, fd: int) -> int:
+        """Write guest RAM into ``fd``, the regions one after the other, as a sparse file:
+        ``data_runs`` written, holes elsewhere. Returns the bytes written."""
+        page = mmap.PAGESIZE
+        written = offset = 0
+        for r, runs in self.data_runs():
+            with memoryview(r.mm) as view:
+                for first, end in runs:
+                    a, b = first * page, end * page
+                    os.pwrite(fd, view[a:b], offset + a)
+                    written += b - a
+            offset += r.size
+        os.ftruncate(fd, offset)
+        return written
 
     def close(self) -> None:
+        if self.file is not None:
+            os.close(self.file)
+            self.file = None
         for r in self.regions:
             try:
                 r.mm.close()
             except BufferError:
                 pass  # a device still holds a view; the mapping goes when the view does
         self.regions = []
+
+
+def _runs(flags: list[bool]) -> list[tuple[int, int]]:
+    """[start, end) of each run of True in ``flags``."""
+    runs, start = [], None
+    for i, flag in enumerate(flags):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            runs.append((start, i))
+            start = None
+    if start is not None:
+        runs.append((start, len(flags)))
+    return runs
+
+
+def _data_extents(fd: int, offset: int, size: int) -> list[tuple[int, int]]:
+    """The parts of ``fd``'s [offset, offset+size) that are not holes (SEEK_DATA and
+    SEEK_HOLE, lseek(2)), relative to ``offset`` and rounded out to whole pages."""
+    page, end, extents, pos = mmap.PAGESIZE, offset + size, [], offset
+    while pos < end:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:  # ENXIO: no data after pos
+            break
+        if data >= end:
+            break
+        hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
+        extents.append((data // page * page - offset, -(-hole // page) * page - offset))
+        pos = hole
+    return extents

@@ -1,6 +1,6 @@
 """``--profile``: where the guest spends its time, by sampling its instruction pointer.
 
-A second thread interrupts the vCPU's thread every few milliseconds (vmm/kick.py);
+A second thread interrupts the vCPU threads every few milliseconds (vmm/kick.py);
 ``KVM_RUN`` returns with EINTR, and the exit loop's hook reads RIP with ``KVM_GET_REGS``
 before entering the guest again. Reading the registers from the second thread itself
 would not do: a vCPU's ioctls wait for ``KVM_RUN`` to return, so they would only ever
@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import os
 from collections import Counter
+from collections.abc import Callable
 
 from vmm.kick import VcpuKicker
 
@@ -53,16 +54,16 @@ def system_map_for(kernel: str) -> SymbolMap | None:
 
 
 class RipSampler:
-    """Start it on the vCPU's thread, add ``sample`` to the machine's ``on_interrupt`` hooks,
-    ``stop`` it after the run and print ``report``."""
+    """``start`` it with the machine's ``threads.kick``, add ``sample`` to its
+    ``on_interrupt`` hooks, ``stop`` it after the run and print ``report``."""
 
     def __init__(self, interval: float = DEFAULT_INTERVAL):
         self.interval = interval
         self.rips: Counter[int] = Counter()
         self._kicker = VcpuKicker(interval)
 
-    def start(self) -> None:
-        self._kicker.start()
+    def start(self, kick_vcpus: Callable[[], None]) -> None:
+        self._kicker.start(kick_vcpus)
 
     def sample(self, vcpu) -> None:
         self.rips[vcpu.get_regs().rip] += 1

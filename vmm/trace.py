@@ -4,6 +4,7 @@ a line per exit for ``--trace``, and the register dump of a failure report.
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Callable
 
@@ -100,15 +101,20 @@ def describe_vcpu(vcpu, memory: GuestMemory, exit=None) -> str:
 
 class Tracer:
     """``--trace``: one line per exit with the CPU's mode and ring, the exit's details and
-    the guest instruction behind it (so a mode switch shows in the trace)."""
+    the guest instruction behind it (so a mode switch shows in the trace). With several
+    vCPUs each line names the vCPU that exited; the lines of all of them are numbered in
+    one sequence, in the order the exits were seen."""
 
-    def __init__(self, memory: GuestMemory, write: Callable[[str], None] | None = None):
+    def __init__(
+        self, memory: GuestMemory, write: Callable[[str], None] | None = None, cpus: int = 1
+    ):
         self.memory = memory
         self.write = write or (lambda line: print(line, file=sys.stderr))
-        self.count = 0
+        self._numbers = itertools.count(1)  # next() is atomic: vCPU threads share it
+        self._vcpu_column = cpus > 1
 
     def __call__(self, vcpu, exit) -> None:
-        self.count += 1
+        number = next(self._numbers)
         if isinstance(exit, IoExit):
             what = (
                 f"IO   {'out' if exit.is_write else 'in '} port {exit.port:#06x} "
@@ -123,4 +129,16 @@ class Tracer:
             what = type(exit).__name__.removesuffix("Exit").upper()
         insn = disassemble(vcpu, self.memory, exit)
         mode = cpu_mode_label(vcpu.get_sregs())
-        self.write(f"[{self.count:6}] {mode:<13} {what:<44} {insn}")
+        who = f"vcpu{vcpu.index} " if self._vcpu_column else ""
+        self.write(f"[{number:6}] {who}{mode:<13} {what:<44} {insn}")
+
+    def irq_for(self, vm) -> Callable[[str, int], None]:
+        """A ``Machine.on_irq`` hook: a line for each interrupt the VMM raises, with the
+        vector and CPU the guest's IOAPIC sends it to, between the exits around it."""
+
+        def irq(mechanism: str, gsi: int) -> None:
+            route = vm.ioapic_route(gsi)
+            where = f"vector {route[0]:#04x} to cpu {route[1]}" if route else "masked in the IOAPIC"
+            self.write(f"{'':8} {'':<13} IRQ  {mechanism} gsi {gsi} -> {where}")
+
+        return irq

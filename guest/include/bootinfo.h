@@ -6,6 +6,7 @@
 
 #define BOOT_INFO_MAGIC 0x4d565950u /* "PYVM" */
 #define MAX_VIRTIO 4
+#define BOOT_FLAG_INTERRUPTS 1 /* take interrupts and sleep in HLT rather than poll */
 
 struct virtio_slot {
     uint64_t base;
@@ -26,5 +27,7 @@ struct boot_info {
     uint64_t page_tables;
     uint64_t mmio_base;
     struct virtio_slot virtio[MAX_VIRTIO];
+    uint32_t nr_cpus; /* local APIC ids 0 .. nr_cpus - 1; the kernel starts the others */
+    uint32_t flags; /* BOOT_FLAG_* */
 };
 #endif

@@ -1,5 +1,7 @@
 /* The CPU tables a kernel with a user mode needs: a GDT with user segments and a TSS,
- * an IDT, the SYSCALL MSRs, and user access to chosen 2 MiB pages. */
+ * an IDT, the SYSCALL MSRs, and user access to chosen 2 MiB pages. Each CPU has a GDT,
+ * a TSS and stacks of its own (loading a TSS marks it busy in that GDT, so two CPUs
+ * cannot share one); they share the IDT. Only the boot CPU runs programs in ring 3. */
 #include "kernel.h"
 
 #define MSR_EFER 0xc0000080
@@ -36,13 +38,19 @@ struct idt_gate {
     uint32_t offset_high, zero;
 } __attribute__((packed));
 
-static uint8_t kernel_stack[16384] __attribute__((aligned(16)));
-static uint8_t fault_stack[4096] __attribute__((aligned(16)));
-static struct tss tss;
-uint64_t tss_rsp0; /* traps.S switches to it on a hardware SYSCALL */
-static uint64_t gdt[8];
+struct cpu {
+    uint8_t kernel_stack[16384] __attribute__((aligned(16)));
+    uint8_t fault_stack[4096] __attribute__((aligned(16)));
+    struct tss tss;
+    uint64_t gdt[8];
+};
+
+static struct cpu cpus[MAX_CPUS];
+uint64_t tss_rsp0; /* traps.S switches to it on a hardware SYSCALL (the boot CPU's) */
 static struct idt_gate idt[256];
 extern const uint64_t trap_stubs[32]; /* traps.S */
+extern const uint64_t irq_stubs[][2]; /* traps.S: (vector, entry) pairs, then (0, 0) */
+extern char spurious_entry[];         /* traps.S */
 extern char syscall_entry[];          /* traps.S, in the user-accessible page */
 extern char bp_entry[];               /* traps.S: #BP, a system call under PVM */
 extern char __user_text_start[], __user_text_end[];
@@ -71,35 +79,60 @@ static void set_gate(int vector, uint64_t handler, int dpl, int ist)
     };
 }
 
-void cpu_init(void)
+uint64_t cpu_stack_top(unsigned cpu)
 {
-    tss.rsp[0] = tss_rsp0 = (uint64_t)kernel_stack + sizeof(kernel_stack);
-    tss.ist[0] = (uint64_t)fault_stack + sizeof(fault_stack);
-    tss.iomap_base = sizeof(tss);
+    return (uint64_t)cpus[cpu].kernel_stack + sizeof(cpus[cpu].kernel_stack);
+}
+
+/* This CPU's GDT and TSS, loaded with its segment registers and task register; the IDT. */
+static void load_tables(unsigned cpu)
+{
+    struct cpu *c = &cpus[cpu];
+    struct tss *tss = &c->tss;
+    uint64_t *gdt = c->gdt;
+    tss->rsp[0] = cpu_stack_top(cpu);
+    tss->ist[0] = (uint64_t)c->fault_stack + sizeof(c->fault_stack);
+    tss->iomap_base = sizeof(*tss);
 
     gdt[1] = 0x00af9a000000ffff; /* kernel code, 64-bit */
     gdt[2] = 0x00cf92000000ffff; /* kernel data */
     gdt[3] = 0x00cffa000000ffff; /* user code, 32-bit (unused; SYSRET's layout needs it) */
     gdt[4] = 0x00cff2000000ffff; /* user data */
     gdt[5] = 0x00affa000000ffff; /* user code, 64-bit */
-    uint64_t base = (uint64_t)&tss, limit = sizeof(tss) - 1;
+    uint64_t base = (uint64_t)tss, limit = sizeof(*tss) - 1;
     gdt[6] = (limit & 0xffff) | ((base & 0xffffff) << 16) | (0x89ull << 40) |
              ((base >> 24 & 0xff) << 56); /* 64-bit TSS, available */
     gdt[7] = base >> 32;
 
     struct { uint16_t limit; uint64_t base; } __attribute__((packed))
-        gdtr = {sizeof(gdt) - 1, (uint64_t)gdt}, idtr = {sizeof(idt) - 1, (uint64_t)idt};
+        gdtr = {sizeof(c->gdt) - 1, (uint64_t)gdt}, idtr = {sizeof(idt) - 1, (uint64_t)idt};
     __asm__ volatile("lgdt %0" ::"m"(gdtr));
     /* Reload CS with a far return, then the data segments and the task register. */
     __asm__ volatile("pushq %0; leaq 1f(%%rip), %%rax; pushq %%rax; lretq; 1:" ::"i"(KERNEL_CS) : "rax", "memory");
     __asm__ volatile("movw %w0, %%ds; movw %w0, %%es; movw %w0, %%ss; movw %w0, %%fs; movw %w0, %%gs" ::"r"(KERNEL_DS));
     __asm__ volatile("ltr %w0" ::"r"(TSS_SEL));
+    __asm__ volatile("lidt %0" ::"m"(idtr));
+}
 
+void cpu_init_ap(unsigned cpu)
+{
+    load_tables(cpu);
+}
+
+void cpu_init(void)
+{
+    tss_rsp0 = cpu_stack_top(0);
     for (int v = 0; v < 32; v++)
         set_gate(v, trap_stubs[v], 0, v == 8 ? 1 : 0); /* #DF on its own stack */
     /* #BP is reachable from ring 3: under PVM it is how a system call enters ring 0. */
     set_gate(3, (uint64_t)bp_entry, 3, 0);
-    __asm__ volatile("lidt %0" ::"m"(idtr));
+    /* >>> 20: a gate for each interrupt vector (taken only with interrupts on, intr.c):
+     * ... irq_stubs holds (vector, entry) pairs, ending with (0, 0); ring 0 only, no IST */
+    for (int i = 0; irq_stubs[i][0]; i++)
+        set_gate(irq_stubs[i][0], irq_stubs[i][1], 0, 0);
+    /* <<< */
+    set_gate(SPURIOUS_VECTOR, (uint64_t)spurious_entry, 0, 0);
+    load_tables(0);
 
     /* SYSCALL: CS/SS from STAR[47:32]; SYSRET: from STAR[63:48] (+16 for 64-bit CS). */
     wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SCE);

@@ -36,16 +36,47 @@ struct trap_frame {
 /* uart.c */
 void uart_init(void);
 void uart_write(const char *s, size_t n);
+void uart_enable_interrupts(void);
 void kprintf(const char *fmt, ...);
 
 /* power.c */
 __attribute__((noreturn)) void power_off(int status);
 __attribute__((noreturn)) void panic(const char *msg);
 
+/* main.c */
+int cmdline_has(const struct boot_info *bi, const char *word);
+
 /* cpu.c */
+#define MAX_CPUS 16 /* pyvmm boot --cpus at most */
 void cpu_init(void);
+void cpu_init_ap(unsigned cpu);
+uint64_t cpu_stack_top(unsigned cpu);
 void map_user(uint64_t start, uint64_t end, int writable);
 __attribute__((noreturn)) void enter_user(uint64_t rip, uint64_t rsp);
+
+/* apic.c */
+uint32_t lapic_read(uint32_t reg);
+void lapic_write(uint32_t reg, uint32_t value);
+unsigned lapic_id(void);
+void lapic_enable(void);
+void lapic_send_ipi(unsigned apic_id, uint32_t command);
+
+/* intr.c */
+#define TIMER_VECTOR 0x20
+#define IRQ_VECTOR(pin) (0x30 + (pin)) /* IOAPIC pin -> vector */
+#define NR_IOAPIC_PINS 24
+#define SPURIOUS_VECTOR 0xff
+struct irq_counts {
+    uint64_t timer, uart, uart_rx, virtio;
+};
+extern int interrupts_on;
+extern struct irq_counts irq_counts;
+void interrupts_init(const struct boot_info *bi);
+void irq_route(int pin, int level, void (*handler)(int), int arg);
+void wait_for_interrupt(void);
+
+/* smp.c */
+void smp_boot(const struct boot_info *bi);
 
 /* program.c */
 __attribute__((noreturn)) void run_program(const struct boot_info *bi);

@@ -2,7 +2,7 @@
 #include "kernel.h"
 
 /* Is ``word`` one of the words of the kernel command line (before any "--")? */
-static int cmdline_has(const struct boot_info *bi, const char *word)
+int cmdline_has(const struct boot_info *bi, const char *word)
 {
     const char *p = (const char *)bi->cmdline_addr, *end = p + bi->cmdline_len;
     size_t n = strlen(word);
@@ -29,6 +29,10 @@ void kmain(const struct boot_info *bi)
     uart_write((const char *)bi->cmdline_addr, bi->cmdline_len);
     kprintf("\"\n");
     cpu_init();
+    smp_boot(bi); /* before interrupts: the others print with the polling driver */
+    interrupts_init(bi);
+    if (interrupts_on)
+        uart_enable_interrupts();
     virtio_blk_init(bi);
     if (cmdline_has(bi, "virtio_selftest"))
         virtio_blk_selftest();

@@ -5,6 +5,9 @@
 
 void power_off(int status)
 {
+    if (interrupts_on)
+        kprintf("interrupts: timer %u, uart %u (%u bytes received), virtio %u\n",
+                irq_counts.timer, irq_counts.uart, irq_counts.uart_rx, irq_counts.virtio);
     outb(EXIT_PORT, (uint8_t)status);
     for (;;) /* pyvmm never runs us again; on another VMM, stop here */
         __asm__ volatile("cli; hlt");

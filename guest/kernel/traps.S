@@ -36,18 +36,60 @@ trap_stubs:
     .quad trap_stub_\v
 .endr
 
+/* Interrupts (intr.c): the local APIC timer, and IOAPIC pins 0-23 at vectors 0x30-0x47. */
+#define IRQ_VECTORS 32,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64,65,66,67,68,69,70,71
+.macro irq_stub v
+irq_stub_\v:
+    pushq $0
+    pushq $\v
+    jmp irq_common
+.endm
+
+.text
+.irp v, IRQ_VECTORS
+    irq_stub \v
+.endr
+
+.section .rodata
+.globl irq_stubs
+irq_stubs:
+.irp v, IRQ_VECTORS
+    .quad \v, irq_stub_\v
+.endr
+    .quad 0, 0
+
+.macro save_regs
+    pushq %rax; pushq %rbx; pushq %rcx; pushq %rdx; pushq %rsi; pushq %rdi; pushq %rbp
+    pushq %r8; pushq %r9; pushq %r10; pushq %r11; pushq %r12; pushq %r13; pushq %r14; pushq %r15
+    cld
+.endm
+
+.macro restore_regs_and_iret
+    popq %r15; popq %r14; popq %r13; popq %r12; popq %r11; popq %r10; popq %r9; popq %r8
+    popq %rbp; popq %rdi; popq %rsi; popq %rdx; popq %rcx; popq %rbx; popq %rax
+    addq $16, %rsp /* vector and error code */
+    iretq
+.endm
+
 .text
 /* Save the general registers, call C with the frame, restore them and IRET. IRET serves
  * every return to ring 3, system calls included: it works on hardware and under PVM. */
 trap_common:
-    pushq %rax; pushq %rbx; pushq %rcx; pushq %rdx; pushq %rsi; pushq %rdi; pushq %rbp
-    pushq %r8; pushq %r9; pushq %r10; pushq %r11; pushq %r12; pushq %r13; pushq %r14; pushq %r15
-    cld
+    save_regs
     movq %rsp, %rdi
     call trap_dispatch
-    popq %r15; popq %r14; popq %r13; popq %r12; popq %r11; popq %r10; popq %r9; popq %r8
-    popq %rbp; popq %rdi; popq %rsi; popq %rdx; popq %rcx; popq %rbx; popq %rax
-    addq $16, %rsp /* vector and error code */
+    restore_regs_and_iret
+
+/* The same for an interrupt: C gets the vector, the one thing it needs. */
+irq_common:
+    save_regs
+    movq 15 * 8(%rsp), %rdi
+    call irq_dispatch
+    restore_regs_and_iret
+
+/* The local APIC's spurious vector: no handler, and no EOI (SDM vol. 3, 11.9). */
+.globl spurious_entry
+spurious_entry:
     iretq
 
 /* The SYSCALL entry (MSR_LSTAR). On hardware KVM, SYSCALL lands here in ring 0 still on

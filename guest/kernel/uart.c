@@ -1,6 +1,8 @@
-/* A polling driver for the 16550 UART at COM1, programmed as on real hardware.
- * Polling, not interrupts: the kernel only ever writes, and each byte costs one LSR read
- * and one THR write (two VM exits), which is cheaper than taking an interrupt. */
+/* A driver for the 16550 UART at COM1, programmed as on real hardware.
+ * It polls by default: the kernel only ever writes, and each byte costs one LSR read
+ * and one THR write (two VM exits), which is cheaper than taking an interrupt. With
+ * interrupts on (intr.c) it sleeps until the transmitter-empty interrupt instead, and
+ * takes the receive interrupt for bytes typed on the host. */
 #include <stdarg.h>
 
 #include "kernel.h"
@@ -9,6 +11,7 @@
 #define UART_TX 0  /* transmit holding register (DLAB=0) */
 #define UART_DLL 0 /* divisor latch low (DLAB=1) */
 #define UART_IER 1
+#define UART_IIR 2 /* in: interrupt identification */
 #define UART_DLM 1 /* divisor latch high (DLAB=1) */
 #define UART_FCR 2
 #define UART_LCR 3
@@ -23,6 +26,18 @@
 #define UART_MCR_RTS 0x02
 #define UART_MCR_OUT2 0x08
 #define UART_LSR_THRE 0x20 /* transmit holding register empty */
+#define UART_MSR 6
+#define UART_RX 0
+#define UART_IER_RDI 0x01  /* receiver data interrupt */
+#define UART_IER_THRI 0x02 /* transmitter holding register empty interrupt */
+#define UART_IIR_NO_INT 0x01
+#define UART_IIR_ID 0x0e
+#define UART_IIR_THRI 0x02
+#define UART_IIR_RDI 0x04
+#define UART_IIR_RLSI 0x06
+#define COM1_IRQ 4 /* ISA IRQ 4: IOAPIC pin 4 */
+
+static volatile int tx_empty = 1; /* set by the THRE interrupt */
 
 #define BAUD_BASE 115200 /* 1.8432 MHz clock / 16 */
 #define BAUD 115200
@@ -38,11 +53,42 @@ void uart_init(void)
     outb(COM1 + UART_MCR, UART_MCR_DTR | UART_MCR_RTS | UART_MCR_OUT2);
 }
 
+/* Each interrupt the UART has pending, highest priority first, until IIR says none
+ * (datasheet table 4): reading IIR clears THRE's, reading RBR the receiver's. The line
+ * is level-triggered, so it stays up until every cause is gone. */
+static void uart_irq(int unused)
+{
+    (void)unused;
+    uint8_t iir;
+    irq_counts.uart++;
+    while (!((iir = inb(COM1 + UART_IIR)) & UART_IIR_NO_INT)) {
+        switch (iir & UART_IIR_ID) {
+        case UART_IIR_THRI: tx_empty = 1; break;
+        case UART_IIR_RDI: inb(COM1 + UART_RX); irq_counts.uart_rx++; break;
+        case UART_IIR_RLSI: inb(COM1 + UART_LSR); break;
+        default: inb(COM1 + UART_MSR); break;
+        }
+    }
+}
+
+void uart_enable_interrupts(void)
+{
+    irq_route(COM1_IRQ, 1, uart_irq, 0);
+    tx_empty = 0; /* enabling THRI with the transmitter empty interrupts at once */
+    outb(COM1 + UART_IER, UART_IER_RDI | UART_IER_THRI);
+}
+
 /* noinline: a function of its own, so that gdb can stop in it (docs/labs.md) */
 __attribute__((noinline)) static void uart_putc(char c)
 {
-    while (!(inb(COM1 + UART_LSR) & UART_LSR_THRE))
-        ;
+    if (interrupts_on) {
+        while (!tx_empty)
+            wait_for_interrupt();
+        tx_empty = 0;
+    } else {
+        while (!(inb(COM1 + UART_LSR) & UART_LSR_THRE))
+            ;
+    }
     outb(COM1 + UART_TX, (uint8_t)c);
 }
 

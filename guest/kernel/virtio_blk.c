@@ -8,7 +8,8 @@
  * emulated exception entry and IRET in ring 0, about as much as the request's exit
  * itself. So the driver asks the device not to interrupt at all (VIRTQ_AVAIL_F_NO_INTERRUPT,
  * 2.7.7): on this machine an interrupt injected through irqfd costs the VMM some 400 us
- * even with the line masked. The device keeps its irqfd for drivers that want it. */
+ * even with the line masked. With interrupts on (`pyvmm boot --interrupts`, intr.c) it
+ * takes the used-buffer notification instead and sleeps in HLT until it comes. */
 #include "kernel.h"
 
 /* Registers (4.2.2). */
@@ -133,7 +134,7 @@ static int probe(struct vblk *d, uint64_t base)
     if (rd(d, VIRTIO_MMIO_QUEUE_NUM_MAX) < QUEUE_SIZE)
         return 0;
     wr(d, VIRTIO_MMIO_QUEUE_NUM, QUEUE_SIZE);
-    d->avail.flags = VIRTQ_AVAIL_F_NO_INTERRUPT;
+    d->avail.flags = interrupts_on ? 0 : VIRTQ_AVAIL_F_NO_INTERRUPT;
     /* The parts of the three descriptors that never change: 0 the header, 2 the status. */
     d->desc[0] = (struct virtq_desc){(uint64_t)&d->header, sizeof(d->header), VIRTQ_DESC_F_NEXT, 1};
     d->desc[1].next = 2;
@@ -155,10 +156,21 @@ static int probe(struct vblk *d, uint64_t base)
     return 1;
 }
 
+/* The used-buffer notification: acknowledge it, so the device may raise the next. The
+ * waiting driver (post_and_wait) looks at the used ring itself when it wakes. */
+static void virtio_irq(int disk)
+{
+    struct vblk *d = &disks[disk];
+    wr(d, VIRTIO_MMIO_INTERRUPT_ACK, rd(d, VIRTIO_MMIO_INTERRUPT_STATUS));
+    irq_counts.virtio++;
+}
+
 void virtio_blk_init(const struct boot_info *bi)
 {
     for (uint32_t i = 0; i < bi->nr_virtio && i < MAX_VIRTIO; i++)
         if (probe(&disks[nr_disks], bi->virtio[i].base)) {
+            if (interrupts_on) /* irqfd pulses the GSI: edge-triggered */
+                irq_route(bi->virtio[i].irq, 0, virtio_irq, nr_disks);
             kprintf("virtio-blk: vd%c, %u sectors%s\n", 'a' + nr_disks, disks[nr_disks].capacity,
                     disks[nr_disks].readonly ? ", read-only" : "");
             nr_disks++;
@@ -183,8 +195,12 @@ static int post_and_wait(struct vblk *d)
     barrier();
     wr(d, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
     for (unsigned polls = 1; *(volatile uint16_t *)&d->used.idx == d->last_used; polls++) {
-        __asm__ volatile("pause");
-        if (polls % POLLS_PER_STATUS_CHECK == 0 && rd(d, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET)
+        if (interrupts_on) /* the used-buffer notification, or the timer's next tick */
+            wait_for_interrupt();
+        else
+            __asm__ volatile("pause");
+        if ((interrupts_on || polls % POLLS_PER_STATUS_CHECK == 0) &&
+            rd(d, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET)
             return NEEDS_RESET;
     }
     d->last_used++;

@@ -2,18 +2,19 @@
 pieces with nothing but /proc and /sys.
 
 Each function takes the PID of a running VMM (the check runs one, a pyvmm machine with
-48 MiB of guest RAM) and reads the files the kernel keeps about that process.
+32 to 64 MiB of guest RAM) and reads the files the kernel keeps about that process.
 """
 
 import os
 
 
 def kvm_modules() -> list[str]:
-    """The loaded kernel modules whose name starts with "kvm", sorted.
+    """The kernel's modules whose name starts with "kvm", sorted.
 
-    /proc/modules lists loaded modules (one per line, the name first); where it is
-    missing (some containers and virtual machines) /sys/module has one directory per
-    module instead.
+    /proc/modules lists the modules loaded into the kernel (one per line, the name
+    first). A kernel built without loadable modules (CONFIG_MODULES off, like the one
+    this course was written on) has no /proc/modules at all: its built-in parts show in
+    /sys/module instead, one directory each (the check tries both kinds of host).
     """
     # >>> 1: read the module names from /proc/modules, or from os.listdir("/sys/module")
     # ... when /proc/modules does not exist, and keep those starting with "kvm"

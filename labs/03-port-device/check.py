@@ -1,10 +1,10 @@
 """Lab 3's checks: the student's CMOS device answers on a bus, and a real guest reads the
 time from it."""
 
-import calendar
+import glob
 import re
+import secrets
 import sys
-import time
 from pathlib import Path
 
 from vmm import guest
@@ -26,7 +26,7 @@ from cmos import Cmos
 if sys.argv[1] == "bus":
     bus = Bus("port I/O")
     bus.insert(Cmos(), 0x70, 2)
-    for register in (4, 2, 0, 0x32):
+    for register in (4, 2, 0, 0x84, 0x32):
         bus.write(0x70, bytes([register]))
         print(register, bus.read(0x71, 1)[0])
 else:
@@ -40,50 +40,86 @@ else:
 """
 
 
-def _seconds_of_day(h: int, m: int, s: int) -> int:
-    return h * 3600 + m * 60 + s
+_DAY = 1704067200  # 2024-01-01 00:00:00 UTC, the day of the check's clock
+# The time zone of the student's process: local time is UTC + 5:30 there, so a device
+# that answers local time is told apart from one that answers UTC (POSIX TZ, offset west).
+_TZ = "LAB-5:30"
 
 
-def _utc() -> str:
-    return time.strftime("%H:%M:%S", time.gmtime())
+def _libfaketime() -> str:
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+    if not found:
+        raise CheckFailed(
+            "the check sets the device's clock with libfaketime, which is not installed "
+            "(apt-get install libfaketime; scripts/setup.sh does)"
+        )
+    return found[0]
 
 
-def _near_now(h: int, m: int, s: int) -> bool:
-    now = calendar.timegm(time.gmtime()) % 86400
-    return (
-        min(abs(now - _seconds_of_day(h, m, s)), 86400 - abs(now - _seconds_of_day(h, m, s))) <= 5
-    )
+def _clock() -> tuple[tuple[int, int, int], dict[str, str]]:
+    """A time of day drawn now, every field 10 or more (so that binary and BCD differ)
+    and minutes unlike seconds, and the environment that stops the student's process's
+    clock at it: libfaketime, which answers the C library's clock_gettime and time."""
+    h, m = 10 + secrets.randbelow(14), 10 + secrets.randbelow(50)
+    s = 10 + (m - 10 + 1 + secrets.randbelow(49)) % 50  # 10 to 59, never m
+    env = {
+        "LD_PRELOAD": _libfaketime(),
+        "FAKETIME": str(_DAY + h * 3600 + m * 60 + s),
+        "FAKETIME_FMT": "%s",  # an absolute time, in seconds: the clock stands still there
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        "TZ": _TZ,
+    }
+    return (h, m, s), env
+
+
+def bcd(value: int) -> int:
+    return (value // 10) << 4 | value % 10
+
+
+def _hms(t: tuple[int, int, int]) -> str:
+    return "{:02}:{:02}:{:02}".format(*t)
 
 
 def answers_on_a_bus(workdir: Path) -> str:
-    proc = run_student([sys.executable, "-c", _HARNESS, "bus"], workdir, timeout=20)
+    (h, m, s), env = _clock()
+    proc = run_student([sys.executable, "-c", _HARNESS, "bus"], workdir, timeout=20, env=env)
     values = dict(
         map(int, line.split())
         for line in proc.stdout.splitlines()
         if re.fullmatch(r"\d+ \d+", line)
     )
-    if proc.returncode or len(values) != 4:
+    if proc.returncode or len(values) != 5:
         raise CheckFailed(f"the device failed on a bus:\n{tail(proc)}")
-    digits = {r: (v >> 4) * 10 + (v & 15) for r, v in values.items()}
-    if any(v & 15 > 9 or v >> 4 > 9 for r, v in values.items() if r != 0x32):
-        raise CheckFailed(f"registers 4, 2, 0 read {values[4]:#x} {values[2]:#x} {values[0]:#x}")
-    if not _near_now(digits[4], digits[2], digits[0]):
+    got = (values[4], values[2], values[0])
+    want = tuple(bcd(v) for v in (h, m, s))
+    if got != want:
         raise CheckFailed(
-            f"the device says {digits[4]:02}:{digits[2]:02}:{digits[0]:02}, UTC is {_utc()}"
+            f"with the clock at {_hms((h, m, s))} UTC, registers 4, 2, 0 read "
+            + " ".join(f"{v:#04x}" for v in got)
+            + "; that time in BCD is "
+            + " ".join(f"{v:#04x}" for v in want)
         )
-    return f"registers 4, 2, 0 read {values[4]:#04x} {values[2]:#04x} {values[0]:#04x} (BCD)"
+    if values[0x84] != want[0]:
+        raise CheckFailed(
+            f"register 0x84 (4 with bit 7, the NMI mask, set) read {values[0x84]:#04x}, "
+            f"not the hours {want[0]:#04x}"
+        )
+    return "registers 4, 2, 0 read " + " ".join(f"{v:#04x}" for v in got) + " (BCD)"
 
 
 def guest_reads_the_time(workdir: Path) -> str:
     guest.ensure_built(guest.CMOS_LAB)
+    clock, env = _clock()
     proc = run_student(
-        [sys.executable, "-c", _HARNESS, "boot", guest.CMOS_LAB], workdir, timeout=30
+        [sys.executable, "-c", _HARNESS, "boot", guest.CMOS_LAB], workdir, timeout=30, env=env
     )
     m = re.search(r"^cmos lab: the RTC says (\d\d):(\d\d):(\d\d)$", proc.stdout, re.M)
     if proc.returncode or not m:
         raise CheckFailed(f"the guest did not print a time:\n{tail(proc)}")
-    if not _near_now(*map(int, m.groups())):
-        raise CheckFailed(f"the guest printed {':'.join(m.groups())}, UTC is {_utc()}")
+    if tuple(map(int, m.groups())) != clock:
+        raise CheckFailed(
+            f"the guest printed {':'.join(m.groups())}; the clock said {_hms(clock)} UTC"
+        )
     return m.group(0)
 
 

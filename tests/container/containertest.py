@@ -8,34 +8,41 @@ the host files a hostile image must not reach.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import gzip
 import hashlib
 import io
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from vmm.container.state import Store
 
 REPO = Path(__file__).resolve().parents[2]
 PYVMM = [sys.executable, "-c", "import sys; from vmm.cli import main; sys.exit(main())"]
+RUNTIME = [sys.executable, "-c", "import sys; from vmm.container.runtime_cli import main; "
+           "sys.exit(main())"]  # fmt: skip
 
 
 class Pyvmm:
-    """Runs the real ``pyvmm`` command line against the session's state directory."""
+    """Runs the real ``pyvmm`` command line against the session's state directory
+    (with ``python``, the interpreter it runs on, if not this one)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, python: Path | None = None):
         self.root = root
+        self.command = [str(python or PYVMM[0]), *PYVMM[1:]]
 
     def __call__(self, *args: str, input: str | None = None, timeout: float = 60, **kw):
         env = {**os.environ, "PYVMM_ROOT": str(self.root)}
         return subprocess.run(
-            [*PYVMM, *map(str, args)], input=input, capture_output=True, text=True,
+            [*self.command, *map(str, args)], input=input, capture_output=True, text=True,
             env=env, timeout=timeout, **kw,
         )  # fmt: skip
 
@@ -55,6 +62,104 @@ class Pyvmm:
             for info, data in members:
                 tar.addfile(info, io.BytesIO(data) if data is not None else None)
         return self("image", "import", path, ref)
+
+
+class Runtime:
+    """The real pyvmm-runtime on a private state directory, and bundles for it."""
+
+    def __init__(self, root: Path, tmp: Path, rootfs: Path, python: Path | None = None):
+        self.root, self.tmp, self.rootfs = root, tmp, rootfs
+        self.command = [str(python or RUNTIME[0]), *RUNTIME[1:]]
+        self.cgroup = f"pyvmm-test-{os.getpid()}-{os.urandom(3).hex()}"
+        # Every runtime process, and a container's init until it execs, carries this.
+        self.env = {**os.environ, "PYVMM_RUNTIME_TEST": self.cgroup}
+
+    def __call__(self, *args, timeout: float = 30) -> subprocess.CompletedProcess:
+        """Output through files, not pipes: a created container's init keeps the
+        runtime's stdio (an engine's, normally) open until it exits."""
+        import tempfile
+
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            r = subprocess.run([*self.command, "--root", str(self.root), *map(str, args)],
+                               stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                               timeout=timeout, env=self.env)  # fmt: skip
+            out.seek(0)
+            err.seek(0)
+            r.stdout, r.stderr = out.read(), err.read()
+        return r
+
+    def ok(self, *args, **kw) -> str:
+        r = self(*args, **kw)
+        assert r.returncode == 0, f"pyvmm-runtime {' '.join(map(str, args))}: {r.stderr}"
+        return r.stdout
+
+    def bundle(self, args: list[str], name: str = "b", **change) -> Path:
+        """A bundle on the shared rootfs (read-only root), running ``args``."""
+        b = self.tmp / name
+        b.mkdir()
+        os.symlink(self.rootfs, b / "rootfs")
+        self.ok("spec", "--bundle", b)
+        config = json.loads((b / "config.json").read_text())
+        config["process"].update(terminal=False, args=args)
+        config["linux"]["cgroupsPath"] = f"/{self.cgroup}/{name}"
+        for key, value in change.items():
+            where = config
+            *path, last = key.split("__")
+            for p in path:
+                where = where.setdefault(p, {})
+            where[last] = value
+        (b / "config.json").write_text(json.dumps(config))
+        return b
+
+    def run(self, args: list[str], **change) -> subprocess.CompletedProcess:
+        b = self.bundle(args, name=f"r{os.urandom(3).hex()}", **change)
+        return self("run", "--bundle", b, b.name)
+
+
+@contextlib.contextmanager
+def leaves_nothing(runtime: Runtime) -> Iterator[Runtime]:
+    """``runtime`` for the length of a ``with``; on the way out its containers are
+    deleted, and nothing it made may be left: state, its cgroups, mounts under the
+    session's tmp directory (which holds every test's bundles and rootfs), processes.
+    Only what the test made: another suite's mounts on the machine are not its own."""
+    work = runtime.tmp.parent  # the session's pytest base temp: tmp_path's parent
+    before = mounts_under(work)
+    try:
+        yield runtime
+    finally:
+        for cid in runtime("list", "-q").stdout.split():
+            runtime("delete", "--force", cid)
+    left = mounts_under(work, runtime.tmp) - before
+    assert not left, f"mounts left behind: {left}"
+    left = glob.glob(f"/sys/fs/cgroup/{runtime.cgroup}") + glob.glob(
+        f"/sys/fs/cgroup/*/{runtime.cgroup}"
+    )
+    assert not left, f"cgroups left behind: {left}"
+    assert not list(runtime.root.glob("*")), "state left behind"
+    assert not processes_with(f"PYVMM_RUNTIME_TEST={runtime.cgroup}"), "processes left behind"
+
+
+def busybox_rootfs(dest: Path) -> None:
+    """scripts/build_images.py's busybox root filesystem, into ``dest``."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import build_images
+    finally:
+        sys.path.pop(0)
+    build_images.busybox_rootfs(dest)
+
+
+def processes_with(marker: str) -> list[int]:
+    """Processes whose environment holds ``marker`` (NAME=value)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker.encode() in f.read().split(b"\0"):
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
 
 
 def entry(name: str, kind: bytes = tarfile.REGTYPE, data: bytes | None = b"", **attrs):
@@ -149,23 +254,30 @@ def pyvmm_processes(root: Path) -> list[int]:
     return found
 
 
-def host_state(root: Path) -> tuple[set[str], set[str]]:
-    """The host's mount points, and the cgroups of this session's containers."""
+def mounts_under(*paths: Path) -> set[tuple[str, str]]:
+    """The mounts (root, mount point) at or below ``paths``. A leak check looks only
+    where its test works (its state root, its tmp directories): the rest of the host's
+    mount table belongs to whoever else is using the machine meanwhile."""
+    tops = [str(p) for p in paths]
+    found = set()
     with open("/proc/self/mountinfo") as f:
-        mounts = {" ".join(line.split()[3:5]) for line in f}  # root and mount point
+        for line in f:
+            fields = line.split()
+            # The kernel writes a space in a path as \040, and so on.
+            where = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])
+            if any(where == top or where.startswith(top + "/") for top in tops):
+                found.add((fields[3], where))
+    return found
+
+
+def host_state(root: Path, work: Path) -> tuple[set[tuple[str, str]], set[str]]:
+    """The mounts under ``work`` (which holds ``root``), and the cgroups of this state
+    root's containers (its own parent: see state.Store)."""
     parent = Store(root).cgroup_parent
-    return mounts, {
+    return mounts_under(work), {
         *glob.glob(f"/sys/fs/cgroup/{parent}"),
         *glob.glob(f"/sys/fs/cgroup/*/{parent}"),
     }
-
-
-def host_state_paths() -> tuple[set[str], set[str]]:
-    """The host's mount points, and every pyvmm-runtime test cgroup (any hierarchy)."""
-    with open("/proc/self/mountinfo") as f:
-        mounts = {" ".join(line.split()[3:5]) for line in f}
-    return mounts, {*glob.glob("/sys/fs/cgroup/pyvmm-test-*"),
-                    *glob.glob("/sys/fs/cgroup/*/pyvmm-test-*")}  # fmt: skip
 
 
 def make_sentinel(top: Path) -> Path:

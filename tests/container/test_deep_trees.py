@@ -17,6 +17,8 @@ from containertest import one_line_error
 from vmm.container.fdtree import remove_tree
 
 DEPTH = 10_000
+# Tens of thousands of directories made, copied and removed per test: minutes together.
+pytestmark = pytest.mark.slow
 
 
 def make_deep(top: Path, depth: int = DEPTH) -> None:

@@ -4,23 +4,26 @@ directory and the image scripts/build_images.py writes as an OCI archive."""
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from containertest import REPO
+from containertest import REPO, mounts_under
 
-from vmm.bench.containers import IMAGE, podman_parents, private_podman, remove_podman_parents
+from vmm.bench.containers import IMAGE, PrivatePodman, private_podman
 
 RUNTIME = shutil.which("pyvmm-runtime", path=os.path.dirname(sys.executable))
 STATE = Path("/run/pyvmm-runtime")  # pyvmm-runtime's default --root, which engines use
 
-pytestmark = pytest.mark.skipif(RUNTIME is None, reason="pyvmm-runtime is not installed")
+pytestmark = [
+    pytest.mark.skipif(RUNTIME is None, reason="pyvmm-runtime is not installed"),
+    pytest.mark.slow,  # an engine's start and its image load: tens of seconds
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,28 +39,19 @@ def archive(tmp_path_factory) -> Path:
     return tmp / "workload.tar"
 
 
-def _mounts_under(path: Path) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        return [line.split()[4] for line in f if line.split()[4].startswith(str(path))]
-
-
-def _cgroups() -> set[str]:
-    return set(glob.glob("/sys/fs/cgroup/*/libpod_parent/libpod-*"))
-
-
 class Podman:
     """Podman on a store of its own under ``tmp``, with a test-only containers.conf
     (this host's root lacks CAP_SYS_RESOURCE, so Podman's default rlimits must be
-    lowered; see vmm/bench/containers.py), running pyvmm-runtime."""
+    lowered; see vmm/bench/containers.py), running pyvmm-runtime, its containers in a
+    cgroup parent of their own."""
 
-    def __init__(self, tmp: Path):
-        self.tmp = tmp
-        base, self.env = private_podman(tmp)
-        self.base = [*base, "--runtime", RUNTIME]
+    def __init__(self, private: PrivatePodman):
+        self.private = private
 
     def __call__(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run([*self.base, *args], capture_output=True, text=True,
-                              env=self.env, timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
+        return subprocess.run(self.private.command(*args, runtime=RUNTIME), capture_output=True,
+                              text=True, env=self.private.env, timeout=timeout,
+                              stdin=subprocess.DEVNULL)  # fmt: skip
 
     def ok(self, *args: str) -> str:
         r = self(*args)
@@ -68,21 +62,18 @@ class Podman:
 @pytest.fixture(scope="module")
 def podman(tmp_path_factory, archive):
     if shutil.which("podman") is None:
-        pytest.skip("podman is not installed (scripts/setup.sh installs it)")
+        pytest.skip("podman is not installed (scripts/setup.sh --all installs it)")
     tmp = tmp_path_factory.mktemp("podman")
-    cgroups_before = _cgroups()
-    parents = podman_parents()
-    p = Podman(tmp)
-    try:
-        p.ok("load", "-i", str(archive))
-        yield p
-    finally:
-        p("rm", "--all", "--force", "--time", "0")
-        p("volume", "prune", "--force")
-        p("system", "reset", "--force")
-        remove_podman_parents(parents)
-    assert not _mounts_under(tmp), "podman storage left mounted"
-    assert _cgroups() <= cgroups_before, "container cgroups left behind"
+    with private_podman(tmp) as private:
+        p = Podman(private)
+        try:
+            p.ok("load", "-i", str(archive))
+            yield p
+        finally:
+            p("rm", "--all", "--force", "--time", "0")
+            p("volume", "prune", "--force")
+    assert not mounts_under(tmp, Path(private.run_root)), "podman storage left mounted"
+    assert not private.cgroups(), "container cgroups left behind"
 
 
 def test_podman_run_rm_prints_and_returns_the_status(podman):
@@ -139,25 +130,28 @@ def test_podman_volume_and_bind_mount(podman, tmp_path):
 CONTAINERD_CONFIG = """\
 version = 2
 root = "{tmp}/root"
-state = "{tmp}/state"
+state = "{run}/state"
 disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [grpc]
-  address = "{tmp}/containerd.sock"
+  address = "{run}/containerd.sock"
 [ttrpc]
-  address = "{tmp}/containerd-ttrpc.sock"
+  address = "{run}/containerd-ttrpc.sock"
 """
 
 
 @pytest.fixture
 def containerd(tmp_path, archive):
-    """A private containerd (own root, state and socket), stopped afterwards."""
+    """A private containerd (own root, state and sockets), stopped afterwards. Its
+    sockets and state are in a short directory under /run, whatever the tmp directory
+    is: a socket's path may not pass 104 characters."""
     if shutil.which("containerd") is None:
         pytest.skip("containerd is not installed")
-    (tmp_path / "config.toml").write_text(CONTAINERD_CONFIG.format(tmp=tmp_path))
+    run = Path(tempfile.mkdtemp(prefix="pyvmm-containerd-", dir="/run"))
+    (tmp_path / "config.toml").write_text(CONTAINERD_CONFIG.format(tmp=tmp_path, run=run))
     log = open(tmp_path / "containerd.log", "w")
     daemon = subprocess.Popen(["containerd", "--config", tmp_path / "config.toml"],
                               stdout=log, stderr=log)  # fmt: skip
-    ctr = ["ctr", "--address", str(tmp_path / "containerd.sock")]
+    ctr = ["ctr", "--address", str(run / "containerd.sock")]
     try:
         deadline = time.monotonic() + 20
         while subprocess.run([*ctr, "version"], capture_output=True).returncode != 0:
@@ -169,19 +163,21 @@ def containerd(tmp_path, archive):
         daemon.terminate()
         daemon.wait(10)
         log.close()
-        for mount in sorted(_mounts_under(tmp_path), reverse=True):  # containerd's own
-            subprocess.run(["umount", mount], check=False)
-    assert not _mounts_under(tmp_path)
+        mounts = sorted(mounts_under(tmp_path, run), key=lambda m: m[1], reverse=True)
+        for _, where in mounts:
+            subprocess.run(["umount", where], check=False)  # containerd's own
+        if not mounts_under(run):
+            shutil.rmtree(run)
+    assert not mounts_under(tmp_path, run)
 
 
 def test_containerd_runs_an_imported_image_with_pyvmm_runtime(containerd):
+    name = f"pyvmm-ctr-{os.getpid()}-{os.urandom(3).hex()}"  # runc's state is machine-wide
     r = subprocess.run(
-        [*containerd, "run", "--rm", "--runc-binary", RUNTIME, IMAGE, "pyvmm-ctr-test",
+        [*containerd, "run", "--rm", "--runc-binary", RUNTIME, IMAGE, name,
          "/bin/sh", "-c", "echo from containerd; cat /proc/1/cmdline"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert r.stdout == "from containerd\ncat\0/proc/1/cmdline\0"  # PID 1 of its namespace
-    assert not list(STATE.glob("pyvmm-ctr-test")) and not list(
-        Path("/run/containerd/runc").glob("*/pyvmm-ctr-test")
-    )
+    assert not (STATE / name).exists() and not list(Path("/run/containerd/runc").glob(f"*/{name}"))

@@ -396,11 +396,11 @@ def test_fifo_source_is_refused_without_waiting_for_a_writer(pyvmm, tmp_path):
     _refused(pyvmm, tmp_path / "fifo", "is a FIFO")
 
 
-def test_device_and_socket_sources_are_refused(pyvmm, tmp_path):
+def test_device_and_socket_sources_are_refused(pyvmm, socket_dir):
     _refused(pyvmm, Path("/dev/zero"), "is a character device")
     with socket.socket(socket.AF_UNIX) as s:
-        s.bind(str(tmp_path / "sock"))
-        _refused(pyvmm, tmp_path / "sock", "is a socket")
+        s.bind(str(socket_dir / "sock"))
+        _refused(pyvmm, socket_dir / "sock", "is a socket")
 
 
 def test_truncated_rootfs_tar_is_one_line(pyvmm, tmp_path):

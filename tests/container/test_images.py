@@ -46,9 +46,9 @@ def test_image_ls_counts_a_shared_layer_once_in_the_total(pyvmm):
     busybox = _image_ref(pyvmm, "busybox")
     workload = _image_ref(pyvmm, "workload")
     assert workload["layers"][0] == busybox["layers"][0]  # the base layer is shared
-    records = images.list_images(Store(pyvmm.root))
-    total = images.total_size(Store(pyvmm.root), records)
-    assert total < sum(r["size"] for r in records)
+    found = [r for _, r in images.list_images(Store(pyvmm.root))]
+    total = images.total_size(Store(pyvmm.root), found)
+    assert total < sum(images.size(Store(pyvmm.root), r) for r in found)
     assert "shared layers counted once" in out
 
 
@@ -104,10 +104,12 @@ def test_whiteouts_hide_lower_files_and_opaque_dirs_hide_lower_content(pyvmm, tm
     pyvmm.ok("image", "rm", "wh")
 
 
+# Named for this session: a file of that name outside the store is this test's doing.
+ESCAPE = f"escape-{os.getpid()}-{os.urandom(3).hex()}"
 BAD_LAYERS = {
-    "dotdot": [entry("../escape", data=b"x")],
-    "absolute": [entry("/etc/escape", data=b"x")],
-    "symlinked-parent": [entry("d", SYM, linkname="/tmp"), entry("d/escape", data=b"x")],
+    "dotdot": [entry(f"../{ESCAPE}", data=b"x")],
+    "absolute": [entry(f"/etc/{ESCAPE}", data=b"x")],
+    "symlinked-parent": [entry("d", SYM, linkname="/tmp"), entry(f"d/{ESCAPE}", data=b"x")],
     "hardlink-outside": [entry("h", LNK, linkname="../../etc/passwd")],
     "hardlink-missing": [entry("h", LNK, linkname="etc/shadow")],
     "bare-whiteout": [entry("dir/.wh.", data=b"")],
@@ -125,7 +127,7 @@ def test_unsafe_layer_tar_is_refused_and_leaves_nothing(pyvmm, tmp_path, case):
     one_line_error(r)
     assert _layers(pyvmm.root) == layers_before
     assert not (pyvmm.root / "images" / f"bad-{case}").exists()
-    assert not os.path.exists("/tmp/escape") and not os.path.exists("/etc/escape")
+    assert not os.path.exists(f"/tmp/{ESCAPE}") and not os.path.exists(f"/etc/{ESCAPE}")
 
 
 def test_failed_multi_layer_import_removes_the_layers_it_added(pyvmm, tmp_path):

@@ -9,113 +9,31 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from containertest import REPO, host_state_paths
-
-RUNTIME = [sys.executable, "-c", "import sys; from vmm.container.runtime_cli import main; "
-           "sys.exit(main())"]  # fmt: skip
-
-
-def _busybox_rootfs(dest: Path) -> None:
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import build_images
-    finally:
-        sys.path.pop(0)
-    build_images.busybox_rootfs(dest)
+from containertest import (
+    RUNTIME,
+    Runtime,
+    busybox_rootfs,
+    leaves_nothing,
+)
 
 
 @pytest.fixture(scope="module")
 def rootfs(tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("oci") / "rootfs"
     dest.mkdir()
-    _busybox_rootfs(dest)
+    busybox_rootfs(dest)
     return dest
-
-
-class Runtime:
-    """The real pyvmm-runtime on a private state directory, and bundles for it."""
-
-    def __init__(self, root: Path, tmp: Path, rootfs: Path):
-        self.root, self.tmp, self.rootfs = root, tmp, rootfs
-        self.cgroup = f"pyvmm-test-{os.getpid()}-{os.urandom(3).hex()}"
-        # Every runtime process, and a container's init until it execs, carries this.
-        self.env = {**os.environ, "PYVMM_RUNTIME_TEST": self.cgroup}
-
-    def __call__(self, *args, timeout: float = 30) -> subprocess.CompletedProcess:
-        """Output through files, not pipes: a created container's init keeps the
-        runtime's stdio (an engine's, normally) open until it exits."""
-        import tempfile
-
-        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            r = subprocess.run([*RUNTIME, "--root", str(self.root), *map(str, args)],
-                               stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                               timeout=timeout, env=self.env)  # fmt: skip
-            out.seek(0)
-            err.seek(0)
-            r.stdout, r.stderr = out.read(), err.read()
-        return r
-
-    def ok(self, *args, **kw) -> str:
-        r = self(*args, **kw)
-        assert r.returncode == 0, f"pyvmm-runtime {' '.join(map(str, args))}: {r.stderr}"
-        return r.stdout
-
-    def bundle(self, args: list[str], name: str = "b", **change) -> Path:
-        """A bundle on the shared rootfs (read-only root), running ``args``."""
-        b = self.tmp / name
-        b.mkdir()
-        os.symlink(self.rootfs, b / "rootfs")
-        self.ok("spec", "--bundle", b)
-        config = json.loads((b / "config.json").read_text())
-        config["process"].update(terminal=False, args=args)
-        config["linux"]["cgroupsPath"] = f"/{self.cgroup}/{name}"
-        for key, value in change.items():
-            where = config
-            *path, last = key.split("__")
-            for p in path:
-                where = where.setdefault(p, {})
-            where[last] = value
-        (b / "config.json").write_text(json.dumps(config))
-        return b
-
-    def run(self, args: list[str], **change) -> subprocess.CompletedProcess:
-        b = self.bundle(args, name=f"r{os.urandom(3).hex()}", **change)
-        return self("run", "--bundle", b, b.name)
 
 
 @pytest.fixture
 def rt(tmp_path, rootfs):
     """A Runtime; on the way out nothing may be left: state, cgroups, mounts."""
-    before = host_state_paths()
-    runtime = Runtime(tmp_path / "state", tmp_path, rootfs)
-    try:
+    with leaves_nothing(Runtime(tmp_path / "state", tmp_path, rootfs)) as runtime:
         yield runtime
-    finally:
-        for cid in runtime("list", "-q").stdout.split():
-            runtime("delete", "--force", cid)
-    after = host_state_paths()
-    assert after[0] == before[0], f"mounts left behind: {after[0] ^ before[0]}"
-    left = [p for p in after[1] if runtime.cgroup in p]
-    assert not left, f"cgroups left behind: {left}"
-    assert not list((tmp_path / "state").glob("*")), "state left behind"
-    assert not _processes_with(f"PYVMM_RUNTIME_TEST={runtime.cgroup}"), "processes left behind"
-
-
-def _processes_with(marker: str) -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                if marker.encode() in f.read().split(b"\0"):
-                    found.append(int(pid))
-        except OSError:
-            pass
-    return found
 
 
 def _one_line(r) -> str:
@@ -285,7 +203,7 @@ def test_user_namespace_maps_root_to_an_unprivileged_host_uid(rt, tmp_path):
 def _user_namespace(rt, top: Path) -> None:
     rootfs = top / "userfs"
     rootfs.mkdir()
-    _busybox_rootfs(rootfs)
+    busybox_rootfs(rootfs)
     subprocess.run(["chown", "-R", "100000:100000", rootfs], check=True)
     maps = [{"containerID": 0, "hostID": 100000, "size": 65536}]
     b = rt.bundle(["sh", "-c", "id -u; cat /proc/self/uid_map; sleep 2"], name="u1",
@@ -347,8 +265,8 @@ def test_sysctl_cgroups_and_seccomp(rt):
     assert out[-1].endswith(":memory:/")  # its own cgroup is the root of its namespace
 
 
-def test_terminal_goes_to_the_console_socket(rt, tmp_path):
-    path = str(tmp_path / "console.sock")
+def test_terminal_goes_to_the_console_socket(rt, socket_dir):
+    path = str(socket_dir / "console.sock")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
     server.listen(1)
@@ -383,6 +301,8 @@ def test_terminal_goes_to_the_console_socket(rt, tmp_path):
         ("map-no-userns", "need a user namespace"),
         ("relative-mount", "must be an absolute path"),
         ("relative-cwd", "process.cwd must be an absolute path"),
+        ("bind-over-proc", "mount on /proc: only a proc mount may go on /proc"),
+        ("under-proc", "mount on /proc/sys/x: nothing may be mounted under /proc"),
         ("unsupported", "linux.intelRdt is not supported"),
         ("missing-command", 'exec: "nosuchcmd": executable file not found'),
     ],
@@ -406,6 +326,10 @@ def test_bad_bundles_fail_in_one_line_and_leave_nothing(rt, case, expected):
             config["mounts"].append({"destination": "data", "type": "tmpfs", "source": "t"})
         elif case == "relative-cwd":
             config["process"]["cwd"] = "tmp"
+        elif case in ("bind-over-proc", "under-proc"):
+            where = "/proc" if case == "bind-over-proc" else "/proc/sys/x"
+            config["mounts"].append({"destination": where, "type": "bind",
+                                     "source": str(rt.tmp), "options": ["rbind"]})  # fmt: skip
         elif case == "unsupported":
             config["linux"]["intelRdt"] = {"closID": "x"}
         (b / "config.json").write_text(json.dumps(config))

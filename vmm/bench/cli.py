@@ -19,7 +19,8 @@ from vmm.errors import PyvmmError
 
 FAST_SIZE = "64K"
 FAST_ROWS = ("host", "tiny-vm", "container-volume", "container-bind")
-ROWS = (*FAST_ROWS, "crun", "runc", "linux-pyvmm", "linux-microvm", "linux-vm")
+ROWS = (*FAST_ROWS, "crun", "runc", "linux-pyvmm", "linux-restored", "linux-microvm",
+        "linux-qemu-restored", "linux-vm")  # fmt: skip
 
 
 def _positive(name: str, text: str) -> int:
@@ -96,7 +97,8 @@ def _progress():
 @click.pass_context
 def bench(ctx, runs, size, scale, only, extra, fast, json_path, plot_path, report_path, root):
     """Measure pyvmm: the same workload as VM, container and host (no subcommand); the
-    cost of VM exits (``exits``); the virtio-blk path (``disk``)."""
+    cost of VM exits (``exits``); the virtio-blk path (``disk``); vCPUs in parallel
+    (``vcpus``)."""
     if ctx.invoked_subcommand is not None:
         return
     from vmm.bench import rows as rowdefs
@@ -163,6 +165,16 @@ def exits(runs, n_exits, json_path):
 
 
 @bench.command()
+@click.option("--runs", default=3, show_default=True, help="Runs per figure (median reported).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write figures here.")
+def vcpus(runs, json_path):
+    """N busy vCPUs, N busy host CPUs: the GIL is released in KVM_RUN."""
+    from vmm.bench.vcpus import measure, table
+
+    _emit(measure(_positive("--runs", str(runs))), table, json_path)
+
+
+@bench.command()
 @click.option("--runs", default=5, show_default=True, help="Runs per figure (median reported).")
 @click.option("--size", default="256M", show_default=True, help="Input data size.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write figures here.")
@@ -197,3 +209,19 @@ def net(runs, only, json_path):
     from vmm.bench.net import measure, table
 
     _emit(measure(_positive("--runs", str(runs)), tuple(only)), table, json_path)
+
+
+@bench.command()
+@click.option("--clones", "count", default=10, show_default=True, help="Guests to restore.")
+@click.option(
+    "--snapshot",
+    "snapshot_dir",
+    metavar="DIR",
+    help="Restore this snapshot (default: one of the tiny kernel's counter, made here).",
+)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write figures here.")
+def clones(count, snapshot_dir, json_path):
+    """Guests restored from one snapshot at once: the memory they share (RSS, PSS)."""
+    from vmm.bench.clones import measure, table
+
+    _emit(measure(_positive("--clones", str(count)), snapshot_dir), table, json_path)

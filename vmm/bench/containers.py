@@ -17,6 +17,7 @@ runtimes pay for the same ``unshare``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import statistics
@@ -24,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from vmm.container.bench import flat_rootfs, oci_bundle
@@ -49,32 +52,65 @@ def runtimes() -> dict[str, str]:
     return {k: v for k, v in found.items() if v}
 
 
-def private_podman(tmp: Path) -> tuple[list[str], dict[str, str]]:
-    """Podman's argv prefix and environment for a store under ``tmp``."""
+@dataclass(frozen=True)
+class PrivatePodman:
+    """A Podman of our own: its store under a directory of ours, its run root, and a
+    cgroup parent no other Podman on the machine uses."""
+
+    argv: list[str]  # podman and its global options
+    env: dict[str, str]
+    run_root: str
+    cgroup_parent: str  # for ``podman run --cgroup-parent``: conmon's cgroup goes there too
+
+    def command(self, subcommand: str, *args: str, runtime: str | None = None) -> list[str]:
+        """``podman [--runtime RUNTIME] SUBCOMMAND ARGS``, a container it makes placed in
+        this Podman's cgroup parent."""
+        argv = [*self.argv, *(["--runtime", runtime] if runtime else []), subcommand]
+        if subcommand in ("run", "create"):
+            argv += ["--cgroup-parent", "/" + self.cgroup_parent]
+        return [*argv, *args]
+
+    def cgroups(self) -> list[str]:
+        """The cgroup parent's directories, one per hierarchy (none once removed)."""
+        import glob
+
+        name = self.cgroup_parent
+        return glob.glob(f"/sys/fs/cgroup/{name}") + glob.glob(f"/sys/fs/cgroup/*/{name}")
+
+
+@contextlib.contextmanager
+def private_podman(tmp: Path) -> Iterator[PrivatePodman]:
+    """A Podman whose store is under ``tmp``; afterwards, its containers and store are
+    reset and its cgroup parent and run root removed.
+
+    The run root is a short directory under /run whatever ``tmp`` is: Podman refuses
+    one longer than 50 characters (conmon's socket paths go below it), as a pytest or
+    TMPDIR directory may well be. The cgroup parent is ours alone, so that nothing
+    another Podman on the machine does (its ``libpod_parent``, the default) is removed
+    or counted as ours."""
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "containers.conf").write_text(CONTAINERS_CONF)
     env = {**os.environ, "CONTAINERS_CONF": str(tmp / "containers.conf")}
-    argv = ["podman", "--root", str(tmp / "storage"), "--runroot", str(tmp / "run"),
+    run_root = tempfile.mkdtemp(prefix="pyvmm-podman-", dir="/run")
+    argv = ["podman", "--root", str(tmp / "storage"), "--runroot", run_root,
             "--storage-driver", "overlay"]  # fmt: skip
-    return argv, env
+    podman = PrivatePodman(argv, env, run_root, os.path.basename(run_root))
+    try:
+        yield podman
+    finally:
+        subprocess.run([*argv, "system", "reset", "--force"], env=env, capture_output=True,
+                       stdin=subprocess.DEVNULL)  # fmt: skip
+        for parent in podman.cgroups():
+            for d in (f"{parent}/conmon", parent):
+                with contextlib.suppress(OSError):  # still in use: the caller's check says so
+                    os.rmdir(d)
+        if not _mounted_under(run_root):
+            shutil.rmtree(run_root, ignore_errors=True)
 
 
-def podman_parents() -> set[str]:
-    """Podman's cgroupfs parent cgroups (``libpod_parent``), one per hierarchy."""
-    import glob
-
-    return set(glob.glob("/sys/fs/cgroup/*/libpod_parent"))
-
-
-def remove_podman_parents(before: set[str]) -> None:
-    """Remove the ``libpod_parent`` cgroups (and conmon's in them) made since ``before``;
-    Podman leaves them, empty, after its last container."""
-    for parent in podman_parents() - before:
-        for d in (f"{parent}/conmon", parent):
-            try:
-                os.rmdir(d)
-            except OSError:
-                pass  # still in use, or not there
+def _mounted_under(path: str) -> bool:
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4].startswith(path + "/") for line in f)
 
 
 def _unified_hidden(argv: list[str]) -> list[str]:
@@ -116,18 +152,16 @@ def measure(runs: int = 5) -> dict:
         )  # fmt: skip
         rootfs = flat_rootfs(Store(tmp / "store"), "workload:latest", tmp / "rootfs")
         bundle = oci_bundle(rootfs, tmp / "bundle", ["/bin/true"], {})
-        podman, env = private_podman(tmp / "podman")
-        parents = podman_parents()
-        try:
-            subprocess.run([*podman, "load", "-i", tmp / "image.tar"], env=env, check=True,
-                           capture_output=True)  # fmt: skip
+        with private_podman(tmp / "podman") as podman:
+            subprocess.run(podman.command("load", "-i", str(tmp / "image.tar")), env=podman.env,
+                           check=True, capture_output=True)  # fmt: skip
             for name, path in found.items():
                 state = str(tmp / f"state-{name}")
                 cid = f"bench-{name}"
                 result["rows"][name] = {
                     "podman_run_s": _median(
-                        [[*podman, "--runtime", path, "run", "--rm", IMAGE, "/bin/true"]],
-                        runs, env,
+                        [podman.command("run", "--rm", IMAGE, "/bin/true", runtime=path)],
+                        runs, podman.env,
                     ),
                     "create_start_delete_s": _median(
                         [[path, "--root", state, "create", "--bundle", str(bundle), cid],
@@ -137,10 +171,6 @@ def measure(runs: int = 5) -> dict:
                     ),
                     "version_s": _median([[path, "--version"]], runs),
                 }  # fmt: skip
-        finally:
-            subprocess.run([*podman, "system", "reset", "--force"], env=env,
-                           capture_output=True)  # fmt: skip
-            remove_podman_parents(parents)
     return result
 
 

@@ -8,11 +8,14 @@ the result line and summarising are the same for every row and live in compare.p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
+import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -199,7 +202,7 @@ def _same_workload(store) -> None:
     run: compare the topmost layer's /bin/workload with it, byte for byte."""
     from vmm.container import images, layers
 
-    for digest in reversed(images.get(store, IMAGE_REF)["layers"]):
+    for digest in reversed(images.get(store, IMAGE_REF).layers):
         path = layers.layer_dir(store, digest) / "bin" / "workload"
         if path.exists():
             with open(guest.WORKLOAD, "rb") as built:
@@ -285,7 +288,7 @@ class ContainerRow(Row):
     def disk(self, ws):
         from vmm.container import images, layers
 
-        digests = images.get(self.store, IMAGE_REF)["layers"]
+        digests = images.get(self.store, IMAGE_REF).layers
         parts = {
             f"image layers ({len(digests)}, each once)": disk_usage(
                 *(str(layers.layer_dir(self.store, d)) for d in digests)
@@ -431,7 +434,8 @@ class LinuxGuestRow(Row):
         from vmm import linux_guest
         from vmm.bench.machineinfo import kvm_kind
 
-        self.build = linux_guest.build_kernel(say=lambda m: None)
+        # Built on first use, minutes: say so on stderr, away from the report.
+        self.build = linux_guest.build_kernel(say=lambda m: print(m, file=sys.stderr, flush=True))
         self.initramfs = linux_guest.build_initramfs()
         self.pvm = kvm_kind()["kind"] == "pvm"
         self.kernel = "its own, Linux 6.1 tinyconfig built for pyvmm (guest/linux)"
@@ -482,6 +486,87 @@ class LinuxPyvmmRow(LinuxGuestRow):
         return figures
 
 
+@contextlib.contextmanager
+def _waiting_guest(argv: list[str], timeout: float) -> Iterator[float]:
+    """A Linux guest started with ``pyvmm.wait``, once its /init waits for the console
+    line (yields the seconds that took); killed afterwards."""
+    import subprocess
+
+    from vmm import linux_guest
+
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        seen = b""
+        while linux_guest.WAIT_LINE.encode() not in seen:
+            chunk = proc.stdout.read1(4096)
+            if not chunk or time.perf_counter() - started > timeout:
+                raise PyvmmError(f"the Linux guest did not reach /init's wait: {argv[0]}")
+            seen = seen[-200:] + chunk
+        yield round(time.perf_counter() - started, 2)
+    finally:
+        # Ctrl-C, so that it removes what it made (pyvmm its control socket); then kill.
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+class LinuxRestoredRow(LinuxGuestRow):
+    """The same Linux guest, booted once while preparing with ``pyvmm.wait`` (its /init
+    waits for a line on the console before the workload) and snapshotted there; each run
+    restores that snapshot and hands it the line, as a VM kept warm for a request
+    (Firecracker's use of snapshots). The boot is not in the figure; it is in the facts."""
+
+    key = "linux-restored"
+    label = "Linux VM, restored from a snapshot (pyvmm)"
+    kind = "pyvmm"
+    measures = (
+        "`printf '\\n' | pyvmm boot --restore SNAPSHOT`: the Linux guest snapshotted (`pyvmm "
+        "ctl SOCKET snapshot`) while its /init waited for a console line before running "
+        "the workload on /dev/vda; restored, given the line, to the result line and the "
+        "exit (the memory file mapped MAP_PRIVATE, docs/state.md)"
+    )
+
+    def prepare(self, ws):
+        from vmm import api, linux_guest
+
+        super().prepare(ws)
+        self.snapshot = os.path.join(ws.scratch, "linux-snapshot")
+        sock = os.path.join(ws.scratch, "linux-snapshot.sock")
+        argv = [
+            *pyvmm_command(), "boot", "--kernel", self.build.vmlinux, "--initrd",
+            self.initramfs, "--memory", LINUX_GUEST_MEMORY, "--disk", ws.image,
+            "--cmdline", f"console=ttyS0 {linux_guest.WAIT_PARAM}", "--api-sock", sock,
+        ]  # fmt: skip
+        self.commands.append(argv)
+        with _waiting_guest(argv, self.timeout) as booted:
+            figures = api.request(sock, "snapshot", dir=self.snapshot)
+        self.facts.update(
+            boot_to_wait_s=booted,
+            snapshot_s=figures["seconds"],
+            snapshot_memory_written=figures["memory_written"],
+        )
+
+    def command(self, ws, instance):
+        restore = [*pyvmm_command(), "boot", "--restore", self.snapshot]
+        return ["sh", "-c", 'printf "\\n" | exec "$@"', "sh", *restore]
+
+    def disk(self, ws):
+        return {
+            "snapshot": disk_usage(self.snapshot),
+            INPUT: disk_usage(ws.image),
+        }
+
+    def cleanup(self, ws):
+        if hasattr(self, "snapshot"):
+            shutil.rmtree(self.snapshot, ignore_errors=True)
+
+
 class LinuxMicrovmRow(LinuxGuestRow):
     key = "linux-microvm"
     label = "Linux VM (QEMU microvm, KVM, same kernel and initramfs)"
@@ -501,10 +586,13 @@ class LinuxMicrovmRow(LinuxGuestRow):
         super().prepare(ws)
 
     def command(self, ws, instance):
+        return ["sh", "-c", QEMU_STATUS, "qemu", *self.qemu(ws, "console=ttyS0")]
+
+    def qemu(self, ws, cmdline: str) -> list[str]:
         from vmm.boot import linux
 
-        append = linux.command_line("console=ttyS0", (), self.pvm)
-        qemu = [
+        append = linux.command_line(cmdline, (), self.pvm)
+        return [
             "qemu-system-x86_64", "-M", "microvm,acpi=off", "-accel", "kvm", "-cpu", "host",
             "-m", LINUX_GUEST_MEMORY, "-smp", "1", "-nodefaults", "-no-user-config",
             "-display", "none", "-no-reboot", "-serial", "stdio",
@@ -513,7 +601,69 @@ class LinuxMicrovmRow(LinuxGuestRow):
             "-device", "virtio-blk-device,drive=d",
             "-drive", f"id=d,file={ws.image},format=raw,if=none,file.locking=off",
         ]  # fmt: skip
-        return ["sh", "-c", QEMU_STATUS, "qemu", *qemu]
+
+
+class LinuxQemuRestoredRow(LinuxMicrovmRow):
+    """QEMU's answer to the restored row: the same guest booted by QEMU microvm with
+    ``pyvmm.wait``, saved with the monitor's ``stop`` and ``migrate`` to a file while /init
+    waits, and each run restored from that file (``-incoming exec:cat FILE``) and given
+    the line."""
+
+    key = "linux-qemu-restored"
+    label = "Linux VM, restored (QEMU loadvm or migrate from file)"
+    measures = (
+        "`printf '\\n' | qemu-system-x86_64 -M microvm ... -incoming 'exec:cat FILE'`: the "
+        "same kernel, initramfs and disk under QEMU microvm on KVM, saved with the "
+        "monitor's stop and migrate to a file while /init waited for a console line"
+    )
+
+    def prepare(self, ws):
+        from vmm import linux_guest
+
+        super().prepare(ws)
+        self.saved = os.path.join(ws.scratch, "qemu-saved-vm")
+        monitor = os.path.join(ws.scratch, "qemu-monitor.sock")
+        argv = [
+            *self.qemu(ws, f"console=ttyS0 {linux_guest.WAIT_PARAM}"),
+            "-monitor", f"unix:{monitor},server=on,wait=off",
+        ]  # fmt: skip
+        self.commands.append(argv)
+        with _waiting_guest(argv, self.timeout) as booted:
+            started = time.perf_counter()
+            _hmp(monitor, "stop", f"migrate exec:cat>{shlex.quote(self.saved)}")
+            while "completed" not in _hmp(monitor, "info migrate"):
+                if time.perf_counter() - started > self.timeout:
+                    raise PyvmmError("QEMU did not finish saving the guest")
+                time.sleep(0.05)
+        self.facts.update(boot_to_wait_s=booted, save_s=round(time.perf_counter() - started, 3))
+
+    def command(self, ws, instance):
+        qemu = [*self.qemu(ws, "console=ttyS0"), "-incoming", f"exec:cat {shlex.quote(self.saved)}"]
+        return ["sh", "-c", 'printf "\\n" | ' + QEMU_STATUS, "qemu", *qemu]
+
+    def disk(self, ws):
+        return {**super().disk(ws), "saved VM": disk_usage(self.saved)}
+
+    def cleanup(self, ws):
+        if hasattr(self, "saved") and os.path.exists(self.saved):
+            os.unlink(self.saved)
+
+
+def _hmp(path: str, *commands: str) -> str:
+    """Commands to QEMU's human monitor on a Unix socket; what it answered."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(30)
+        s.connect(path)
+        answer = b""
+        for command in (*commands, ""):
+            while not answer.endswith(b"(qemu) "):
+                answer += s.recv(4096)
+            if command:
+                s.sendall(command.encode() + b"\n")
+                answer += b"\n"
+        return answer.decode(errors="replace")
 
 
 class CommandRow(Row):
@@ -551,6 +701,8 @@ def standard_rows() -> list[Row]:
         OciRow("crun"),
         OciRow("runc"),
         LinuxPyvmmRow(),
+        LinuxRestoredRow(),
         LinuxMicrovmRow(),
+        LinuxQemuRestoredRow(),
         LinuxVmRow(),
     ]

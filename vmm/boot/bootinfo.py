@@ -19,6 +19,9 @@ The layout is mirrored by ``guest/include/bootinfo.h``; change both together.
     56      u64 page_tables       the PML4 the VMM built (== CR3 at entry)
     64      u64 mmio_base         the start of the device gap below 4 GiB
     72      4 x {u64 base; u32 size; u32 irq}  virtio-mmio devices
+    136     u32 nr_cpus           CPUs, local APIC ids 0 to nr_cpus - 1; the kernel
+                                  starts all but the first itself (INIT, SIPI)
+    140     u32 flags             BOOT_FLAG_INTERRUPTS: take interrupts, sleep in HLT
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ import struct
 from typing import NamedTuple
 
 BOOT_INFO_MAGIC = 0x4D565950
-BOOT_INFO_VERSION = 1
+BOOT_INFO_VERSION = 2  # 2: nr_cpus, flags
+BOOT_FLAG_INTERRUPTS = 1  # the kernel takes interrupts rather than polling its devices
 MAX_VIRTIO = 4
 
 _HEADER = struct.Struct("<IIQQQIIQQQQ")
 _VIRTIO = struct.Struct("<QII")
+_CPUS = struct.Struct("<II")
 
 
 class VirtioSlot(NamedTuple):
@@ -50,6 +55,8 @@ class BootInfo(NamedTuple):
     page_tables: int = 0
     mmio_base: int = 0
     virtio: tuple[VirtioSlot, ...] = ()
+    nr_cpus: int = 1
+    flags: int = 0
 
     def pack(self) -> bytes:
         head = _HEADER.pack(
@@ -66,4 +73,5 @@ class BootInfo(NamedTuple):
             self.mmio_base,
         )
         slots = [*self.virtio, *[VirtioSlot(0, 0, 0)] * (MAX_VIRTIO - len(self.virtio))]
-        return head + b"".join(_VIRTIO.pack(s.base, s.size, s.irq) for s in slots)
+        virtio = b"".join(_VIRTIO.pack(s.base, s.size, s.irq) for s in slots)
+        return head + virtio + _CPUS.pack(self.nr_cpus, self.flags)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from vmm.boot import e820, layout, linux, mptable
+from vmm.boot import e820, layout, linux
 from vmm.boot.x86 import CpuStart, write_linux_gdt, write_page_tables
 from vmm.memory import GuestMemory
 
@@ -166,7 +166,6 @@ def load(
         E820_ENTRY.pack_into(zero_page, ZP_E820_TABLE + i * E820_ENTRY.size, m.addr, m.size, m.type)
     memory.write(layout.LINUX_BOOT_PARAMS, bytes(zero_page))
 
-    mptable.write(memory)
     write_linux_gdt(memory)
     write_page_tables(memory, [(r.gpa, r.end) for r in memory.regions])
     return CpuStart(

@@ -4,6 +4,7 @@
     0x0000_0600  boot-info block (the guest finds it through RDI)
     0x0000_0800  kernel command line, NUL-terminated
     0x0000_1000  PML4, then the PDPT, then page directory i for GiB i (as needed)
+    0x0007_0000  the tiny kernel's start-up page for other CPUs (guest/kernel/smp.h)
     0x0008_0000  initial stack top (grows down, below the EBDA on a PC)
     0x0009_0000  Linux: zero page or PVH start info, then memory map, then command line
     0x0010_0000  the kernel's segments start here (1 MiB, as on a PC)

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from vmm.boot import bzimage, elf, layout, pvh
-from vmm.boot.bootinfo import BootInfo, VirtioSlot
+from vmm.boot import bzimage, elf, layout, mptable, pvh
+from vmm.boot.bootinfo import BOOT_FLAG_INTERRUPTS, BootInfo, VirtioSlot
 from vmm.boot.x86 import CpuStart, write_boot_gdt, write_page_tables
 from vmm.errors import PyvmmError
 from vmm.inputfile import read_input
@@ -24,6 +24,7 @@ from vmm.memory import GuestMemory
 
 BOOT_SIGNATURE = b"\x55\xaa"  # last two bytes of a PC boot sector
 LINUX_FORMATS = ("pvh", "bzimage")
+APIC_WINDOW = 0x1000  # a local APIC's or an IOAPIC's registers: one page (SDM vol. 3, 11.4.1)
 
 
 class KernelError(PyvmmError):
@@ -37,6 +38,8 @@ class BootRequest(NamedTuple):
     real_mode_load: int = layout.REAL_MODE_LOAD
     virtio: tuple[VirtioSlot, ...] = ()
     initrd: str | None = None
+    cpus: int = 1  # Linux learns of them from the MP table
+    interrupts: bool = False  # the tiny kernel takes interrupts rather than polling
 
 
 class KernelImage(NamedTuple):
@@ -93,6 +96,8 @@ def load(memory: GuestMemory, request: BootRequest, image: KernelImage | None = 
     if initrd is not None and not image.linux:
         raise KernelError(f"--initrd is for Linux kernels; {request.kernel!r} is not one")
     name = f"kernel {request.kernel!r}"
+    if image.linux:
+        mptable.write(memory, request.cpus)
     if image.format == "pvh":
         return pvh.load(memory, image.data, name, image.pvh_entry, request.cmdline, initrd)
     if image.format == "bzimage":
@@ -146,6 +151,10 @@ def _load_elf_kernel(memory: GuestMemory, data: bytes, request: BootRequest) -> 
     # RAM, and the device windows the kernel will touch.
     mapped = [(r.gpa, r.end) for r in memory.regions]
     mapped += [(slot.base, slot.base + slot.size) for slot in request.virtio]
+    # The interrupt controllers, where KVM's in-kernel irqchip answers: the kernel
+    # starts other CPUs and takes interrupts through them.
+    mapped += [(mptable.LAPIC_ADDRESS, mptable.LAPIC_ADDRESS + APIC_WINDOW)]
+    mapped += [(mptable.IOAPIC_ADDRESS, mptable.IOAPIC_ADDRESS + APIC_WINDOW)]
     info = BootInfo(
         mem_size=memory.size,
         low_mem_end=memory.regions[0].end,
@@ -156,6 +165,8 @@ def _load_elf_kernel(memory: GuestMemory, data: bytes, request: BootRequest) -> 
         page_tables=write_page_tables(memory, mapped),
         mmio_base=layout.MMIO_BASE,
         virtio=request.virtio,
+        nr_cpus=request.cpus,
+        flags=BOOT_FLAG_INTERRUPTS if request.interrupts else 0,
     )
     memory.write(layout.BOOT_INFO, info.pack())
     return CpuStart(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 
-from vmm.boot import e820, elf, layout, linux, mptable
+from vmm.boot import e820, elf, layout, linux
 from vmm.boot.x86 import CpuStart, write_linux_gdt
 from vmm.memory import GuestMemory
 
@@ -75,7 +75,6 @@ def load(
         layout.LINUX_BOOT_TABLES, len(memmap), 0,
     )  # fmt: skip
     memory.write(layout.LINUX_BOOT_PARAMS, info)
-    mptable.write(memory)
     write_linux_gdt(memory)
     return CpuStart(
         long_mode=False, rip=entry, rsp=0, rbx=layout.LINUX_BOOT_PARAMS,

@@ -21,13 +21,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from vmm.bench.measure import pyvmm_command
 from vmm.container import container as lifecycle
-from vmm.container import images, layers
+from vmm.container import images, layers, records
 from vmm.container.security import Security
 from vmm.container.state import Store
-
-PYVMM = pyvmm_command()
 
 
 def _env(root: Path) -> dict:
@@ -59,7 +56,7 @@ def timed_runs(argv: list[str], runs: int, env: dict | None = None, cleanup=None
 def flat_rootfs(store: Store, image_ref: str, dest: Path) -> Path:
     """Copy an image's layers, bottom first, into one directory (the images built by
     scripts/build_images.py have no whiteouts, which a plain copy would not apply)."""
-    for digest in images.get(store, image_ref)["layers"]:
+    for digest in images.get(store, image_ref).layers:
         shutil.copytree(layers.layer_dir(store, digest), dest, symlinks=True, dirs_exist_ok=True)
     return dest
 
@@ -120,14 +117,15 @@ CGROUP2_VIEW = ["unshare", "-m", "sh", "-c", 'mount -t cgroup2 none /sys/fs/cgro
                 "sh"]  # fmt: skip
 
 
-def pyvmm_run(root: Path, image_ref: str, args: list[str], volumes: list[str], runs: int,
-              wrapper: tuple[str, ...] = ()) -> dict:  # fmt: skip
+def pyvmm_run(pyvmm: list[str], root: Path, image_ref: str, args: list[str],
+              volumes: list[str], runs: int, wrapper: tuple[str, ...] = ()) -> dict:  # fmt: skip
     """``pyvmm container run --rm``, whole process; then the same without ``--rm`` to
     read back what pyvmm measured from inside (when each start-up step ended, from
-    the run request to the first output) and the cgroup's peak memory. ``wrapper``
-    prefixes the command (``CGROUP2_VIEW``)."""
+    the run request to the first output) and the cgroup's peak memory. ``pyvmm`` is
+    the command (the benchmark's ``pyvmm_command``: the container package knows
+    nothing of the benchmark package); ``wrapper`` prefixes it (``CGROUP2_VIEW``)."""
     store, env = Store(root), _env(root)
-    run = [*wrapper, *PYVMM, "container", "run"]
+    run = [*wrapper, *pyvmm, "container", "run"]
     vflags = [f for v in volumes for f in ("-v", v)]
     whole = timed_runs([*run, "--rm", *vflags, image_ref, *args], runs, env)
     inner = []
@@ -190,6 +188,6 @@ def cgroup_attach_cost(runs: int, idle_s: float = 0.05) -> dict:
 def image_sizes(root: Path) -> dict:
     """Bytes on disk per image, and for all of them with shared layers counted once."""
     store = Store(root)
-    records = images.list_images(store)
-    sizes = {f"{r['name']}:{r['tag']}": r["size"] for r in records}
-    return {"images": sizes, "total": images.total_size(store, records)}
+    found = records.loaded([r for _, r in images.list_images(store)])
+    sizes = {r.ref: images.size(store, r) for r in found}
+    return {"images": sizes, "total": images.total_size(store, found)}

@@ -17,12 +17,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from vmm.container import cgroups, layers, mounts, spec, volumes
-from vmm.container.security import Security
-from vmm.container.state import ContainerRecord, Store, write_json
+from vmm.container import cgroups, inroot, layers, mounts, records, spec, volumes
+from vmm.container.atomic import write_json
+from vmm.container.state import ContainerRecord, Store
 
-# What Docker and runc mount for every container (runc's `spec` default), as
-# ``mounts._mount_dev`` did: a small /dev, a private devpts, /dev/shm, sysfs read-only.
+# What Docker and runc mount for every container (runc's `spec` default): /proc, a
+# small /dev, a private devpts, /dev/shm, sysfs read-only.
 SYSTEM_MOUNTS = [
     {"destination": "/proc", "type": "proc", "source": "proc",
      "options": ["nosuid", "nodev", "noexec"]},
@@ -44,24 +44,24 @@ def directory(store: Store, rec: ContainerRecord) -> str:
 def config(store: Store, rec: ContainerRecord) -> dict:
     """The container's ``config.json``: the image's defaults and the flags, recorded
     in ``rec`` at create, in the runtime spec's terms."""
-    security = Security(**rec.security)
+    security = rec.security
     binds = []
     for m in rec.mounts:
-        source = volumes.data_dir(store, m["source"]) if m["type"] == "volume" else m["source"]
-        options = ["rbind", "ro" if m["ro"] else "rw"]
-        binds.append({"destination": m["target"], "type": "bind", "source": source,
+        source = volumes.data_dir(store, m.source) if m.type == "volume" else m.source
+        options = ["rbind", "ro" if m.ro else "rw"]
+        binds.append({"destination": m.target, "type": "bind", "source": source,
                       "options": options})  # fmt: skip
     resources, limits = {}, rec.limits  # (the monitor makes the cgroup from these)
-    if limits.get("memory") is not None:
-        resources["memory"] = {"limit": limits["memory"], "swap": limits["memory"]}
-    if limits.get("pids") is not None:
-        resources["pids"] = {"limit": limits["pids"]}
-    if limits.get("cpus") is not None:
+    if limits.memory is not None:
+        resources["memory"] = {"limit": limits.memory, "swap": limits.memory}
+    if limits.pids is not None:
+        resources["pids"] = {"limit": limits.pids}
+    if limits.cpus is not None:
         period = cgroups.CFS_PERIOD_US
-        resources["cpu"] = {"quota": int(limits["cpus"] * period), "period": period}
-    if limits.get("devices") is not None:
+        resources["cpu"] = {"quota": int(limits.cpus * period), "period": period}
+    if limits.devices is not None:
         resources["devices"] = [
-            {k: v for k, v in d.items() if v is not None} for d in rec.limits["devices"]
+            {k: v for k, v in records.to_json(d).items() if v is not None} for d in limits.devices
         ]
     linux = {
         # PID: the monitor forks the init into a new one; cgroup: entered once the
@@ -115,7 +115,8 @@ def overlay(store: Store, rec: ContainerRecord) -> Callable[[str], None]:
         lowers = [str(layers.layer_dir(store, d)) for d in reversed(rec.layers)]
         mounts.mount_overlay(rootfs, lowers, f"{cdir}/upper", f"{cdir}/work")
         for m in rec.mounts:
-            if m["type"] == "volume":
-                volumes.populate(store, m["source"], mounts.path_in(rootfs, m["target"]))
+            if m.type == "volume":
+                with inroot.target(rootfs, m.target) as target:
+                    volumes.populate(store, m.source, target)
 
     return mount_it

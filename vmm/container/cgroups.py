@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import signal
 import time
 from abc import ABC, abstractmethod
@@ -38,6 +39,16 @@ from vmm.errors import PyvmmError
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PARENT = "pyvmm"  # the default state directory's; see Store.cgroup_parent
 CFS_PERIOD_US = 100_000
+SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}  # Docker's, binary
+
+
+def parse_size(text: str) -> int:
+    """A memory limit as ``--memory`` takes it, in ``pyvmm container run`` and
+    ``pyvmm-runtime update``: ``64M``, ``1g``, ``4096`` to bytes."""
+    m = re.fullmatch(r"(\d+)([bkmgBKMG]?)", text.strip())
+    if not m or int(m.group(1)) == 0:
+        raise PyvmmError(f"bad memory size {text!r}: use a number with an optional K, M or G")
+    return int(m.group(1)) * SIZE_UNITS[m.group(2).lower()]
 
 
 @dataclass(frozen=True)
@@ -84,11 +95,6 @@ class Limits:
     memory_swappiness: int | None = None
     oom_kill_disable: bool | None = None
     devices: list[DeviceRule] | None = None
-
-    def __post_init__(self) -> None:
-        if self.devices is not None:  # as read back from JSON
-            self.devices = [d if isinstance(d, DeviceRule) else DeviceRule(**d)
-                            for d in self.devices]  # fmt: skip
 
     @classmethod
     def from_oci(cls, resources: dict, nodes: list | None = None) -> Limits:

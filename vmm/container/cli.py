@@ -7,7 +7,6 @@ Each command is a few lines over the library (``container.py``, ``images.py``,
 from __future__ import annotations
 
 import json
-import re
 import signal
 import sys
 import time
@@ -17,25 +16,17 @@ IMPORT_START = time.perf_counter()  # what importing the container runtime costs
 import click  # noqa: E402
 
 from vmm.container import container as lifecycle  # noqa: E402
-from vmm.container import images, layers, volumes  # noqa: E402
-from vmm.container.cgroups import Limits, host_version  # noqa: E402
+from vmm.container import images, layers, records, volumes  # noqa: E402
+from vmm.container.cgroups import Limits, host_version, parse_size  # noqa: E402
+from vmm.container.names import split_image_ref  # noqa: E402
+from vmm.container.records import Broken  # noqa: E402
 from vmm.container.security import from_options  # noqa: E402
 from vmm.container.state import Store  # noqa: E402
 from vmm.errors import PyvmmError  # noqa: E402
 
-UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-
 
 def _store(ctx: click.Context) -> Store:
     return Store(ctx.obj["root"])
-
-
-def parse_size(text: str) -> int:
-    """``64M``, ``1g``, ``4096`` to bytes."""
-    m = re.fullmatch(r"(\d+)([bkmgBKMG]?)", text.strip())
-    if not m or int(m.group(1)) == 0:
-        raise PyvmmError(f"bad memory size {text!r}: use a number with an optional K, M or G")
-    return int(m.group(1)) * UNITS[m.group(2).lower()]
 
 
 def human_size(n: float) -> str:
@@ -54,6 +45,8 @@ def _ago(t: float) -> str:
 
 
 def _status(rec) -> str:
+    if isinstance(rec, Broken):
+        return f"Broken ({rec.reason})"
     if rec.status == "running":
         return f"Up {_ago(rec.started_at)}"
     if rec.status == "exited":
@@ -74,6 +67,8 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            raise  # a closed stdout: the top-level CLI ends quietly, as `ls | head` does
         except OSError as e:
             where = f": {e.filename}" if e.filename else ""
             raise PyvmmError(f"{e.strerror or e}{where}") from None
@@ -132,7 +127,7 @@ def run(ctx, image, command, memory, pids, cpus, ulimits, cap_add, cap_drop, sec
 
 def _exit_with(ctx: click.Context, rec, status: int) -> None:
     if rec.oom_killed:
-        limit = rec.limits["memory"]
+        limit = rec.limits.memory
         limit = f" (limit {human_size(limit)})" if limit else ""
         click.echo(f"pyvmm: container {rec.name} ran out of memory{limit}", err=True)
     ctx.exit(status)
@@ -158,13 +153,16 @@ def start(ctx, name, attach) -> None:
 def ps(ctx, show_all, quiet) -> None:
     """List containers (cleaning up after those whose runtime died)."""
     recs = lifecycle.list_containers(_store(ctx))
-    recs = [r for r in recs if show_all or r.status != "exited"]
+    recs = [r for r in recs if show_all or isinstance(r, Broken) or r.status != "exited"]
     if quiet:
         for r in recs:
             click.echo(r.id[:12])
         return
     rows = [["CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "NAMES"]]
     for r in recs:
+        if isinstance(r, Broken):
+            rows.append([r.id[:12], "?", "?", _status(r), ""])
+            continue
         cmd = " ".join(r.command)
         cmd = cmd if len(cmd) <= 22 else cmd[:19] + "..."
         rows.append([r.id[:12], r.image, json.dumps(cmd), _status(r), r.name])
@@ -250,7 +248,7 @@ def image_import(ctx, source, ref) -> None:
     from vmm.container import importer  # tarfile and friends: not on `run`'s path
 
     record = importer.import_image(_store(ctx), source, ref)
-    click.echo(f"{record['name']}:{record['tag']} {record['id'][:12]}")
+    click.echo(f"{record.ref} {record.id[:12]}")
 
 
 @image.command("ls")
@@ -258,13 +256,18 @@ def image_import(ctx, source, ref) -> None:
 def image_ls(ctx) -> None:
     """List images; the total counts layers shared by images once."""
     store = _store(ctx)
-    records = images.list_images(store)
+    found = images.list_images(store)
     rows = [["NAME", "TAG", "IMAGE ID", "LAYERS", "SIZE"]]
-    for r in records:
-        size = human_size(r["size"])
-        rows.append([r["name"], r["tag"], r["id"][:12], str(len(r["layers"])), size])
+    for ref, r in found:
+        name, _, tag = ref.partition(":")
+        if isinstance(r, Broken):
+            rows.append([name, tag, _status(r), "?", "?"])
+            continue
+        size = images.size(store, r)
+        size = "?" if size is None else human_size(size)
+        rows.append([name, tag, r.id[:12], str(len(r.layers)), size])
     _table(rows)
-    total = human_size(images.total_size(store, records))
+    total = human_size(images.total_size(store, records.loaded([r for _, r in found])))
     click.echo(f"total {total} on disk (shared layers counted once)")
 
 
@@ -275,8 +278,9 @@ def image_inspect(ctx, ref) -> None:
     """Print the image's record and its layers (bottom first) as JSON."""
     store = _store(ctx)
     record = images.get(store, ref)
-    record["layers"] = [{"digest": d, "size": layers.size(store, d)} for d in record["layers"]]
-    click.echo(json.dumps(record, indent=2, sort_keys=True))
+    data = records.to_json(record)
+    data["layers"] = [{"digest": d, "size": layers.size(store, d)} for d in record.layers]
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
 @image.command("rm")
@@ -287,7 +291,9 @@ def image_rm(ctx, refs) -> None:
     store = _store(ctx)
     for ref in refs:
         with store.lock():
-            users = lifecycle.users_of(store, image=images.get(store, ref))
+            name, tag = split_image_ref(ref)
+            image = images.load(store, name, tag)
+            users = [] if isinstance(image, Broken) else lifecycle.users_of(store, image=image)
             images.remove(store, ref, lifecycle.layers_in_use(store), users)
         click.echo(ref)
 
@@ -304,15 +310,18 @@ def volume_create(ctx, name) -> None:
     """Create a named volume (run -v NAME:/path also creates it on first use)."""
     store = _store(ctx)
     with store.lock():
-        click.echo(volumes.create(store, name)["name"])
+        click.echo(volumes.create(store, name).name)
 
 
 @volume.command("ls")
 @click.pass_context
 def volume_ls(ctx) -> None:
     """List named volumes and where their data lives."""
+    store = _store(ctx)
     rows = [["VOLUME NAME", "MOUNTPOINT"]]
-    rows += [[v["name"], v["mountpoint"]] for v in volumes.list_volumes(_store(ctx))]
+    for name, v in volumes.list_volumes(store):
+        where = _status(v) if isinstance(v, Broken) else volumes.data_dir(store, name)
+        rows.append([name, where])
     _table(rows)
 
 
@@ -321,7 +330,11 @@ def volume_ls(ctx) -> None:
 @click.pass_context
 def volume_inspect(ctx, name) -> None:
     """Print a volume's record as JSON."""
-    click.echo(json.dumps(volumes.get(_store(ctx), name), indent=2, sort_keys=True))
+    store = _store(ctx)
+    v = volumes.get(store, name)
+    data = {"name": name, "error": v.reason} if isinstance(v, Broken) else records.to_json(v)
+    data["mountpoint"] = volumes.data_dir(store, name)
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
 @volume.command("rm")

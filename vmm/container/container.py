@@ -37,34 +37,32 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 from vmm.container import (
     bundle,
     capabilities,
     cgroups,
+    exeseal,
     images,
     init,
     layers,
     namespaces,
+    records,
     seccomp,
     volumes,
 )
 from vmm.container._libc import lib
 from vmm.container.cgroups import Limits
 from vmm.container.fdtree import remove_tree
-from vmm.container.libc import prctl
+from vmm.container.images import ImageRecord
+from vmm.container.libc import prctl, umount2
 from vmm.container.names import check_name
+from vmm.container.proc import is_alive, process_start
+from vmm.container.records import Broken
 from vmm.container.security import Security
-from vmm.container.state import (
-    ContainerRecord,
-    Store,
-    is_alive,
-    process_start,
-    read_json,
-    write_json,
-)
+from vmm.container.state import ContainerRecord, Store
 from vmm.errors import PyvmmError
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -83,42 +81,92 @@ def _dir(store: Store, cid: str) -> Path:
     return store.containers / cid
 
 
+class BrokenContainer(Broken):
+    """A container whose record does not load: all that is known is its id (its
+    directory's name). ``ps -a`` lists it, ``inspect`` says why, ``rm -f`` removes it."""
+
+    @property
+    def id(self) -> str:
+        return self.path.parent.name
+
+
+Container = ContainerRecord | BrokenContainer
+
+
 def _save(store: Store, rec: ContainerRecord) -> None:
-    write_json(_dir(store, rec.id) / "state.json", rec.to_json())
+    records.write(_dir(store, rec.id) / "state.json", rec)
 
 
-def _load(store: Store, cid: str) -> ContainerRecord | None:
-    try:
-        return ContainerRecord.from_json(read_json(_dir(store, cid) / "state.json"))
-    except FileNotFoundError:
+def _is_entry(name: str) -> bool:
+    """Whether ``name`` can only name an entry of the directory it is looked up in."""
+    return name not in ("", ".", "..") and "/" not in name
+
+
+def _load(store: Store, cid: str) -> Container | None:
+    """The container ``cid`` (a directory entry of the store's), or None if there is none."""
+    if not _is_entry(cid) or not _dir(store, cid).is_dir():
         return None
+    rec = records.load(_dir(store, cid) / "state.json", ContainerRecord, id=cid)
+    return BrokenContainer(rec.path, rec.reason) if isinstance(rec, Broken) else rec
 
 
-def _all(store: Store) -> list[ContainerRecord]:
+def _all(store: Store) -> list[Container]:
+    """Every container, oldest first, the broken ones last."""
     if not store.containers.is_dir():
         return []
-    recs = [_load(store, p.name) for p in store.containers.iterdir()]
-    return sorted((r for r in recs if r), key=lambda r: r.created)
+    recs = [r for r in (_load(store, n) for n in sorted(os.listdir(store.containers))) if r]
+    return sorted(records.loaded(recs), key=lambda r: r.created) + [
+        r for r in recs if isinstance(r, BrokenContainer)
+    ]
 
 
-def _remove_files(store: Store, rec: ContainerRecord) -> None:
-    """Remove the container's cgroup, directory and name, whichever exist; caller locks."""
-    cgroups.for_container(rec.id, rec.cgroup, store.cgroup_parent).remove()
-    for path in (_dir(store, rec.id) / "upper", _dir(store, rec.id)):
+def _unmount_under(path: Path) -> None:
+    """Detach whatever is mounted at or under ``path`` on the host (deepest first).
+
+    pyvmm mounts a container's overlay only in its own mount namespace, so there is
+    normally nothing; a container whose record is lost may have been set up by hand
+    (docs/containers.md, "the same container three ways")."""
+    top = str(path)
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    inside = [p for p in points if p == top or p.startswith(top + "/")]
+    for point in sorted(set(inside), key=len, reverse=True):
+        with contextlib.suppress(OSError):
+            umount2(point, lib.MNT_DETACH)
+
+
+def _remove_files(store: Store, cid: str, cgroup: str | None = None) -> None:
+    """Remove the container's cgroup (killing what is left in it), mounts, directory
+    and names, whichever exist; caller locks. ``cgroup`` is the version it ran under,
+    None for the host's."""
+    cgroups.for_container(cid, cgroup, store.cgroup_parent).remove()
+    _unmount_under(_dir(store, cid))
+    for path in (_dir(store, cid) / "upper", _dir(store, cid)):
         with contextlib.suppress(FileNotFoundError):  # the writable layer first: if it
             remove_tree(path)  # cannot go, the record stays for ``rm`` to report
+    _remove_stale_names(store)
+
+
+def _remove_stale_names(store: Store) -> None:
+    """Remove the names of containers that no longer exist (a removed one's, or one a
+    crash left half-made). Caller locks."""
     with contextlib.suppress(FileNotFoundError):
-        if os.readlink(store.names / rec.name) == rec.id:  # not a later namesake's
-            os.unlink(store.names / rec.name)
+        for name in os.listdir(store.names):
+            with contextlib.suppress(OSError):
+                target = os.readlink(store.names / name)
+                if not _is_entry(target) or not _dir(store, target).is_dir():
+                    os.unlink(store.names / name)
 
 
-def reconcile(store: Store, rec: ContainerRecord) -> ContainerRecord | None:
+def reconcile(store: Store, rec: Container) -> Container | None:
     """Bring ``rec`` in line with the processes that really exist; caller locks.
 
     A container whose monitor is gone (a killed ``pyvmm``) is recorded as exited with
     an unknown status and its cgroup removed; with ``--rm`` it is removed entirely
-    and None is returned.
+    and None is returned. A broken record is left as it is, for ``rm -f``.
     """
+    if isinstance(rec, BrokenContainer):
+        return rec
     if rec.status not in ACTIVE or is_alive(rec.monitor_pid, rec.monitor_start):
         return rec
     if is_alive(rec.pid, rec.pid_start):
@@ -127,7 +175,7 @@ def reconcile(store: Store, rec: ContainerRecord) -> ContainerRecord | None:
     rec.update(
         status="exited",
         exit_code=None,
-        error="the pyvmm process supervising it died",
+        error=rec.error or "the pyvmm process supervising it died",
         finished_at=time.time(),
         peak_memory=cg.peak_memory(),
         oom_killed=cg.oom_killed(),
@@ -135,23 +183,26 @@ def reconcile(store: Store, rec: ContainerRecord) -> ContainerRecord | None:
     )
     if rec.auto_remove:
         try:
-            _remove_files(store, rec)
+            _remove_files(store, rec.id, rec.cgroup)
             return None
         except PyvmmError as e:  # kept, for ``rm`` to report: ps must go on
             rec.error = f"--rm could not remove it: {e}"
     cg.remove()
-    _save(store, rec)
+    with contextlib.suppress(OSError):  # a full disk: shown as it is now, recorded later
+        _save(store, rec)
     return rec
 
 
-def list_containers(store: Store) -> list[ContainerRecord]:
-    """Every container, each reconciled with reality (dead ones recorded, --rm ones gone)."""
+def list_containers(store: Store) -> list[Container]:
+    """Every container, each reconciled with reality (dead ones recorded, --rm ones
+    gone, and the names of none removed)."""
     with store.lock():
+        _remove_stale_names(store)
         return [r for r in (reconcile(store, rec) for rec in _all(store)) if r]
 
 
-def find(store: Store, ref: str) -> ContainerRecord:
-    """The container named ``ref``, or whose id is or starts with ``ref``."""
+def find(store: Store, ref: str) -> Container:
+    """The container named ``ref``, or whose id is or starts with ``ref``; broken or not."""
     if not ref:
         raise PyvmmError("container name is empty")
     with store.lock():
@@ -170,19 +221,30 @@ def find(store: Store, ref: str) -> ContainerRecord:
     return rec
 
 
-def users_of(store: Store, image: dict | None = None, volume: str | None = None) -> list[str]:
-    """Names of containers created from ``image`` or referring to ``volume``."""
+def find_usable(store: Store, ref: str) -> ContainerRecord:
+    """``find``, refusing a broken container (only ``rm -f`` and ``inspect`` take one)."""
+    rec = find(store, ref)
+    if isinstance(rec, BrokenContainer):
+        raise PyvmmError(f"container {rec.id[:12]} is broken ({rec.reason}): remove it with rm -f")
+    return rec
+
+
+def users_of(
+    store: Store, image: ImageRecord | None = None, volume: str | None = None
+) -> list[str]:
+    """Names of containers created from ``image`` or referring to ``volume`` (a broken
+    container's record says neither: it counts as using nothing)."""
     names = []
-    for rec in _all(store):
-        if image and rec.image_id == image["id"]:
+    for rec in records.loaded(_all(store)):
+        if image and rec.image_id == image.id:
             names.append(rec.name)
-        if volume and any(m["source"] == volume for m in rec.mounts if m["type"] == "volume"):
+        if volume and any(m.source == volume for m in rec.mounts if m.type == "volume"):
             names.append(rec.name)
     return names
 
 
 def layers_in_use(store: Store) -> set[str]:
-    return {d for rec in _all(store) for d in rec.layers}
+    return {d for rec in records.loaded(_all(store)) for d in rec.layers}
 
 
 def create(
@@ -210,29 +272,29 @@ def create(
         check_name("hostname", hostname)
     image = images.get(store, image_ref)
     mounts_ = [volumes.parse(spec) for spec in volume_specs]
-    config = image["config"]
-    command = list(command) or (config.get("Entrypoint") or []) + (config.get("Cmd") or [])
+    config = image.config
+    command = list(command) or (config.entrypoint or []) + (config.cmd or [])
     if not command:
         raise PyvmmError(f"no command given and image {image_ref} has no default command")
     cid = os.urandom(32).hex()
     name = name or cid[:12]
     hostname = hostname or cid[:12]
-    env = config.get("Env") or [DEFAULT_PATH]
+    env = config.env or [DEFAULT_PATH]
     security = security or Security()
     limits = replace(limits or Limits(), devices=security.device_rules())
     rec = ContainerRecord(
         id=cid,
         name=name,
-        image=f"{image['name']}:{image['tag']}",
-        image_id=image["id"],
-        layers=image["layers"],
+        image=image.ref,
+        image_id=image.id,
+        layers=image.layers,
         command=command,
         env=[*env, f"HOSTNAME={hostname}"],
-        cwd=config.get("WorkingDir") or "/",
+        cwd=config.working_dir or "/",
         hostname=hostname,
         mounts=mounts_,
-        limits=asdict(limits),
-        security=asdict(security),
+        limits=limits,
+        security=security,
         auto_remove=auto_remove,
         created=time.time(),
     )
@@ -243,7 +305,11 @@ def create(
         try:
             os.symlink(cid, store.names / name)
         except FileExistsError:
-            raise PyvmmError(f"container name {name} is already in use") from None
+            _remove_stale_names(store)  # a crash may have left the name of none
+            try:
+                os.symlink(cid, store.names / name)
+            except FileExistsError:
+                raise PyvmmError(f"container name {name} is already in use") from None
         try:
             store.containers.mkdir(exist_ok=True)
             cdir = _dir(store, cid)
@@ -251,9 +317,11 @@ def create(
             for sub in ("upper", "work", "merged"):
                 os.mkdir(cdir / sub, 0o700)
             for m in mounts_:
-                if m["type"] == "volume" and not (store.volumes / m["source"]).exists():
-                    volumes.create(store, m["source"])
-                    rec.new_volumes.append(m["source"])
+                if m.type == "volume" and not (store.volumes / m.source).exists():
+                    volumes.create(store, m.source)
+                    rec.new_volumes.append(m.source)
+                elif m.type == "volume":
+                    volumes.create(store, m.source)  # refuses a broken one
             bundle.write(store, rec)
             _save(store, rec)
         except BaseException:
@@ -264,7 +332,7 @@ def create(
 
 def _forget(store: Store, rec: ContainerRecord) -> None:
     """Remove a container's files, name and the volumes it created; caller locks."""
-    _remove_files(store, rec)
+    _remove_files(store, rec.id, rec.cgroup)
     for v in rec.new_volumes:
         if not users_of(store, volume=v):
             volumes.remove(store, v, [])
@@ -295,6 +363,7 @@ def _init(
         prctl(lib.PR_SET_PDEATHSIG, signal.SIGKILL)
         spec = bundle.load(store, rec)
         process = spec.process
+        trampoline = exeseal.Trampoline()  # while the package's files are in reach
         init.enter_namespaces(spec, skip=("cgroup",))
         mark("namespaces")
         init.mount_rootfs(spec, None, on_rootfs=bundle.overlay(store, rec))
@@ -318,7 +387,7 @@ def _init(
         os.write(report, b"T" + json.dumps(marks).encode() + b"\n")
         try:
             program = syscall_filter if syscall_filter.bpf else None
-            init.become(process, executable, syscall_filter=program, keep_fd=report)
+            init.become(process, executable, trampoline, syscall_filter=program, keep_fd=report)
         except PermissionError:
             code, message = 126, f"{process.args[0]}: permission denied"
     except PyvmmError as e:
@@ -383,6 +452,8 @@ def _claim(store: Store, cid: str) -> ContainerRecord:
         rec = rec and reconcile(store, rec)
         if rec is None:
             raise PyvmmError(f"no such container: {cid[:12]}")
+        if isinstance(rec, BrokenContainer):
+            raise PyvmmError(f"container {cid[:12]} is broken ({rec.reason})")
         if rec.status in ACTIVE:
             raise PyvmmError(f"container {rec.name} is already running")
         _claimed(rec)
@@ -433,7 +504,7 @@ def _monitor(store: Store, rec: ContainerRecord, attach: bool, on_started: Calla
     cg = cgroups.for_container(cid, rec.cgroup, store.cgroup_parent)
     fds: list[int] = []
     try:
-        cg.create(Limits(**rec.limits))
+        cg.create(rec.limits)
         mark("cgroup_created")
         log_fd = os.open(_dir(store, cid) / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         fds.append(log_fd)
@@ -447,7 +518,7 @@ def _monitor(store: Store, rec: ContainerRecord, attach: bool, on_started: Calla
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
         fds += [report_r, report_w, go_r, go_w]
-        with namespaces.pid_namespace_for_children():
+        with exeseal.nondumpable(), namespaces.pid_namespace_for_children():
             pid = cg.fork_inside()
             joined = pid is not None
             if pid is None:
@@ -459,11 +530,11 @@ def _monitor(store: Store, rec: ContainerRecord, attach: bool, on_started: Calla
         for fd in fds:
             os.close(fd)
         cg.remove()
-        _finish(store, cid, None, None)
+        _finish(store, rec, None, None)
         raise
     for fd in [*child_only, report_w, go_r]:
         os.close(fd)
-    syscall_filter = _FilterBuild(Security(**rec.security))
+    syscall_filter = _FilterBuild(rec.security)
     failure = b""
     try:
         if not joined:
@@ -479,10 +550,12 @@ def _monitor(store: Store, rec: ContainerRecord, attach: bool, on_started: Calla
     finally:
         os.close(go_w)
     # Recorded while the child finishes its setup, not after: off the path to its exec.
-    with store.lock():
+    # A full disk does not stop it (the container may be what fills it): the record
+    # says "starting" under this live monitor, which is as good until the exit.
+    with store.lock(), contextlib.suppress(OSError):
         rec.update(status="running", pid=pid, pid_start=process_start(pid), started_at=time.time())
         if _load(store, cid) is not None:  # else removed with rm -f already
-            _save(store, rec)
+            _save(store, rec)  # (and a broken record repaired)
     with os.fdopen(report_r, "rb") as report:
         answer = report.read()
     mark("exec")
@@ -496,7 +569,7 @@ def _monitor(store: Store, rec: ContainerRecord, attach: bool, on_started: Calla
         for fd in [*outputs, log_fd]:
             os.close(fd)
         cg.remove()
-        _finish(store, cid, None, None)
+        _finish(store, rec, None, None)
         code, _, message = failure.decode(errors="replace").partition("\n")
         raise ContainerStartError(message, int(code))
     on_started(rec)
@@ -513,23 +586,57 @@ def _monitor(store: Store, rec: ContainerRecord, attach: bool, on_started: Calla
     result = {"oom_killed": cg.oom_killed(), "peak_memory": cg.peak_memory(), "timings": timings}
     rec.update(**result)
     cg.remove()
-    _finish(store, cid, code, result)
+    try:
+        _finish(store, rec, code, result)
+    except OSError as e:  # a full disk, a read-only state root: the container stays
+        _mark_unrecorded(store, rec, code, e)
+        raise ExitNotRecorded(rec, code, e) from None
     return code
+
+
+def _mark_unrecorded(store: Store, rec: ContainerRecord, code: int, error: OSError) -> None:
+    """Record, if the disk allows it at all, that the exit could not be recorded:
+    written over the record in the space it has (``records.write_in_place``)."""
+    rec.update(status="exited", exit_code=code, pid=None, finished_at=time.time(),
+               error=f"its exit could not be recorded: {error.strerror or error}")  # fmt: skip
+    with contextlib.suppress(OSError), store.lock():
+        if isinstance(_load(store, rec.id), ContainerRecord):
+            records.write_in_place(_dir(store, rec.id) / "state.json", rec)
 
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def _finish(store: Store, cid: str, code: int | None, result: dict | None) -> None:
-    """Record how the container ended (or that it never started); apply --rm."""
+class ExitNotRecorded(PyvmmError):
+    """The container ran and exited, but its record could not be updated as usual.
+    It is kept, never removed for that: marked exited with the reason where the record
+    could be overwritten in place, else as the disk has it (``running``, its monitor
+    gone: ``reconcile`` records it as exited once the state root takes writes again)."""
+
+    exit_code = 125  # Docker's: the error is the runtime's, not the container's
+
+    def __init__(self, rec: ContainerRecord, code: int, error: OSError):
+        super().__init__(
+            f"container {rec.name} exited with status {code}, but its exit could not "
+            f"be recorded ({error.strerror or error}); it is kept"
+        )
+
+
+def _finish(store: Store, rec: ContainerRecord, code: int | None, result: dict | None) -> None:
+    """Record how the container ended (or that it never started); apply --rm.
+
+    The record on disk is read again (a later ``start`` may have changed it); one that
+    no longer loads is replaced by the monitor's own, repaired."""
     with store.lock():
-        rec = _load(store, cid)
-        if rec is None:
+        disk = _load(store, rec.id)
+        if disk is None:
             return  # removed with rm -f while it ran
+        if isinstance(disk, ContainerRecord):
+            rec = disk
         rec.update(status="exited", exit_code=code, pid=None, finished_at=time.time())
         rec.update(**(result or {}))
         if rec.auto_remove and result is not None:
-            _remove_files(store, rec)
+            _remove_files(store, rec.id, rec.cgroup)
         else:
             _save(store, rec)
 
@@ -575,7 +682,7 @@ def start(
     Attached: supervise it here and return its record and exit status. Detached:
     return once it runs (status None), a daemon monitor supervising it.
     """
-    rec = find(store, ref)
+    rec = find_usable(store, ref)
     if not attach:
         _start_detached(store, rec.id)
         return rec, None
@@ -587,21 +694,24 @@ def run(store: Store, image_ref: str, command: list[str], *, detach: bool = Fals
         t0: float | None = None, imports_s: float = 0.0,
         **options) -> tuple[ContainerRecord, int | None]:  # fmt: skip
     """``create`` and ``start``; a container whose command cannot start is removed again,
-    with the volumes it created, so a failed ``run`` leaves nothing behind.
+    with the volumes it created, so a failed ``run`` leaves nothing behind. One that
+    started is never removed for an error (only by ``--rm``, once it has exited).
 
     ``t0`` is when the request came in; the record's ``timings`` count from it
     (``imports_s``, the caller's import time before ``t0``, is recorded beside them).
     """
     t0 = t0 or time.perf_counter()
     rec = create(store, image_ref, command, claim=not detach, **options)
+    started = []
     try:
         if detach:
             _start_detached(store, rec.id)
             return rec, None
-        return rec, _monitor(store, rec, True, lambda _rec: None, t0, imports_s)
+        return rec, _monitor(store, rec, True, started.append, t0, imports_s)
     except BaseException:
-        with store.lock():
-            _forget(store, rec)
+        if not started or rec.auto_remove:
+            with store.lock():
+                _forget(store, rec)
         raise
 
 
@@ -617,7 +727,7 @@ def _wait_dead(pid: int | None, start_time: int | None, timeout: float) -> bool:
 def kill(store: Store, ref: str, sig: int = signal.SIGKILL) -> None:
     """Send ``sig`` to the container's PID 1; if that ends it, wait until its exit is
     recorded, so that a following ``ps`` or ``inspect`` shows it."""
-    rec = find(store, ref)
+    rec = find_usable(store, ref)
     if rec.status != "running" or not is_alive(rec.pid, rec.pid_start):
         raise PyvmmError(f"container {rec.name} is not running")
     os.kill(rec.pid, sig)
@@ -631,7 +741,7 @@ def stop(store: Store, ref: str, timeout: float = 10.0) -> None:
     A PID 1 that installed no SIGTERM handler ignores SIGTERM (the kernel protects a
     namespace's init), as in Docker; then the SIGKILL ends it.
     """
-    rec = find(store, ref)
+    rec = find_usable(store, ref)
     if rec.status == "running":
         with_pid = (rec.pid, rec.pid_start)
         if is_alive(*with_pid):
@@ -643,8 +753,18 @@ def stop(store: Store, ref: str, timeout: float = 10.0) -> None:
 
 
 def remove(store: Store, ref: str, force: bool = False) -> None:
-    """Delete the container and its writable layer (volumes stay)."""
+    """Delete the container and its writable layer (volumes stay).
+
+    A broken container goes with ``force`` only (whether it still runs is unknown):
+    its cgroup (and whatever still runs in it), any mount under its directory, its
+    directory and its name."""
     rec = find(store, ref)
+    if isinstance(rec, BrokenContainer):
+        if not force:
+            raise PyvmmError(f"container {rec.id[:12]} is broken ({rec.reason}): use rm -f")
+        with store.lock():
+            _remove_files(store, rec.id)
+        return
     if rec.status in ACTIVE:
         if not force:
             raise PyvmmError(f"container {rec.name} is running: stop it first or use -f")
@@ -653,13 +773,16 @@ def remove(store: Store, ref: str, force: bool = False) -> None:
         _wait_dead(rec.monitor_pid, rec.monitor_start, 5.0)
     with store.lock():
         if _load(store, rec.id):
-            _remove_files(store, rec)
+            _remove_files(store, rec.id, rec.cgroup)
 
 
 def inspect(store: Store, ref: str) -> dict:
     """The container's record, for people: a custom seccomp profile by its path only,
-    and, while it runs, the capabilities its first process really has (CapEff)."""
+    and, while it runs, the capabilities its first process really has (CapEff). A
+    broken one's is its id and why it is broken."""
     rec = find(store, ref)
+    if isinstance(rec, BrokenContainer):
+        return {"id": rec.id, "status": "broken", "error": rec.reason}
     record = rec.to_json()
     security = record["security"]
     security.pop("seccomp_profile", None)
@@ -671,7 +794,7 @@ def inspect(store: Store, ref: str) -> dict:
 
 
 def logs(store: Store, ref: str) -> bytes:
-    rec = find(store, ref)
+    rec = find_usable(store, ref)
     try:
         return (_dir(store, rec.id) / "log").read_bytes()
     except FileNotFoundError:
@@ -679,6 +802,6 @@ def logs(store: Store, ref: str) -> bytes:
 
 
 def diff(store: Store, ref: str) -> list[tuple[str, str]]:
-    rec = find(store, ref)
+    rec = find_usable(store, ref)
     lowers = [layers.layer_dir(store, d) for d in reversed(rec.layers)]
     return layers.diff(_dir(store, rec.id) / "upper", lowers)

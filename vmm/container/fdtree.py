@@ -19,6 +19,7 @@ done here, one way:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -122,13 +123,72 @@ def walk(root_fd: int) -> Iterator[Entry]:
         os.close(cur)
 
 
+def _unlink_all_but_dirs(fd: int) -> list[str]:
+    """Unlink every entry of the directory ``fd`` but its subdirectories; return those.
+
+    The listing is read whole first (as ``rm``'s fts does), then acted on in its own
+    order, each entry by the type the listing gives (no stat): ext4 hashes names, and
+    removing in hash order touches each directory block once, where sorted names
+    cost a random block per entry (ten times slower on a real disk).
+    """
+    with os.scandir(fd) as listing:
+        entries = list(listing)
+    subdirs = []
+    for e in entries:
+        if e.is_dir(follow_symlinks=False):
+            subdirs.append(e.name)
+            continue
+        try:
+            os.unlink(e.name, dir_fd=fd)
+        except IsADirectoryError:  # a directory now, since it was listed
+            subdirs.append(e.name)
+        except FileNotFoundError:
+            pass
+    return subdirs
+
+
 def remove_contents(dir_fd: int) -> None:
-    """Empty the directory ``dir_fd``: symlinks are removed as links, never followed."""
-    for e in walk(dir_fd):
-        if e.fd is not None:
-            os.rmdir(e.name, dir_fd=e.dir_fd)
-        elif not stat.S_ISDIR(e.st.st_mode):
-            os.unlink(e.name, dir_fd=e.dir_fd)
+    """Empty the directory ``dir_fd``: symlinks are removed as links, never followed.
+
+    ``rm -rf``'s way at the speed of the disk (``_unlink_all_but_dirs``), with
+    ``walk``'s rules: one directory fd held, entered with ``O_NOFOLLOW``, climbed
+    back through ``..`` checked, one filesystem, no recursion.
+    """
+    cur = os.dup(dir_fd)
+    try:
+        top = os.fstat(cur)
+        names: list[str] = []  # from dir_fd down to cur
+        idents = [ident(top)]
+        pending = [_unlink_all_but_dirs(cur)]  # per level, subdirectories to empty
+        while True:
+            if pending[-1]:
+                name = pending[-1].pop()
+                try:
+                    sub = open_dir(name, cur)
+                except OSError as e:  # replaced by a file or a symlink since listed
+                    if e.errno not in (errno.ENOTDIR, errno.ELOOP):
+                        raise
+                    os.unlink(name, dir_fd=cur)
+                    continue
+                st = os.fstat(sub)
+                if st.st_dev != top.st_dev:
+                    os.close(sub)
+                    raise PyvmmError(f"{name!r} is a mount point: pyvmm walks one filesystem")
+                os.close(cur)
+                cur = sub
+                names.append(name)
+                idents.append(ident(st))
+                pending.append(_unlink_all_but_dirs(cur))
+            elif names:
+                pending.pop()
+                idents.pop()
+                child, cur = cur, _climb(cur, idents[-1])
+                os.close(child)
+                os.rmdir(names.pop(), dir_fd=cur)
+            else:
+                return
+    finally:
+        os.close(cur)
 
 
 def remove(name: str, dir_fd: int) -> None:
@@ -159,16 +219,6 @@ def remove_tree(path: Path) -> None:
         raise
     except OSError as e:  # an immutable file, a mount point: say so in one line
         raise PyvmmError(f"cannot remove {path}: {e.strerror} ({e.filename})") from None
-
-
-def size(root_fd: int) -> int:
-    """Bytes of the regular files under ``root_fd``, each inode counted once."""
-    seen, total = set(), 0
-    for e in walk(root_fd):
-        if e.fd is None and stat.S_ISREG(e.st.st_mode) and ident(e.st) not in seen:
-            seen.add(ident(e.st))
-            total += e.st.st_size
-    return total
 
 
 def _copy_metadata(fd: int, st: os.stat_result) -> None:

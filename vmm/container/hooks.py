@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 
+from vmm.container.exeseal import Trampoline
 from vmm.container.spec import Hook
 from vmm.errors import PyvmmError
 
@@ -22,12 +23,17 @@ class HookError(PyvmmError):
     exit_code = 1
 
 
-def run(hooks: list[Hook], state: dict, point: str) -> None:
-    """Run ``hooks`` one after another, each fed ``state``; the first failure raises."""
+def run(hooks: list[Hook], state: dict, point: str,
+        trampoline: Trampoline | None = None) -> None:  # fmt: skip
+    """Run ``hooks`` one after another, each fed ``state``; the first failure raises.
+
+    From a process in the container's namespaces (``createContainer``,
+    ``startContainer``), each is exec'd through ``trampoline`` (``exeseal.py``).
+    """
     if hooks:
         data = json.dumps(state).encode()
         for hook in hooks:
-            _run_one(hook, data, point)
+            _run_one(hook, data, point, trampoline)
 
 
 def run_warning(hooks: list[Hook], state: dict, point: str) -> None:
@@ -42,15 +48,18 @@ def run_warning(hooks: list[Hook], state: dict, point: str) -> None:
                 sys.stderr.write(f"pyvmm-runtime: warning: {e}\n")
 
 
-def _run_one(hook: Hook, data: bytes, point: str) -> None:
+def _run_one(hook: Hook, data: bytes, point: str, trampoline: Trampoline | None = None) -> None:
     import subprocess  # only containers with hooks pay for it
 
-    argv = hook.args or [hook.path]
+    executable, argv, keep = hook.path, hook.args or [hook.path], ()
+    if trampoline is not None:
+        executable, argv = trampoline.command(hook.path, argv)
+        keep = (trampoline.fd,)
     try:
         done = subprocess.run(
-            argv, executable=hook.path, input=data, env=dict(_pairs(hook.env)),
+            argv, executable=executable, input=data, env=dict(_pairs(hook.env)),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=hook.timeout,
-            close_fds=True,
+            close_fds=True, pass_fds=keep,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
         raise HookError(f"{point} hook {hook.path} timed out after {hook.timeout}s") from None

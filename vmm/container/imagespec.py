@@ -197,11 +197,14 @@ def run_defaults(value: object, what: str) -> dict[str, Any]:
     ``Cmd``, ``Entrypoint`` and ``Env`` lists of strings, ``WorkingDir`` a string."""
     config = _object(value, what)
     for key in ("Cmd", "Entrypoint", "Env"):
-        _strings(config, key, what)
+        for s in _strings(config, key, what) or []:
+            if "\0" in s:  # execve takes C strings: the NUL would cut it short at run
+                raise ImageError(f"{what}: {key} entry {s!r:.60} contains a NUL byte")
     for env in config.get("Env") or []:
         if "=" not in env:
             raise ImageError(f"{what}: Env entry {env!r:.60} is not NAME=value")
-    _field(config, "WorkingDir", str, what)
+    if "\0" in (_field(config, "WorkingDir", str, what) or ""):
+        raise ImageError(f"{what}: WorkingDir contains a NUL byte")
     return {k: config[k] for k in RUN_DEFAULTS if config.get(k)}
 
 

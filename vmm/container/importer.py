@@ -35,12 +35,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from vmm.container import imagespec, unpack
+from vmm.container import imagespec, records, unpack
 from vmm.container.fdtree import remove_tree
+from vmm.container.images import ImageRecord, RunDefaults
 from vmm.container.imagespec import INDEX_TYPES, MANIFEST_TYPES, SHA256, Descriptor, ImageError
 from vmm.container.layout import DirLayout, Layout, TarLayout, finish, open_source
 from vmm.container.names import split_image_ref
-from vmm.container.state import Store, write_json
+from vmm.container.state import Store
 
 # image-index.md "platform": the (os, architecture) an index entry is chosen for.
 HOST = ("linux", "amd64")
@@ -142,7 +143,12 @@ class _Import:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
-    def store_layer(self, f: BinaryIO, verify: Callable[[str], None] | None = None) -> str:
+    def store_layer(
+        self,
+        f: BinaryIO,
+        verify: Callable[[str], None] | None = None,
+        on_member: Callable[[tarfile.TarInfo], None] | None = None,
+    ) -> str:
         """Unpack the layer tar ``f`` into the store; ``verify`` its digest first."""
 
         def checked(digest: str) -> None:
@@ -150,7 +156,7 @@ class _Import:
             if verify is not None:
                 verify(digest)
 
-        return unpack.store_layer(self.store, f, checked)[0]
+        return unpack.store_layer(self.store, f, checked, on_member)[0]
 
     def store_blob(
         self, files: Layout, i: int, name: str, want: Descriptor | None, diff_id: str
@@ -217,6 +223,13 @@ class _Import:
                 tmp.seek(0)
                 return [self.store_layer(tmp)], {}
         with os.fdopen(os.dup(fd), "rb") as f:
+            # Most tars are a rootfs: unpacked as one layer in one pass, which stops
+            # where a layout's marker shows it is not one. Anything else (a layout, a
+            # damaged tar) is read again from the start, its members listed first.
+            try:
+                return [self.store_layer(f, on_member=_not_a_layout)], {}
+            except (_Layout, unpack.LayerError):
+                f.seek(0)
             try:
                 tar = tarfile.open(fileobj=f, mode="r:*")
             except tarfile.ReadError:
@@ -227,10 +240,23 @@ class _Import:
                 except _ARCHIVE_ERRORS as e:
                     reason = str(e).splitlines()[0] if str(e) else type(e).__name__
                     raise ImageError(f"{source}: truncated or corrupt tar ({reason})") from None
-                if files.has("manifest.json") or files.has("oci-layout"):
+                if any(files.has(marker) for marker in _LAYOUT_MARKERS):
                     return self.from_layout(files)
             f.seek(0)
             return [self.store_layer(f)], {}
+
+
+# The files whose presence at its top makes a tar an image layout (``Layout.has``).
+_LAYOUT_MARKERS = ("manifest.json", "oci-layout")
+
+
+class _Layout(Exception):
+    """A tar being unpacked as a rootfs turned out to be an image layout."""
+
+
+def _not_a_layout(member: tarfile.TarInfo) -> None:
+    if posixpath.normpath(member.name) in _LAYOUT_MARKERS:
+        raise _Layout
 
 
 def _entries(path: Path) -> set[str]:
@@ -240,26 +266,26 @@ def _entries(path: Path) -> set[str]:
         return set()
 
 
-def import_image(store: Store, source: str | os.PathLike, ref: str) -> dict:
+def import_image(store: Store, source: str | os.PathLike, ref: str) -> ImageRecord:
     """Import ``source`` as the image ``ref`` (NAME[:TAG]); return the image record."""
     name, tag = split_image_ref(ref)
     fd, is_dir = open_source(source)
     try:
         with store.lock(), _Import(store, store.images / name) as job:
             digests, defaults = job.layers(Path(source), fd, is_dir)
-            record = {
-                "name": name,
-                "tag": tag,
-                "layers": digests,
-                "config": defaults,
-                "created": time.time(),
-            }
-            record["id"] = hashlib.sha256(
-                json.dumps([digests, defaults], sort_keys=True).encode()
-            ).hexdigest()
+            record = ImageRecord(
+                name=name,
+                tag=tag,
+                id=hashlib.sha256(
+                    json.dumps([digests, defaults], sort_keys=True).encode()
+                ).hexdigest(),
+                layers=digests,
+                config=records.from_json(defaults, RunDefaults, "image config"),
+                created=time.time(),
+            )
             job.check_interrupt()
             job.image_dir.mkdir(parents=True, exist_ok=True)
-            write_json(job.image_dir / f"{tag}.json", record)
+            records.write(job.image_dir / f"{tag}.json", record)
             return record
     finally:
         os.close(fd)

@@ -24,6 +24,10 @@ runtime can clean up:
 
 ``exec`` (``join``) enters a running container's namespaces and cgroup and execs a
 second process there through the same last step (``become``).
+
+Every process forked here that enters the container is non-dumpable until its
+execve, and every execve into the container (the command, the hooks the init runs)
+goes through the sealed trampoline: see ``exeseal.py``.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import os
 import signal
 from collections.abc import Callable
 
-from vmm.container import capabilities, mounts, namespaces
+from vmm.container import capabilities, exeseal, inroot, mounts, namespaces
 from vmm.container._libc import lib
 from vmm.container.cgroups import Cgroup
 from vmm.container.libc import check, mount, prctl
@@ -72,6 +76,10 @@ def validate(spec: Spec) -> None:
     for key in spec.sysctl:
         if "/" in key or ".." in key.split("."):
             raise SpecError(f"config.json: linux.sysctl {key!r} is not a sysctl name")
+    for m in spec.mounts:
+        why = mounts.refused(m.destination, m.type, m.source)
+        if why:
+            raise SpecError(f"config.json: mount on {m.destination}: {why}")
     for ns in spec.namespaces:
         if ns.path is not None and not os.path.exists(ns.path):
             raise SpecError(f"config.json: namespace path {ns.path} does not exist")
@@ -134,7 +142,8 @@ def spawn(cid: str, spec: Spec, cg: Cgroup, fifo: str, run_hooks: Callable[[tupl
         user = spec.namespace("user")
         pid_ns = spec.namespace("pid")
         if user is not None:
-            first = os.fork()
+            with exeseal.nondumpable():
+                first = os.fork()
             if first == 0:
                 _first_child(cid, spec, user, pid_ns, cg, fifo, (from_w, to_r), console,
                              no_pivot, preserve_fds)  # fmt: skip
@@ -144,7 +153,7 @@ def spawn(cid: str, spec: Spec, cg: Cgroup, fifo: str, run_hooks: Callable[[tupl
             pid = int(channel.expect("P"))
             os.waitpid(first, 0)
         else:
-            with _pid_namespace(pid_ns):
+            with exeseal.nondumpable(), _pid_namespace(pid_ns):
                 pid = os.fork()
                 if pid == 0:  # (inside: the child must not leave the namespace block)
                     _init(cid, spec, cg, fifo, (from_w, to_r), console, no_pivot, preserve_fds)
@@ -296,6 +305,7 @@ def _init(cid: str, spec: Spec, cg: Cgroup, fifo_fd: int, pipes, console, no_piv
         if os.read(to_r, 1) != b"G":
             os._exit(1)
         process = spec.process
+        trampoline = exeseal.Trampoline()  # while the package's files are in reach
         _preload(process.terminal, bool(spec.hooks.get("startContainer")))
         if process.oom_score_adj is not None:
             with open("/proc/self/oom_score_adj", "w") as f:
@@ -312,7 +322,7 @@ def _init(cid: str, spec: Spec, cg: Cgroup, fifo_fd: int, pipes, console, no_piv
                  "annotations": spec.annotations}  # fmt: skip
         from vmm.container import hooks
 
-        hooks.run(spec.hooks.get("createContainer", []), state, "createContainer")
+        hooks.run(spec.hooks.get("createContainer", []), state, "createContainer", trampoline)
         syscall_filter = _build_filter(spec)
         enter_rootfs(spec, no_pivot)
         _chdir(process.cwd)
@@ -335,8 +345,8 @@ def _init(cid: str, spec: Spec, cg: Cgroup, fifo_fd: int, pipes, console, no_piv
         from vmm.container import hooks
 
         hooks.run(spec.hooks.get("startContainer", []), {**state, "status": "running"},
-                  "startContainer")  # fmt: skip
-        become(process, executable, preserve_fds, syscall_filter)
+                  "startContainer", trampoline)  # fmt: skip
+        become(process, executable, trampoline, preserve_fds, syscall_filter)
     except BaseException as e:  # noqa: BLE001
         os.write(2, f"pyvmm-runtime: {_describe(e)}\n".encode())
     os._exit(127)
@@ -402,77 +412,80 @@ def mount_rootfs(spec: Spec, cg: Cgroup | None,
     mount(spec.root, spec.root, None, lib.MS_BIND | lib.MS_REC)
     userns = spec.namespace("user") is not None
     dev_mounted = False
-    for m in spec.mounts:
+    root = spec.root
+    for m in spec.mounts:  # every destination resolved inside the rootfs (inroot.py)
         flags, propagations, data = mounts.parse_options(m.options)
+        dest = m.destination
         if m.type == "cgroup" or m.type == "cgroup2":
-            target = _cgroup_mount(spec.root, m.destination, flags, cg)
+            _cgroup_mount(root, dest, flags, cg)
         elif m.type == "bind" or flags & lib.MS_BIND:
             source = os.path.join(spec.bundle, m.source or "")
             if not os.path.exists(source):
-                raise InitError(f"mount source {m.source} for {m.destination} does not exist")
-            target = mounts.path_in(spec.root, m.destination, os.path.isdir(source))
-            mount(source, target, None, lib.MS_BIND | (flags & lib.MS_REC))
+                raise InitError(f"mount source {m.source} for {dest} does not exist")
+            mounts.mount_into(root, dest, source, None, lib.MS_BIND | (flags & lib.MS_REC),
+                              file=not os.path.isdir(source))  # fmt: skip
             rest = flags & ~(lib.MS_BIND | lib.MS_REC | lib.MS_REMOUNT)
             if rest:
-                keep = os.statvfs(target).f_flag & mounts.NOSUID_NODEV_NOEXEC
-                mount(None, target, None, lib.MS_BIND | lib.MS_REMOUNT | rest | keep)
+                mounts.remount_into(root, dest, rest)
         else:
-            target = mounts.path_in(spec.root, m.destination)
             try:
-                mount(m.source or m.type, target, m.type, flags, data or None)
+                mounts.mount_into(root, dest, m.source or m.type, m.type, flags, data or None)
             except PermissionError:
                 if not userns or m.type not in ("mqueue", "sysfs"):
                     raise
                 # Not ours to mount from a user namespace: the host's, read-only (runc).
-                mount(f"/{m.type == 'sysfs' and 'sys' or 'dev/mqueue'}", target, None,
-                      lib.MS_BIND | lib.MS_REC)  # fmt: skip
+                mounts.mount_into(root, dest, f"/{m.type == 'sysfs' and 'sys' or 'dev/mqueue'}",
+                                  None, lib.MS_BIND | lib.MS_REC)  # fmt: skip
             dev_mounted |= m.destination == "/dev"
-        for p in propagations:
-            mount(None, target, None, p)
+        mounts.propagate_into(root, dest, propagations)
     if dev_mounted:
-        mounts.populate_dev(spec.root + "/dev", bind_from_host=userns)
+        with inroot.target(root, "/dev", create=False) as dev:
+            mounts.populate_dev(dev, bind_from_host=userns)
     for d in spec.devices:
-        _make_device(spec.root, d, userns)
+        _make_device(root, d, userns)
 
 
-def _cgroup_mount(rootfs: str, destination: str, flags: int, cg: Cgroup) -> str:
+def _cgroup_mount(rootfs: str, destination: str, flags: int, cg: Cgroup) -> None:
     """The container's own cgroups at ``destination``: on v1 a tmpfs with one bind
     mount per controller hierarchy it is in, on v2 its directory; read-only if asked."""
-    target = mounts.path_in(rootfs, destination)
     read_only = flags & lib.MS_RDONLY
     paths = cg.host_paths()
-    if cg.version == "v2":
-        mounts.bind(str(paths[""]), target, bool(read_only))
-        return target
-    mount("tmpfs", target, "tmpfs", mounts.NOSUID_NODEV_NOEXEC, "mode=755")
-    for controller, path in paths.items():
-        sub = os.path.join(target, controller)
-        os.mkdir(sub, 0o755)
-        mounts.bind(str(path), sub, bool(read_only))
-    if read_only:
-        mount(None, target, None, lib.MS_REMOUNT | lib.MS_RDONLY | mounts.NOSUID_NODEV_NOEXEC)
-    return target
+    binds = [(destination, paths[""])] if cg.version == "v2" else [
+        (f"{destination}/{controller}", path) for controller, path in paths.items()]  # fmt: skip
+    if cg.version == "v1":
+        mounts.mount_into(rootfs, destination, "tmpfs", "tmpfs", mounts.NOSUID_NODEV_NOEXEC,
+                          "mode=755")  # fmt: skip
+    for where, path in binds:
+        mounts.mount_into(rootfs, where, str(path), None, lib.MS_BIND | lib.MS_REC)
+        if read_only:
+            mounts.remount_into(rootfs, where, lib.MS_RDONLY)
+    if read_only and cg.version == "v1":
+        with inroot.target(rootfs, destination, create=False) as target:
+            mount(None, target, None, lib.MS_REMOUNT | lib.MS_RDONLY | mounts.NOSUID_NODEV_NOEXEC)
 
 
 def _make_device(rootfs: str, d, userns: bool) -> None:
+    """The node ``d.path``, its directory resolved inside ``rootfs`` (``inroot.py``)."""
     import stat
 
     kinds = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
-    node = mounts.path_in(rootfs, d.path, is_dir=False) if userns else None
     if userns:  # mknod is not allowed: the host's node, bound (runc)
-        mount(d.path, node, None, lib.MS_BIND)
+        mounts.mount_into(rootfs, d.path, d.path, None, lib.MS_BIND, file=True)
         return
-    parent = mounts.path_in(rootfs, os.path.dirname(d.path))
-    node = os.path.join(parent, os.path.basename(d.path))
-    if os.path.lexists(node):
-        os.unlink(node)
-    old = os.umask(0)
-    try:
-        os.mknod(node, kinds[d.type] | (d.file_mode or 0o666) & 0o7777,
-                 os.makedev(d.major, d.minor))  # fmt: skip
-    finally:
-        os.umask(old)
-    os.chown(node, d.uid or 0, d.gid or 0)
+    directory, _, name = d.path.rstrip("/").rpartition("/")
+    if name in ("", ".", ".."):
+        raise InitError(f"device path {d.path} does not name a file")
+    with inroot.target(rootfs, directory or "/") as parent:
+        node = f"{parent}/{name}"  # one plain name under the resolved directory
+        if os.path.lexists(node):
+            os.unlink(node)
+        old = os.umask(0)
+        try:
+            os.mknod(node, kinds[d.type] | (d.file_mode or 0o666) & 0o7777,
+                     os.makedev(d.major, d.minor))  # fmt: skip
+        finally:
+            os.umask(old)
+        os.chown(node, d.uid or 0, d.gid or 0, follow_symlinks=False)
 
 
 def _build_filter(spec: Spec):
@@ -566,11 +579,13 @@ def lookup(process: Process) -> str:
     raise InitError(f'exec: "{name}": executable file not found in $PATH')
 
 
-def become(process: Process, executable: str, preserve_fds: int = 0, syscall_filter=None,
+def become(process: Process, executable: str, trampoline: exeseal.Trampoline,
+           preserve_fds: int = 0, syscall_filter=None,
            keep_fd: int | None = None) -> None:  # fmt: skip
     """The last step: rlimits, user and groups, capabilities, no_new_privs, seccomp,
-    then execve (fds from 3 + ``preserve_fds`` closed, but ``keep_fd``); returns only
-    by raising why execve failed."""
+    then execve through ``trampoline`` (fds from 3 + ``preserve_fds`` closed, but
+    ``keep_fd``, close-on-exec, on which the trampoline reports a failed exec as
+    "STATUS\\nMESSAGE"); returns only by raising why the trampoline could not run."""
     for limit in process.rlimits:  # while CAP_SYS_RESOURCE may still raise them
         limit.apply()
     if syscall_filter is not None and not process.no_new_privileges:
@@ -594,12 +609,13 @@ def become(process: Process, executable: str, preserve_fds: int = 0, syscall_fil
         capabilities.set_no_new_privs()
     if syscall_filter is not None:
         syscall_filter.load()
-    first, top = 3 + preserve_fds, os.sysconf("SC_OPEN_MAX")
-    if keep_fd is not None and keep_fd >= first:
-        os.closerange(first, keep_fd)
-        first = keep_fd + 1
-    os.closerange(first, top)
-    os.execve(executable, process.args, _env(process))
+    first = 3 + preserve_fds
+    for keep in sorted({trampoline.fd, keep_fd if keep_fd is not None else trampoline.fd}):
+        if keep >= first:
+            os.closerange(first, keep)
+            first = keep + 1
+    os.closerange(first, os.sysconf("SC_OPEN_MAX"))
+    trampoline.execve(executable, process.args, _env(process), report=keep_fd)
 
 
 def join(state, process: Process, *, console_socket: str | None = None,
@@ -616,6 +632,8 @@ def join(state, process: Process, *, console_socket: str | None = None,
     first = os.fork()
     if first == 0:
         try:
+            exeseal.make_nondumpable()  # before it joins anything; its child inherits it
+            trampoline = exeseal.Trampoline()
             _preload(process.terminal, False)
             filt = None  # built while libseccomp's files are in reach
             if seccomp is not None:
@@ -628,6 +646,8 @@ def join(state, process: Process, *, console_socket: str | None = None,
             pid = os.fork()
             if pid == 0:
                 try:
+                    for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # as _init: exec keeps them
+                        signal.signal(sig, signal.SIG_DFL)
                     if os.read(to_r, 1) != b"G":
                         os._exit(1)
                     if process.terminal:
@@ -635,7 +655,7 @@ def join(state, process: Process, *, console_socket: str | None = None,
                     _chdir(process.cwd)
                     executable = lookup(process)
                     _send(from_w, "R")
-                    become(process, executable, preserve_fds, filt)
+                    become(process, executable, trampoline, preserve_fds, filt, keep_fd=from_w)
                 except BaseException as e:  # noqa: BLE001
                     _send(from_w, "E" + _describe(e))
                 os._exit(127)
@@ -656,6 +676,10 @@ def join(state, process: Process, *, console_socket: str | None = None,
                               oci=True).add(pid)  # fmt: skip
         channel.tell(b"G")
         channel.expect("R")
+        failure = channel.f.read().decode(errors="replace")  # EOF: the exec happened
+        if failure:
+            os.waitpid(pid, 0)
+            raise InitError(f"exec: {failure.partition(chr(10))[2]}")
         return pid
     finally:
         channel.f.close()

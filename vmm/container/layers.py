@@ -18,27 +18,63 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
-from vmm.container import fdtree
-from vmm.container.state import Store, read_json
+from vmm.container import fdtree, records
+from vmm.container.records import DIGEST, Broken, Digest, check_digest
+from vmm.container.state import Store
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 
 
+RECORD = "layer.json"
+TMP_PREFIX = ".tmp-"  # a layer being unpacked (``unpack.store_layer``)
+
+
+@dataclass
+class LayerRecord:
+    """A stored layer's ``layer.json``: its size, summed once when it was unpacked."""
+
+    digest: Digest
+    size: int
+
+
+def _dir(store: Store, digest: str) -> Path:
+    """The layer's directory; ``digest`` is checked, so it can only name one in the store."""
+    return store.layers / check_digest(digest).removeprefix("sha256:")
+
+
 def layer_dir(store: Store, digest: str) -> Path:
     """The lower directory overlayfs mounts for the layer ``digest``."""
-    return store.layers / digest.removeprefix("sha256:") / "diff"
+    return _dir(store, digest) / "diff"
 
 
-def remove(store: Store, digest: str) -> None:
-    fdtree.remove_tree(store.layers / digest.removeprefix("sha256:"))
+def load(store: Store, digest: str) -> LayerRecord | Broken:
+    return records.load(_dir(store, digest) / RECORD, LayerRecord, digest=digest)
 
 
-def size(store: Store, digest: str) -> int:
-    return read_json(store.layers / digest.removeprefix("sha256:") / "layer.json")["size"]
+def size(store: Store, digest: str) -> int | None:
+    """The layer's size, or None if its record is broken."""
+    record = load(store, digest)
+    return None if isinstance(record, Broken) else record.size
+
+
+def collect(store: Store, keep: set[str]) -> None:
+    """Remove every layer not in ``keep``, and what imports cut short left behind
+    (temporary directories). The caller holds the store lock, so no import is under way.
+
+    Only entries in the store's own naming are touched: a layer is its digest's hex,
+    a temporary directory ``.tmp-``; anything else there is not pyvmm's to remove.
+    """
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.listdir(store.layers):
+            digest = f"sha256:{entry}"
+            if entry.startswith(TMP_PREFIX) or (DIGEST.fullmatch(digest) and digest not in keep):
+                with contextlib.suppress(FileNotFoundError):
+                    fdtree.remove_tree(store.layers / entry)
 
 
 def is_whiteout(st: os.stat_result) -> bool:

@@ -15,9 +15,9 @@ def check(result: int, what: str) -> int:
     return result
 
 
-def mount(
-    source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None
-) -> None:
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
+          data: str | None = None, where: str | None = None) -> None:  # fmt: skip
+    """mount(2); ``where`` names ``target`` in errors (a /proc/self/fd/N, say)."""
     check(
         lib.mount(
             source.encode() if source else ffi.NULL,
@@ -26,7 +26,7 @@ def mount(
             flags,
             data.encode() if data else ffi.NULL,
         ),
-        f"mount {fstype or 'bind'} on {target}",
+        f"mount {fstype or 'bind'} on {where or target}",
     )
 
 

@@ -48,6 +48,7 @@ ffibuilder.cdef(
 #define PR_CAP_AMBIENT_CLEAR_ALL ...
 #define PR_SET_CHILD_SUBREAPER ...
 #define PR_SET_KEEPCAPS ...
+#define PR_SET_DUMPABLE ...
 #define PR_CAP_AMBIENT_RAISE ...
 
 #define SYS_pivot_root ...
@@ -122,6 +123,10 @@ long syscall(long number, ...);
 int pyvmm_loopback_up(void);
 long pyvmm_fork_into_cgroup(int cgroup_fd);
 int pyvmm_seccomp_set_filter(unsigned int flags, struct sock_fprog *prog);
+
+#define RESOLVE_IN_ROOT ...
+#define RESOLVE_NO_MAGICLINKS ...
+int pyvmm_openat2(int dirfd, const char *path, uint64_t flags, uint64_t resolve);
 """
 )
 ffibuilder.set_source(
@@ -144,6 +149,7 @@ ffibuilder.set_source(
 #include <errno.h>
 #include <signal.h>
 #include <linux/sched.h>
+#include <linux/openat2.h>
 
 typedef struct __user_cap_header_struct cap_user_header_struct;
 typedef struct __user_cap_data_struct cap_user_data_struct;
@@ -172,6 +178,17 @@ static int pyvmm_loopback_up(void)
 static int pyvmm_seccomp_set_filter(unsigned int flags, struct sock_fprog *prog)
 {
     return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, prog);
+}
+
+/* openat2(2) (Linux 5.6), which glibc does not wrap: an fd, or -1 with errno
+   (ENOSYS on an older kernel). */
+static int pyvmm_openat2(int dirfd, const char *path, uint64_t flags, uint64_t resolve)
+{
+    struct open_how how;
+    memset(&how, 0, sizeof(how));
+    how.flags = flags;
+    how.resolve = resolve;
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
 }
 
 /* fork(), but the child starts life in the cgroup v2 directory open as cgroup_fd

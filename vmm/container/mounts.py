@@ -10,20 +10,22 @@ atomic copy-up. Writing to a lower file copies it up into ``upperdir`` first; th
 lower layer is never touched.
 
 Then a fresh /proc (this PID namespace's processes only), a small /dev on tmpfs with
-just the harmless devices, /sys read-only, volumes and bind mounts, and the sensitive
-/proc and /sys paths masked or read-only (the list runc uses). Finally pivot_root makes
-the overlay the root and the old root is detached: unlike chroot, the host's tree is
-then unreachable, not merely out of sight.
+just the harmless devices, /sys read-only, volumes and bind mounts, each on its
+destination resolved inside the rootfs (``inroot.py``, ``mount_into``), never joined
+to it as a string. pivot_root makes the overlay the root and the old root is detached:
+unlike chroot, the host's tree is then unreachable, not merely out of sight. Last, the
+sensitive /proc and /sys paths are masked or made read-only (the list runc uses).
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
 import stat
 
+from vmm.container import inroot
 from vmm.container._libc import ffi, lib
 from vmm.container.libc import check, mount, umount2
-from vmm.container.spec import MASKED_PATHS, READONLY_PATHS
 from vmm.errors import PyvmmError
 
 NOSUID_NODEV_NOEXEC = lib.MS_NOSUID | lib.MS_NODEV | lib.MS_NOEXEC
@@ -71,6 +73,33 @@ PROPAGATION = {
 }  # fmt: skip
 
 
+# Under /proc only these may be mounted over (runc's checkProcMount): the files lxcfs
+# emulates. Anything else there, and /proc itself but for a proc mount, is refused.
+PROC_MOUNTABLE = (
+    "/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat", "/proc/swaps",
+    "/proc/uptime", "/proc/loadavg", "/proc/slabinfo", "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+)  # fmt: skip
+
+
+def refused(destination: str, fs_type: str | None, source: str | None) -> str | None:
+    """Why mounting ``source`` (of ``fs_type``) on ``destination`` is refused, or None.
+
+    /proc and /sys are the kernel's: only a proc (sysfs) mount, or a bind of the host's
+    own, may go on them, and under /proc only the files lxcfs emulates (runc's
+    checkProcMount). A directory of the user's there would hide the very paths the
+    masked and read-only lists protect.
+    """
+    path = posixpath.normpath("/" + destination.lstrip("/"))
+    for top, kind in (("/proc", "proc"), ("/sys", "sysfs")):
+        host_own = source is not None and os.path.realpath(source) == top
+        if path == top and fs_type != kind and not host_own:
+            return f"only a {kind} mount may go on {top}"
+    if path.startswith("/proc/") and path not in PROC_MOUNTABLE:
+        return "nothing may be mounted under /proc"
+    return None
+
+
 def parse_options(options: list[str]) -> tuple[int, list[int], str]:
     """OCI mount ``options`` to mount(2) flags, propagation changes and data."""
     flags, propagation, data = 0, [], []
@@ -98,46 +127,29 @@ def mount_overlay(target: str, lowers: list[str], upper: str, work: str) -> None
     mount("overlay", target, "overlay", 0, options)
 
 
-def path_in(rootfs: str, path: str, is_dir: bool = True) -> str:
-    """The host path of the container path ``path``, created if missing.
-
-    No component may be a symlink: the image is untrusted, and a /proc or a volume
-    target that is a symlink to ``/`` would mount over the host's own directories.
-    """
-    host = rootfs
-    parts = [p for p in path.split("/") if p]
-    for i, part in enumerate(parts):
-        host = os.path.join(host, part)
-        last = i == len(parts) - 1
-        try:
-            st = os.lstat(host)
-        except FileNotFoundError:
-            if is_dir or not last:
-                os.mkdir(host, 0o755)
-            else:
-                os.close(os.open(host, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o644))
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            raise PyvmmError(f"the image's {'/'.join(['', *parts[: i + 1]])} is a symlink")
-        if not last and not stat.S_ISDIR(st.st_mode):
-            raise PyvmmError(f"the image's {'/'.join(['', *parts[: i + 1]])} is not a directory")
-    return host
+def mount_into(rootfs: str, destination: str, source: str | None, fs_type: str | None,
+               flags: int = 0, data: str | None = None, file: bool = False) -> None:  # fmt: skip
+    """mount(2) on ``destination`` resolved inside ``rootfs`` (``inroot.py``), made if
+    missing (a directory, or with ``file`` an empty file for a file's bind mount)."""
+    with inroot.target(rootfs, destination, file) as target:
+        mount(source, target, fs_type, flags, data, where=destination)
 
 
-def _mount_dev(rootfs: str) -> None:
-    dev = path_in(rootfs, "/dev")
-    mount("tmpfs", dev, "tmpfs", lib.MS_NOSUID | lib.MS_NOEXEC, "mode=755,size=65536k")
-    populate_dev(dev)
-    for sub in ("pts", "shm"):
-        os.mkdir(f"{dev}/{sub}", 0o755)
-    mount(
-        "devpts",
-        f"{dev}/pts",
-        "devpts",
-        lib.MS_NOSUID | lib.MS_NOEXEC,
-        "newinstance,ptmxmode=0666,mode=0620",
-    )
-    mount("shm", f"{dev}/shm", "tmpfs", NOSUID_NODEV_NOEXEC, "mode=1777,size=65536k")
+def remount_into(rootfs: str, destination: str, flags: int) -> None:
+    """Change the bind mount on ``destination`` (inside ``rootfs``) to ``flags``,
+    keeping the nosuid/nodev/noexec it has: a remount replaces them all."""
+    with inroot.target(rootfs, destination, create=False) as target:
+        # (statvfs's ST_* flag values are the same bits as the MS_* mount flags.)
+        keep = os.statvfs(target).f_flag & NOSUID_NODEV_NOEXEC
+        mount(None, target, None, lib.MS_BIND | lib.MS_REMOUNT | flags | keep, where=destination)
+
+
+def propagate_into(rootfs: str, destination: str, propagations: list[int]) -> None:
+    """Set the propagation of the mount on ``destination`` inside ``rootfs``."""
+    if propagations:
+        with inroot.target(rootfs, destination, create=False) as target:
+            for p in propagations:
+                mount(None, target, None, p, where=destination)
 
 
 def populate_dev(dev: str, bind_from_host: bool = False) -> None:
@@ -174,34 +186,18 @@ def bind(source: str, target: str, read_only: bool) -> None:
         mount(None, target, None, lib.MS_BIND | lib.MS_REMOUNT | lib.MS_RDONLY | keep)
 
 
-def mask(masked: list[str] | tuple[str, ...], read_only: list[str] | tuple[str, ...],
-         rootfs: str = "") -> None:  # fmt: skip
+def mask(masked: list[str] | tuple[str, ...], read_only: list[str] | tuple[str, ...]) -> None:
     """Hide ``masked`` paths (an empty read-only tmpfs on a directory, /dev/null on a
-    file) and make ``read_only`` ones read-only; paths missing from ``rootfs`` are
-    skipped, symlinks never followed."""
+    file) and make ``read_only`` ones read-only; missing paths are skipped, a symlink
+    is never followed. Called after pivot_root: the paths cannot leave the root."""
     for path in masked:
-        host = rootfs + path
-        if os.path.isdir(host) and not os.path.islink(host):
-            mount("tmpfs", host, "tmpfs", lib.MS_RDONLY, None)
-        elif os.path.exists(host) and not os.path.islink(host):
-            mount(rootfs + "/dev/null", host, None, lib.MS_BIND)
+        if os.path.isdir(path) and not os.path.islink(path):
+            mount("tmpfs", path, "tmpfs", lib.MS_RDONLY, None)
+        elif os.path.exists(path) and not os.path.islink(path):
+            mount("/dev/null", path, None, lib.MS_BIND)
     for path in read_only:
-        host = rootfs + path
-        if os.path.exists(host) and not os.path.islink(host):
-            bind(host, host, read_only=True)
-
-
-def mount_system(rootfs: str) -> None:
-    """Mount /proc, /dev and /sys into ``rootfs`` (call after the overlay is mounted)."""
-    mount("proc", path_in(rootfs, "/proc"), "proc", NOSUID_NODEV_NOEXEC)
-    _mount_dev(rootfs)
-    mount("sysfs", path_in(rootfs, "/sys"), "sysfs", NOSUID_NODEV_NOEXEC | lib.MS_RDONLY)
-
-
-def finish(rootfs: str) -> None:
-    """Mask sensitive paths, then make ``rootfs`` the root and drop the old one."""
-    mask(MASKED_PATHS, READONLY_PATHS, rootfs)
-    pivot(rootfs)
+        if os.path.exists(path) and not os.path.islink(path):
+            bind(path, path, read_only=True)
 
 
 def pivot(rootfs: str) -> None:

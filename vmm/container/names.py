@@ -7,7 +7,9 @@ a message the user can act on.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 
 from vmm.errors import PyvmmError
 
@@ -27,6 +29,11 @@ def check_name(kind: str, name: str) -> str:
             "starting with a letter or digit"
         )
     return name
+
+
+def checker(kind: str) -> Callable[[str], str]:
+    """``check_name`` for one kind of name (for ``Annotated`` record fields)."""
+    return functools.partial(check_name, kind)
 
 
 def split_image_ref(ref: str) -> tuple[str, str]:

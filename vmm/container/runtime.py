@@ -37,7 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vmm.container import cgroups
-from vmm.container.state import is_alive, process_start, write_json
+from vmm.container.atomic import write_json
+from vmm.container.proc import is_alive, process_start
 from vmm.errors import PyvmmError
 
 CGROUP_PARENT = "pyvmm-runtime"  # a container without linux.cgroupsPath goes here
@@ -182,6 +183,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
         raise SpecError("config.json: process.terminal needs --console-socket")
     limits = cgroups.Limits.from_oci(spec.resources, spec.devices)
     init.validate(spec)
+    _seal_if_ptrace_reaches(spec, joining=False)
     base = _root(root)
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
     cdir = base / cid
@@ -228,6 +230,29 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
         _remove_dir(cdir)
         raise
     return container
+
+
+def _seal_if_ptrace_reaches(spec, joining: bool) -> None:
+    """Run from a sealed copy of the interpreter (``exeseal.py``) if a process that
+    may hold CAP_SYS_PTRACE in the host's user namespace shares the PID namespace
+    pyvmm's processes enter: on ``create``, one already in a PID namespace joined by
+    path (or the host's), whose capabilities pyvmm cannot know (a new one holds
+    nobody before the init's execve); on ``exec`` (``joining``), the container's own."""
+    from vmm.container import exeseal
+
+    pid_ns, caps = spec.namespace("pid"), spec.process.capabilities
+    shared = pid_ns is None or pid_ns.path is not None
+    sets = None if caps is None else list(caps.values())
+    if shared or joining and exeseal.ptrace_reaches(sets, spec.namespace("user") is not None):
+        exeseal.reexec_sealed()
+
+
+def seal_for_exec(root: str, cid: str) -> None:
+    """``exec``'s first step, before anything is read that could not be read twice
+    (a ``--process`` pipe): run from a sealed copy if ``_seal_if_ptrace_reaches``."""
+    from vmm.container import spec as spec_mod
+
+    _seal_if_ptrace_reaches(spec_mod.load(load(root, cid).state.bundle), joining=True)
 
 
 def _remove_dir(path: Path) -> None:
@@ -394,6 +419,7 @@ def exec_(
         raise SpecError("process.terminal needs --console-socket")
     process = spec_mod.parse_process(spec_mod.Fields(process_json, "process"))
     bundle_spec = spec_mod.load(c.state.bundle)
+    _seal_if_ptrace_reaches(bundle_spec, joining=True)  # (a no-op after seal_for_exec)
     pid = init.join(c.state, process, console_socket=console_socket,
                     preserve_fds=preserve_fds, seccomp=bundle_spec.seccomp)  # fmt: skip
     if pid_file:

@@ -1,115 +1,238 @@
 """``pyvmm-runtime``: runc's command line over the OCI core (``runtime.py``).
 
 Engines (Podman's conmon, containerd's shim) call one executable for every step of a
-container's life, so start-up is paid on each: this module imports argparse and the
-core only, and each verb imports what it alone needs. Errors are one line on stderr
-(and a JSON record in ``--log`` with ``--log-format json``, where containerd looks
-for them), exit status 1, as runc.
+container's life, so start-up is paid on each (docs/bench.md, "Start-up budget": at
+most twice ``python -c pass`` for ``--version`` and ``state``). This module therefore
+parses runc's command line itself, from the tables below, rather than importing
+argparse, whose import and parser construction alone cost more than half of that
+budget; and each verb imports what it alone needs, json included. Errors are one line
+on stderr (and a JSON record in ``--log`` with ``--log-format json``, where containerd
+looks for them), exit status 1, as runc.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
-import time
 
 from vmm.errors import PyvmmError
 
 VERSION = "1.1.0"  # the runtime-spec version `features` and `--version` report
 DEFAULT_ROOT = "/run/pyvmm-runtime"  # runc's is /run/runc
 
+# A flag: its names, the attribute it sets, what it takes, its default, and its line of
+# help (None: not shown). It takes nothing (bool; Go's --name=true and =false too), a
+# string (str), a number (int), one of a tuple of choices, or is repeatable (list). As
+# in runc (urfave/cli over Go's flag package): --name VALUE, --name=VALUE, and -name
+# for a long name too; flags may come before, between and after the arguments; "--"
+# ends them. A verb's arguments: "id" is required, "signal=SIGTERM" optional with its
+# default, "argv..." takes the rest as it is.
+GLOBAL_FLAGS = (
+    ("--root", "root", str, DEFAULT_ROOT, "state directory"),
+    ("--log", "log", str, None, "log file (errors), default stderr only"),
+    ("--log-format", "log_format", ("text", "json"), "text", "text or json"),
+    ("--debug", "debug", bool, False, "log the command line too"),
+    ("--systemd-cgroup", "systemd_cgroup", bool, False, "refused: cgroupfs paths only"),
+    ("--rootless", "rootless", str, "auto", "accepted, ignored"),
+    ("--criu", "criu", str, None, None),
+    ("-v --version", "version", bool, False, "print the version"),
+    ("-h --help", "help", bool, False, "print this help"),
+)
+_HELP = ("-h --help", "help", bool, False, "print this help")
+_CREATING = (
+    ("-b --bundle", "bundle", str, ".", "the bundle directory"),
+    ("--pid-file", "pid_file", str, None, "write the init's pid here"),
+    ("--console-socket", "console_socket", str, None, "send the terminal's fd here"),
+    ("--no-pivot", "no_pivot", bool, False, "move the root instead of pivot_root"),
+    ("--no-new-keyring", "no_new_keyring", bool, False, "accepted, ignored"),
+    ("--preserve-fds", "preserve_fds", int, 0, "pass fds 3..3+N-1 to the process"),
+)
+_FORMAT = (("-f --format", "format", ("table", "json"), "table", "table or json"),)
+VERBS = {
+    "create": ("create a container from a bundle", ("id",), _CREATING),
+    "start": ("run the created container's process", ("id",), ()),
+    "run": ("create and start a container", ("id",),
+            (*_CREATING, ("-d --detach", "detach", bool, False, "do not wait for it"))),
+    "state": ("print the container's state as JSON", ("id",), ()),
+    "kill": ("send a signal to the container's init", ("id", "signal=SIGTERM"),
+             (("-a --all", "all", bool, False, "to every process of the container"),)),
+    "delete": ("remove a stopped container", ("id",),
+               (("-f --force", "force", bool, False, "kill it first if it runs"),)),
+    "exec": ("run another process in the container", ("id", "argv..."), (
+        ("-p --process", "process", str, None, "the process as config.json's, a file"),
+        ("-t --tty", "tty", bool, False, "give it a terminal"),
+        ("--console-socket", "console_socket", str, None, "send the terminal's fd here"),
+        ("-d --detach", "detach", bool, False, "do not wait for it"),
+        ("--pid-file", "pid_file", str, None, "write its pid here"),
+        ("--cwd", "cwd", str, None, "its working directory"),
+        ("-e --env", "env", list, None, "NAME=VALUE, repeatable"),
+        ("-u --user", "user", str, None, "UID[:GID]"),
+        ("-g --additional-gids", "additional_gids", list, None, "repeatable"),
+        ("--no-new-privs", "no_new_privs", bool, False, "set no_new_privs"),
+        ("--preserve-fds", "preserve_fds", int, 0, "pass fds 3..3+N-1 to the process"),
+    )),
+    "list": ("list containers", (),
+             (*_FORMAT, ("-q --quiet", "quiet", bool, False, "the ids only"))),
+    "ps": ("list the container's processes", ("id",), _FORMAT),
+    "pause": ("freeze every process of the container", ("id",), ()),
+    "resume": ("thaw a paused container", ("id",), ()),
+    "update": ("change a running container's resources", ("id",), (
+        ("-r --resources", "resources", str, None, "linux.resources JSON file, - for stdin"),
+        ("--memory", "memory", str, None, "memory limit: 64M, 1G, bytes"),
+        ("--pids-limit", "pids_limit", int, None, "most processes"),
+        ("--cpu-quota", "cpu_quota", int, None, "CFS quota, microseconds"),
+        ("--cpu-period", "cpu_period", int, None, "CFS period, microseconds"),
+    )),
+    "features": ("what this runtime supports, as JSON", (), ()),
+    "spec": ("write a default config.json", (), (
+        ("-b --bundle", "bundle", str, ".", "where to write it"),
+        ("--rootless", "rootless", bool, False, "for a rootless container"),
+    )),
+}  # fmt: skip
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # runc: a usage error is one line and status 1
-        verb = self.prog.removeprefix("pyvmm-runtime").strip()
-        raise PyvmmError(f"{verb}: {message}" if verb else message)
+
+# What Go's strconv.ParseBool takes, for --name=VALUE of a flag that takes no value.
+BOOLEANS = {v: True for v in ("1", "t", "T", "TRUE", "true", "True")} | {
+    v: False for v in ("0", "f", "F", "FALSE", "false", "False")
+}
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="pyvmm-runtime", description="An OCI runtime (runc's command line).")
-    p.add_argument("--root", default=DEFAULT_ROOT, help="state directory")
-    p.add_argument("--log", help="log file (errors), default stderr only")
-    p.add_argument("--log-format", choices=("text", "json"), default="text")
-    p.add_argument("--debug", action="store_true")
-    p.add_argument("--systemd-cgroup", action="store_true")
-    p.add_argument("--rootless", default="auto")
-    p.add_argument("--criu", help=argparse.SUPPRESS)
-    p.add_argument("-v", "--version", action="store_true")
-    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+class Args:
+    """What the command line said: ``command`` and each flag's and argument's value."""
 
-    def cmd(name: str, help_: str, id_: bool = True) -> argparse.ArgumentParser:
-        c = sub.add_parser(name, help=help_)
-        if id_:
-            c.add_argument("id")
-        return c
+    command: str | None = None
 
-    def creating(c: argparse.ArgumentParser) -> None:
-        c.add_argument("-b", "--bundle", default=".")
-        c.add_argument("--pid-file")
-        c.add_argument("--console-socket")
-        c.add_argument("--no-pivot", action="store_true")
-        c.add_argument("--no-new-keyring", action="store_true")
-        c.add_argument("--preserve-fds", type=int, default=0)
 
-    creating(cmd("create", "create a container from a bundle"))
-    cmd("start", "run the created container's process")
-    c = cmd("run", "create and start a container")
-    creating(c)
-    c.add_argument("-d", "--detach", action="store_true")
-    cmd("state", "print the container's state as JSON")
-    c = cmd("kill", "send a signal to the container's init")
-    c.add_argument("signal", nargs="?", default="SIGTERM")
-    c.add_argument("-a", "--all", action="store_true")
-    c = cmd("delete", "remove a stopped container")
-    c.add_argument("-f", "--force", action="store_true")
-    c = cmd("exec", "run another process in the container")
-    c.add_argument("-p", "--process")
-    c.add_argument("-t", "--tty", action="store_true")
-    c.add_argument("--console-socket")
-    c.add_argument("-d", "--detach", action="store_true")
-    c.add_argument("--pid-file")
-    c.add_argument("--cwd")
-    c.add_argument("-e", "--env", action="append", default=[])
-    c.add_argument("-u", "--user")
-    c.add_argument("--additional-gids", "-g", action="append", default=[])
-    c.add_argument("--no-new-privs", action="store_true")
-    c.add_argument("--preserve-fds", type=int, default=0)
-    c.add_argument("argv", nargs=argparse.REMAINDER, metavar="COMMAND")
-    c = cmd("list", "list containers", id_=False)
-    c.add_argument("-f", "--format", choices=("table", "json"), default="table")
-    c.add_argument("-q", "--quiet", action="store_true")
-    c = cmd("ps", "list the container's processes")
-    c.add_argument("-f", "--format", choices=("table", "json"), default="table")
-    cmd("pause", "freeze every process of the container")
-    cmd("resume", "thaw a paused container")
-    c = cmd("update", "change a running container's resources")
-    c.add_argument("-r", "--resources", help="linux.resources JSON file, - for stdin")
-    c.add_argument("--memory")
-    c.add_argument("--pids-limit", type=int)
-    c.add_argument("--cpu-quota", type=int)
-    c.add_argument("--cpu-period", type=int)
-    cmd("features", "what this runtime supports, as JSON", id_=False)
-    c = cmd("spec", "write a default config.json", id_=False)
-    c.add_argument("-b", "--bundle", default=".")
-    c.add_argument("--rootless", action="store_true")
-    return p
+def _flag_value(verb: str, name: str, kind, text: str):
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise PyvmmError(f"{verb}{name}: invalid number {text!r}") from None
+    if isinstance(kind, tuple) and text not in kind:
+        raise PyvmmError(f"{verb}{name}: {text!r} is not one of {', '.join(kind)}")
+    return text
+
+
+def _parse_flags(args: Args, tokens: list[str], flags: tuple, arguments: tuple,
+                 verb: str) -> list[str]:  # fmt: skip
+    """Set ``flags`` on ``args`` from ``tokens``; return the arguments among them. With
+    ``arguments`` empty (the global flags) the first argument ends the flags."""
+    by_name = {n: flag for flag in flags for n in flag[0].split()}
+    for _, dest, kind, default, _ in flags:
+        setattr(args, dest, [] if kind is list else default)
+    rest = arguments[-1].endswith("...") if arguments else False
+    fixed = len(arguments) - rest
+    where = f"{verb}: " if verb else ""
+    found: list[str] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        if token == "--":
+            found += tokens[i:]
+            break
+        if not token.startswith("-") or token == "-" or (rest and len(found) >= fixed):
+            found.append(token)
+            if not arguments or (rest and len(found) > fixed):
+                found += tokens[i:]  # the command and its own flags, or the verb's tokens
+                break
+            continue
+        name, eq, value = token.partition("=")
+        if name not in by_name and f"-{name}" in by_name:
+            name = f"-{name}"  # -root: Go's flag package takes one dash as well as two
+        if name not in by_name:
+            raise PyvmmError(f"{where}flag provided but not defined: {name}")
+        _, dest, kind, _, _ = by_name[name]
+        if kind is bool:  # --name, or Go's --name=true and --name=false
+            if eq and value not in BOOLEANS:
+                raise PyvmmError(f"{where}{name}: {value!r} is not true or false")
+            setattr(args, dest, BOOLEANS.get(value, True))
+            continue
+        if not eq:
+            if i == len(tokens):
+                raise PyvmmError(f"{where}{name} needs a value")
+            value = tokens[i]
+            i += 1
+        value = _flag_value(where, name, str if kind is list else kind, value)
+        if kind is list:
+            getattr(args, dest).append(value)
+        else:
+            setattr(args, dest, value)
+    return found
+
+
+def _arguments(args: Args, found: list[str], arguments: tuple, verb: str) -> None:
+    for i, spec in enumerate(arguments):
+        name, _, default = spec.partition("=")
+        if name.endswith("..."):
+            setattr(args, name[:-3], found[i:])
+            return
+        if i < len(found):
+            setattr(args, name, found[i])
+        elif default:
+            setattr(args, name, default)
+        else:
+            raise PyvmmError(f"{verb}: the following arguments are required: {name}")
+    if len(found) > len(arguments):
+        raise PyvmmError(f"{verb}: unexpected arguments: {' '.join(found[len(arguments) :])}")
+
+
+def parse(argv: list[str]) -> Args:
+    """runc's command line: global flags, the verb, its flags and arguments."""
+    args = Args()
+    found = _parse_flags(args, argv, GLOBAL_FLAGS, (), "")
+    if not found or args.help or args.version:
+        return args
+    verb, tokens = found[0], found[1:]
+    if verb not in VERBS:
+        raise PyvmmError(f"unknown command {verb!r} (see --help)")
+    args.command = verb
+    _, arguments, flags = VERBS[verb]
+    found = _parse_flags(args, tokens, (*flags, _HELP), arguments, verb)
+    if not args.help:
+        _arguments(args, found, arguments, verb)
+    return args
+
+
+def _usage(verb: str | None) -> str:
+    if verb is None:
+        lines = ["usage: pyvmm-runtime [global flags] COMMAND [flags] [arguments]",
+                 "An OCI runtime (runc's command line).", "", "commands:"]  # fmt: skip
+        lines += [f"  {name:<10} {about}" for name, (about, _, _) in VERBS.items()]
+        flags = GLOBAL_FLAGS
+    else:
+        about, arguments, flags = VERBS[verb]
+        names = " ".join(a.partition("=")[0] for a in arguments)
+        lines = [f"usage: pyvmm-runtime {verb} [flags] {names}".rstrip(), about]
+        flags = (*flags, _HELP)
+    lines += ["", "flags:"]
+    for names, _, kind, default, about in flags:
+        if about is not None:
+            value = "" if kind is bool else " " + ("|".join(kind) if isinstance(kind, tuple)
+                                                   else "VALUE")  # fmt: skip
+            shown = f" (default {default})" if default not in (None, False) else ""
+            lines.append(f"  {names.replace(' ', ', ') + value:<28} {about}{shown}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = None
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        args = _parser().parse_args(argv)
+        args = parse(argv)
         if args.version:
             print(f"pyvmm-runtime version 0.1.0\nspec: {VERSION}")
+            return 0
+        if args.help:
+            print(_usage(args.command))
             return 0
         if args.systemd_cgroup:
             raise PyvmmError("--systemd-cgroup is not supported: use cgroupfs paths")
         if args.debug and args.log:
-            _log(args, "debug", "pyvmm-runtime " + " ".join(argv or sys.argv[1:]))
+            _log(args, "debug", "pyvmm-runtime " + " ".join(argv))
         if args.command is None:
-            raise PyvmmError("pyvmm-runtime: a command is required (see --help)")
+            raise PyvmmError("a command is required (see --help)")
         return COMMANDS[args.command](args) or 0
     except PyvmmError as e:
         _error(args, str(e))
@@ -127,6 +250,9 @@ def _error(args, message: str) -> None:
 def _log(args, level: str, message: str) -> None:
     """One record in ``--log``: runc's JSON (containerd's shim reads the last error
     from it) or a line of text."""
+    import json
+    import time
+
     with open(args.log, "a") as f:
         if args.log_format == "json":
             t = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -177,6 +303,8 @@ def _run(args) -> int:
 
 
 def _state(args) -> int:
+    import json
+
     from vmm.container import runtime
 
     print(json.dumps(runtime.load(args.root, args.id).oci_state(), indent=2))
@@ -200,8 +328,11 @@ def _delete(args) -> int:
 def _exec(args) -> int:
     """The process from --process, or the container's own with the command, flags and
     environment given here (runc's rules)."""
+    import json
+
     from vmm.container import runtime, spec
 
+    runtime.seal_for_exec(args.root, args.id)
     if args.process:
         try:
             with open(args.process) as f:
@@ -233,6 +364,8 @@ def _exec(args) -> int:
 
 
 def _list(args) -> int:
+    import json
+
     from vmm.container import runtime
 
     containers = runtime.list_all(args.root)
@@ -254,6 +387,8 @@ def _list(args) -> int:
 
 
 def _ps(args) -> int:
+    import json
+
     from vmm.container import runtime
 
     c = runtime.load(args.root, args.id)
@@ -287,6 +422,8 @@ def _resume(args) -> int:
 
 
 def _update(args) -> int:
+    import json
+
     from vmm.container import runtime
 
     if args.resources:
@@ -298,7 +435,7 @@ def _update(args) -> int:
     else:
         resources = {}
     if args.memory:
-        from vmm.container.cli import parse_size
+        from vmm.container.cgroups import parse_size
 
         resources.setdefault("memory", {})["limit"] = parse_size(args.memory)
     if args.pids_limit is not None:
@@ -312,6 +449,8 @@ def _update(args) -> int:
 
 
 def _features(args) -> int:
+    import json
+
     from vmm.container import capabilities, mounts, spec
 
     print(json.dumps({
@@ -333,6 +472,8 @@ def _features(args) -> int:
 
 
 def _spec(args) -> int:
+    import json
+
     from vmm.container import spec
 
     path = os.path.join(args.bundle, "config.json")

@@ -49,9 +49,6 @@ class Security:
     capabilities: list[str] = field(default_factory=lambda: list(capabilities.DEFAULT))
     rlimits: list[Rlimit] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        self.rlimits = [r if isinstance(r, Rlimit) else Rlimit(**r) for r in self.rlimits]
-
     def oci_capabilities(self) -> dict[str, list[str]]:
         return capabilities.oci_sets(self.capabilities)
 

@@ -12,7 +12,8 @@ Layout under the root (``/var/lib/pyvmm``, ``--root`` or ``$PYVMM_ROOT``)::
     names/<name> -> <id>            container names, each reserved by one symlink
     volumes/<name>/_data            a named volume's files; volume.json beside it
 
-Every record is a JSON file replaced atomically (write, fsync-free rename), and every
+Every record is a typed dataclass, a JSON file replaced atomically and read through
+one loader (``records.py``: a corrupt one is ``Broken``, never a crash), and every
 change happens under one exclusive ``flock`` on ``lock``, so concurrent pyvmm
 processes see either the old or the new state, never half of one. Running containers
 are never waited on under the lock: it is held for milliseconds.
@@ -22,12 +23,18 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Annotated
+
+from vmm.container import records
+from vmm.container.cgroups import Limits
+from vmm.container.names import check_name, checker
+from vmm.container.records import Digest
+from vmm.container.security import Security
 
 DEFAULT_ROOT = Path("/var/lib/pyvmm")
 
@@ -64,28 +71,58 @@ class Store:
             os.close(fd)
 
 
+def _check_id(value: str) -> None:
+    if not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise ValueError(f"{value!r:.80} is not a container id (64 hex digits)")
+
+
+def _check_mount_type(value: str) -> None:
+    if value not in ("bind", "volume"):
+        raise ValueError(f"{value!r:.20} is not bind or volume")
+
+
+ContainerId = Annotated[str, _check_id]
+VolumeName = Annotated[str, checker("volume")]
+ContainerName = Annotated[str, checker("container")]
+
+
+@dataclass
+class Mount:
+    """One ``-v``: a named volume (``source`` its name) or a bind mount (``source`` a
+    host path), at ``target`` in the container."""
+
+    type: Annotated[str, _check_mount_type]
+    source: str
+    target: str
+    ro: bool
+
+    def __post_init__(self) -> None:
+        if self.type == "volume":  # removed with the container that made it: a name only
+            check_name("volume", self.source)
+
+
 @dataclass
 class ContainerRecord:
     """One ``pyvmm container``'s ``containers/<id>/state.json``: what it was created
     from (its bundle's config.json is made from these), and its life so far. The
     container's ``status`` is created, starting, running or exited; a process is named
-    for good by its pid and its start time (``process_start``)."""
+    for good by its pid and its start time (``proc.process_start``)."""
 
-    id: str
-    name: str
+    id: ContainerId
+    name: ContainerName
     image: str  # NAME:TAG, as given
     image_id: str
-    layers: list[str]  # digests, bottom first
+    layers: list[Digest]  # bottom first
     command: list[str]
     env: list[str]
     cwd: str
     hostname: str
-    mounts: list[dict]  # volumes.parse's records: type, source, target, readonly
-    limits: dict  # cgroups.Limits, as asdict made it
-    security: dict  # security.Security, as asdict made it
+    mounts: list[Mount]
+    limits: Limits
+    security: Security
     auto_remove: bool
     created: float
-    new_volumes: list[str] = field(default_factory=list)  # made for it, removed with it
+    new_volumes: list[VolumeName] = field(default_factory=list)  # made for it, removed with it
     status: str = "created"
     monitor_pid: int | None = None  # the pyvmm process supervising it
     monitor_start: int | None = None
@@ -108,49 +145,7 @@ class ContainerRecord:
             setattr(self, name, value)
 
     def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> ContainerRecord:
-        """Fields this pyvmm does not know (a newer one's) are left out, not an error."""
-        return cls(**{k: v for k, v in data.items() if k in _CONTAINER_FIELDS})
+        return records.to_json(self)
 
 
 _CONTAINER_FIELDS = {f.name for f in fields(ContainerRecord)}
-
-
-def read_json(path: Path) -> dict:
-    with open(path) as f:
-        return json.load(f)
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Replace ``path`` atomically, so a reader never sees a half-written record."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def process_start(pid: int) -> int | None:
-    """The start time (clock ticks since boot) of ``pid``, or None if it is gone.
-
-    A pid and its start time together name one process for good: a pid alone may be
-    reused by an unrelated process after the recorded one died.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # The command name (field 2) may contain spaces and parentheses: split after it.
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    if fields[0] == b"Z":
-        return None
-    return int(fields[19])
-
-
-def is_alive(pid: int | None, start: int | None) -> bool:
-    """Whether the process recorded as ``(pid, start)`` still runs."""
-    return pid is not None and start is not None and process_start(pid) == start

@@ -33,9 +33,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from vmm.container import fdtree
-from vmm.container.layers import OPAQUE, OPAQUE_XATTR, WHITEOUT
-from vmm.container.state import Store, write_json
+from vmm.container import fdtree, records
+from vmm.container.layers import OPAQUE, OPAQUE_XATTR, RECORD, TMP_PREFIX, WHITEOUT, LayerRecord
+from vmm.container.state import Store
 from vmm.errors import PyvmmError
 
 
@@ -202,19 +202,31 @@ class _Layer:
         if not (keep_dir and stat.S_ISDIR(st.st_mode)):
             fdtree.remove(name, parent)
 
-    def finish(self) -> None:
-        """Apply the directories' metadata, deepest first."""
+    def finish(self) -> int:
+        """Apply the directories' metadata, deepest first; return the layer's size
+        (its regular files' bytes, each inode counted once), summed on the same walk."""
+        seen, size = set(), 0
         for e in fdtree.walk(self.root):
-            m = e.fd is not None and self.dirs.get(fdtree.ident(e.st))
-            if m:
-                _set_metadata(e.fd, m)
+            if e.fd is not None:
+                m = self.dirs.get(fdtree.ident(e.st))
+                if m:
+                    _set_metadata(e.fd, m)
+            elif stat.S_ISREG(e.st.st_mode) and fdtree.ident(e.st) not in seen:
+                seen.add(fdtree.ident(e.st))
+                size += e.st.st_size
+        return size
 
     def close(self) -> None:
         self.cursor.close()
 
 
-def extract(f: BinaryIO, dest: Path) -> str:
-    """Unpack the (optionally gzipped) layer tar ``f`` into ``dest``; return its diff id."""
+def extract(
+    f: BinaryIO, dest: Path, on_member: Callable[[tarfile.TarInfo], None] | None = None
+) -> tuple[str, int]:
+    """Unpack the (optionally gzipped) layer tar ``f`` into ``dest``; return its diff id
+    and its size.
+
+    ``on_member`` sees each member before it is unpacked, and may raise to stop."""
     head = f.peek(2)[:2] if hasattr(f, "peek") else b""
     if head == b"\x1f\x8b":
         f = gzip.GzipFile(fileobj=f)
@@ -224,20 +236,22 @@ def extract(f: BinaryIO, dest: Path) -> str:
     try:
         with tarfile.open(fileobj=reader, mode="r|") as tar:
             for m in tar:
+                if on_member is not None:
+                    on_member(m)
                 try:
                     layer.add(tar, m)
                 except OSError as e:
                     raise LayerError(f"layer entry {m.name!r}: {e.strerror or e}") from None
                 except (OverflowError, ValueError) as e:  # an owner or mtime out of range
                     raise LayerError(f"layer entry {m.name!r}: {e}") from None
-        layer.finish()
+        size = layer.finish()
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise LayerError(f"not a readable layer tar: {reason}") from None
     finally:
         layer.close()
         os.close(root)
-    return "sha256:" + reader.drain()
+    return "sha256:" + reader.drain(), size
 
 
 def _tarinfo(e: fdtree.Entry, links: dict[tuple[int, int], str]) -> tarfile.TarInfo | None:
@@ -288,7 +302,10 @@ def tar_directory(src: Path, out: BinaryIO) -> None:
 
 
 def store_layer(
-    store: Store, f: BinaryIO, verify: Callable[[str], None] | None = None
+    store: Store,
+    f: BinaryIO,
+    verify: Callable[[str], None] | None = None,
+    on_member: Callable[[tarfile.TarInfo], None] | None = None,
 ) -> tuple[str, bool]:
     """Store the layer tar ``f``; return its digest and whether it is new.
 
@@ -302,22 +319,20 @@ def store_layer(
     cannot be removed is left for later: it never stands in the way of an import.
     """
     store.layers.mkdir(parents=True, exist_ok=True)
-    for stale in store.layers.glob(".tmp-*"):
+    for stale in store.layers.glob(f"{TMP_PREFIX}*"):
         with contextlib.suppress(OSError, PyvmmError):
             fdtree.remove_tree(stale)
-    tmp = store.layers / f".tmp-{os.urandom(8).hex()}"
+    tmp = store.layers / f"{TMP_PREFIX}{os.urandom(8).hex()}"
     try:
         os.mkdir(tmp, 0o700)
         os.mkdir(tmp / "diff", 0o755)
-        digest = extract(f, tmp / "diff")
+        digest, size = extract(f, tmp / "diff", on_member)
         if verify is not None:
             verify(digest)
         final = store.layers / digest.removeprefix("sha256:")
         if final.exists():
             return digest, False
-        with fdtree.opened(tmp / "diff") as diff:
-            size = fdtree.size(diff)
-        write_json(tmp / "layer.json", {"digest": digest, "size": size})
+        records.write(tmp / RECORD, LayerRecord(digest=digest, size=size))
         os.rename(tmp, final)
         return digest, True
     finally:

@@ -19,15 +19,28 @@ import os
 import posixpath
 import stat
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from vmm.container import fdtree
+from vmm.container import fdtree, mounts, records
 from vmm.container.names import check_name
-from vmm.container.state import Store, read_json, write_json
+from vmm.container.records import Broken
+from vmm.container.state import Mount, Store, VolumeName
 from vmm.errors import PyvmmError
 
+RECORD = "volume.json"
 
-def parse(spec: str) -> dict:
+
+@dataclass
+class VolumeRecord:
+    """A named volume's ``volume.json``: whether it was filled from an image yet."""
+
+    name: VolumeName
+    created: float
+    populated: bool = False
+
+
+def parse(spec: str) -> Mount:
     """``-v SOURCE:TARGET[:ro|rw]`` to a mount record; bind sources must exist."""
     fields = spec.split(":")
     if len(fields) not in (2, 3) or (len(fields) == 3 and fields[2] not in ("ro", "rw")):
@@ -38,50 +51,61 @@ def parse(spec: str) -> dict:
     target = posixpath.normpath(target)
     if target == "/":
         raise PyvmmError(f"bad volume {spec!r}: cannot mount over the container's root")
+    why = mounts.refused(target, "bind", source)
+    if why:
+        raise PyvmmError(f"bad volume {spec!r}: {why}")
     read_only = len(fields) == 3 and fields[2] == "ro"
     if source.startswith("/"):
         if not os.path.exists(source):
             raise PyvmmError(f"bind mount source {source} does not exist")
-        return {"type": "bind", "source": os.path.realpath(source), "target": target,
-                "ro": read_only}  # fmt: skip
-    return {"type": "volume", "source": check_name("volume", source), "target": target,
-            "ro": read_only}  # fmt: skip
+        return Mount("bind", os.path.realpath(source), target, read_only)
+    return Mount("volume", check_name("volume", source), target, read_only)
 
 
 def data_dir(store: Store, name: str) -> str:
     return str(store.volumes / name / "_data")
 
 
-def create(store: Store, name: str) -> dict:
+def load(store: Store, name: str) -> VolumeRecord | Broken:
+    """Volume ``name``'s record (``name`` a directory entry of the store's, or checked)."""
+    return records.load(store.volumes / name / RECORD, VolumeRecord, name=name)
+
+
+def create(store: Store, name: str) -> VolumeRecord:
     """Create volume ``name`` if it does not exist; return its record. Caller locks."""
     check_name("volume", name)
     path = store.volumes / name
-    if (path / "volume.json").exists():
-        return read_json(path / "volume.json")
-    os.makedirs(path / "_data", exist_ok=True)
-    record = {"name": name, "created": time.time(), "populated": False}
-    write_json(path / "volume.json", record)
+    record = load(store, name)
+    if not isinstance(record, Broken):
+        return record
+    if path.exists():
+        raise PyvmmError(f"volume {name} is broken ({record.reason}): remove it first")
+    store.volumes.mkdir(parents=True, exist_ok=True)
+    os.mkdir(path, 0o755)
+    os.mkdir(path / "_data", 0o755)
+    record = VolumeRecord(name=name, created=time.time())
+    records.write(path / RECORD, record)
     return record
 
 
-def get(store: Store, name: str) -> dict:
+def get(store: Store, name: str) -> VolumeRecord | Broken:
+    """Volume ``name``'s record, or Broken; a one-line error if there is no such volume."""
     check_name("volume", name)
-    try:
-        record = read_json(store.volumes / name / "volume.json")
-    except FileNotFoundError:
-        raise PyvmmError(f"no such volume: {name}") from None
-    record["mountpoint"] = data_dir(store, name)
-    return record
+    if not (store.volumes / name).is_dir():
+        raise PyvmmError(f"no such volume: {name}")
+    return load(store, name)
 
 
-def list_volumes(store: Store) -> list[dict]:
+def list_volumes(store: Store) -> list[tuple[str, VolumeRecord | Broken]]:
+    """Every volume directory's name and record, sorted by name."""
     if not store.volumes.is_dir():
         return []
-    return [get(store, p.name) for p in sorted(store.volumes.iterdir())]
+    return [(n, load(store, n)) for n in sorted(os.listdir(store.volumes))]
 
 
 def remove(store: Store, name: str, users: list[str]) -> None:
-    """Delete volume ``name`` and its data, unless containers in ``users`` refer to it."""
+    """Delete volume ``name`` and its data, unless containers in ``users`` refer to it;
+    a broken volume goes like any other."""
     get(store, name)
     if users:
         raise PyvmmError(f"volume {name} is in use by container(s) {', '.join(users)}")
@@ -92,15 +116,17 @@ def populate(store: Store, name: str, image_path: str) -> None:
     """Copy the image's content at ``image_path`` into volume ``name`` on its first use.
 
     Runs in the container's mount namespace before pivot_root, with the overlay
-    mounted, so ``image_path`` is the image's view of that path.
+    mounted: ``image_path`` names the directory the target resolved to inside it
+    (``inroot.target``), and is followed.
     """
-    record_path = store.volumes / name / "volume.json"
-    record = read_json(record_path)
-    if record["populated"]:
+    record = load(store, name)
+    if isinstance(record, Broken):
+        raise PyvmmError(f"volume {name} is broken: {record.reason}")
+    if record.populated:
         return
     data = data_dir(store, name)
-    if stat.S_ISDIR(os.lstat(image_path).st_mode) and not os.listdir(data):
+    if stat.S_ISDIR(os.stat(image_path).st_mode) and not os.listdir(data):
         with fdtree.opened(Path(image_path)) as src, fdtree.opened(Path(data)) as dst:
             fdtree.copy(src, dst)  # the image's tree: as deep and as linked as it likes
-    record["populated"] = True
-    write_json(record_path, record)
+    record.populated = True
+    records.write(store.volumes / name / RECORD, record)

@@ -1,10 +1,13 @@
 """How a guest ends its run: the exit port and the i8042 reset line.
 
-A device cannot stop the machine itself (it knows nothing of vCPUs), so it raises one
-of these; the machine's exit loop catches them and ends the run with their status.
+A device cannot stop the machine itself (it knows nothing of vCPUs), so it raises
+``GuestStop`` (``vmm/guest_stop.py``); the machine's exit loop catches it and ends the
+run with its status.
 """
 
 from __future__ import annotations
+
+from vmm.guest_stop import GuestStop
 
 # pyvmm's exit port, at QEMU's isa-debug-exit address: a guest writes its exit status
 # (one to four bytes, little-endian) and the VMM exits with it. QEMU's device reports
@@ -18,15 +21,6 @@ I8042_COMMAND_PORT = 0x64
 I8042_DATA_PORT = 0x60
 I8042_CMD_RESET = 0xFE
 I8042_STATUS_IDLE = 0x00  # output buffer empty, input buffer empty
-
-
-class GuestStop(Exception):
-    """The guest asked to stop; ``status`` becomes pyvmm's exit status."""
-
-    def __init__(self, status: int, reason: str):
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 class ExitPort:

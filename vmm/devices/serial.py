@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 COM1_BASE = 0x3F8
 COM1_IRQ = 4
@@ -74,6 +75,25 @@ UART_FIFO_SIZE = 16
 # Divisor for 115200 baud from the 1.8432 MHz clock; what the chip holds after reset is
 # undefined, and 12 (9600 baud) is what most BIOSes leave.
 UART_RESET_DIVISOR = 12
+
+
+@dataclass
+class SerialState:
+    """The UART as the guest left it, for a snapshot (docs/state.md): the registers, the
+    receive FIFO and the pending THRE interrupt. Bytes typed on the host and not yet in
+    the receiver are the host terminal's, not the guest's, and are not kept."""
+
+    divisor: int
+    ier: int
+    lcr: int
+    mcr: int
+    msr: int
+    scr: int
+    fifo_enabled: bool
+    thr_interrupt: bool
+    overrun: bool
+    irq_level: bool
+    rx: list[int]
 
 
 class Serial:
@@ -245,6 +265,30 @@ class Serial:
             self.overrun = True
             return
         self.rx.append(value)
+
+    # --- snapshots ----------------------------------------------------------------
+
+    def save(self) -> SerialState:
+        with self._lock:
+            return SerialState(
+                self.divisor, self.ier, self.lcr, self.mcr, self.msr, self.scr,
+                self.fifo_enabled, self.thr_interrupt, self.overrun, self._irq_level,
+                list(self.rx),
+            )  # fmt: skip
+
+    def restore(self, state: SerialState) -> None:
+        """Registers from a snapshot, each checked against its width: the file is untrusted."""
+        registers = (state.ier, state.lcr, state.mcr, state.msr, state.scr)
+        if not 0 <= state.divisor <= 0xFFFF or any(not 0 <= r <= 0xFF for r in registers):
+            raise ValueError("a UART register is out of range")
+        if len(state.rx) > UART_FIFO_SIZE or any(not 0 <= b <= 0xFF for b in state.rx):
+            raise ValueError(f"the UART's receive FIFO holds more than {UART_FIFO_SIZE} bytes")
+        with self._lock:
+            self.divisor, self.ier, self.lcr = state.divisor, state.ier & 0x0F, state.lcr
+            self.mcr, self.msr, self.scr = state.mcr & 0x1F, state.msr, state.scr
+            self.fifo_enabled, self.thr_interrupt = state.fifo_enabled, state.thr_interrupt
+            self.overrun, self._irq_level = state.overrun, state.irq_level
+            self.rx = deque(state.rx)
 
     # --- host side ------------------------------------------------------------------
 

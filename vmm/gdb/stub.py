@@ -8,7 +8,13 @@ for as long as the vCPU is stopped, and arms single-stepping and breakpoints wit
 guest instruction: pyvmm waits there for gdb to connect.
 
 A reader thread turns what gdb sends into events; a Ctrl-C from gdb, while the guest
-runs, sets ``immediate_exit`` and kicks the vCPU thread out of KVM_RUN with a signal.
+runs, sets ``immediate_exit`` and kicks the vCPU threads out of KVM_RUN with a signal.
+
+Each vCPU is one of gdb's threads (vCPU i is thread i + 1), in gdb's all-stop mode, as
+QEMU's gdbstub serves them: when one vCPU stops, the stub stops the others (a kick each),
+and they wait in ``before_run`` while the thread of the one that stopped serves gdb.
+``Hg`` picks the vCPU whose registers and page tables ``g``, ``p`` and ``m`` use; a
+``vCont`` resumes the vCPUs it names (all with ``c``), stepping the ones it says to.
 
 What the host's KVM can deliver decides how gdb's requests are served (``probe``):
 ``break`` (Z0) is an int3 where KVM reports int3s, and a hardware breakpoint otherwise;
@@ -26,16 +32,17 @@ import threading
 from typing import NamedTuple
 
 from vmm import kick
-from vmm.devices.power import GuestStop
 from vmm.errors import PyvmmError
 from vmm.gdb import debugregs
 from vmm.gdb.packets import Event, PacketReader, frame
 from vmm.gdb.probe import DebugSupport
 from vmm.gdb.registers import Layout, RegisterFile, layout_for
+from vmm.guest_stop import GuestStop
 from vmm.kvm import DebugExit, InterruptedExit, KvmError
 
 PACKET_SIZE = 0x4000  # the largest payload we accept, announced in qSupported
-THREAD_ID = 1  # the one vCPU, as gdb's thread 1
+HELD_POLL = 0.1  # seconds: how often a held vCPU looks whether the run has ended
+
 # Signal numbers in stop replies are gdb's own (include/gdb/signals.def).
 GDB_SIGINT = 2
 GDB_SIGTRAP = 5
@@ -166,42 +173,86 @@ class _Resume(Exception):
 
 
 class GdbStub:
-    """The debugger side of one machine with one vCPU (gdb's thread 1)."""
+    """The debugger side of one machine; its vCPUs are gdb's threads 1, 2, ..."""
 
-    def __init__(self, listener: socket.socket, vcpu, memory, support: DebugSupport):
+    def __init__(self, listener: socket.socket, vcpus, memory, support: DebugSupport, threads):
         self.listener = listener
-        self.vcpu = vcpu
+        self.vcpus = vcpus
+        self.threads = threads  # which thread runs which vCPU, to kick them (vmm/vcpus.py)
         self.memory = memory
         self.support = support
         self.conn: _Connection | None = None
         self.layout: Layout | None = None
-        self.stop_reply: str | None = f"T{GDB_SIGTRAP:02x}thread:{THREAD_ID:02x};"
+        self.stop_reply: str | None = f"T{GDB_SIGTRAP:02x}thread:01;"
         self.reply_pending = False  # gdb waits for a stop reply (after c, s, vCont)
-        self.stepping = False
+        self.stepping: set[int] = set()  # vCPUs single-stepping for gdb
+        self.running: set[int] = set()  # vCPUs the last resume let go
+        self.current = 0  # the vCPU gdb's register and memory packets address (Hg)
         self.detached = False
         self.slots: list[_Slot | None] = [None] * debugregs.NR_BREAKPOINTS
         self.int3s: dict[int, bytes] = {}  # address: the byte an int3 replaced
         self.soft_watches: dict[tuple[int, int], bytes] = {}  # (addr, length): bytes
         self._interrupt = False
-        self._debug = None
-        self._vcpu_thread = threading.get_ident()
+        self._debug: list = [None] * len(vcpus)
+        self._cond = threading.Condition()
+        self._serving = False  # a vCPU thread is serving gdb; the others wait
+        self._ending = False
         kick.prepare()
+
+    @property
+    def vcpu(self):
+        return self.vcpus[self.current]
 
     # --- the machine's hooks ---------------------------------------------------------
 
-    def before_run(self) -> None:
-        if self.stop_reply is not None:
-            self._serve()
+    def before_run(self, vcpu) -> None:
+        """Serve gdb while the machine is stopped, on the first vCPU thread to get here;
+        hold the others until a resume lets them go (or the run ends: another vCPU
+        powered off while these were held)."""
+        while self._wait_or_serve(vcpu):
+            try:
+                self._serve()
+            except GuestStop:
+                self._end()
+                raise
+            finally:
+                with self._cond:
+                    self._serving = False
+                    self._cond.notify_all()
+
+    def _wait_or_serve(self, vcpu) -> bool:
+        """Wait while ``vcpu`` may not run; True when this thread is to serve gdb."""
+        with self._cond:
+            while not (self._ending or self.threads.stopping):
+                if self.stop_reply is not None:
+                    if not self._serving:
+                        self._serving = True
+                        return True
+                elif not self._held(vcpu):
+                    vcpu.request_exit(False)  # the kick that stopped it is spent
+                    return False
+                self._cond.wait(HELD_POLL)
+            return False
+
+    def _held(self, vcpu) -> bool:
+        return not self.detached and vcpu.index not in self.running
 
     def after_run(self, vcpu, exit) -> None:
         kind = type(exit)
         if kind is DebugExit:
-            self._debug_exit(exit)
+            self._debug_exit(vcpu, exit)
         elif kind is InterruptedExit and self._interrupt:
-            self._stop(f"T{GDB_SIGINT:02x}")
+            self._stop(vcpu, f"T{GDB_SIGINT:02x}")
+
+    def _end(self) -> None:
+        """The run is ending: let every waiting vCPU thread go, to be stopped."""
+        with self._cond:
+            self._ending = True
+            self._cond.notify_all()
 
     def finish(self, status: int) -> None:
         """The guest has ended: tell gdb (``W``, exited with a status) and stop serving."""
+        self._end()
         if self.conn is not None:
             if self.reply_pending:
                 self.conn.send(f"W{status & 0xFF:02x}")
@@ -217,37 +268,49 @@ class GdbStub:
 
     # --- stopping ----------------------------------------------------------------------
 
-    def _debug_exit(self, exit: DebugExit) -> None:
+    def _debug_exit(self, vcpu, exit: DebugExit) -> None:
         if exit.exception == BP_VECTOR:
-            self._stop(f"T{GDB_SIGTRAP:02x}")
+            self._stop(vcpu, f"T{GDB_SIGTRAP:02x}")
             return
         for n in range(debugregs.NR_BREAKPOINTS):
             slot = self.slots[n]
             if exit.dr6 & (1 << n) and slot is not None:
                 watch = {2: "watch", 3: "rwatch", 4: "awatch"}.get(slot.ztype)
                 reason = f"{watch}:{slot.addr:x};" if watch else ""
-                self._stop(f"T{GDB_SIGTRAP:02x}{reason}")
+                self._stop(vcpu, f"T{GDB_SIGTRAP:02x}{reason}")
                 return
         for (addr, length), old in self.soft_watches.items():
             now = self._read_memory(addr, length)
             if now != old:
-                self._stop(f"T{GDB_SIGTRAP:02x}watch:{addr:x};")
+                self._stop(vcpu, f"T{GDB_SIGTRAP:02x}watch:{addr:x};")
                 return
-        if self.stepping:
-            self._stop(f"T{GDB_SIGTRAP:02x}")
+        if vcpu.index in self.stepping:
+            self._stop(vcpu, f"T{GDB_SIGTRAP:02x}")
         # else: a step the stub took to check its watchpoints; the guest runs on
 
-    def _stop(self, reason: str) -> None:
-        self.stop_reply = f"{reason}thread:{THREAD_ID:02x};"
-        self._interrupt = False
-        self.vcpu.request_exit(False)
+    def _stop(self, vcpu, reason: str) -> None:
+        """``vcpu`` stopped for gdb: stop the others too (all-stop); the first stop of a
+        resume is the one gdb hears of, and its vCPU becomes the current thread."""
+        with self._cond:
+            if self.stop_reply is not None:
+                return
+            self.stop_reply = f"{reason}thread:{vcpu.index + 1:02x};"
+            self.current = vcpu.index
+            self._interrupt = False
+            self.running = set()
+        for other in self.vcpus:
+            if other is not vcpu:
+                other.request_exit(True)
+                self.threads.kick(other.index)
 
     def _on_interrupt(self) -> None:
-        """gdb's Ctrl-C, on the reader thread: stop the running vCPU."""
+        """gdb's Ctrl-C, on the reader thread: stop the running vCPUs."""
         if self.stop_reply is None and not self.detached:
             self._interrupt = True
-            self.vcpu.request_exit(True)
-            kick.kick(self._vcpu_thread)
+            for vcpu in self.vcpus:
+                if vcpu.index in self.running:
+                    vcpu.request_exit(True)
+                    self.threads.kick(vcpu.index)
 
     # --- serving gdb while stopped ---------------------------------------------------
 
@@ -295,7 +358,8 @@ class GdbStub:
             head = text[0]
             if text.startswith(("qSupported", "QStartNoAckMode", "qXfer:", "qAttached")):
                 return self._query(text)
-            if text in ("qC", "qfThreadInfo", "qsThreadInfo") or head in "?HT":
+            threads = ("qC", "qfThreadInfo", "qsThreadInfo", "qThreadExtraInfo,")
+            if text.startswith(threads) or head in "?HT":
                 return self._threads(text)
             if head in "gGpP":
                 return self._registers(text)
@@ -339,13 +403,30 @@ class GdbStub:
         if text == "?":
             return self.stop_reply
         if text == "qC":
-            return f"QC{THREAD_ID:x}"
+            return f"QC{self.current + 1:x}"
         if text == "qfThreadInfo":
-            return f"m{THREAD_ID:x}"
+            return "m" + ",".join(f"{v.index + 1:x}" for v in self.vcpus)
         if text == "qsThreadInfo":
             return "l"
-        thread = text[2:] if text[0] == "H" else text[1:]
-        return "OK" if int(thread, 16) in (-1, 0, THREAD_ID) else E_INVALID
+        if text.startswith("qThreadExtraInfo,"):
+            vcpu = self._thread_vcpu(text.split(",", 1)[1])
+            return E_INVALID if vcpu is None else f"vCPU {vcpu.index}".encode().hex()
+        if text[:2] == "Hc":  # the thread of old-style c and s: vCont serves gdb instead
+            return "OK" if self._thread_vcpu(text[2:], any_ok=True) is not None else E_INVALID
+        if text[0] == "H":
+            vcpu = self._thread_vcpu(text[2:], any_ok=True)
+            if vcpu is None:
+                return E_INVALID
+            self.current = vcpu.index  # the register layout stays: gdb cannot change it
+            return "OK"
+        return "OK" if self._thread_vcpu(text[1:]) is not None else E_INVALID
+
+    def _thread_vcpu(self, thread: str, any_ok: bool = False):
+        """The vCPU of a gdb thread id; 0 ("any") and -1 ("all") mean the current one."""
+        n = int(thread, 16)
+        if any_ok and n in (0, -1):
+            return self.vcpu
+        return self.vcpus[n - 1] if 1 <= n <= len(self.vcpus) else None
 
     def _layout(self) -> Layout:
         if self.layout is None:
@@ -509,35 +590,50 @@ class GdbStub:
         if text == "vCont?":
             return "vCont;c;C;s;S"
         if text.startswith("vCont;"):
+            # Each vCPU takes the first action that names it, or names no thread.
+            actions: dict[int, str] = {}
             for action in text[6:].split(";"):
                 what, _, thread = action.partition(":")
-                if not thread or int(thread, 16) in (-1, 0, THREAD_ID):
-                    if what[0] not in "csCS":
+                if not what or what[0] not in "csCS":
+                    return E_INVALID
+                if thread and int(thread, 16) not in (-1, 0):
+                    vcpu = self._thread_vcpu(thread)
+                    if vcpu is None:
                         return E_INVALID
-                    self._resume(step=what[0] in "sS")
-            return E_INVALID
+                    actions.setdefault(vcpu.index, what[0])
+                else:
+                    for vcpu in self.vcpus:
+                        actions.setdefault(vcpu.index, what[0])
+            self._resume(set(actions), {i for i, what in actions.items() if what in "sS"})
         if text[0] in "cs" and len(text) > 1:  # c ADDR, s ADDR: resume there
             regs = self.vcpu.get_regs()
             regs.rip = _number(text[1:])
             self.vcpu.set_regs(regs)
-        self._resume(step=text[0] in "sS")
+        if text[0] in "cC":
+            self._resume({v.index for v in self.vcpus}, set())
+        self._resume({self.current}, {self.current})  # s: the current vCPU alone
 
-    def _resume(self, step: bool) -> None:
-        self.stepping = step
+    def _resume(self, running: set[int], stepping: set[int]) -> None:
+        self.stepping = stepping
         for key in self.soft_watches:
             self.soft_watches[key] = self._read_memory(*key)
-        self._arm(single_step=step or bool(self.soft_watches))
-        self.stop_reply = None
+        for vcpu in self.vcpus:
+            step = vcpu.index in stepping or bool(self.soft_watches and vcpu.index in running)
+            self._arm(vcpu, single_step=step)
+        with self._cond:
+            self.running = running
+            self.stop_reply = None
+            self._cond.notify_all()
         self.reply_pending = True
         raise _Resume
 
-    def _arm(self, single_step: bool) -> None:
+    def _arm(self, vcpu, single_step: bool) -> None:
         used = [None if s is None else s.piece for s in self.slots]
         debug = (single_step, bool(self.int3s), tuple(used))
-        if debug != self._debug:
+        if debug != self._debug[vcpu.index]:
             regs = debugregs.debugreg(used) if any(used) else None
-            self.vcpu.set_guest_debug(single_step, bool(self.int3s), regs)
-            self._debug = debug
+            vcpu.set_guest_debug(single_step, bool(self.int3s), regs)
+            self._debug[vcpu.index] = debug
 
     def _detach(self) -> str:
         """Remove every breakpoint and let the guest run to its end on its own."""
@@ -549,10 +645,7 @@ class GdbStub:
         self.conn.close()
         self.conn = None
         self.detached = True
-        self.stepping = False
-        self._arm(single_step=False)
-        self.stop_reply = None
-        raise _Resume
+        self._resume({v.index for v in self.vcpus}, set())
 
 
 def _number(text: str) -> int:
@@ -578,7 +671,7 @@ def attach(machine, listener: socket.socket, kvm) -> GdbStub:
     the run that the stub let go."""
     from vmm.gdb.probe import probe
 
-    stub = GdbStub(listener, machine.vcpu, machine.memory, probe(kvm))
+    stub = GdbStub(listener, machine.vcpus, machine.memory, probe(kvm), machine.threads)
     machine.before_run.insert(0, stub.before_run)
     machine.after_run.insert(0, stub.after_run)
     host, port = listener.getsockname()[:2]

@@ -35,6 +35,18 @@ KVM_CAP_IOEVENTFD KVM_CAP_IRQ_ROUTING KVM_CAP_READONLY_MEM KVM_CAP_IMMEDIATE_EXI
 KVM_MEM_READONLY KVM_PIT_SPEAKER_DUMMY
 KVM_IOEVENTFD_FLAG_DATAMATCH KVM_IOEVENTFD_FLAG_PIO KVM_IOEVENTFD_FLAG_DEASSIGN
 KVM_IRQFD_FLAG_DEASSIGN
+KVM_GET_MP_STATE KVM_MP_STATE_RUNNABLE KVM_MP_STATE_UNINITIALIZED
+KVM_MP_STATE_INIT_RECEIVED KVM_MP_STATE_HALTED KVM_MP_STATE_SIPI_RECEIVED
+KVM_GET_IRQCHIP KVM_IRQCHIP_IOAPIC KVM_IOAPIC_NUM_PINS
+KVM_CPUID_FEATURES KVM_FEATURE_PV_UNHALT KVM_FEATURE_PV_SEND_IPI KVM_FEATURE_PV_SCHED_YIELD
+KVM_GET_MSR_INDEX_LIST KVM_GET_CPUID2
+KVM_GET_XSAVE KVM_SET_XSAVE KVM_GET_XCRS KVM_SET_XCRS KVM_GET_LAPIC KVM_SET_LAPIC
+KVM_GET_VCPU_EVENTS KVM_SET_VCPU_EVENTS KVM_SET_MP_STATE
+KVM_GET_DEBUGREGS KVM_SET_DEBUGREGS KVM_SET_IRQCHIP
+KVM_GET_PIT2 KVM_SET_PIT2 KVM_GET_CLOCK KVM_SET_CLOCK KVM_GET_DIRTY_LOG
+KVM_CAP_XSAVE KVM_CAP_XCRS KVM_CAP_VCPU_EVENTS KVM_CAP_DEBUGREGS KVM_CAP_ADJUST_CLOCK
+KVM_CAP_MP_STATE KVM_CAP_PIT_STATE2 KVM_MEM_LOG_DIRTY_PAGES
+KVM_IRQCHIP_PIC_MASTER KVM_IRQCHIP_PIC_SLAVE
 """
 
 ffibuilder.cdef(
@@ -85,6 +97,9 @@ struct kvm_userspace_memory_region {
 };
 
 struct kvm_pit_config { uint32_t flags; ...; };
+struct kvm_mp_state { uint32_t mp_state; };
+/* The IOAPIC's redirection table is a union of bitfields: read through ioapic_redirection. */
+struct kvm_irqchip { uint32_t chip_id; ...; };
 struct kvm_irq_level { uint32_t irq; uint32_t level; ...; };
 struct kvm_irqfd { uint32_t fd, gsi, flags; ...; };
 struct kvm_ioeventfd { uint64_t datamatch, addr; uint32_t len; int32_t fd; uint32_t flags; ...; };
@@ -106,6 +121,19 @@ struct kvm_fpu {
     uint32_t mxcsr;
     ...;
 };
+
+/* The state a snapshot saves whole (docs/state.md; kvm_mp_state and kvm_irqchip are
+   above): the kernel's structs, sized by the compiler and kept as bytes; pyvmm reads
+   only the fields named here. */
+struct kvm_msr_list { uint32_t nmsrs; uint32_t indices[]; };
+struct kvm_xsave { ...; };
+struct kvm_xcrs { ...; };
+struct kvm_lapic_state { ...; };
+struct kvm_vcpu_events { ...; };
+struct kvm_debugregs { ...; };
+struct kvm_pit_state2 { ...; };
+struct kvm_clock_data { uint64_t clock; uint32_t flags; ...; };
+struct kvm_dirty_log { uint32_t slot; void *dirty_bitmap; ...; };
 
 struct kvm_guest_debug_arch { uint64_t debugreg[8]; };
 struct kvm_debug_exit_arch { uint32_t exception, pad; uint64_t pc, dr6, dr7; };
@@ -135,6 +163,7 @@ struct kvm_run {
 
 int kvm_ioctl(int fd, unsigned long request, void *arg);
 int kvm_ioctl_val(int fd, unsigned long request, unsigned long arg);
+uint64_t ioapic_redirection(struct kvm_irqchip *chip, int pin);
 """
 )
 
@@ -142,6 +171,7 @@ ffibuilder.set_source(
     "vmm.kvm._kvm",
     """
 #include <linux/kvm.h>
+#include <linux/kvm_para.h>
 #include <sys/ioctl.h>
 
 /* ioctl() is variadic; two fixed-signature wrappers keep cffi's calls simple. */
@@ -152,6 +182,11 @@ static int kvm_ioctl(int fd, unsigned long request, void *arg)
 static int kvm_ioctl_val(int fd, unsigned long request, unsigned long arg)
 {
     return ioctl(fd, request, arg);
+}
+/* One IOAPIC redirection entry as the 64 bits the guest wrote (82093AA, 3.2.4). */
+static uint64_t ioapic_redirection(struct kvm_irqchip *chip, int pin)
+{
+    return chip->chip.ioapic.redirtbl[pin].bits;
 }
 """,
 )

@@ -285,6 +285,13 @@ class Vcpu:
         done = ioctl(self.fd, lib.KVM_GET_MSRS, buf, what="KVM_GET_MSRS")
         return {buf.entries[i].index: buf.entries[i].data for i in range(done)}
 
+    def waiting_for_sipi(self) -> bool:
+        """The vCPU has not been started: an application processor whose local APIC has
+        had no INIT and SIPI yet (``KVM_GET_MP_STATE``, api.rst 4.38)."""
+        state = ffi.new("struct kvm_mp_state *")
+        ioctl(self.fd, lib.KVM_GET_MP_STATE, state, what="KVM_GET_MP_STATE")
+        return state.mp_state in (lib.KVM_MP_STATE_UNINITIALIZED, lib.KVM_MP_STATE_INIT_RECEIVED)
+
     def set_cpuid(self, cpuid) -> None:
         ioctl(self.fd, lib.KVM_SET_CPUID2, cpuid, what="KVM_SET_CPUID2")
 

@@ -11,6 +11,7 @@ from vmm.kvm.ioctl import ioctl, ioctl_val
 # and the identity-map page right before it; the same addresses QEMU and kvmtool use.
 KVM_TSS_ADDRESS = 0xFFFBD000
 KVM_IDENTITY_MAP_ADDRESS = 0xFFFBC000
+IOAPIC_MASKED = 1 << 16  # redirection entry: interrupt mask (82093AA datasheet, 3.2.4)
 
 
 class Vm:
@@ -19,7 +20,8 @@ class Vm:
     def __init__(self, kvm, fd: int):
         self.kvm = kvm
         self.fd = fd
-        self._slots = 0
+        # (guest-physical address, size, host address, flags) by slot number.
+        self.slots: list[tuple[int, int, int, int]] = []
         self.has_irqchip = False
         ioctl_val(fd, lib.KVM_SET_TSS_ADDR, KVM_TSS_ADDRESS, what="KVM_SET_TSS_ADDR")
         addr = ffi.new("uint64_t *", KVM_IDENTITY_MAP_ADDRESS)
@@ -27,15 +29,20 @@ class Vm:
 
     def set_memory(self, gpa: int, size: int, host_addr: int, readonly: bool = False) -> int:
         """Map host memory at guest-physical ``gpa`` in the next free slot; returns the slot."""
+        self.slots.append((gpa, size, host_addr, lib.KVM_MEM_READONLY if readonly else 0))
+        self.update_slot(len(self.slots) - 1)
+        return len(self.slots) - 1
+
+    def update_slot(self, slot: int, extra_flags: int = 0) -> None:
+        """(Re)register a slot as recorded, with ``extra_flags`` (KVM_MEM_LOG_DIRTY_PAGES)."""
+        gpa, size, host_addr, flags = self.slots[slot]
         region = ffi.new("struct kvm_userspace_memory_region *")
-        region.slot = self._slots
-        region.flags = lib.KVM_MEM_READONLY if readonly else 0
+        region.slot = slot
+        region.flags = flags | extra_flags
         region.guest_phys_addr = gpa
         region.memory_size = size
         region.userspace_addr = host_addr
         ioctl(self.fd, lib.KVM_SET_USER_MEMORY_REGION, region, what="KVM_SET_USER_MEMORY_REGION")
-        self._slots += 1
-        return region.slot
 
     def create_irqchip(self) -> None:
         """The in-kernel PIC, IOAPIC and local APICs (so interrupts never leave the kernel).
@@ -54,6 +61,20 @@ class Vm:
         line.irq = irq
         line.level = level
         ioctl(self.fd, lib.KVM_IRQ_LINE, line, what="KVM_IRQ_LINE")
+
+    def ioapic_route(self, pin: int) -> tuple[int, int] | None:
+        """(vector, destination APIC id) the guest programmed for IOAPIC ``pin``, or None
+        while the pin is masked (``KVM_GET_IRQCHIP``; the entry's layout: 82093AA
+        datasheet, 3.2.4). What ``--trace`` shows of an interrupt the VMM raises."""
+        if not 0 <= pin < lib.KVM_IOAPIC_NUM_PINS:
+            return None
+        chip = ffi.new("struct kvm_irqchip *")
+        chip.chip_id = lib.KVM_IRQCHIP_IOAPIC
+        ioctl(self.fd, lib.KVM_GET_IRQCHIP, chip, what="KVM_GET_IRQCHIP")
+        entry = lib.ioapic_redirection(chip, pin)
+        if entry & IOAPIC_MASKED:
+            return None
+        return entry & 0xFF, entry >> 56
 
     def register_irqfd(self, eventfd: int, gsi: int) -> None:
         """Writing to ``eventfd`` now raises ``gsi`` in the kernel, with no exit and no ioctl."""

@@ -119,6 +119,34 @@ class _QueueConfig:
     virtqueue: Virtqueue | None = None
 
 
+@dataclass
+class QueueState:
+    """One queue's registers and, once ready, the device's place in its rings."""
+
+    num: int
+    desc: int
+    driver: int
+    device: int
+    ready: bool
+    last_avail: int
+    used_idx: int
+    signalled_idx: int
+
+
+@dataclass
+class VirtioMmioState:
+    """The transport as the driver left it, for a snapshot (docs/state.md)."""
+
+    status: int
+    interrupt_status: int
+    driver_features: int
+    device_features_sel: int
+    driver_features_sel: int
+    queue_sel: int
+    config_generation: int
+    queues: list[QueueState]
+
+
 def _set_half(value: int, word: int, high: bool) -> int:
     """Replace the low or high 32 bits of a 64-bit address register pair."""
     if high:
@@ -310,6 +338,65 @@ class VirtioMmio:
             return 0
         self.interrupt_status |= VIRTIO_MMIO_INT_CONFIG
         return VIRTIO_MMIO_INT_CONFIG
+
+    # Snapshots.
+
+    def drain(self) -> None:
+        """Serve every buffer the driver has made available, so that no request is half
+        done when the state is saved (a notification waiting on an I/O thread's eventfd
+        would otherwise be lost with this process)."""
+        for index, queue in enumerate(self._queues):
+            if queue.virtqueue is not None and queue.virtqueue.has_available():
+                self.notify(index)
+
+    def save(self) -> VirtioMmioState:
+        with self._queue_lock, self._lock:
+            queues = []
+            for q in self._queues:
+                indices = q.virtqueue.indices() if q.virtqueue else (0, 0, 0)
+                queues.append(QueueState(q.num, q.desc, q.driver, q.device, bool(q.virtqueue),
+                                         *indices))  # fmt: skip
+            return VirtioMmioState(
+                self.status, self.interrupt_status, self.driver_features,
+                self._device_features_sel, self._driver_features_sel, self._queue_sel,
+                self.config_generation, queues,
+            )  # fmt: skip
+
+    def restore(self, state: VirtioMmioState) -> None:
+        """Registers and live queues from a snapshot. The file is untrusted: the queues'
+        areas are checked against guest memory as when the driver sets QueueReady."""
+        if len(state.queues) != len(self._queues):
+            saved, has = len(state.queues), len(self._queues)
+            raise ValueError(f"{saved} queues saved, the device has {has}")
+        words = (state.status, state.interrupt_status, state.device_features_sel,
+                 state.driver_features_sel, state.queue_sel, state.config_generation)  # fmt: skip
+        if any(not 0 <= w <= 0xFFFFFFFF for w in words):
+            raise ValueError("a virtio-mmio register is not a 32-bit number")
+        if state.driver_features & ~self.device_features:
+            raise ValueError("the saved driver features were never offered")
+        with self._queue_lock, self._lock:
+            for saved, queue in zip(state.queues, self._queues, strict=True):
+                if saved.num > queue.max_size:
+                    raise ValueError(f"queue size {saved.num} > maximum {queue.max_size}")
+                queue.num, queue.desc, queue.driver, queue.device = (
+                    saved.num, saved.desc, saved.driver, saved.device)  # fmt: skip
+                if saved.ready:
+                    try:
+                        queue.virtqueue = Virtqueue(
+                            self.memory, saved.num, saved.desc, saved.driver, saved.device
+                        )
+                        queue.virtqueue.set_indices(
+                            saved.last_avail, saved.used_idx, saved.signalled_idx
+                        )
+                    except VirtqueueError as e:
+                        raise ValueError(str(e)) from None
+            self.status, self.interrupt_status = state.status, state.interrupt_status
+            self.driver_features = state.driver_features
+            self._device_features_sel = state.device_features_sel
+            self._driver_features_sel = state.driver_features_sel
+            self._queue_sel, self.config_generation = state.queue_sel, state.config_generation
+        if self.status & VIRTIO_CONFIG_S_DRIVER_OK:
+            self.device.activate(self.driver_features)
 
     # Notifications.
 

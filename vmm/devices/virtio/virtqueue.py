@@ -88,6 +88,16 @@ class Virtqueue:
         self._used_idx = 0
         self._signalled_idx = 0  # used index the driver was last told about
 
+    def indices(self) -> tuple[int, int, int]:
+        """The device's own place in the rings (the next available entry to take, the
+        next used entry to fill, the used index last signalled), for a snapshot."""
+        return self._last_avail, self._used_idx, self._signalled_idx
+
+    def set_indices(self, last_avail: int, used_idx: int, signalled_idx: int) -> None:
+        if any(not 0 <= i <= 0xFFFF for i in (last_avail, used_idx, signalled_idx)):
+            raise VirtqueueError("a virtqueue index is not a 16-bit number")
+        self._last_avail, self._used_idx, self._signalled_idx = last_avail, used_idx, signalled_idx
+
     def has_available(self) -> bool:
         return _U16.unpack_from(self._avail, 2)[0] != self._last_avail
 
