@@ -26,8 +26,10 @@ from dataclasses import dataclass
 from vmm.errors import PyvmmError
 
 NFT = "nft"
-# prerouting and output at NF_IP_PRI_NAT_DST (-100, "dstnat"), where DNAT belongs.
+# prerouting and output at NF_IP_PRI_NAT_DST (-100, "dstnat"), where DNAT belongs;
+# postrouting at NF_IP_PRI_NAT_SRC (100, "srcnat"), where masquerade belongs.
 NAT_PRIORITY = -100
+SNAT_PRIORITY = 100
 _PUBLISH = re.compile(
     r"^(?:(?P<ip>[0-9.]+):)?(?P<host>\d+):(?P<guest>\d+)(?:/(?P<proto>tcp|udp))?$"
 )
@@ -88,7 +90,7 @@ def _rule(table: str, chain: str, guest: str, port: Publish) -> dict:
     return {"rule": {"family": "ip", "table": table, "chain": chain, "expr": expr}}
 
 
-def _nft(document: dict) -> None:
+def nft(document: dict) -> None:
     proc = subprocess.run(
         [NFT, "-j", "-f", "-"], input=json.dumps(document), capture_output=True, text=True
     )
@@ -97,20 +99,58 @@ def _nft(document: dict) -> None:
 
 
 class PortTable:
-    """The nft table of one VM's published ports; ``close`` removes it."""
+    """The nft table of one guest's or container's published ports; ``close`` removes
+    it. ``name`` defaults to the VM's, ``pyvmm-vm-PID``.
 
-    def __init__(self, guest: str, ports: list[Publish]) -> None:
+    With ``bridge`` (a container's, whose network pyvmm made), connections to
+    127.0.0.1 are published too, as Docker does without its userland proxy: the output
+    hook's DNAT sends them on with source 127.0.0.1, which the kernel routes out of
+    ``bridge`` only with its ``route_localnet`` on (``container/network.py`` sets it)
+    and which the postrouting hook here masquerades as the bridge's own address, so
+    that the reply comes back. The same rule covers hairpin: a container reaching its
+    own published port through the host's address gets the host's address as source.
+    """
+
+    def __init__(
+        self, guest: str, ports: list[Publish], name: str | None = None, bridge: str | None = None
+    ) -> None:
         if shutil.which(NFT) is None:
             raise PyvmmError("-p needs nft: apt-get install nftables")
-        self.name = f"pyvmm-vm-{os.getpid()}"
+        self.name = name or f"pyvmm-vm-{os.getpid()}"
         commands: list[dict] = [{"add": {"table": {"family": "ip", "name": self.name}}}]
-        for chain in ("prerouting", "output"):
-            commands.append({"add": {"chain": {
-                "family": "ip", "table": self.name, "name": chain, "type": "nat",
-                "hook": chain, "prio": NAT_PRIORITY, "policy": "accept",
-            }}})  # fmt: skip
-            commands += [{"add": _rule(self.name, chain, guest, p)} for p in ports]
-        _nft({"nftables": commands})
+        for hook in ("prerouting", "output"):
+            commands.append(chain(self.name, hook, NAT_PRIORITY))
+            commands += [{"add": _rule(self.name, hook, guest, p)} for p in ports]
+        if bridge is not None:
+            commands.append(chain(self.name, "postrouting", SNAT_PRIORITY))
+            for source in ({"prefix": {"addr": "127.0.0.0", "len": 8}}, guest):
+                commands.append({"add": {"rule": {
+                    "family": "ip", "table": self.name, "chain": "postrouting", "expr": [
+                        match({"meta": {"key": "oifname"}}, bridge),
+                        match({"payload": {"protocol": "ip", "field": "saddr"}}, source),
+                        match({"payload": {"protocol": "ip", "field": "daddr"}}, guest),
+                        match({"ct": {"key": "status"}}, "dnat", "in"),
+                        {"masquerade": None},
+                    ]}}})  # fmt: skip
+        nft({"nftables": commands})
 
     def close(self) -> None:
-        _nft({"nftables": [{"delete": {"table": {"family": "ip", "name": self.name}}}]})
+        delete_table(self.name)
+
+
+def chain(table: str, hook: str, priority: int) -> dict:
+    return {"add": {"chain": {
+        "family": "ip", "table": table, "name": hook, "type": "nat", "hook": hook,
+        "prio": priority, "policy": "accept",
+    }}}  # fmt: skip
+
+
+def match(left: dict, right: object, op: str = "==") -> dict:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def delete_table(name: str) -> None:
+    """Delete nft table ``ip NAME``; one that is not there is no error (added first in
+    the same transaction: nft 1.0.6 has no ``destroy``)."""
+    table = {"table": {"family": "ip", "name": name}}
+    nft({"nftables": [{"add": table}, {"delete": table}]})

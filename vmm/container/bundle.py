@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from vmm.container import cgroups, inroot, layers, mounts, records, spec, volumes
+from vmm.container import cgroups, inroot, layers, mounts, network, records, spec, volumes
 from vmm.container.atomic import write_json
 from vmm.container.state import ContainerRecord, Store
 
@@ -63,11 +63,16 @@ def config(store: Store, rec: ContainerRecord) -> dict:
         resources["devices"] = [
             {k: v for k, v in records.to_json(d).items() if v is not None} for d in limits.devices
         ]
+    # The network's: a new one, the one pyvmm made for the container (--network, with
+    # its path), or none at all (--network host): container/network.py.
+    net = network.namespace(store, rec.id)
     linux = {
         # PID: the monitor forks the init into a new one; cgroup: entered once the
         # monitor has moved the init into its cgroup (container.py).
         "namespaces": [
-            {"type": t} for t in ("pid", "mount", "uts", "ipc", "network", "cgroup")
+            *({"type": t} for t in ("pid", "mount", "uts", "ipc")),
+            *([net] if net else []),
+            {"type": "cgroup"},
         ],  # fmt: skip
         "maskedPaths": list(spec.MASKED_PATHS),
         "readonlyPaths": list(spec.READONLY_PATHS),

@@ -49,6 +49,7 @@ from vmm.container import (
     init,
     layers,
     namespaces,
+    network,
     records,
     seccomp,
     volumes,
@@ -140,6 +141,7 @@ def _remove_files(store: Store, cid: str, cgroup: str | None = None) -> None:
     and names, whichever exist; caller locks. ``cgroup`` is the version it ran under,
     None for the host's."""
     cgroups.for_container(cid, cgroup, store.cgroup_parent).remove()
+    network.disconnect(store, cid)
     _unmount_under(_dir(store, cid))
     for path in (_dir(store, cid) / "upper", _dir(store, cid)):
         with contextlib.suppress(FileNotFoundError):  # the writable layer first: if it
@@ -198,6 +200,7 @@ def list_containers(store: Store) -> list[Container]:
     gone, and the names of none removed)."""
     with store.lock():
         _remove_stale_names(store)
+        network.remove_orphans(store, lambda cid: _dir(store, cid).is_dir())
         return [r for r in (reconcile(store, rec) for rec in _all(store)) if r]
 
 
@@ -259,13 +262,18 @@ def create(
     security: Security | None = None,
     auto_remove: bool = False,
     claim: bool = False,
+    network_mode: str | None = None,
+    publish: tuple[str, ...] = (),
 ) -> ContainerRecord:
     """Record a new container and its empty writable layer; nothing runs yet.
 
     Everything a user can get wrong is checked before anything is created. With
     ``claim``, the container is created already claimed by this process for starting
-    (one locked step instead of two on ``run``'s path).
+    (one locked step instead of two on ``run``'s path). ``network_mode`` and
+    ``publish``: ``--network`` and ``-p`` (container/network.py; ``-p`` alone means
+    the default bridge network, as in Docker).
     """
+    net = network.plan(network_mode, publish) if network_mode or publish else None
     if name is not None:
         check_name("container", name)
     if hostname is not None:
@@ -322,6 +330,8 @@ def create(
                     rec.new_volumes.append(m.source)
                 elif m.type == "volume":
                     volumes.create(store, m.source)  # refuses a broken one
+            if net is not None:
+                network.connect(store, cid, *net)
             bundle.write(store, rec)
             _save(store, rec)
         except BaseException:

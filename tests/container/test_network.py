@@ -1,0 +1,222 @@
+"""Container networks (vmm/container/network.py), inside a test host of the test's own: a
+network namespace made here, where pyvmm runs (nsenter) and makes its bridges, veths
+and nft tables; nothing of the machine's own network changes, and the traffic goes
+only between addresses made here.
+
+Container to container, the test host to a container, published ports (the host's
+address, 127.0.0.1, and hairpin from a container), none/host/container:NAME, IPAM
+exhaustion and reuse, names and ports in use, and everything gone after ``rm``, even
+when the engine was killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+from containertest import Pyvmm, one_line_error
+from nettest import links, needs_netns
+
+from vmm import netns
+
+pytestmark = [needs_netns]
+SERVE = "exec busybox nc -ll -p 80 -e busybox cat"  # echo, one connection after another
+
+
+@pytest.fixture
+def host(pyvmm):
+    """(namespace, a pyvmm runner inside it); on the way out the test's containers and
+    networks are removed in there, where they were made."""
+    with netns.scratch() as ns:
+        inside = Pyvmm(pyvmm.root)
+        inside.command = netns.command(ns, inside.command)
+        made = set((pyvmm.root / "networks").glob("*"))
+        try:
+            yield ns, inside
+        finally:
+            ids = inside("container", "ps", "-a", "-q").stdout.split()
+            if ids:
+                inside("container", "rm", "-f", *ids)
+            for path in set((pyvmm.root / "networks").glob("*")) - made:
+                if path.name != "bridge":
+                    inside("network", "rm", path.name)
+
+
+def address(runner: Pyvmm, network: str, name: str) -> str:
+    """Container ``name``'s address on ``network``, from ``network inspect``."""
+    cid = runner.inspect(name)["id"]
+    return json.loads(runner.ok("network", "inspect", network))["containers"][cid]
+
+
+def echo(ns: str, addr: str, port: int, data: bytes = b"ping\n", timeout: float = 30) -> bytes:
+    """``data`` sent to ``addr:port`` from the test host, and what comes back."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with netns.entered(ns):
+                sock = socket.create_connection((addr, port), timeout=10)
+            with sock:
+                sock.sendall(data)
+                sock.shutdown(socket.SHUT_WR)
+                got = b""
+                while chunk := sock.recv(4096):
+                    got += chunk
+                if got or time.monotonic() > deadline:
+                    return got
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)  # the server is not listening yet
+
+
+def serve(runner: Pyvmm, name: str, *options: str) -> None:
+    runner.ok("container", "run", "-d", "--name", name, *options, "busybox", "sh", "-c", SERVE)
+
+
+def nft_tables(ns: str) -> str:
+    return subprocess.run(
+        netns.command(ns, ["nft", "list", "tables"]), capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_containers_reach_each_other_and_the_test_host_reaches_them(host):
+    ns, pyvmm = host
+    pyvmm.ok("network", "create", "--subnet", "10.77.0.0/24", "n1")
+    serve(pyvmm, "web", "--network", "n1")
+    web = address(pyvmm, "n1", "web")
+    assert web == "10.77.0.2"  # the first after the gateway, 10.77.0.1
+    assert echo(ns, web, 80) == b"ping\n"
+    out = pyvmm.ok("container", "run", "--rm", "--network", "n1", "busybox", "sh", "-c",
+                   f"ip -4 addr show eth0; ip route; echo hello | nc {web} 80")  # fmt: skip
+    assert "inet 10.77.0.3/24" in out and "default via 10.77.0.1" in out, out
+    assert out.rstrip().endswith("hello"), out
+    bridge = json.loads(pyvmm.ok("network", "inspect", "n1"))["bridge"]
+    assert bridge in links(ns)
+
+
+def test_published_port_answers_on_the_hosts_address_on_127_0_0_1_and_hairpin(host):
+    ns, pyvmm = host
+    pyvmm.ok("network", "create", "--subnet", "10.78.0.0/24", "n2")
+    serve(pyvmm, "pub", "--network", "n2", "-p", "8080:80")
+    assert echo(ns, "10.78.0.1", 8080) == b"ping\n"  # an address of the test host's own
+    assert echo(ns, "127.0.0.1", 8080) == b"ping\n"  # route_localnet, masqueraded
+    out = pyvmm.ok("container", "run", "--rm", "--network", "n2", "busybox", "sh", "-c",
+                   "echo hairpin | nc 10.78.0.1 8080")  # fmt: skip
+    assert out.strip() == "hairpin", out
+    # A port in use, by a container or by a host socket: one line, exit 2, nothing made.
+    again = pyvmm("container", "run", "--network", "n2", "-p", "8080:80", "busybox", "true")
+    assert again.returncode == 2 and "8080/tcp is already published" in one_line_error(again)
+    with netns.entered(ns):
+        held = socket.socket()
+    with held:
+        held.bind(("0.0.0.0", 8181))
+        held.listen()
+        busy = pyvmm("container", "run", "--network", "n2", "-p", "8181:80", "busybox", "true")
+        assert busy.returncode == 2 and "in use on the host" in one_line_error(busy)
+    assert pyvmm.ok("container", "ps", "-a", "-q").split() == [pyvmm.inspect("pub")["id"][:12]]
+
+
+def test_rm_removes_the_veth_namespace_rules_and_address(host):
+    ns, pyvmm = host
+    pyvmm.ok("network", "create", "--subnet", "10.79.0.0/24", "n3")
+    serve(pyvmm, "gone", "--network", "n3", "-p", "8081:80")
+    cid = pyvmm.inspect("gone")["id"]
+    assert f"pvv{cid[:12]}" in links(ns)
+    assert f"pyvmm-c-{cid[:12]}" in nft_tables(ns)
+    assert os.path.exists(f"/run/netns/pyvmm-c-{cid[:16]}")
+    pyvmm.ok("container", "rm", "-f", "gone")
+    assert f"pvv{cid[:12]}" not in links(ns)
+    assert f"pyvmm-c-{cid[:12]}" not in nft_tables(ns)
+    assert not os.path.exists(f"/run/netns/pyvmm-c-{cid[:16]}")
+    assert json.loads(pyvmm.ok("network", "inspect", "n3"))["containers"] == {}
+    bridge = json.loads(pyvmm.ok("network", "inspect", "n3"))["bridge"]
+    pyvmm.ok("network", "rm", "n3")
+    assert bridge not in links(ns) and "pyvmm-n-" not in nft_tables(ns)
+
+
+def test_a_killed_engine_leaves_nothing_after_rm(host):
+    ns, pyvmm = host
+    pyvmm.ok("network", "create", "--subnet", "10.80.0.0/24", "n4")
+    serve(pyvmm, "victim", "--network", "n4", "-p", "8082:80")
+    rec = pyvmm.inspect("victim")
+    for pid in (rec["monitor_pid"], rec["pid"]):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while "Exited" not in pyvmm.ok("container", "ps", "-a") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    pyvmm.ok("container", "rm", "victim")
+    assert not [n for n in links(ns) if n.startswith("pvv")]
+    assert "pyvmm-c-" not in nft_tables(ns)
+    assert not os.path.exists(f"/run/netns/pyvmm-c-{rec['id'][:16]}")
+    assert json.loads(pyvmm.ok("network", "inspect", "n4"))["containers"] == {}
+
+
+def test_addresses_run_out_one_line_and_come_back_on_rm(host):
+    ns, pyvmm = host
+    pyvmm.ok("network", "create", "--subnet", "10.81.0.0/30", "tiny")  # .1 gateway, .2 free
+    serve(pyvmm, "first", "--network", "tiny")
+    full = pyvmm("container", "run", "--name", "second", "--network", "tiny", "busybox", "true")
+    assert full.returncode == 2
+    assert "network tiny has no free address left in 10.81.0.0/30" in one_line_error(full)
+    assert len(pyvmm.ok("container", "ps", "-a", "-q").split()) == 1  # nothing of it left
+    assert not [n for n in links(ns) if n.startswith("pvv")][1:]
+    pyvmm.ok("container", "rm", "-f", "first")
+    out = pyvmm.ok("container", "run", "--rm", "--network", "tiny", "busybox", "ip", "-4", "addr")
+    assert "inet 10.81.0.2/30" in out, out
+
+
+def test_names_and_subnets_in_use_and_bad_modes_are_one_line_exit_2(host):
+    ns, pyvmm = host
+    pyvmm.ok("network", "create", "--subnet", "10.82.0.0/24", "dup")
+    for args, said in [
+        (["network", "create", "dup"], "network dup already exists"),
+        (["network", "create", "--subnet", "10.82.0.128/25", "other"], "overlaps"),
+        (["network", "create", "--subnet", "10.82.1.1/24", "x"], "--subnet 10.82.1.1/24"),
+        (["network", "create", "host"], "a --network mode of its own"),
+        (["network", "rm", "nosuch"], "no such network: nosuch"),
+        (["network", "rm", "bridge"], "default network"),
+        (["container", "run", "--network", "nosuch", "busybox", "true"], "no such network"),
+        (["container", "run", "--network", "container:nosuch", "busybox", "true"],
+         "no such container"),
+        (["container", "run", "--network", "host", "-p", "80:80", "busybox", "true"],
+         "-p with --network host"),
+        (["container", "run", "-p", "80", "busybox", "true"], "-p '80'"),
+    ]:  # fmt: skip
+        r = pyvmm(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert said in one_line_error(r), (args, r.stderr)
+    serve(pyvmm, "user", "--network", "dup")
+    busy = pyvmm("network", "rm", "dup")
+    assert busy.returncode == 2 and "in use by container" in one_line_error(busy)
+
+
+def test_none_host_and_container_modes(host):
+    ns, pyvmm = host
+    pyvmm.ok("network", "create", "--subnet", "10.83.0.0/24", "n6")
+    out = pyvmm.ok("container", "run", "--rm", "--network", "none", "busybox", "ip", "-o", "link")
+    assert [line.split(": ")[1] for line in out.splitlines()] == ["lo"], out
+    bridge = json.loads(pyvmm.ok("network", "inspect", "n6"))["bridge"]
+    out = pyvmm.ok("container", "run", "--rm", "--network", "host", "busybox", "ip", "-o", "link")
+    assert bridge in out, out  # the test host's own interfaces
+    serve(pyvmm, "base", "--network", "n6")
+    out = pyvmm.ok("container", "run", "--rm", "--network", "container:base", "busybox", "sh",
+                   "-c", "ip -4 addr show eth0; echo shared | nc 127.0.0.1 80")  # fmt: skip
+    assert "inet 10.83.0.2/24" in out and out.rstrip().endswith("shared"), out
+
+
+def test_default_bridge_network_is_made_on_first_use(host):
+    ns, pyvmm = host
+    serve(pyvmm, "dflt", "-p", "8083:80")  # -p alone: the default network, as in Docker
+    rec = json.loads(pyvmm.ok("network", "inspect", "bridge"))
+    assert rec["bridge"] in links(ns)
+    addr = rec["containers"][pyvmm.inspect("dflt")["id"]]
+    assert echo(ns, addr, 80) == b"ping\n"
+    assert echo(ns, "127.0.0.1", 8083) == b"ping\n"
+    assert "bridge" in pyvmm.ok("network", "ls")
