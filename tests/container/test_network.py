@@ -22,6 +22,7 @@ import time
 import pytest
 from containertest import Pyvmm, one_line_error
 from nettest import links, needs_netns
+from vmtest import needs_kvm
 
 from vmm import netns
 
@@ -220,3 +221,52 @@ def test_default_bridge_network_is_made_on_first_use(host):
     assert echo(ns, addr, 80) == b"ping\n"
     assert echo(ns, "127.0.0.1", 8083) == b"ping\n"
     assert "bridge" in pyvmm.ok("network", "ls")
+
+
+def test_containers_on_a_user_network_find_each_other_by_name(host):
+    """/etc/hosts kept current (pyvmm's answer to Docker's embedded DNS): a container
+    started first learns of one started later; /etc/hostname and resolv.conf written."""
+    ns, pyvmm = host
+    pyvmm.ok("network", "create", "--subnet", "10.84.0.0/24", "n7")
+    watch = "until grep -q late /etc/hosts; do sleep 0.2; done; echo seen-late; sleep 60"
+    pyvmm.ok("container", "run", "-d", "--name", "early", "--hostname", "early-host",
+             "--network", "n7", "busybox", "sh", "-c", watch)  # fmt: skip
+    serve(pyvmm, "late", "--network", "n7")
+    out = pyvmm.ok("container", "run", "--rm", "--name", "asker", "--hostname", "asked",
+                   "--network", "n7", "busybox", "sh", "-c", "cat /etc/hostname; "
+                   "grep -c nameserver /etc/resolv.conf; echo byname | nc late 80")  # fmt: skip
+    hostname, nameservers, answer = out.split()
+    assert hostname == "asked" and int(nameservers) >= 1, out
+    assert answer == "byname", out
+    deadline = time.monotonic() + 30  # the running container's own /etc/hosts changed
+    while "seen-late" not in pyvmm.ok("container", "logs", "early"):
+        assert time.monotonic() < deadline, pyvmm.ok("container", "logs", "early")
+        time.sleep(0.2)
+    cid = pyvmm.inspect("early")["id"]
+    hosts = (pyvmm.root / "endpoints" / cid / "hosts").read_text()
+    assert "10.84.0.2\tearly-host early" in hosts and "10.84.0.3\tlate" in hosts, hosts
+    assert "asker" not in hosts  # gone with --rm
+
+
+@needs_kvm
+@pytest.mark.slow
+def test_a_vm_and_a_container_on_one_network(host, linux_build):
+    """A Linux VM on the bridge of a pyvmm network (--net bridge=), at the address its
+    ip= gives it, answers a container on that network: one wire for both."""
+    from vmm.bench import net
+    from vmm.bench.machineinfo import kvm_kind
+    from vmm.linux_guest import ECHO_PORT, NET_LINE
+
+    ns, pyvmm = host
+    build, initramfs = linux_build
+    pyvmm.ok("network", "create", "--subnet", f"{net.HOST_IP}/{net.PREFIX}", "vmnet")
+    bridge = json.loads(pyvmm.ok("network", "inspect", "vmnet"))["bridge"]
+    pvm = kvm_kind()["kind"] == "pvm"
+    vm = net.Server(ns, net.pyvmm_vm(build, initramfs, pvm, f"bridge={bridge}"), NET_LINE.encode())
+    try:
+        ask = f"echo from-container | nc {net.GUEST_IP} {ECHO_PORT}"
+        out = pyvmm.ok("container", "run", "--rm", "--network", "vmnet", "busybox", "sh", "-c",
+                       ask, timeout=300)  # fmt: skip
+        assert out.strip() == "from-container", out
+    finally:
+        assert vm.stop() == 130, vm.output[-2000:]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from vmm.container import cgroups, inroot, layers, mounts, network, records, spec, volumes
+from vmm.container import cgroups, inroot, layers, mounts, records, spec, volumes
 from vmm.container.atomic import write_json
 from vmm.container.state import ContainerRecord, Store
 
@@ -63,9 +63,13 @@ def config(store: Store, rec: ContainerRecord) -> dict:
         resources["devices"] = [
             {k: v for k, v in records.to_json(d).items() if v is not None} for d in limits.devices
         ]
-    # The network's: a new one, the one pyvmm made for the container (--network, with
-    # its path), or none at all (--network host): container/network.py.
-    net = network.namespace(store, rec.id)
+    # The network's: a new one, or with --network (container/network.py, imported
+    # only then) the one pyvmm made for the container, by its path, or none (host).
+    net, etc = {"type": "network"}, []
+    if (store.endpoints / rec.id).exists():
+        from vmm.container import network
+
+        net, etc = network.namespace(store, rec.id), network.binds(store, rec.id)
     linux = {
         # PID: the monitor forks the init into a new one; cgroup: entered once the
         # monitor has moved the init into its cgroup (container.py).
@@ -94,7 +98,7 @@ def config(store: Store, rec: ContainerRecord) -> dict:
         },
         "root": {"path": "merged"},
         "hostname": rec.hostname,
-        "mounts": [*SYSTEM_MOUNTS, *binds],
+        "mounts": [*SYSTEM_MOUNTS, *etc, *binds],
         "annotations": {"org.pyvmm.image": rec.image, "org.pyvmm.name": rec.name},
         "linux": linux,
     }

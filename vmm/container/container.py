@@ -49,7 +49,6 @@ from vmm.container import (
     init,
     layers,
     namespaces,
-    network,
     records,
     seccomp,
     volumes,
@@ -141,7 +140,10 @@ def _remove_files(store: Store, cid: str, cgroup: str | None = None) -> None:
     and names, whichever exist; caller locks. ``cgroup`` is the version it ran under,
     None for the host's."""
     cgroups.for_container(cid, cgroup, store.cgroup_parent).remove()
-    network.disconnect(store, cid)
+    if (store.endpoints / cid).exists():
+        from vmm.container import network
+
+        network.disconnect(store, cid)
     _unmount_under(_dir(store, cid))
     for path in (_dir(store, cid) / "upper", _dir(store, cid)):
         with contextlib.suppress(FileNotFoundError):  # the writable layer first: if it
@@ -200,7 +202,10 @@ def list_containers(store: Store) -> list[Container]:
     gone, and the names of none removed)."""
     with store.lock():
         _remove_stale_names(store)
-        network.remove_orphans(store, lambda cid: _dir(store, cid).is_dir())
+        if store.endpoints.is_dir():
+            from vmm.container import network
+
+            network.remove_orphans(store, lambda cid: _dir(store, cid).is_dir())
         return [r for r in (reconcile(store, rec) for rec in _all(store)) if r]
 
 
@@ -273,7 +278,11 @@ def create(
     ``publish``: ``--network`` and ``-p`` (container/network.py; ``-p`` alone means
     the default bridge network, as in Docker).
     """
-    net = network.plan(network_mode, publish) if network_mode or publish else None
+    net = None
+    if network_mode or publish:  # (imported only then: every run pays for an import)
+        from vmm.container import network
+
+        net = network.plan(network_mode, publish)
     if name is not None:
         check_name("container", name)
     if hostname is not None:
@@ -331,7 +340,7 @@ def create(
                 elif m.type == "volume":
                     volumes.create(store, m.source)  # refuses a broken one
             if net is not None:
-                network.connect(store, cid, *net)
+                network.connect(store, rec, *net)
             bundle.write(store, rec)
             _save(store, rec)
         except BaseException:

@@ -47,6 +47,13 @@ from vmm.container.records import Broken
 from vmm.errors import PyvmmError
 
 RECORD = "network.json"
+ENDPOINT = "endpoint.json"
+# What a container on a network pyvmm made gets in /etc, written beside its endpoint
+# record and bind-mounted over the image's, as Docker does.
+ETC_FILES = ("hosts", "hostname", "resolv.conf")
+HOST_RESOLV_CONF = "/etc/resolv.conf"
+# Docker's nameservers for a container when the host's are all its own loopback ones.
+FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
 DEFAULT_NETWORK = "bridge"
 # Docker's default bridge network's subnet; further networks take the next /16s.
 DEFAULT_SUBNET = "172.17.0.0/16"
@@ -103,11 +110,13 @@ class NetworkRecord:
 
 @dataclass
 class EndpointRecord:
-    """``endpoints/ID.json``: what one container's network is, and what pyvmm made for
-    it (each removed by ``disconnect``, whichever exist)."""
+    """``endpoints/ID/endpoint.json``: what one container's network is, and what pyvmm
+    made for it (each removed by ``disconnect``, whichever exist)."""
 
     container: Id
     mode: str  # "network" (a bridge network), "none", "host", "container"
+    name: Annotated[str, checker("container")]
+    hostname: Annotated[str, checker("hostname")]
     network: str | None = None  # the network's name (mode "network")
     address: Address | None = None
     veth: IfName | None = None  # the host end; the container's is eth0
@@ -121,22 +130,14 @@ class EndpointRecord:
             raise ValueError(f"mode {self.mode!r} is not network, none, host or container")
 
 
-def _networks(store) -> Path:
-    return store.root / "networks"
-
-
-def _endpoints(store) -> Path:
-    return store.root / "endpoints"
-
-
 def load(store, name: str) -> NetworkRecord | Broken:
-    return records.load(_networks(store) / name / RECORD, NetworkRecord, name=name)
+    return records.load(store.networks / name / RECORD, NetworkRecord, name=name)
 
 
 def get(store, name: str) -> NetworkRecord:
     """Network ``name``'s record; a one-line error if there is none or it is broken."""
     check_name("network", name)
-    if not (_networks(store) / name).is_dir():
+    if not (store.networks / name).is_dir():
         raise NetworkError(f"no such network: {name}")
     rec = load(store, name)
     if isinstance(rec, Broken):
@@ -146,12 +147,12 @@ def get(store, name: str) -> NetworkRecord:
 
 def list_networks(store) -> list[tuple[str, NetworkRecord | Broken]]:
     with contextlib.suppress(FileNotFoundError):
-        return [(n, load(store, n)) for n in sorted(os.listdir(_networks(store)))]
+        return [(n, load(store, n)) for n in sorted(os.listdir(store.networks))]
     return []
 
 
 def _save(store, rec: NetworkRecord) -> None:
-    records.write(_networks(store) / rec.name / RECORD, rec)
+    records.write(store.networks / rec.name / RECORD, rec)
 
 
 def create(store, name: str, subnet: str | None = None) -> NetworkRecord:
@@ -159,7 +160,7 @@ def create(store, name: str, subnet: str | None = None) -> NetworkRecord:
     check_name("network", name)
     if name in ("none", "host") or name.startswith("container"):
         raise NetworkError(f"network name {name} is a --network mode of its own")
-    if (_networks(store) / name).exists():
+    if (store.networks / name).exists():
         raise NetworkError(f"network {name} already exists")
     taken = [ipaddress.IPv4Network(r.subnet) for _, r in records.loaded(list_networks(store))]
     if subnet is None:
@@ -177,8 +178,8 @@ def create(store, name: str, subnet: str | None = None) -> NetworkRecord:
         name=name, id=nid, bridge=f"pvbr-{nid[:10]}", subnet=str(net),
         gateway=str(net.network_address + 1), created=time.time(),
     )  # fmt: skip
-    _networks(store).mkdir(parents=True, exist_ok=True)
-    os.mkdir(_networks(store) / name, 0o700)
+    store.networks.mkdir(parents=True, exist_ok=True)
+    os.mkdir(store.networks / name, 0o700)
     try:
         _save(store, rec)
         _make_bridge(rec)
@@ -202,7 +203,7 @@ def remove(store, name: str) -> None:
     if name == DEFAULT_NETWORK:
         raise NetworkError(f"{name} is the default network and cannot be removed")
     check_name("network", name)
-    if not (_networks(store) / name).is_dir():
+    if not (store.networks / name).is_dir():
         raise NetworkError(f"no such network: {name}")
     rec = load(store, name)
     if isinstance(rec, Broken):  # nothing it names can be trusted: only the record goes
@@ -216,9 +217,9 @@ def remove(store, name: str) -> None:
 
 def _forget_record(store, name: str) -> None:
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(_networks(store) / name / RECORD)
+        os.unlink(store.networks / name / RECORD)
     with contextlib.suppress(FileNotFoundError):
-        os.rmdir(_networks(store) / name)
+        os.rmdir(store.networks / name)
 
 
 def _remove_network(store, rec: NetworkRecord) -> None:
@@ -297,11 +298,19 @@ def plan(mode: str | None, ports: tuple[str, ...]) -> tuple[Mode, list[publish.P
     return parse_mode(mode or DEFAULT_NETWORK), parsed
 
 
+def _endpoint_dir(store, cid: str) -> Path:
+    return store.endpoints / cid
+
+
 def endpoint(store, cid: str) -> EndpointRecord | Broken | None:
-    path = _endpoints(store) / f"{cid}.json"
+    path = _endpoint_dir(store, cid) / ENDPOINT
     if not path.exists():
         return None
     return records.load(path, EndpointRecord, container=cid)
+
+
+def _save_endpoint(store, ep: EndpointRecord) -> None:
+    records.write(_endpoint_dir(store, ep.container) / ENDPOINT, ep)
 
 
 def namespace(store, cid: str) -> dict | None:
@@ -321,49 +330,134 @@ def namespace(store, cid: str) -> dict | None:
     return {"type": "network", "path": f"{NETNS_DIR}/{ep.netns}"}
 
 
-def connect(store, cid: str, mode: Mode, ports: list[publish.Publish]) -> EndpointRecord:
-    """Make container ``cid``'s network as ``mode`` says; caller locks. On failure,
-    nothing made is left."""
+def connect(store, container, mode: Mode, ports: list[publish.Publish]) -> EndpointRecord:
+    """Make ``container``'s (a ContainerRecord's) network as ``mode`` says; caller
+    locks. On failure, nothing made is left."""
+    cid = container.id
     if ports and mode.kind != "network":
         raise NetworkError(f"-p with --network {mode.kind}: only a bridge network publishes")
-    ep = EndpointRecord(container=cid, mode=mode.kind, ports=list(ports))
+    ep = EndpointRecord(container=cid, mode=mode.kind, name=container.name,
+                        hostname=container.hostname, ports=list(ports))  # fmt: skip
     if mode.kind == "container":
         try:
-            container_id = _check_id(os.readlink(store.names / mode.name))
+            joined_id = _check_id(os.readlink(store.names / mode.name))
         except (OSError, ValueError):
             raise NetworkError(f"--network container:{mode.name}: no such container") from None
-        joined = endpoint(store, container_id)
+        joined = endpoint(store, joined_id)
         if joined is None or isinstance(joined, Broken) or joined.netns is None:
             raise NetworkError(
                 f"--network container:{mode.name}: it has no network namespace of pyvmm's "
                 "to join (run it with --network)"
             )
-        ep.joined = container_id
+        ep.joined = joined_id
     if mode.kind == "network":
         _check_ports_free(store, ports)
-        if mode.name == DEFAULT_NETWORK and not (_networks(store) / mode.name).exists():
+        if mode.name == DEFAULT_NETWORK and not (store.networks / mode.name).exists():
             create(store, DEFAULT_NETWORK)
         net = get(store, mode.name)
         ep.network, ep.address = net.name, _allocate(store, net, cid)
         ep.veth = f"pvv{cid[:12]}"
     if mode.kind in ("network", "none"):
         ep.netns = f"pyvmm-c-{cid[:16]}"
-    _endpoints(store).mkdir(exist_ok=True)
-    records.write(_endpoints(store) / f"{cid}.json", ep)  # first: what is made is known
+    store.endpoints.mkdir(exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(_endpoint_dir(store, cid), 0o700)
+    _save_endpoint(store, ep)  # first: what is made is known
     try:
         if ep.netns is not None:
             _make_namespace(ep.netns)
+            _write_etc(store, ep)
         if mode.kind == "network":
             _make_bridge(net)
             _plug(net, ep)
             if ports:
                 ep.ports_table = f"pyvmm-c-{cid[:12]}"
-                records.write(_endpoints(store) / f"{cid}.json", ep)
+                _save_endpoint(store, ep)
                 publish.PortTable(ep.address, ports, ep.ports_table, net.bridge)
+            _refresh_hosts(store, net.name)
     except BaseException:
         disconnect(store, cid)
         raise
     return ep
+
+
+def _write_etc(store, ep: EndpointRecord) -> None:
+    """The container's /etc/hostname and /etc/resolv.conf, and a first /etc/hosts."""
+    where = _endpoint_dir(store, ep.container)
+    _write_file(where / "hostname", f"{ep.hostname}\n")
+    _write_file(where / "resolv.conf", resolv_conf())
+    _write_file(where / "hosts", _hosts(ep, []))
+
+
+def resolv_conf() -> str:
+    """The host's resolv.conf less its loopback nameservers, which a container cannot
+    reach (Docker's rule); Docker's fallback servers if none is left."""
+    try:
+        with open(HOST_RESOLV_CONF, "rb") as f:
+            lines = f.read(64 << 10).decode(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    kept = [
+        line for line in lines
+        if not (line.split()[:1] == ["nameserver"] and _loopback(line.split()[1:2]))
+    ]  # fmt: skip
+    if not any(line.split()[:1] == ["nameserver"] for line in kept):
+        kept += [f"nameserver {a}" for a in FALLBACK_NAMESERVERS]
+    return "\n".join(kept) + "\n"
+
+
+def _loopback(words: list[str]) -> bool:
+    try:
+        return bool(words) and ipaddress.ip_address(words[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _hosts(ep: EndpointRecord, peers: list[EndpointRecord]) -> str:
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    if ep.address is not None:
+        lines.append(f"{ep.address}\t{ep.hostname} {ep.name}".rstrip())
+    else:
+        lines.append(f"127.0.1.1\t{ep.hostname}")
+    lines += [f"{p.address}\t{p.name}" for p in peers]
+    return "\n".join(lines) + "\n"
+
+
+def _write_file(path: Path, text: str) -> None:
+    """Written in place, not replaced: a running container has this very file
+    bind-mounted, and a new inode would not reach it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def _refresh_hosts(store, network: str) -> None:
+    """Every container's /etc/hosts on a user-defined ``network`` names all the others
+    on it: Docker resolves them with its embedded DNS server; pyvmm keeps /etc/hosts
+    current instead (on each connect and disconnect). The default network resolves
+    none, as Docker's does not."""
+    members = [
+        e for e in _all_endpoints(store)
+        if not isinstance(e, Broken) and e.mode == "network" and e.network == network
+        and (_endpoint_dir(store, e.container) / "hosts").exists()
+    ]  # fmt: skip
+    for ep in members:
+        peers = [] if network == DEFAULT_NETWORK else [p for p in members if p is not ep]
+        _write_file(_endpoint_dir(store, ep.container) / "hosts", _hosts(ep, peers))
+
+
+def binds(store, cid: str) -> list[dict]:
+    """config.json mounts of the container's /etc files, where pyvmm wrote them (for
+    ``container:NAME``, the joined container's, as Docker shares them)."""
+    ep = endpoint(store, cid)
+    if ep is None or isinstance(ep, Broken) or ep.mode == "host":
+        return []
+    where = _endpoint_dir(store, ep.joined if ep.mode == "container" else cid)
+    return [
+        {"destination": f"/etc/{name}", "type": "bind", "source": str(where / name),
+         "options": ["rbind", "rw"]}
+        for name in ETC_FILES
+    ]  # fmt: skip
 
 
 def _allocate(store, net: NetworkRecord, cid: str) -> str:
@@ -404,12 +498,8 @@ def _check_ports_free(store, ports: list[publish.Publish]) -> None:
 
 def _all_endpoints(store) -> list[EndpointRecord | Broken]:
     with contextlib.suppress(FileNotFoundError):
-        names = sorted(os.listdir(_endpoints(store)))
-        return [
-            records.load(_endpoints(store) / n, EndpointRecord, container=n[:-5])
-            for n in names
-            if n.endswith(".json")
-        ]
+        ids = sorted(os.listdir(store.endpoints))
+        return [e for e in (endpoint(store, cid) for cid in ids) if e is not None]
     return []
 
 
@@ -461,8 +551,14 @@ def disconnect(store, cid: str) -> None:
     for _, net in list_networks(store):  # the address, by container id: even a broken
         if not isinstance(net, Broken) and net.addresses.pop(cid, None):  # endpoint's
             _save(store, net)
+    where = _endpoint_dir(store, cid)
+    for name in (*ETC_FILES, ENDPOINT):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(where / name)
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(_endpoints(store) / f"{cid}.json")
+        os.rmdir(where)
+    if not isinstance(ep, Broken) and ep.network is not None:
+        _refresh_hosts(store, ep.network)
 
 
 def _delete_link(name: str) -> None:
@@ -484,8 +580,7 @@ def remove_orphans(store, exists) -> None:
     """Disconnect every endpoint whose container ``exists(id)`` says is gone (a pyvmm
     killed between making the network and recording the container); caller locks."""
     with contextlib.suppress(FileNotFoundError):
-        for n in os.listdir(_endpoints(store)):
-            cid = n.removesuffix(".json")
+        for cid in os.listdir(store.endpoints):
             with contextlib.suppress(ValueError):
                 if not exists(_check_id(cid)):
                     disconnect(store, cid)
