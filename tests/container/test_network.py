@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -270,3 +271,48 @@ def test_a_vm_and_a_container_on_one_network(host, linux_build):
         assert out.strip() == "from-container", out
     finally:
         assert vm.stop() == 130, vm.output[-2000:]
+
+
+def test_outbound_connections_are_masqueraded_as_the_hosts_address(host):
+    """Beyond the test host, a second namespace ("outside", a veth away, with no route
+    back to the containers' subnet) sees a container's connection come from the test
+    host's own address: forwarding on, and the network's masquerade rule."""
+    from pyroute2 import NetNS
+
+    ns, pyvmm = host
+    pyvmm.ok("network", "create", "--subnet", "10.86.0.0/24", "n8")
+    with netns.scratch() as outside:
+        with NetNS(ns) as inner:
+            inner.link("add", ifname="uplink", kind="veth", peer="wan")
+            wan = inner.link_lookup(ifname="wan")[0]
+            fd = os.open(f"/run/netns/{outside}", os.O_RDONLY)
+            try:
+                inner.link("set", index=wan, net_ns_fd=fd)
+            finally:
+                os.close(fd)
+            uplink = inner.link_lookup(ifname="uplink")[0]
+            inner.addr("add", index=uplink, address="192.0.2.1", prefixlen=24)
+            inner.link("set", index=uplink, state="up")
+        with NetNS(outside) as far:
+            wan = far.link_lookup(ifname="wan")[0]
+            far.addr("add", index=wan, address="192.0.2.2", prefixlen=24)
+            far.link("set", index=wan, state="up")
+        with netns.entered(outside):
+            listener = socket.create_server(("192.0.2.2", 9000))
+        seen = []
+
+        def answer():
+            conn, peer = listener.accept()
+            with conn:
+                seen.append(peer[0])
+                conn.sendall(f"{peer[0]}\n".encode())
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        try:
+            out = pyvmm.ok("container", "run", "--rm", "--network", "n8", "busybox", "sh", "-c",
+                           "nc 192.0.2.2 9000 </dev/null")  # fmt: skip
+        finally:
+            listener.close()
+        thread.join(10)
+    assert out.strip() == "192.0.2.1" and seen == ["192.0.2.1"], (out, seen)
