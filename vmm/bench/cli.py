@@ -200,12 +200,15 @@ def containers(runs, json_path):
 @click.option(
     "--only",
     multiple=True,
-    type=click.Choice(["loopback", "pyvmm", "pyvmm_no_offload", "qemu"]),
+    type=click.Choice(
+        ["loopback", "container", "container_published", "pyvmm", "pyvmm_no_offload", "qemu"]
+    ),
     help="Only these rows (repeatable).",
 )
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write figures here.")
 def net(runs, only, json_path):
-    """TCP latency and bulk throughput: loopback, Linux VM on pyvmm and on QEMU (root)."""
+    """TCP latency and bulk throughput: loopback, pyvmm containers, Linux VM on pyvmm and
+    on QEMU (root)."""
     from vmm.bench.net import measure, table
 
     _emit(measure(_positive("--runs", str(runs)), tuple(only)), table, json_path)

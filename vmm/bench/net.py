@@ -7,6 +7,8 @@ on 7, discard on 9, a 4 MiB source on 19), the same static program on the host a
 the guests, which run the same kernel and initramfs:
 
 - host loopback: the services in the namespace itself, the client on 127.0.0.1;
+- pyvmm container: the services in a container on a pyvmm network (a bridge and a
+  veth), reached at its address, and through ports published on the host's (-p);
 - Linux VM, pyvmm: ``pyvmm boot --net tap=TAP`` (virtio-net, its data plane in Python
   on pyvmm's I/O thread), with the offloads and without (``offload=off``);
 - Linux VM, QEMU microvm: ``-netdev tap,vhost=off`` with ``virtio-net-device``, QEMU's
@@ -28,11 +30,15 @@ import signal
 import socket
 import statistics
 import subprocess
+import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 from vmm import netns
 from vmm.bench.measure import pyvmm_command, summary
+from vmm.container.fdtree import remove_tree
 from vmm.errors import PyvmmError
 
 BRIDGE, TAP = "br0", "vmtap0"
@@ -189,7 +195,12 @@ def measure(runs: int = 5, only: tuple[str, ...] = ()) -> dict:
     if os.geteuid() != 0 or not os.path.exists("/dev/net/tun"):
         raise PyvmmError("bench net needs root and /dev/net/tun (a namespace of its own)")
     rows = {"loopback": (["sh", "-c", linux_guest.NET_SERVICES + "wait\n"], "127.0.0.1")}
-    if not only or set(only) - {"loopback"}:
+    store = None
+    if not only or set(only) & set(CONTAINER_ROWS):
+        store = _container_store()
+        for key, (address, publish) in CONTAINER_ROWS.items():
+            rows[key] = (_container_server(store, key, publish), address)
+    if not only or set(only) - {"loopback", *CONTAINER_ROWS}:
         build = linux_guest.build_kernel(say=lambda m: None)
         initramfs = linux_guest.build_initramfs()
         pvm = kvm_kind()["kind"] == "pvm"
@@ -203,22 +214,32 @@ def measure(runs: int = 5, only: tuple[str, ...] = ()) -> dict:
         k: {"rtt_us": [], "upload_mib_s": [], "download_mib_s": []} for k in rows
     }
     boots: dict[str, list[float]] = {k: [] for k in rows}
-    with netns.scratch(BRIDGE, f"{HOST_IP}/{PREFIX}") as ns:
-        _add_tap(ns)
-        # One boot per row (a Linux boot under PVM is a minute), the runs inside it.
-        for key, (argv, addr) in rows.items():
-            t = time.perf_counter()
-            server = Server(ns, argv, ready)
-            try:
-                boots[key].append(time.perf_counter() - t)
-                _wait_for_echo(ns, addr)
-                for _ in range(runs):
-                    rtts = round_trips(ns, addr)
-                    samples[key]["rtt_us"].append(statistics.median(rtts) * 1e6)
-                    samples[key]["upload_mib_s"].append(upload(ns, addr))
-                    samples[key]["download_mib_s"].append(download(ns, addr))
-            finally:
-                server.stop()
+    try:
+        with netns.scratch(BRIDGE, f"{HOST_IP}/{PREFIX}") as ns:
+            _add_tap(ns)
+            if store is not None:
+                _pyvmm_in(ns, store, "network", "create", "--subnet", CONTAINER_SUBNET, "benchnet")
+            # One boot per row (a Linux boot under PVM is a minute), the runs inside it.
+            for key, (argv, addr) in rows.items():
+                t = time.perf_counter()
+                server = Server(ns, argv, ready)
+                try:
+                    boots[key].append(time.perf_counter() - t)
+                    _wait_for_echo(ns, addr)
+                    for _ in range(runs):
+                        rtts = round_trips(ns, addr)
+                        samples[key]["rtt_us"].append(statistics.median(rtts) * 1e6)
+                        samples[key]["upload_mib_s"].append(upload(ns, addr))
+                        samples[key]["download_mib_s"].append(download(ns, addr))
+                finally:
+                    if key in CONTAINER_ROWS:  # its init (a shell, PID 1) ignores SIGINT
+                        _pyvmm_in(ns, store, "container", "rm", "-f", key, check=False)
+                    server.stop()
+            if store is not None:
+                _pyvmm_in(ns, store, "network", "rm", "benchnet")
+    finally:
+        if store is not None:
+            remove_tree(Path(store).parent)
     return {
         "runs": runs,
         "rounds": ROUNDS,
@@ -228,6 +249,46 @@ def measure(runs: int = 5, only: tuple[str, ...] = ()) -> dict:
         "rows": {k: {m: summary(v) for m, v in s.items()} for k, s in samples.items()},
         "ready_s": {k: summary(v) for k, v in boots.items()},
     }
+
+
+# The container rows: the same services in a pyvmm container (busybox's image, the same
+# static busybox) on a pyvmm network of its own, reached at the container's address
+# (the first its IPAM hands out) and through ports published on the host's address.
+CONTAINER_SUBNET = "10.0.3.0/24"
+CONTAINER_ROWS = {"container": ("10.0.3.2", False), "container_published": (HOST_IP, True)}
+
+
+def _container_store() -> str:
+    """A state root of the benchmark's own with the busybox image (scripts/build_images.py)."""
+    store = os.path.join(tempfile.mkdtemp(prefix="pyvmm-bench-net-"), "store")
+    repo = Path(__file__).resolve().parents[2]
+    subprocess.run(
+        [sys.executable, str(repo / "scripts" / "build_images.py"), "--root", store,
+         "--workload", "/bin/busybox"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return store
+
+
+def _container_server(store: str, name: str, published: bool) -> list[str]:
+    from vmm import linux_guest
+
+    ports = [linux_guest.ECHO_PORT, linux_guest.DISCARD_PORT, linux_guest.CHARGEN_PORT]
+    publish = [a for p in ports for a in ("-p", f"{p}:{p}")] if published else []
+    return [
+        *pyvmm_command(), "--root", store, "container", "run", "--name", name,
+        "--network", "benchnet", *publish, "busybox", "sh", "-c",
+        linux_guest.NET_SERVICES + "wait\n",
+    ]  # fmt: skip
+
+
+def _pyvmm_in(ns: str, store: str, *args: str, check: bool = True) -> None:
+    proc = subprocess.run(
+        netns.command(ns, [*pyvmm_command(), "--root", store, *args]),
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if check and proc.returncode != 0:
+        raise PyvmmError(f"pyvmm {' '.join(args)}: {proc.stderr.strip()}")
 
 
 def _wait_for_echo(ns: str, addr: str, timeout: float = 60.0) -> None:
@@ -245,6 +306,8 @@ def _wait_for_echo(ns: str, addr: str, timeout: float = 60.0) -> None:
 
 LABELS = {
     "loopback": "host loopback (busybox nc in the namespace)",
+    "container": "pyvmm container, bridge network, its address",
+    "container_published": "pyvmm container, published port (-p, DNAT)",
     "pyvmm": "Linux VM, pyvmm virtio-net on TAP",
     "pyvmm_no_offload": "Linux VM, pyvmm virtio-net, offload=off",
     "qemu": "Linux VM, QEMU microvm virtio-net on TAP, vhost=off",

@@ -486,6 +486,9 @@ def _check_ports_free(store, ports: list[publish.Publish]) -> None:
             raise NetworkError(f"port {p.host_port}/{p.proto} is already published by {who}")
         kind = socket.SOCK_STREAM if p.proto == "tcp" else socket.SOCK_DGRAM
         with socket.socket(socket.AF_INET, kind) as s:
+            # A listener holds the port, a connection's TIME_WAIT does not (the proxy's
+            # own socket would set SO_REUSEADDR too).
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((p.host_ip or "0.0.0.0", p.host_port))
             except OSError as e:
