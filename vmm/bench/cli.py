@@ -201,7 +201,15 @@ def containers(runs, json_path):
     "--only",
     multiple=True,
     type=click.Choice(
-        ["loopback", "container", "container_published", "pyvmm", "pyvmm_no_offload", "qemu"]
+        [
+            "loopback",
+            "container",
+            "container_published",
+            "podman",
+            "pyvmm",
+            "pyvmm_no_offload",
+            "qemu",
+        ]
     ),
     help="Only these rows (repeatable).",
 )

@@ -9,6 +9,7 @@ the guests, which run the same kernel and initramfs:
 - host loopback: the services in the namespace itself, the client on 127.0.0.1;
 - pyvmm container: the services in a container on a pyvmm network (a bridge and a
   veth), reached at its address, and through ports published on the host's (-p);
+- ``podman run -p`` with runc, the same image, through Podman's own bridge network;
 - Linux VM, pyvmm: ``pyvmm boot --net tap=TAP`` (virtio-net, its data plane in Python
   on pyvmm's I/O thread), with the offloads and without (``offload=off``);
 - Linux VM, QEMU microvm: ``-netdev tap,vhost=off`` with ``virtio-net-device``, QEMU's
@@ -24,8 +25,10 @@ between rows shows in their ratio: run it on a quiet machine.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
+import shutil
 import signal
 import socket
 import statistics
@@ -58,13 +61,14 @@ class Server:
     its output is kept for a report if it never does. Stopped with SIGINT (pyvmm and
     QEMU both end cleanly on it), killed if that is not enough."""
 
-    def __init__(self, ns: str, argv: list[str], ready: bytes, timeout: float = READY_TIMEOUT):
+    def __init__(self, ns: str, argv: list[str], ready: bytes, timeout: float = READY_TIMEOUT,
+                 env: dict | None = None):  # fmt: skip
         self.argv = argv
         self.output = bytearray()
         self._ready = threading.Event()
         self.proc = subprocess.Popen(
             netns.command(ns, argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            stderr=subprocess.STDOUT, start_new_session=True, env=env,
         )  # fmt: skip
         threading.Thread(target=self._read, args=(ready,), daemon=True).start()
         if not self._ready.wait(timeout) or ready not in self.output:
@@ -194,35 +198,50 @@ def measure(runs: int = 5, only: tuple[str, ...] = ()) -> dict:
 
     if os.geteuid() != 0 or not os.path.exists("/dev/net/tun"):
         raise PyvmmError("bench net needs root and /dev/net/tun (a namespace of its own)")
-    rows = {"loopback": (["sh", "-c", linux_guest.NET_SERVICES + "wait\n"], "127.0.0.1")}
-    store = None
-    if not only or set(only) & set(CONTAINER_ROWS):
-        store = _container_store()
-        for key, (address, publish) in CONTAINER_ROWS.items():
-            rows[key] = (_container_server(store, key, publish), address)
-    if not only or set(only) - {"loopback", *CONTAINER_ROWS}:
-        build = linux_guest.build_kernel(say=lambda m: None)
-        initramfs = linux_guest.build_initramfs()
-        pvm = kvm_kind()["kind"] == "pvm"
-        net = f"tap={TAP},mac={GUEST_MAC}"
-        rows["pyvmm"] = (pyvmm_vm(build, initramfs, pvm, net), GUEST_IP)
-        rows["pyvmm_no_offload"] = (pyvmm_vm(build, initramfs, pvm, net + ",offload=off"), GUEST_IP)
-        rows["qemu"] = (qemu_vm(build, initramfs, pvm), GUEST_IP)
-    rows = {k: v for k, v in rows.items() if not only or k in only}
-    ready = linux_guest.NET_LINE.encode()
-    samples: dict[str, dict[str, list[float]]] = {
-        k: {"rtt_us": [], "upload_mib_s": [], "download_mib_s": []} for k in rows
-    }
-    boots: dict[str, list[float]] = {k: [] for k in rows}
-    try:
+
+    def wanted(*keys: str) -> bool:
+        return not only or bool(set(only) & set(keys))
+
+    with contextlib.ExitStack() as stack:
+        rows = {"loopback": (["sh", "-c", linux_guest.NET_SERVICES + "wait\n"], "127.0.0.1")}
+        stops: dict[str, list[str]] = {}  # what ends a row's server first (a container's)
+        store = podman = None
+        if wanted(*CONTAINER_ROWS, "podman"):
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pyvmm-bench-net-")))
+            stack.callback(_remove, tmp / "store")  # before the directory goes
+            store = _container_store(tmp)
+        if wanted(*CONTAINER_ROWS):
+            for key, (address, publish) in CONTAINER_ROWS.items():
+                rows[key] = (_container_server(store, key, publish), address)
+                stops[key] = [*pyvmm_command(), "--root", store, "container", "rm", "-f", key]
+        if wanted("podman") and shutil.which("podman") and shutil.which("runc"):
+            podman = stack.enter_context(_podman(tmp))
+            rows["podman"] = (_podman_server(podman), HOST_IP)
+            stops["podman"] = podman.command("rm", "-f", "bench-net")
+        if wanted("pyvmm", "pyvmm_no_offload", "qemu"):
+            build = linux_guest.build_kernel(say=lambda m: None)
+            initramfs = linux_guest.build_initramfs()
+            pvm = kvm_kind()["kind"] == "pvm"
+            net = f"tap={TAP},mac={GUEST_MAC}"
+            rows["pyvmm"] = (pyvmm_vm(build, initramfs, pvm, net), GUEST_IP)
+            no_offload = pyvmm_vm(build, initramfs, pvm, net + ",offload=off")
+            rows["pyvmm_no_offload"] = (no_offload, GUEST_IP)
+            rows["qemu"] = (qemu_vm(build, initramfs, pvm), GUEST_IP)
+        rows = {k: v for k, v in rows.items() if not only or k in only}
+        ready = linux_guest.NET_LINE.encode()
+        samples: dict[str, dict[str, list[float]]] = {
+            k: {"rtt_us": [], "upload_mib_s": [], "download_mib_s": []} for k in rows
+        }
+        boots: dict[str, list[float]] = {k: [] for k in rows}
         with netns.scratch(BRIDGE, f"{HOST_IP}/{PREFIX}") as ns:
             _add_tap(ns)
             if store is not None:
-                _pyvmm_in(ns, store, "network", "create", "--subnet", CONTAINER_SUBNET, "benchnet")
+                _in(ns, [*pyvmm_command(), "--root", store, "network", "create",
+                         "--subnet", CONTAINER_SUBNET, "benchnet"])  # fmt: skip
             # One boot per row (a Linux boot under PVM is a minute), the runs inside it.
             for key, (argv, addr) in rows.items():
                 t = time.perf_counter()
-                server = Server(ns, argv, ready)
+                server = Server(ns, argv, ready, env=podman.env if key == "podman" else None)
                 try:
                     boots[key].append(time.perf_counter() - t)
                     _wait_for_echo(ns, addr)
@@ -232,14 +251,11 @@ def measure(runs: int = 5, only: tuple[str, ...] = ()) -> dict:
                         samples[key]["upload_mib_s"].append(upload(ns, addr))
                         samples[key]["download_mib_s"].append(download(ns, addr))
                 finally:
-                    if key in CONTAINER_ROWS:  # its init (a shell, PID 1) ignores SIGINT
-                        _pyvmm_in(ns, store, "container", "rm", "-f", key, check=False)
+                    if key in stops:  # a container's init (a shell, PID 1) ignores SIGINT
+                        _in(ns, stops[key], check=False, env=podman.env if podman else None)
                     server.stop()
             if store is not None:
-                _pyvmm_in(ns, store, "network", "rm", "benchnet")
-    finally:
-        if store is not None:
-            remove_tree(Path(store).parent)
+                _in(ns, [*pyvmm_command(), "--root", store, "network", "rm", "benchnet"])
     return {
         "runs": runs,
         "rounds": ROUNDS,
@@ -253,42 +269,74 @@ def measure(runs: int = 5, only: tuple[str, ...] = ()) -> dict:
 
 # The container rows: the same services in a pyvmm container (busybox's image, the same
 # static busybox) on a pyvmm network of its own, reached at the container's address
-# (the first its IPAM hands out) and through ports published on the host's address.
+# (the first its IPAM hands out) and through ports published on the host's address;
+# and the yardstick, ``podman run -p`` with runc (Podman's own bridge and netavark's
+# DNAT, in the same namespace) of the same image.
 CONTAINER_SUBNET = "10.0.3.0/24"
 CONTAINER_ROWS = {"container": ("10.0.3.2", False), "container_published": (HOST_IP, True)}
 
 
-def _container_store() -> str:
-    """A state root of the benchmark's own with the busybox image (scripts/build_images.py)."""
-    store = os.path.join(tempfile.mkdtemp(prefix="pyvmm-bench-net-"), "store")
+def _container_store(tmp: Path) -> str:
+    """A state root of the benchmark's own with the busybox image, and the same image
+    with the workload as an OCI archive for Podman (scripts/build_images.py)."""
+    store = str(tmp / "store")
     repo = Path(__file__).resolve().parents[2]
     subprocess.run(
         [sys.executable, str(repo / "scripts" / "build_images.py"), "--root", store,
-         "--workload", "/bin/busybox"],
+         "--workload", "/bin/busybox", "--oci-archive", str(tmp / "image.tar")],
         check=True, capture_output=True,
     )  # fmt: skip
     return store
 
 
-def _container_server(store: str, name: str, published: bool) -> list[str]:
+def _remove(path: Path) -> None:
+    """The store's tree, by the store's own walk (no recursion), if it was made."""
+    with contextlib.suppress(FileNotFoundError):
+        remove_tree(path)
+
+
+def _published() -> list[str]:
     from vmm import linux_guest
 
     ports = [linux_guest.ECHO_PORT, linux_guest.DISCARD_PORT, linux_guest.CHARGEN_PORT]
-    publish = [a for p in ports for a in ("-p", f"{p}:{p}")] if published else []
+    return [a for p in ports for a in ("-p", f"{p}:{p}")]
+
+
+def _serve() -> list[str]:
+    from vmm import linux_guest
+
+    return ["sh", "-c", linux_guest.NET_SERVICES + "wait\n"]
+
+
+def _container_server(store: str, name: str, published: bool) -> list[str]:
     return [
         *pyvmm_command(), "--root", store, "container", "run", "--name", name,
-        "--network", "benchnet", *publish, "busybox", "sh", "-c",
-        linux_guest.NET_SERVICES + "wait\n",
+        "--network", "benchnet", *(_published() if published else []), "busybox", *_serve(),
     ]  # fmt: skip
 
 
-def _pyvmm_in(ns: str, store: str, *args: str, check: bool = True) -> None:
-    proc = subprocess.run(
-        netns.command(ns, [*pyvmm_command(), "--root", store, *args]),
-        capture_output=True, text=True,
-    )  # fmt: skip
+@contextlib.contextmanager
+def _podman(tmp: Path):
+    """A private Podman (vmm/bench/containers.py) with the image loaded."""
+    from vmm.bench.containers import private_podman
+
+    with private_podman(tmp / "podman") as podman:
+        subprocess.run(podman.command("load", "-i", str(tmp / "image.tar")), env=podman.env,
+                       check=True, capture_output=True)  # fmt: skip
+        yield podman
+
+
+def _podman_server(podman) -> list[str]:
+    from vmm.bench.containers import IMAGE
+
+    return podman.command("run", "--name", "bench-net", *_published(), IMAGE, *_serve(),
+                          runtime="runc")  # fmt: skip
+
+
+def _in(ns: str, argv: list[str], check: bool = True, env: dict | None = None) -> None:
+    proc = subprocess.run(netns.command(ns, argv), capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
-        raise PyvmmError(f"pyvmm {' '.join(args)}: {proc.stderr.strip()}")
+        raise PyvmmError(f"{' '.join(argv[:4])}...: {proc.stderr.strip()}")
 
 
 def _wait_for_echo(ns: str, addr: str, timeout: float = 60.0) -> None:
@@ -308,10 +356,18 @@ LABELS = {
     "loopback": "host loopback (busybox nc in the namespace)",
     "container": "pyvmm container, bridge network, its address",
     "container_published": "pyvmm container, published port (-p, DNAT)",
+    "podman": "podman run -p, runc (netavark bridge, DNAT)",
     "pyvmm": "Linux VM, pyvmm virtio-net on TAP",
     "pyvmm_no_offload": "Linux VM, pyvmm virtio-net, offload=off",
     "qemu": "Linux VM, QEMU microvm virtio-net on TAP, vhost=off",
 }
+
+
+# (row, yardstick row, label): the ratios the table ends with.
+RATIOS = [
+    ("container_published", "podman", "pyvmm container -p / podman -p"),
+    ("pyvmm", "qemu", "pyvmm / QEMU"),
+]
 
 
 def table(r: dict) -> str:
@@ -320,12 +376,14 @@ def table(r: dict) -> str:
     for key, figures in rows.items():
         rtt, up, down = (figures[m]["median"] for m in ("rtt_us", "upload_mib_s", "download_mib_s"))
         lines.append(f"  {LABELS[key]:<50}{rtt:9.0f}{up:10.2f}{down:11.2f}")
-    if "pyvmm" in rows and "qemu" in rows:
-        p, q = rows["pyvmm"], rows["qemu"]
-        ratio = [
-            p[m]["median"] / q[m]["median"] for m in ("rtt_us", "upload_mib_s", "download_mib_s")
-        ]
-        lines.append(f"  {'pyvmm / QEMU':<50}{ratio[0]:8.2f}x{ratio[1]:9.2f}x{ratio[2]:10.2f}x")
+    for mine, theirs, label in RATIOS:
+        if mine in rows and theirs in rows:
+            p, q = rows[mine], rows[theirs]
+            ratio = [
+                p[m]["median"] / q[m]["median"]
+                for m in ("rtt_us", "upload_mib_s", "download_mib_s")
+            ]
+            lines.append(f"  {label:<50}{ratio[0]:8.2f}x{ratio[1]:9.2f}x{ratio[2]:10.2f}x")
     lines.append(
         f"medians of {r['runs']} runs ({r['rounds']} round trips each; "
         f"{r['upload_bytes'] >> 20} MiB up, {r['download_bytes'] >> 20} MiB down); "
