@@ -348,10 +348,16 @@ def volume_inspect(ctx, name) -> None:
 @click.pass_context
 def volume_rm(ctx, names) -> None:
     """Remove volumes and their data, refused while a container refers to them."""
+    _remove_each(ctx, names, lambda store, name: volumes.remove(
+        store, name, lifecycle.users_of(store, volume=name)))  # fmt: skip
+
+
+def _remove_each(ctx: click.Context, names, remove) -> None:
+    """``remove(store, name)`` for each name in turn under the lock, echoing each."""
     store = _store(ctx)
     for name in names:
         with store.lock():
-            volumes.remove(store, name, lifecycle.users_of(store, volume=name))
+            remove(store, name)
         click.echo(name)
 
 
@@ -405,8 +411,4 @@ def network_rm(ctx, names) -> None:
     """Remove networks and their bridges, refused while a container is on them."""
     from vmm.container import network as networks
 
-    store = _store(ctx)
-    for name in names:
-        with store.lock():
-            networks.remove(store, name)
-        click.echo(name)
+    _remove_each(ctx, names, networks.remove)
