@@ -341,3 +341,23 @@ def test_bench_net_measures_the_container_rows(tmp_path):
     assert "published port (-p, DNAT)" in proc.stdout
     left = set(os.listdir("/run/netns")) - before
     assert not [n for n in left if n.startswith("pyvmm-c-")], left  # its containers' gone
+
+
+def test_an_endpoint_left_without_its_container_is_swept_by_ps(host):
+    """What a pyvmm killed half-way through create leaves: a network endpoint of no
+    container (made here by removing the container's files behind pyvmm's back). The
+    next ``container ps`` removes its veth, namespace, address and record."""
+    from vmm.container.fdtree import remove_tree
+
+    ns, pyvmm = host
+    pyvmm.ok("network", "create", "--subnet", "10.87.0.0/24", "n9")
+    pyvmm.ok("container", "run", "--name", "orphan", "--network", "n9", "busybox", "true")
+    cid = pyvmm.inspect("orphan")["id"]
+    assert f"pvv{cid[:12]}" in links(ns)
+    remove_tree(pyvmm.root / "containers" / cid)
+    os.unlink(pyvmm.root / "names" / "orphan")
+    assert pyvmm.ok("container", "ps", "-a", "-q").split() == []
+    assert f"pvv{cid[:12]}" not in links(ns)
+    assert not os.path.exists(f"/run/netns/pyvmm-c-{cid[:16]}")
+    assert not (pyvmm.root / "endpoints" / cid).exists()
+    assert json.loads(pyvmm.ok("network", "inspect", "n9"))["containers"] == {}
