@@ -361,3 +361,23 @@ def test_an_endpoint_left_without_its_container_is_swept_by_ps(host):
     assert not os.path.exists(f"/run/netns/pyvmm-c-{cid[:16]}")
     assert not (pyvmm.root / "endpoints" / cid).exists()
     assert json.loads(pyvmm.ok("network", "inspect", "n9"))["containers"] == {}
+
+
+def test_a_tampered_endpoint_record_cannot_name_the_hosts_interfaces(host):
+    """rm deletes by the names pyvmm made for the container, never by names read from
+    its record: a record naming the network's bridge as its veth is broken, the bridge
+    stays, and the container's own veth and namespace still go."""
+    ns, pyvmm = host
+    pyvmm.ok("network", "create", "--subnet", "10.88.0.0/24", "n10")
+    bridge = json.loads(pyvmm.ok("network", "inspect", "n10"))["bridge"]
+    pyvmm.ok("container", "run", "--name", "tampered", "--network", "n10", "busybox", "true")
+    cid = pyvmm.inspect("tampered")["id"]
+    record = pyvmm.root / "endpoints" / cid / "endpoint.json"
+    data = json.loads(record.read_text())
+    data["veth"] = bridge
+    record.write_text(json.dumps(data))
+    pyvmm.ok("container", "rm", "tampered")
+    left = links(ns)
+    assert bridge in left and f"pvv{cid[:12]}" not in left, left
+    assert not os.path.exists(f"/run/netns/pyvmm-c-{cid[:16]}")
+    assert json.loads(pyvmm.ok("network", "inspect", "n10"))["containers"] == {}

@@ -107,6 +107,12 @@ class NetworkRecord:
     created: float
     addresses: dict[str, Address] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # The bridge is deleted by name on rm: a record naming another interface (the
+        # host's own) is refused, not obeyed.
+        if self.bridge != bridge_name(self.id):
+            raise ValueError(f"bridge {self.bridge!r} is not this network's")
+
 
 @dataclass
 class EndpointRecord:
@@ -128,6 +134,23 @@ class EndpointRecord:
     def __post_init__(self) -> None:
         if self.mode not in ("network", "none", "host", "container"):
             raise ValueError(f"mode {self.mode!r} is not network, none, host or container")
+        # What is deleted by name on rm must be what pyvmm named for this container: a
+        # record naming another interface, namespace or nft table is refused.
+        names = made_names(self.container)
+        for key in ("veth", "netns", "ports_table"):
+            if getattr(self, key) not in (None, names[key]):
+                raise ValueError(f"{key} {getattr(self, key)!r:.40} is not this container's")
+
+
+def bridge_name(network_id: str) -> str:
+    return f"pvbr-{network_id[:10]}"
+
+
+def made_names(cid: str) -> dict[str, str]:
+    """The names of what pyvmm makes for container ``cid``: the host end of its veth,
+    its namespace under /run/netns, its published ports' nft table."""
+    return {"veth": f"pvv{cid[:12]}", "netns": f"pyvmm-c-{cid[:16]}",
+            "ports_table": f"pyvmm-c-{cid[:12]}"}  # fmt: skip
 
 
 def load(store, name: str) -> NetworkRecord | Broken:
@@ -175,7 +198,7 @@ def create(store, name: str, subnet: str | None = None) -> NetworkRecord:
             raise NetworkError(f"--subnet {net} overlaps network subnet {clash[0]}")
     nid = secrets.token_hex(32)
     rec = NetworkRecord(
-        name=name, id=nid, bridge=f"pvbr-{nid[:10]}", subnet=str(net),
+        name=name, id=nid, bridge=bridge_name(nid), subnet=str(net),
         gateway=str(net.network_address + 1), created=time.time(),
     )  # fmt: skip
     store.networks.mkdir(parents=True, exist_ok=True)
@@ -356,9 +379,9 @@ def connect(store, container, mode: Mode, ports: list[publish.Publish]) -> Endpo
             create(store, DEFAULT_NETWORK)
         net = get(store, mode.name)
         ep.network, ep.address = net.name, _allocate(store, net, cid)
-        ep.veth = f"pvv{cid[:12]}"
+        ep.veth = made_names(cid)["veth"]
     if mode.kind in ("network", "none"):
-        ep.netns = f"pyvmm-c-{cid[:16]}"
+        ep.netns = made_names(cid)["netns"]
     store.endpoints.mkdir(exist_ok=True)
     with contextlib.suppress(FileExistsError):
         os.mkdir(_endpoint_dir(store, cid), 0o700)
@@ -371,7 +394,7 @@ def connect(store, container, mode: Mode, ports: list[publish.Publish]) -> Endpo
             _make_bridge(net)
             _plug(net, ep)
             if ports:
-                ep.ports_table = f"pyvmm-c-{cid[:12]}"
+                ep.ports_table = made_names(cid)["ports_table"]
                 _save_endpoint(store, ep)
                 publish.PortTable(ep.address, ports, ep.ports_table, net.bridge)
             _refresh_hosts(store, net.name)
@@ -544,13 +567,16 @@ def disconnect(store, cid: str) -> None:
     ep = endpoint(store, cid)
     if ep is None:
         return
-    if not isinstance(ep, Broken):
-        if ep.ports_table:
-            publish.delete_table(ep.ports_table)
-        if ep.veth:
-            _delete_link(ep.veth)
-        if ep.netns:
-            _remove_namespace(ep.netns)
+    # By the names made for ``cid``, never names read from the record; a broken record
+    # may have had any of them.
+    broken, names = isinstance(ep, Broken), made_names(cid)
+    if broken or ep.ports_table:
+        with contextlib.suppress(PyvmmError) if broken else contextlib.nullcontext():
+            publish.delete_table(names["ports_table"])
+    if broken or ep.veth:
+        _delete_link(names["veth"])
+    if broken or ep.netns:
+        _remove_namespace(names["netns"])
     for _, net in list_networks(store):  # the address, by container id: even a broken
         if not isinstance(net, Broken) and net.addresses.pop(cid, None):  # endpoint's
             _save(store, net)
