@@ -261,8 +261,10 @@ def test_a_vm_and_a_container_on_one_network(host, linux_build):
 
     ns, pyvmm = host
     build, initramfs = linux_build
-    pyvmm.ok("network", "create", "--subnet", f"{net.HOST_IP}/{net.PREFIX}", "vmnet")
-    bridge = json.loads(pyvmm.ok("network", "inspect", "vmnet"))["bridge"]
+    pyvmm.ok("network", "create", "--subnet", "10.0.2.0/24", "vmnet")
+    rec = json.loads(pyvmm.ok("network", "inspect", "vmnet"))
+    assert rec["gateway"] == net.HOST_IP  # the gateway the guest's ip= names
+    bridge = rec["bridge"]
     pvm = kvm_kind()["kind"] == "pvm"
     vm = net.Server(ns, net.pyvmm_vm(build, initramfs, pvm, f"bridge={bridge}"), NET_LINE.encode())
     try:
