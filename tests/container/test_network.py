@@ -94,6 +94,8 @@ def test_containers_reach_each_other_and_the_test_host_reaches_them(host):
     serve(pyvmm, "web", "--network", "n1")
     web = address(pyvmm, "n1", "web")
     assert web == "10.77.0.2"  # the first after the gateway, 10.77.0.1
+    shown = pyvmm.inspect("web")["network"]
+    assert (shown["mode"], shown["network"], shown["address"]) == ("network", "n1", web)
     assert echo(ns, web, 80) == b"ping\n"
     out = pyvmm.ok("container", "run", "--rm", "--network", "n1", "busybox", "sh", "-c",
                    f"ip -4 addr show eth0; ip route; echo hello | nc {web} 80")  # fmt: skip

@@ -797,8 +797,8 @@ def remove(store: Store, ref: str, force: bool = False) -> None:
 
 def inspect(store: Store, ref: str) -> dict:
     """The container's record, for people: a custom seccomp profile by its path only,
-    and, while it runs, the capabilities its first process really has (CapEff). A
-    broken one's is its id and why it is broken."""
+    and, while it runs, the capabilities its first process really has (CapEff); its
+    network, if it has one of pyvmm's. A broken one's is its id and why it is broken."""
     rec = find(store, ref)
     if isinstance(rec, BrokenContainer):
         return {"id": rec.id, "status": "broken", "error": rec.reason}
@@ -809,6 +809,10 @@ def inspect(store: Store, ref: str) -> dict:
         with contextlib.suppress(OSError, StopIteration), open(f"/proc/{rec.pid}/status") as f:
             mask = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
             security["running_capabilities"] = capabilities.decode(mask)
+    if (store.endpoints / rec.id).exists():  # --network: its mode, address, ports
+        from vmm.container import network
+
+        record["network"] = network.describe(store, rec.id)
     return record
 
 

@@ -622,3 +622,15 @@ def inspect(store, name: str) -> dict:
     data["containers"] = data.pop("addresses")
     data["driver"] = "bridge"
     return data
+
+
+def describe(store, cid: str) -> dict:
+    """Container ``cid``'s endpoint for ``container inspect``: mode, network, address,
+    published ports (or why its record is broken)."""
+    ep = endpoint(store, cid)
+    if isinstance(ep, Broken):
+        return {"error": ep.reason}
+    data = records.to_json(ep)
+    for made in ("veth", "netns", "ports_table"):
+        data.pop(made)
+    return data
