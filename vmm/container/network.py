@@ -4,7 +4,7 @@
 subnet, gateway and the addresses handed out, IPAM) and makes its Linux bridge, with
 the gateway address on it, and an nft table that masquerades what the containers send
 out of any other interface. The network ``bridge`` (Docker's default network's name
-and subnet, 172.17.0.0/16) is made the same way on its first use.
+and, when free, its subnet, 172.17.0.0/16) is made the same way on its first use.
 
 A container run with ``--network NAME`` gets, at create, a network namespace of its own
 that pyvmm makes and names (``/run/netns/pyvmm-c-ID``), as Podman does; its path goes
@@ -55,8 +55,6 @@ HOST_RESOLV_CONF = "/etc/resolv.conf"
 # Docker's nameservers for a container when the host's are all its own loopback ones.
 FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
 DEFAULT_NETWORK = "bridge"
-# Docker's default bridge network's subnet; further networks take the next /16s.
-DEFAULT_SUBNET = "172.17.0.0/16"
 NETNS_DIR = "/run/netns"  # where ``ip netns`` (and pyroute2) name namespaces
 IFNAMSIZ = 16  # linux/if.h: an interface name is at most 15 bytes and a NUL
 
@@ -181,7 +179,7 @@ def _save(store, rec: NetworkRecord) -> None:
 def create(store, name: str, subnet: str | None = None) -> NetworkRecord:
     """Record network ``name`` and make its bridge; caller locks."""
     check_name("network", name)
-    if name in ("none", "host") or name.startswith("container"):
+    if name in ("none", "host"):
         raise NetworkError(f"network name {name} is a --network mode of its own")
     if (store.networks / name).exists():
         raise NetworkError(f"network {name} already exists")
@@ -213,7 +211,9 @@ def create(store, name: str, subnet: str | None = None) -> NetworkRecord:
 
 
 def _free_subnet(taken: list[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
-    """The first of 172.17.0.0/16, 172.18.0.0/16, ... 172.31.0.0/16 no network has."""
+    """The first of 172.17.0.0/16 (Docker's default network's), 172.18.0.0/16, ...
+    172.31.0.0/16 that no network of this store's has (Docker also skips those the
+    host routes; pyvmm does not look yet: give --subnet where they clash)."""
     for second in range(17, 32):
         net = ipaddress.IPv4Network(f"172.{second}.0.0/16")
         if not any(t.overlaps(net) for t in taken):
