@@ -270,6 +270,7 @@ def test_a_vm_and_a_container_on_one_network(host, linux_build):
     pvm = kvm_kind()["kind"] == "pvm"
     vm = net.Server(ns, net.pyvmm_vm(build, initramfs, pvm, f"bridge={bridge}"), NET_LINE.encode())
     try:
+        net._wait_for_echo(ns, net.GUEST_IP)  # its services start just before the line
         ask = f"echo from-container | nc {net.GUEST_IP} {ECHO_PORT}"
         out = pyvmm.ok("container", "run", "--rm", "--network", "vmnet", "busybox", "sh", "-c",
                        ask, timeout=300)  # fmt: skip
