@@ -27,13 +27,14 @@ DEBS=(gcc make binutils libc6-dev linux-libc-dev libffi-dev python3-dev python3-
       libseccomp-dev libseccomp2)
 # For the rest: busybox-static for container images, e2fsprogs/cpio for disk images
 # and the Linux guest's initramfs, gdb for `pyvmm boot --gdb`, libcap2-bin (capsh) for
-# the labs; the Linux guest's source and what building it takes (docs/linux.md); podman,
-# buildah, containerd and Docker (docker.io) drive pyvmm-runtime in the tests, runc and
-# crun are its yardsticks; golang-go builds the OCI conformance suite (below);
-# docker-registry is the real registry pull and push are tested against (htpasswd from
-# apache2-utils and openssl for its two kinds of authentication).
+# the labs; nftables for published ports (`-p`); the Linux guest's source and what
+# building it takes (docs/linux.md); podman, buildah, containerd and Docker (docker.io)
+# drive pyvmm-runtime in the tests, runc and crun are its yardsticks; golang-go builds
+# the OCI conformance suite (below); docker-registry is the real registry pull and push
+# are tested against (htpasswd from apache2-utils and openssl for its two kinds of
+# authentication).
 if [ -n "$all" ]; then
-    DEBS+=(busybox-static cpio e2fsprogs gdb libcap2-bin
+    DEBS+=(busybox-static cpio e2fsprogs gdb libcap2-bin nftables
            linux-source-6.1 flex bison bc libelf-dev libssl-dev xz-utils patch lz4
            podman buildah containerd docker.io runc crun libfaketime golang-go
            docker-registry apache2-utils openssl)
@@ -56,7 +57,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # (Re)install when something is missing, or the package metadata or the bindings'
 # sources changed since the last install. The test tools only with --all.
-modules="vmm.kvm._kvm, vmm.container._libc, vmm.container._seccomp, click, capstone"
+modules="vmm.kvm._kvm, vmm.container._libc, vmm.container._seccomp, click, capstone, pyroute2"
 package=.
 if [ -n "$all" ]; then
     modules+=", pytest, xdist, hypothesis, matplotlib"

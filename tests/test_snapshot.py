@@ -16,6 +16,7 @@ import time
 
 import pytest
 from guestproc import COUNT, GuestProcess
+from nettest import needs_netns
 from vmtest import assert_one_line_error, needs_kvm, run_pyvmm
 
 pytestmark = needs_kvm
@@ -346,3 +347,27 @@ def test_a_vm_of_several_vcpus_has_no_control_socket(guest_build, tmp_path):
     proc = run_pyvmm("boot", "--cpus", "2", *counter_args(guest_build, sock))
     assert_one_line_error(proc, "--api-sock with --cpus", "one vCPU")
     assert not proc.stdout and not sock.exists()
+
+
+@needs_netns
+def test_a_vm_with_a_network_card_is_not_saved_or_migrated_and_runs_on(guest_build, tmp_path):
+    """A TAP is host state a snapshot does not hold: snapshot and migrate are one line
+    each, nothing is written, and the guest (on a bridge in a namespace of the test's
+    own) runs on."""
+    from vmm import netns
+    from vmm.bench.measure import pyvmm_command
+    from vmm.bench.net import Server
+
+    sock = tmp_path / "api.sock"
+    with netns.scratch("br0") as ns:
+        argv = [*pyvmm_command(), "boot", *counter_args(guest_build, sock), "--net", "bridge=br0"]
+        server = Server(ns, argv, b"count 2\n")
+        try:
+            proc = ctl(sock, "snapshot", str(tmp_path / "snap"))
+            assert_one_line_error(proc, "network card (--net) cannot be saved or migrated")
+            assert not (tmp_path / "snap").exists()
+            proc = ctl(sock, "migrate", "--to", f"unix:{tmp_path / 'to.sock'}")
+            assert_one_line_error(proc, "network card (--net) cannot be saved or migrated")
+            assert ctl_ok(sock, "stats")["state"] == "running"
+        finally:
+            assert server.stop() == 130

@@ -3,6 +3,7 @@ guest memory and talks to the transport through its registers, as a guest would.
 
 from __future__ import annotations
 
+import socket
 import struct
 
 from vmm.devices.virtio import mmio
@@ -21,7 +22,13 @@ Buffer = tuple[int, int, bool]  # guest address, length, device-writable
 class Ring:
     """The driver's half of one split virtqueue."""
 
-    def __init__(self, memory: GuestMemory, size: int = 8, desc_addr: int = DESC_ADDR):
+    def __init__(
+        self,
+        memory: GuestMemory,
+        size: int = 8,
+        desc_addr: int = DESC_ADDR,
+        data: tuple[int, int] = (DATA_ADDR, MEMORY_SIZE),
+    ):
         self.memory = memory
         self.size = size
         self.desc_addr = desc_addr
@@ -29,15 +36,16 @@ class Ring:
         self.used_addr = (self.avail_addr + 6 + 2 * size + 3) & ~3
         self.avail_idx = 0
         self.used_seen = 0
-        self._next_free = DATA_ADDR
+        self._data_start, self._data_end = data
+        self._next_free = self._data_start
         self._next_desc = 0
 
     def alloc(self, size: int, fill: bytes = b"") -> int:
         """Guest memory for a buffer, 16-byte aligned, optionally filled."""
         addr = self._next_free
         self._next_free = (addr + size + 15) & ~15
-        if self._next_free > MEMORY_SIZE:
-            self._next_free = DATA_ADDR
+        if self._next_free > self._data_end:
+            self._next_free = self._data_start
             return self.alloc(size, fill)
         self.memory.write(addr, fill.ljust(size, b"\0")[:size])
         return addr
@@ -108,8 +116,8 @@ class MmioDriver:
     def add_status(self, bit: int) -> None:
         self.set(mmio.VIRTIO_MMIO_STATUS, self.reg(mmio.VIRTIO_MMIO_STATUS) | bit)
 
-    def setup_queue(self, index: int = 0) -> None:
-        ring = self.ring
+    def setup_queue(self, index: int = 0, ring: Ring | None = None) -> None:
+        ring = ring or self.ring
         self.set(mmio.VIRTIO_MMIO_QUEUE_SEL, index)
         self.set(mmio.VIRTIO_MMIO_QUEUE_NUM, ring.size)
         for low, addr in (
@@ -127,9 +135,10 @@ class MmioDriver:
         self.setup_queue()
         self.add_status(mmio.VIRTIO_CONFIG_S_DRIVER_OK)
 
-    def submit(self, buffers: list[Buffer]) -> None:
-        self.ring.publish(self.ring.chain(buffers))
-        self.set(mmio.VIRTIO_MMIO_QUEUE_NOTIFY, 0)
+    def submit(self, buffers: list[Buffer], index: int = 0, ring: Ring | None = None) -> None:
+        ring = ring or self.ring
+        ring.publish(ring.chain(buffers))
+        self.set(mmio.VIRTIO_MMIO_QUEUE_NOTIFY, index)
 
     @property
     def status(self) -> int:
@@ -178,4 +187,51 @@ class BlkRig:
     def close(self) -> None:
         self.transport.reset()
         self.blk.close()
+        self.memory.close()
+
+
+NET_MEMORY_SIZE = 0x100000
+NET_RX_DESC, NET_TX_DESC = 0x1000, 0x3000
+NET_RX_DATA, NET_TX_DATA = (0x10000, 0x80000), (0x80000, NET_MEMORY_SIZE)
+
+
+class NetRig:
+    """A guest with one virtio-net card whose TAP is one end of a SOCK_SEQPACKET pair:
+    a real fd that keeps frame boundaries as a TAP does; ``wire`` is the far end, the
+    host's side of the cable. The card is not yet brought up."""
+
+    def __init__(self, offload: bool = True, queue_size: int = 16):
+        from vmm.devices.virtio.net import VirtioNet
+
+        self.memory = GuestMemory.flat(NET_MEMORY_SIZE)
+        self.interrupts = 0
+        self.offloads: list[tuple[bool, bool, bool]] = []  # what TUNSETOFFLOAD was given
+        self.tap, self.wire = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.tap.setblocking(False)
+        self.net = VirtioNet(
+            self.tap.fileno(), bytes.fromhex("525400abcdef"),
+            lambda *flags: self.offloads.append(flags), offload, queue_size,
+        )  # fmt: skip
+        self.transport = mmio.VirtioMmio(self.net, self.memory, self.raise_interrupt)
+        self.driver = MmioDriver(self.transport, self.memory)
+        self.rx = Ring(self.memory, queue_size, NET_RX_DESC, NET_RX_DATA)
+        self.tx = Ring(self.memory, queue_size, NET_TX_DESC, NET_TX_DATA)
+
+    def raise_interrupt(self) -> None:
+        self.interrupts += 1
+
+    def bring_up(self, features: int | None = None) -> int:
+        """3.1.1 with the features given (default: all offered); returns them."""
+        if features is None:
+            features = self.driver.device_features()
+        assert self.driver.negotiate(features) & mmio.VIRTIO_CONFIG_S_FEATURES_OK
+        self.driver.setup_queue(0, self.rx)
+        self.driver.setup_queue(1, self.tx)
+        self.driver.add_status(mmio.VIRTIO_CONFIG_S_DRIVER_OK)
+        return features
+
+    def close(self) -> None:
+        self.transport.reset()
+        self.tap.close()
+        self.wire.close()
         self.memory.close()

@@ -17,7 +17,7 @@ from vmm.errors import PyvmmError, report
 from vmm.memory import parse_size
 
 KVM_DEVICE_ENV = "PYVMM_KVM_DEVICE"  # another path for /dev/kvm (tests use it)
-MAX_DISKS = 4  # the boot-info block has room for four virtio devices
+MAX_VIRTIO = 4  # the boot-info block has room for four virtio devices
 
 
 def _memory(text: str) -> int:
@@ -51,7 +51,9 @@ def _cmdline(text: str) -> str:
 
 
 # What a snapshot or an incoming guest brings with it, and may not be given as well.
-_SAVED_BRINGS = ("kernel", "program", "initrd", "memory", "cmdline", "disks", "gdb_address")
+_SAVED_BRINGS = (
+    "kernel", "program", "initrd", "memory", "cmdline", "disks", "nets", "publish", "gdb_address"
+)  # fmt: skip
 
 
 def _check_saved_options(options: dict, restore: str | None, incoming: str | None) -> None:
@@ -143,10 +145,31 @@ def _parser() -> argparse.ArgumentParser:
         "workload runs on /dev/vda.",
     )
     p.add_argument(
+        "--net",
+        dest="nets",
+        action="append",
+        default=[],
+        metavar="tap=NAME|bridge=NAME[,mac=MAC][,offload=off]",
+        help="A virtio-net card (repeatable: eth0, eth1, ...) on a TAP: tap=NAME attaches to "
+        "that TAP, or creates it and removes it at the end; bridge=NAME creates a TAP on that "
+        "existing bridge. Needs CAP_NET_ADMIN. Give a Linux guest its address with the "
+        "kernel's ip= on --cmdline (docs/networking.md).",
+    )
+    p.add_argument(
+        "--publish",
+        "-p",
+        dest="publish",
+        action="append",
+        default=[],
+        metavar="[HOSTIP:]HOSTPORT:GUESTPORT[/tcp|udp]",
+        help="Forward a host port to the guest's (nftables DNAT, removed when the VM ends); "
+        "the guest's address is the one ip= on --cmdline gives it.",
+    )
+    p.add_argument(
         "--ioeventfd",
         action="store_true",
-        help="Serve disk requests on an I/O thread woken by ioeventfd, not in the vCPU's exit "
-        "loop.",
+        help="Serve virtqueue notifications on an I/O thread woken by ioeventfd, not in the "
+        "vCPU's exit loop.",
     )
     p.add_argument(
         "--interrupts",
@@ -224,6 +247,8 @@ def boot(
     cpus,
     cmdline,
     disks,
+    nets,
+    publish,
     ioeventfd,
     interrupts,
     trace,
@@ -247,12 +272,25 @@ def boot(
         raise PyvmmError("--api-sock with --cpus: pause, snapshot and migrate serve one vCPU")
     cmdline = _cmdline(cmdline)
     disk_list = ()
-    if disks:  # virtio (and its dataclasses) only for a machine with disks
+    if disks:  # virtio (and its dataclasses) only for a machine with disks or cards
         from vmm.devices.virtio.blk import parse_disk_option
 
         disk_list = tuple(parse_disk_option(d) for d in disks)
-    if len(disk_list) > MAX_DISKS:
-        raise PyvmmError(f"at most {MAX_DISKS} --disk options")
+    net_list = ()
+    if nets:
+        from vmm.devices.virtio.net import parse_net_option
+
+        net_list = tuple(parse_net_option(n) for n in nets)
+    if len(disk_list) + len(net_list) > MAX_VIRTIO:
+        raise PyvmmError(f"at most {MAX_VIRTIO} --disk and --net options together")
+    published = None
+    if publish:
+        from vmm.publish import guest_address, parse_publish
+
+        if not net_list:
+            raise PyvmmError("-p needs a network card: --net tap=NAME or bridge=NAME")
+        ports_wanted = [parse_publish(p) for p in publish]
+        published = (guest_address(cmdline), ports_wanted)
     # Only a kernel of the user's can be Linux, which needs to know whether KVM is PVM.
     pvm = kernel is not None and kvm_kind()["kind"] == "pvm"
     saved = None
@@ -279,11 +317,16 @@ def boot(
     else:
         config = MachineConfig(
             kernel, memory_size, cmdline, program, console.output, disk_list, ioeventfd,
-            initrd=initrd, pvm=pvm, cpus=cpus, interrupts=interrupts,
+            initrd=initrd, pvm=pvm, nets=net_list, cpus=cpus, interrupts=interrupts,
         )  # fmt: skip
     sampler = None
     server = gate = None
+    ports = None
     try:
+        if published is not None:
+            from vmm.publish import PortTable
+
+            ports = PortTable(*published)
         with Machine(config, kvm) as machine:
             if (trace or stats) and machine.cmdline != cmdline:
                 print(f"pyvmm: Linux command line: {machine.cmdline}", file=sys.stderr)
@@ -320,7 +363,7 @@ def boot(
                     sampler.stop()
             if debugger is not None:
                 debugger.finish(result.status)
-            disks = machine.disks
+            disks, cards = machine.disks, machine.nets
             touched = machine.memory.touched_bytes() if stats else None
     finally:
         if saved is not None:
@@ -331,8 +374,10 @@ def boot(
             listener.close()
         console.close()
         kvm.close()
+        if ports is not None:
+            ports.close()
     if stats:
-        print(counter.report(disks, touched), file=sys.stderr)
+        print(counter.report(disks, touched, cards), file=sys.stderr)
     if sampler:
         from vmm.profile import system_map_for
 

@@ -81,6 +81,7 @@ def boot(ctx: click.Context, args: tuple[str, ...]) -> None:
         "container": "vmm.container.cli:container",
         "image": "vmm.container.cli:image",
         "volume": "vmm.container.cli:volume",
+        "network": "vmm.container.cli:network",
         "bench": "vmm.bench.cli:bench",
         "lab": "vmm.lab_cli:lab",
     },

@@ -46,15 +46,32 @@ INIT_LINE = "init: running /workload"
 WAIT_PARAM = "pyvmm.wait"
 WAIT_LINE = "init: waiting for a line on the console"
 
+NET_LINE = "init: serving on eth0"
+# The guest's network services, busybox's own nc (one static program, the same in every
+# VM): echo (port 7: each connection's bytes come back, for request/response latency),
+# discard (9: read and thrown away) and a source (19: CHARGEN_BYTES of zeros, then
+# close), the ports of RFC 862, 863 and 864. Bulk transfers in both directions.
+ECHO_PORT, DISCARD_PORT, CHARGEN_PORT = 7, 9, 19
+CHARGEN_BYTES = 4 << 20
+_CHARGEN_DD = f"bs=64k count={CHARGEN_BYTES >> 16}"
+NET_SERVICES = f"""/bin/busybox nc -ll -p {ECHO_PORT} -e /bin/busybox cat &
+/bin/busybox nc -ll -p {DISCARD_PORT} -e /bin/busybox dd of=/dev/null bs=64k 2>/dev/null &
+/bin/busybox nc -ll -p {CHARGEN_PORT} -e /bin/busybox dd if=/dev/zero {_CHARGEN_DD} 2>/dev/null &
+echo "{NET_LINE}"
+"""
+
 # /init: mount what busybox and the workload need, say how many CPUs Linux brought up
-# (`pyvmm boot --cpus N`), run the workload on /dev/vda when there is one (else report
-# and stop), and carry its exit status out through pyvmm's exit port with the static
-# helper.
+# (`pyvmm boot --cpus N`); with a network card, start the services above; run the
+# workload on /dev/vda when there is one, else serve the network until the VM is
+# stopped, else report and stop; carry the exit status out through pyvmm's exit port
+# with the static helper.
 INIT = f"""#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sys /sys
 /bin/busybox mount -t devtmpfs dev /dev
 echo "init: nproc=$(/bin/busybox nproc)"
+if [ -e /sys/class/net/eth0 ]; then
+{NET_SERVICES}fi
 read -r cmdline < /proc/cmdline
 case " $cmdline " in *" {WAIT_PARAM} "*)
     echo "{WAIT_LINE}"
@@ -64,6 +81,9 @@ if [ -b /dev/vda ]; then
     echo "{INIT_LINE} /dev/vda"
     /workload /dev/vda
     status=$?
+elif [ -e /sys/class/net/eth0 ]; then
+    wait
+    status=0
 else
     echo "init: no /dev/vda"
     status=1

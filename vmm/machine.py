@@ -76,6 +76,8 @@ class MachineConfig(NamedTuple):
     initrd: str | None = None  # Linux only: the initial RAM disk
     # /dev/kvm is PVM: a Linux guest's command line gets the masks PVM needs.
     pvm: bool = False
+    # Network cards (vmm/devices/virtio/net.py NetOption), after the disks: eth0, ...
+    nets: tuple = ()
     cpus: int = 1  # vCPUs, each on a thread of its own (vmm/vcpus.py)
     # The tiny kernel takes device interrupts through the in-kernel irqchip rather than
     # polling (creating the irqchip costs some 3 ms, so a plain boot has none).
@@ -154,7 +156,9 @@ class Machine:
         irqchip = (
             saved.irqchip
             if saved
-            else bool(config.disks or self.linux or config.cpus > 1 or config.interrupts)
+            else bool(
+                config.disks or config.nets or self.linux or config.cpus > 1 or config.interrupts
+            )
         )
         if irqchip:
             # Device interrupts need the in-kernel IOAPIC, and a second CPU the local
@@ -173,9 +177,11 @@ class Machine:
         self.io_bus.insert(I8042(), I8042_DATA_PORT, 5)
         disks = [self._attach_disk(i, *disk) for i, disk in enumerate(self.config.disks)]
         self.disks = [transport for _, transport in disks]  # for --stats
-        if self.config.ioeventfd and disks:
-            self._serve_queues_on_io_thread(disks)
-        slots = tuple(slot for slot, _ in disks)
+        nets = [self._attach_net(len(disks) + i, n) for i, n in enumerate(self.config.nets)]
+        self.nets = [transport for _, transport in nets]
+        if (self.config.ioeventfd and disks) or nets:
+            self._serve_queues_on_io_thread(disks, nets)
+        slots = tuple(slot for slot, _ in disks + nets)
 
         # vCPU i has local APIC id i; with the irqchip, KVM holds all but vCPU 0 (the boot
         # CPU) until their local APIC gets INIT and SIPI.
@@ -216,40 +222,67 @@ class Machine:
         return raise_irq
 
     def _attach_disk(self, index: int, path: str, readonly: bool) -> tuple[VirtioSlot, object]:
-        """A virtio-blk disk in its own MMIO window, its interrupt on an irqfd; returns
-        where it is (for the boot-info block) and its transport.
+        """A virtio-blk disk; see ``_attach_virtio``.
 
         The virtio modules are imported here, not at the top: a boot without disks does
         not pay for them (interpreter start-up is part of every measured boot).
         """
         from vmm.devices.virtio.blk import VirtioBlk
+
+        disk = VirtioBlk(path, readonly)
+        self._closers.append(disk.close)
+        return self._attach_virtio(index, disk)
+
+    def _attach_net(self, index: int, option) -> tuple[VirtioSlot, object]:
+        """A virtio-net card on a TAP (vmm/tap.py), which it closes (and so removes, if
+        pyvmm made it) after the I/O thread has stopped reading it."""
+        from vmm.devices.virtio.net import VirtioNet, default_mac
+        from vmm.tap import Tap
+
+        tap = Tap.open(option.tap, option.bridge)
+        self._closers.append(tap.close)
+        mac = option.mac or default_mac(tap.name)
+        return self._attach_virtio(index, VirtioNet(tap.fd, mac, tap.set_offload, option.offload))
+
+    def _attach_virtio(self, index: int, device) -> tuple[VirtioSlot, object]:
+        """A virtio device in its own MMIO window, its interrupt on an irqfd; returns
+        where it is (for the boot-info block or Linux's command line) and its transport."""
         from vmm.devices.virtio.mmio import VIRTIO_MMIO_WINDOW_SIZE, VirtioMmio
 
         base = layout.MMIO_BASE + index * VIRTIO_MMIO_STRIDE
         gsi = LINUX_VIRTIO_IRQS[index] if self.linux else VIRTIO_FIRST_GSI + index
-        disk = VirtioBlk(path, readonly)
-        self._closers.append(disk.close)
         irq = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._closers.append(lambda: os.close(irq))
         self.vm.register_irqfd(irq, gsi)
-        transport = VirtioMmio(disk, self.memory, self._irqfd_raiser(irq, gsi))
+        transport = VirtioMmio(device, self.memory, self._irqfd_raiser(irq, gsi))
         self.mmio_bus.insert(transport, base, VIRTIO_MMIO_WINDOW_SIZE)
         return VirtioSlot(base, VIRTIO_MMIO_WINDOW_SIZE, gsi), transport
 
-    def _serve_queues_on_io_thread(self, disks: list[tuple[VirtioSlot, object]]) -> None:
-        """QueueNotify writes signal an ioeventfd instead of exiting; an I/O thread serves.
+    def _serve_queues_on_io_thread(self, disks: list, nets: list) -> None:
+        """An I/O thread reads the network cards' TAPs (edge-triggered: receiving is
+        driven by the host); with --ioeventfd, QueueNotify writes signal an ioeventfd it
+        serves instead of exiting to the vCPU's loop. A card's one notify eventfd serves
+        both its queues (KVM would need a datamatch per queue to tell them apart).
 
-        Its closer comes after the disks', so it runs first: the thread stops before the
-        disks it serves are closed.
+        Its closer comes after the devices', so it runs first: the thread stops before
+        the devices it serves are closed.
         """
         from vmm.devices.virtio.mmio import VIRTIO_MMIO_QUEUE_NOTIFY
+        from vmm.devices.virtio.net import RECEIVEQ, TRANSMITQ
         from vmm.iothread import IoThread
 
         io_thread = IoThread()
         self._closers.append(io_thread.stop)
-        for slot, transport in disks:
-            notify = io_thread.watch(lambda t=transport: t.notify(0))
-            self.vm.register_ioeventfd(notify, slot.base + VIRTIO_MMIO_QUEUE_NOTIFY, 4)
+        handlers = [(slot, lambda t=transport: t.notify(0)) for slot, transport in disks]
+        for slot, transport in nets:
+            io_thread.watch_readable(
+                transport.device.tap_fd, lambda t=transport: t.notify(RECEIVEQ)
+            )
+            handlers.append((slot, lambda t=transport: (t.notify(TRANSMITQ), t.notify(RECEIVEQ))))
+        if self.config.ioeventfd:
+            for slot, handler in handlers:
+                notify = io_thread.watch(handler)
+                self.vm.register_ioeventfd(notify, slot.base + VIRTIO_MMIO_QUEUE_NOTIFY, 4)
         io_thread.start()
 
     # --- running ----------------------------------------------------------------------

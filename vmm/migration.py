@@ -138,6 +138,7 @@ def _used_ring_pages(machine) -> set[int]:
 
 def send(machine, gate, address: str) -> dict:
     """Migrate ``machine`` to the pyvmm waiting at ``address``; returns the figures."""
+    snapshot.check_savable(machine)
     family, target = parse_address(address)
     sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     started = time.perf_counter()

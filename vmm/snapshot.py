@@ -116,9 +116,21 @@ class _StateWriter:
         return blob
 
 
+def check_savable(machine) -> None:
+    """Refuse a VM whose state a snapshot does not hold: a network card's TAP lives in
+    the host, and frames in flight on it would be lost or sent twice (Firecracker
+    reattaches a TAP by name; pyvmm does not yet)."""
+    if machine.nets:
+        raise SnapshotError(
+            "a VM with a network card (--net) cannot be saved or migrated: "
+            "its TAP is not part of a snapshot"
+        )
+
+
 def save(machine, directory: str) -> dict:
     """Write ``machine``'s state into ``directory`` (made here; it must not exist), on
     the paused vCPU's thread. Returns figures for the caller to report."""
+    check_savable(machine)
     started = time.perf_counter()
     try:
         os.mkdir(directory, 0o700)

@@ -47,10 +47,13 @@ class ExitStats:
         self._ended = now
         mine.counts[exit_name(exit)] += 1
 
-    def report(self, disks: list | None = None, touched: int | None = None) -> str:
+    def report(
+        self, disks: list | None = None, touched: int | None = None, nets: list | None = None
+    ) -> str:
         """The table, with a column per vCPU when there are several; with ``disks``
         (virtio-mmio transports), a line per disk with its requests and queue
-        notifications, so "one notify per request" can be checked; with ``touched``, the
+        notifications, so "one notify per request" can be checked (likewise ``nets``:
+        frames each way, and notifies, which count the TAP's too); with ``touched``, the
         bytes of host memory the guest's RAM came to use (guest RAM is an anonymous
         mapping: only the pages the guest wrote or read are backed)."""
         counts = sum((v.counts for v in self.vcpus), Counter())
@@ -81,6 +84,13 @@ class ExitStats:
         for i, disk in enumerate(disks or ()):
             rows.append(
                 f"virtio disk {i}: {disk.device.requests} requests, {disk.notifies} queue notifies"
+            )
+        for i, net in enumerate(nets or ()):
+            card = net.device
+            rows.append(
+                f"virtio net {i}: {card.tx_frames} frames sent ({card.tx_dropped} dropped), "
+                f"{card.rx_frames} received ({card.rx_dropped} dropped), "
+                f"{net.notifies} queue notifies"
             )
         if touched is not None:
             rows.append(f"{GUEST_TOUCHED} {touched // 1024} KiB")

@@ -206,6 +206,33 @@ def pull(runs, json_path):
 
 
 @bench.command()
+@click.option("--runs", default=3, show_default=True, help="Runs per figure (median reported).")
+@click.option(
+    "--only",
+    multiple=True,
+    type=click.Choice(
+        [
+            "loopback",
+            "container",
+            "container_published",
+            "podman",
+            "pyvmm",
+            "pyvmm_no_offload",
+            "qemu",
+        ]
+    ),
+    help="Only these rows (repeatable).",
+)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write figures here.")
+def net(runs, only, json_path):
+    """TCP latency and bulk throughput: loopback, pyvmm containers, Linux VM on pyvmm and
+    on QEMU (root)."""
+    from vmm.bench.net import measure, table
+
+    _emit(measure(_positive("--runs", str(runs)), tuple(only)), table, json_path)
+
+
+@bench.command()
 @click.option("--clones", "count", default=10, show_default=True, help="Guests to restore.")
 @click.option(
     "--snapshot",

@@ -63,11 +63,20 @@ def config(store: Store, rec: ContainerRecord) -> dict:
         resources["devices"] = [
             {k: v for k, v in records.to_json(d).items() if v is not None} for d in limits.devices
         ]
+    # The network's: a new one, or with --network (container/network.py, imported
+    # only then) the one pyvmm made for the container, by its path, or none (host).
+    net, etc = {"type": "network"}, []
+    if (store.endpoints / rec.id).exists():
+        from vmm.container import network
+
+        net, etc = network.namespace(store, rec.id), network.binds(store, rec.id)
     linux = {
         # PID: the monitor forks the init into a new one; cgroup: entered once the
         # monitor has moved the init into its cgroup (container.py).
         "namespaces": [
-            {"type": t} for t in ("pid", "mount", "uts", "ipc", "network", "cgroup")
+            *({"type": t} for t in ("pid", "mount", "uts", "ipc")),
+            *([net] if net else []),
+            {"type": "cgroup"},
         ],  # fmt: skip
         "maskedPaths": list(spec.MASKED_PATHS),
         "readonlyPaths": list(spec.READONLY_PATHS),
@@ -89,7 +98,7 @@ def config(store: Store, rec: ContainerRecord) -> dict:
         },
         "root": {"path": "merged"},
         "hostname": rec.hostname,
-        "mounts": [*SYSTEM_MOUNTS, *binds],
+        "mounts": [*SYSTEM_MOUNTS, *etc, *binds],
         "annotations": {"org.pyvmm.image": rec.image, "org.pyvmm.name": rec.name},
         "linux": linux,
     }

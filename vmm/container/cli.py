@@ -1,4 +1,4 @@
-"""``pyvmm container``, ``pyvmm image`` and ``pyvmm volume``: parse, call, print.
+"""``pyvmm container``, ``image``, ``volume`` and ``network``: parse, call, print.
 
 Each command is a few lines over the library (``container.py``, ``images.py``,
 ``volumes.py``); errors are ``PyvmmError``s the top-level CLI prints in one line.
@@ -87,6 +87,12 @@ def container() -> None:
 @click.option("--hostname", help="Hostname inside the container (default: its short id).")
 @click.option("-v", "--volume", "volume_specs", multiple=True, metavar="SRC:DEST[:ro]",
               help="Named volume (NAME:/path) or bind mount (/host/path:/path).")  # fmt: skip
+@click.option("--network", "network_mode", metavar="bridge|none|host|container:NAME|NETWORK",
+              help="The container's network (docs/networking.md); default: a namespace of "
+              "its own with lo only.")  # fmt: skip
+@click.option("-p", "--publish", multiple=True, metavar="[HOSTIP:]HOSTPORT:PORT[/tcp|udp]",
+              help="Publish a container port on the host (nftables DNAT, 127.0.0.1 too).",
+              )  # fmt: skip
 @click.option("--memory", help="Memory limit, e.g. 64M; the OOM killer enforces it.")
 @click.option("--pids", type=click.IntRange(min=1), help="Maximum number of processes.")
 @click.option("--cpus", type=click.FloatRange(min=0.01), help="CPU time, in CPUs (0.5 = half).")
@@ -395,8 +401,67 @@ def volume_inspect(ctx, name) -> None:
 @click.pass_context
 def volume_rm(ctx, names) -> None:
     """Remove volumes and their data, refused while a container refers to them."""
+    _remove_each(ctx, names, lambda store, name: volumes.remove(
+        store, name, lifecycle.users_of(store, volume=name)))  # fmt: skip
+
+
+def _remove_each(ctx: click.Context, names, remove) -> None:
+    """``remove(store, name)`` for each name in turn under the lock, echoing each."""
     store = _store(ctx)
     for name in names:
         with store.lock():
-            volumes.remove(store, name, lifecycle.users_of(store, volume=name))
+            remove(store, name)
         click.echo(name)
+
+
+@click.group(cls=_Group)
+def network() -> None:
+    """Create and manage container networks (Docker's bridge model)."""
+
+
+@network.command("create")
+@click.option("--subnet", metavar="CIDR", help="Its subnet (default: the next free 172.N/16).")
+@click.argument("name")
+@click.pass_context
+def network_create(ctx, name, subnet) -> None:
+    """Create a bridge network; containers join it with --network NAME."""
+    from vmm.container import network as networks
+
+    store = _store(ctx)
+    with store.lock():
+        click.echo(networks.create(store, name, subnet).name)
+
+
+@network.command("ls")
+@click.pass_context
+def network_ls(ctx) -> None:
+    """List networks: their bridge, subnet and how many containers are on them."""
+    from vmm.container import network as networks
+
+    rows = [["NETWORK ID", "NAME", "BRIDGE", "SUBNET", "CONTAINERS"]]
+    for name, n in networks.list_networks(_store(ctx)):
+        if isinstance(n, Broken):
+            rows.append(["", name, _status(n), "", ""])
+        else:
+            rows.append([n.id[:12], name, n.bridge, n.subnet, str(len(n.addresses))])
+    _table(rows)
+
+
+@network.command("inspect")
+@click.argument("name")
+@click.pass_context
+def network_inspect(ctx, name) -> None:
+    """Print a network's record as JSON: subnet, gateway, containers' addresses."""
+    from vmm.container import network as networks
+
+    click.echo(json.dumps(networks.inspect(_store(ctx), name), indent=2, sort_keys=True))
+
+
+@network.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@click.pass_context
+def network_rm(ctx, names) -> None:
+    """Remove networks and their bridges, refused while a container is on them."""
+    from vmm.container import network as networks
+
+    _remove_each(ctx, names, networks.remove)

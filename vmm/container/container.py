@@ -140,6 +140,10 @@ def _remove_files(store: Store, cid: str, cgroup: str | None = None) -> None:
     and names, whichever exist; caller locks. ``cgroup`` is the version it ran under,
     None for the host's."""
     cgroups.for_container(cid, cgroup, store.cgroup_parent).remove()
+    if (store.endpoints / cid).exists():
+        from vmm.container import network
+
+        network.disconnect(store, cid)
     _unmount_under(_dir(store, cid))
     for path in (_dir(store, cid) / "upper", _dir(store, cid)):
         with contextlib.suppress(FileNotFoundError):  # the writable layer first: if it
@@ -198,6 +202,10 @@ def list_containers(store: Store) -> list[Container]:
     gone, and the names of none removed)."""
     with store.lock():
         _remove_stale_names(store)
+        if store.endpoints.is_dir():
+            from vmm.container import network
+
+            network.remove_orphans(store, lambda cid: _dir(store, cid).is_dir())
         return [r for r in (reconcile(store, rec) for rec in _all(store)) if r]
 
 
@@ -259,13 +267,22 @@ def create(
     security: Security | None = None,
     auto_remove: bool = False,
     claim: bool = False,
+    network_mode: str | None = None,
+    publish: tuple[str, ...] = (),
 ) -> ContainerRecord:
     """Record a new container and its empty writable layer; nothing runs yet.
 
     Everything a user can get wrong is checked before anything is created. With
     ``claim``, the container is created already claimed by this process for starting
-    (one locked step instead of two on ``run``'s path).
+    (one locked step instead of two on ``run``'s path). ``network_mode`` and
+    ``publish``: ``--network`` and ``-p`` (container/network.py; ``-p`` alone means
+    the default bridge network, as in Docker).
     """
+    net = None
+    if network_mode or publish:  # (imported only then: every run pays for an import)
+        from vmm.container import network
+
+        net = network.plan(network_mode, publish)
     if name is not None:
         check_name("container", name)
     if hostname is not None:
@@ -322,6 +339,8 @@ def create(
                     rec.new_volumes.append(m.source)
                 elif m.type == "volume":
                     volumes.create(store, m.source)  # refuses a broken one
+            if net is not None:
+                network.connect(store, rec, *net)
             bundle.write(store, rec)
             _save(store, rec)
         except BaseException:
@@ -778,8 +797,8 @@ def remove(store: Store, ref: str, force: bool = False) -> None:
 
 def inspect(store: Store, ref: str) -> dict:
     """The container's record, for people: a custom seccomp profile by its path only,
-    and, while it runs, the capabilities its first process really has (CapEff). A
-    broken one's is its id and why it is broken."""
+    and, while it runs, the capabilities its first process really has (CapEff); its
+    network, if it has one of pyvmm's. A broken one's is its id and why it is broken."""
     rec = find(store, ref)
     if isinstance(rec, BrokenContainer):
         return {"id": rec.id, "status": "broken", "error": rec.reason}
@@ -790,6 +809,10 @@ def inspect(store: Store, ref: str) -> dict:
         with contextlib.suppress(OSError, StopIteration), open(f"/proc/{rec.pid}/status") as f:
             mask = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
             security["running_capabilities"] = capabilities.decode(mask)
+    if (store.endpoints / rec.id).exists():  # --network: its mode, address, ports
+        from vmm.container import network
+
+        record["network"] = network.describe(store, rec.id)
     return record
 
 

@@ -11,6 +11,8 @@ Layout under the root (``/var/lib/pyvmm``, ``--root`` or ``$PYVMM_ROOT``)::
     containers/<id>/log             what it printed
     names/<name> -> <id>            container names, each reserved by one symlink
     volumes/<name>/_data            a named volume's files; volume.json beside it
+    networks/<name>/network.json    a container network and its IPAM (network.py)
+    endpoints/<id>/endpoint.json    a container's place on a network; its /etc files
 
 Every record is a typed dataclass, a JSON file replaced atomically and read through
 one loader (``records.py``: a corrupt one is ``Broken``, never a crash), and every
@@ -54,6 +56,8 @@ class Store:
         self.containers = self.root / "containers"
         self.volumes = self.root / "volumes"
         self.names = self.root / "names"
+        self.networks = self.root / "networks"
+        self.endpoints = self.root / "endpoints"
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

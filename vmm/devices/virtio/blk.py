@@ -127,10 +127,11 @@ class VirtioBlk:
     def reset(self) -> None:
         """No state outlives a request, and writes are in the file once pwritev returns."""
 
-    def process(self, queue_index: int, queue: Virtqueue) -> None:
+    def process(self, queue_index: int, queue: Virtqueue) -> bool:
         while (chain := queue.pop()) is not None:
             queue.add_used(chain.head, self._serve(chain))
             self.requests += 1
+        return False
 
     # Requests.
 

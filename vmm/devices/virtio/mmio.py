@@ -14,7 +14,8 @@ KVM_IRQ_LINE. The driver reads InterruptStatus and acknowledges with InterruptAC
 A queue notification arrives either as a QueueNotify write through ``write`` (the
 vCPU's exit loop) or as a direct ``notify(queue)`` call from an I/O thread waiting on
 that queue's ioeventfd (registered at base + VIRTIO_MMIO_QUEUE_NOTIFY); both take the
-same path.
+same path. A device that waits on the host rather than on the driver (virtio-net's
+receive queue, fed by a TAP) has ``notify`` called for it when the host has something.
 
 Threading: the transport locks itself (``locks_itself``: a bus with several vCPUs adds
 no lock of its own, which an I/O thread's ``notify`` would not take). ``_queue_lock``
@@ -99,8 +100,12 @@ class VirtioDevice(Protocol):
     def activate(self, features: int) -> None:
         """The driver set DRIVER_OK having accepted ``features``."""
 
-    def process(self, queue_index: int, queue: Virtqueue) -> None:
-        """Serve the available buffers; raise VirtqueueError when a reset is needed."""
+    def process(self, queue_index: int, queue: Virtqueue) -> bool:
+        """Serve the available buffers; raise VirtqueueError when a reset is needed.
+
+        True means the device left buffers for later on purpose (a receive queue with no
+        frame to fill them): it will come back by itself, so the transport neither turns
+        the driver's notifications back on nor looks for more buffers."""
 
     def reset(self) -> None: ...
 
@@ -421,7 +426,8 @@ class VirtioMmio:
                 # available just before they came back on would otherwise wait.
                 while True:
                     queue.set_notifications(False)
-                    self.device.process(queue_index, queue)
+                    if self.device.process(queue_index, queue):
+                        break
                     queue.set_notifications(True)
                     if not queue.has_available():
                         break

@@ -1,0 +1,74 @@
+"""Published ports (vmm/publish.py): the option, the guest's address from ip=, and the
+nft table made and removed in a namespace of the test's own."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from nettest import needs_netns
+from vmtest import assert_one_line_error, run_pyvmm
+
+from vmm import netns
+from vmm.errors import PyvmmError
+from vmm.publish import PortTable, Publish, guest_address, parse_publish
+
+
+@pytest.mark.parametrize(
+    "text, publish",
+    [
+        ("8080:80", Publish(8080, 80)),
+        ("10.0.2.1:53:5353/udp", Publish(53, 5353, "udp", "10.0.2.1")),
+    ],
+)
+def test_publish_option_parses(text, publish):
+    assert parse_publish(text) == publish
+
+
+@pytest.mark.parametrize(
+    "text", ["", "80", "0:80", "80:70000", "x:1:2", "1.2.3:80:80", "80:80/sctp"]
+)
+def test_bad_publish_option_is_one_clear_error(text):
+    with pytest.raises(PyvmmError, match="^-p "):
+        parse_publish(text)
+
+
+def test_guest_address_comes_from_the_kernels_ip_parameter():
+    assert guest_address("console=ttyS0 ip=10.0.2.15::10.0.2.1:255.255.255.0::eth0:off") == (
+        "10.0.2.15"
+    )
+    with pytest.raises(PyvmmError, match="ip="):
+        guest_address("console=ttyS0 ip=dhcp")
+
+
+@needs_netns
+@pytest.mark.root
+def test_port_table_is_made_in_one_go_and_removed():
+    with netns.scratch() as ns:
+        with netns.entered(ns):
+            table = PortTable("10.0.2.15", [Publish(8080, 80), Publish(53, 53, "udp", "127.0.0.2")])
+        listed = subprocess.run(netns.command(ns, ["nft", "list", "table", "ip", table.name]),
+                                capture_output=True, text=True, check=True).stdout  # fmt: skip
+        assert "tcp dport 8080 dnat to 10.0.2.15:80" in listed
+        assert "ip daddr 127.0.0.2 udp dport 53 dnat to 10.0.2.15:53" in listed
+        with netns.entered(ns):
+            table.close()
+        tables = subprocess.run(netns.command(ns, ["nft", "list", "tables"]),
+                                capture_output=True, text=True, check=True).stdout  # fmt: skip
+        assert table.name not in tables
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["--net", "tap=a,bridge=b"], "--net 'tap=a,bridge=b': give exactly one of"),
+        (["-p", "8080:80"], "-p needs a network card"),
+        (["--net", "tap=a", "-p", "8080:80"], "-p needs the guest's address"),
+        (["--net", "tap=a", "-p", "80"], "-p '80': use [HOSTIP:]HOSTPORT:GUESTPORT"),
+        (["--disk", "a", "--disk", "b", "--disk", "c", "--net", "tap=a", "--net", "tap=b"],
+         "at most 4 --disk and --net options together"),
+    ],
+)  # fmt: skip
+def test_bad_net_or_publish_option_on_boot_is_one_line_exit_2(args, said):
+    """Refused before anything is made: no TAP, no table, no VM."""
+    assert_one_line_error(run_pyvmm("boot", *args), said)
