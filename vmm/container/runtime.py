@@ -163,11 +163,12 @@ def _cgroup_for(cgroups_path: str | None, cid: str) -> tuple[str, str]:
 
 def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
            console_socket: str | None = None, no_pivot: bool = False,
-           preserve_fds: int = 0, subreaper: bool = False) -> Container:  # fmt: skip
+           preserve_fds: int = 0, subreaper: bool = False, extras=None) -> Container:  # fmt: skip
     """Create the container ``cid`` from ``bundle``; return once it is ``created``.
 
     Every check that can fail runs before anything exists; a later failure removes
     what was made (cgroup, state directory, the init process) before raising.
+    ``extras`` (``init.Extras``) are an engine's additions to the init.
     """
     from vmm.container import hooks, init
     from vmm.container import spec as spec_mod
@@ -217,7 +218,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
 
         pid = init.spawn(cid, spec, cg, str(container.fifo), run_hooks,
                          console_socket=console_socket, no_pivot=no_pivot,
-                         preserve_fds=preserve_fds, subreaper=subreaper)  # fmt: skip
+                         preserve_fds=preserve_fds, subreaper=subreaper, extras=extras)  # fmt: skip
         state.pid, state.pid_start = pid, process_start(pid)
         write_json(cdir / "state.json", asdict(state))
         if pid_file:
@@ -356,7 +357,8 @@ def delete(root: str, cid: str, force: bool = False) -> None:
     cg.remove()
     _wait_gone(c)
     state = c.state.oci("stopped")
-    _remove_dir(c.dir)
+    with contextlib.suppress(FileNotFoundError):  # a concurrent delete (an engine's
+        _remove_dir(c.dir)  # monitor and its ``rm -f``) removed it first
     if c.state.hooks.get("poststop"):
         from vmm.container import hooks
 
@@ -390,8 +392,14 @@ def update(root: str, cid: str, resources: dict) -> None:
 
 def wait(c: Container) -> int:
     """Reap the init (a child of this process or of its subreaper) and return its
-    exit status as a shell reports it (128 + signal)."""
-    _, status = os.waitpid(c.state.pid, 0)
+    exit status as a shell reports it."""
+    return wait_pid(c.state.pid)
+
+
+def wait_pid(pid: int) -> int:
+    """Reap the child ``pid``; its exit status as a shell (and Docker) reports it:
+    the code it exited with, or 128 + the signal that killed it."""
+    _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code
 
@@ -421,11 +429,9 @@ def exec_(
     bundle_spec = spec_mod.load(c.state.bundle)
     _seal_if_ptrace_reaches(bundle_spec, joining=True)  # (a no-op after seal_for_exec)
     pid = init.join(c.state, process, console_socket=console_socket,
-                    preserve_fds=preserve_fds, seccomp=bundle_spec.seccomp)  # fmt: skip
+                    preserve_fds=preserve_fds, seccomp_profile=bundle_spec.seccomp)  # fmt: skip
     if pid_file:
         _write_pid_file(pid_file, pid)
     if detach:
         return 0
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
+    return wait_pid(pid)

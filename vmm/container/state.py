@@ -12,6 +12,11 @@ Layout under the root (``/var/lib/pyvmm``, ``--root`` or ``$PYVMM_ROOT``)::
     names/<name> -> <id>            container names, each reserved by one symlink
     volumes/<name>/_data            a named volume's files; volume.json beside it
 
+A started container is also in the OCI core's state (``runtime.py``), under
+``/run/pyvmm/<id>/`` for every state directory (ids are 256 random bits): in /run, as
+containerd keeps runc's, so it lives as long as the processes it describes (a reboot
+clears both) and never takes space from the state directory's disk.
+
 Every record is a typed dataclass, a JSON file replaced atomically and read through
 one loader (``records.py``: a corrupt one is ``Broken``, never a crash), and every
 change happens under one exclusive ``flock`` on ``lock``, so concurrent pyvmm
@@ -37,6 +42,7 @@ from vmm.container.records import Digest
 from vmm.container.security import Security
 
 DEFAULT_ROOT = Path("/var/lib/pyvmm")
+RUNTIME_ROOT = Path("/run/pyvmm")  # the OCI core's root (``runtime.py``) for the engine
 
 
 class Store:
@@ -54,6 +60,7 @@ class Store:
         self.containers = self.root / "containers"
         self.volumes = self.root / "volumes"
         self.names = self.root / "names"
+        self.runtime = RUNTIME_ROOT
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
