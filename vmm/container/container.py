@@ -53,7 +53,7 @@ from vmm.container.fdtree import remove_tree
 from vmm.container.images import ImageRecord
 from vmm.container.libc import umount2
 from vmm.container.names import check_name
-from vmm.container.proc import is_alive, process_start
+from vmm.container.proc import is_alive, process_start, wait_dead
 from vmm.container.records import Broken
 from vmm.container.security import Security
 from vmm.container.state import ContainerRecord, Store
@@ -87,8 +87,13 @@ class BrokenContainer(Broken):
 Container = ContainerRecord | BrokenContainer
 
 
+# The engine's record of a container; the OCI core's observed state is another file,
+# ``state.json`` under ``store.runtime``, with another type (``runtime.State``).
+RECORD = "container.json"
+
+
 def _save(store: Store, rec: ContainerRecord) -> None:
-    records.write(_dir(store, rec.id) / "state.json", rec)
+    records.write(_dir(store, rec.id) / RECORD, rec)
 
 
 def _is_entry(name: str) -> bool:
@@ -100,7 +105,7 @@ def _load(store: Store, cid: str) -> Container | None:
     """The container ``cid`` (a directory entry of the store's), or None if there is none."""
     if not _is_entry(cid) or not _dir(store, cid).is_dir():
         return None
-    rec = records.load(_dir(store, cid) / "state.json", ContainerRecord, id=cid)
+    rec = records.load(_dir(store, cid) / RECORD, ContainerRecord, id=cid)
     return BrokenContainer(rec.path, rec.reason) if isinstance(rec, Broken) else rec
 
 
@@ -448,13 +453,11 @@ def _monitor(store: Store, rec: ContainerRecord, attach: bool, on_started: Calla
         report.close()
     mark("exec")
     on_started(rec)
-    forward = {s: signal.signal(s, lambda sig, _f: os.kill(pid, sig)) for s in FORWARDED}
     try:
-        _relay(outputs, log_fd, lambda: mark("first_output"))
-        code = runtime.wait(oci)
+        with runtime.forwarding_signals(pid):
+            _relay(outputs, log_fd, lambda: mark("first_output"))
+            code = runtime.wait(oci)
     finally:
-        for s, handler in forward.items():
-            signal.signal(s, handler)
         os.close(log_fd)
     cg = oci.cgroup()
     result = {"oom_killed": cg.oom_killed(), "peak_memory": cg.peak_memory(), "timings": timings}
@@ -475,10 +478,7 @@ def _mark_unrecorded(store: Store, rec: ContainerRecord, code: int, error: OSErr
                error=f"its exit could not be recorded: {error.strerror or error}")  # fmt: skip
     with contextlib.suppress(OSError), store.lock():
         if isinstance(_load(store, rec.id), ContainerRecord):
-            records.write_in_place(_dir(store, rec.id) / "state.json", rec)
-
-
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+            records.write_in_place(_dir(store, rec.id) / RECORD, rec)
 
 
 class ExitNotRecorded(PyvmmError):
@@ -589,15 +589,6 @@ def run(store: Store, image_ref: str, command: list[str], *, detach: bool = Fals
         raise
 
 
-def _wait_dead(pid: int | None, start_time: int | None, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while is_alive(pid, start_time):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
-
-
 def _signal(store: Store, rec: ContainerRecord, sig: int) -> bool:
     """Send ``sig`` to the container's PID 1 through the OCI core's ``kill``; False if
     it does not run."""
@@ -614,8 +605,8 @@ def kill(store: Store, ref: str, sig: int = signal.SIGKILL) -> None:
     rec = find_usable(store, ref)
     if rec.status != "running" or not _signal(store, rec, sig):
         raise PyvmmError(f"container {rec.name} is not running")
-    if _wait_dead(rec.pid, rec.pid_start, 1.0):
-        _wait_dead(rec.monitor_pid, rec.monitor_start, 5.0)
+    if wait_dead(rec.pid, rec.pid_start, 1.0):
+        wait_dead(rec.monitor_pid, rec.monitor_start, 5.0)
 
 
 def stop(store: Store, ref: str, timeout: float = 10.0) -> None:
@@ -627,10 +618,10 @@ def stop(store: Store, ref: str, timeout: float = 10.0) -> None:
     rec = find_usable(store, ref)
     if rec.status == "running":
         with_pid = (rec.pid, rec.pid_start)
-        if _signal(store, rec, signal.SIGTERM) and not _wait_dead(*with_pid, timeout):
+        if _signal(store, rec, signal.SIGTERM) and not wait_dead(*with_pid, timeout):
             _signal(store, rec, signal.SIGKILL)
-        _wait_dead(*with_pid, 5.0)
-        _wait_dead(rec.monitor_pid, rec.monitor_start, 5.0)
+        wait_dead(*with_pid, 5.0)
+        wait_dead(rec.monitor_pid, rec.monitor_start, 5.0)
 
 
 def remove(store: Store, ref: str, force: bool = False) -> None:
@@ -650,7 +641,7 @@ def remove(store: Store, ref: str, force: bool = False) -> None:
         if not force:
             raise PyvmmError(f"container {rec.name} is running: stop it first or use -f")
         _signal(store, rec, signal.SIGKILL)
-        _wait_dead(rec.monitor_pid, rec.monitor_start, 5.0)
+        wait_dead(rec.monitor_pid, rec.monitor_start, 5.0)
     with store.lock():
         if _load(store, rec.id):
             _remove_files(store, rec.id, rec.cgroup)

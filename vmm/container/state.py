@@ -6,7 +6,8 @@ Layout under the root (``/var/lib/pyvmm``, ``--root`` or ``$PYVMM_ROOT``)::
     layers/sha256/<hex>/diff/       one extracted layer, named by the sha256 of its tar
     layers/sha256/<hex>/layer.json  its size
     images/<name>/<tag>.json        layer digests (bottom first) and run defaults
-    containers/<id>/state.json      one container (``ContainerRecord``): spec, status, pids
+    containers/<id>/container.json  one container (``ContainerRecord``): spec, status, pids
+    containers/<id>/config.json     its OCI bundle's config (``bundle.py``), rootfs ``merged``
     containers/<id>/upper, work     its writable overlay layer
     containers/<id>/log             what it printed
     names/<name> -> <id>            container names, each reserved by one symlink
@@ -110,7 +111,7 @@ class Mount:
 
 @dataclass
 class ContainerRecord:
-    """One ``pyvmm container``'s ``containers/<id>/state.json``: what it was created
+    """One ``pyvmm container``'s ``containers/<id>/container.json``: what it was created
     from (its bundle's config.json is made from these), and its life so far. The
     container's ``status`` is created, starting, running or exited; a process is named
     for good by its pid and its start time (``proc.process_start``)."""
