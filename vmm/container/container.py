@@ -429,15 +429,17 @@ def _monitor(store: Store, rec: ContainerRecord, attach: bool, on_started: Calla
     for fd in [*child_only, report_w]:
         os.close(fd)
     pid = oci.state.pid
-    # A full disk does not stop the container (it may be what fills it): the record
-    # says "starting" under this live monitor, which is as good until the exit.
-    with store.lock(), contextlib.suppress(OSError):
-        rec.update(status="running", pid=pid, pid_start=oci.state.pid_start, started_at=time.time())
-        if _load(store, cid) is not None:  # else removed with rm -f already
-            _save(store, rec)  # (and a broken record repaired)
     report = os.fdopen(report_r, "rb")
     try:
         runtime.start(oci_root, cid)
+        # Recorded while the init execs the command, not before: off its path. A full
+        # disk does not stop the container (it may be what fills it): the record says
+        # "starting" under this live monitor, which is as good until the exit.
+        with store.lock(), contextlib.suppress(OSError):
+            rec.update(status="running", pid=pid, pid_start=oci.state.pid_start,
+                       started_at=time.time())  # fmt: skip
+            if _load(store, cid) is not None:  # else removed with rm -f already
+                _save(store, rec)  # (and a broken record repaired)
         failure = report.read().decode(errors="replace")  # EOF: the execve happened
         if failure:
             code, _, message = failure.partition("\n")
