@@ -147,3 +147,17 @@ def test_a_versioned_record_refuses_unknown_fields_by_name():
     assert from_json(data, Rlimit) == Rlimit("RLIMIT_NOFILE", 10, 20)
     with pytest.raises(RecordError, match="manifest.json: unknown field 'extra'"):
         from_json(data, Rlimit, "manifest.json", unknown="refuse")
+
+
+def test_a_container_record_by_its_old_name_is_read_and_renamed(tmp_path):
+    """A store written before the record was ``container.json`` (it was
+    ``state.json``, the OCI core's name) keeps its containers."""
+    from vmm.container import container as lifecycle
+    from vmm.container.state import Store
+
+    store = Store(tmp_path)
+    cdir = store.containers / ("c" * 64)
+    cdir.mkdir(parents=True)
+    records.write(cdir / "state.json", _record())
+    assert lifecycle.list_containers(store) == [_record()]
+    assert os.listdir(cdir) == [lifecycle.RECORD]

@@ -105,7 +105,11 @@ def _load(store: Store, cid: str) -> Container | None:
     """The container ``cid`` (a directory entry of the store's), or None if there is none."""
     if not _is_entry(cid) or not _dir(store, cid).is_dir():
         return None
-    rec = records.load(_dir(store, cid) / RECORD, ContainerRecord, id=cid)
+    path = _dir(store, cid) / RECORD
+    if not path.exists():  # written by a pyvmm that called it state.json: renamed once
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(_dir(store, cid) / "state.json", path)
+    rec = records.load(path, ContainerRecord, id=cid)
     return BrokenContainer(rec.path, rec.reason) if isinstance(rec, Broken) else rec
 
 
