@@ -112,3 +112,52 @@ def test_image_run_defaults_keep_the_image_specs_names(tmp_path):
     assert data["config"]["Env"] == ["A=1"] and data["config"]["Cmd"] == ["sh"]
     assert _load(tmp_path, data, ImageRecord, name="a", tag="b") == image
     assert isinstance(_load(tmp_path, data, ImageRecord, name="a", tag="c"), Broken)
+
+
+def test_the_oci_state_is_a_typed_record_read_through_the_one_loader(tmp_path):
+    """``pyvmm-runtime``'s ``state.json`` (``runtime.State``): its hooks come back as
+    ``Hook`` records, a wrong type is refused by the field's name in one line, and
+    ``delete --force`` removes a state that does not load."""
+    from vmm.container import runtime
+    from vmm.container.spec import Hook
+
+    state = runtime.State(
+        id="c1", oci_version="1.0.2", bundle="/b", pid=7, pid_start=9, rootfs="/b/rootfs",
+        created="2026-01-01T00:00:00Z", cgroup_parent="p", cgroup_name="c1",
+        cgroup_version="v2", hooks={"poststop": [Hook("/bin/true", ["true"])]},
+    )  # fmt: skip
+    (tmp_path / "c1").mkdir()
+    records.write(tmp_path / "c1" / "state.json", state)
+    assert runtime.load(str(tmp_path), "c1").state == state
+    data = {**records.to_json(state), "pid": "7"}
+    (tmp_path / "c1" / "state.json").write_text(json.dumps(data))
+    with pytest.raises(runtime.ContainerStateError, match="field 'pid': expected an integer"):
+        runtime.load(str(tmp_path), "c1")
+    assert runtime.list_all(str(tmp_path)) == []
+    runtime.delete(str(tmp_path), "c1", force=True)
+    assert not (tmp_path / "c1").exists()
+
+
+def test_a_versioned_record_refuses_unknown_fields_by_name():
+    """The snapshot manifest's way (``unknown="refuse"``), through the same loader that
+    leaves out a container record's unknown fields."""
+    from vmm.record import RecordError, from_json
+
+    data = {**records.to_json(Rlimit("RLIMIT_NOFILE", 10, 20)), "extra": 1}
+    assert from_json(data, Rlimit) == Rlimit("RLIMIT_NOFILE", 10, 20)
+    with pytest.raises(RecordError, match="manifest.json: unknown field 'extra'"):
+        from_json(data, Rlimit, "manifest.json", unknown="refuse")
+
+
+def test_a_container_record_by_its_old_name_is_read_and_renamed(tmp_path):
+    """A store written before the record was ``container.json`` (it was
+    ``state.json``, the OCI core's name) keeps its containers."""
+    from vmm.container import container as lifecycle
+    from vmm.container.state import Store
+
+    store = Store(tmp_path)
+    cdir = store.containers / ("c" * 64)
+    cdir.mkdir(parents=True)
+    records.write(cdir / "state.json", _record())
+    assert lifecycle.list_containers(store) == [_record()]
+    assert os.listdir(cdir) == [lifecycle.RECORD]

@@ -43,6 +43,9 @@ def under(names: set[str], package: str) -> list[str]:
         ("container/runtime_cli.py", "vmm.container.cli"),
         ("container/runtime.py", "vmm.container.cli"),
         ("container/runtime.py", "vmm.container.container"),
+        # The one record loader serves the snapshot and the container store: below both.
+        ("record.py", "vmm.container"),
+        ("record.py", "vmm.devices"),
         # GuestStop belongs to the machine (vmm/guest_stop.py), not to a device.
         ("halt.py", "vmm.devices"),
         ("gdb/*.py", "vmm.devices"),

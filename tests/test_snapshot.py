@@ -128,7 +128,7 @@ def test_a_register_changed_in_the_manifest_reaches_the_guest(guest_build, tmp_p
         ("truncate-memory", "memory is 4096 bytes, the guest had"),
         ("tamper-state", "does not match the manifest's digest"),
         ("truncate-state", "truncated?"),
-        ("regs-type", "vcpus[0].regs.rip: expected an integer"),
+        ("regs-type", "field 'vcpus'[0] field 'regs'.rip: expected an integer"),
         ("layout", "not pyvmm's layout"),
         ("unknown-field", "unknown field 'extra'"),
         ("manifest-cut", "is not JSON"),

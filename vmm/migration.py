@@ -181,7 +181,7 @@ def send(machine, gate, address: str) -> dict:
                     last = pending | _dirty(vm) | memory.vmm_writes | _used_ring_pages(machine)
                     count = _send_pages(stream, memory, last)
                     manifest, state = snapshot.capture(machine)
-                    text = json.dumps(record.dump(manifest)).encode()
+                    text = json.dumps(record.to_json(manifest)).encode()
                     stream.send(b"S", len(text), text + state)
                     return count
 

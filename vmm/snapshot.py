@@ -148,7 +148,7 @@ def save(machine, directory: str) -> dict:
         memory_written = _write_in(dir_fd, MEMORY, machine.memory.dump)
         _write_in(dir_fd, STATE, _all(state))
         # The manifest last: a directory without one is not a snapshot.
-        text = (json.dumps(record.dump(manifest), indent=1) + "\n").encode()
+        text = (json.dumps(record.to_json(manifest), indent=1) + "\n").encode()
         _write_in(dir_fd, MANIFEST, _all(text))
     except BaseException as e:
         # Nothing half-written is left behind (a full disk, an interrupted save).
@@ -283,9 +283,9 @@ def parse_manifest(text: bytes) -> Manifest:
             f"version {SNAPSHOT_VERSION} only"
         )
     try:
-        return record.load(Manifest, data)
+        return record.from_json(data, Manifest, MANIFEST, unknown="refuse")
     except record.RecordError as e:
-        raise SnapshotError(f"{MANIFEST}: {e}") from None
+        raise SnapshotError(str(e)) from None
 
 
 def check_layout(regions: list[RegionRecord]) -> int:

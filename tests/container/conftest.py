@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from containertest import REPO, Pyvmm, host_state, pyvmm_processes
+from containertest import REPO, Pyvmm, core_states, host_state, pyvmm_processes
 
 from vmm.container.fdtree import remove_tree
 
@@ -75,3 +75,4 @@ def pyvmm(root: Path, tmp_path_factory):
     while pyvmm_processes(root) and time.monotonic() < deadline:
         time.sleep(0.02)  # a monitor records the exit and removes the cgroup, then exits
     assert not pyvmm_processes(root), "pyvmm processes left behind"
+    assert not core_states(root), "OCI core states left behind"

@@ -23,7 +23,7 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from vmm.container.state import Store
+from vmm.container.state import RUNTIME_ROOT, Store
 
 REPO = Path(__file__).resolve().parents[2]
 PYVMM = [sys.executable, "-c", "import sys; from vmm.cli import main; sys.exit(main())"]
@@ -278,6 +278,17 @@ def host_state(root: Path, work: Path) -> tuple[set[tuple[str, str]], set[str]]:
         *glob.glob(f"/sys/fs/cgroup/{parent}"),
         *glob.glob(f"/sys/fs/cgroup/*/{parent}"),
     }
+
+
+def core_states(root: Path) -> list[Path]:
+    """The OCI core's states (``/run/pyvmm/<id>/``) of this state root's containers:
+    those whose bundle is in it (other helpers' roots use the same /run/pyvmm)."""
+    found = []
+    for path in RUNTIME_ROOT.glob("*/state.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            if json.loads(path.read_text())["bundle"].startswith(f"{root}/"):
+                found.append(path.parent)
+    return found
 
 
 def make_sentinel(top: Path) -> Path:

@@ -192,3 +192,23 @@ def test_one_process_can_run_containers_one_after_another(pyvmm, capfd):
         _rec, status = lifecycle.run(store, "busybox", ["sh", "-c", "echo $$"], auto_remove=True)
         assert status == 0
     assert capfd.readouterr().out == "1\n1\n"
+
+
+def test_the_engines_container_gets_what_its_config_json_says(pyvmm):
+    """``pyvmm container`` is a client of the OCI core: a field added to the bundle's
+    config.json reaches the container through ``spec.py`` and ``init.py`` (process
+    oomScoreAdj, a sysctl) and the core's cgroup comes from its linux.resources."""
+    script = "cat /proc/self/oom_score_adj /proc/sys/kernel/shmmni; sleep 0 & sleep 0 & wait"
+    pyvmm.ok("container", "run", "--name", "cfg", "busybox", "sh", "-c", script)
+    cid = pyvmm.inspect("cfg")["id"]
+    path = pyvmm.root / "containers" / cid / "config.json"
+    config = json.loads(path.read_text())
+    config["process"]["oomScoreAdj"] = 500
+    config["linux"]["sysctl"] = {"kernel.shmmni": "1234"}
+    config["linux"]["resources"]["pids"] = {"limit": 2}  # sh and one sleep: no second
+    path.write_text(json.dumps(config))
+    r = pyvmm("container", "start", "-a", "cfg")
+    lines = r.stdout.splitlines()
+    assert lines[:2] == ["500", "1234"], r.stdout
+    assert "fork" in r.stderr or "Resource temporarily unavailable" in r.stderr, r.stderr
+    pyvmm.ok("container", "rm", "cfg")

@@ -95,7 +95,7 @@ def _corrupt(path: Path, kind: str, outside: Path, cut: int = 7) -> None:
 def _records(root: Path) -> dict[str, Path]:
     """Every record in the store, by what it is the record of."""
     found = {}
-    for path in (root / "containers").glob("*/state.json"):
+    for path in (root / "containers").glob("*/container.json"):
         found[f"container {path.parent.name}"] = path
     for path in (root / "images").glob("*/*.json"):
         found[f"image {path.parent.name}"] = path
@@ -132,12 +132,12 @@ def test_a_truncated_container_record_is_listed_broken_and_removed_with_rm_f(pyv
     pyvmm.ok("container", "run", "--name", "fine", "busybox", "true")
     pyvmm.ok("container", "run", "-d", "--name", "hurt", "busybox", "sleep", "100")
     hurt = os.readlink(pyvmm.root / "names" / "hurt")
-    state = pyvmm.root / "containers" / hurt / "state.json"
+    state = pyvmm.root / "containers" / hurt / "container.json"
     state.write_bytes(state.read_bytes()[:40])
     merged = pyvmm.root / "containers" / hurt / "merged"
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", merged], check=True)  # one found by hand
     ps = pyvmm.ok("container", "ps", "-a")
-    assert f"{hurt[:12]}" in ps and "Broken (state.json is not JSON" in ps
+    assert f"{hurt[:12]}" in ps and "Broken (container.json is not JSON" in ps
     assert "fine" in ps
     info = pyvmm.inspect("hurt")
     assert info["status"] == "broken" and "not JSON" in info["error"]

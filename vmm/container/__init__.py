@@ -5,8 +5,8 @@ pieces under them. Code map (docs/containers.md walks through it as a lab):
 
 - ``cli.py``: ``pyvmm container|image|volume``; parses and prints, nothing more.
 - ``container.py``: the image-side lifecycle (create, start, run, stop, kill, rm,
-  logs, diff, reconcile), the monitor, and the container's PID 1 from fork to exec
-  over the core's steps; ``bundle.py``: image store → OCI bundle.
+  logs, diff, reconcile) and the monitor, a client of the OCI core (as containerd is
+  of runc); ``bundle.py``: image store → OCI bundle.
 - ``runtime_cli.py``: ``pyvmm-runtime``, runc's command line.
 - The OCI core: ``spec.py`` (config.json, checked), ``runtime.py`` (create, start,
   kill, delete, exec, pause, update; the state), ``init.py`` (the init from fork to
@@ -22,7 +22,8 @@ pieces under them. Code map (docs/containers.md walks through it as a lab):
 - ``fdtree.py``: walks, by directory fd and never following symlinks, of the trees
   images and containers control (remove, size, diff, unpacking).
 - ``volumes.py``: named volumes and bind mounts.
-- ``state.py``: the state directory, its lock and JSON records; ``names.py``: names.
+- ``state.py``: the state directory, its lock and the container record;
+  ``records.py``: the store's records, read through ``vmm/record.py``; ``names.py``: names.
 - ``libc_build.py`` (cffi, compiled at install) and ``libc.py``: the libc calls.
 - ``bench.py``: start-up measurements for ``scripts/bench_container.py``.
 """

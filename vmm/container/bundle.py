@@ -51,7 +51,7 @@ def config(store: Store, rec: ContainerRecord) -> dict:
         options = ["rbind", "ro" if m.ro else "rw"]
         binds.append({"destination": m.target, "type": "bind", "source": source,
                       "options": options})  # fmt: skip
-    resources, limits = {}, rec.limits  # (the monitor makes the cgroup from these)
+    resources, limits = {}, rec.limits
     if limits.memory is not None:
         resources["memory"] = {"limit": limits.memory, "swap": limits.memory}
     if limits.pids is not None:
@@ -71,8 +71,6 @@ def config(store: Store, rec: ContainerRecord) -> dict:
 
         net, etc = network.namespace(store, rec.id), network.binds(store, rec.id)
     linux = {
-        # PID: the monitor forks the init into a new one; cgroup: entered once the
-        # monitor has moved the init into its cgroup (container.py).
         "namespaces": [
             *({"type": t} for t in ("pid", "mount", "uts", "ipc")),
             *([net] if net else []),
@@ -81,6 +79,7 @@ def config(store: Store, rec: ContainerRecord) -> dict:
         "maskedPaths": list(spec.MASKED_PATHS),
         "readonlyPaths": list(spec.READONLY_PATHS),
         "resources": resources,
+        "cgroupsPath": f"/{store.cgroup_parent}/{rec.id}",
     }
     seccomp = security.oci_seccomp()
     if seccomp is not None:
@@ -108,11 +107,12 @@ def write(store: Store, rec: ContainerRecord) -> None:
     write_json(store.containers / rec.id / "config.json", config(store, rec))
 
 
-def load(store: Store, rec: ContainerRecord) -> spec.Spec:
-    """The bundle's spec (written now if the container predates bundles)."""
+def ensure(store: Store, rec: ContainerRecord) -> str:
+    """The bundle's directory, its config.json written now if the container predates
+    bundles."""
     if not os.path.exists(os.path.join(directory(store, rec), "config.json")):
         write(store, rec)
-    return spec.load(directory(store, rec))
+    return directory(store, rec)
 
 
 def overlay(store: Store, rec: ContainerRecord) -> Callable[[str], None]:

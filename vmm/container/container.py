@@ -1,40 +1,36 @@
-"""The container lifecycle: create, start (attached or detached), stop, kill, rm.
+"""The container engine's lifecycle: create, start (attached or detached), stop, kill, rm.
 
-``run`` is ``create`` then ``start``. Starting makes the calling process the
-container's *monitor* (a detached start first forks a daemon to be it):
+The engine is a client of the OCI core (``runtime.py``) the way containerd and
+Podman are clients of runc. ``run`` is ``create`` then ``start``: ``create`` records
+the container and writes its bundle (``bundle.py``: ``config.json``, from the image
+and the flags; everything the container gets is read back from it by ``spec.py``).
+Starting makes the calling process the container's *monitor* (a detached start first
+forks a daemon to be it), which:
 
-1. the monitor claims the container in its state file, creates its cgroup, unshares
-   a new PID namespace and forks;
-2. the child, PID 1 of that namespace, runs the OCI core's steps (``init.py``) on the
-   container's bundle (``bundle.py``: the ``config.json`` written at create): it
-   unshares the other namespaces, mounts the image's overlay, the system filesystems,
-   volumes and bind mounts, and pivots into the new root (``_init``), while the
-   monitor moves it into its cgroup (slow on some kernels, see ``cgroups.py``, so the
-   two overlap); once the monitor says "go" it enters a new cgroup namespace, sets its
-   rlimits, drops capabilities, sets no_new_privs, loads the seccomp filter the
-   monitor compiled meanwhile (in a thread, ``_FilterBuild``) and execs the command
-   (``security.py`` chose them all);
-3. a close-on-exec pipe tells the monitor how that went: closed without a word means
-   the exec succeeded; otherwise it carries the exit status and a one-line error;
-4. the monitor copies the container's output to its own and to the container's log,
-   waits for it to exit, records the exit status, the peak memory and whether the OOM
-   killer struck, and removes the cgroup. The mounts need no cleanup: they live only
-   in the container's mount namespace, which dies with its last process.
+1. claims the container in its record;
+2. asks the core to ``create`` it from the bundle, with the engine's extras for the
+   one ``init.spawn`` (``init.Extras``): the init's stdio (pipes to the monitor, or
+   the log), the image's overlay mounted on the rootfs inside the container's own
+   mount namespace, SIGKILL if the monitor dies (PR_SET_PDEATHSIG: a killed runtime
+   never leaves an unsupervised container), and a pipe on which a failed execve
+   reports Docker's status (126, 127);
+3. records it as running, and ``start``s it: the init execs the command;
+4. copies the container's output to its own and to the container's log, waits for
+   it to exit, records the exit status, the peak memory and whether the OOM killer
+   struck, and ``delete``s it in the core (its cgroup and the core's state). The
+   mounts need no cleanup: they live only in the container's mount namespace, which
+   dies with its last process.
 
-The container's PID 1 gets SIGKILL if its monitor dies (PR_SET_PDEATHSIG), so a killed
-runtime never leaves an unsupervised container; ``reconcile`` (run by ``ps`` and every
-command that reads a container) records such deaths and removes their cgroups.
+``reconcile`` (run by ``ps`` and every command that reads a container) records the
+end of a container whose monitor died, and removes what the core still holds of it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import signal
-import struct
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -44,22 +40,20 @@ from vmm.container import (
     bundle,
     capabilities,
     cgroups,
-    exeseal,
     images,
     init,
     layers,
-    namespaces,
     records,
-    seccomp,
+    runtime,
     volumes,
 )
 from vmm.container._libc import lib
 from vmm.container.cgroups import Limits
 from vmm.container.fdtree import remove_tree
 from vmm.container.images import ImageRecord
-from vmm.container.libc import prctl, umount2
+from vmm.container.libc import umount2
 from vmm.container.names import check_name
-from vmm.container.proc import is_alive, process_start
+from vmm.container.proc import is_alive, process_start, wait_dead
 from vmm.container.records import Broken
 from vmm.container.security import Security
 from vmm.container.state import ContainerRecord, Store
@@ -93,8 +87,13 @@ class BrokenContainer(Broken):
 Container = ContainerRecord | BrokenContainer
 
 
+# The engine's record of a container; the OCI core's observed state is another file,
+# ``state.json`` under ``store.runtime``, with another type (``runtime.State``).
+RECORD = "container.json"
+
+
 def _save(store: Store, rec: ContainerRecord) -> None:
-    records.write(_dir(store, rec.id) / "state.json", rec)
+    records.write(_dir(store, rec.id) / RECORD, rec)
 
 
 def _is_entry(name: str) -> bool:
@@ -106,7 +105,11 @@ def _load(store: Store, cid: str) -> Container | None:
     """The container ``cid`` (a directory entry of the store's), or None if there is none."""
     if not _is_entry(cid) or not _dir(store, cid).is_dir():
         return None
-    rec = records.load(_dir(store, cid) / "state.json", ContainerRecord, id=cid)
+    path = _dir(store, cid) / RECORD
+    if not path.exists():  # written by a pyvmm that called it state.json: renamed once
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(_dir(store, cid) / "state.json", path)
+    rec = records.load(path, ContainerRecord, id=cid)
     return BrokenContainer(rec.path, rec.reason) if isinstance(rec, Broken) else rec
 
 
@@ -136,10 +139,11 @@ def _unmount_under(path: Path) -> None:
 
 
 def _remove_files(store: Store, cid: str, cgroup: str | None = None) -> None:
-    """Remove the container's cgroup (killing what is left in it), mounts, directory
-    and names, whichever exist; caller locks. ``cgroup`` is the version it ran under,
-    None for the host's."""
-    cgroups.for_container(cid, cgroup, store.cgroup_parent).remove()
+    """Remove what the OCI core holds of the container (its cgroup, killing what is
+    left in it, and its state), its mounts, directory and names, whichever exist;
+    caller locks. ``cgroup`` is the version it ran under, None for the host's."""
+    runtime.delete(str(store.runtime), cid, force=True)
+    cgroups.for_container(cid, cgroup, store.cgroup_parent, oci=True).remove()
     if (store.endpoints / cid).exists():
         from vmm.container import network
 
@@ -175,7 +179,7 @@ def reconcile(store: Store, rec: Container) -> Container | None:
         return rec
     if is_alive(rec.pid, rec.pid_start):
         return rec  # still running; the kernel kills it when it notices the monitor gone
-    cg = cgroups.for_container(rec.id, rec.cgroup, store.cgroup_parent)
+    cg = cgroups.for_container(rec.id, rec.cgroup, store.cgroup_parent, oci=True)
     rec.update(
         status="exited",
         exit_code=None,
@@ -191,6 +195,7 @@ def reconcile(store: Store, rec: Container) -> Container | None:
             return None
         except PyvmmError as e:  # kept, for ``rm`` to report: ps must go on
             rec.error = f"--rm could not remove it: {e}"
+    runtime.delete(str(store.runtime), rec.id, force=True)
     cg.remove()
     with contextlib.suppress(OSError):  # a full disk: shown as it is now, recorded later
         _save(store, rec)
@@ -357,79 +362,6 @@ def _forget(store: Store, rec: ContainerRecord) -> None:
             volumes.remove(store, v, [])
 
 
-def _init(
-    store: Store, rec: ContainerRecord, stdio: tuple, report: int, go: int, t0: float
-) -> None:
-    """The container's PID 1, from fork to execve, through the OCI core's steps on
-    the container's bundle (``bundle.py``, ``init.py``); never returns.
-
-    ``go`` says when the monitor has moved this process into its cgroup (a zero-length
-    read: it could not) and brings the compiled seccomp filter; ``report`` carries a
-    failure back (see the module docstring), preceded by a line "T{json}": when each
-    setup step ended, in seconds after ``t0``.
-    """
-    code, message = 2, "container setup failed"
-    marks = {}
-
-    def mark(step: str) -> None:
-        marks[f"child_{step}_s"] = time.perf_counter() - t0
-
-    try:
-        for target, fd in enumerate(stdio):
-            os.dup2(fd, target)
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; exec keeps that
-            signal.signal(sig, signal.SIG_DFL)
-        prctl(lib.PR_SET_PDEATHSIG, signal.SIGKILL)
-        spec = bundle.load(store, rec)
-        process = spec.process
-        trampoline = exeseal.Trampoline()  # while the package's files are in reach
-        init.enter_namespaces(spec, skip=("cgroup",))
-        mark("namespaces")
-        init.mount_rootfs(spec, None, on_rootfs=bundle.overlay(store, rec))
-        mark("mounts")
-        init.enter_rootfs(spec)
-        os.chdir(process.cwd)
-        mark("pivot_root")
-        go_message = _read_exactly(go, 5)  # "1", then the compiled seccomp filter's size
-        if len(go_message) < 5:
-            os._exit(2)  # the monitor failed and reports why itself
-        size = struct.unpack("<I", go_message[1:])[0]
-        syscall_filter = seccomp.Program.decode(_read_exactly(go, size))
-        mark("go")
-        namespaces.new_cgroup_namespace()
-        code, message = 127, f"{process.args[0]}: executable file not found in the container"
-        try:
-            executable = init.lookup(process)
-        except init.InitError:
-            raise PyvmmError(message) from None
-        mark("exec")
-        os.write(report, b"T" + json.dumps(marks).encode() + b"\n")
-        try:
-            program = syscall_filter if syscall_filter.bpf else None
-            init.become(process, executable, trampoline, syscall_filter=program, keep_fd=report)
-        except PermissionError:
-            code, message = 126, f"{process.args[0]}: permission denied"
-    except PyvmmError as e:
-        message = str(e)
-    except OSError as e:
-        message = f"container setup failed: {e.strerror or e}"
-    except BaseException as e:  # noqa: BLE001 - must never return into the monitor's code
-        message = f"container setup failed: {e!r}"
-    try:
-        os.write(report, f"{code}\n{message}".encode())
-    finally:
-        os._exit(code)
-
-
-def _read_exactly(fd: int, size: int) -> bytes:
-    """``size`` bytes from a pipe (until EOF: this process holds its write end too)."""
-    chunks = []
-    while size > 0 and (chunk := os.read(fd, size)):
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
-
-
 def _relay(outputs: dict[int, int], log_fd: int, on_output: Callable[[], None]) -> None:
     """Copy the container's output pipes to our stdout/stderr and its log, until EOF."""
     first = True
@@ -480,51 +412,20 @@ def _claim(store: Store, cid: str) -> ContainerRecord:
         return rec
 
 
-class _FilterBuild:
-    """The container's seccomp filter, compiled in a thread of the monitor while the
-    container sets itself up and the monitor moves it into its cgroup: libseccomp
-    takes some 10 ms for Docker's profile, which would otherwise be on the path to
-    the container's first instruction. Started after the fork, so no thread is ever
-    forked mid-call."""
-
-    def __init__(self, security: Security):
-        self._result: seccomp.Program | PyvmmError = seccomp.Program(b"")
-        self._oci = security.oci_seccomp()
-        self._thread = threading.Thread(target=self._build, daemon=True)
-        if self._oci:
-            self._thread.start()
-
-    def _build(self) -> None:
-        try:
-            self._result = seccomp.build(self._oci)
-        except PyvmmError as e:
-            self._result = e
-
-    def program(self) -> seccomp.Program:
-        """The compiled filter (an empty program: none); waits for the thread."""
-        if self._oci:
-            self._thread.join()
-        if isinstance(self._result, PyvmmError):
-            raise self._result
-        return self._result
-
-
 def _monitor(store: Store, rec: ContainerRecord, attach: bool, on_started: Callable, t0: float,
              imports_s: float = 0.0) -> int:  # fmt: skip
-    """Start the claimed container ``rec`` and supervise it to its end; return its
-    exit status (``rec`` gains ``oom_killed``, ``peak_memory`` and ``timings``)."""
-    cid = rec.id
+    """Start the claimed container ``rec`` through the OCI core and supervise it to its
+    end; return its exit status (``rec`` gains ``oom_killed``, ``peak_memory`` and
+    ``timings``)."""
+    cid, oci_root = rec.id, str(store.runtime)
     timings = {"imports_s": imports_s}
 
     def mark(step: str) -> None:
         timings[f"{step}_s"] = time.perf_counter() - t0
 
     mark("claimed")
-    cg = cgroups.for_container(cid, rec.cgroup, store.cgroup_parent)
     fds: list[int] = []
     try:
-        cg.create(rec.limits)
-        mark("cgroup_created")
         log_fd = os.open(_dir(store, cid) / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         fds.append(log_fd)
         if attach:
@@ -535,76 +436,58 @@ def _monitor(store: Store, rec: ContainerRecord, attach: bool, on_started: Calla
             fds.append(os.open("/dev/null", os.O_RDONLY))
             stdio, outputs, child_only = (fds[-1], log_fd, log_fd), {}, [fds[-1]]
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
-        go_r, go_w = os.pipe2(os.O_CLOEXEC)
-        fds += [report_r, report_w, go_r, go_w]
-        with exeseal.nondumpable(), namespaces.pid_namespace_for_children():
-            pid = cg.fork_inside()
-            joined = pid is not None
-            if pid is None:
-                pid = os.fork()
-            if pid == 0:
-                _init(store, rec, stdio, report_w, go_r, t0)
-        mark("forked")
+        fds += [report_r, report_w]
+        extras = init.Extras(stdio=stdio, on_rootfs=bundle.overlay(store, rec), pdeathsig=True,
+                             exec_report=report_w)  # fmt: skip
+        try:
+            oci = runtime.create(oci_root, cid, bundle.ensure(store, rec), extras=extras)
+        except init.InitError as e:  # the command's own fault: Docker's 126 or 127
+            raise ContainerStartError(str(e), e.status if e.status in (126, 127) else 2) from None
+        mark("created")
     except BaseException:
         for fd in fds:
             os.close(fd)
-        cg.remove()
         _finish(store, rec, None, None)
         raise
-    for fd in [*child_only, report_w, go_r]:
+    for fd in [*child_only, report_w]:
         os.close(fd)
-    syscall_filter = _FilterBuild(rec.security)
-    failure = b""
+    pid = oci.state.pid
+    report = os.fdopen(report_r, "rb")
     try:
-        if not joined:
-            cg.add(pid)
-        mark("cgroup_joined")
-        program = syscall_filter.program().encode()
-        mark("filter_built")
-        os.write(go_w, b"1" + struct.pack("<I", len(program)) + program)
-    except PyvmmError as e:
-        failure = f"2\n{e}".encode()
-    except OSError as e:  # the child died early (it reports why) or the cgroup refused
-        failure = f"2\ncannot move the container into its cgroup: {e.strerror}".encode()
-    finally:
-        os.close(go_w)
-    # Recorded while the child finishes its setup, not after: off the path to its exec.
-    # A full disk does not stop it (the container may be what fills it): the record
-    # says "starting" under this live monitor, which is as good until the exit.
-    with store.lock(), contextlib.suppress(OSError):
-        rec.update(status="running", pid=pid, pid_start=process_start(pid), started_at=time.time())
-        if _load(store, cid) is not None:  # else removed with rm -f already
-            _save(store, rec)  # (and a broken record repaired)
-    with os.fdopen(report_r, "rb") as report:
-        answer = report.read()
-    mark("exec")
-    if answer.startswith(b"T"):
-        steps, _, answer = answer.partition(b"\n")
-        timings.update(json.loads(steps[1:]))
-    failure = answer or failure
-    if failure:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        runtime.start(oci_root, cid)
+        # Recorded while the init execs the command, not before: off its path. A full
+        # disk does not stop the container (it may be what fills it): the record says
+        # "starting" under this live monitor, which is as good until the exit.
+        with store.lock(), contextlib.suppress(OSError):
+            rec.update(status="running", pid=pid, pid_start=oci.state.pid_start,
+                       started_at=time.time())  # fmt: skip
+            if _load(store, cid) is not None:  # else removed with rm -f already
+                _save(store, rec)  # (and a broken record repaired)
+        failure = report.read().decode(errors="replace")  # EOF: the execve happened
+        if failure:
+            code, _, message = failure.partition("\n")
+            raise ContainerStartError(message, int(code))
+    except BaseException:
         for fd in [*outputs, log_fd]:
             os.close(fd)
-        cg.remove()
+        runtime.delete(oci_root, cid, force=True)
+        runtime.wait_pid(pid)
         _finish(store, rec, None, None)
-        code, _, message = failure.decode(errors="replace").partition("\n")
-        raise ContainerStartError(message, int(code))
-    on_started(rec)
-    forward = {s: signal.signal(s, lambda sig, _f: os.kill(pid, sig)) for s in FORWARDED}
-    try:
-        _relay(outputs, log_fd, lambda: mark("first_output"))
-        _, status = os.waitpid(pid, 0)
+        raise
     finally:
-        for s, handler in forward.items():
-            signal.signal(s, handler)
+        report.close()
+    mark("exec")
+    on_started(rec)
+    try:
+        with runtime.forwarding_signals(pid):
+            _relay(outputs, log_fd, lambda: mark("first_output"))
+            code = runtime.wait(oci)
+    finally:
         os.close(log_fd)
-    code = os.waitstatus_to_exitcode(status)
-    code = 128 - code if code < 0 else code
+    cg = oci.cgroup()
     result = {"oom_killed": cg.oom_killed(), "peak_memory": cg.peak_memory(), "timings": timings}
     rec.update(**result)
-    cg.remove()
+    runtime.delete(oci_root, cid, force=True)
     try:
         _finish(store, rec, code, result)
     except OSError as e:  # a full disk, a read-only state root: the container stays
@@ -620,10 +503,7 @@ def _mark_unrecorded(store: Store, rec: ContainerRecord, code: int, error: OSErr
                error=f"its exit could not be recorded: {error.strerror or error}")  # fmt: skip
     with contextlib.suppress(OSError), store.lock():
         if isinstance(_load(store, rec.id), ContainerRecord):
-            records.write_in_place(_dir(store, rec.id) / "state.json", rec)
-
-
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+            records.write_in_place(_dir(store, rec.id) / RECORD, rec)
 
 
 class ExitNotRecorded(PyvmmError):
@@ -734,12 +614,13 @@ def run(store: Store, image_ref: str, command: list[str], *, detach: bool = Fals
         raise
 
 
-def _wait_dead(pid: int | None, start_time: int | None, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while is_alive(pid, start_time):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
+def _signal(store: Store, rec: ContainerRecord, sig: int) -> bool:
+    """Send ``sig`` to the container's PID 1 through the OCI core's ``kill``; False if
+    it does not run."""
+    try:
+        runtime.kill(str(store.runtime), rec.id, sig)
+    except runtime.ContainerStateError:
+        return False
     return True
 
 
@@ -747,11 +628,10 @@ def kill(store: Store, ref: str, sig: int = signal.SIGKILL) -> None:
     """Send ``sig`` to the container's PID 1; if that ends it, wait until its exit is
     recorded, so that a following ``ps`` or ``inspect`` shows it."""
     rec = find_usable(store, ref)
-    if rec.status != "running" or not is_alive(rec.pid, rec.pid_start):
+    if rec.status != "running" or not _signal(store, rec, sig):
         raise PyvmmError(f"container {rec.name} is not running")
-    os.kill(rec.pid, sig)
-    if _wait_dead(rec.pid, rec.pid_start, 1.0):
-        _wait_dead(rec.monitor_pid, rec.monitor_start, 5.0)
+    if wait_dead(rec.pid, rec.pid_start, 1.0):
+        wait_dead(rec.monitor_pid, rec.monitor_start, 5.0)
 
 
 def stop(store: Store, ref: str, timeout: float = 10.0) -> None:
@@ -763,12 +643,10 @@ def stop(store: Store, ref: str, timeout: float = 10.0) -> None:
     rec = find_usable(store, ref)
     if rec.status == "running":
         with_pid = (rec.pid, rec.pid_start)
-        if is_alive(*with_pid):
-            os.kill(rec.pid, signal.SIGTERM)
-        if not _wait_dead(*with_pid, timeout) and is_alive(*with_pid):
-            os.kill(rec.pid, signal.SIGKILL)
-        _wait_dead(*with_pid, 5.0)
-        _wait_dead(rec.monitor_pid, rec.monitor_start, 5.0)
+        if _signal(store, rec, signal.SIGTERM) and not wait_dead(*with_pid, timeout):
+            _signal(store, rec, signal.SIGKILL)
+        wait_dead(*with_pid, 5.0)
+        wait_dead(rec.monitor_pid, rec.monitor_start, 5.0)
 
 
 def remove(store: Store, ref: str, force: bool = False) -> None:
@@ -787,9 +665,8 @@ def remove(store: Store, ref: str, force: bool = False) -> None:
     if rec.status in ACTIVE:
         if not force:
             raise PyvmmError(f"container {rec.name} is running: stop it first or use -f")
-        if is_alive(rec.pid, rec.pid_start):
-            os.kill(rec.pid, signal.SIGKILL)
-        _wait_dead(rec.monitor_pid, rec.monitor_start, 5.0)
+        _signal(store, rec, signal.SIGKILL)
+        wait_dead(rec.monitor_pid, rec.monitor_start, 5.0)
     with store.lock():
         if _load(store, rec.id):
             _remove_files(store, rec.id, rec.cgroup)

@@ -1,7 +1,7 @@
 """No host executable within a container's reach (runc's CVE-2019-5736).
 
-Every pyvmm process that enters a container (the init ``init.spawn`` and
-``container._monitor`` fork, the process ``init.join`` execs for ``exec``, the hooks
+Every pyvmm process that enters a container (the init ``init.spawn`` forks, for
+both front ends, the process ``init.join`` execs for ``exec``, the hooks
 the init runs) is the host's Python interpreter until its execve. A process in the
 container that opens its ``/proc/<pid>/exe`` holds the host's interpreter; kept open
 until no process runs that binary, the descriptor can write it, and every later

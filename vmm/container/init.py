@@ -1,26 +1,32 @@
 """The container's init, from fork to execve, as ``config.json`` describes it.
 
-``spawn`` runs in the runtime (``create``); the init it forks talks back over two
-close-on-exec pipes, one message per step, so that every failure before the
+``spawn`` runs in the runtime (``create``), for both front ends (``pyvmm-runtime``
+and ``pyvmm container``, whose extras are ``Extras``); the init it forks talks back
+over two close-on-exec pipes, one message per step, so that every failure before the
 container is ``created`` is reported by ``create`` itself (one line, exit 1) and the
 runtime can clean up:
 
     runtime                               init
     [user namespace: a first child unshares it; the runtime writes its id maps]
-    fork (into new or joined PID ns)  ->
-    "G", then moves it into the cgroup    namespaces (setns by path, unshare the rest
-                                          but cgroup), hostname, lo, rootfs and
-                                          mounts, devices
+    fork (into new or joined PID ns;
+    clone3 into the cgroup where the
+    kernel can)                       ->
+    "G", then moves it into the cgroup    stdio, PDEATHSIG (Extras), oomScoreAdj,
+    (unless born there), compiles the     namespaces (setns by path, unshare the rest
+    seccomp filter in a thread            but cgroup), hostname, lo, rootfs (the
+                                          engine's overlay on it) and mounts, devices
                                       <-  "H"
     prestart, createRuntime hooks,
-    "C" + state                       ->  cgroup namespace (inside its cgroup now),
+    "C" + pid, the compiled filter    ->  cgroup namespace (inside its cgroup now),
                                           createContainer hooks, pivot_root, sysctl,
                                           masked/readonly paths, readonly root, cwd,
                                           terminal, the command looked up
-                                      <-  "R"   (or "E" + one line, at any step)
+                                      <-  "R"   (or "E" + status + one line, any step)
     create returns                        blocks opening exec.fifo until ``start``;
                                           startContainer hooks; rlimits, user,
                                           capabilities, no_new_privs, seccomp; execve
+                                          (a failure: "STATUS\nMESSAGE" on
+                                          ``Extras.exec_report``, else on stderr)
 
 ``exec`` (``join``) enters a running container's namespaces and cgroup and execs a
 second process there through the same last step (``become``).
@@ -34,9 +40,12 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from vmm.container import capabilities, exeseal, inroot, mounts, namespaces
+from vmm.container import capabilities, exeseal, inroot, mounts, namespaces, seccomp
 from vmm.container._libc import lib
 from vmm.container.cgroups import Cgroup
 from vmm.container.libc import check, mount, prctl
@@ -56,11 +65,34 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class InitError(PyvmmError):
+    """A step of the init failed. ``status`` is the shell's and Docker's for it: 127
+    the command was not found, 126 it could not run, 1 anything else (runc's
+    ``create`` exits 1 whatever it is)."""
+
     exit_code = 1
+
+    def __init__(self, message: str, status: int = 1):
+        super().__init__(message)
+        self.status = status
 
 
 class InitDied(InitError):
     """The init ended without a word: ``spawn`` adds how (its wait status)."""
+
+
+@dataclass
+class Extras:
+    """What an engine adds to the one ``spawn``, where containerd's shim and conmon
+    add it around runc: the init's stdio (default: the runtime's own), ``on_rootfs``
+    (see ``mount_rootfs``: the engine's overlay), SIGKILL when the runtime process
+    dies (PR_SET_PDEATHSIG: an engine's monitor never leaves an unsupervised
+    container), and ``exec_report``, a pipe on which a failed execve after ``start``
+    is reported as "STATUS\nMESSAGE" (closed without a word: the command runs)."""
+
+    stdio: tuple[int, int, int] | None = None
+    on_rootfs: Callable[[str], None] | None = None
+    pdeathsig: bool = False
+    exec_report: int | None = None
 
 
 def validate(spec: Spec) -> None:
@@ -89,6 +121,60 @@ def _send(fd: int, message: str) -> None:
     os.write(fd, message.encode() + b"\n")
 
 
+def _send_failure(fd: int, e: BaseException) -> None:
+    """Tell the runtime why a step failed: "E" + status + one line."""
+    status = e.status if isinstance(e, InitError) else 1
+    _send(fd, f"E{status} {_describe(e)}")
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    """``size`` bytes from a pipe (fewer: the writer closed it early)."""
+    chunks = []
+    while size > 0 and (chunk := os.read(fd, size)):
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+class FilterBuild:
+    """The container's seccomp filter, compiled in a thread of the runtime while the
+    init sets itself up (and is moved into its cgroup): libseccomp takes some 10 ms
+    for Docker's profile, which would otherwise be on the path to the container's
+    first instruction. Started after the fork, so no thread is ever forked mid-call.
+    ``send`` hands the program to the init, which loads it last (``receive_filter``)."""
+
+    def __init__(self, oci: dict | None):
+        self._oci = oci
+        self._result: seccomp.Program | PyvmmError = seccomp.Program(b"")
+        self._thread = threading.Thread(target=self._build, daemon=True)
+        if oci is not None:
+            self._thread.start()
+
+    def _build(self) -> None:
+        try:
+            self._result = seccomp.build(self._oci)
+        except PyvmmError as e:
+            self._result = e
+
+    def message(self) -> bytes:
+        """The compiled filter, framed for the pipe (empty: none); waits for the thread."""
+        if self._oci is not None:
+            self._thread.join()
+        if isinstance(self._result, PyvmmError):
+            raise self._result
+        program = self._result.encode() if self._result.bpf else b""
+        return struct.pack("<I", len(program)) + program
+
+
+def receive_filter(fd: int) -> seccomp.Program | None:
+    """The init's end of ``FilterBuild.message``: None for no filter."""
+    header = _read_exactly(fd, 4)
+    if len(header) < 4:
+        os._exit(1)  # the runtime failed, and reports why itself
+    size = struct.unpack("<I", header)[0]
+    return seccomp.Program.decode(_read_exactly(fd, size)) if size else None
+
+
 def _read_line(fd: int) -> str:
     data = b""
     while not data.endswith(b"\n"):
@@ -115,7 +201,8 @@ class _Channel:
     def expect(self, tag: str) -> str:
         line = self.f.readline().decode(errors="replace").rstrip("\n")
         if line.startswith("E"):
-            raise InitError(line[1:])
+            status, _, message = line[1:].partition(" ")
+            raise InitError(message, int(status) if status.isdigit() else 1)
         if not line.startswith(tag):
             raise InitDied("the container's init died during setup")
         return line[len(tag) :]
@@ -123,12 +210,14 @@ class _Channel:
 
 def spawn(cid: str, spec: Spec, cg: Cgroup, fifo: str, run_hooks: Callable[[tuple, int], None], *,
           console_socket: str | None = None, no_pivot: bool = False,
-          preserve_fds: int = 0, subreaper: bool = False) -> int:  # fmt: skip
+          preserve_fds: int = 0, subreaper: bool = False,
+          extras: Extras | None = None) -> int:  # fmt: skip
     """Fork the container's init and see it to ``created``; return its pid (host view).
 
     ``run_hooks(points, pid)`` runs the runtime-side hooks of ``points``.
     ``subreaper``: this process stays the init's parent (``run`` waits for it).
     """
+    extras = extras or Extras()
     if subreaper:
         prctl(lib.PR_SET_CHILD_SUBREAPER, 1)
     console = _connect(console_socket) if console_socket else None
@@ -138,6 +227,7 @@ def spawn(cid: str, spec: Spec, cg: Cgroup, fifo: str, run_hooks: Callable[[tupl
     to_r, to_w = os.pipe2(os.O_CLOEXEC)
     channel = _Channel(from_r, to_w)
     pid = None
+    born_inside = False
     try:
         user = spec.namespace("user")
         pid_ns = spec.namespace("pid")
@@ -146,7 +236,7 @@ def spawn(cid: str, spec: Spec, cg: Cgroup, fifo: str, run_hooks: Callable[[tupl
                 first = os.fork()
             if first == 0:
                 _first_child(cid, spec, user, pid_ns, cg, fifo, (from_w, to_r), console,
-                             no_pivot, preserve_fds)  # fmt: skip
+                             no_pivot, preserve_fds, extras)  # fmt: skip
             channel.expect("U")
             _write_maps(first, spec)
             channel.tell(b"M")
@@ -154,19 +244,25 @@ def spawn(cid: str, spec: Spec, cg: Cgroup, fifo: str, run_hooks: Callable[[tupl
             os.waitpid(first, 0)
         else:
             with exeseal.nondumpable(), _pid_namespace(pid_ns):
-                pid = os.fork()
+                pid = cg.fork_inside()
+                born_inside = pid is not None
+                if pid is None:
+                    pid = os.fork()
                 if pid == 0:  # (inside: the child must not leave the namespace block)
-                    _init(cid, spec, cg, fifo, (from_w, to_r), console, no_pivot, preserve_fds)
+                    _init(cid, spec, cg, fifo, (from_w, to_r), console, no_pivot, preserve_fds,
+                          extras)  # fmt: skip
         os.close(from_w)
         os.close(to_r)
         from_w = to_r = -1
+        syscall_filter = FilterBuild(spec.seccomp)
         # "go", then the move into the cgroup while the init builds its namespaces and
         # mounts: a v1 migration can wait out an RCU grace period (cgroups.py).
         channel.tell(b"G")
-        cg.add(pid)
+        if not born_inside:
+            cg.add(pid)
         channel.expect("H")
         run_hooks(("prestart", "createRuntime"), pid)
-        channel.tell(f"C{pid}\n".encode())
+        channel.tell(f"C{pid}\n".encode() + syscall_filter.message())
         channel.expect("R")
         return pid
     except InitDied as e:
@@ -258,7 +354,8 @@ def _connect(path: str) -> int:
     return s.detach()
 
 
-def _first_child(cid, spec, user, pid_ns, cg, fifo: int, pipes, console, no_pivot, preserve_fds):
+def _first_child(cid, spec, user, pid_ns, cg, fifo: int, pipes, console, no_pivot, preserve_fds,
+                 extras):  # fmt: skip
     """With a user namespace: enter it first, so that it owns every namespace made
     after it, then fork the init into the PID namespace; never returns."""
     from_w, to_r = pipes
@@ -280,10 +377,10 @@ def _first_child(cid, spec, user, pid_ns, cg, fifo: int, pipes, console, no_pivo
                 namespaces.unshare(lib.CLONE_NEWPID)
         pid = os.fork()
         if pid == 0:
-            _init(cid, spec, cg, fifo, pipes, console, no_pivot, preserve_fds)
+            _init(cid, spec, cg, fifo, pipes, console, no_pivot, preserve_fds, extras)
         _send(from_w, f"P{pid}")
     except BaseException as e:  # noqa: BLE001 - never return into the runtime's code
-        _send(from_w, "E" + _describe(e))
+        _send_failure(from_w, e)
     os._exit(0)
 
 
@@ -296,12 +393,17 @@ def _describe(e: BaseException) -> str:
 
 
 def _init(cid: str, spec: Spec, cg: Cgroup, fifo_fd: int, pipes, console, no_pivot,
-          preserve_fds):  # fmt: skip
+          preserve_fds, extras: Extras):  # fmt: skip
     """The container's init: see the module docstring; never returns."""
     from_w, to_r = pipes
     try:
+        if extras.stdio is not None:
+            for target, fd in enumerate(extras.stdio):
+                os.dup2(fd, target)
         for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; exec keeps that
             signal.signal(sig, signal.SIG_DFL)
+        if extras.pdeathsig:
+            prctl(lib.PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.read(to_r, 1) != b"G":
             os._exit(1)
         process = spec.process
@@ -311,11 +413,12 @@ def _init(cid: str, spec: Spec, cg: Cgroup, fifo_fd: int, pipes, console, no_piv
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write(str(process.oom_score_adj))
         enter_namespaces(spec, skip=("cgroup",))
-        mount_rootfs(spec, cg)
+        mount_rootfs(spec, cg, extras.on_rootfs)
         _send(from_w, "H")
         message = _read_line(to_r)
         if not message.startswith("C"):
             os._exit(1)
+        syscall_filter = receive_filter(to_r)
         _cgroup_namespace(spec)  # now that the runtime has moved this process in
         state = {"ociVersion": spec.oci_version, "id": cid, "status": "created",
                  "pid": int(message[1:]), "bundle": spec.bundle,
@@ -323,7 +426,6 @@ def _init(cid: str, spec: Spec, cg: Cgroup, fifo_fd: int, pipes, console, no_piv
         from vmm.container import hooks
 
         hooks.run(spec.hooks.get("createContainer", []), state, "createContainer", trampoline)
-        syscall_filter = _build_filter(spec)
         enter_rootfs(spec, no_pivot)
         _chdir(process.cwd)
         if process.terminal:
@@ -337,9 +439,10 @@ def _init(cid: str, spec: Spec, cg: Cgroup, fifo_fd: int, pipes, console, no_piv
             raise InitError("pyvmm needs /proc mounted in the container (config.json mounts)")
         _send(from_w, "R")
     except BaseException as e:  # noqa: BLE001 - never return into the runtime's code
-        _send(from_w, "E" + _describe(e))
+        _send_failure(from_w, e)
         os._exit(1)
-    # created: wait for ``start``; from here on failures go to the container's stderr.
+    # created: wait for ``start``; from here on failures go to the exec report, if
+    # any, else to the container's stderr.
     try:
         fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
         os.write(fd, b"0")
@@ -348,9 +451,13 @@ def _init(cid: str, spec: Spec, cg: Cgroup, fifo_fd: int, pipes, console, no_piv
 
         hooks.run(spec.hooks.get("startContainer", []), {**state, "status": "running"},
                   "startContainer", trampoline)  # fmt: skip
-        become(process, executable, trampoline, preserve_fds, syscall_filter)
+        become(process, executable, trampoline, preserve_fds, syscall_filter,
+               keep_fd=extras.exec_report)  # fmt: skip
     except BaseException as e:  # noqa: BLE001
-        os.write(2, f"pyvmm-runtime: {_describe(e)}\n".encode())
+        if extras.exec_report is not None:
+            os.write(extras.exec_report, f"127\n{_describe(e)}".encode())
+        else:
+            os.write(2, f"pyvmm-runtime: {_describe(e)}\n".encode())
     os._exit(127)
 
 
@@ -491,15 +598,6 @@ def _make_device(rootfs: str, d, userns: bool) -> None:
         os.chown(node, d.uid or 0, d.gid or 0, follow_symlinks=False)
 
 
-def _build_filter(spec: Spec):
-    """The seccomp filter, built while libseccomp's files are still in reach."""
-    if spec.seccomp is None:
-        return None
-    from vmm.container import seccomp
-
-    return seccomp.build(spec.seccomp)
-
-
 def enter_rootfs(spec: Spec, no_pivot: bool = False) -> None:
     """pivot_root into the rootfs (``no_pivot``: move it over / and chroot), then
     sysctls, masked and read-only paths, the readonly root and its propagation."""
@@ -586,7 +684,7 @@ def lookup(process: Process) -> str:
     for c in candidates:
         if os.path.isfile(c) and os.access(c, os.X_OK):
             return c
-    raise InitError(f'exec: "{name}": executable file not found in $PATH')
+    raise InitError(f'exec: "{name}": executable file not found in $PATH', 127)
 
 
 def become(process: Process, executable: str, trampoline: exeseal.Trampoline,
@@ -629,7 +727,7 @@ def become(process: Process, executable: str, trampoline: exeseal.Trampoline,
 
 
 def join(state, process: Process, *, console_socket: str | None = None,
-         preserve_fds: int = 0, seccomp: dict | None = None) -> int:  # fmt: skip
+         preserve_fds: int = 0, seccomp_profile: dict | None = None) -> int:  # fmt: skip
     """``exec``: start ``process`` in the running container ``state`` (its init's
     namespaces and cgroup); return its pid, this process its parent's subreaper."""
     prctl(lib.PR_SET_CHILD_SUBREAPER, 1)
@@ -645,11 +743,6 @@ def join(state, process: Process, *, console_socket: str | None = None,
             exeseal.make_nondumpable()  # before it joins anything; its child inherits it
             trampoline = exeseal.Trampoline()
             _preload(process.terminal, False)
-            filt = None  # built while libseccomp's files are in reach
-            if seccomp is not None:
-                from vmm.container import seccomp as seccomp_mod
-
-                filt = seccomp_mod.build(seccomp)
             order = sorted(fds, key=lambda k: (k != "user", k == "mnt"))  # user first, mnt last
             for k in order:
                 check(lib.setns(fds[k], 0), f"setns {k}")
@@ -660,6 +753,7 @@ def join(state, process: Process, *, console_socket: str | None = None,
                         signal.signal(sig, signal.SIG_DFL)
                     if os.read(to_r, 1) != b"G":
                         os._exit(1)
+                    filt = receive_filter(to_r)
                     if process.terminal:
                         _terminal(console, process)
                     _chdir(process.cwd)
@@ -667,16 +761,17 @@ def join(state, process: Process, *, console_socket: str | None = None,
                     _send(from_w, "R")
                     become(process, executable, trampoline, preserve_fds, filt, keep_fd=from_w)
                 except BaseException as e:  # noqa: BLE001
-                    _send(from_w, "E" + _describe(e))
+                    _send_failure(from_w, e)
                 os._exit(127)
             _send(from_w, f"P{pid}")
         except BaseException as e:  # noqa: BLE001
-            _send(from_w, "E" + _describe(e))
+            _send_failure(from_w, e)
         os._exit(0)
     for fd in (*fds.values(), from_w, to_r):
         os.close(fd)
     if console is not None:
         os.close(console)
+    syscall_filter = FilterBuild(seccomp_profile)
     try:
         pid = int(channel.expect("P"))
         os.waitpid(first, 0)
@@ -684,7 +779,7 @@ def join(state, process: Process, *, console_socket: str | None = None,
 
         cgroups.for_container(state.cgroup_name, state.cgroup_version, state.cgroup_parent,
                               oci=True).add(pid)  # fmt: skip
-        channel.tell(b"G")
+        channel.tell(b"G" + syscall_filter.message())
         channel.expect("R")
         failure = channel.f.read().decode(errors="replace")  # EOF: the exec happened
         if failure:

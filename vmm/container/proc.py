@@ -8,6 +8,8 @@ they signal or wait on it. Below both of them: it knows nothing of records or st
 
 from __future__ import annotations
 
+import time
+
 
 def process_start(pid: int) -> int | None:
     """The start time (clock ticks since boot) of ``pid``, or None if it is gone.
@@ -30,3 +32,14 @@ def process_start(pid: int) -> int | None:
 def is_alive(pid: int | None, start: int | None) -> bool:
     """Whether the process recorded as ``(pid, start)`` still runs."""
     return pid is not None and start is not None and process_start(pid) == start
+
+
+def wait_dead(pid: int | None, start: int | None, timeout: float) -> bool:
+    """Wait until the process ``(pid, start)`` has ended (it need not be a child:
+    polled); False if it still runs after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while is_alive(pid, start):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return True

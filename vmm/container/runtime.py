@@ -28,17 +28,17 @@ State lives in ``<root>/<id>/`` (``--root``, by default ``/run/pyvmm-runtime``):
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from vmm.container import cgroups
-from vmm.container.atomic import write_json
-from vmm.container.proc import is_alive, process_start
+from vmm.container import cgroups, records
+from vmm.container.proc import is_alive, process_start, wait_dead
+from vmm.container.spec import Hook
 from vmm.errors import PyvmmError
 
 CGROUP_PARENT = "pyvmm-runtime"  # a container without linux.cgroupsPath goes here
@@ -53,7 +53,9 @@ class ContainerStateError(PyvmmError):
 
 @dataclass
 class State:
-    """One container: the OCI ``state`` (runtime.md "State") and pyvmm's own fields."""
+    """One container's ``<root>/<id>/state.json``: the OCI ``state`` (runtime.md
+    "State") and pyvmm's own fields. A typed record (``records.py``), read through
+    the one loader: a damaged file is refused by the field's name, never a crash."""
 
     id: str
     oci_version: str
@@ -66,7 +68,7 @@ class State:
     cgroup_name: str
     cgroup_version: str
     annotations: dict[str, str] = field(default_factory=dict)
-    hooks: dict = field(default_factory=dict)  # poststart and poststop, run later
+    hooks: dict[str, list[Hook]] = field(default_factory=dict)  # poststart, poststop: later
     userns: bool = False
     status: str = "created"  # observed, see ``Container.status``; stored for readers
 
@@ -131,13 +133,12 @@ def check_id(cid: str) -> str:
 
 def load(root: str, cid: str) -> Container:
     check_id(cid)
-    path = _root(root) / cid / "state.json"
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise ContainerStateError(f"container {cid} does not exist") from None
-    return Container(_root(root), State(**data))
+    if not (_root(root) / cid).is_dir():
+        raise ContainerStateError(f"container {cid} does not exist")
+    state = records.load(_root(root) / cid / "state.json", State, id=cid)
+    if isinstance(state, records.Broken):
+        raise ContainerStateError(f"container {cid}: {state.reason}")
+    return Container(_root(root), state)
 
 
 def list_all(root: str) -> list[Container]:
@@ -146,7 +147,7 @@ def list_all(root: str) -> list[Container]:
         return []
     found = []
     for entry in sorted(os.listdir(base)):
-        with contextlib.suppress(ContainerStateError, TypeError, ValueError, OSError):
+        with contextlib.suppress(ContainerStateError):
             found.append(load(root, entry))
     return found
 
@@ -163,11 +164,12 @@ def _cgroup_for(cgroups_path: str | None, cid: str) -> tuple[str, str]:
 
 def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
            console_socket: str | None = None, no_pivot: bool = False,
-           preserve_fds: int = 0, subreaper: bool = False) -> Container:  # fmt: skip
+           preserve_fds: int = 0, subreaper: bool = False, extras=None) -> Container:  # fmt: skip
     """Create the container ``cid`` from ``bundle``; return once it is ``created``.
 
     Every check that can fail runs before anything exists; a later failure removes
     what was made (cgroup, state directory, the init process) before raising.
+    ``extras`` (``init.Extras``) are an engine's additions to the init.
     """
     from vmm.container import hooks, init
     from vmm.container import spec as spec_mod
@@ -197,8 +199,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
         created=_now(), cgroup_parent=parent, cgroup_name=name,
         cgroup_version=cgroups.host_version(), annotations=spec.annotations,
         oci_version=spec.oci_version,
-        hooks={k: [asdict(h) for h in v] for k, v in spec.hooks.items()
-               if k in ("poststart", "poststop")},
+        hooks={k: v for k, v in spec.hooks.items() if k in ("poststart", "poststop")},
         userns=spec.namespace("user") is not None,
     )  # fmt: skip
     container = Container(base, state)
@@ -217,9 +218,9 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
 
         pid = init.spawn(cid, spec, cg, str(container.fifo), run_hooks,
                          console_socket=console_socket, no_pivot=no_pivot,
-                         preserve_fds=preserve_fds, subreaper=subreaper)  # fmt: skip
+                         preserve_fds=preserve_fds, subreaper=subreaper, extras=extras)  # fmt: skip
         state.pid, state.pid_start = pid, process_start(pid)
-        write_json(cdir / "state.json", asdict(state))
+        records.write(cdir / "state.json", state)
         if pid_file:
             _write_pid_file(pid_file, pid)
     except BaseException:
@@ -299,8 +300,7 @@ def start(root: str, cid: str) -> Container:
     if c.state.hooks.get("poststart"):
         from vmm.container import hooks
 
-        hooks.run_warning([hooks.Hook(**h) for h in c.state.hooks["poststart"]],
-                          c.oci_state(), "poststart")  # fmt: skip
+        hooks.run_warning(c.state.hooks["poststart"], c.oci_state(), "poststart")
     return c
 
 
@@ -343,9 +343,14 @@ def delete(root: str, cid: str, force: bool = False) -> None:
     try:
         c = load(root, cid)
     except ContainerStateError:
-        if force:  # runc: delete --force of a missing container succeeds
-            return
-        raise
+        if not force:
+            raise
+        # runc: delete --force of a missing container succeeds; an unreadable state
+        # is removed (its cgroup and init, if any, are unknown: nothing names them).
+        if ID.fullmatch(cid) and cid not in (".", ".."):
+            with contextlib.suppress(FileNotFoundError):
+                _remove_dir(_root(root) / cid)
+        return
     status = c.status()
     if status in ("running", "paused") and not force:
         raise ContainerStateError(f"cannot delete container {cid} that is not stopped: {status}")
@@ -354,20 +359,14 @@ def delete(root: str, cid: str, force: bool = False) -> None:
             os.kill(c.state.pid, signal.SIGKILL)
     cg = c.cgroup()
     cg.remove()
-    _wait_gone(c)
+    wait_dead(c.state.pid, c.state.pid_start, 5.0)
     state = c.state.oci("stopped")
-    _remove_dir(c.dir)
+    with contextlib.suppress(FileNotFoundError):  # a concurrent delete (an engine's
+        _remove_dir(c.dir)  # monitor and its ``rm -f``) removed it first
     if c.state.hooks.get("poststop"):
         from vmm.container import hooks
 
-        hooks.run_warning([hooks.Hook(**h) for h in c.state.hooks["poststop"]], state,
-                          "poststop")  # fmt: skip
-
-
-def _wait_gone(c: Container, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while c.alive() and time.monotonic() < deadline:
-        time.sleep(0.002)
+        hooks.run_warning(c.state.hooks["poststop"], state, "poststop")
 
 
 def pause(root: str, cid: str, frozen: bool) -> None:
@@ -388,10 +387,33 @@ def update(root: str, cid: str, resources: dict) -> None:
     c.cgroup().update(cgroups.Limits.from_oci(resources))
 
 
+# What an attached front end (``run`` without ``-d``, ``pyvmm container run``) passes
+# on to the container's init, as runc's and Docker's signal proxies do.
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+             signal.SIGUSR2)  # fmt: skip
+
+
+@contextlib.contextmanager
+def forwarding_signals(pid: int) -> Iterator[None]:
+    """While inside, the signals in ``FORWARDED`` go to ``pid`` instead of this process."""
+    previous = {s: signal.signal(s, lambda sig, _f: os.kill(pid, sig)) for s in FORWARDED}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def wait(c: Container) -> int:
     """Reap the init (a child of this process or of its subreaper) and return its
-    exit status as a shell reports it (128 + signal)."""
-    _, status = os.waitpid(c.state.pid, 0)
+    exit status as a shell reports it."""
+    return wait_pid(c.state.pid)
+
+
+def wait_pid(pid: int) -> int:
+    """Reap the child ``pid``; its exit status as a shell (and Docker) reports it:
+    the code it exited with, or 128 + the signal that killed it."""
+    _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code
 
@@ -421,11 +443,9 @@ def exec_(
     bundle_spec = spec_mod.load(c.state.bundle)
     _seal_if_ptrace_reaches(bundle_spec, joining=True)  # (a no-op after seal_for_exec)
     pid = init.join(c.state, process, console_socket=console_socket,
-                    preserve_fds=preserve_fds, seccomp=bundle_spec.seccomp)  # fmt: skip
+                    preserve_fds=preserve_fds, seccomp_profile=bundle_spec.seccomp)  # fmt: skip
     if pid_file:
         _write_pid_file(pid_file, pid)
     if detach:
         return 0
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
+    return wait_pid(pid)

@@ -295,8 +295,6 @@ def _start(args) -> int:
 
 def _run(args) -> int:
     """create and start; attached: wait for the init, forward signals, delete."""
-    import signal
-
     from vmm.container import runtime
 
     c = runtime.create(args.root, args.id, args.bundle, pid_file=args.pid_file,
@@ -309,11 +307,8 @@ def _run(args) -> int:
         raise
     if args.detach:
         return 0
-    pid = c.state.pid
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-              signal.SIGUSR2):  # fmt: skip
-        signal.signal(s, lambda sig, _f: os.kill(pid, sig))
-    code = runtime.wait(c)
+    with runtime.forwarding_signals(c.state.pid):
+        code = runtime.wait(c)
     runtime.delete(args.root, args.id, force=True)
     return code
 

@@ -6,13 +6,19 @@ Layout under the root (``/var/lib/pyvmm``, ``--root`` or ``$PYVMM_ROOT``)::
     layers/sha256/<hex>/diff/       one extracted layer, named by the sha256 of its tar
     layers/sha256/<hex>/layer.json  its size
     images/<name>/<tag>.json        layer digests (bottom first) and run defaults
-    containers/<id>/state.json      one container (``ContainerRecord``): spec, status, pids
+    containers/<id>/container.json  one container (``ContainerRecord``): spec, status, pids
+    containers/<id>/config.json     its OCI bundle's config (``bundle.py``), rootfs ``merged``
     containers/<id>/upper, work     its writable overlay layer
     containers/<id>/log             what it printed
     names/<name> -> <id>            container names, each reserved by one symlink
     volumes/<name>/_data            a named volume's files; volume.json beside it
     networks/<name>/network.json    a container network and its IPAM (network.py)
     endpoints/<id>/endpoint.json    a container's place on a network; its /etc files
+
+A started container is also in the OCI core's state (``runtime.py``), under
+``/run/pyvmm/<id>/`` for every state directory (ids are 256 random bits): in /run, as
+containerd keeps runc's, so it lives as long as the processes it describes (a reboot
+clears both) and never takes space from the state directory's disk.
 
 Every record is a typed dataclass, a JSON file replaced atomically and read through
 one loader (``records.py``: a corrupt one is ``Broken``, never a crash), and every
@@ -39,6 +45,7 @@ from vmm.container.records import Digest
 from vmm.container.security import Security
 
 DEFAULT_ROOT = Path("/var/lib/pyvmm")
+RUNTIME_ROOT = Path("/run/pyvmm")  # the OCI core's root (``runtime.py``) for the engine
 
 
 class Store:
@@ -58,6 +65,7 @@ class Store:
         self.names = self.root / "names"
         self.networks = self.root / "networks"
         self.endpoints = self.root / "endpoints"
+        self.runtime = RUNTIME_ROOT
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -107,7 +115,7 @@ class Mount:
 
 @dataclass
 class ContainerRecord:
-    """One ``pyvmm container``'s ``containers/<id>/state.json``: what it was created
+    """One ``pyvmm container``'s ``containers/<id>/container.json``: what it was created
     from (its bundle's config.json is made from these), and its life so far. The
     container's ``status`` is created, starting, running or exited; a process is named
     for good by its pid and its start time (``proc.process_start``)."""
