@@ -227,3 +227,26 @@ def test_source_that_is_not_an_image_is_a_one_line_error(pyvmm, tmp_path):
         assert r.returncode == 2
         one_line_error(r)
     assert "junk" not in pyvmm.ok("image", "ls")
+
+
+def test_unpacked_files_keep_every_owner_mode_and_time_whatever_creation_gave(tmp_path):
+    """Modes the umask would cut, set-id bits, another owner, mode 000: each as in the
+    tar, however the file was created (unpack sets only what creation did not)."""
+    from vmm.container import unpack
+
+    cases = {"plain": (0o644, 0, 0), "umasked": (0o666, 0, 0), "setuid": (0o4755, 0, 0),
+             "setgid": (0o2711, 0, 0), "none": (0o000, 0, 0), "other": (0o640, 1234, 5678),
+             "other-setuid": (0o4755, 1234, 0)}  # fmt: skip
+    members = [entry(n, data=n.encode(), mode=m, uid=u, gid=g, mtime=1_600_000_000 + i)
+               for i, (n, (m, u, g)) in enumerate(cases.items())]  # fmt: skip
+    (tmp_path / "out").mkdir()
+    old = os.umask(0o027)
+    try:
+        unpack.extract(io.BufferedReader(io.BytesIO(tar_bytes(members))), tmp_path / "out")
+    finally:
+        os.umask(old)
+    for i, (name, (mode, uid, gid)) in enumerate(cases.items()):
+        st = os.lstat(tmp_path / "out" / name)
+        assert (oct(st.st_mode & 0o7777), st.st_uid, st.st_gid) == (oct(mode), uid, gid), name
+        assert st.st_mtime == 1_600_000_000 + i
+        assert (tmp_path / "out" / name).read_bytes() == name.encode()
