@@ -38,12 +38,13 @@ class Pyvmm:
     def __init__(self, root: Path, python: Path | None = None):
         self.root = root
         self.command = [str(python or PYVMM[0]), *PYVMM[1:]]
+        self.timeout = 60.0  # seconds a command may take unless the call says otherwise
 
-    def __call__(self, *args: str, input: str | None = None, timeout: float = 60, **kw):
+    def __call__(self, *args: str, input: str | None = None, timeout: float | None = None, **kw):
         env = {**os.environ, "PYVMM_ROOT": str(self.root)}
         return subprocess.run(
             [*self.command, *map(str, args)], input=input, capture_output=True, text=True,
-            env=env, timeout=timeout, **kw,
+            env=env, timeout=timeout or self.timeout, **kw,
         )  # fmt: skip
 
     def ok(self, *args: str, **kw) -> str:

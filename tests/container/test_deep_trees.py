@@ -37,6 +37,14 @@ def make_deep(top: Path, depth: int = DEPTH) -> None:
 
 
 @pytest.fixture
+def pyvmm(pyvmm):
+    """A walk of 10,000 directories is some 8 s of CPU here: minutes of wall time when
+    the machine is loaded, so each command gets ten of them, not one."""
+    pyvmm.timeout = 600.0
+    return pyvmm
+
+
+@pytest.fixture
 def tree(tmp_path):
     """``tmp_path/tree``, removed after the test by the project's iterative walk:
     pytest's own clean-up (``shutil.rmtree``) recurses, and a tree this deep would
