@@ -4,24 +4,25 @@ directory and the image scripts/build_images.py writes as an OCI archive."""
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import io
-import json
 import os
 import shutil
 import subprocess
 import sys
-import tarfile
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from containertest import REPO, mounts_under
 
-from vmm.bench.containers import IMAGE, PrivatePodman, private_podman
+from vmm.bench.containers import (
+    IMAGE,
+    PrivateDocker,
+    PrivatePodman,
+    docker_archive,
+    private_containerd,
+    private_docker,
+    private_podman,
+)
 
 RUNTIME = shutil.which("pyvmm-runtime", path=os.path.dirname(sys.executable))
 STATE = Path("/run/pyvmm-runtime")  # pyvmm-runtime's default --root, which engines use
@@ -169,65 +170,15 @@ def test_buildah_bud_builds_a_two_step_containerfile(podman, tmp_path):
         podman("rmi", "--force", tag)
 
 
-CONTAINERD_CONFIG = """\
-version = 2
-root = "{tmp}/root"
-state = "{run}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{run}/containerd.sock"
-[ttrpc]
-  address = "{run}/containerd-ttrpc.sock"
-"""
-
-
-@contextlib.contextmanager
-def private_containerd(tmp: Path) -> Iterator[tuple[Path, Path]]:
-    """A containerd of our own (root under ``tmp``, state and sockets in a short
-    directory under /run whatever ``tmp`` is: a socket's path may not pass 104
-    characters); yields (its socket, that directory). Stopped afterwards, the mounts
-    it left unmounted and the directory removed."""
-    run = Path(tempfile.mkdtemp(prefix="pyvmm-ctd-", dir="/run"))
-    (tmp / "config.toml").write_text(CONTAINERD_CONFIG.format(tmp=tmp, run=run))
-    log = open(tmp / "containerd.log", "w")
-    daemon = subprocess.Popen(["containerd", "--config", tmp / "config.toml"],
-                              stdout=log, stderr=log)  # fmt: skip
-    try:
-        _wait_for(["ctr", "--address", str(run / "containerd.sock"), "version"],
-                  tmp / "containerd.log")  # fmt: skip
-        yield run / "containerd.sock", run
-    finally:
-        daemon.terminate()
-        daemon.wait(10)
-        log.close()
-        _unmount_all(tmp, run)
-        if not mounts_under(run):
-            shutil.rmtree(run)
-    assert not mounts_under(tmp, run)
-
-
-def _wait_for(probe: list[str], log: Path, seconds: float = 30) -> None:
-    """Until ``probe`` succeeds: a daemon's start; its ``log`` if it never does."""
-    deadline = time.monotonic() + seconds
-    while subprocess.run(probe, capture_output=True).returncode != 0:
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.1)
-
-
-def _unmount_all(*paths: Path) -> None:
-    """Unmount what a daemon left mounted under ``paths``, the deepest first."""
-    for _, where in sorted(mounts_under(*paths), key=lambda m: m[1], reverse=True):
-        subprocess.run(["umount", "-l", where], check=False)
-
-
 @pytest.fixture
 def containerd(tmp_path, archive):
     if shutil.which("containerd") is None:
         pytest.skip("containerd is not installed")
-    with private_containerd(tmp_path) as (socket, _):
+    with private_containerd(tmp_path) as (socket, run):
         ctr = ["ctr", "--address", str(socket)]
         subprocess.run([*ctr, "image", "import", archive], check=True, capture_output=True)
         yield ctr
+    assert not mounts_under(tmp_path, run), "containerd left mounts behind"
 
 
 def test_containerd_runs_an_imported_image_with_pyvmm_runtime(containerd):
@@ -266,44 +217,18 @@ def test_containerd_task_metrics_are_the_containers_own(containerd):
             subprocess.run([*containerd, "containers", "delete", name], capture_output=True)
 
 
-# The `runtimes` entry docs/containers.md documents, as a test's daemon.json.
-DAEMON_JSON = {"runtimes": {"pyvmm": {"path": RUNTIME}}}
-
-
-def _blob(descriptor: dict) -> str:
-    return "blobs/sha256/" + descriptor["digest"].removeprefix("sha256:")
-
-
-def _docker_archive(archive: Path, tmp: Path) -> Path:
-    """The OCI archive with the ``manifest.json`` of ``docker save``'s format added,
-    which is all Docker 20.10's ``docker load`` reads (it cannot load OCI archives)."""
-    with tarfile.open(archive) as tar:
-        index = json.loads(tar.extractfile("index.json").read())
-        digest = index["manifests"][0]["digest"].removeprefix("sha256:")
-        manifest = json.loads(tar.extractfile(f"blobs/sha256/{digest}").read())
-    entry = [{"Config": _blob(manifest["config"]), "RepoTags": [IMAGE],
-              "Layers": [_blob(layer) for layer in manifest["layers"]]}]  # fmt: skip
-    data = json.dumps(entry).encode()
-    shutil.copy(archive, tmp / "docker.tar")
-    with tarfile.open(tmp / "docker.tar", "a") as tar:
-        info = tarfile.TarInfo("manifest.json")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return tmp / "docker.tar"
-
-
 class Docker:
     """``docker`` against the private daemon; containers run by pyvmm-runtime."""
 
-    def __init__(self, socket: Path):
-        self.argv = [shutil.which("docker"), "-H", f"unix://{socket}"]
+    def __init__(self, private: PrivateDocker):
+        self.private = private
 
     def __call__(
         self, *args: str, input: str = "", timeout: float = 60
     ) -> subprocess.CompletedProcess:
         if args[0] == "run":
             args = ("run", "--runtime", "pyvmm", *args[1:])
-        return subprocess.run([*self.argv, *args], capture_output=True, text=True,
+        return subprocess.run([*self.private.argv, *args], capture_output=True, text=True,
                               timeout=timeout, input=input)  # fmt: skip
 
     def ok(self, *args: str) -> str:
@@ -314,50 +239,20 @@ class Docker:
 
 @pytest.fixture(scope="module")
 def docker(tmp_path_factory, archive):
-    """A dockerd of our own: its --data-root under the test's tmp directory, its
-    --exec-root and socket in a short directory under /run, its own containerd, a
-    cgroup parent of its own, and no bridge or iptables rules (nothing on the host's
-    network changes); stopped and everything removed afterwards."""
+    """A dockerd of our own (vmm/bench/containers.py): its own data, exec root, socket,
+    containerd, cgroup parent and network namespace, with the ``runtimes`` entry of
+    docs/containers.md; stopped and everything removed afterwards."""
     if shutil.which("dockerd") is None or shutil.which("containerd") is None:
         pytest.skip("dockerd is not installed (scripts/setup.sh --all installs docker.io)")
     tmp = tmp_path_factory.mktemp("docker")
-    # Its identity key in the test's directory (not the default /etc/docker/key.json).
-    (tmp / "daemon.json").write_text(
-        json.dumps({**DAEMON_JSON, "deprecated-key-path": str(tmp / "key.json")})
-    )
-    plugins = Path("/run/docker/plugins")  # dockerd's, whatever --exec-root says
-    made = [d for d in (plugins.parent, plugins) if not d.exists()]
-    with private_containerd(tmp) as (containerd, run):
-        parent = run.name
-        log = open(tmp / "dockerd.log", "w")
-        daemon = subprocess.Popen(
-            ["dockerd", "--config-file", tmp / "daemon.json", "--data-root", tmp / "data",
-             "--exec-root", run / "exec", "--pidfile", run / "docker.pid",
-             "-H", f"unix://{run}/docker.sock", "--containerd", containerd,
-             "--bridge", "none", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
-             "--cgroup-parent", parent],
-            stdout=log, stderr=log,
-        )  # fmt: skip
-        d = Docker(run / "docker.sock")
-        try:
-            _wait_for([*d.argv, "version"], tmp / "dockerd.log")
-            d.ok("load", "-i", str(_docker_archive(archive, tmp)))
-            yield d
-        finally:
-            containers = d("ps", "-aq").stdout.split()
-            if containers:
-                d("rm", "--force", *containers)
-            daemon.terminate()
-            daemon.wait(30)
-            log.close()
-            _unmount_all(tmp, run)
-            left = glob.glob(f"/sys/fs/cgroup/*/{parent}") + glob.glob(f"/sys/fs/cgroup/{parent}")
-            for path in [*left, *reversed(made)]:
-                with contextlib.suppress(OSError):  # still in use: the check below says so
-                    os.rmdir(path)
+    had_run_docker = Path("/run/docker").exists()  # dockerd makes it whatever --exec-root
+    with private_docker(tmp, {"pyvmm": RUNTIME}) as private:
+        d = Docker(private)
+        d.ok("load", "-i", str(docker_archive(archive, tmp / "docker.tar")))
+        yield d
     assert not mounts_under(tmp), "docker storage left mounted"
-    assert not [p for p in left if os.path.exists(p)], "container cgroups left behind"
-    assert not [d for d in made if d.exists()], "dockerd's /run/docker left behind"
+    assert not private.cgroups(), "container cgroups left behind"
+    assert had_run_docker or not Path("/run/docker").exists(), "/run/docker left behind"
 
 
 def test_docker_run_prints_and_returns_the_status(docker):
@@ -436,3 +331,27 @@ def test_docker_and_podman_stats_show_each_containers_own_cpu(docker, podman):
             assert busy_cpu > 5 * max(idle_cpu, 0.5), (busy_cpu, idle_cpu)
         finally:
             engine("rm", "--force", busy, idle)
+
+
+def test_docker_publishes_a_port_in_its_own_network_namespace(docker):
+    """``-p``: Docker's bridge, veth and iptables DNAT (and its docker-proxy) take a
+    connection to the published port to the container's server; all of it inside the
+    private dockerd's network namespace, where the client connects too."""
+    server = "while :; do echo pong from pyvmm-runtime | nc -l -p 80; done"
+    cid = docker.ok("run", "-d", "-p", "18080:80", IMAGE, "/bin/sh", "-c", server).strip()
+    client = ("import socket, sys, time\n"
+              "for _ in range(100):\n"
+              "    try:\n"
+              "        with socket.create_connection(('127.0.0.1', 18080), timeout=5) as s:\n"
+              "            data = s.recv(100)\n"
+              "            if data: sys.stdout.write(data.decode()); break\n"
+              "    except OSError: pass\n"
+              "    time.sleep(0.1)\n")  # fmt: skip
+    try:
+        assert "18080" in docker.ok("port", cid)
+        r = subprocess.run(["nsenter", f"--net=/proc/{docker.private.pid}/ns/net",
+                            sys.executable, "-c", client], capture_output=True, text=True,
+                           timeout=60)  # fmt: skip
+        assert r.stdout == "pong from pyvmm-runtime\n", r.stderr
+    finally:
+        docker("rm", "--force", cid)
