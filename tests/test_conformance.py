@@ -194,7 +194,8 @@ def test_pyvmm_runtime_passes_beside_runc_in_one_run(tmp_path, scratch):
     runtime = Path(sys.executable).parent / "pyvmm-runtime"
     tests = [a for name in BESIDE_RUNC for a in ("--test", name)]
     r = run_suite("--runtime", "runc", "--runtime", f"pyvmm-runtime={runtime}", *tests,
-                  "--timeout", "120", "--results", str(tmp_path), "--quiet", tmp=scratch)  # fmt: skip
+                  "--timeout", "120", "--results", str(tmp_path), "--quiet",
+                  tmp=scratch)  # fmt: skip
     assert r.returncode == 0, r.stderr
     doc = json.loads((tmp_path / "conformance.json").read_text())
     runs = {rt["label"]: {t["name"]: t for t in rt["tests"]} for rt in doc["runtimes"]}

@@ -16,6 +16,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from vmm.container.hooks import Hook
 from vmm.container.rlimits import Rlimit
 from vmm.errors import PyvmmError
 
@@ -167,14 +168,6 @@ class IdMapping:
     container_id: int
     host_id: int
     size: int
-
-
-@dataclass
-class Hook:
-    path: str
-    args: list[str] = field(default_factory=list)
-    env: list[str] = field(default_factory=list)
-    timeout: int | None = None
 
 
 @dataclass
