@@ -49,19 +49,20 @@ def archive(tmp_path_factory) -> Path:
 class Podman:
     """Podman on a store of its own under ``tmp``, with a test-only containers.conf
     (this host's root lacks CAP_SYS_RESOURCE, so Podman's default rlimits must be
-    lowered; see vmm/bench/containers.py), running pyvmm-runtime, its containers in a
-    cgroup parent of their own."""
+    lowered; see vmm/bench/containers.py), running pyvmm-runtime (or ``runtime``), its
+    containers in a cgroup parent and a network namespace of their own."""
 
     def __init__(self, private: PrivatePodman):
         self.private = private
 
-    def __call__(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run(self.private.command(*args, runtime=RUNTIME), capture_output=True,
-                              text=True, env=self.private.env, timeout=timeout,
-                              stdin=subprocess.DEVNULL)  # fmt: skip
+    def __call__(self, *args: str, timeout: float = 60, runtime: str = RUNTIME,
+                 input: str | None = None) -> subprocess.CompletedProcess:  # fmt: skip
+        return subprocess.run(self.private.command(*args, runtime=runtime), capture_output=True,
+                              text=True, env=self.private.env, timeout=timeout, input=input,
+                              stdin=None if input is not None else subprocess.DEVNULL)  # fmt: skip
 
-    def ok(self, *args: str) -> str:
-        r = self(*args)
+    def ok(self, *args: str, runtime: str = RUNTIME) -> str:
+        r = self(*args, runtime=runtime)
         assert r.returncode == 0, f"podman {' '.join(args)}: {r.stderr}"
         return r.stdout
 
@@ -71,7 +72,7 @@ def podman(tmp_path_factory, archive):
     if shutil.which("podman") is None:
         pytest.skip("podman is not installed (scripts/setup.sh --all installs it)")
     tmp = tmp_path_factory.mktemp("podman")
-    with private_podman(tmp) as private:
+    with private_podman(tmp, own_network=True) as private:
         p = Podman(private)
         try:
             p.ok("load", "-i", str(archive))
@@ -150,6 +151,112 @@ def test_podman_gives_126_and_127_as_with_runc(podman):
     assert podman("run", "--rm", IMAGE, "nosuchcmd").returncode == 127
 
 
+MEMORY_LIMIT = (
+    "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"
+)
+CPU_QUOTA = "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cat /sys/fs/cgroup/cpu.max"
+READ_ONLY = ("head -1 /etc/passwd; echo x > /etc/y && cat /etc/y; touch /z 2>/dev/null"
+             " || echo root read-only; echo t > /tmp/t && cat /tmp/t")  # fmt: skip
+# The flags of issue 17's list that one ``podman run --rm`` shows: flags, command, stdin.
+PODMAN_RUNS = {
+    "status": ((), ["/bin/sh", "-c", "echo out; echo err >&2; exit 3"], None),
+    "--memory": (("--memory", "64m"), ["/bin/sh", "-c", MEMORY_LIMIT], None),
+    "--cpus": (("--cpus", "0.5"), ["/bin/sh", "-c", CPU_QUOTA], None),
+    "--read-only --tmpfs": (("--read-only", "--tmpfs", "/etc"), ["/bin/sh", "-c", READ_ONLY], None),
+    "-v": (("-v", "pyvmmflags:/vol"), ["/bin/sh", "-c", "echo kept > /vol/f && cat /vol/f"], None),
+    "-p": (("-p", "18082:80"), ["/bin/sh", "-c", "cat /proc/net/dev | grep -c eth0"], None),
+    "-t": (("-t",), ["tty"], None),
+    "-i": (("-i",), ["cat"], "through stdin\n"),
+    "-it": (("-i", "-t"), ["/bin/sh", "-c", "tty; echo typed"], None),
+    "126": ((), ["/etc/passwd"], None),
+    "127": ((), ["nosuchcmd"], None),
+}
+
+
+@pytest.mark.skipif(not shutil.which("runc"), reason="runc is not installed")
+def test_podman_flags_do_with_pyvmm_runtime_what_they_do_with_runc(podman):
+    """Each flag, run by Podman with runc and then with pyvmm-runtime: the same exit
+    status and the same output."""
+    podman.ok("volume", "create", "pyvmmflags")
+    runc = {}
+    try:
+        for name, (flags, command, stdin) in PODMAN_RUNS.items():
+            seen, stderr = {}, {}
+            for runtime in ("runc", RUNTIME):
+                r = podman("run", "--rm", *flags, IMAGE, *command, runtime=runtime, input=stdin)
+                seen[runtime], stderr[runtime] = (r.returncode, r.stdout), r.stderr
+            assert seen[RUNTIME] == seen["runc"], (name, seen, stderr)
+            runc[name] = seen["runc"]
+    finally:
+        podman("volume", "rm", "--force", "pyvmmflags")
+    assert runc["status"] == (3, "out\n") and runc["-i"] == (0, "through stdin\n")
+    assert runc["--memory"] == (0, f"{64 << 20}\n") and runc["--cpus"][1].split()[0] == "50000"
+    assert (runc["126"][0], runc["127"][0], runc["-v"]) == (126, 127, (0, "kept\n"))
+
+
+def _life(podman, runtime: str) -> list[str]:
+    """What -d, exec, logs, pause, kill, stop, stats and inspect say of two containers."""
+    script = "trap 'exit 7' USR1; echo started; sleep 60 & wait"
+    cid = podman.ok("run", "-d", IMAGE, "/bin/sh", "-c", script, runtime=runtime).strip()
+    sleeper = podman.ok("run", "-d", IMAGE, "sleep", "60", runtime=runtime).strip()
+    status = ("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}")
+    try:
+        deadline = time.monotonic() + 10
+        while "started" not in podman.ok("logs", cid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen = [podman.ok("exec", cid, "cat", "/proc/1/cmdline"), podman.ok("logs", cid)]
+        podman.ok("pause", cid)
+        seen.append(podman.ok(*status, cid))
+        podman.ok("unpause", cid)
+        seen.append(podman.ok(*status, cid))
+        stats = podman.ok("stats", "--no-stream", "--format", "{{.PIDs}}", cid)
+        seen.append(stats)
+        podman.ok("kill", "--signal", "USR1", cid)
+        seen.append(podman.ok("wait", cid))
+        podman.ok("stop", "--time", "1", sleeper)  # sleep as PID 1 ignores SIGTERM
+        seen.append(podman.ok(*status, sleeper))
+    finally:
+        podman("rm", "--force", "--time", "0", cid, sleeper)
+    return seen
+
+
+@pytest.mark.skipif(not shutil.which("runc"), reason="runc is not installed")
+def test_podman_container_life_with_pyvmm_runtime_as_with_runc(podman):
+    life = {runtime: _life(podman, runtime) for runtime in ("runc", RUNTIME)}
+    assert life[RUNTIME] == life["runc"]
+    assert life["runc"][1:] == ["started\n", "paused 0\n", "running 0\n", "2\n", "7\n",
+                                "exited 137\n"]  # fmt: skip
+
+
+def _answer(netns_pid: int, port: int) -> str:
+    """What a server at 127.0.0.1:``port`` of ``netns_pid``'s network namespace says
+    first (retried while the engine sets the port up)."""
+    client = ("import socket, sys, time\n"
+              "for _ in range(100):\n"
+              "    try:\n"
+              f"        with socket.create_connection(('127.0.0.1', {port}), timeout=5) as s:\n"
+              "            data = s.recv(100)\n"
+              "            if data: sys.stdout.write(data.decode()); break\n"
+              "    except OSError: pass\n"
+              "    time.sleep(0.1)\n")  # fmt: skip
+    r = subprocess.run(["nsenter", f"--net=/proc/{netns_pid}/ns/net", sys.executable, "-c", client],
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    return r.stdout
+
+
+SERVER = "while :; do echo pong from pyvmm-runtime | nc -l -p 80; done"
+
+
+def test_podman_publishes_a_port_in_its_own_network_namespace(podman):
+    """``-p``: netavark's bridge and DNAT take a connection to the published port to the
+    container's server, inside the private Podman's network namespace."""
+    cid = podman.ok("run", "-d", "-p", "18081:80", IMAGE, "/bin/sh", "-c", SERVER).strip()
+    try:
+        assert _answer(podman.private.netns, 18081) == "pong from pyvmm-runtime\n"
+    finally:
+        podman("rm", "--force", "--time", "0", cid)
+
+
 def test_buildah_bud_builds_a_two_step_containerfile(podman, tmp_path):
     """buildah (on the same private store as Podman) runs each RUN step with
     pyvmm-runtime; its config asks for ambient capabilities with no inheritable set."""
@@ -159,8 +266,9 @@ def test_buildah_bud_builds_a_two_step_containerfile(podman, tmp_path):
         f"FROM {IMAGE}\nRUN echo one > /one\nRUN cat /one > /two && echo two >> /two\n"
     )
     tag = f"localhost/pyvmm-built-{os.getpid()}:latest"
-    buildah = [*podman.private.argv, "bud", "--runtime", RUNTIME, "-t", tag, str(tmp_path)]
-    buildah[0] = "buildah"
+    options = podman.private.argv[1:]  # podman's store options, which buildah shares
+    buildah = [*podman.private.prefix, "buildah", *options, "bud", "--runtime", RUNTIME, "-t", tag,
+               str(tmp_path)]  # fmt: skip
     r = subprocess.run(buildah, capture_output=True, text=True, env=podman.private.env,
                        stdin=subprocess.DEVNULL, timeout=300)  # fmt: skip
     try:
@@ -337,21 +445,9 @@ def test_docker_publishes_a_port_in_its_own_network_namespace(docker):
     """``-p``: Docker's bridge, veth and iptables DNAT (and its docker-proxy) take a
     connection to the published port to the container's server; all of it inside the
     private dockerd's network namespace, where the client connects too."""
-    server = "while :; do echo pong from pyvmm-runtime | nc -l -p 80; done"
-    cid = docker.ok("run", "-d", "-p", "18080:80", IMAGE, "/bin/sh", "-c", server).strip()
-    client = ("import socket, sys, time\n"
-              "for _ in range(100):\n"
-              "    try:\n"
-              "        with socket.create_connection(('127.0.0.1', 18080), timeout=5) as s:\n"
-              "            data = s.recv(100)\n"
-              "            if data: sys.stdout.write(data.decode()); break\n"
-              "    except OSError: pass\n"
-              "    time.sleep(0.1)\n")  # fmt: skip
+    cid = docker.ok("run", "-d", "-p", "18080:80", IMAGE, "/bin/sh", "-c", SERVER).strip()
     try:
         assert "18080" in docker.ok("port", cid)
-        r = subprocess.run(["nsenter", f"--net=/proc/{docker.private.pid}/ns/net",
-                            sys.executable, "-c", client], capture_output=True, text=True,
-                           timeout=60)  # fmt: skip
-        assert r.stdout == "pong from pyvmm-runtime\n", r.stderr
+        assert _answer(docker.private.pid, 18080) == "pong from pyvmm-runtime\n"
     finally:
         docker("rm", "--force", cid)

@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vmm.container.bench import flat_rootfs, oci_bundle
@@ -40,12 +40,19 @@ from vmm.container.state import Store
 IMAGE = "localhost/pyvmm-workload:latest"
 # Podman's defaults raise rlimits from the caller's, which needs CAP_SYS_RESOURCE;
 # a private containers.conf keeps them at what root here may set, and uses cgroupfs.
+# Its tmp_dir (the "alive" file whose absence makes Podman reset every container to
+# "created", its events log) and its locks (by default shared memory, /dev/shm/
+# libpod_lock, one for the machine) are the Podman's own: with the defaults, another
+# Podman's `system reset` (another test's, another session's) wiped this one's state
+# in the middle of its tests.
 CONTAINERS_CONF = """\
 [containers]
 default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
 [engine]
 cgroup_manager = "cgroupfs"
 events_logger = "file"
+tmp_dir = "{run_root}/libpod"
+lock_type = "file"
 """
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,18 +66,22 @@ def runtimes() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class PrivatePodman:
-    """A Podman of our own: its store under a directory of ours, its run root, and a
-    cgroup parent no other Podman on the machine uses."""
+    """A Podman of our own: its store under a directory of ours, its run root, a
+    cgroup parent no other Podman on the machine uses and, if asked for, a network
+    namespace of its own (``netns``: the pid holding it, entered by ``prefix``)."""
 
     argv: list[str]  # podman and its global options
     env: dict[str, str]
     run_root: str
     cgroup_parent: str  # for ``podman run --cgroup-parent``: conmon's cgroup goes there too
+    prefix: list[str] = field(default_factory=list)  # nsenter into ``netns``, or nothing
+    netns: int | None = None
 
     def command(self, subcommand: str, *args: str, runtime: str | None = None) -> list[str]:
         """``podman [--runtime RUNTIME] SUBCOMMAND ARGS``, a container it makes placed in
         this Podman's cgroup parent."""
-        argv = [*self.argv, *(["--runtime", runtime] if runtime else []), subcommand]
+        argv = [*self.prefix, *self.argv, *(["--runtime", runtime] if runtime else []),
+                subcommand]  # fmt: skip
         if subcommand in ("run", "create"):
             argv += ["--cgroup-parent", "/" + self.cgroup_parent]
         return [*argv, *args]
@@ -82,7 +93,26 @@ class PrivatePodman:
 
 
 @contextlib.contextmanager
-def private_podman(tmp: Path) -> Iterator[PrivatePodman]:
+def network_namespace() -> Iterator[int]:
+    """A network namespace of our own, its loopback up, held by a sleeping process
+    whose pid is yielded (``nsenter --net=/proc/PID/ns/net`` enters it); the
+    namespace, and whatever an engine made in it (bridge, veths, iptables chains),
+    goes when that process is killed afterwards."""
+    holder = subprocess.Popen(["unshare", "--net", "sh", "-c",
+                               "ip link set lo up && echo up && exec sleep infinity"],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        if holder.stdout.readline() != "up\n":
+            raise RuntimeError("could not make a network namespace (unshare --net)")
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
+
+@contextlib.contextmanager
+def private_podman(tmp: Path, own_network: bool = False) -> Iterator[PrivatePodman]:
     """A Podman whose store is under ``tmp``; afterwards, its containers and store are
     reset and its cgroup parent and run root removed.
 
@@ -90,25 +120,31 @@ def private_podman(tmp: Path) -> Iterator[PrivatePodman]:
     one longer than 50 characters (conmon's socket paths go below it), as a pytest or
     TMPDIR directory may well be. The cgroup parent is ours alone, so that nothing
     another Podman on the machine does (its ``libpod_parent``, the default) is removed
-    or counted as ours."""
+    or counted as ours. ``own_network``: every podman command runs in a network
+    namespace of ours, where netavark's bridge and iptables chains (for its default
+    network and ``-p``) are made and die; without it they are the host's (the caller
+    runs podman in a namespace of its own, or needs the host's loopback)."""
     tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "containers.conf").write_text(CONTAINERS_CONF)
     env = {**os.environ, "CONTAINERS_CONF": str(tmp / "containers.conf")}
-    run_root = tempfile.mkdtemp(prefix="pyvmm-podman-", dir="/run")
-    argv = ["podman", "--root", str(tmp / "storage"), "--runroot", run_root,
-            "--storage-driver", "overlay"]  # fmt: skip
-    podman = PrivatePodman(argv, env, run_root, os.path.basename(run_root))
-    try:
-        yield podman
-    finally:
-        subprocess.run([*argv, "system", "reset", "--force"], env=env, capture_output=True,
-                       stdin=subprocess.DEVNULL)  # fmt: skip
-        for parent in podman.cgroups():
-            for d in (f"{parent}/conmon", parent):
-                with contextlib.suppress(OSError):  # still in use: the caller's check says so
-                    os.rmdir(d)
-        if not _mounted_under(run_root):
-            shutil.rmtree(run_root, ignore_errors=True)
+    with contextlib.ExitStack() as stack:
+        netns = stack.enter_context(network_namespace()) if own_network else None
+        prefix = ["nsenter", f"--net=/proc/{netns}/ns/net"] if netns else []
+        run_root = tempfile.mkdtemp(prefix="pyvmm-podman-", dir="/run")
+        (tmp / "containers.conf").write_text(CONTAINERS_CONF.format(run_root=run_root))
+        argv = ["podman", "--root", str(tmp / "storage"), "--runroot", run_root,
+                "--storage-driver", "overlay"]  # fmt: skip
+        podman = PrivatePodman(argv, env, run_root, os.path.basename(run_root), prefix, netns)
+        try:
+            yield podman
+        finally:
+            subprocess.run([*prefix, *argv, "system", "reset", "--force"], env=env,
+                           capture_output=True, stdin=subprocess.DEVNULL)  # fmt: skip
+            for parent in podman.cgroups():
+                for d in (f"{parent}/conmon", parent):
+                    with contextlib.suppress(OSError):  # still in use: the caller's check says so
+                        os.rmdir(d)
+            if not _mounted_under(run_root):
+                shutil.rmtree(run_root, ignore_errors=True)
 
 
 def _mounted_under(path: str) -> bool:
@@ -309,7 +345,7 @@ def measure(runs: int = 5) -> dict:
         )  # fmt: skip
         rootfs = flat_rootfs(Store(tmp / "store"), "workload:latest", tmp / "rootfs")
         bundle = oci_bundle(rootfs, tmp / "bundle", ["/bin/true"], {})
-        podman = stack.enter_context(private_podman(tmp / "podman"))
+        podman = stack.enter_context(private_podman(tmp / "podman", own_network=True))
         subprocess.run(podman.command("load", "-i", str(tmp / "image.tar")), env=podman.env,
                        check=True, capture_output=True)  # fmt: skip
         # Docker knows runc by that name already; the others are declared.

@@ -16,11 +16,10 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from vmm.container import OCI_VERSION
 from vmm.container.hooks import Hook
 from vmm.container.rlimits import Rlimit
 from vmm.errors import PyvmmError
-
-OCI_VERSION = "1.1.0"  # runtime-spec: what `spec` writes, `features` and `--version` report
 
 # config-linux.md "Namespaces": the spec's type names and the namespace files in
 # /proc/PID/ns that a "path" must be.
