@@ -5,6 +5,7 @@ directory and the image scripts/build_images.py writes as an OCI archive."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -419,6 +420,13 @@ def test_docker_pause_cpus_terminal_and_stdin(docker):
     assert docker.ok("run", "--rm", "-t", IMAGE, "tty").strip() == "/dev/pts/0"
     r = docker("run", "--rm", "-i", IMAGE, "cat", input="through stdin\n")
     assert (r.returncode, r.stdout) == (0, "through stdin\n"), r.stderr
+    # -it as a user types it: docker's own stdin a terminal (script(1)'s pty), which the
+    # container's shell reads a line from.
+    command = [*docker.private.argv, "run", "--rm", "-it", "--runtime", "pyvmm", IMAGE,
+               "/bin/sh", "-c", "tty; read line; echo got $line"]  # fmt: skip
+    r = subprocess.run(["script", "-qec", shlex.join(command), "/dev/null"], input="typed\n",
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 0 and "/dev/pts/0" in r.stdout and "got typed" in r.stdout, r
 
 
 def _cpu_percents(engine, *ids: str) -> list[float]:
