@@ -113,13 +113,12 @@ def test_podman_detach_exec_logs_stop(podman):
     assert not (STATE / cid).exists()
 
 
-def test_podman_memory_limit(podman):
-    script = (
-        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null"
-        " || cat /sys/fs/cgroup/memory.max"
-    )
-    out = podman.ok("run", "--rm", "--memory", "64m", IMAGE, "/bin/sh", "-c", script)
-    assert out.strip() == str(64 << 20)
+MEMORY_LIMIT = (
+    "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"
+)
+CPU_QUOTA = "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cat /sys/fs/cgroup/cpu.max"
+READ_ONLY = ("head -1 /etc/passwd; echo x > /etc/y && cat /etc/y; touch /z 2>/dev/null"
+             " || echo root read-only; echo t > /tmp/t && cat /tmp/t")  # fmt: skip
 
 
 def test_podman_volume_and_bind_mount(podman, tmp_path):
@@ -139,9 +138,8 @@ def test_podman_volume_and_bind_mount(podman, tmp_path):
 def test_podman_read_only_and_tmpfs(podman):
     """Podman sends runc's ``tmpcopyup`` for --tmpfs and --read-only's /tmp: the tmpfs
     starts with the image's content there, and the rest of the root is read-only."""
-    script = ("head -1 /etc/passwd; echo x > /etc/y && cat /etc/y; touch /z 2>/dev/null"
-              " || echo root read-only; echo t > /tmp/t && cat /tmp/t")  # fmt: skip
-    out = podman.ok("run", "--rm", "--read-only", "--tmpfs", "/etc", IMAGE, "/bin/sh", "-c", script)
+    out = podman.ok("run", "--rm", "--read-only", "--tmpfs", "/etc", IMAGE, "/bin/sh", "-c",
+                    READ_ONLY)  # fmt: skip
     assert out == "root:x:0:0:root:/root:/bin/sh\nx\nroot read-only\nt\n"
 
 
@@ -152,12 +150,6 @@ def test_podman_gives_126_and_127_as_with_runc(podman):
     assert podman("run", "--rm", IMAGE, "nosuchcmd").returncode == 127
 
 
-MEMORY_LIMIT = (
-    "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"
-)
-CPU_QUOTA = "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cat /sys/fs/cgroup/cpu.max"
-READ_ONLY = ("head -1 /etc/passwd; echo x > /etc/y && cat /etc/y; touch /z 2>/dev/null"
-             " || echo root read-only; echo t > /tmp/t && cat /tmp/t")  # fmt: skip
 # The flags of issue 17's list that one ``podman run --rm`` shows: flags, command, stdin.
 PODMAN_RUNS = {
     "status": ((), ["/bin/sh", "-c", "echo out; echo err >&2; exit 3"], None),
@@ -414,8 +406,7 @@ def test_docker_pause_cpus_terminal_and_stdin(docker):
         assert docker.ok("exec", "-t", cid, "tty").strip().startswith("/dev/pts/")
     finally:
         docker("rm", "--force", cid)
-    quota = "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cat /sys/fs/cgroup/cpu.max"
-    out = docker.ok("run", "--rm", "--cpus", "0.5", IMAGE, "/bin/sh", "-c", quota)
+    out = docker.ok("run", "--rm", "--cpus", "0.5", IMAGE, "/bin/sh", "-c", CPU_QUOTA)
     assert out.split()[0] == "50000"
     assert docker.ok("run", "--rm", "-t", IMAGE, "tty").strip() == "/dev/pts/0"
     r = docker("run", "--rm", "-i", IMAGE, "cat", input="through stdin\n")

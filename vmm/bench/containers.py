@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import io
+import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -88,8 +91,12 @@ class PrivatePodman:
 
     def cgroups(self) -> list[str]:
         """The cgroup parent's directories, one per hierarchy (none once removed)."""
-        name = self.cgroup_parent
-        return glob.glob(f"/sys/fs/cgroup/{name}") + glob.glob(f"/sys/fs/cgroup/*/{name}")
+        return cgroup_dirs(self.cgroup_parent)
+
+
+def cgroup_dirs(name: str) -> list[str]:
+    """The top-level cgroup ``name``'s directories, one per hierarchy (v1 and v2)."""
+    return glob.glob(f"/sys/fs/cgroup/{name}") + glob.glob(f"/sys/fs/cgroup/*/{name}")
 
 
 @contextlib.contextmanager
@@ -217,10 +224,6 @@ def _blob(descriptor: dict) -> str:
 def docker_archive(archive: Path, dest: Path) -> Path:
     """``archive`` (an OCI archive) with the ``manifest.json`` of ``docker save``'s
     format added, which ``docker load`` reads, as ``dest``."""
-    import io
-    import json
-    import tarfile
-
     with tarfile.open(archive) as tar:
         index = json.loads(tar.extractfile("index.json").read())
         digest = index["manifests"][0]["digest"].removeprefix("sha256:")
@@ -246,8 +249,8 @@ class PrivateDocker:
     cgroup_parent: str
 
     def cgroups(self) -> list[str]:
-        name = self.cgroup_parent
-        return glob.glob(f"/sys/fs/cgroup/{name}") + glob.glob(f"/sys/fs/cgroup/*/{name}")
+        """The cgroup parent's directories, one per hierarchy (none once removed)."""
+        return cgroup_dirs(self.cgroup_parent)
 
 
 @contextlib.contextmanager
@@ -258,8 +261,6 @@ def private_docker(tmp: Path, runtimes: dict[str, str]) -> Iterator[PrivateDocke
     network namespace of its own (``unshare --net``), so that its bridge, veths and
     iptables chains (``-p``) live and die there and the host's network is untouched.
     Stopped and everything removed afterwards; the caller checks ``cgroups()``."""
-    import json
-
     tmp.mkdir(parents=True, exist_ok=True)
     # Its identity key in the test's directory (not the default /etc/docker/key.json).
     config = {"runtimes": {n: {"path": p} for n, p in runtimes.items()},
