@@ -190,11 +190,12 @@ BESIDE_RUNC = ["create", "hostname", "kill", "state", "linux_seccomp", "linux_ro
 @pytest.mark.root
 @pytest.mark.slow
 @pytest.mark.skipif(not shutil.which("runc"), reason="runc is not installed")
-def test_pyvmm_runtime_passes_beside_runc_in_one_run(tmp_path):
+def test_pyvmm_runtime_passes_beside_runc_in_one_run(tmp_path, scratch):
     runtime = Path(sys.executable).parent / "pyvmm-runtime"
     tests = [a for name in BESIDE_RUNC for a in ("--test", name)]
-    r = run_script("--runtime", "runc", "--runtime", f"pyvmm-runtime={runtime}", *tests,
-                   "--timeout", "120", "--results", str(tmp_path), "--quiet")  # fmt: skip
+    r = run_suite("--runtime", "runc", "--runtime", f"pyvmm-runtime={runtime}", *tests,
+                  "--timeout", "120", "--results", str(tmp_path), "--quiet",
+                  tmp=scratch)  # fmt: skip
     assert r.returncode == 0, r.stderr
     doc = json.loads((tmp_path / "conformance.json").read_text())
     runs = {rt["label"]: {t["name"]: t for t in rt["tests"]} for rt in doc["runtimes"]}
@@ -204,3 +205,4 @@ def test_pyvmm_runtime_passes_beside_runc_in_one_run(tmp_path):
               for name, t in runs["pyvmm-runtime"].items()}  # fmt: skip
     assert not {name: why for name, why in failed.items() if why}
     assert all(t["left_behind"] == [] for t in runs["pyvmm-runtime"].values())
+    assert not list(scratch.iterdir()), "scratch folders left behind"

@@ -119,7 +119,7 @@ def test_the_oci_state_is_a_typed_record_read_through_the_one_loader(tmp_path):
     ``Hook`` records, a wrong type is refused by the field's name in one line, and
     ``delete --force`` removes a state that does not load."""
     from vmm.container import runtime
-    from vmm.container.spec import Hook
+    from vmm.container.hooks import Hook
 
     state = runtime.State(
         id="c1", oci_version="1.0.2", bundle="/b", pid=7, pid_start=9, rootfs="/b/rootfs",

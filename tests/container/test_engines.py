@@ -4,24 +4,26 @@ directory and the image scripts/build_images.py writes as an OCI archive."""
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import io
-import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
-import tarfile
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from containertest import REPO, mounts_under
 
-from vmm.bench.containers import IMAGE, PrivatePodman, private_podman
+from vmm.bench.containers import (
+    IMAGE,
+    PrivateDocker,
+    PrivatePodman,
+    docker_archive,
+    private_containerd,
+    private_docker,
+    private_podman,
+)
 
 RUNTIME = shutil.which("pyvmm-runtime", path=os.path.dirname(sys.executable))
 STATE = Path("/run/pyvmm-runtime")  # pyvmm-runtime's default --root, which engines use
@@ -48,19 +50,20 @@ def archive(tmp_path_factory) -> Path:
 class Podman:
     """Podman on a store of its own under ``tmp``, with a test-only containers.conf
     (this host's root lacks CAP_SYS_RESOURCE, so Podman's default rlimits must be
-    lowered; see vmm/bench/containers.py), running pyvmm-runtime, its containers in a
-    cgroup parent of their own."""
+    lowered; see vmm/bench/containers.py), running pyvmm-runtime (or ``runtime``), its
+    containers in a cgroup parent and a network namespace of their own."""
 
     def __init__(self, private: PrivatePodman):
         self.private = private
 
-    def __call__(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run(self.private.command(*args, runtime=RUNTIME), capture_output=True,
-                              text=True, env=self.private.env, timeout=timeout,
-                              stdin=subprocess.DEVNULL)  # fmt: skip
+    def __call__(self, *args: str, timeout: float = 60, runtime: str = RUNTIME,
+                 input: str | None = None) -> subprocess.CompletedProcess:  # fmt: skip
+        return subprocess.run(self.private.command(*args, runtime=runtime), capture_output=True,
+                              text=True, env=self.private.env, timeout=timeout, input=input,
+                              stdin=None if input is not None else subprocess.DEVNULL)  # fmt: skip
 
-    def ok(self, *args: str) -> str:
-        r = self(*args)
+    def ok(self, *args: str, runtime: str = RUNTIME) -> str:
+        r = self(*args, runtime=runtime)
         assert r.returncode == 0, f"podman {' '.join(args)}: {r.stderr}"
         return r.stdout
 
@@ -70,7 +73,7 @@ def podman(tmp_path_factory, archive):
     if shutil.which("podman") is None:
         pytest.skip("podman is not installed (scripts/setup.sh --all installs it)")
     tmp = tmp_path_factory.mktemp("podman")
-    with private_podman(tmp) as private:
+    with private_podman(tmp, own_network=True) as private:
         p = Podman(private)
         try:
             p.ok("load", "-i", str(archive))
@@ -110,13 +113,12 @@ def test_podman_detach_exec_logs_stop(podman):
     assert not (STATE / cid).exists()
 
 
-def test_podman_memory_limit(podman):
-    script = (
-        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null"
-        " || cat /sys/fs/cgroup/memory.max"
-    )
-    out = podman.ok("run", "--rm", "--memory", "64m", IMAGE, "/bin/sh", "-c", script)
-    assert out.strip() == str(64 << 20)
+MEMORY_LIMIT = (
+    "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"
+)
+CPU_QUOTA = "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cat /sys/fs/cgroup/cpu.max"
+READ_ONLY = ("head -1 /etc/passwd; echo x > /etc/y && cat /etc/y; touch /z 2>/dev/null"
+             " || echo root read-only; echo t > /tmp/t && cat /tmp/t")  # fmt: skip
 
 
 def test_podman_volume_and_bind_mount(podman, tmp_path):
@@ -136,9 +138,8 @@ def test_podman_volume_and_bind_mount(podman, tmp_path):
 def test_podman_read_only_and_tmpfs(podman):
     """Podman sends runc's ``tmpcopyup`` for --tmpfs and --read-only's /tmp: the tmpfs
     starts with the image's content there, and the rest of the root is read-only."""
-    script = ("head -1 /etc/passwd; echo x > /etc/y && cat /etc/y; touch /z 2>/dev/null"
-              " || echo root read-only; echo t > /tmp/t && cat /tmp/t")  # fmt: skip
-    out = podman.ok("run", "--rm", "--read-only", "--tmpfs", "/etc", IMAGE, "/bin/sh", "-c", script)
+    out = podman.ok("run", "--rm", "--read-only", "--tmpfs", "/etc", IMAGE, "/bin/sh", "-c",
+                    READ_ONLY)  # fmt: skip
     assert out == "root:x:0:0:root:/root:/bin/sh\nx\nroot read-only\nt\n"
 
 
@@ -147,6 +148,106 @@ def test_podman_gives_126_and_127_as_with_runc(podman):
     "permission denied" is 126, "executable file not found" 127."""
     assert podman("run", "--rm", IMAGE, "/etc/passwd").returncode == 126
     assert podman("run", "--rm", IMAGE, "nosuchcmd").returncode == 127
+
+
+# The flags of issue 17's list that one ``podman run --rm`` shows: flags, command, stdin.
+PODMAN_RUNS = {
+    "status": ((), ["/bin/sh", "-c", "echo out; echo err >&2; exit 3"], None),
+    "--memory": (("--memory", "64m"), ["/bin/sh", "-c", MEMORY_LIMIT], None),
+    "--cpus": (("--cpus", "0.5"), ["/bin/sh", "-c", CPU_QUOTA], None),
+    "--read-only --tmpfs": (("--read-only", "--tmpfs", "/etc"), ["/bin/sh", "-c", READ_ONLY], None),
+    "-v": (("-v", "pyvmmflags:/vol"), ["/bin/sh", "-c", "echo kept > /vol/f && cat /vol/f"], None),
+    "-p": (("-p", "18082:80"), ["/bin/sh", "-c", "cat /proc/net/dev | grep -c eth0"], None),
+    "-t": (("-t",), ["tty"], None),
+    "-i": (("-i",), ["cat"], "through stdin\n"),
+    "-it": (("-i", "-t"), ["/bin/sh", "-c", "tty; echo typed"], None),
+    "126": ((), ["/etc/passwd"], None),
+    "127": ((), ["nosuchcmd"], None),
+}
+
+
+@pytest.mark.skipif(not shutil.which("runc"), reason="runc is not installed")
+def test_podman_flags_do_with_pyvmm_runtime_what_they_do_with_runc(podman):
+    """Each flag, run by Podman with runc and then with pyvmm-runtime: the same exit
+    status and the same output."""
+    podman.ok("volume", "create", "pyvmmflags")
+    runc = {}
+    try:
+        for name, (flags, command, stdin) in PODMAN_RUNS.items():
+            seen, stderr = {}, {}
+            for runtime in ("runc", RUNTIME):
+                r = podman("run", "--rm", *flags, IMAGE, *command, runtime=runtime, input=stdin)
+                seen[runtime], stderr[runtime] = (r.returncode, r.stdout), r.stderr
+            assert seen[RUNTIME] == seen["runc"], (name, seen, stderr)
+            runc[name] = seen["runc"]
+    finally:
+        podman("volume", "rm", "--force", "pyvmmflags")
+    assert runc["status"] == (3, "out\n") and runc["-i"] == (0, "through stdin\n")
+    assert runc["--memory"] == (0, f"{64 << 20}\n") and runc["--cpus"][1].split()[0] == "50000"
+    assert (runc["126"][0], runc["127"][0], runc["-v"]) == (126, 127, (0, "kept\n"))
+
+
+def _life(podman, runtime: str) -> list[str]:
+    """What -d, exec, logs, pause, kill, stop, stats and inspect say of two containers."""
+    script = "trap 'exit 7' USR1; echo started; sleep 60 & wait"
+    cid = podman.ok("run", "-d", IMAGE, "/bin/sh", "-c", script, runtime=runtime).strip()
+    sleeper = podman.ok("run", "-d", IMAGE, "sleep", "60", runtime=runtime).strip()
+    status = ("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}")
+    try:
+        deadline = time.monotonic() + 10
+        while "started" not in podman.ok("logs", cid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen = [podman.ok("exec", cid, "cat", "/proc/1/cmdline"), podman.ok("logs", cid)]
+        podman.ok("pause", cid)
+        seen.append(podman.ok(*status, cid))
+        podman.ok("unpause", cid)
+        seen.append(podman.ok(*status, cid))
+        stats = podman.ok("stats", "--no-stream", "--format", "{{.PIDs}}", cid)
+        seen.append(stats)
+        podman.ok("kill", "--signal", "USR1", cid)
+        seen.append(podman.ok("wait", cid))
+        podman.ok("stop", "--time", "1", sleeper)  # sleep as PID 1 ignores SIGTERM
+        seen.append(podman.ok(*status, sleeper))
+    finally:
+        podman("rm", "--force", "--time", "0", cid, sleeper)
+    return seen
+
+
+@pytest.mark.skipif(not shutil.which("runc"), reason="runc is not installed")
+def test_podman_container_life_with_pyvmm_runtime_as_with_runc(podman):
+    life = {runtime: _life(podman, runtime) for runtime in ("runc", RUNTIME)}
+    assert life[RUNTIME] == life["runc"]
+    assert life["runc"][1:] == ["started\n", "paused 0\n", "running 0\n", "2\n", "7\n",
+                                "exited 137\n"]  # fmt: skip
+
+
+def _answer(netns_pid: int, port: int) -> str:
+    """What a server at 127.0.0.1:``port`` of ``netns_pid``'s network namespace says
+    first (retried while the engine sets the port up)."""
+    client = ("import socket, sys, time\n"
+              "for _ in range(100):\n"
+              "    try:\n"
+              f"        with socket.create_connection(('127.0.0.1', {port}), timeout=5) as s:\n"
+              "            data = s.recv(100)\n"
+              "            if data: sys.stdout.write(data.decode()); break\n"
+              "    except OSError: pass\n"
+              "    time.sleep(0.1)\n")  # fmt: skip
+    r = subprocess.run(["nsenter", f"--net=/proc/{netns_pid}/ns/net", sys.executable, "-c", client],
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    return r.stdout
+
+
+SERVER = "while :; do echo pong from pyvmm-runtime | nc -l -p 80; done"
+
+
+def test_podman_publishes_a_port_in_its_own_network_namespace(podman):
+    """``-p``: netavark's bridge and DNAT take a connection to the published port to the
+    container's server, inside the private Podman's network namespace."""
+    cid = podman.ok("run", "-d", "-p", "18081:80", IMAGE, "/bin/sh", "-c", SERVER).strip()
+    try:
+        assert _answer(podman.private.netns, 18081) == "pong from pyvmm-runtime\n"
+    finally:
+        podman("rm", "--force", "--time", "0", cid)
 
 
 def test_buildah_bud_builds_a_two_step_containerfile(podman, tmp_path):
@@ -158,8 +259,9 @@ def test_buildah_bud_builds_a_two_step_containerfile(podman, tmp_path):
         f"FROM {IMAGE}\nRUN echo one > /one\nRUN cat /one > /two && echo two >> /two\n"
     )
     tag = f"localhost/pyvmm-built-{os.getpid()}:latest"
-    buildah = [*podman.private.argv, "bud", "--runtime", RUNTIME, "-t", tag, str(tmp_path)]
-    buildah[0] = "buildah"
+    options = podman.private.argv[1:]  # podman's store options, which buildah shares
+    buildah = [*podman.private.prefix, "buildah", *options, "bud", "--runtime", RUNTIME, "-t", tag,
+               str(tmp_path)]  # fmt: skip
     r = subprocess.run(buildah, capture_output=True, text=True, env=podman.private.env,
                        stdin=subprocess.DEVNULL, timeout=300)  # fmt: skip
     try:
@@ -169,65 +271,15 @@ def test_buildah_bud_builds_a_two_step_containerfile(podman, tmp_path):
         podman("rmi", "--force", tag)
 
 
-CONTAINERD_CONFIG = """\
-version = 2
-root = "{tmp}/root"
-state = "{run}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{run}/containerd.sock"
-[ttrpc]
-  address = "{run}/containerd-ttrpc.sock"
-"""
-
-
-@contextlib.contextmanager
-def private_containerd(tmp: Path) -> Iterator[tuple[Path, Path]]:
-    """A containerd of our own (root under ``tmp``, state and sockets in a short
-    directory under /run whatever ``tmp`` is: a socket's path may not pass 104
-    characters); yields (its socket, that directory). Stopped afterwards, the mounts
-    it left unmounted and the directory removed."""
-    run = Path(tempfile.mkdtemp(prefix="pyvmm-ctd-", dir="/run"))
-    (tmp / "config.toml").write_text(CONTAINERD_CONFIG.format(tmp=tmp, run=run))
-    log = open(tmp / "containerd.log", "w")
-    daemon = subprocess.Popen(["containerd", "--config", tmp / "config.toml"],
-                              stdout=log, stderr=log)  # fmt: skip
-    try:
-        _wait_for(["ctr", "--address", str(run / "containerd.sock"), "version"],
-                  tmp / "containerd.log")  # fmt: skip
-        yield run / "containerd.sock", run
-    finally:
-        daemon.terminate()
-        daemon.wait(10)
-        log.close()
-        _unmount_all(tmp, run)
-        if not mounts_under(run):
-            shutil.rmtree(run)
-    assert not mounts_under(tmp, run)
-
-
-def _wait_for(probe: list[str], log: Path, seconds: float = 30) -> None:
-    """Until ``probe`` succeeds: a daemon's start; its ``log`` if it never does."""
-    deadline = time.monotonic() + seconds
-    while subprocess.run(probe, capture_output=True).returncode != 0:
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.1)
-
-
-def _unmount_all(*paths: Path) -> None:
-    """Unmount what a daemon left mounted under ``paths``, the deepest first."""
-    for _, where in sorted(mounts_under(*paths), key=lambda m: m[1], reverse=True):
-        subprocess.run(["umount", "-l", where], check=False)
-
-
 @pytest.fixture
 def containerd(tmp_path, archive):
     if shutil.which("containerd") is None:
         pytest.skip("containerd is not installed")
-    with private_containerd(tmp_path) as (socket, _):
+    with private_containerd(tmp_path) as (socket, run):
         ctr = ["ctr", "--address", str(socket)]
         subprocess.run([*ctr, "image", "import", archive], check=True, capture_output=True)
         yield ctr
+    assert not mounts_under(tmp_path, run), "containerd left mounts behind"
 
 
 def test_containerd_runs_an_imported_image_with_pyvmm_runtime(containerd):
@@ -266,44 +318,18 @@ def test_containerd_task_metrics_are_the_containers_own(containerd):
             subprocess.run([*containerd, "containers", "delete", name], capture_output=True)
 
 
-# The `runtimes` entry docs/containers.md documents, as a test's daemon.json.
-DAEMON_JSON = {"runtimes": {"pyvmm": {"path": RUNTIME}}}
-
-
-def _blob(descriptor: dict) -> str:
-    return "blobs/sha256/" + descriptor["digest"].removeprefix("sha256:")
-
-
-def _docker_archive(archive: Path, tmp: Path) -> Path:
-    """The OCI archive with the ``manifest.json`` of ``docker save``'s format added,
-    which is all Docker 20.10's ``docker load`` reads (it cannot load OCI archives)."""
-    with tarfile.open(archive) as tar:
-        index = json.loads(tar.extractfile("index.json").read())
-        digest = index["manifests"][0]["digest"].removeprefix("sha256:")
-        manifest = json.loads(tar.extractfile(f"blobs/sha256/{digest}").read())
-    entry = [{"Config": _blob(manifest["config"]), "RepoTags": [IMAGE],
-              "Layers": [_blob(layer) for layer in manifest["layers"]]}]  # fmt: skip
-    data = json.dumps(entry).encode()
-    shutil.copy(archive, tmp / "docker.tar")
-    with tarfile.open(tmp / "docker.tar", "a") as tar:
-        info = tarfile.TarInfo("manifest.json")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return tmp / "docker.tar"
-
-
 class Docker:
     """``docker`` against the private daemon; containers run by pyvmm-runtime."""
 
-    def __init__(self, socket: Path):
-        self.argv = [shutil.which("docker"), "-H", f"unix://{socket}"]
+    def __init__(self, private: PrivateDocker):
+        self.private = private
 
     def __call__(
         self, *args: str, input: str = "", timeout: float = 60
     ) -> subprocess.CompletedProcess:
         if args[0] == "run":
             args = ("run", "--runtime", "pyvmm", *args[1:])
-        return subprocess.run([*self.argv, *args], capture_output=True, text=True,
+        return subprocess.run([*self.private.argv, *args], capture_output=True, text=True,
                               timeout=timeout, input=input)  # fmt: skip
 
     def ok(self, *args: str) -> str:
@@ -314,50 +340,20 @@ class Docker:
 
 @pytest.fixture(scope="module")
 def docker(tmp_path_factory, archive):
-    """A dockerd of our own: its --data-root under the test's tmp directory, its
-    --exec-root and socket in a short directory under /run, its own containerd, a
-    cgroup parent of its own, and no bridge or iptables rules (nothing on the host's
-    network changes); stopped and everything removed afterwards."""
+    """A dockerd of our own (vmm/bench/containers.py): its own data, exec root, socket,
+    containerd, cgroup parent and network namespace, with the ``runtimes`` entry of
+    docs/containers.md; stopped and everything removed afterwards."""
     if shutil.which("dockerd") is None or shutil.which("containerd") is None:
         pytest.skip("dockerd is not installed (scripts/setup.sh --all installs docker.io)")
     tmp = tmp_path_factory.mktemp("docker")
-    # Its identity key in the test's directory (not the default /etc/docker/key.json).
-    (tmp / "daemon.json").write_text(
-        json.dumps({**DAEMON_JSON, "deprecated-key-path": str(tmp / "key.json")})
-    )
-    plugins = Path("/run/docker/plugins")  # dockerd's, whatever --exec-root says
-    made = [d for d in (plugins.parent, plugins) if not d.exists()]
-    with private_containerd(tmp) as (containerd, run):
-        parent = run.name
-        log = open(tmp / "dockerd.log", "w")
-        daemon = subprocess.Popen(
-            ["dockerd", "--config-file", tmp / "daemon.json", "--data-root", tmp / "data",
-             "--exec-root", run / "exec", "--pidfile", run / "docker.pid",
-             "-H", f"unix://{run}/docker.sock", "--containerd", containerd,
-             "--bridge", "none", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
-             "--cgroup-parent", parent],
-            stdout=log, stderr=log,
-        )  # fmt: skip
-        d = Docker(run / "docker.sock")
-        try:
-            _wait_for([*d.argv, "version"], tmp / "dockerd.log")
-            d.ok("load", "-i", str(_docker_archive(archive, tmp)))
-            yield d
-        finally:
-            containers = d("ps", "-aq").stdout.split()
-            if containers:
-                d("rm", "--force", *containers)
-            daemon.terminate()
-            daemon.wait(30)
-            log.close()
-            _unmount_all(tmp, run)
-            left = glob.glob(f"/sys/fs/cgroup/*/{parent}") + glob.glob(f"/sys/fs/cgroup/{parent}")
-            for path in [*left, *reversed(made)]:
-                with contextlib.suppress(OSError):  # still in use: the check below says so
-                    os.rmdir(path)
+    had_run_docker = Path("/run/docker").exists()  # dockerd makes it whatever --exec-root
+    with private_docker(tmp, {"pyvmm": RUNTIME}) as private:
+        d = Docker(private)
+        d.ok("load", "-i", str(docker_archive(archive, tmp / "docker.tar")))
+        yield d
     assert not mounts_under(tmp), "docker storage left mounted"
-    assert not [p for p in left if os.path.exists(p)], "container cgroups left behind"
-    assert not [d for d in made if d.exists()], "dockerd's /run/docker left behind"
+    assert not private.cgroups(), "container cgroups left behind"
+    assert had_run_docker or not Path("/run/docker").exists(), "/run/docker left behind"
 
 
 def test_docker_run_prints_and_returns_the_status(docker):
@@ -410,12 +406,18 @@ def test_docker_pause_cpus_terminal_and_stdin(docker):
         assert docker.ok("exec", "-t", cid, "tty").strip().startswith("/dev/pts/")
     finally:
         docker("rm", "--force", cid)
-    quota = "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cat /sys/fs/cgroup/cpu.max"
-    out = docker.ok("run", "--rm", "--cpus", "0.5", IMAGE, "/bin/sh", "-c", quota)
+    out = docker.ok("run", "--rm", "--cpus", "0.5", IMAGE, "/bin/sh", "-c", CPU_QUOTA)
     assert out.split()[0] == "50000"
     assert docker.ok("run", "--rm", "-t", IMAGE, "tty").strip() == "/dev/pts/0"
     r = docker("run", "--rm", "-i", IMAGE, "cat", input="through stdin\n")
     assert (r.returncode, r.stdout) == (0, "through stdin\n"), r.stderr
+    # -it as a user types it: docker's own stdin a terminal (script(1)'s pty), which the
+    # container's shell reads a line from.
+    command = [*docker.private.argv, "run", "--rm", "-it", "--runtime", "pyvmm", IMAGE,
+               "/bin/sh", "-c", "tty; read line; echo got $line"]  # fmt: skip
+    r = subprocess.run(["script", "-qec", shlex.join(command), "/dev/null"], input="typed\n",
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 0 and "/dev/pts/0" in r.stdout and "got typed" in r.stdout, r
 
 
 def _cpu_percents(engine, *ids: str) -> list[float]:
@@ -436,3 +438,15 @@ def test_docker_and_podman_stats_show_each_containers_own_cpu(docker, podman):
             assert busy_cpu > 5 * max(idle_cpu, 0.5), (busy_cpu, idle_cpu)
         finally:
             engine("rm", "--force", busy, idle)
+
+
+def test_docker_publishes_a_port_in_its_own_network_namespace(docker):
+    """``-p``: Docker's bridge, veth and iptables DNAT (and its docker-proxy) take a
+    connection to the published port to the container's server; all of it inside the
+    private dockerd's network namespace, where the client connects too."""
+    cid = docker.ok("run", "-d", "-p", "18080:80", IMAGE, "/bin/sh", "-c", SERVER).strip()
+    try:
+        assert "18080" in docker.ok("port", cid)
+        assert _answer(docker.private.pid, 18080) == "pong from pyvmm-runtime\n"
+    finally:
+        docker("rm", "--force", cid)

@@ -27,3 +27,7 @@ pieces under them. Code map (docs/containers.md walks through it as a lab):
 - ``libc_build.py`` (cffi, compiled at install) and ``libc.py``: the libc calls.
 - ``bench.py``: start-up measurements for ``scripts/bench_container.py``.
 """
+
+# The runtime-spec version: what `spec` writes, what `state`, `features` and `--version`
+# report. Here, so that `pyvmm-runtime --version` reads it without importing the spec.
+OCI_VERSION = "1.1.0"

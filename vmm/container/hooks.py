@@ -11,12 +11,22 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass, field
 
 from vmm.container.exeseal import Trampoline
-from vmm.container.spec import Hook
 from vmm.errors import PyvmmError
 
-__all__ = ["Hook", "HookError", "run", "run_warning"]
+
+@dataclass
+class Hook:
+    """One entry of config.json's ``hooks`` (``spec.py`` parses them); a container's
+    state keeps its ``poststart`` and ``poststop`` ones, so ``start`` and ``delete``
+    read them without the rest of the spec."""
+
+    path: str
+    args: list[str] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)
+    timeout: int | None = None
 
 
 class HookError(PyvmmError):

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vmm.container import cgroups, records
+from vmm.container.hooks import Hook
 from vmm.container.proc import is_alive, process_start, wait_dead
-from vmm.container.spec import Hook
 from vmm.errors import PyvmmError
 
 CGROUP_PARENT = "pyvmm-runtime"  # a container without linux.cgroupsPath goes here

@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse(argv)
         if args.version:
-            from vmm.container.spec import OCI_VERSION
+            from vmm.container import OCI_VERSION
 
             print(f"pyvmm-runtime version 0.1.0\nspec: {OCI_VERSION}")
             return 0
