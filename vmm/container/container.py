@@ -262,7 +262,7 @@ def layers_in_use(store: Store) -> set[str]:
 
 def create(
     store: Store,
-    image_ref: str,
+    image_ref: str | ImageRecord,
     command: list[str],
     *,
     name: str | None = None,
@@ -277,7 +277,9 @@ def create(
 ) -> ContainerRecord:
     """Record a new container and its empty writable layer; nothing runs yet.
 
-    Everything a user can get wrong is checked before anything is created. With
+    ``image_ref`` is NAME[:TAG], or an image that is not in the store (a build's
+    step: ``build.py``). Everything a user can get wrong is checked before anything
+    is created. With
     ``claim``, the container is created already claimed by this process for starting
     (one locked step instead of two on ``run``'s path). ``network_mode`` and
     ``publish``: ``--network`` and ``-p`` (container/network.py; ``-p`` alone means
@@ -292,12 +294,12 @@ def create(
         check_name("container", name)
     if hostname is not None:
         check_name("hostname", hostname)
-    image = images.get(store, image_ref)
+    image = image_ref if isinstance(image_ref, ImageRecord) else images.get(store, image_ref)
     mounts_ = [volumes.parse(spec) for spec in volume_specs]
     config = image.config
     command = list(command) or (config.entrypoint or []) + (config.cmd or [])
     if not command:
-        raise PyvmmError(f"no command given and image {image_ref} has no default command")
+        raise PyvmmError(f"no command given and image {image.ref} has no default command")
     cid = os.urandom(32).hex()
     name = name or cid[:12]
     hostname = hostname or cid[:12]
@@ -589,7 +591,7 @@ def start(
     return rec, _monitor(store, rec, True, lambda _rec: None, t0 or time.perf_counter())
 
 
-def run(store: Store, image_ref: str, command: list[str], *, detach: bool = False,
+def run(store: Store, image_ref: str | ImageRecord, command: list[str], *, detach: bool = False,
         t0: float | None = None, imports_s: float = 0.0,
         **options) -> tuple[ContainerRecord, int | None]:  # fmt: skip
     """``create`` and ``start``; a container whose command cannot start is removed again,

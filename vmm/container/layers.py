@@ -179,6 +179,28 @@ class _Lower:
         return False
 
 
+def _opened(stack: contextlib.ExitStack, lowers: list[Path]) -> list[_Lower]:
+    """Each of ``lowers`` as a ``_Lower``, closed with ``stack``."""
+    below = []
+    for path in lowers:
+        lower = _Lower(stack.enter_context(fdtree.opened(path)))
+        stack.callback(lower.cursor.close)
+        below.append(lower)
+    return below
+
+
+def lookup(lowers: list[Path], parts: list[str]) -> os.stat_result | None:
+    """The lstat of what the overlay of ``lowers`` (topmost first) shows at the path
+    ``parts`` (not empty), or None if it shows nothing there: what a build step that
+    writes its layer itself (COPY) needs to know of the image it adds to."""
+    with contextlib.ExitStack() as stack:
+        for lower in _opened(stack, lowers):
+            shown = lower.shows(parts[:-1], parts[-1])
+            if shown is not None:
+                return lower._lstat(parts[:-1], parts[-1]) if shown else None
+    return None
+
+
 def diff(upper: Path, lowers: list[Path]) -> list[tuple[str, str]]:
     """Docker's ``diff``: sorted ('A'|'C'|'D', path) for each entry of the writable layer.
 
@@ -188,11 +210,7 @@ def diff(upper: Path, lowers: list[Path]) -> list[tuple[str, str]]:
     """
     changes = []
     with contextlib.ExitStack() as stack:
-        below = []
-        for path in lowers:
-            lower = _Lower(stack.enter_context(fdtree.opened(path)))
-            stack.callback(lower.cursor.close)
-            below.append(lower)
+        below = _opened(stack, lowers)
         for e in fdtree.walk(stack.enter_context(fdtree.opened(upper))):
             if e.fd is not None:
                 continue
