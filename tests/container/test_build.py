@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -325,3 +326,27 @@ def test_buildah_builds_the_same_files(pyvmm, tmp_path_factory):
     assert "GREETING=hello" in theirs["Env"] and "GREETING=hello" in ours["Env"]
     assert pyvmm.ok("container", "run", "--rm", "judged-by-pyvmm") == "hello\n"
     pyvmm.ok("image", "rm", "judged-by-buildah", "judged-by-pyvmm")
+
+
+def test_ctrl_c_cancels_a_run_step_and_leaves_no_container(pyvmm, tmp_path):
+    """As ``docker build``: Ctrl-C ends the step's command (a PID 1 that would ignore
+    SIGINT included), the build stops with 130, and no container or image is left."""
+    ctx = _context(tmp_path, "FROM busybox\nRUN echo started; sleep 600\n")
+    build = subprocess.Popen(
+        [*pyvmm.command, "image", "build", "-t", "cancelled", ctx], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "PYVMM_ROOT": str(pyvmm.root)},
+    )  # fmt: skip
+    try:
+        assert build.stdout.readline().startswith("STEP 1/2")
+        assert build.stdout.readline().startswith("STEP 2/2")
+        assert build.stdout.readline() == "started\n"
+        os.killpg(build.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        _, err = build.communicate(timeout=60)
+    finally:
+        if build.poll() is None:
+            os.killpg(build.pid, signal.SIGKILL)
+            build.wait()
+    assert build.returncode == 130 and err == "pyvmm: interrupted\n"
+    assert pyvmm("image", "inspect", "cancelled").returncode == 2
+    assert not list((pyvmm.root / "containers").glob("*"))

@@ -194,7 +194,7 @@ class Builder:
                                               working_dir=image.config.working_dir))  # fmt: skip
         rec = container.create(self.store, step, command)
         try:
-            _, code = container.start(self.store, rec.id, attach=True)
+            _, code = container.start(self.store, rec.id, attach=True, forward=False)
             if code != 0:
                 raise BuildError(f"Containerfile:{ins.line}: RUN: the command exited with "
                                  f"status {code}")  # fmt: skip

@@ -7,6 +7,7 @@ Each command is a few lines over the library (``container.py``, ``images.py``,
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -306,7 +307,11 @@ def image_push(ctx, image, dest, authfile, plain_http) -> None:
 )
 @click.option("-t", "--tag", "ref", required=True, metavar="NAME[:TAG]", help="The image's name.")
 @click.option(
-    "--build-arg", "build_args", multiple=True, metavar="NAME=VALUE", help="A value for an ARG."
+    "--build-arg",
+    "build_args",
+    multiple=True,
+    metavar="NAME[=VALUE]",
+    help="A value for an ARG (NAME alone: the environment's).",
 )
 @click.option("--no-cache", is_flag=True, help="Run every step, reusing no earlier one.")
 @click.argument("context", type=click.Path())
@@ -323,11 +328,12 @@ def image_build(ctx, file, ref, build_args, no_cache, context) -> None:
     except (OSError, UnicodeDecodeError) as e:
         raise PyvmmError(f"{file}: {getattr(e, 'strerror', None) or e}") from None
     args = {}
-    for arg in build_args:
+    for arg in build_args:  # NAME alone: its value in pyvmm's environment, as in Docker
         key, eq, value = arg.partition("=")
-        if not eq or not key:
-            raise PyvmmError(f"--build-arg {arg!r}: NAME=VALUE is expected")
-        args[key] = value
+        if not key:
+            raise PyvmmError(f"--build-arg {arg!r}: NAME[=VALUE] is expected")
+        if eq or key in os.environ:
+            args[key] = value if eq else os.environ[key]
     record = build.build(_store(ctx), text, Path(context), ref, args, no_cache,
                          lambda line: click.echo(line))  # fmt: skip
     click.echo(f"Successfully tagged {record.ref}")

@@ -415,10 +415,12 @@ def _claim(store: Store, cid: str) -> ContainerRecord:
 
 
 def _monitor(store: Store, rec: ContainerRecord, attach: bool, on_started: Callable, t0: float,
-             imports_s: float = 0.0) -> int:  # fmt: skip
+             imports_s: float = 0.0, forward: bool = True) -> int:  # fmt: skip
     """Start the claimed container ``rec`` through the OCI core and supervise it to its
     end; return its exit status (``rec`` gains ``oom_killed``, ``peak_memory`` and
-    ``timings``)."""
+    ``timings``). Signals to this process are forwarded to the container, or with
+    ``forward`` False end it and then this process (KeyboardInterrupt), once the
+    container's end is recorded (``forwarding_signals``)."""
     cid, oci_root = rec.id, str(store.runtime)
     timings = {"imports_s": imports_s}
 
@@ -481,7 +483,7 @@ def _monitor(store: Store, rec: ContainerRecord, attach: bool, on_started: Calla
     mark("exec")
     on_started(rec)
     try:
-        with runtime.forwarding_signals(pid):
+        with runtime.forwarding_signals(pid, end=not forward) as caught:
             _relay(outputs, log_fd, lambda: mark("first_output"))
             code = runtime.wait(oci)
     finally:
@@ -495,6 +497,8 @@ def _monitor(store: Store, rec: ContainerRecord, attach: bool, on_started: Calla
     except OSError as e:  # a full disk, a read-only state root: the container stays
         _mark_unrecorded(store, rec, code, e)
         raise ExitNotRecorded(rec, code, e) from None
+    if caught and not forward:
+        raise KeyboardInterrupt
     return code
 
 
@@ -576,19 +580,21 @@ def _start_detached(store: Store, cid: str) -> None:
 
 
 def start(
-    store: Store, ref: str, attach: bool, t0: float | None = None
+    store: Store, ref: str, attach: bool, t0: float | None = None, forward: bool = True
 ) -> tuple[ContainerRecord, int | None]:
     """Start a created or exited container on its existing writable layer.
 
-    Attached: supervise it here and return its record and exit status. Detached:
-    return once it runs (status None), a daemon monitor supervising it.
+    Attached: supervise it here and return its record and exit status (``forward``:
+    see ``_monitor``). Detached: return once it runs (status None), a daemon monitor
+    supervising it.
     """
     rec = find_usable(store, ref)
     if not attach:
         _start_detached(store, rec.id)
         return rec, None
     rec = _claim(store, rec.id)
-    return rec, _monitor(store, rec, True, lambda _rec: None, t0 or time.perf_counter())
+    return rec, _monitor(store, rec, True, lambda _rec: None, t0 or time.perf_counter(),
+                         forward=forward)  # fmt: skip
 
 
 def run(store: Store, image_ref: str | ImageRecord, command: list[str], *, detach: bool = False,
