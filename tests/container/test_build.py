@@ -350,3 +350,29 @@ def test_ctrl_c_cancels_a_run_step_and_leaves_no_container(pyvmm, tmp_path):
     assert build.returncode == 130 and err == "pyvmm: interrupted\n"
     assert pyvmm("image", "inspect", "cancelled").returncode == 2
     assert not list((pyvmm.root / "containers").glob("*"))
+
+
+def test_user_runs_the_steps_after_it_and_the_container(pyvmm, tmp_path):
+    """USER by name (its gid and its groups from the image's own /etc/passwd and
+    /etc/group, as Docker reads them), by number, with a group; a name the image does
+    not know stops the build at its RUN, in one line."""
+    ctx = _context(
+        tmp_path,
+        "FROM busybox\n"
+        "RUN echo app:x:1000:1001::/tmp:/bin/sh >> /etc/passwd && echo app:x:1001: >> /etc/group"
+        " && echo extra:x:2000:root,app >> /etc/group\n"
+        "USER app\n"
+        "RUN id -u > /tmp/as-app; id -G >> /tmp/as-app\n"
+        "USER 1234:extra\n"
+        "RUN id -u > /tmp/as-number; id -G >> /tmp/as-number\n"
+        "USER app\n"
+        'CMD ["sh", "-c", "cat /tmp/as-app /tmp/as-number; id -u"]\n',
+    )
+    _build(pyvmm, ctx, "users")
+    out = pyvmm.ok("container", "run", "--rm", "users")
+    assert out == "1000\n1001 2000\n1234\n2000\n1000\n"
+    (ctx / "Containerfile").write_text("FROM busybox\nUSER nosuch\nRUN true\n")
+    r = pyvmm("image", "build", "-t", "users-bad", ctx, timeout=120)
+    assert r.returncode == 2
+    assert one_line_error(r).startswith("pyvmm: Containerfile:3: RUN: unable to find user nosuch")
+    pyvmm.ok("image", "rm", "users")

@@ -191,8 +191,12 @@ class Builder:
         name, tag = split_image_ref(self.ref)
         step = ImageRecord(name=name, tag=tag, id=key, layers=image.layers, created=time.time(),
                            config=RunDefaults(env=[f"{k}={v}" for k, v in env.items()],
-                                              working_dir=image.config.working_dir))  # fmt: skip
-        rec = container.create(self.store, step, command)
+                                              working_dir=image.config.working_dir,
+                                              user=image.config.user))  # fmt: skip
+        try:
+            rec = container.create(self.store, step, command)
+        except PyvmmError as e:  # a USER that the image does not know
+            raise ins.error(str(e)) from None
         try:
             _, code = container.start(self.store, rec.id, attach=True, forward=False)
             if code != 0:

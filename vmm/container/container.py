@@ -300,6 +300,12 @@ def create(
     command = list(command) or (config.entrypoint or []) + (config.cmd or [])
     if not command:
         raise PyvmmError(f"no command given and image {image.ref} has no default command")
+    uid, gid, groups = 0, 0, []
+    if config.user:  # (names looked up in the image's own /etc/passwd and /etc/group)
+        from vmm.container import users
+
+        lowers = [layers.layer_dir(store, d) for d in reversed(image.layers)]
+        uid, gid, groups = users.for_image(lowers, config.user)
     cid = os.urandom(32).hex()
     name = name or cid[:12]
     hostname = hostname or cid[:12]
@@ -316,6 +322,9 @@ def create(
         env=[*env, f"HOSTNAME={hostname}"],
         cwd=config.working_dir or "/",
         hostname=hostname,
+        uid=uid,
+        gid=gid,
+        additional_gids=groups,
         mounts=mounts_,
         limits=limits,
         security=security,
@@ -338,8 +347,12 @@ def create(
             store.containers.mkdir(exist_ok=True)
             cdir = _dir(store, cid)
             os.mkdir(cdir, 0o700)
-            for sub in ("upper", "work", "merged"):
-                os.mkdir(cdir / sub, 0o700)
+            # The overlay's root takes the upper directory's mode: 0755, as the root of
+            # every image, or a USER other than root could not reach anything (the
+            # container's directory, 0700, keeps the host's other users out).
+            for sub, mode in (("upper", 0o755), ("work", 0o700), ("merged", 0o700)):
+                os.mkdir(cdir / sub, mode)
+                os.chmod(cdir / sub, mode)  # whatever the umask
             for m in mounts_:
                 if m.type == "volume" and not (store.volumes / m.source).exists():
                     volumes.create(store, m.source)

@@ -45,7 +45,7 @@ LAYER_TYPES = (
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
 )
 # config.md, "Properties": the container defaults pyvmm records (and runs with, all
-# but the last three).
+# but the last two).
 RUN_DEFAULTS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts", "Labels")
 
 

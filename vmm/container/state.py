@@ -137,6 +137,10 @@ class ContainerRecord:
     auto_remove: bool
     created: float
     new_volumes: list[VolumeName] = field(default_factory=list)  # made for it, removed with it
+    # Who its processes run as: the image's User, resolved at create (``users.py``).
+    uid: int = 0
+    gid: int = 0
+    additional_gids: list[int] = field(default_factory=list)
     status: str = "created"
     monitor_pid: int | None = None  # the pyvmm process supervising it
     monitor_start: int | None = None
