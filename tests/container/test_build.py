@@ -376,3 +376,53 @@ def test_user_runs_the_steps_after_it_and_the_container(pyvmm, tmp_path):
     assert r.returncode == 2
     assert one_line_error(r).startswith("pyvmm: Containerfile:3: RUN: unable to find user nosuch")
     pyvmm.ok("image", "rm", "users")
+
+
+@pytest.mark.slow
+def test_podman_pulls_and_runs_the_built_image(pyvmm, tmp_path_factory):
+    """The other direction: pyvmm's build, pushed to a private docker-registry, pulled
+    by Podman and run with runc, shows the files and config the build gave it."""
+    from test_engines import private_podman
+
+    from vmm.bench.registry import LocalRegistry
+
+    if shutil.which("podman") is None or shutil.which("runc") is None:
+        pytest.skip("podman and runc are not installed (scripts/setup.sh --all)")
+    tmp = tmp_path_factory.mktemp("to-podman")
+    containerfile = (
+        "FROM busybox\nENV WHO=podman\nWORKDIR /srv\nCOPY hello.txt .\n"
+        'RUN rm /etc/group && echo "$WHO" > who\n'
+        'CMD ["sh", "-c", "cat hello.txt who; test -e /etc/group || echo no group"]\n'
+    )
+    ctx = _context(tmp, containerfile, **{"hello.txt": "hello\n"})
+    _build(pyvmm, ctx, "to-podman")
+    registry = LocalRegistry(tmp / "registry")
+    try:
+        pyvmm.ok("image", "push", "to-podman", f"{registry.host}/built/to-podman:1")
+        with private_podman(tmp / "podman") as podman:
+
+            def run(*args: str) -> subprocess.CompletedProcess:
+                return subprocess.run(podman.command(*args, runtime=shutil.which("runc")),
+                                      capture_output=True, text=True, env=podman.env,
+                                      timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
+
+            ref = f"{registry.host}/built/to-podman:1"
+            assert run("pull", "--tls-verify=false", ref).returncode == 0
+            r = run("run", "--rm", ref)
+            assert (r.returncode, r.stdout) == (0, "hello\npodman\nno group\n"), r.stderr
+    finally:
+        registry.stop()
+        pyvmm.ok("image", "rm", "to-podman")
+
+
+def test_copy_destination_forms(pyvmm, tmp_path):
+    """As Docker: "." is WORKDIR itself, a trailing / a directory, an existing
+    directory takes the file in, anything else names the file."""
+    ctx = _context(tmp_path, "FROM busybox\nWORKDIR /w\nCOPY f .\nCOPY f sub/\nCOPY f /etc\n"
+                   "COPY f renamed\nCOPY d /copied\n",
+                   **{"f": "f\n", "d__inner": "i\n"})  # fmt: skip
+    _build(pyvmm, ctx, "dests")
+    script = "ls -p /w /w/sub /copied; cat /etc/f"
+    out = pyvmm.ok("container", "run", "--rm", "dests", "sh", "-c", script)
+    assert out == "/copied:\ninner\n\n/w:\nf\nrenamed\nsub/\n\n/w/sub:\nf\nf\n"
+    pyvmm.ok("image", "rm", "dests")

@@ -214,6 +214,8 @@ class Builder:
         what = f"Containerfile:{ins.line}: {ins.name}"
         if ins.name == "ADD" and any("://" in s for s in srcs):
             raise PyvmmError(f"{what}: ADD from a URL is not supported (use a local file)")
+        # A destination ending in / (or ".": WORKDIR itself) is a directory, as in Docker.
+        into = dest.endswith("/") or dest == "." or dest.endswith("/.")
         if not dest.startswith("/"):
             dest = posixpath.join(image.config.working_dir or "/", dest)
         lowers = [layers.layer_dir(self.store, d) for d in reversed(image.layers)]
@@ -222,11 +224,11 @@ class Builder:
             dest_parts = [p for p in posixpath.normpath(dest).split("/") if p]
             in_image = dest_parts and layers.lookup(lowers, dest_parts)
             is_dir = (
-                dest.endswith("/") or len(srcs) > 1 or len(sources) > 1
+                into or len(srcs) > 1 or len(sources) > 1
                 or (in_image and stat.S_ISDIR(in_image.st_mode))
                 or any(stat.S_ISDIR(self.context.lstat(s).st_mode) for s in sources)
             )  # fmt: skip
-            if len(srcs) > 1 and not dest.endswith("/"):
+            if len(srcs) > 1 and not into:
                 raise PyvmmError("with more than one source the destination must end with /")
             if not dest_parts and not is_dir:
                 raise PyvmmError("the destination / is a directory")
