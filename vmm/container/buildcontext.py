@@ -130,7 +130,9 @@ class Context:
         with os.fdopen(fd, "rb") as f:
             return f.read().decode(errors="replace")
 
-    def _parent(self, parts: list[str], what: str) -> int:
+    def parent(self, parts: list[str], what: str) -> int:
+        """An fd on the directory holding the context's path ``parts`` (valid until the
+        next call), reached without following a symlink."""
         try:
             return self.cursor.goto(parts[:-1])
         except OSError as e:
@@ -153,7 +155,7 @@ class Context:
             raise ContextError(f"{what}: wildcards only in the last component")
         if not parts:
             return [Source([])]
-        parent = self._parent(parts, what)
+        parent = self.parent(parts, what)
         if _GLOB.search(parts[-1]):
             names = [n for n in sorted(os.listdir(parent)) if fnmatch.fnmatchcase(n, parts[-1])]
         else:
@@ -166,12 +168,12 @@ class Context:
     def lstat(self, source: Source) -> os.stat_result:
         if not source.parts:
             return os.fstat(self.fd)
-        return os.lstat(source.parts[-1], dir_fd=self._parent(source.parts, "source"))
+        return os.lstat(source.parts[-1], dir_fd=self.parent(source.parts, "source"))
 
     def open_dir(self, source: Source) -> int:
         if not source.parts:
             return os.dup(self.fd)
-        return fdtree.open_dir(source.parts[-1], self._parent(source.parts, "source"))
+        return fdtree.open_dir(source.parts[-1], self.parent(source.parts, "source"))
 
 
 def _exists(name: str, dir_fd: int) -> bool:
@@ -262,7 +264,7 @@ class LayerWriter:
                 pass
             else:
                 target = [*dest, base] if copy.dest_is_dir else dest
-                entry = fdtree.Entry(self.context._parent(source.parts, what), base, st, [], None)
+                entry = fdtree.Entry(self.context.parent(source.parts, what), base, st, [], None)
                 self._entry(copy, entry, target, [base])
 
     def _entry(self, copy: Copy, e: fdtree.Entry, target: list[str], rel: list[str]) -> None:
@@ -288,7 +290,7 @@ class LayerWriter:
 
     def _archive(self, copy: Copy, source: Source, dest: list[str], what: str) -> bool:
         """ADD's local archive, unpacked under ``dest``; False if the file is no tar."""
-        parent = self.context._parent(source.parts, what)
+        parent = self.context.parent(source.parts, what)
         fd = os.open(source.parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
         with os.fdopen(fd, "rb") as f:
             try:
