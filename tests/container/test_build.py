@@ -426,3 +426,14 @@ def test_copy_destination_forms(pyvmm, tmp_path):
     out = pyvmm.ok("container", "run", "--rm", "dests", "sh", "-c", script)
     assert out == "/copied:\ninner\n\n/w:\nf\nrenamed\nsub/\n\n/w/sub:\nf\nf\n"
     pyvmm.ok("image", "rm", "dests")
+
+
+def test_an_arg_changes_the_key_of_the_steps_it_changes_only(pyvmm, tmp_path):
+    ctx = _context(tmp_path, "FROM busybox\nARG X=1\nCOPY a /a\nRUN echo $X > /x\n", a="a\n")
+    _build(pyvmm, ctx, "args:1")
+    out = _build(pyvmm, ctx, "args:2", "--build-arg", "X=2")
+    assert out.count("--> Using cache") == 1  # the COPY, which X does not change
+    assert pyvmm.ok("container", "run", "--rm", "args:2", "cat", "/x") == "2\n"
+    out = _build(pyvmm, ctx, "args:3", "--build-arg", "X=1")
+    assert out.count("--> Using cache") == 2
+    pyvmm.ok("image", "rm", "args:1", "args:2", "args:3")

@@ -146,10 +146,11 @@ class Builder:
             return dataclasses.replace(image, layers=[*image.layers, digest], key=key)
         if name == "ARG":
             arg, value = self._arg(ins, variables)
-            if value is None:
-                return dataclasses.replace(image, key=_chain(image.key, "ARG", arg))
-            return dataclasses.replace(image, variables={**image.variables, arg: value},
-                                       key=_chain(image.key, "ARG", arg, value))  # fmt: skip
+            # The value is not in the key: a step it changes has it in its own (a RUN's
+            # environment, a COPY's or ENV's words), as in Docker.
+            variables = {**image.variables, arg: value} if value is not None else image.variables
+            return dataclasses.replace(image, variables=variables,
+                                       key=_chain(image.key, "ARG", arg))  # fmt: skip
         if name == "ENV":
             env = _env(config)
             env.update(cf.pairs(ins, variables))
@@ -171,7 +172,7 @@ class Builder:
                 config.cmd = command
             else:  # as in Docker, an ENTRYPOINT resets the CMD the base image had
                 config.entrypoint, config.cmd = command, None
-        key = _chain(image.key, name, records.to_json(config))
+        key = _chain(image.key, name, records.to_json(config))  # (ARG values expanded in)
         return dataclasses.replace(image, config=config, key=key)
 
     def _reuse(self, key: str) -> str | None:
@@ -184,7 +185,7 @@ class Builder:
         command = ins.args if ins.exec_form else ["/bin/sh", "-c", ins.text]
         env = _env(image.config) or dict([container.DEFAULT_PATH.split("=", 1)])
         env = {**{k: v for k, v in image.variables.items() if k not in env}, **env}
-        key = _chain(image.key, "RUN", command)
+        key = _chain(image.key, "RUN", command, image.variables)
         digest = self._reuse(key)
         if digest is not None:
             return digest, key
@@ -242,7 +243,7 @@ class Builder:
                     writer.add(copy, what)
                 finally:
                     content = writer.close()
-                key = _chain(image.key, ins.name, ins.flags, dest, copy.dest_is_dir, content)
+                key = _chain(image.key, ins.name, ins.flags, srcs, dest, copy.dest_is_dir, content)
                 digest = self._reuse(key)
                 return (digest or _store_layer(self.store, f, key)), key
         except PyvmmError as e:
