@@ -65,19 +65,18 @@ def test_build_runs_each_step_and_records_the_config(pyvmm, tmp_path):
         "ENV APP=/app \\\n"
         "    MODE=test\n"
         "WORKDIR $APP\n"
-        "CMD echo reset by ENTRYPOINT\n"
+        "CMD echo kept by ENTRYPOINT\n"
         "COPY hello.txt ./\n"
         'RUN echo "$GREETING $MODE from $(pwd)" > greeting\n'
         'RUN ["/bin/sh", "-c", "echo exec form >> greeting"]\n'
         'LABEL org.example.k="v w" other=x\n'
         "EXPOSE 8080 53/udp\n"
         "USER 1000\n"
-        'ENTRYPOINT ["cat"]\n'
-        'CMD ["/app/greeting", "/app/hello.txt"]\n',
+        'ENTRYPOINT ["cat"]\n',
         **{"hello.txt": "hello\n"},
     )
     out = _build(pyvmm, ctx, "built", "--build-arg", "GREETING=hello")
-    assert "STEP 9/13: LABEL" in out and out.splitlines()[-2] == "Successfully tagged built:latest"
+    assert "STEP 9/12: LABEL" in out and out.splitlines()[-2] == "Successfully tagged built:latest"
     record = _inspect(pyvmm, "built")
     base = _inspect(pyvmm, "busybox")
     assert [x["digest"] for x in record["layers"][:1]] == [x["digest"] for x in base["layers"]]
@@ -88,9 +87,15 @@ def test_build_runs_each_step_and_records_the_config(pyvmm, tmp_path):
     assert config["Labels"] == {"org.example.k": "v w", "other": "x"}
     assert config["ExposedPorts"] == {"8080/tcp": {}, "53/udp": {}}
     assert config["User"] == "1000"
-    assert (config["Entrypoint"], config["Cmd"]) == (["cat"], ["/app/greeting", "/app/hello.txt"])
-    out = pyvmm.ok("container", "run", "--rm", "built")
+    assert config["Entrypoint"] == ["cat"]
+    assert config["Cmd"] == ["/bin/sh", "-c", "echo kept by ENTRYPOINT"]
+    out = pyvmm.ok("container", "run", "--rm", "built", "cat", "/app/greeting", "/app/hello.txt")
     assert out == "hello test from /app\nexec form\nhello\n"
+    (ctx / "Containerfile").write_text('FROM built\nENTRYPOINT ["echo"]\n')
+    _build(pyvmm, ctx, "built-on")  # the base's CMD goes with a new ENTRYPOINT
+    config = _inspect(pyvmm, "built-on")["config"]
+    assert (config["Entrypoint"], config["Cmd"], config["User"]) == (["echo"], None, "1000")
+    pyvmm.ok("image", "rm", "built-on", "built")
 
 
 def test_run_layer_is_the_containers_diff_with_oci_whiteouts(pyvmm, tmp_path):

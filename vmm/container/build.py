@@ -77,6 +77,7 @@ class _Image:
     config: RunDefaults
     key: str
     variables: dict[str, str]  # ARGs declared since FROM, with their values
+    cmd_set: bool = False  # a CMD of this Containerfile's (not the base's) was seen
 
 
 def _chain(key: str, *parts: object) -> str:
@@ -170,10 +171,12 @@ class Builder:
             command = ins.args if ins.exec_form else ["/bin/sh", "-c", ins.text]
             if name == "CMD":
                 config.cmd = command
-            else:  # as in Docker, an ENTRYPOINT resets the CMD the base image had
-                config.entrypoint, config.cmd = command, None
+            else:  # as in Docker, an ENTRYPOINT resets a CMD the base image had
+                config.entrypoint = command
+                config.cmd = config.cmd if image.cmd_set else None
         key = _chain(image.key, name, records.to_json(config))  # (ARG values expanded in)
-        return dataclasses.replace(image, config=config, key=key)
+        cmd_set = image.cmd_set or name == "CMD"
+        return dataclasses.replace(image, config=config, key=key, cmd_set=cmd_set)
 
     def _reuse(self, key: str) -> str | None:
         digest = None if self.no_cache else _cached(self.store, key)
