@@ -85,6 +85,9 @@ def workload_layout(layout: Path, rootfs: Path, executable: Path) -> None:
         "os": "linux",
         "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/workload"]},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        # config.md "history", one entry a layer: buildah's cache (``bud --layers``)
+        # refuses a base image whose history lists fewer layers than it has.
+        "history": [{"created_by": "busybox-static"}, {"created_by": "COPY workload /bin/"}],
     }
     manifest = {
         "schemaVersion": 2,

@@ -512,6 +512,18 @@ def pyvmm(*args: str) -> subprocess.Popen:
     )
 
 
+def pyvmm_on(state: Path, *args: str, timeout: float = 120) -> str:
+    """``pyvmm ARGS`` itself (not the student's code) on the state root ``state``, as a
+    check runs it to set up or to look; its stdout, or the check fails saying so."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "vmm", *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "PYVMM_ROOT": str(state)}, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    if proc.returncode:
+        raise CheckFailed(f"pyvmm {' '.join(args[:2])} failed (not your code):\n{tail(proc)}")
+    return proc.stdout
+
+
 def read_until(proc: subprocess.Popen, line: re.Pattern[bytes], count: int) -> bytes:
     """The guest's output until ``count`` lines matching ``line`` (or until it ended)."""
     seen = b""

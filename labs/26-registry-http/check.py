@@ -10,7 +10,6 @@ an image into it from a state root of its own: busybox's root filesystem with a
 
 import contextlib
 import json
-import os
 import secrets
 import shutil
 import subprocess
@@ -26,6 +25,7 @@ from minicheck import rootfs  # noqa: E402
 from vmm.bench.registry import LocalRegistry  # noqa: E402
 from vmm.container.fdtree import remove_tree  # noqa: E402
 from vmm.lab import Check, CheckFailed, run_student, tail  # noqa: E402
+from vmm.lab import pyvmm_on as _pyvmm  # noqa: E402
 
 TITLE = "A registry is just HTTP and content addresses"
 CONCEPT = "the distribution API: a manifest and blobs by URL, each checked against its digest"
@@ -33,17 +33,6 @@ NEEDS = ("root",)
 FILES = ("fetch_image.py",)
 REPO = "lab/message"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
-
-def _pyvmm(state: Path, *args: str) -> str:
-    """pyvmm itself (not the student's code) on the check's state root."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "vmm", *args], capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYVMM_ROOT": str(state)},
-    )  # fmt: skip
-    if proc.returncode:
-        raise CheckFailed(f"pyvmm {' '.join(args[:2])} failed (not your code):\n{tail(proc)}")
-    return proc.stdout
 
 
 @contextlib.contextmanager

@@ -207,6 +207,16 @@ def pull(runs, json_path):
 
 @bench.command()
 @click.option("--runs", default=3, show_default=True, help="Runs per figure (median reported).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write figures here.")
+def build(runs, json_path):
+    """pyvmm image build beside buildah bud with runc: cold and cached (root)."""
+    from vmm.bench.build import measure, table
+
+    _emit(measure(_positive("--runs", str(runs))), table, json_path)
+
+
+@bench.command()
+@click.option("--runs", default=3, show_default=True, help="Runs per figure (median reported).")
 @click.option(
     "--only",
     multiple=True,

@@ -90,7 +90,7 @@ def config(store: Store, rec: ContainerRecord) -> dict:
             "args": rec.command,
             "env": rec.env,
             "cwd": rec.cwd,
-            "user": {"uid": 0, "gid": 0},
+            "user": {"uid": rec.uid, "gid": rec.gid, "additionalGids": rec.additional_gids},
             "capabilities": security.oci_capabilities(),
             "rlimits": [vars(r) for r in security.rlimits],
             "noNewPrivileges": True,

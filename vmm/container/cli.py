@@ -7,6 +7,7 @@ Each command is a few lines over the library (``container.py``, ``images.py``,
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -243,7 +244,7 @@ def diff(ctx, name) -> None:
 
 @click.group(cls=_Group)
 def image() -> None:
-    """Import, pull, push and manage images."""
+    """Import, pull, push, build and manage images."""
 
 
 @image.command("import")
@@ -294,6 +295,49 @@ def image_push(ctx, image, dest, authfile, plain_http) -> None:
 
     digest = push.push(_store(ctx), image, dest, Path(authfile) if authfile else None, plain_http)
     click.echo(f"Digest: {digest}")
+
+
+@image.command("build")
+@click.option(
+    "-f",
+    "--file",
+    "file",
+    type=click.Path(dir_okay=False),
+    help="The Containerfile (default: CONTEXT/Containerfile, else Dockerfile).",
+)
+@click.option("-t", "--tag", "ref", required=True, metavar="NAME[:TAG]", help="The image's name.")
+@click.option(
+    "--build-arg",
+    "build_args",
+    multiple=True,
+    metavar="NAME[=VALUE]",
+    help="A value for an ARG (NAME alone: the environment's).",
+)
+@click.option("--no-cache", is_flag=True, help="Run every step, reusing no earlier one.")
+@click.argument("context", type=click.Path())
+@click.pass_context
+def image_build(ctx, file, ref, build_args, no_cache, context) -> None:
+    """Build an image from a Containerfile, one layer per step that changes files."""
+    from vmm.container import build
+
+    if file is None:
+        names = [Path(context) / n for n in ("Containerfile", "Dockerfile")]
+        file = next((n for n in names if n.exists()), names[0])
+    try:
+        text = Path(file).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise PyvmmError(f"{file}: {getattr(e, 'strerror', None) or e}") from None
+    args = {}
+    for arg in build_args:  # NAME alone: its value in pyvmm's environment, as in Docker
+        key, eq, value = arg.partition("=")
+        if not key:
+            raise PyvmmError(f"--build-arg {arg!r}: NAME[=VALUE] is expected")
+        if eq or key in os.environ:
+            args[key] = value if eq else os.environ[key]
+    record = build.build(_store(ctx), text, Path(context), ref, args, no_cache,
+                         lambda line: click.echo(line))  # fmt: skip
+    click.echo(f"Successfully tagged {record.ref}")
+    click.echo(record.id[:12])
 
 
 @image.command("ls")

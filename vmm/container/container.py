@@ -262,7 +262,7 @@ def layers_in_use(store: Store) -> set[str]:
 
 def create(
     store: Store,
-    image_ref: str,
+    image_ref: str | ImageRecord,
     command: list[str],
     *,
     name: str | None = None,
@@ -277,7 +277,9 @@ def create(
 ) -> ContainerRecord:
     """Record a new container and its empty writable layer; nothing runs yet.
 
-    Everything a user can get wrong is checked before anything is created. With
+    ``image_ref`` is NAME[:TAG], or an image that is not in the store (a build's
+    step: ``build.py``). Everything a user can get wrong is checked before anything
+    is created. With
     ``claim``, the container is created already claimed by this process for starting
     (one locked step instead of two on ``run``'s path). ``network_mode`` and
     ``publish``: ``--network`` and ``-p`` (container/network.py; ``-p`` alone means
@@ -292,12 +294,18 @@ def create(
         check_name("container", name)
     if hostname is not None:
         check_name("hostname", hostname)
-    image = images.get(store, image_ref)
+    image = image_ref if isinstance(image_ref, ImageRecord) else images.get(store, image_ref)
     mounts_ = [volumes.parse(spec) for spec in volume_specs]
     config = image.config
     command = list(command) or (config.entrypoint or []) + (config.cmd or [])
     if not command:
-        raise PyvmmError(f"no command given and image {image_ref} has no default command")
+        raise PyvmmError(f"no command given and image {image.ref} has no default command")
+    uid, gid, groups = 0, 0, []
+    if config.user:  # (names looked up in the image's own /etc/passwd and /etc/group)
+        from vmm.container import users
+
+        lowers = [layers.layer_dir(store, d) for d in reversed(image.layers)]
+        uid, gid, groups = users.for_image(lowers, config.user)
     cid = os.urandom(32).hex()
     name = name or cid[:12]
     hostname = hostname or cid[:12]
@@ -314,6 +322,9 @@ def create(
         env=[*env, f"HOSTNAME={hostname}"],
         cwd=config.working_dir or "/",
         hostname=hostname,
+        uid=uid,
+        gid=gid,
+        additional_gids=groups,
         mounts=mounts_,
         limits=limits,
         security=security,
@@ -336,8 +347,12 @@ def create(
             store.containers.mkdir(exist_ok=True)
             cdir = _dir(store, cid)
             os.mkdir(cdir, 0o700)
-            for sub in ("upper", "work", "merged"):
-                os.mkdir(cdir / sub, 0o700)
+            # The overlay's root takes the upper directory's mode: 0755, as the root of
+            # every image, or a USER other than root could not reach anything (the
+            # container's directory, 0700, keeps the host's other users out).
+            for sub, mode in (("upper", 0o755), ("work", 0o700), ("merged", 0o700)):
+                os.mkdir(cdir / sub, mode)
+                os.chmod(cdir / sub, mode)  # whatever the umask
             for m in mounts_:
                 if m.type == "volume" and not (store.volumes / m.source).exists():
                     volumes.create(store, m.source)
@@ -413,10 +428,12 @@ def _claim(store: Store, cid: str) -> ContainerRecord:
 
 
 def _monitor(store: Store, rec: ContainerRecord, attach: bool, on_started: Callable, t0: float,
-             imports_s: float = 0.0) -> int:  # fmt: skip
+             imports_s: float = 0.0, forward: bool = True) -> int:  # fmt: skip
     """Start the claimed container ``rec`` through the OCI core and supervise it to its
     end; return its exit status (``rec`` gains ``oom_killed``, ``peak_memory`` and
-    ``timings``)."""
+    ``timings``). Signals to this process are forwarded to the container, or with
+    ``forward`` False end it and then this process (KeyboardInterrupt), once the
+    container's end is recorded (``forwarding_signals``)."""
     cid, oci_root = rec.id, str(store.runtime)
     timings = {"imports_s": imports_s}
 
@@ -479,7 +496,7 @@ def _monitor(store: Store, rec: ContainerRecord, attach: bool, on_started: Calla
     mark("exec")
     on_started(rec)
     try:
-        with runtime.forwarding_signals(pid):
+        with runtime.forwarding_signals(pid, end=not forward) as caught:
             _relay(outputs, log_fd, lambda: mark("first_output"))
             code = runtime.wait(oci)
     finally:
@@ -493,6 +510,8 @@ def _monitor(store: Store, rec: ContainerRecord, attach: bool, on_started: Calla
     except OSError as e:  # a full disk, a read-only state root: the container stays
         _mark_unrecorded(store, rec, code, e)
         raise ExitNotRecorded(rec, code, e) from None
+    if caught and not forward:
+        raise KeyboardInterrupt
     return code
 
 
@@ -574,22 +593,24 @@ def _start_detached(store: Store, cid: str) -> None:
 
 
 def start(
-    store: Store, ref: str, attach: bool, t0: float | None = None
+    store: Store, ref: str, attach: bool, t0: float | None = None, forward: bool = True
 ) -> tuple[ContainerRecord, int | None]:
     """Start a created or exited container on its existing writable layer.
 
-    Attached: supervise it here and return its record and exit status. Detached:
-    return once it runs (status None), a daemon monitor supervising it.
+    Attached: supervise it here and return its record and exit status (``forward``:
+    see ``_monitor``). Detached: return once it runs (status None), a daemon monitor
+    supervising it.
     """
     rec = find_usable(store, ref)
     if not attach:
         _start_detached(store, rec.id)
         return rec, None
     rec = _claim(store, rec.id)
-    return rec, _monitor(store, rec, True, lambda _rec: None, t0 or time.perf_counter())
+    return rec, _monitor(store, rec, True, lambda _rec: None, t0 or time.perf_counter(),
+                         forward=forward)  # fmt: skip
 
 
-def run(store: Store, image_ref: str, command: list[str], *, detach: bool = False,
+def run(store: Store, image_ref: str | ImageRecord, command: list[str], *, detach: bool = False,
         t0: float | None = None, imports_s: float = 0.0,
         **options) -> tuple[ContainerRecord, int | None]:  # fmt: skip
     """``create`` and ``start``; a container whose command cannot start is removed again,

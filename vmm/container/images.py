@@ -2,9 +2,10 @@
 
 An image is a small typed record, ``images/<name>/<tag>.json`` (``ImageRecord``): its
 layer digests, bottom first, and the run defaults from its config (Cmd, Entrypoint,
-Env, WorkingDir). The layers themselves live in the layer store (``layers.py``),
-shared between images; ``importer.py`` creates images. A record that does not load is
-``Broken``: listed as such, removable, and otherwise left alone.
+Env, WorkingDir, User; and ExposedPorts, Labels). The layers themselves live in the
+layer store (``layers.py``), shared between images; ``importer.py`` creates images
+(``build.py`` through it). A record that does not load is ``Broken``: listed as such,
+removable, and otherwise left alone.
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ class RunDefaults:
     cmd: list[str] | None = field(default=None, metadata=json_name("Cmd"))
     entrypoint: list[str] | None = field(default=None, metadata=json_name("Entrypoint"))
     working_dir: str | None = field(default=None, metadata=json_name("WorkingDir"))
+    # Who a container runs as (``users.py``); and what reads the image keeps the rest
+    # (``image inspect``, a push, a build FROM it).
+    user: str | None = field(default=None, metadata=json_name("User"))
+    exposed_ports: dict[str, dict] | None = field(default=None, metadata=json_name("ExposedPorts"))
+    labels: dict[str, str] | None = field(default=None, metadata=json_name("Labels"))
 
 
 ImageName = Annotated[str, checker("image")]

@@ -44,8 +44,9 @@ LAYER_TYPES = (
     "application/vnd.docker.image.rootfs.diff.tar.gzip",
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
 )
-# config.md, "Properties": the container defaults pyvmm records and runs with.
-RUN_DEFAULTS = ("Env", "Cmd", "Entrypoint", "WorkingDir")
+# config.md, "Properties": the container defaults pyvmm records (and runs with, all
+# but the last two).
+RUN_DEFAULTS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts", "Labels")
 
 
 class ImageError(PyvmmError):

@@ -179,6 +179,52 @@ class _Lower:
         return False
 
 
+def _opened(stack: contextlib.ExitStack, lowers: list[Path]) -> list[_Lower]:
+    """Each of ``lowers`` as a ``_Lower``, closed with ``stack``."""
+    below = []
+    for path in lowers:
+        lower = _Lower(stack.enter_context(fdtree.opened(path)))
+        stack.callback(lower.cursor.close)
+        below.append(lower)
+    return below
+
+
+def _showing(stack: contextlib.ExitStack, lowers: list[Path], parts: list[str]) -> _Lower | None:
+    """The layer of ``lowers`` (topmost first) whose entry at ``parts`` the overlay
+    shows, or None if it shows nothing there."""
+    for lower in _opened(stack, lowers):
+        shown = lower.shows(parts[:-1], parts[-1])
+        if shown is not None:
+            return lower if shown else None
+    return None
+
+
+def lookup(lowers: list[Path], parts: list[str]) -> os.stat_result | None:
+    """The lstat of what the overlay of ``lowers`` (topmost first) shows at the path
+    ``parts`` (not empty), or None if it shows nothing there: what a build step that
+    writes its layer itself (COPY) needs to know of the image it adds to."""
+    with contextlib.ExitStack() as stack:
+        lower = _showing(stack, lowers, parts)
+        return lower._lstat(parts[:-1], parts[-1]) if lower else None
+
+
+def read_file(lowers: list[Path], parts: list[str], limit: int) -> bytes | None:
+    """The first ``limit`` bytes of the regular file the overlay of ``lowers`` shows at
+    ``parts``, or None if it shows none there (a symlink is not followed): an image's
+    /etc/passwd, read before any container of it runs."""
+    with contextlib.ExitStack() as stack:
+        lower = _showing(stack, lowers, parts)
+        if lower is None:
+            return None
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(parts[-1], flags, dir_fd=lower.cursor.goto(parts[:-1]))
+        except OSError:
+            return None
+        with os.fdopen(fd, "rb") as f:
+            return f.read(limit) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+
+
 def diff(upper: Path, lowers: list[Path]) -> list[tuple[str, str]]:
     """Docker's ``diff``: sorted ('A'|'C'|'D', path) for each entry of the writable layer.
 
@@ -188,11 +234,7 @@ def diff(upper: Path, lowers: list[Path]) -> list[tuple[str, str]]:
     """
     changes = []
     with contextlib.ExitStack() as stack:
-        below = []
-        for path in lowers:
-            lower = _Lower(stack.enter_context(fdtree.opened(path)))
-            stack.callback(lower.cursor.close)
-            below.append(lower)
+        below = _opened(stack, lowers)
         for e in fdtree.walk(stack.enter_context(fdtree.opened(upper))):
             if e.fd is not None:
                 continue

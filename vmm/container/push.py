@@ -185,6 +185,9 @@ def push(
         "os": HOST[0],
         "config": defaults,
         "rootfs": {"type": "layers", "diff_ids": [diff_id for _, diff_id in pushed]},
+        # config.md "history", an entry a layer: buildah and Podman refuse to build on an
+        # image whose history lists fewer layers than it has.
+        "history": [{"created_by": "pyvmm"} for _ in pushed],
     }
     config_desc = _put_blob(client, ref.repository, _document(config))
     manifest = _document(

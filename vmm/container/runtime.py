@@ -394,11 +394,22 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signa
 
 
 @contextlib.contextmanager
-def forwarding_signals(pid: int) -> Iterator[None]:
-    """While inside, the signals in ``FORWARDED`` go to ``pid`` instead of this process."""
-    previous = {s: signal.signal(s, lambda sig, _f: os.kill(pid, sig)) for s in FORWARDED}
+def forwarding_signals(pid: int, end: bool = False) -> Iterator[list[int]]:
+    """While inside, the signals in ``FORWARDED`` go to ``pid`` instead of this process.
+
+    With ``end``, they end ``pid`` instead (SIGKILL), and the list yielded says which
+    came: Ctrl-C on ``docker build`` cancels the step, where on ``docker run`` the
+    container's command is handed the signal, and may well ignore it as a PID 1."""
+    caught: list[int] = []
+
+    def handler(sig: int, _frame) -> None:
+        caught.append(sig)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL if end else sig)
+
+    previous = {s: signal.signal(s, handler) for s in FORWARDED}
     try:
-        yield
+        yield caught
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -11,6 +11,7 @@ Layout under the root (``/var/lib/pyvmm``, ``--root`` or ``$PYVMM_ROOT``)::
     containers/<id>/upper, work     its writable overlay layer
     containers/<id>/log             what it printed
     names/<name> -> <id>            container names, each reserved by one symlink
+    build-cache/<key>.json          a build step's layer, by its cache key (``build.py``)
     volumes/<name>/_data            a named volume's files; volume.json beside it
     networks/<name>/network.json    a container network and its IPAM (network.py)
     endpoints/<id>/endpoint.json    a container's place on a network; its /etc files
@@ -65,6 +66,7 @@ class Store:
         self.names = self.root / "names"
         self.networks = self.root / "networks"
         self.endpoints = self.root / "endpoints"
+        self.build_cache = self.root / "build-cache"
         self.runtime = RUNTIME_ROOT
 
     @contextlib.contextmanager
@@ -135,6 +137,10 @@ class ContainerRecord:
     auto_remove: bool
     created: float
     new_volumes: list[VolumeName] = field(default_factory=list)  # made for it, removed with it
+    # Who its processes run as: the image's User, resolved at create (``users.py``).
+    uid: int = 0
+    gid: int = 0
+    additional_gids: list[int] = field(default_factory=list)
     status: str = "created"
     monitor_pid: int | None = None  # the pyvmm process supervising it
     monitor_start: int | None = None

@@ -322,11 +322,14 @@ def extract(
     return "sha256:" + reader.drain(), size
 
 
-def _tarinfo(e: fdtree.Entry, links: dict[tuple[int, int], str]) -> tarfile.TarInfo | None:
+def tarinfo(
+    e: fdtree.Entry, links: dict[tuple[int, int], str], name: str | None = None
+) -> tarfile.TarInfo | None:
     """The tar header of one walked entry (as ``TarFile.gettarinfo`` would make it, owner
-    names dropped), or None for a socket, which tar cannot hold."""
+    names dropped), named ``name`` or its path in the walk; None for a socket, which
+    tar cannot hold."""
     st = e.st
-    t = tarfile.TarInfo("/".join([*e.parents, e.name]))
+    t = tarfile.TarInfo("/".join([*e.parents, e.name]) if name is None else name)
     t.mode, t.uid, t.gid, t.mtime = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime
     if stat.S_ISREG(st.st_mode):
         if st.st_nlink > 1 and fdtree.ident(st) in links:
@@ -380,19 +383,31 @@ def tar_directory(src: Path, out: BinaryIO, oci_whiteouts: bool = False) -> None
         tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar,
     ):
         for e in fdtree.walk(root):
-            t = None if e.fd is not None else _tarinfo(e, links)
+            t = None if e.fd is not None else tarinfo(e, links)
             if t is not None and oci_whiteouts and (t.ischr() or t.isdir()):
                 _oci_whiteout(e, t, tar)
                 continue
-            if t is None or not t.isreg():
-                if t is not None:
-                    tar.addfile(t)
-                continue
-            fd = os.open(e.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=e.dir_fd)
-            with os.fdopen(fd, "rb") as f:
-                if fdtree.ident(os.fstat(fd)) != fdtree.ident(e.st):
-                    raise fdtree.TreeChanged()
-                tar.addfile(t, f)
+            if t is not None:
+                add_member(tar, e, t)
+
+
+def add_member(
+    tar: tarfile.TarFile,
+    e: fdtree.Entry,
+    t: tarfile.TarInfo,
+    wrap: Callable[[BinaryIO], BinaryIO] | None = None,
+) -> None:
+    """Add the walked entry ``e`` to ``tar`` with the header ``t``: a regular file's
+    data read through its own fd, opened without following a symlink and checked to
+    be the file walked (``wrap``, if given, sees the data on its way)."""
+    if not t.isreg():
+        tar.addfile(t)
+        return
+    fd = os.open(e.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=e.dir_fd)
+    with os.fdopen(fd, "rb") as f:
+        if fdtree.ident(os.fstat(fd)) != fdtree.ident(e.st):
+            raise fdtree.TreeChanged()
+        tar.addfile(t, wrap(f) if wrap else f)
 
 
 def store_layer(
