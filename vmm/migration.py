@@ -174,18 +174,13 @@ def send(machine, gate, address: str) -> dict:
             gate.pause()
             paused = time.perf_counter()
             try:
-
-                def stop_and_copy() -> int:
-                    for transport in machine.disks:
-                        transport.drain()
-                    last = pending | _dirty(vm) | memory.vmm_writes | _used_ring_pages(machine)
-                    count = _send_pages(stream, memory, last)
-                    manifest, state = snapshot.capture(machine)
-                    text = json.dumps(record.to_json(manifest)).encode()
-                    stream.send(b"S", len(text), text + state)
-                    return count
-
-                rounds.append(gate.call(stop_and_copy))
+                for transport in machine.disks:
+                    transport.drain()
+                last = pending | _dirty(vm) | memory.vmm_writes | _used_ring_pages(machine)
+                rounds.append(_send_pages(stream, memory, last))
+                manifest, state = snapshot.capture(machine, gate.call)
+                text = json.dumps(record.to_json(manifest)).encode()
+                stream.send(b"S", len(text), text + state)
                 sock.settimeout(ACK_TIMEOUT)
                 kind, _, _ = stream.frame()
                 if kind != b"A":
