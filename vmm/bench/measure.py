@@ -24,6 +24,21 @@ def pyvmm_command() -> list[str]:
     return [script] if os.path.exists(script) else [sys.executable, "-m", "vmm"]
 
 
+def interrupt(proc: subprocess.Popen) -> None:
+    """End a guest a benchmark started: Ctrl-C, so that it removes what it made (pyvmm
+    its control socket), then kill; its pipes closed."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
 def summary(samples: list[float]) -> dict:
     """Median with min and max: on a noisy machine the median is the figure to quote."""
     return {
