@@ -242,6 +242,8 @@ def test_migrated_guest_counts_on_at_the_destination(guest_build, tmp_path, tran
             before = source.output()
         assert int(figures["rounds"]) >= 2
         assert float(figures["downtime_ms"]) > 0
+        halves = float(figures["stop_and_copy_ms"]) + float(figures["destination_ms"])
+        assert halves == pytest.approx(float(figures["downtime_ms"]), abs=0.02)
         assert sum(json.loads(figures["pages_per_round"])) > 0
         last = int(COUNT.findall(before)[-1])
         dest.wait_for(f"count {last + 3}\n".encode())
