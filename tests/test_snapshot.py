@@ -77,6 +77,32 @@ def test_paused_guest_uses_no_cpu_and_resumes(guest_build, tmp_path):
         assert consecutive(guest.counts())
 
 
+def test_a_pause_straight_after_a_resume_holds(guest_build, tmp_path):
+    """Resume and pause back to back on one connection: the pause may come before the
+    vCPU has left the gate, and must keep it there (it used to answer "paused" and let
+    the guest run on)."""
+    sock = tmp_path / "api.sock"
+    with GuestProcess(*counter_args(guest_build, sock)) as guest:
+        guest.wait_for(b"count 2\n")
+        with socket.socket(socket.AF_UNIX) as s, s.makefile("rwb") as f:
+            s.connect(str(sock))
+
+            def op(name: str) -> None:
+                f.write(json.dumps({"op": name}).encode() + b"\n")
+                f.flush()
+                assert json.loads(f.readline())["ok"]
+
+            op("pause")
+            for _ in range(20):
+                op("resume")
+                op("pause")
+        time.sleep(0.3)
+        printed = guest.counts()
+        time.sleep(1.0)
+        assert guest.counts() == printed, "the guest ran on after a pause"
+        assert ctl_ok(sock, "stats")["state"] == "paused"
+
+
 def test_restored_guest_counts_on_without_a_reset(guest_build, tmp_path):
     snap, before = take_snapshot(guest_build, tmp_path)
     proc = run_pyvmm("boot", "--restore", str(snap), timeout=120)
