@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import subprocess
 import sys
 import tempfile
 import time
 
-from vmm.bench.measure import interrupt, pyvmm_command, summary
+from vmm.bench.measure import interrupt, pyvmm_command, read_until, summary
 from vmm.bench.rows import LINUX_GUEST_MEMORY, hmp, microvm_command
 from vmm.errors import PyvmmError
 
@@ -47,21 +46,6 @@ def _wait_for(path: str, proc: subprocess.Popen, what: str) -> None:
 def _start(argv: list[str]) -> subprocess.Popen:
     return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-
-
-def _read_until(proc: subprocess.Popen, mark: bytes, timeout: float, what: str) -> float:
-    """Seconds until ``mark`` appears on the process's output."""
-    started = time.perf_counter()
-    seen = b""
-    while mark not in seen:
-        left = timeout - (time.perf_counter() - started)
-        if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
-            raise PyvmmError(f"{what}: no {mark.decode()!r} within {timeout:g} s")
-        chunk = os.read(proc.stdout.fileno(), 4096)
-        if not chunk:
-            raise PyvmmError(f"{what} ended before {mark.decode()!r}")
-        seen = seen[-200:] + chunk
-    return time.perf_counter() - started
 
 
 class _Pyvmm:
@@ -185,7 +169,7 @@ def measure(hops: int = 5) -> dict:
             for vmm in vmms:  # one at a time: a boot given half a CPU can stall (state.md)
                 live[vmm.name] = vmm.start(0, None)
                 result["boot_to_wait_s"][vmm.name] = round(
-                    _read_until(live[vmm.name][0], wait_line, BOOT_TIMEOUT,
+                    read_until(live[vmm.name][0], wait_line, BOOT_TIMEOUT,
                                 f"{vmm.name}'s Linux boot"), 1
                 )  # fmt: skip
             for hop in range(1, hops + 1):
@@ -201,7 +185,7 @@ def measure(hops: int = 5) -> dict:
                 proc = live[vmm.name][0]
                 proc.stdin.write(b"\n")
                 proc.stdin.flush()
-                _read_until(proc, ANSWER, HOP_TIMEOUT, f"{vmm.name}'s migrated guest")
+                read_until(proc, ANSWER, HOP_TIMEOUT, f"{vmm.name}'s migrated guest")
         finally:
             for proc, _ in live.values():
                 interrupt(proc)

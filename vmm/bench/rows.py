@@ -26,6 +26,7 @@ from vmm.bench.measure import (
     disk_usage,
     interrupt,
     pyvmm_command,
+    read_until,
     run_checked,
 )
 from vmm.bench.workload import result_line
@@ -500,17 +501,11 @@ def _waiting_guest(argv: list[str], timeout: float) -> Iterator[float]:
 
     from vmm import linux_guest
 
-    started = time.perf_counter()
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:
-        seen = b""
-        while linux_guest.WAIT_LINE.encode() not in seen:
-            chunk = proc.stdout.read1(4096)
-            if not chunk or time.perf_counter() - started > timeout:
-                raise PyvmmError(f"the Linux guest did not reach /init's wait: {argv[0]}")
-            seen = seen[-200:] + chunk
-        yield round(time.perf_counter() - started, 2)
+        what = f"the Linux guest ({argv[0]})"
+        yield round(read_until(proc, linux_guest.WAIT_LINE.encode(), timeout, what), 2)
     finally:
         interrupt(proc)
 
