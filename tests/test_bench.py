@@ -14,12 +14,13 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 from vmtest import ROOT, assert_one_line_error, kvm_usable, run_pyvmm
 
 from vmm.bench.compare import RowFailure, check
-from vmm.bench.measure import CACHE_DIR, run_processes
+from vmm.bench.measure import CACHE_DIR, interrupt, read_until, run_processes
 from vmm.kvm.kind import kvm_kind
 
 _spec = importlib.util.spec_from_file_location("mkimage", ROOT / "scripts" / "mkimage.py")
@@ -254,3 +255,27 @@ def test_linux_rows_run_the_same_kernel_under_pyvmm_and_qemu_microvm(bench, tmp_
     # pyvmm's guest RAM is 256 MiB, mapped but backed only where Linux touched it
     touched = rows["linux-pyvmm"]["figures"]["guest_touched_bytes"]["median"]
     assert 1 << 20 < touched <= 256 << 20
+
+
+def test_waiting_for_a_guest_line_ends_at_the_timeout_when_nothing_comes():
+    """A Linux boot that stalls prints nothing: the wait for /init's line must end at its
+    timeout all the same (it once read on for 13 minutes past a 10-minute one), and a
+    process that ends first is said to have ended."""
+    from vmm.errors import PyvmmError
+
+    proc = subprocess.Popen(["sh", "-c", "echo booting; exec sleep 60"], stdout=subprocess.PIPE)
+    try:
+        assert read_until(proc, b"booting", 30, "sh") < 30
+        started = time.monotonic()
+        with pytest.raises(PyvmmError, match="a silent sh: no 'init' within 1 s"):
+            read_until(proc, b"init", 1, "a silent sh")
+        assert time.monotonic() - started < 10
+    finally:
+        interrupt(proc)
+    assert proc.returncode is not None
+    proc = subprocess.Popen(["true"], stdout=subprocess.PIPE)
+    try:
+        with pytest.raises(PyvmmError, match="true ended before 'init'"):
+            read_until(proc, b"init", 30, "true")
+    finally:
+        interrupt(proc)

@@ -173,7 +173,7 @@ class Controller:
             "pid": os.getpid(),
             "uptime_seconds": round(time.monotonic() - self.started, 3),
             "cpu_seconds": round(times.user + times.system, 3),
-            "vcpus": 1,
+            "vcpus": len(self.machine.vcpus),
             "memory_bytes": self.machine.memory.size,
             "memory_touched_bytes": self.machine.memory.touched_bytes(),
             "disks": len(self.machine.disks),
@@ -184,7 +184,7 @@ class Controller:
 
         directory = _text(request, "dir")
         with self.gate.held():
-            return self.gate.call(lambda: snapshot.save(self.machine, directory))
+            return snapshot.save(self.machine, directory, self.gate.call)
 
     def op_migrate(self, request: dict) -> dict:
         from vmm import migration

@@ -52,7 +52,8 @@ def _cmdline(text: str) -> str:
 
 # What a snapshot or an incoming guest brings with it, and may not be given as well.
 _SAVED_BRINGS = (
-    "kernel", "program", "initrd", "memory", "cmdline", "disks", "nets", "publish", "gdb_address"
+    "kernel", "program", "initrd", "memory", "cpus", "cmdline", "disks", "nets", "publish",
+    "gdb_address",
 )  # fmt: skip
 
 
@@ -65,7 +66,7 @@ def _check_saved_options(options: dict, restore: str | None, incoming: str | Non
         option = "--" + given[0].replace("_address", "")
         raise PyvmmError(
             f"{option} with {'--restore' if restore else '--incoming'}: the guest's kernel, "
-            "memory and disks are the saved ones"
+            "memory, vCPUs and disks are the saved ones"
         )
 
 
@@ -268,8 +269,6 @@ def boot(
 
     memory_size = _memory(memory)
     cpus = _cpus(cpus)
-    if api_sock is not None and cpus > 1:
-        raise PyvmmError("--api-sock with --cpus: pause, snapshot and migrate serve one vCPU")
     cmdline = _cmdline(cmdline)
     disk_list = ()
     if disks:  # virtio (and its dataclasses) only for a machine with disks or cards
@@ -333,13 +332,13 @@ def boot(
             if trace:
                 from vmm.trace import Tracer
 
-                tracer = Tracer(machine.memory, cpus=cpus)
+                tracer = Tracer(machine.memory, cpus=len(machine.vcpus))
                 machine.after_run.append(tracer)
                 machine.on_irq.append(tracer.irq_for(machine.vm))
             if stats:
                 from vmm.stats import ExitStats
 
-                counter = ExitStats(cpus)
+                counter = ExitStats(len(machine.vcpus))
                 machine.before_run.append(counter.before)
                 machine.after_run.append(counter.after)
             if profile:

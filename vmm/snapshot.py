@@ -26,6 +26,7 @@ import mmap
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vmm import record
@@ -127,9 +128,9 @@ def check_savable(machine) -> None:
         )
 
 
-def save(machine, directory: str) -> dict:
-    """Write ``machine``'s state into ``directory`` (made here; it must not exist), on
-    the paused vCPU's thread. Returns figures for the caller to report."""
+def save(machine, directory: str, on_vcpu: Callable[[int, Callable], object]) -> dict:
+    """Write ``machine``'s state into ``directory`` (made here; it must not exist), every
+    vCPU paused (``capture``). Returns figures for the caller to report."""
     check_savable(machine)
     started = time.perf_counter()
     try:
@@ -144,7 +145,7 @@ def save(machine, directory: str) -> dict:
     try:
         for transport in machine.disks:
             transport.drain()
-        manifest, state = capture(machine)
+        manifest, state = capture(machine, on_vcpu)
         memory_written = _write_in(dir_fd, MEMORY, machine.memory.dump)
         _write_in(dir_fd, STATE, _all(state))
         # The manifest last: a directory without one is not a snapshot.
@@ -194,26 +195,34 @@ def _all(data: bytes):
     return write
 
 
-def capture(machine) -> tuple[Manifest, bytes]:
-    """The manifest and state.bin's bytes for ``machine`` (paused, on the vCPU's thread)."""
+def _read_vcpu(vcpu, msr_list: list[int]) -> tuple[dict, dict, list, bytes, dict[str, bytes]]:
+    """One paused vCPU's state, read on its own thread: (regs, MSRs, MSRs refused,
+    CPUID, the other parts)."""
+    msrs, refused = kvmstate.read_msrs(vcpu, msr_list)
+    parts = {name: kvmstate.get_vcpu_part(vcpu, name) for name in kvmstate.vcpu_parts(vcpu)}
+    return kvmstate.get_regs(vcpu), msrs, refused, kvmstate.get_cpuid(vcpu), parts
+
+
+def capture(machine, on_vcpu: Callable[[int, Callable], object]) -> tuple[Manifest, bytes]:
+    """The manifest and state.bin's bytes for ``machine``, every vCPU paused;
+    ``on_vcpu(index, job)`` runs ``job`` on vCPU ``index``'s thread (``PauseGate.call``)."""
     out = _StateWriter()
     vm = machine.vm
     vm_parts = {name: out.add(kvmstate.get_vm_part(vm, name)) for name in kvmstate.vm_parts(vm)}
     msr_list = kvmstate.msr_index_list(machine.kvm)
     vcpus = []
-    for vcpu in [machine.vcpu]:
-        msrs, refused = kvmstate.read_msrs(vcpu, msr_list)
+    for vcpu in machine.vcpus:
+        regs, msrs, refused, cpuid, parts = on_vcpu(
+            vcpu.index, lambda v=vcpu: _read_vcpu(v, msr_list)
+        )
         vcpus.append(
             VcpuRecord(
                 index=vcpu.index,
-                regs=kvmstate.get_regs(vcpu),
+                regs=regs,
                 msrs={f"{index:#x}": value for index, value in msrs.items()},
                 msrs_refused=refused,
-                cpuid=out.add(kvmstate.get_cpuid(vcpu)),
-                parts={
-                    name: out.add(kvmstate.get_vcpu_part(vcpu, name))
-                    for name in kvmstate.vcpu_parts(vcpu)
-                },
+                cpuid=out.add(cpuid),
+                parts={name: out.add(data) for name, data in parts.items()},
             )
         )
     regions, offset = [], 0
@@ -315,8 +324,12 @@ def _check_blob(blob: Blob, state: bytes, name: str, size: int | None = None) ->
 
 
 def _check_manifest(manifest: Manifest, state: bytes) -> None:
-    if len(manifest.vcpus) != 1 or manifest.vcpus[0].index != 0:
-        raise SnapshotError(f"{MANIFEST}: this pyvmm restores one vCPU, number 0")
+    from vmm.machine import MAX_CPUS
+
+    if not 1 <= len(manifest.vcpus) <= MAX_CPUS:
+        raise SnapshotError(f"{MANIFEST}: {len(manifest.vcpus)} vCPUs (1 to {MAX_CPUS})")
+    if [v.index for v in manifest.vcpus] != list(range(len(manifest.vcpus))):
+        raise SnapshotError(f"{MANIFEST}: the vCPUs are not numbered 0, 1, ... in order")
     if len(manifest.disks) > 4:
         raise SnapshotError(f"{MANIFEST}: more than four disks")
     for name, blob in manifest.vm.items():
@@ -381,7 +394,10 @@ class SavedVm:
         from vmm.machine import MachineConfig
 
         disks = tuple((d.path, d.readonly) for d in self.manifest.disks)
-        return MachineConfig("", self.memory_size, output=output, disks=disks, restore=self)
+        return MachineConfig(
+            "", self.memory_size, output=output, disks=disks, cpus=len(self.manifest.vcpus),
+            restore=self,
+        )  # fmt: skip
 
     def restore_into(self, machine) -> None:
         """Put the saved state into a machine built with the same memory and devices."""
@@ -398,7 +414,7 @@ class SavedVm:
             for name in kvmstate.VM_PARTS:  # the chips' state before the vCPUs': as QEMU
                 if name in m.vm:
                     kvmstate.set_vm_part(machine.vm, name, _check_blob(m.vm[name], state, name))
-            for saved, vcpu in zip(m.vcpus, [machine.vcpu], strict=True):
+            for saved, vcpu in zip(m.vcpus, machine.vcpus, strict=True):
                 kvmstate.set_cpuid(vcpu, _check_blob(saved.cpuid, state, "cpuid"))
                 for name in kvmstate.VCPU_PARTS:
                     if name in saved.parts:

@@ -43,8 +43,10 @@ class VcpuThreads:
     def __init__(self):
         self._lock = threading.Lock()
         self._threads: dict[int, int] = {}  # vCPU index -> threading.get_ident()
-        # The run is ending: what holds a vCPU thread outside KVM_RUN (gdb) lets it go.
+        # The run is ending: what holds a vCPU thread outside KVM_RUN (gdb, the pause
+        # gate) lets it go; those that wait on a condition are woken by on_stopping.
         self.stopping = False
+        self.on_stopping: list[Callable[[], None]] = []
 
     @contextlib.contextmanager
     def running(self, vcpu):
@@ -130,3 +132,5 @@ class VcpuGroup:
         for vcpu in self.vcpus:
             vcpu.request_exit()
         self.threads.kick()
+        for wake in self.threads.on_stopping:
+            wake()

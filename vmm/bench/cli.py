@@ -256,3 +256,13 @@ def clones(count, snapshot_dir, json_path):
     from vmm.bench.clones import measure, table
 
     _emit(measure(_positive("--clones", str(count)), snapshot_dir), table, json_path)
+
+
+@bench.command()
+@click.option("--hops", default=5, show_default=True, help="Migrations of each guest.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write figures here.")
+def migrate(hops, json_path):
+    """Live migration of an idle 256 MiB Linux guest, pyvmm beside QEMU's migrate."""
+    from vmm.bench.migrate import measure, table
+
+    _emit(measure(_positive("--hops", str(hops))), table, json_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import selectors
 import signal
 import statistics
@@ -22,6 +23,37 @@ def pyvmm_command() -> list[str]:
     """The installed console script when there is one: what a user runs."""
     script = os.path.join(os.path.dirname(sys.executable), "pyvmm")
     return [script] if os.path.exists(script) else [sys.executable, "-m", "vmm"]
+
+
+def interrupt(proc: subprocess.Popen) -> None:
+    """End a guest a benchmark started: Ctrl-C, so that it removes what it made (pyvmm
+    its control socket), then kill; its pipes closed."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def read_until(proc: subprocess.Popen, mark: bytes, timeout: float, what: str) -> float:
+    """Seconds until ``mark`` appears on the process's output; an error after
+    ``timeout`` seconds, also while the process prints nothing (a stalled guest)."""
+    started = time.perf_counter()
+    seen = b""
+    while mark not in seen:
+        left = timeout - (time.perf_counter() - started)
+        if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
+            raise PyvmmError(f"{what}: no {mark.decode()!r} within {timeout:g} s")
+        chunk = os.read(proc.stdout.fileno(), 4096)
+        if not chunk:
+            raise PyvmmError(f"{what} ended before {mark.decode()!r}")
+        seen = seen[-200:] + chunk
+    return time.perf_counter() - started
 
 
 def summary(samples: list[float]) -> dict:

@@ -12,7 +12,6 @@ import contextlib
 import os
 import shlex
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -21,7 +20,15 @@ from typing import NamedTuple
 
 from vmm import guest
 from vmm.bench.machineinfo import REPO
-from vmm.bench.measure import ProcessResult, apt_get, disk_usage, pyvmm_command, run_checked
+from vmm.bench.measure import (
+    ProcessResult,
+    apt_get,
+    disk_usage,
+    interrupt,
+    pyvmm_command,
+    read_until,
+    run_checked,
+)
 from vmm.bench.workload import result_line
 from vmm.devices.power import EXIT_PORT
 from vmm.errors import PyvmmError
@@ -494,26 +501,13 @@ def _waiting_guest(argv: list[str], timeout: float) -> Iterator[float]:
 
     from vmm import linux_guest
 
-    started = time.perf_counter()
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:
-        seen = b""
-        while linux_guest.WAIT_LINE.encode() not in seen:
-            chunk = proc.stdout.read1(4096)
-            if not chunk or time.perf_counter() - started > timeout:
-                raise PyvmmError(f"the Linux guest did not reach /init's wait: {argv[0]}")
-            seen = seen[-200:] + chunk
-        yield round(time.perf_counter() - started, 2)
+        what = f"the Linux guest ({argv[0]})"
+        yield round(read_until(proc, linux_guest.WAIT_LINE.encode(), timeout, what), 2)
     finally:
-        # Ctrl-C, so that it removes what it made (pyvmm its control socket); then kill.
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+        interrupt(proc)
 
 
 class LinuxRestoredRow(LinuxGuestRow):
@@ -567,6 +561,28 @@ class LinuxRestoredRow(LinuxGuestRow):
             shutil.rmtree(self.snapshot, ignore_errors=True)
 
 
+def microvm_command(
+    vmlinux: str, initramfs: str, pvm: bool, cmdline: str, image: str | None = None
+) -> list[str]:
+    """QEMU microvm on KVM with pyvmm's Linux kernel and initramfs, the same machine as
+    pyvmm's (256 MiB, one CPU, the console on stdio, the exit port), ``image`` as its
+    virtio-mmio disk."""
+    from vmm.boot import linux
+
+    append = linux.command_line(cmdline, (), pvm)
+    disk = [
+        "-device", "virtio-blk-device,drive=d",
+        "-drive", f"id=d,file={image},format=raw,if=none,file.locking=off",
+    ] if image else []  # fmt: skip
+    return [
+        "qemu-system-x86_64", "-M", "microvm,acpi=off", "-accel", "kvm", "-cpu", "host",
+        "-m", LINUX_GUEST_MEMORY, "-smp", "1", "-nodefaults", "-no-user-config",
+        "-display", "none", "-no-reboot", "-serial", "stdio",
+        "-kernel", vmlinux, "-initrd", initramfs, "-append", append,
+        "-device", f"isa-debug-exit,iobase={EXIT_PORT:#x},iosize=1", *disk,
+    ]  # fmt: skip
+
+
 class LinuxMicrovmRow(LinuxGuestRow):
     key = "linux-microvm"
     label = "Linux VM (QEMU microvm, KVM, same kernel and initramfs)"
@@ -589,18 +605,7 @@ class LinuxMicrovmRow(LinuxGuestRow):
         return ["sh", "-c", QEMU_STATUS, "qemu", *self.qemu(ws, "console=ttyS0")]
 
     def qemu(self, ws, cmdline: str) -> list[str]:
-        from vmm.boot import linux
-
-        append = linux.command_line(cmdline, (), self.pvm)
-        return [
-            "qemu-system-x86_64", "-M", "microvm,acpi=off", "-accel", "kvm", "-cpu", "host",
-            "-m", LINUX_GUEST_MEMORY, "-smp", "1", "-nodefaults", "-no-user-config",
-            "-display", "none", "-no-reboot", "-serial", "stdio",
-            "-kernel", self.build.vmlinux, "-initrd", self.initramfs, "-append", append,
-            "-device", f"isa-debug-exit,iobase={EXIT_PORT:#x},iosize=1",
-            "-device", "virtio-blk-device,drive=d",
-            "-drive", f"id=d,file={ws.image},format=raw,if=none,file.locking=off",
-        ]  # fmt: skip
+        return microvm_command(self.build.vmlinux, self.initramfs, self.pvm, cmdline, ws.image)
 
 
 class LinuxQemuRestoredRow(LinuxMicrovmRow):
@@ -630,8 +635,8 @@ class LinuxQemuRestoredRow(LinuxMicrovmRow):
         self.commands.append(argv)
         with _waiting_guest(argv, self.timeout) as booted:
             started = time.perf_counter()
-            _hmp(monitor, "stop", f"migrate exec:cat>{shlex.quote(self.saved)}")
-            while "completed" not in _hmp(monitor, "info migrate"):
+            hmp(monitor, "stop", f"migrate exec:cat>{shlex.quote(self.saved)}")
+            while "completed" not in hmp(monitor, "info migrate"):
                 if time.perf_counter() - started > self.timeout:
                     raise PyvmmError("QEMU did not finish saving the guest")
                 time.sleep(0.05)
@@ -649,7 +654,7 @@ class LinuxQemuRestoredRow(LinuxMicrovmRow):
             os.unlink(self.saved)
 
 
-def _hmp(path: str, *commands: str) -> str:
+def hmp(path: str, *commands: str) -> str:
     """Commands to QEMU's human monitor on a Unix socket; what it answered."""
     import socket
 
