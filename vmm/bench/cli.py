@@ -219,6 +219,8 @@ def pull(runs, json_path):
             "pyvmm",
             "pyvmm_no_offload",
             "qemu",
+            "pyvmm_vhost",
+            "qemu_vhost",
         ]
     ),
     help="Only these rows (repeatable).",
