@@ -189,6 +189,18 @@ def download(ns: str, addr: str) -> float:
     return received / elapsed / (1 << 20)
 
 
+def _run_once(ns: str, key: str, addr: str, samples: dict[str, list[float]]) -> None:
+    """One run of the three figures for row ``key``. A server that stops answering (a
+    VM starved on a loaded machine: the client's socket times out) ends the benchmark
+    with one line naming the row, not a traceback."""
+    try:
+        samples["rtt_us"].append(statistics.median(round_trips(ns, addr)) * 1e6)
+        samples["upload_mib_s"].append(upload(ns, addr))
+        samples["download_mib_s"].append(download(ns, addr))
+    except OSError as e:
+        raise PyvmmError(f"bench net: {LABELS[key]} at {addr}: {e.strerror or e}") from None
+
+
 def _add_tap(ns: str) -> None:
     """The persistent TAP on the bridge that each VM in turn attaches to."""
     from pyroute2 import NetNS
@@ -261,10 +273,7 @@ def measure(runs: int = 5, only: tuple[str, ...] = ()) -> dict:
                     boots[key].append(time.perf_counter() - t)
                     _wait_for_echo(ns, addr)
                     for _ in range(runs):
-                        rtts = round_trips(ns, addr)
-                        samples[key]["rtt_us"].append(statistics.median(rtts) * 1e6)
-                        samples[key]["upload_mib_s"].append(upload(ns, addr))
-                        samples[key]["download_mib_s"].append(download(ns, addr))
+                        _run_once(ns, key, addr, samples[key])
                 finally:
                     if key in stops:  # a container's init (a shell, PID 1) ignores SIGINT
                         _in(ns, stops[key], check=False, env=podman.env if podman else None)
