@@ -7,10 +7,14 @@ guest's address is the one the kernel command line's ``ip=`` gives it
 (docs/networking.md). Not published: 127.0.0.1, which the kernel will not route to
 another host without ``route_localnet`` (Docker answers it with a userland proxy).
 
-The rules live in a table of their own, ``ip pyvmm-vm-PID``, made in one transaction
-through nft's JSON interface (``nft -j -f -``: Debian's nftables, libnftables' JSON
-schema, libnftables-json(5)) and deleted when the VM ends. A pyvmm killed with SIGKILL
-leaves its table behind; its name says which process made it.
+The rules live in a table of their own, ``ip pyvmm-vm-NS-PID-START``, made in one
+transaction through nft's JSON interface (``nft -j -f -``: Debian's nftables,
+libnftables' JSON schema, libnftables-json(5)) and deleted when the VM ends. A pyvmm
+killed with SIGKILL leaves its table behind; its name says which process made it (its
+PID namespace, its pid and its start time, vmm/container/proc.py), so the next ``pyvmm
+boot -p`` removes the tables of processes that are gone, as Docker cleans up after
+itself when it starts again. Only those of its own PID namespace: a pid means nothing
+in another.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ NFT = "nft"
 # postrouting at NF_IP_PRI_NAT_SRC (100, "srcnat"), where masquerade belongs.
 NAT_PRIORITY = -100
 SNAT_PRIORITY = 100
+_VM_TABLE = re.compile(r"^pyvmm-vm-(\d+)-(\d+)-(\d+)$")  # PID namespace, pid, start time
 _PUBLISH = re.compile(
     r"^(?:(?P<ip>[0-9.]+):)?(?P<host>\d+):(?P<guest>\d+)(?:/(?P<proto>tcp|udp))?$"
 )
@@ -100,7 +105,7 @@ def nft(document: dict) -> None:
 
 class PortTable:
     """The nft table of one guest's or container's published ports; ``close`` removes
-    it. ``name`` defaults to the VM's, ``pyvmm-vm-PID``.
+    it. ``name`` defaults to the VM's, ``pyvmm-vm-NS-PID-START`` (the module says why).
 
     With ``bridge`` (a container's, whose network pyvmm made), connections to
     127.0.0.1 are published too, as Docker does without its userland proxy: the output
@@ -116,7 +121,10 @@ class PortTable:
     ) -> None:
         if shutil.which(NFT) is None:
             raise PyvmmError("-p needs nft: apt-get install nftables")
-        self.name = name or f"pyvmm-vm-{os.getpid()}"
+        if name is None:
+            remove_stale_vm_tables()
+            name = _vm_table_name()
+        self.name = name
         commands: list[dict] = [{"add": {"table": {"family": "ip", "name": self.name}}}]
         for hook in ("prerouting", "output"):
             commands.append(chain(self.name, hook, NAT_PRIORITY))
@@ -136,6 +144,37 @@ class PortTable:
 
     def close(self) -> None:
         delete_table(self.name)
+
+
+def _pid_namespace() -> int:
+    return os.stat("/proc/self/ns/pid").st_ino
+
+
+def _vm_table_name() -> str:
+    from vmm.container.proc import process_start
+
+    pid = os.getpid()
+    return f"pyvmm-vm-{_pid_namespace()}-{pid}-{process_start(pid)}"
+
+
+def remove_stale_vm_tables() -> list[str]:
+    """Delete the port tables of ``pyvmm boot`` processes of this PID namespace that are
+    gone (killed: a pyvmm that ends removes its own); returns their names."""
+    from vmm.container.proc import is_alive
+
+    listed = subprocess.run([NFT, "-j", "list", "tables", "ip"], capture_output=True, text=True)
+    if listed.returncode != 0:
+        return []
+    names = [item["table"]["name"] for item in json.loads(listed.stdout).get("nftables", [])
+             if "table" in item]  # fmt: skip
+    stale = []
+    for name in names:
+        found = _VM_TABLE.match(name)
+        ns, pid, start = (int(n) for n in found.groups()) if found else (None, None, None)
+        if ns == _pid_namespace() and not is_alive(pid, start):
+            delete_table(name)
+            stale.append(name)
+    return stale
 
 
 def chain(table: str, hook: str, priority: int) -> dict:
