@@ -99,7 +99,8 @@ class VirtioDevice(Protocol):
 
     def activate(self, features: int, rings: Sequence[Ring]) -> None:
         """The driver set DRIVER_OK having accepted ``features``, with its queues set up
-        as ``rings`` (a device that serves them outside pyvmm, vhost, needs them)."""
+        as ``rings`` (a device that serves them outside pyvmm, vhost, needs them);
+        VirtqueueError if it cannot serve them (the device then needs a reset)."""
 
     def process(self, queue_index: int, queue: Virtqueue) -> bool:
         """Serve the available buffers; raise VirtqueueError when a reset is needed.
@@ -319,7 +320,10 @@ class VirtioMmio:
                 new &= ~VIRTIO_CONFIG_S_FEATURES_OK  # 2.2.2: the driver re-reads and sees it
             if added & VIRTIO_CONFIG_S_DRIVER_OK:
                 if new & VIRTIO_CONFIG_S_FEATURES_OK:
-                    self.device.activate(self.driver_features, self._rings())
+                    try:
+                        self.device.activate(self.driver_features, self._rings())
+                    except VirtqueueError:  # rings it cannot serve: broken until reset
+                        new |= VIRTIO_CONFIG_S_NEEDS_RESET
                 else:
                     new &= ~VIRTIO_CONFIG_S_DRIVER_OK  # 3.1.1: features come first
             self.status = new

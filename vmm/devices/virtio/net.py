@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vmm.devices.virtio.virtqueue import DescriptorChain, Ring, Virtqueue
+from vmm.devices.virtio.virtqueue import DescriptorChain, Ring, Virtqueue, VirtqueueError
 from vmm.errors import PyvmmError
 from vmm.memory import GuestMemoryError
 
@@ -200,8 +200,8 @@ class VirtioNet:
         if self.vhost is not None:
             try:
                 self.vhost.start(features, rings)
-            except GuestMemoryError:  # a ring outside RAM: the card stays silent
-                self.tx_dropped += 1
+            except GuestMemoryError as e:
+                raise VirtqueueError(f"a ring vhost cannot reach: {e}") from None
 
     def reset(self) -> None:
         """Forget the receive chains held for the next frame, and stop the host kernel
