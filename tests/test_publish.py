@@ -4,12 +4,13 @@ nft table made and removed in a namespace of the test's own."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 import pytest
-from nettest import needs_netns
+from nettest import links, needs_netns
 from vmtest import assert_one_line_error, needs_kvm, run_pyvmm
 
 from vmm import guest, netns
@@ -70,10 +71,11 @@ def _vm_tables(ns: str) -> list[str]:
 @needs_kvm
 @needs_netns
 @pytest.mark.root
-def test_table_of_a_killed_vm_is_removed_by_the_next_boot_with_p():
+def test_killed_vms_table_is_removed_by_the_next_boot_and_a_port_in_use_is_refused():
     """kill -9 leaves the port table (nothing of pyvmm runs to remove it); the next
     ``pyvmm boot -p`` removes it, as Docker cleans up after itself when it starts again,
-    and a live VM's table is left alone."""
+    and a live VM's table is left alone. A port the live VM publishes, or a host socket
+    holds, is one line, exit 2, with nothing made (Docker: "port is already allocated")."""
     ip = "ip=10.0.2.15::10.0.2.1:255.255.255.0::eth0:off"
 
     def boot(ns: str, tap: str, port: int, program: str) -> list[str]:
@@ -100,6 +102,16 @@ def test_table_of_a_killed_vm_is_removed_by_the_next_boot_with_p():
             left = _vm_tables(ns)
             # The live VM's is left alone; the killed one's is gone, and the new one's too.
             assert len(left) == 1 and f"-{procs[1].pid}-" in left[0], left
+            taken = subprocess.run(boot(ns, "t3", 8081, guest.DEMO_PROGRAM), capture_output=True,
+                                   text=True, timeout=120)  # fmt: skip
+            assert_one_line_error(taken, f"port 8081/tcp is already published by {left[0]}")
+            with netns.entered(ns):
+                holder = socket.create_server(("0.0.0.0", 8090))
+            with holder:
+                held = subprocess.run(boot(ns, "t3", 8090, guest.DEMO_PROGRAM),
+                                      capture_output=True, text=True, timeout=120)  # fmt: skip
+            assert_one_line_error(held, "port 8090/tcp is in use on the host")
+            assert _vm_tables(ns) == left and "t3" not in links(ns)
         finally:
             for proc in procs:
                 proc.kill()

@@ -19,11 +19,13 @@ in another.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 from dataclasses import dataclass
 
@@ -123,6 +125,7 @@ class PortTable:
             raise PyvmmError("-p needs nft: apt-get install nftables")
         if name is None:
             remove_stale_vm_tables()
+            check_ports_free(ports, published_ports())
             name = _vm_table_name()
         self.name = name
         commands: list[dict] = [{"add": {"table": {"family": "ip", "name": self.name}}}]
@@ -144,6 +147,46 @@ class PortTable:
 
     def close(self) -> None:
         delete_table(self.name)
+
+
+def published_ports() -> dict[tuple[int, str], str]:
+    """(host port, protocol) -> the pyvmm table (a VM's or a container's) whose DNAT
+    rules publish it in this network namespace, read from nft's own ruleset."""
+    listed = subprocess.run([NFT, "-j", "list", "ruleset", "ip"], capture_output=True, text=True)
+    if listed.returncode != 0:
+        return {}
+    taken = {}
+    for item in json.loads(listed.stdout).get("nftables", []):
+        rule = item.get("rule")
+        if not rule or not str(rule.get("table", "")).startswith("pyvmm-"):
+            continue
+        for expr in rule.get("expr", []):
+            found = expr.get("match") or {}
+            left, right = found.get("left"), found.get("right")
+            payload = left.get("payload", {}) if isinstance(left, dict) else {}
+            if payload.get("field") == "dport" and isinstance(right, int):
+                taken[(right, payload.get("protocol"))] = rule["table"]
+    return taken
+
+
+def check_ports_free(ports: list[Publish], taken: dict[tuple[int, str], str]) -> None:
+    """Refuse, in one line, a port that ``taken`` (published_ports) lists or that a host
+    socket holds: Docker's "port is already allocated", and its userland proxy's failing
+    bind, found here by binding it for a moment."""
+    for p in ports:
+        if (p.host_port, p.proto) in taken:
+            who = taken[(p.host_port, p.proto)]
+            raise PyvmmError(f"port {p.host_port}/{p.proto} is already published by {who}")
+        kind = socket.SOCK_STREAM if p.proto == "tcp" else socket.SOCK_DGRAM
+        with socket.socket(socket.AF_INET, kind) as s:
+            # A listener holds the port, a connection's TIME_WAIT does not (the proxy's
+            # own socket would set SO_REUSEADDR too).
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((p.host_ip or "0.0.0.0", p.host_port))
+            except OSError as e:
+                why = "is in use on the host" if e.errno == errno.EADDRINUSE else e.strerror
+                raise PyvmmError(f"port {p.host_port}/{p.proto} {why}") from None
 
 
 def _pid_namespace() -> int:
