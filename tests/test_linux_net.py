@@ -7,6 +7,7 @@ kernel whose ring-0 code is emulated.
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -17,6 +18,7 @@ from vmm import netns
 from vmm.bench import net
 from vmm.bench.machineinfo import kvm_kind
 from vmm.linux_guest import NET_LINE
+from vmm.vhost import VHOST_NET_DEVICE
 
 pytestmark = [needs_kvm, needs_netns, pytest.mark.slow, pytest.mark.root]
 ADDRESS = f"{net.HOST_IP}/{net.PREFIX}"
@@ -35,9 +37,14 @@ def add_persistent_tap(ns: str, name: str) -> None:
 
 @pytest.mark.parametrize(
     "option, extra",
-    [("bridge=br0", ["-p", f"{PUBLISHED}:7"]), ("tap=mine,offload=off", ["--ioeventfd"])],
-    ids=["new-tap-on-bridge", "existing-tap-no-offload-ioeventfd"],
-)
+    [
+        ("bridge=br0", ["-p", f"{PUBLISHED}:7"]),
+        ("tap=mine,offload=off", ["--ioeventfd"]),
+        pytest.param("bridge=br0,vhost=on", [], marks=pytest.mark.skipif(
+            not os.path.exists(VHOST_NET_DEVICE), reason="no /dev/vhost-net on this host")),
+    ],
+    ids=["new-tap-on-bridge", "existing-tap-no-offload-ioeventfd", "vhost"],
+)  # fmt: skip
 def test_guest_answers_ping_and_tcp_from_the_test_host(linux_build, option, extra):
     build, initramfs = linux_build
     with netns.scratch(net.BRIDGE, ADDRESS) as ns:

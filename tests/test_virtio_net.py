@@ -217,6 +217,8 @@ def test_receive_buffer_outside_memory_comes_back_empty_and_the_frame_waits(rig)
         ("tap=tap0", NetOption(tap="tap0")),
         ("bridge=br0,offload=off", NetOption(bridge="br0", offload=False)),
         ("tap=t,mac=52:54:00:01:02:03", NetOption(tap="t", mac=bytes.fromhex("525400010203"))),
+        ("bridge=br0,vhost=on", NetOption(bridge="br0", vhost=True)),
+        ("tap=t,vhost=off", NetOption(tap="t")),
     ],
 )
 def test_net_option_parses(text, option):
@@ -226,7 +228,7 @@ def test_net_option_parses(text, option):
 @pytest.mark.parametrize(
     "text",
     ["", "tap", "tap=", "tap=a,bridge=b", "mac=52:54:00:00:00:01", "tap=a,tap=b", "tap=a,x=1",
-     "tap=a,mac=zz", "tap=a,mac=01:00:00:00:00:00", "tap=a,offload=maybe"],
+     "tap=a,mac=zz", "tap=a,mac=01:00:00:00:00:00", "tap=a,offload=maybe", "tap=a,vhost=1"],
 )  # fmt: skip
 def test_bad_net_option_is_one_clear_error(text):
     with pytest.raises(PyvmmError, match="^--net "):

@@ -241,8 +241,15 @@ class Machine:
 
         tap = Tap.open(option.tap, option.bridge)
         self._closers.append(tap.close)
+        vhost = None
+        if option.vhost:
+            from vmm.vhost import VhostNet
+
+            vhost = VhostNet(tap.fd, self.memory)
+            self._closers.append(vhost.close)
         mac = option.mac or default_mac(tap.name)
-        return self._attach_virtio(index, VirtioNet(tap.fd, mac, tap.set_offload, option.offload))
+        card = VirtioNet(tap.fd, mac, tap.set_offload, option.offload, vhost=vhost)
+        return self._attach_virtio(index, card)
 
     def _attach_virtio(self, index: int, device) -> tuple[VirtioSlot, object]:
         """A virtio device in its own MMIO window, its interrupt on an irqfd; returns
@@ -275,6 +282,17 @@ class Machine:
         self._closers.append(io_thread.stop)
         handlers = [(slot, lambda t=transport: t.notify(0)) for slot, transport in disks]
         for slot, transport in nets:
+            vhost = transport.device.vhost
+            if vhost is not None:
+                # The kernel serves the queues: each queue's notify (told apart by its
+                # index, KVM's datamatch) signals vhost's kick, and vhost's call comes
+                # to this thread, which raises the interrupt (vmm/vhost.py).
+                for queue, kick in enumerate(vhost.kick_fds):
+                    address = slot.base + VIRTIO_MMIO_QUEUE_NOTIFY
+                    self.vm.register_ioeventfd(kick, address, 4, datamatch=queue)
+                call = io_thread.watch(transport.backend_interrupt)
+                vhost.call_fds = [call] * len(vhost.kick_fds)
+                continue
             io_thread.watch_readable(
                 transport.device.tap_fd, lambda t=transport: t.notify(RECEIVEQ)
             )

@@ -131,6 +131,12 @@ class GuestMemory:
             return False
         return True
 
+    def host_address(self, gpa: int, size: int) -> int:
+        """Where [gpa, gpa+size) lives in this process, all of it in one region: for a
+        host-kernel data plane (vhost) that reads and writes guest memory itself."""
+        mm, off = self._locate(gpa, size)
+        return ctypes.addressof(ctypes.c_char.from_buffer(mm)) + off
+
     def view(self, gpa: int, size: int) -> memoryview:
         """A zero-copy window onto guest memory, for device DMA straight into guest buffers."""
         mm, off = self._locate(gpa, size)

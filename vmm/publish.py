@@ -7,19 +7,25 @@ guest's address is the one the kernel command line's ``ip=`` gives it
 (docs/networking.md). Not published: 127.0.0.1, which the kernel will not route to
 another host without ``route_localnet`` (Docker answers it with a userland proxy).
 
-The rules live in a table of their own, ``ip pyvmm-vm-PID``, made in one transaction
-through nft's JSON interface (``nft -j -f -``: Debian's nftables, libnftables' JSON
-schema, libnftables-json(5)) and deleted when the VM ends. A pyvmm killed with SIGKILL
-leaves its table behind; its name says which process made it.
+The rules live in a table of their own, ``ip pyvmm-vm-NS-PID-START``, made in one
+transaction through nft's JSON interface (``nft -j -f -``: Debian's nftables,
+libnftables' JSON schema, libnftables-json(5)) and deleted when the VM ends. A pyvmm
+killed with SIGKILL leaves its table behind; its name says which process made it (its
+PID namespace, its pid and its start time, vmm/container/proc.py), so the next ``pyvmm
+boot -p`` removes the tables of processes that are gone, as Docker cleans up after
+itself when it starts again. Only those of its own PID namespace: a pid means nothing
+in another.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 from dataclasses import dataclass
 
@@ -30,6 +36,7 @@ NFT = "nft"
 # postrouting at NF_IP_PRI_NAT_SRC (100, "srcnat"), where masquerade belongs.
 NAT_PRIORITY = -100
 SNAT_PRIORITY = 100
+_VM_TABLE = re.compile(r"^pyvmm-vm-(\d+)-(\d+)-(\d+)$")  # PID namespace, pid, start time
 _PUBLISH = re.compile(
     r"^(?:(?P<ip>[0-9.]+):)?(?P<host>\d+):(?P<guest>\d+)(?:/(?P<proto>tcp|udp))?$"
 )
@@ -100,7 +107,7 @@ def nft(document: dict) -> None:
 
 class PortTable:
     """The nft table of one guest's or container's published ports; ``close`` removes
-    it. ``name`` defaults to the VM's, ``pyvmm-vm-PID``.
+    it. ``name`` defaults to the VM's, ``pyvmm-vm-NS-PID-START`` (the module says why).
 
     With ``bridge`` (a container's, whose network pyvmm made), connections to
     127.0.0.1 are published too, as Docker does without its userland proxy: the output
@@ -116,7 +123,11 @@ class PortTable:
     ) -> None:
         if shutil.which(NFT) is None:
             raise PyvmmError("-p needs nft: apt-get install nftables")
-        self.name = name or f"pyvmm-vm-{os.getpid()}"
+        if name is None:
+            remove_stale_vm_tables()
+            check_ports_free(ports, published_ports())
+            name = _vm_table_name()
+        self.name = name
         commands: list[dict] = [{"add": {"table": {"family": "ip", "name": self.name}}}]
         for hook in ("prerouting", "output"):
             commands.append(chain(self.name, hook, NAT_PRIORITY))
@@ -136,6 +147,77 @@ class PortTable:
 
     def close(self) -> None:
         delete_table(self.name)
+
+
+def published_ports() -> dict[tuple[int, str], str]:
+    """(host port, protocol) -> the pyvmm table (a VM's or a container's) whose DNAT
+    rules publish it in this network namespace, read from nft's own ruleset."""
+    listed = subprocess.run([NFT, "-j", "list", "ruleset", "ip"], capture_output=True, text=True)
+    if listed.returncode != 0:
+        return {}
+    taken = {}
+    for item in json.loads(listed.stdout).get("nftables", []):
+        rule = item.get("rule")
+        if not rule or not str(rule.get("table", "")).startswith("pyvmm-"):
+            continue
+        for expr in rule.get("expr", []):
+            found = expr.get("match") or {}
+            left, right = found.get("left"), found.get("right")
+            payload = left.get("payload", {}) if isinstance(left, dict) else {}
+            if payload.get("field") == "dport" and isinstance(right, int):
+                taken[(right, payload.get("protocol"))] = rule["table"]
+    return taken
+
+
+def check_ports_free(ports: list[Publish], taken: dict[tuple[int, str], str]) -> None:
+    """Refuse, in one line, a port that ``taken`` (published_ports) lists or that a host
+    socket holds: Docker's "port is already allocated", and its userland proxy's failing
+    bind, found here by binding it for a moment."""
+    for p in ports:
+        if (p.host_port, p.proto) in taken:
+            who = taken[(p.host_port, p.proto)]
+            raise PyvmmError(f"port {p.host_port}/{p.proto} is already published by {who}")
+        kind = socket.SOCK_STREAM if p.proto == "tcp" else socket.SOCK_DGRAM
+        with socket.socket(socket.AF_INET, kind) as s:
+            # A listener holds the port, a connection's TIME_WAIT does not (the proxy's
+            # own socket would set SO_REUSEADDR too).
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((p.host_ip or "0.0.0.0", p.host_port))
+            except OSError as e:
+                why = "is in use on the host" if e.errno == errno.EADDRINUSE else e.strerror
+                raise PyvmmError(f"port {p.host_port}/{p.proto} {why}") from None
+
+
+def _pid_namespace() -> int:
+    return os.stat("/proc/self/ns/pid").st_ino
+
+
+def _vm_table_name() -> str:
+    from vmm.container.proc import process_start
+
+    pid = os.getpid()
+    return f"pyvmm-vm-{_pid_namespace()}-{pid}-{process_start(pid)}"
+
+
+def remove_stale_vm_tables() -> list[str]:
+    """Delete the port tables of ``pyvmm boot`` processes of this PID namespace that are
+    gone (killed: a pyvmm that ends removes its own); returns their names."""
+    from vmm.container.proc import is_alive
+
+    listed = subprocess.run([NFT, "-j", "list", "tables", "ip"], capture_output=True, text=True)
+    if listed.returncode != 0:
+        return []
+    names = [item["table"]["name"] for item in json.loads(listed.stdout).get("nftables", [])
+             if "table" in item]  # fmt: skip
+    stale = []
+    for name in names:
+        found = _VM_TABLE.match(name)
+        ns, pid, start = (int(n) for n in found.groups()) if found else (None, None, None)
+        if ns == _pid_namespace() and not is_alive(pid, start):
+            delete_table(name)
+            stale.append(name)
+    return stale
 
 
 def chain(table: str, hook: str, priority: int) -> dict:

@@ -25,6 +25,14 @@ static inline uint8_t inb(uint16_t port)
     return v;
 }
 
+/* The time-stamp counter: deadlines in ticks (a few GHz: a second is some 2^31-2^32). */
+static inline uint64_t rdtsc(void)
+{
+    uint32_t lo, hi;
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+    return ((uint64_t)hi << 32) | lo;
+}
+
 /* The registers as the trap entry saves them (traps.S pushes them in this order). */
 struct trap_frame {
     uint64_t r15, r14, r13, r12, r11, r10, r9, r8;
@@ -99,6 +107,10 @@ int virtio_blk_count(void);
 int64_t virtio_blk_rw(int disk, int write, uint8_t *buf, uint64_t count, uint64_t offset);
 int virtio_blk_flush(int disk);
 void virtio_blk_selftest(void);
+
+/* virtio_net.c */
+void virtio_net_init(const struct boot_info *bi);
+void virtio_net_hello(void);
 
 /* program.c */
 int user_range_ok(uint64_t p, uint64_t n);

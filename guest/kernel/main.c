@@ -38,5 +38,8 @@ void kmain(const struct boot_info *bi)
     virtio_blk_init(bi);
     if (cmdline_has(bi, "virtio_selftest"))
         virtio_blk_selftest();
+    virtio_net_init(bi);
+    if (cmdline_has(bi, "net_hello"))
+        virtio_net_hello();
     run_program(bi);
 }

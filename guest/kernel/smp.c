@@ -20,13 +20,6 @@ extern const char ap_trampoline[], ap_trampoline_end[], ap_trampoline_args[];
 static volatile unsigned cpus_up = 1; /* the boot CPU is */
 static int ap_spin; /* command line "ap_spin": keep busy instead of halting */
 
-static uint64_t rdtsc(void)
-{
-    uint32_t lo, hi;
-    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
-    return ((uint64_t)hi << 32) | lo;
-}
-
 /* An application processor, in long mode on its own stack, with the trampoline's GDT. */
 static void ap_main(unsigned cpu)
 {

@@ -11,70 +11,21 @@
  * even with the line masked. With interrupts on (`pyvmm boot --interrupts`, intr.c) it
  * takes the used-buffer notification instead and sleeps in HLT until it comes. */
 #include "kernel.h"
+#include "virtio.h"
 
-/* Registers (4.2.2). */
-#define VIRTIO_MMIO_MAGIC_VALUE 0x000
-#define VIRTIO_MMIO_VERSION 0x004
-#define VIRTIO_MMIO_DEVICE_ID 0x008
-#define VIRTIO_MMIO_DEVICE_FEATURES 0x010
-#define VIRTIO_MMIO_DEVICE_FEATURES_SEL 0x014
-#define VIRTIO_MMIO_DRIVER_FEATURES 0x020
-#define VIRTIO_MMIO_DRIVER_FEATURES_SEL 0x024
-#define VIRTIO_MMIO_QUEUE_SEL 0x030
-#define VIRTIO_MMIO_QUEUE_NUM_MAX 0x034
-#define VIRTIO_MMIO_QUEUE_NUM 0x038
-#define VIRTIO_MMIO_QUEUE_READY 0x044
-#define VIRTIO_MMIO_QUEUE_NOTIFY 0x050
-#define VIRTIO_MMIO_INTERRUPT_STATUS 0x060
-#define VIRTIO_MMIO_INTERRUPT_ACK 0x064
-#define VIRTIO_MMIO_STATUS 0x070
-#define VIRTIO_MMIO_QUEUE_DESC_LOW 0x080
-#define VIRTIO_MMIO_QUEUE_DESC_HIGH 0x084
-#define VIRTIO_MMIO_QUEUE_DRIVER_LOW 0x090
-#define VIRTIO_MMIO_QUEUE_DRIVER_HIGH 0x094
-#define VIRTIO_MMIO_QUEUE_DEVICE_LOW 0x0a0
-#define VIRTIO_MMIO_QUEUE_DEVICE_HIGH 0x0a4
-#define VIRTIO_MMIO_CONFIG_GENERATION 0x0fc
-#define VIRTIO_MMIO_CONFIG 0x100
-#define VIRTIO_MMIO_MAGIC 0x74726976 /* "virt" */
 #define VIRTIO_ID_BLOCK 2
 
-/* Device status (2.1). */
-#define VIRTIO_CONFIG_S_ACKNOWLEDGE 1
-#define VIRTIO_CONFIG_S_DRIVER 2
-#define VIRTIO_CONFIG_S_DRIVER_OK 4
-#define VIRTIO_CONFIG_S_FEATURES_OK 8
-
-/* Features: VERSION_1 is bit 32 (6), the rest are virtio-blk's (5.2.3). */
-#define VIRTIO_F_VERSION_1_HI (1u << 0) /* bit 32, in the upper feature word */
+/* Features (5.2.3) and requests (5.2.6). */
 #define VIRTIO_BLK_F_RO (1u << 5)
 #define VIRTIO_BLK_F_FLUSH (1u << 9)
-
-/* Descriptor flags (2.7.5) and requests (5.2.6). */
-#define VIRTQ_DESC_F_NEXT 1
-#define VIRTQ_DESC_F_WRITE 2
-#define VIRTQ_AVAIL_F_NO_INTERRUPT 1
 #define VIRTIO_BLK_T_IN 0
 #define VIRTIO_BLK_T_OUT 1
 #define VIRTIO_BLK_T_FLUSH 4
 #define VIRTIO_BLK_S_OK 0
 #define VIRTIO_BLK_S_IOERR 1
 
-#define QUEUE_SIZE 8 /* one request at a time needs three descriptors */
 #define SECTOR 512
 
-struct virtq_desc {
-    uint64_t addr;
-    uint32_t len;
-    uint16_t flags, next;
-};
-struct virtq_avail {
-    uint16_t flags, idx, ring[QUEUE_SIZE];
-};
-struct virtq_used {
-    uint16_t flags, idx;
-    struct { uint32_t id, len; } ring[QUEUE_SIZE];
-};
 struct blk_req_header {
     uint32_t type, reserved;
     uint64_t sector;
@@ -84,10 +35,7 @@ struct vblk {
     volatile uint32_t *regs;
     uint64_t capacity; /* in sectors */
     int readonly;
-    uint16_t last_used;
-    struct virtq_desc desc[QUEUE_SIZE] __attribute__((aligned(16)));
-    struct virtq_avail avail __attribute__((aligned(2)));
-    struct virtq_used used __attribute__((aligned(4)));
+    struct virtq q; /* one request at a time: three descriptors */
     struct blk_req_header header;
     volatile uint8_t status;
     uint8_t bounce[SECTOR] __attribute__((aligned(SECTOR)));
@@ -96,55 +44,24 @@ struct vblk {
 static struct vblk disks[MAX_VIRTIO];
 static int nr_disks;
 
-static inline uint32_t rd(struct vblk *d, int reg) { return d->regs[reg / 4]; }
-static inline void wr(struct vblk *d, int reg, uint32_t v) { d->regs[reg / 4] = v; }
-static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
-
-static void set_address(struct vblk *d, int low_reg, const void *p)
-{
-    wr(d, low_reg, (uint32_t)(uint64_t)p);
-    wr(d, low_reg + 4, (uint32_t)((uint64_t)p >> 32));
-}
+static inline uint32_t rd(struct vblk *d, int reg) { return virtio_rd(d->regs, reg); }
 
 /* The driver initialisation sequence of 3.1.1, for the MMIO transport (4.2.3.1-2). */
 static int probe(struct vblk *d, uint64_t base)
 {
     d->regs = (volatile uint32_t *)base;
-    if (rd(d, VIRTIO_MMIO_MAGIC_VALUE) != VIRTIO_MMIO_MAGIC || rd(d, VIRTIO_MMIO_VERSION) != 2 ||
-        rd(d, VIRTIO_MMIO_DEVICE_ID) != VIRTIO_ID_BLOCK)
+    int64_t offered = virtio_start(d->regs, VIRTIO_ID_BLOCK, VIRTIO_BLK_F_RO | VIRTIO_BLK_F_FLUSH);
+    if (offered < 0)
         return 0;
-    wr(d, VIRTIO_MMIO_STATUS, 0);
-    wr(d, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
-
-    wr(d, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
-    if (!(rd(d, VIRTIO_MMIO_DEVICE_FEATURES) & VIRTIO_F_VERSION_1_HI))
-        return 0;
-    wr(d, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
-    uint32_t offered = rd(d, VIRTIO_MMIO_DEVICE_FEATURES);
     d->readonly = !!(offered & VIRTIO_BLK_F_RO);
-    wr(d, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
-    wr(d, VIRTIO_MMIO_DRIVER_FEATURES, offered & (VIRTIO_BLK_F_RO | VIRTIO_BLK_F_FLUSH));
-    wr(d, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
-    wr(d, VIRTIO_MMIO_DRIVER_FEATURES, VIRTIO_F_VERSION_1_HI);
-    wr(d, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
-    if (!(rd(d, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_FEATURES_OK))
-        return 0;
-
-    wr(d, VIRTIO_MMIO_QUEUE_SEL, 0);
-    if (rd(d, VIRTIO_MMIO_QUEUE_NUM_MAX) < QUEUE_SIZE)
-        return 0;
-    wr(d, VIRTIO_MMIO_QUEUE_NUM, QUEUE_SIZE);
-    d->avail.flags = interrupts_on ? 0 : VIRTQ_AVAIL_F_NO_INTERRUPT;
+    d->q.avail.flags = interrupts_on ? 0 : VIRTQ_AVAIL_F_NO_INTERRUPT;
     /* The parts of the three descriptors that never change: 0 the header, 2 the status. */
-    d->desc[0] = (struct virtq_desc){(uint64_t)&d->header, sizeof(d->header), VIRTQ_DESC_F_NEXT, 1};
-    d->desc[1].next = 2;
-    d->desc[2] = (struct virtq_desc){(uint64_t)&d->status, 1, VIRTQ_DESC_F_WRITE, 0};
-    set_address(d, VIRTIO_MMIO_QUEUE_DESC_LOW, d->desc);
-    set_address(d, VIRTIO_MMIO_QUEUE_DRIVER_LOW, &d->avail);
-    set_address(d, VIRTIO_MMIO_QUEUE_DEVICE_LOW, &d->used);
-    wr(d, VIRTIO_MMIO_QUEUE_READY, 1);
-    wr(d, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER |
-                                  VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK);
+    d->q.desc[0] = (struct virtq_desc){(uint64_t)&d->header, sizeof(d->header), VIRTQ_DESC_F_NEXT, 1};
+    d->q.desc[1].next = 2;
+    d->q.desc[2] = (struct virtq_desc){(uint64_t)&d->status, 1, VIRTQ_DESC_F_WRITE, 0};
+    if (!virtio_queue(d->regs, 0, &d->q))
+        return 0;
+    virtio_driver_ok(d->regs);
 
     /* Capacity is a 64-bit field read as two 32-bit halves: retry if the config
      * generation moved in between (4.2.2.2, 2.5.1). */
@@ -161,7 +78,7 @@ static int probe(struct vblk *d, uint64_t base)
 static void virtio_irq(int disk)
 {
     struct vblk *d = &disks[disk];
-    wr(d, VIRTIO_MMIO_INTERRUPT_ACK, rd(d, VIRTIO_MMIO_INTERRUPT_STATUS));
+    virtio_wr(d->regs, VIRTIO_MMIO_INTERRUPT_ACK, rd(d, VIRTIO_MMIO_INTERRUPT_STATUS));
     irq_counts.virtio++;
 }
 
@@ -180,7 +97,6 @@ void virtio_blk_init(const struct boot_info *bi)
 int virtio_blk_count(void) { return nr_disks; }
 
 #define NEEDS_RESET (-1)
-#define VIRTIO_CONFIG_S_NEEDS_RESET 64
 #define POLLS_PER_STATUS_CHECK 4096
 
 /* Make the chain at descriptor 0 available, notify, and wait for the device to use it.
@@ -189,12 +105,12 @@ int virtio_blk_count(void) { return nr_disks; }
 static int post_and_wait(struct vblk *d)
 {
     d->status = 0xff;
-    d->avail.ring[d->avail.idx % QUEUE_SIZE] = 0;
+    d->q.avail.ring[d->q.avail.idx % VIRTQ_SIZE] = 0;
     barrier();
-    d->avail.idx++;
+    d->q.avail.idx++;
     barrier();
-    wr(d, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
-    for (unsigned polls = 1; *(volatile uint16_t *)&d->used.idx == d->last_used; polls++) {
+    virtio_wr(d->regs, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+    for (unsigned polls = 1; *(volatile uint16_t *)&d->q.used.idx == d->q.last_used; polls++) {
         if (interrupts_on) /* the used-buffer notification, or the timer's next tick */
             wait_for_interrupt();
         else
@@ -203,7 +119,7 @@ static int post_and_wait(struct vblk *d)
             rd(d, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET)
             return NEEDS_RESET;
     }
-    d->last_used++;
+    d->q.last_used++;
     return d->status;
 }
 
@@ -214,10 +130,10 @@ static int submit(struct vblk *d, uint32_t type, uint64_t sector, void *buf, uin
 {
     d->header.type = type;
     d->header.sector = sector;
-    d->desc[0].next = len ? 1 : 2;
-    d->desc[1].addr = (uint64_t)buf;
-    d->desc[1].len = len;
-    d->desc[1].flags = VIRTQ_DESC_F_NEXT | (type == VIRTIO_BLK_T_IN ? VIRTQ_DESC_F_WRITE : 0);
+    d->q.desc[0].next = len ? 1 : 2;
+    d->q.desc[1].addr = (uint64_t)buf;
+    d->q.desc[1].len = len;
+    d->q.desc[1].flags = VIRTQ_DESC_F_NEXT | (type == VIRTIO_BLK_T_IN ? VIRTQ_DESC_F_WRITE : 0);
     return post_and_wait(d) == VIRTIO_BLK_S_OK ? 0 : -1;
 }
 
@@ -312,18 +228,18 @@ void virtio_blk_selftest(void)
 
     /* A header cut short: 8 of its 16 bytes. */
     submit(d, VIRTIO_BLK_T_IN, 0, bounce, SECTOR); /* fills the descriptors */
-    d->desc[0].len = 8;
+    d->q.desc[0].len = 8;
     expect("header too short", post_and_wait(d), VIRTIO_BLK_S_IOERR);
 
     /* Data the device must write placed in a device-readable buffer. */
-    d->desc[0].len = sizeof(d->header);
-    d->desc[1].flags = VIRTQ_DESC_F_NEXT;
+    d->q.desc[0].len = sizeof(d->header);
+    d->q.desc[1].flags = VIRTQ_DESC_F_NEXT;
     expect("read into a device-readable buffer", post_and_wait(d), VIRTIO_BLK_S_IOERR);
 
     /* A chain that loops back to its start: the device must see the loop and give up. */
-    d->desc[1].flags = VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE;
-    d->desc[2].flags = VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT;
-    d->desc[2].next = 0;
+    d->q.desc[1].flags = VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE;
+    d->q.desc[2].flags = VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT;
+    d->q.desc[2].next = 0;
     expect("descriptor loop", post_and_wait(d), NEEDS_RESET);
 
     /* After a reset the device serves good requests again. */

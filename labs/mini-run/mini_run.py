@@ -1,10 +1,11 @@
-"""mini-run: a container runtime you write yourself, one mechanism per lab (labs 8 to 14, 18).
+"""mini-run: a container runtime you write yourself, one mechanism per lab (labs 8-14, 18, 28).
 
     python mini_run.py [options] ROOTFS COMMAND [ARG...]
 
 runs COMMAND as a container whose root filesystem is the directory ROOTFS. It uses only
 Python's standard library and the libc calls Python 3.11 lacks (``unshare``,
-``sethostname``, ``mount``, ``pivot_root``), from pyvmm's cffi bindings. Each lab adds
+``sethostname``, ``mount``, ``pivot_root``), from pyvmm's cffi bindings, and for the
+network (lab 28) netlink through pyroute2, as pyvmm's own runtime does. Each lab adds
 one mechanism; the options are all here from the start, each used from its lab on.
 Compare what you write with pyvmm's own runtime, ``vmm/container/``.
 """
@@ -53,11 +54,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--errno", type=int, default=errno.EPERM, help="lab 18: what a denied call fails with"
     )
+    p.add_argument("--net", metavar="BRIDGE", help="lab 28: join this bridge through a veth")
+    p.add_argument("--ip", metavar="ADDRESS/PREFIX", help="lab 28: eth0's address")
+    p.add_argument("--gateway", metavar="ADDRESS", help="lab 28: the default route's next hop")
     p.add_argument("root", help="the root filesystem, a directory")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments")
     args = p.parse_args(argv)
     if not args.command:
         p.error("no command given")
+    if args.net and not args.ip:
+        p.error("--net needs --ip ADDRESS/PREFIX")
     return args
 
 
@@ -238,6 +244,55 @@ def load_filter(bpf: bytes) -> None:
     # <<<
 
 
+# --- lab 28: a veth and a bridge -------------------------------------------------------
+
+
+def plug(bridge: str, host_end: str, peer: str, pid: int) -> None:
+    """In the runtime, on the host: a veth pair, ``host_end`` on ``bridge`` and up, the
+    other end (``peer``) moved into the network namespace of process ``pid`` (lab 28).
+    Nothing to undo at the end: when the container's namespace goes, the kernel deletes
+    the end in it, and a veth pair dies whole."""
+    # >>> 28: with pyroute2's IPRoute: the pair (ipr.link("add", ifname=host_end,
+    # ... kind="veth", peer=peer)); the host end enslaved to the bridge and up
+    # ... (ipr.link("set", index=..., master=..., state="up")); the peer moved into the
+    # ... child's namespace (net_ns_pid=pid)
+    #| raise NotImplementedError("lab 28: the TODO above")
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=bridge)
+        if not found:
+            raise SystemExit(f"mini_run: --net {bridge}: no such bridge")
+        ipr.link("add", ifname=host_end, kind="veth", peer=peer)
+        host_index = ipr.link_lookup(ifname=host_end)[0]
+        ipr.link("set", index=host_index, master=found[0], state="up")
+        ipr.link("set", index=ipr.link_lookup(ifname=peer)[0], net_ns_pid=pid)
+    # <<<
+
+
+def configure_inside(peer: str, address: str, gateway: str | None) -> None:
+    """In the container, in its own network namespace: ``lo`` up, the veth's end renamed
+    ``eth0`` with ``address`` (CIDR) and up, and the default route through ``gateway``
+    (lab 28). A new namespace has only ``lo``, and it is down."""
+    # >>> 28: with pyroute2's IPRoute: lo up; the peer renamed eth0 (ipr.link("set",
+    # ... index=..., ifname="eth0")), its address (ipr.addr("add", index=..., address=ip,
+    # ... prefixlen=...)) and up; then, with a gateway, ipr.route("add", dst="default",
+    # ... gateway=gateway)
+    #| raise NotImplementedError("lab 28: the TODO above")
+    from pyroute2 import IPRoute
+
+    ip, _, prefix = address.partition("/")
+    with IPRoute() as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        eth0 = ipr.link_lookup(ifname=peer)[0]
+        ipr.link("set", index=eth0, ifname="eth0")
+        ipr.addr("add", index=eth0, address=ip, prefixlen=int(prefix))
+        ipr.link("set", index=eth0, state="up")
+        if gateway:
+            ipr.route("add", dst="default", gateway=gateway)
+    # <<<
+
+
 # --- the container's side ------------------------------------------------------------
 
 
@@ -245,6 +300,19 @@ def child(args: argparse.Namespace, go: int, workdir: str) -> None:
     """In the new process: wait for the parent, build the container's world, exec."""
     if not os.read(go, 1):  # the parent has put us in our cgroup, or died
         os._exit(1)
+    # >>> 28: with --net, a network namespace of our own (lib.unshare(lib.CLONE_NEWNET)),
+    # ... before a user namespace could own it; tell the parent (a byte on
+    # ... args.net_ready[1]) and wait (a byte on go) while it plugs the veth in; then
+    # ... configure_inside
+    #| if args.net:
+    #|     raise NotImplementedError("lab 28: the TODO above")
+    if args.net:
+        check(lib.unshare(lib.CLONE_NEWNET), "unshare net")
+        os.write(args.net_ready[1], b"n")
+        if not os.read(go, 1):
+            os._exit(1)
+        configure_inside(args.veth[1], args.ip, args.gateway)
+    # <<<
     # >>> 12: with limits, a cgroup namespace (lib.CLONE_NEWCGROUP), now that we are in
     # ... our cgroup: /proc/self/cgroup then shows it as "/", not the host's path to it
     if args.memory is not None or args.pids is not None or args.cpus is not None:
@@ -348,6 +416,14 @@ def main(argv: list[str] | None = None) -> int:
     check(lib.unshare(lib.CLONE_NEWPID), "unshare")
     # <<<
     go_read, go_write = os.pipe()
+    # >>> 28: with --net, a pipe for the child to say it has its network namespace
+    # ... (args.net_ready), and the veth's two names (args.veth: host end, peer), of this
+    # ... process's PID so that two containers never clash: mrvPID and mrpPID
+    #| pass
+    if args.net:
+        args.net_ready = os.pipe()
+        args.veth = (f"mrv{os.getpid()}", f"mrp{os.getpid()}")
+    # <<<
     # >>> 14: with --userns, a pipe for the child to say it has its user namespace
     # ... (args.ready), and the working folder handed to NOBODY, who creates the
     # ... overlay's directories there
@@ -372,6 +448,14 @@ def main(argv: list[str] | None = None) -> int:
     if cgroup:
         cgroup.add(pid)
     os.write(go_write, b"g")
+    # <<<
+    # >>> 28: with --net, wait for the child's byte, plug the veth into its namespace,
+    # ... and let it go on
+    #| pass
+    if args.net:
+        os.read(args.net_ready[0], 1)
+        plug(args.net, *args.veth, pid)
+        os.write(go_write, b"g")
     # <<<
     # >>> 14: with --userns, wait for the child's byte, map root inside to NOBODY outside
     # ... ("0 65534 1" into /proc/PID/uid_map and gid_map), and let it go on

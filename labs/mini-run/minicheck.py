@@ -1,4 +1,4 @@
-"""What the checks of the mini-run labs (8 to 14, 18) share: an image root filesystem in the
+"""What the checks of the mini-run labs (8 to 14, 18, 28) share: an image root filesystem in the
 student's folder, and running the student's mini_run.py on it."""
 
 from __future__ import annotations

@@ -229,6 +229,8 @@ def build(runs, json_path):
             "pyvmm",
             "pyvmm_no_offload",
             "qemu",
+            "pyvmm_vhost",
+            "qemu_vhost",
         ]
     ),
     help="Only these rows (repeatable).",

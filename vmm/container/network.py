@@ -30,11 +30,9 @@ in one of their own.
 from __future__ import annotations
 
 import contextlib
-import errno
 import ipaddress
 import os
 import secrets
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -495,31 +493,15 @@ def _allocate(store, net: NetworkRecord, cid: str) -> str:
 
 
 def _check_ports_free(store, ports: list[publish.Publish]) -> None:
-    """A port another container publishes, or a host socket holds, is refused (Docker's
-    userland proxy finds the latter by binding it; so does this, for a moment)."""
+    """A port another container publishes (named by its id), a VM publishes, or a host
+    socket holds, is refused (vmm/publish.py, ``check_ports_free``)."""
     taken = {
-        (p.host_port, p.proto): e.container
+        (p.host_port, p.proto): e.container[:12]
         for e in _all_endpoints(store)
         if not isinstance(e, Broken)
         for p in e.ports
     }
-    for p in ports:
-        if (p.host_port, p.proto) in taken:
-            who = taken[(p.host_port, p.proto)][:12]
-            raise NetworkError(f"port {p.host_port}/{p.proto} is already published by {who}")
-        kind = socket.SOCK_STREAM if p.proto == "tcp" else socket.SOCK_DGRAM
-        with socket.socket(socket.AF_INET, kind) as s:
-            # A listener holds the port, a connection's TIME_WAIT does not (the proxy's
-            # own socket would set SO_REUSEADDR too).
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind((p.host_ip or "0.0.0.0", p.host_port))
-            except OSError as e:
-                if e.errno == errno.EADDRINUSE:
-                    raise NetworkError(
-                        f"port {p.host_port}/{p.proto} is in use on the host"
-                    ) from None
-                raise NetworkError(f"-p {p.host_port}: {e.strerror}") from None
+    publish.check_ports_free(ports, {**publish.published_ports(), **taken})
 
 
 def _all_endpoints(store) -> list[EndpointRecord | Broken]:

@@ -83,13 +83,19 @@ class Vm:
         irqfd.gsi = gsi
         ioctl(self.fd, lib.KVM_IRQFD, irqfd, what="KVM_IRQFD")
 
-    def register_ioeventfd(self, eventfd: int, addr: int, size: int, pio: bool = False) -> None:
-        """A guest write of ``size`` bytes to ``addr`` signals ``eventfd`` instead of exiting."""
+    def register_ioeventfd(
+        self, eventfd: int, addr: int, size: int, pio: bool = False, datamatch: int | None = None
+    ) -> None:
+        """A guest write of ``size`` bytes to ``addr`` (of the value ``datamatch``, if
+        given) signals ``eventfd`` instead of exiting."""
         ev = ffi.new("struct kvm_ioeventfd *")
         ev.addr = addr
         ev.len = size
         ev.fd = eventfd
         ev.flags = lib.KVM_IOEVENTFD_FLAG_PIO if pio else 0
+        if datamatch is not None:
+            ev.flags |= lib.KVM_IOEVENTFD_FLAG_DATAMATCH
+            ev.datamatch = datamatch
         ioctl(self.fd, lib.KVM_IOEVENTFD, ev, what="KVM_IOEVENTFD")
 
     def create_vcpu(self, index: int):

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from vmm.devices.virtio.virtqueue import DescriptorChain, Virtqueue, VirtqueueError
+from vmm.devices.virtio.virtqueue import DescriptorChain, Ring, Virtqueue, VirtqueueError
 from vmm.errors import PyvmmError
 from vmm.inputfile import NotWritableError, open_input
 
@@ -121,7 +121,7 @@ class VirtioBlk:
     def write_config(self, offset: int, data: bytes) -> None:
         """Every field offered is read-only (5.2.4); writes are ignored."""
 
-    def activate(self, features: int) -> None:
+    def activate(self, features: int, rings: Sequence[Ring]) -> None:
         """Nothing to set up: requests are served synchronously from ``process``."""
 
     def reset(self) -> None:

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from vmm.devices.virtio.virtqueue import Virtqueue, VirtqueueError
+from vmm.devices.virtio.virtqueue import Ring, Virtqueue, VirtqueueError
 from vmm.memory import GuestMemory
 
 VIRTIO_MMIO_WINDOW_SIZE = 0x200  # registers 0x000-0x0ff, device config 0x100-0x1ff
@@ -97,8 +97,10 @@ class VirtioDevice(Protocol):
 
     def write_config(self, offset: int, data: bytes) -> None: ...
 
-    def activate(self, features: int) -> None:
-        """The driver set DRIVER_OK having accepted ``features``."""
+    def activate(self, features: int, rings: Sequence[Ring]) -> None:
+        """The driver set DRIVER_OK having accepted ``features``, with its queues set up
+        as ``rings`` (a device that serves them outside pyvmm, vhost, needs them);
+        VirtqueueError if it cannot serve them (the device then needs a reset)."""
 
     def process(self, queue_index: int, queue: Virtqueue) -> bool:
         """Serve the available buffers; raise VirtqueueError when a reset is needed.
@@ -318,10 +320,24 @@ class VirtioMmio:
                 new &= ~VIRTIO_CONFIG_S_FEATURES_OK  # 2.2.2: the driver re-reads and sees it
             if added & VIRTIO_CONFIG_S_DRIVER_OK:
                 if new & VIRTIO_CONFIG_S_FEATURES_OK:
-                    self.device.activate(self.driver_features)
+                    try:
+                        self.device.activate(self.driver_features, self._rings())
+                    except VirtqueueError:  # rings it cannot serve: broken until reset
+                        new |= VIRTIO_CONFIG_S_NEEDS_RESET
                 else:
                     new &= ~VIRTIO_CONFIG_S_DRIVER_OK  # 3.1.1: features come first
             self.status = new
+
+    def _rings(self) -> list[Ring]:
+        return [Ring(q.num, q.desc, q.driver, q.device) for q in self._queues]
+
+    def backend_interrupt(self) -> None:
+        """A data plane outside pyvmm (vhost) put buffers on a used ring and signalled:
+        raise the used-buffer interrupt as ``notify`` would (4.2.2: the driver reads
+        InterruptStatus to learn why)."""
+        with self._lock:
+            self.interrupt_status |= VIRTIO_MMIO_INT_VRING
+        self._interrupt()
 
     def _features_acceptable(self) -> bool:
         """2.2.2: only offered features, and 6.1: a modern device needs VIRTIO_F_VERSION_1."""
@@ -403,7 +419,7 @@ class VirtioMmio:
             self._driver_features_sel = state.driver_features_sel
             self._queue_sel, self.config_generation = state.queue_sel, state.config_generation
         if self.status & VIRTIO_CONFIG_S_DRIVER_OK:
-            self.device.activate(self.driver_features)
+            self.device.activate(self.driver_features, self._rings())
 
     # Notifications.
 

@@ -23,6 +23,10 @@ NIC drops a bad frame. A receive buffer with a bad part comes back with length 0
 driver drops it as too short, 5.1.6.4). A frame larger than the buffers meant for it
 is read into a scratch area behind them and dropped, never written past a buffer.
 
+With ``vhost`` (vmm/vhost.py, ``--net ...,vhost=on``) the host kernel serves both
+queues instead: the device then only offers features and config space, hands the rings
+to vhost on activation and takes them back on reset, and ``process`` does nothing.
+
 Mergeable receive buffers (VIRTIO_NET_F_MRG_RXBUF, 5.1.6.3.2): with them a frame may
 span several chains, and ``num_buffers`` in the first one's header says how many. The
 device gathers chains until they can hold the largest frame, reads the frame across
@@ -35,11 +39,16 @@ import hashlib
 import os
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from vmm.devices.virtio.virtqueue import DescriptorChain, Virtqueue
+from vmm.devices.virtio.virtqueue import DescriptorChain, Ring, Virtqueue, VirtqueueError
 from vmm.errors import PyvmmError
+from vmm.memory import GuestMemoryError
+
+if TYPE_CHECKING:
+    from vmm.vhost import VhostNet
 
 VIRTIO_ID_NET = 1  # 5: device ID of a network card
 
@@ -87,12 +96,13 @@ def default_mac(name: str) -> bytes:
 
 @dataclass(frozen=True)
 class NetOption:
-    """``--net tap=NAME|bridge=NAME[,mac=XX:XX:XX:XX:XX:XX][,offload=off]``, parsed."""
+    """``--net tap=NAME|bridge=NAME[,mac=XX:XX:XX:XX:XX:XX][,offload=off][,vhost=on]``."""
 
     tap: str | None = None  # an existing TAP to attach to, or one to create
     bridge: str | None = None  # an existing bridge: a new TAP is made and attached to it
     mac: bytes | None = None  # None: derived from the TAP's name
     offload: bool = True  # offer CSUM/TSO and mergeable receive buffers
+    vhost: bool = False  # the host kernel's vhost-net as the data plane (vmm/vhost.py)
 
 
 def parse_net_option(text: str) -> NetOption:
@@ -102,7 +112,7 @@ def parse_net_option(text: str) -> NetOption:
         key, sep, value = part.partition("=")
         if not sep or not value:
             raise PyvmmError(f"--net {text!r}: {part!r} is not KEY=VALUE")
-        if key not in ("tap", "bridge", "mac", "offload") or key in fields:
+        if key not in ("tap", "bridge", "mac", "offload", "vhost") or key in fields:
             raise PyvmmError(f"--net {text!r}: unknown or repeated option {key!r}")
         fields[key] = value
     if ("tap" in fields) == ("bridge" in fields):
@@ -115,9 +125,13 @@ def parse_net_option(text: str) -> NetOption:
             mac = b""
         if len(mac) != 6 or mac[0] & 1:
             raise PyvmmError(f"--net {text!r}: mac must be 6 bytes, unicast (XX:XX:...)")
-    if fields.get("offload", "on") not in ("on", "off"):
-        raise PyvmmError(f"--net {text!r}: offload is on or off")
-    return NetOption(fields.get("tap"), fields.get("bridge"), mac, fields.get("offload") != "off")
+    for key in ("offload", "vhost"):
+        if fields.get(key, "on") not in ("on", "off"):
+            raise PyvmmError(f"--net {text!r}: {key} is on or off")
+    return NetOption(
+        fields.get("tap"), fields.get("bridge"), mac, fields.get("offload") != "off",
+        fields.get("vhost") == "on",
+    )  # fmt: skip
 
 
 def _write_at(views: list[memoryview], offset: int, data: bytes) -> None:
@@ -138,7 +152,8 @@ class VirtioNet:
     """A network card whose wire is a TAP file descriptor (non-blocking, vnet header on).
 
     ``set_offload(csum, tso4, tso6)`` tells the TAP which offloaded frames the driver
-    takes (its TUNSETOFFLOAD); the device touches the TAP through that, reads and writes.
+    takes (its TUNSETOFFLOAD); the device touches the TAP through that, reads and writes,
+    or, with ``vhost``, leaves the reading and writing to the host kernel.
     """
 
     device_id = VIRTIO_ID_NET
@@ -150,14 +165,18 @@ class VirtioNet:
         set_offload: Callable[[bool, bool, bool], None],
         offload: bool = True,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        vhost: VhostNet | None = None,
     ) -> None:
         self.tap_fd = fd
+        self.vhost = vhost
         self.mac = mac
         self._set_offload = set_offload
         self.queue_max_sizes = (queue_size, queue_size)
         self.features = VIRTIO_NET_F_MAC
         if offload:
             self.features |= OFFLOAD_FEATURES | VIRTIO_NET_F_MRG_RXBUF
+        if vhost is not None:  # the ring-level features are vhost's to give
+            self.features &= ~VIRTIO_NET_F_MRG_RXBUF | vhost.features
         # struct virtio_net_config (5.1.4): mac, then status (not offered: reads 0).
         self._config = mac + bytes(2)
         # Where a frame too large for the buffers given goes, to be dropped.
@@ -173,11 +192,16 @@ class VirtioNet:
     def write_config(self, offset: int, data: bytes) -> None:
         """The MAC is read-only with VIRTIO_NET_F_MAC (5.1.4.1); writes are ignored."""
 
-    def activate(self, features: int) -> None:
+    def activate(self, features: int, rings: Sequence[Ring]) -> None:
         self._mergeable = bool(features & VIRTIO_NET_F_MRG_RXBUF)
         tso4, tso6 = features & VIRTIO_NET_F_GUEST_TSO4, features & VIRTIO_NET_F_GUEST_TSO6
         self._max_frame = VIRTIO_NET_HDR_SIZE + (MAX_TSO_FRAME if tso4 | tso6 else MAX_FRAME)
         self._set_offload(bool(features & VIRTIO_NET_F_GUEST_CSUM), bool(tso4), bool(tso6))
+        if self.vhost is not None:
+            try:
+                self.vhost.start(features, rings)
+            except GuestMemoryError as e:
+                raise VirtqueueError(f"a ring vhost cannot reach: {e}") from None
 
     def reset(self) -> None:
         """Forget the receive chains held for the next frame, and stop the host kernel
@@ -186,9 +210,13 @@ class VirtioNet:
         self._rx_room = 0
         self._mergeable = False
         self._max_frame = VIRTIO_NET_HDR_SIZE + MAX_FRAME
+        if self.vhost is not None:
+            self.vhost.stop()
         self._set_offload(False, False, False)
 
     def process(self, queue_index: int, queue: Virtqueue) -> bool:
+        if self.vhost is not None:  # the host kernel serves the queues; never both
+            return True
         if queue_index == RECEIVEQ:
             return self._receive(queue)
         while (chain := queue.pop()) is not None:

@@ -46,6 +46,18 @@ _DESC_ALIGN, _AVAIL_ALIGN, _USED_ALIGN = 16, 2, 4
 _RING_HEADER = 4  # flags, idx before the ring entries
 
 
+@dataclass(frozen=True)
+class Ring:
+    """A split virtqueue as the driver set it up (4.2.2's queue registers): its size and
+    its three parts' guest-physical addresses. What a data plane outside pyvmm (vhost)
+    needs to serve the queue itself."""
+
+    num: int
+    desc: int
+    driver: int  # the available ring
+    device: int  # the used ring
+
+
 class VirtqueueError(Exception):
     """The driver broke the virtqueue protocol; the device needs a reset to recover."""
 
