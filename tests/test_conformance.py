@@ -33,6 +33,9 @@ needs_suite = pytest.mark.skipif(
     else f"the runtime-tools suite is not built in {SUITE}: scripts/setup.sh --all builds it",
 )
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the suite creates containers")
+# The runs of the real suite take turns at its machine-wide lock: all on one pytest-xdist
+# worker (--dist loadgroup), rather than one worker idle while the other holds it.
+takes_turns = pytest.mark.xdist_group("conformance")
 
 # What runtime-tools' programs print (tap-go): YAML after an assertion, a comment after
 # another, a skip directive, and the plan last.
@@ -133,6 +136,7 @@ def run_suite(*args: str, tmp: Path) -> subprocess.CompletedProcess:
 
 
 @needs_suite
+@takes_turns
 @needs_root
 @pytest.mark.root
 @pytest.mark.slow
@@ -159,6 +163,7 @@ def test_runc_runs_the_suite_and_nothing_is_left(tmp_path, scratch):
 
 
 @needs_suite
+@takes_turns
 @needs_root
 @pytest.mark.root
 @pytest.mark.slow
@@ -186,15 +191,17 @@ BESIDE_RUNC = ["create", "hostname", "kill", "state", "linux_seccomp", "linux_ro
 
 
 @needs_suite
+@takes_turns
 @needs_root
 @pytest.mark.root
 @pytest.mark.slow
 @pytest.mark.skipif(not shutil.which("runc"), reason="runc is not installed")
-def test_pyvmm_runtime_passes_beside_runc_in_one_run(tmp_path):
+def test_pyvmm_runtime_passes_beside_runc_in_one_run(tmp_path, scratch):
     runtime = Path(sys.executable).parent / "pyvmm-runtime"
     tests = [a for name in BESIDE_RUNC for a in ("--test", name)]
-    r = run_script("--runtime", "runc", "--runtime", f"pyvmm-runtime={runtime}", *tests,
-                   "--timeout", "120", "--results", str(tmp_path), "--quiet")  # fmt: skip
+    r = run_suite("--runtime", "runc", "--runtime", f"pyvmm-runtime={runtime}", *tests,
+                  "--timeout", "120", "--results", str(tmp_path), "--quiet",
+                  tmp=scratch)  # fmt: skip
     assert r.returncode == 0, r.stderr
     doc = json.loads((tmp_path / "conformance.json").read_text())
     runs = {rt["label"]: {t["name"]: t for t in rt["tests"]} for rt in doc["runtimes"]}
