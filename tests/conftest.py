@@ -11,6 +11,28 @@ from pathlib import Path
 import pytest
 from vmtest import GUEST, ROOT
 
+# Modules whose tests all go to one pytest-xdist worker: the engines start once per module
+# on each worker that runs a test of it (Podman, containerd and dockerd, and the image
+# loaded into each), and the conformance suite's real runs take turns at a machine-wide
+# lock, which would keep the other worker waiting. (xdist's own --dist loadgroup does not
+# group under pytest 9.2: pytest-xdist issue 1386.)
+ONE_WORKER = {"tests/container/test_engines.py", "tests/test_conformance.py"}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's --dist load, but each module of ONE_WORKER handed out whole, to one
+    worker, before the single tests."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in ONE_WORKER else nodeid
+
+    return Scheduling(config, log)
+
 
 def pytest_collection_modifyitems(config, items):
     """The slow tests first (the Linux boots, the engines, the conformance suite): with

@@ -33,9 +33,6 @@ needs_suite = pytest.mark.skipif(
     else f"the runtime-tools suite is not built in {SUITE}: scripts/setup.sh --all builds it",
 )
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the suite creates containers")
-# The runs of the real suite take turns at its machine-wide lock: all on one pytest-xdist
-# worker (--dist loadgroup), rather than one worker idle while the other holds it.
-takes_turns = pytest.mark.xdist_group("conformance")
 
 # What runtime-tools' programs print (tap-go): YAML after an assertion, a comment after
 # another, a skip directive, and the plan last.
@@ -136,7 +133,6 @@ def run_suite(*args: str, tmp: Path) -> subprocess.CompletedProcess:
 
 
 @needs_suite
-@takes_turns
 @needs_root
 @pytest.mark.root
 @pytest.mark.slow
@@ -163,7 +159,6 @@ def test_runc_runs_the_suite_and_nothing_is_left(tmp_path, scratch):
 
 
 @needs_suite
-@takes_turns
 @needs_root
 @pytest.mark.root
 @pytest.mark.slow
@@ -191,7 +186,6 @@ BESIDE_RUNC = ["create", "hostname", "kill", "state", "linux_seccomp", "linux_ro
 
 
 @needs_suite
-@takes_turns
 @needs_root
 @pytest.mark.root
 @pytest.mark.slow

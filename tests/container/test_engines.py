@@ -29,9 +29,6 @@ STATE = Path("/run/pyvmm-runtime")  # pyvmm-runtime's default --root, which engi
 pytestmark = [
     pytest.mark.skipif(RUNTIME is None, reason="pyvmm-runtime is not installed"),
     pytest.mark.slow,  # an engine's start and its image load: tens of seconds
-    # Each engine starts once per module on each worker it runs on: all on one worker
-    # (--dist loadgroup), so Podman, containerd and dockerd start and load once.
-    pytest.mark.xdist_group("engines"),
 ]
 
 
