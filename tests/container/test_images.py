@@ -193,12 +193,12 @@ def test_image_rm_keeps_every_layer_while_a_container_record_is_broken(pyvmm, tm
     pyvmm.ok("container", "run", "--name", "hurt", "hurtimg", "true")
     cid = os.readlink(pyvmm.root / "names" / "hurt")
     try:
-        state = pyvmm.root / "containers" / cid / "state.json"
+        state = pyvmm.root / "containers" / cid / "container.json"
         state.write_bytes(state.read_bytes()[:40])
         r = pyvmm("image", "rm", "hurtimg")
         line = one_line_error(r)
         assert r.returncode == 2 and f"may be being used by container {cid[:12]}" in line
-        assert "record is broken (state.json is not JSON" in line
+        assert "record is broken (container.json is not JSON" in line
         assert "hurtimg" in pyvmm.ok("image", "ls") and layer in _layers(pyvmm.root)
         pyvmm.ok("image", "rm", "-f", "hurtimg")
         assert "hurtimg" not in pyvmm.ok("image", "ls")
