@@ -17,17 +17,22 @@ from vmtest import GUEST, ROOT
 # lock, which would keep the other worker waiting. (xdist's own --dist loadgroup does not
 # group under pytest 9.2: pytest-xdist issue 1386.)
 ONE_WORKER = {"tests/container/test_engines.py", "tests/test_conformance.py"}
+# A doc's commands run in order in one scratch folder per worker, each seeing what the
+# ones before it made (tests/test_docs.py): one doc's commands, one worker.
+DOC_COMMAND = "tests/test_docs.py::test_doc_command["
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """xdist's --dist load, but each module of ONE_WORKER handed out whole, to one
-    worker, before the single tests."""
+    """xdist's --dist load, but handing out whole, to one worker, each module of
+    ONE_WORKER and each doc's commands (the biggest units first, then test by test)."""
     if config.getvalue("dist") != "load":
         return None
     from xdist.scheduler import LoadScopeScheduling
 
     class Scheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith(DOC_COMMAND):
+                return nodeid.rpartition(":")[0]  # up to the doc's name
             module = nodeid.split("::", 1)[0]
             return module if module in ONE_WORKER else nodeid
 
