@@ -43,8 +43,12 @@ def pytest_collection_modifyitems(config, items):
     """The slow tests first (the Linux boots, the engines, the conformance suite): with
     one worker per CPU, a boot of minutes handed out last would keep one worker busy
     that long after the other has run out of tests. A stable sort: each module's tests
-    stay together, in their order."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    stay together, in their order; a doc's commands (some slow) all go first, in the
+    doc's order, each seeing what the earlier ones made."""
+    items.sort(
+        key=lambda item: not item.nodeid.startswith(DOC_COMMAND)
+        and item.get_closest_marker("slow") is None
+    )
 
 
 def make_guest() -> None:
