@@ -46,8 +46,9 @@ def pytest_collection_modifyitems(config, items):
     stay together, in their order; a doc's commands (some slow) all go first, in the
     doc's order, each seeing what the earlier ones made."""
     items.sort(
-        key=lambda item: not item.nodeid.startswith(DOC_COMMAND)
-        and item.get_closest_marker("slow") is None
+        key=lambda item: (
+            not item.nodeid.startswith(DOC_COMMAND) and item.get_closest_marker("slow") is None
+        )
     )
 
 
