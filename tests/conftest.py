@@ -11,6 +11,46 @@ from pathlib import Path
 import pytest
 from vmtest import GUEST, ROOT
 
+# Modules whose tests all go to one pytest-xdist worker: the engines start once per module
+# on each worker that runs a test of it (Podman, containerd and dockerd, and the image
+# loaded into each), and the conformance suite's real runs take turns at a machine-wide
+# lock, which would keep the other worker waiting. (xdist's own --dist loadgroup does not
+# group under pytest 9.2: pytest-xdist issue 1386.)
+ONE_WORKER = {"tests/container/test_engines.py", "tests/test_conformance.py"}
+# A doc's commands run in order in one scratch folder per worker, each seeing what the
+# ones before it made (tests/test_docs.py): one doc's commands, one worker.
+DOC_COMMAND = "tests/test_docs.py::test_doc_command["
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's --dist load, but handing out whole, to one worker, each module of
+    ONE_WORKER and each doc's commands (the biggest units first, then test by test)."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith(DOC_COMMAND):
+                return nodeid.rpartition(":")[0]  # up to the doc's name
+            module = nodeid.split("::", 1)[0]
+            return module if module in ONE_WORKER else nodeid
+
+    return Scheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first (the Linux boots, the engines, the conformance suite): with
+    one worker per CPU, a boot of minutes handed out last would keep one worker busy
+    that long after the other has run out of tests. A stable sort: each module's tests
+    stay together, in their order; a doc's commands (some slow) all go first, in the
+    doc's order, each seeing what the earlier ones made."""
+    items.sort(
+        key=lambda item: (
+            not item.nodeid.startswith(DOC_COMMAND) and item.get_closest_marker("slow") is None
+        )
+    )
+
 
 def make_guest() -> None:
     """``make -C guest``, one at a time: pytest-xdist's workers each build it at their

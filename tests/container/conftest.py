@@ -21,6 +21,8 @@ from containertest import REPO, Pyvmm, core_states, host_state, pyvmm_processes
 
 from vmm.container.fdtree import remove_tree
 
+LEFT = ("containers", "names", "endpoints")  # what a container leaves in the state root
+
 
 def pytest_collection_modifyitems(config, items):
     """Every test here runs real containers: mark it ``root``, and skip it without root."""
@@ -62,9 +64,12 @@ def pyvmm(root: Path, tmp_path_factory):
     try:
         yield runner
     finally:
-        ids = runner("container", "ps", "-a", "-q").stdout.split()
-        if ids:
-            runner("container", "rm", "-f", *ids)
+        # ps reconciles and lists what is left: only when something is (a container's
+        # record, name or network endpoint), a pyvmm start saved for most tests.
+        if any(any(d.iterdir()) for d in map(root.joinpath, LEFT) if d.is_dir()):
+            ids = runner("container", "ps", "-a", "-q").stdout.split()
+            if ids:
+                runner("container", "rm", "-f", *ids)
         for volume in (root / "volumes").glob("*"):  # so that no test sees another's
             runner("volume", "rm", volume.name)
     after = host_state(root, work)
