@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from vmm.container import cgroups, inroot, layers, mounts, records, spec, volumes
+from vmm.container import cgroups, inroot, layers, mounts, records, spec, users, volumes
 from vmm.container.atomic import write_json
 from vmm.container.state import ContainerRecord, Store
 
@@ -39,6 +39,33 @@ SYSTEM_MOUNTS = [
 
 def directory(store: Store, rec: ContainerRecord) -> str:
     return str(store.containers / rec.id)
+
+
+MAX_ID_FILE = 4 << 20  # bytes of an image's /etc/passwd or /etc/group read at most
+
+
+def exec_user(store: Store, rec: ContainerRecord, spec_: str) -> users.ExecUser:
+    """``-u spec_`` resolved in the container's own ``/etc/passwd`` and ``/etc/group``,
+    as its writable layer over its image's has them now (read by ``layers.read_file``:
+    nothing mounted, no symlink followed)."""
+    tops = [store.containers / rec.id / "upper"]
+    tops += [layers.layer_dir(store, d) for d in reversed(rec.layers)]
+    text = [
+        (layers.read_file(tops, f"/etc/{name}", MAX_ID_FILE) or b"").decode(errors="replace")
+        for name in ("passwd", "group")
+    ]
+    return users.resolve(spec_, *text)
+
+
+def process_user(store: Store, rec: ContainerRecord, spec_: str, env: list[str]) -> dict:
+    """config.md's ``user`` for ``-u spec_`` (root if none), and ``HOME`` added to
+    ``env`` from the user's entry, as runc does when the environment has none."""
+    if not spec_:
+        return {"uid": 0, "gid": 0}
+    user = exec_user(store, rec, spec_)
+    if not any(item.startswith("HOME=") for item in env):
+        env.append(f"HOME={user.home}")
+    return {"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids}
 
 
 def config(store: Store, rec: ContainerRecord) -> dict:
@@ -84,13 +111,16 @@ def config(store: Store, rec: ContainerRecord) -> dict:
     seccomp = security.oci_seccomp()
     if seccomp is not None:
         linux["seccomp"] = seccomp
+    env = list(rec.env)
+    user = process_user(store, rec, rec.user, env)
     return {
         "ociVersion": spec.OCI_VERSION,
         "process": {
             "args": rec.command,
-            "env": rec.env,
+            "env": env,
             "cwd": rec.cwd,
-            "user": {"uid": 0, "gid": 0},
+            "terminal": rec.tty,
+            "user": user,
             "capabilities": security.oci_capabilities(),
             "rlimits": [vars(r) for r in security.rlimits],
             "noNewPrivileges": True,

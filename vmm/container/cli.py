@@ -80,9 +80,35 @@ def container() -> None:
     """Run and manage containers."""
 
 
+def _process_options(f):
+    """The flags ``run`` and ``exec`` share, as Docker spells them."""
+    for option in reversed([
+        click.option("-i", "--interactive", is_flag=True, help="Pass stdin on to it."),
+        click.option("-t", "--tty", is_flag=True, help="Give it a terminal (with -i: yours)."),
+        click.option("-e", "--env", multiple=True, metavar="NAME[=VALUE]",
+                     help="Set a variable (NAME alone: this shell's value)."),
+        click.option("--env-file", "env_files", multiple=True, type=click.Path(dir_okay=False),
+                     help="Read NAME=VALUE lines (# comments) from a file."),
+        click.option("-w", "--workdir", metavar="DIR", help="Working directory inside it."),
+        click.option("-u", "--user", metavar="NAME|UID[:GROUP|GID]",
+                     help="Run as this user (names from the image's /etc/passwd, /etc/group)."),
+    ]):  # fmt: skip
+        f = option(f)
+    return f
+
+
+def _check_terminal(tty: bool, interactive: bool) -> None:
+    if tty and interactive and not sys.stdin.isatty():
+        raise PyvmmError("the input device is not a TTY: use -i without -t")
+
+
 @container.command(context_settings={"allow_interspersed_args": False})
 @click.option("--rm", "auto_remove", is_flag=True, help="Remove the container when it exits.")
 @click.option("-d", "--detach", is_flag=True, help="Run in the background; print the id.")
+@_process_options
+@click.option("--entrypoint", metavar="CMD",
+              help="Run CMD instead of the image's entrypoint (\"\": none; no default args).",
+              )  # fmt: skip
 @click.option("--name", help="Name the container (default: its short id).")
 @click.option("--hostname", help="Hostname inside the container (default: its short id).")
 @click.option("-v", "--volume", "volume_specs", multiple=True, metavar="SRC:DEST[:ro]",
@@ -112,6 +138,7 @@ def run(ctx, image, command, memory, pids, cpus, ulimits, cap_add, cap_drop, sec
         privileged, **options) -> None:  # fmt: skip
     """Run COMMAND in a new container from IMAGE; exit with its exit status."""
     t0 = time.perf_counter()  # the run request: pyvmm's own time is measured from here
+    _check_terminal(options["tty"], options["interactive"] and not options["detach"])
     limits = Limits(memory=parse_size(memory) if memory else None, pids=pids, cpus=cpus)
     security = from_options(privileged, security_opts, cap_add, cap_drop, ulimits)
     for warning in security.warnings(host_version()):
@@ -151,6 +178,19 @@ def start(ctx, name, attach) -> None:
         click.echo(name)
     else:
         _exit_with(ctx, rec, status)
+
+
+@container.command("exec", context_settings={"allow_interspersed_args": False})
+@click.option("-d", "--detach", is_flag=True, help="Start it and return at once.")
+@_process_options
+@click.argument("name")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def exec_(ctx, name, command, tty, interactive, **options) -> None:
+    """Run COMMAND in the running container NAME; exit with its exit status."""
+    _check_terminal(tty, interactive)
+    ctx.exit(lifecycle.exec_(_store(ctx), name, list(command), tty=tty,
+                             interactive=interactive, **options))  # fmt: skip
 
 
 @container.command()

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
+import posixpath
 import signal
 import time
 from collections.abc import Callable
@@ -45,6 +45,7 @@ from vmm.container import (
     layers,
     records,
     runtime,
+    stdio,
     volumes,
 )
 from vmm.container._libc import lib
@@ -274,6 +275,13 @@ def create(
     claim: bool = False,
     network_mode: str | None = None,
     publish: tuple[str, ...] = (),
+    entrypoint: str | None = None,
+    env: tuple[str, ...] = (),
+    env_files: tuple[str, ...] = (),
+    workdir: str | None = None,
+    user: str | None = None,
+    tty: bool = False,
+    interactive: bool = False,
 ) -> ContainerRecord:
     """Record a new container and its empty writable layer; nothing runs yet.
 
@@ -281,7 +289,9 @@ def create(
     ``claim``, the container is created already claimed by this process for starting
     (one locked step instead of two on ``run``'s path). ``network_mode`` and
     ``publish``: ``--network`` and ``-p`` (container/network.py; ``-p`` alone means
-    the default bridge network, as in Docker).
+    the default bridge network, as in Docker). The command is Docker's: the
+    entrypoint (the image's, or ``entrypoint``, "" for none) followed by ``command``,
+    or if that is empty by the image's Cmd (not after an ``entrypoint`` given here).
     """
     net = None
     if network_mode or publish:  # (imported only then: every run pays for an import)
@@ -295,13 +305,17 @@ def create(
     image = images.get(store, image_ref)
     mounts_ = [volumes.parse(spec) for spec in volume_specs]
     config = image.config
-    command = list(command) or (config.entrypoint or []) + (config.cmd or [])
+    if entrypoint is None:
+        command = (config.entrypoint or []) + (list(command) or config.cmd or [])
+    else:
+        command = ([entrypoint] if entrypoint else []) + list(command)
     if not command:
         raise PyvmmError(f"no command given and image {image_ref} has no default command")
+    cwd = check_workdir(workdir) if workdir is not None else config.working_dir or "/"
+    overrides = environment(env, env_files)
     cid = os.urandom(32).hex()
     name = name or cid[:12]
     hostname = hostname or cid[:12]
-    env = config.env or [DEFAULT_PATH]
     security = security or Security()
     limits = replace(limits or Limits(), devices=security.device_rules())
     rec = ContainerRecord(
@@ -311,14 +325,17 @@ def create(
         image_id=image.id,
         layers=image.layers,
         command=command,
-        env=[*env, f"HOSTNAME={hostname}"],
-        cwd=config.working_dir or "/",
+        env=merge_env([*(config.env or [DEFAULT_PATH]), f"HOSTNAME={hostname}"], overrides),
+        cwd=cwd,
         hostname=hostname,
         mounts=mounts_,
         limits=limits,
         security=security,
         auto_remove=auto_remove,
         created=time.time(),
+        user=user if user is not None else config.user or "",
+        tty=tty,
+        interactive=interactive,
     )
     if claim:
         _claimed(rec)
@@ -336,8 +353,8 @@ def create(
             store.containers.mkdir(exist_ok=True)
             cdir = _dir(store, cid)
             os.mkdir(cdir, 0o700)
-            for sub in ("upper", "work", "merged"):
-                os.mkdir(cdir / sub, 0o700)
+            for sub in ("upper", "work", "merged"):  # the upper's mode is the root's:
+                os.mkdir(cdir / sub, 0o755 if sub == "upper" else 0o700)  # (cdir is 0700)
             for m in mounts_:
                 if m.type == "volume" and not (store.volumes / m.source).exists():
                     volumes.create(store, m.source)
@@ -354,35 +371,57 @@ def create(
     return rec
 
 
+def check_workdir(path: str) -> str:
+    """``-w``: an absolute path (Docker's rule), normalized."""
+    if not path.startswith("/"):
+        raise PyvmmError(f"the working directory {path!r} is invalid: it must be absolute")
+    return posixpath.normpath(path).replace("//", "/")
+
+
+def environment(env: tuple[str, ...], env_files: tuple[str, ...]) -> list[str]:
+    """``--env-file`` lines, then ``-e`` values, as Docker reads them: ``NAME=VALUE``
+    as it is, a bare ``NAME`` takes this process's value (left out where it has none);
+    in a file, blank lines and ``#`` comments are skipped and leading space trimmed."""
+    items = []
+    for path in env_files:
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as f:
+                lines = f.read().splitlines()
+        except OSError as e:
+            raise PyvmmError(f"--env-file {path}: {e.strerror}") from None
+        items += [(f"--env-file {path}", line.lstrip()) for line in lines]
+    items += [("-e", item) for item in env]
+    result = []
+    for where, item in items:
+        if where != "-e" and (not item or item.startswith("#")):
+            continue
+        key, has_value, _ = item.partition("=")
+        if not key:
+            raise PyvmmError(f"{where}: {item!r}: no variable name")
+        if any(c.isspace() for c in key):
+            raise PyvmmError(f"{where}: variable {key!r} contains whitespace")
+        if has_value:
+            result.append(item)
+        elif key in os.environ:
+            result.append(f"{key}={os.environ[key]}")
+    return result
+
+
+def merge_env(base: list[str], overrides: list[str]) -> list[str]:
+    """``base`` with each of ``overrides`` replacing the variable of its name, or
+    appended (Docker's ReplaceOrAppendEnvValues)."""
+    merged = {item.partition("=")[0]: item for item in base}
+    for item in overrides:
+        merged[item.partition("=")[0]] = item
+    return list(merged.values())
+
+
 def _forget(store: Store, rec: ContainerRecord) -> None:
     """Remove a container's files, name and the volumes it created; caller locks."""
     _remove_files(store, rec.id, rec.cgroup)
     for v in rec.new_volumes:
         if not users_of(store, volume=v):
             volumes.remove(store, v, [])
-
-
-def _relay(outputs: dict[int, int], log_fd: int, on_output: Callable[[], None]) -> None:
-    """Copy the container's output pipes to our stdout/stderr and its log, until EOF."""
-    first = True
-    while outputs:
-        ready, _, _ = select.select(list(outputs), [], [])
-        for fd in ready:
-            data = os.read(fd, 65536)
-            if not data:
-                os.close(fd)
-                del outputs[fd]
-                continue
-            if first:
-                on_output()
-                first = False
-            for out in (outputs[fd], log_fd):
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(out, view) :]
-                except OSError:
-                    pass  # our reader went away; keep draining so the container can finish
 
 
 def _claimed(rec: ContainerRecord) -> None:
@@ -425,30 +464,42 @@ def _monitor(store: Store, rec: ContainerRecord, attach: bool, on_started: Calla
 
     mark("claimed")
     fds: list[int] = []
+    console = stdio.ConsoleSocket() if rec.tty else None
     try:
         log_fd = os.open(_dir(store, cid) / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         fds.append(log_fd)
-        if attach:
+        stdin = 0 if attach and rec.interactive else os.open("/dev/null", os.O_RDONLY)
+        if stdin:
+            fds.append(stdin)
+        if attach and not rec.tty:
             fds += os.pipe() + os.pipe()
-            out_r, out_w, err_r, err_w = fds[1:]
-            stdio, outputs, child_only = (0, out_w, err_w), {out_r: 1, err_r: 2}, [out_w, err_w]
-        else:
-            fds.append(os.open("/dev/null", os.O_RDONLY))
-            stdio, outputs, child_only = (fds[-1], log_fd, log_fd), {}, [fds[-1]]
+            out_r, out_w, err_r, err_w = fds[-4:]
+            streams, outputs = (stdin, out_w, err_w), {out_r: 1, err_r: 2}
+            child_only = [out_w, err_w]
+        else:  # detached, or a terminal: what the init writes before it opens one, logged
+            streams, outputs, child_only = (stdin, log_fd, log_fd), {}, []
+        child_only += [stdin] if stdin else []
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
         fds += [report_r, report_w]
-        extras = init.Extras(stdio=stdio, on_rootfs=bundle.overlay(store, rec), pdeathsig=True,
+        extras = init.Extras(stdio=streams, on_rootfs=bundle.overlay(store, rec), pdeathsig=True,
                              exec_report=report_w)  # fmt: skip
         try:
-            oci = runtime.create(oci_root, cid, bundle.ensure(store, rec), extras=extras)
-        except init.InitError as e:  # the command's own fault: Docker's 126 or 127
-            raise ContainerStartError(str(e), e.status if e.status in (126, 127) else 2) from None
+            oci = runtime.create(oci_root, cid, bundle.ensure(store, rec), extras=extras,
+                                 console_socket=console and console.path)  # fmt: skip
+        except init.InitError as e:
+            raise _start_error(e) from None
+        if console is not None:
+            master = console.receive()
+            outputs = {master: 1 if attach else None}
         mark("created")
     except BaseException:
         for fd in fds:
             os.close(fd)
         _finish(store, rec, None, None)
         raise
+    finally:
+        if console is not None:
+            console.close()
     for fd in [*child_only, report_w]:
         os.close(fd)
     pid = oci.state.pid
@@ -479,8 +530,9 @@ def _monitor(store: Store, rec: ContainerRecord, attach: bool, on_started: Calla
     mark("exec")
     on_started(rec)
     try:
-        with runtime.forwarding_signals(pid):
-            _relay(outputs, log_fd, lambda: mark("first_output"))
+        with runtime.forwarding_signals(pid), _terminal(rec, attach, outputs):
+            inputs = {0: next(iter(outputs))} if rec.tty and rec.interactive and attach else {}
+            stdio.relay(outputs, log_fd, inputs, lambda: mark("first_output"))
             code = runtime.wait(oci)
     finally:
         os.close(log_fd)
@@ -494,6 +546,19 @@ def _monitor(store: Store, rec: ContainerRecord, attach: bool, on_started: Calla
         _mark_unrecorded(store, rec, code, e)
         raise ExitNotRecorded(rec, code, e) from None
     return code
+
+
+def _start_error(e: init.InitError) -> ContainerStartError:
+    """The command's own fault (not found, not executable): Docker's 126 or 127."""
+    return ContainerStartError(str(e), e.status if e.status in (126, 127) else 2)
+
+
+def _terminal(rec: ContainerRecord, attach: bool, outputs: dict[int, int | None]):
+    """The caller's terminal attached to the container's (``stdio.attached_terminal``)
+    for an attached start of a ``-t`` container; else nothing to do."""
+    if rec.tty and attach:
+        return stdio.attached_terminal(next(iter(outputs)))
+    return contextlib.nullcontext()
 
 
 def _mark_unrecorded(store: Store, rec: ContainerRecord, code: int, error: OSError) -> None:
@@ -612,6 +677,50 @@ def run(store: Store, image_ref: str, command: list[str], *, detach: bool = Fals
             with store.lock():
                 _forget(store, rec)
         raise
+
+
+def exec_(store: Store, ref: str, command: list[str], *, env: tuple[str, ...] = (),
+          env_files: tuple[str, ...] = (), workdir: str | None = None, user: str | None = None,
+          tty: bool = False, interactive: bool = False, detach: bool = False) -> int:  # fmt: skip
+    """Docker's ``exec``: run ``command`` in the running container through the OCI
+    core's ``exec`` (its namespaces, cgroup, capabilities and seccomp filter, its
+    environment with ``env`` over it, its user unless ``user``); return its exit status
+    (0 at once with ``detach``). Attached, it gets this process's stdout and stderr
+    (and stdin with ``interactive``), or with ``tty`` a terminal of its own."""
+    rec = find_usable(store, ref)
+    if rec.status != "running":
+        raise PyvmmError(f"container {rec.name} is not running")
+    if detach and tty:
+        raise PyvmmError("exec: -d with -t is not supported (nothing would hold the terminal)")
+    oci_root = str(store.runtime)
+    runtime.seal_for_exec(oci_root, rec.id)  # (first: it may start this command again)
+    process = runtime.exec_process(oci_root, rec.id, list(command), tty)
+    process["env"] = merge_env(process.get("env", []), environment(env, env_files))
+    if workdir is not None:
+        process["cwd"] = check_workdir(workdir)
+    if user:
+        process["user"] = bundle.process_user(store, rec, user, process["env"])
+    console = stdio.ConsoleSocket() if tty else None
+    null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        streams = (null, null, null) if detach else (0 if interactive else null, 1, 2)
+        try:
+            pid = runtime.exec_start(oci_root, rec.id, process, stdio=streams,
+                                     console_socket=console and console.path)  # fmt: skip
+        except init.InitError as e:
+            raise _start_error(e) from None
+        master = console.receive() if console is not None else None
+    finally:
+        os.close(null)
+        if console is not None:
+            console.close()
+    if detach:
+        return 0
+    with runtime.forwarding_signals(pid):
+        if master is not None:
+            with stdio.attached_terminal(master):
+                stdio.relay({master: 1}, None, {0: master} if interactive else {})
+        return runtime.wait_pid(pid)
 
 
 def _signal(store: Store, rec: ContainerRecord, sig: int) -> bool:

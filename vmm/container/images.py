@@ -2,7 +2,7 @@
 
 An image is a small typed record, ``images/<name>/<tag>.json`` (``ImageRecord``): its
 layer digests, bottom first, and the run defaults from its config (Cmd, Entrypoint,
-Env, WorkingDir). The layers themselves live in the layer store (``layers.py``),
+Env, WorkingDir, User). The layers themselves live in the layer store (``layers.py``),
 shared between images; ``importer.py`` creates images. A record that does not load is
 ``Broken``: listed as such, removable, and otherwise left alone.
 """
@@ -29,6 +29,7 @@ class RunDefaults:
     cmd: list[str] | None = field(default=None, metadata=json_name("Cmd"))
     entrypoint: list[str] | None = field(default=None, metadata=json_name("Entrypoint"))
     working_dir: str | None = field(default=None, metadata=json_name("WorkingDir"))
+    user: str | None = field(default=None, metadata=json_name("User"))
 
 
 ImageName = Annotated[str, checker("image")]

@@ -16,6 +16,7 @@ too, which is what ``diff`` reads.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pathlib import Path
 from vmm.container import fdtree, records
 from vmm.container.records import DIGEST, Broken, Digest, check_digest
 from vmm.container.state import Store
+from vmm.errors import PyvmmError
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -205,3 +207,37 @@ def diff(upper: Path, lowers: list[Path]) -> list[tuple[str, str]]:
             )
             changes.append(("C" if shown else "A", path))
     return sorted(changes, key=lambda c: c[1])
+
+
+def read_file(tops: list[Path], path: str, limit: int) -> bytes | None:
+    """The regular file ``path`` as the overlay of ``tops`` (topmost first: a
+    container's upper directory, then its image's layers) shows it, or None if none
+    does; what a container's ``/etc/passwd`` holds, read without mounting anything.
+
+    The layers are the image's (untrusted): every step is a directory fd, a symlink is
+    not followed (refused), nor is anything but a regular file read, and at most
+    ``limit`` bytes."""
+    *parents, name = [p for p in path.split("/") if p]
+    with contextlib.ExitStack() as stack:
+        for top in tops:
+            layer = _Lower(stack.enter_context(fdtree.opened(top)))
+            stack.callback(layer.cursor.close)
+            shown = layer.shows(parents, name)
+            if shown is None:
+                continue
+            if not shown:
+                return None
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            try:
+                fd = os.open(name, flags, dir_fd=layer.cursor.goto(parents))
+            except OSError as e:
+                why = "is a symbolic link (not followed)" if e.errno == errno.ELOOP else e.strerror
+                raise PyvmmError(f"{path} in the container: {why}") from None
+            with os.fdopen(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise PyvmmError(f"{path} in the container is not a regular file")
+                data = f.read(limit + 1)
+            if len(data) > limit:
+                raise PyvmmError(f"{path} in the container is larger than {limit} bytes")
+            return data
+    return None

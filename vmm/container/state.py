@@ -135,6 +135,9 @@ class ContainerRecord:
     auto_remove: bool
     created: float
     new_volumes: list[VolumeName] = field(default_factory=list)  # made for it, removed with it
+    user: str = ""  # -u USER[:GROUP] as given, resolved in the image's files (users.py)
+    tty: bool = False  # -t: its stdio is a pseudo-terminal (stdio.py)
+    interactive: bool = False  # -i: an attached start passes the caller's stdin on
     status: str = "created"
     monitor_pid: int | None = None  # the pyvmm process supervising it
     monitor_start: int | None = None

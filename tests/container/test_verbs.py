@@ -1,0 +1,306 @@
+"""Docker's everyday verbs and flags on ``pyvmm container``, in real containers:
+``exec``, ``-e``/``--env-file``, ``-w``, ``-u`` (names from the image's own files),
+``--entrypoint``, ``-i``, and ``-it`` driven through a real pseudo-terminal."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import select
+import signal
+import struct
+import subprocess
+import tarfile
+import termios
+import time
+from pathlib import Path
+
+import pytest
+from containertest import (
+    PYVMM,
+    Pyvmm,
+    busybox_rootfs,
+    image_config,
+    oci_layout,
+    one_line_error,
+)
+
+PASSWD = b"""root:x:0:0:root:/root:/bin/sh
+# a comment, and a line that does not parse
+broken
+alice:x:1000:1001:Alice:/home/alice:/bin/sh
+"""
+GROUP = b"""root:x:0:
+staff:x:1001:
+wheel:x:10:alice
+audio:x:29:bob,alice
+"""
+
+
+def _rootfs_tar(tmp: Path, links: dict[str, str] | None = None) -> bytes:
+    """busybox's root filesystem as one layer, with ``PASSWD`` and ``GROUP`` (or, for
+    a name in ``links``, a symlink to where it says)."""
+    links = links or {}
+    tree = tmp / "rootfs"
+    tree.mkdir()
+    busybox_rootfs(tree)
+    for name, text in (("passwd", PASSWD), ("group", GROUP)):
+        (tree / "etc" / name).unlink()
+        if name in links:
+            os.symlink(links[name], tree / "etc" / name)
+        else:
+            (tree / "etc" / name).write_bytes(text)
+    out = tmp / "rootfs.tar"
+    with tarfile.open(out, "w") as tar:
+        for e in sorted(tree.iterdir()):
+            tar.add(e, arcname=e.name)
+    return out.read_bytes()
+
+
+def _import(pyvmm: Pyvmm, tmp: Path, ref: str, layer: bytes, **run) -> None:
+    layout = tmp / f"layout-{ref.replace(':', '_')}"
+    oci_layout(layout, [layer], image_config([layer], **run))
+    pyvmm.ok("image", "import", layout, ref)
+
+
+@pytest.fixture(scope="module")
+def users_image(root, tmp_path_factory) -> str:
+    """``users``: busybox with alice (uid 1000, group staff, also in wheel and audio)."""
+    tmp = tmp_path_factory.mktemp("users-image")
+    _import(Pyvmm(root), tmp, "users", _rootfs_tar(tmp))
+    return "users"
+
+
+def test_env_file_then_e_override_the_image_env_in_docker_order(pyvmm, tmp_path, monkeypatch):
+    env_file = tmp_path / "env"
+    env_file.write_text("# comment\n\n  A=from-file\nB=file b = kept as is\nFROM_HOST\nUNSET\n")
+    monkeypatch.setenv("FROM_HOST", "host value")
+    monkeypatch.delenv("UNSET", raising=False)
+    r = pyvmm("container", "run", "--rm", "--env-file", env_file, "-e", "A=from-e", "-e",
+              "PATH=/bin", "-e", "HOSTNAME=h", "busybox", "env")  # fmt: skip
+    env = dict(line.split("=", 1) for line in r.stdout.splitlines())
+    assert r.returncode == 0, r.stderr
+    assert env["A"] == "from-e" and env["B"] == "file b = kept as is"
+    assert env["FROM_HOST"] == "host value" and "UNSET" not in env
+    assert env["PATH"] == "/bin" and env["HOSTNAME"] == "h"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-e", "=x"], "no variable name"),
+        (["-e", "A B=1"], "contains whitespace"),
+        (["--env-file", "/nonexistent/env"], "/nonexistent/env"),
+        (["-w", "relative/dir"], "must be absolute"),
+        (["-u", "nosuch"], "unable to find user nosuch"),
+        (["-u", "root:nogroup"], "unable to find group nogroup"),
+        (["-u", "root:"], "invalid user"),
+        (["--entrypoint", ""], "no command given"),
+    ],
+)
+def test_bad_process_flags_are_one_line_errors_and_leave_nothing(pyvmm, args, message):
+    command = [] if "--entrypoint" in args else ["true"]
+    r = pyvmm("container", "run", "--name", "bad", *args, "busybox", *command)
+    assert r.returncode == 2 and message in one_line_error(r)
+    assert pyvmm("container", "inspect", "bad").returncode == 2
+
+
+def test_workdir_is_made_and_used(pyvmm):
+    assert pyvmm.ok("container", "run", "--rm", "-w", "/made/here//x", "busybox", "pwd") == (
+        "/made/here/x\n"
+    )
+
+
+def test_user_name_is_resolved_in_the_images_passwd_and_group(pyvmm, users_image):
+    out = pyvmm.ok("container", "run", "--rm", "-u", "alice", users_image, "sh", "-c",
+                   "id -u; id -g; id -G; echo $HOME; touch /x 2>/dev/null || echo denied",
+                   )  # fmt: skip
+    uid, gid, groups, home, denied = out.splitlines()
+    assert (uid, gid, home, denied) == ("1000", "1001", "/home/alice", "denied")
+    assert set(groups.split()) == {"1001", "10", "29"}
+
+
+@pytest.mark.parametrize(
+    "user, expected",
+    [("1000", "1000 1001 /home/alice"), ("4242", "4242 0 /"),
+     ("alice:wheel", "1000 10 /home/alice"), ("4242:29", "4242 29 /")],
+)  # fmt: skip
+def test_user_numbers_and_groups_follow_runcs_rules(pyvmm, users_image, user, expected):
+    out = pyvmm.ok("container", "run", "--rm", "-u", user, users_image, "sh", "-c",
+                   'echo "$(id -u) $(id -g) $HOME"')  # fmt: skip
+    assert out.strip() == expected
+
+
+def test_an_images_user_is_the_default_and_u_overrides_it(pyvmm, tmp_path):
+    layer = _rootfs_tar(tmp_path)
+    _import(pyvmm, tmp_path, "as-alice", layer, User="alice", Entrypoint=["id"], Cmd=["-u"])
+    try:
+        assert pyvmm.ok("container", "run", "--rm", "as-alice") == "1000\n"
+        assert pyvmm.ok("container", "run", "--rm", "-u", "0", "as-alice") == "0\n"
+        # Docker's rules: arguments replace Cmd, not the entrypoint; --entrypoint
+        # replaces the entrypoint and drops Cmd.
+        assert pyvmm.ok("container", "run", "--rm", "as-alice", "-g") == "1001\n"
+        r = pyvmm.ok("container", "run", "--rm", "--entrypoint", "echo", "as-alice")
+        assert r == "\n"
+        assert (
+            pyvmm.ok("container", "run", "--rm", "--entrypoint", "echo", "as-alice", "x") == "x\n"
+        )
+    finally:
+        pyvmm("image", "rm", "as-alice")
+
+
+def test_a_passwd_symlink_out_to_a_host_file_is_not_followed(pyvmm, tmp_path):
+    host = tmp_path / "host-passwd"
+    host.write_text("evil:x:4321:4321::/:/bin/sh\n")
+    _import(pyvmm, tmp_path, "linked", _rootfs_tar(tmp_path, {"passwd": str(host)}))
+    try:
+        r = pyvmm("container", "run", "--name", "linked", "-u", "evil", "linked", "id")
+        assert r.returncode == 2 and "symbolic link" in one_line_error(r)
+        assert pyvmm("container", "inspect", "linked").returncode == 2
+    finally:
+        pyvmm("image", "rm", "linked")
+
+
+def test_stdin_reaches_the_container_only_with_i(pyvmm):
+    assert pyvmm.ok("container", "run", "--rm", "-i", "busybox", "cat", input="in\n") == "in\n"
+    assert pyvmm.ok("container", "run", "--rm", "busybox", "cat", input="in\n") == ""
+
+
+@pytest.fixture
+def running(pyvmm, users_image) -> str:
+    """A running container of the users image, named ``ex``."""
+    pyvmm.ok("container", "run", "-d", "--name", "ex", "--hostname", "exhost", "-e", "V=run",
+             users_image, "sleep", "60")  # fmt: skip
+    return "ex"
+
+
+def test_exec_runs_in_the_containers_namespaces_and_returns_the_status(pyvmm, running):
+    out = pyvmm.ok("container", "exec", running, "sh", "-c", "hostname; echo $V; ps -o pid,comm")
+    lines = out.splitlines()
+    assert lines[:2] == ["exhost", "run"]
+    assert any(line.split() == ["1", "sleep"] for line in lines[2:])  # its PID namespace
+    info = pyvmm.inspect(running)
+    with open(f"/proc/{info['pid']}/cgroup") as f:
+        init_cgroup = f.read()
+    r = pyvmm("container", "exec", running, "sh", "-c", "cat /proc/self/cgroup; exit 3")
+    assert r.returncode == 3 and r.stdout != "" and info["id"] in init_cgroup
+    r = pyvmm("container", "exec", running, "no-such-command")
+    assert r.returncode == 127 and "not found" in one_line_error(r)
+
+
+def test_exec_takes_user_workdir_and_env(pyvmm, running):
+    out = pyvmm.ok("container", "exec", "-u", "alice", "-w", "/tmp/w", "-e", "V=exec", running,
+                   "sh", "-c", 'echo "$(id -u) $(id -g) $(pwd) $V $HOME"')  # fmt: skip
+    assert out == "1000 1001 /tmp/w exec /home/alice\n"
+    # a user the container made itself after it started is found too (its writable layer)
+    pyvmm.ok(
+        "container", "exec", running, "sh", "-c", "echo bob:x:2000:2000::/b:/bin/sh >> /etc/passwd"
+    )
+    assert pyvmm.ok("container", "exec", "-u", "bob", running, "id", "-u") == "2000\n"
+
+
+def test_exec_stdin_only_with_i_and_detached_exec_runs_on(pyvmm, running):
+    assert pyvmm.ok("container", "exec", "-i", running, "cat", input="x\n") == "x\n"
+    assert pyvmm.ok("container", "exec", running, "cat", input="x\n") == ""
+    assert pyvmm.ok("container", "exec", "-d", running, "sh", "-c", "sleep 0.3; touch /done") == ""
+    deadline = time.monotonic() + 10
+    while pyvmm("container", "exec", running, "test", "-e", "/done").returncode:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def test_exec_in_a_stopped_or_unknown_container_is_refused(pyvmm):
+    pyvmm.ok("container", "run", "--name", "done", "busybox", "true")
+    for name in ("done", "nosuch"):
+        r = pyvmm("container", "exec", name, "true")
+        assert r.returncode == 2 and name in one_line_error(r)
+
+
+class Terminal:
+    """A pyvmm command on the slave of a pseudo-terminal of this test's, as a user's
+    shell would run it; the test types on the master and reads the screen."""
+
+    def __init__(self, root: Path, *args: str, rows: int = 33, cols: int = 101):
+        self.master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        self.proc = subprocess.Popen(
+            [*PYVMM, *args], stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+            env={**os.environ, "PYVMM_ROOT": str(root)},
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+        )  # fmt: skip
+        os.close(slave)
+        self.screen = b""
+
+    def read_until(self, token: bytes, timeout: float = 30) -> bytes:
+        deadline = time.monotonic() + timeout
+        while token not in self.screen:
+            assert time.monotonic() < deadline, f"no {token!r} in {self.screen[-300:]!r}"
+            if select.select([self.master], [], [], 0.1)[0]:
+                try:
+                    self.screen += os.read(self.master, 4096)
+                except OSError:
+                    break
+        return self.screen
+
+    def type(self, text: bytes) -> None:
+        os.write(self.master, text)
+
+    def resize(self, rows: int, cols: int) -> None:
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        os.killpg(self.proc.pid, signal.SIGWINCH)
+
+    def close(self) -> int:
+        """The command's exit status (killed if it has not ended in 30 s)."""
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        finally:
+            os.close(self.master)
+
+
+def _drive_shell(term: Terminal) -> None:
+    """Type into the container's shell: its terminal, its size (and a new one), Ctrl-C."""
+    term.read_until(b"# ")
+    term.type(b"tty; stty size; echo $((6*7))\r")
+    screen = term.read_until(b"42\r\n")
+    assert b"/dev/pts/" in screen and b"33 101\r\n" in screen
+    term.resize(40, 120)
+    term.type(b"stty size\r")
+    term.read_until(b"40 120\r\n")
+    term.type(b"sleep 60; echo slept\r")
+    time.sleep(0.5)
+    term.type(b"\x03")  # Ctrl-C: the container's terminal interrupts its sleep
+    term.type(b"echo after $?\r")
+    assert b"\nslept" not in term.read_until(b"after 130")
+    term.type(b"exit 3\r")
+
+
+def test_run_it_gives_an_interactive_shell_a_terminal(pyvmm):
+    term = Terminal(pyvmm.root, "container", "run", "--rm", "-it", "busybox", "sh")
+    try:
+        _drive_shell(term)
+    finally:
+        assert term.close() == 3
+
+
+def test_exec_it_gives_a_second_shell_a_terminal_of_its_own(pyvmm, running):
+    term = Terminal(pyvmm.root, "container", "exec", "-it", running, "sh")
+    try:
+        _drive_shell(term)
+    finally:
+        assert term.close() == 3
+    assert pyvmm.inspect(running)["status"] == "running"
+
+
+def test_it_without_a_terminal_is_refused_and_t_alone_runs(pyvmm):
+    r = pyvmm("container", "run", "--name", "notty", "-it", "busybox", "true", input="")
+    assert r.returncode == 2 and "not a TTY" in one_line_error(r)
+    assert pyvmm("container", "inspect", "notty").returncode == 2
+    r = pyvmm("container", "run", "--name", "t", "-t", "busybox", "sh", "-c", "tty; exit 4")
+    assert r.returncode == 4 and r.stdout.startswith("/dev/pts/")
+    assert pyvmm.ok("container", "logs", "t").startswith("/dev/pts/")
+    assert json.loads(pyvmm.ok("container", "inspect", "t"))["tty"] is True
