@@ -304,3 +304,105 @@ def test_it_without_a_terminal_is_refused_and_t_alone_runs(pyvmm):
     assert r.returncode == 4 and r.stdout.startswith("/dev/pts/")
     assert pyvmm.ok("container", "logs", "t").startswith("/dev/pts/")
     assert json.loads(pyvmm.ok("container", "inspect", "t"))["tty"] is True
+
+
+def _count(pyvmm, name: str) -> int:
+    """Lines the container has written to /count so far (read in its writable layer)."""
+    upper = pyvmm.root / "containers" / pyvmm.inspect(name)["id"] / "upper"
+    try:
+        return len((upper / "count").read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+def _grows(pyvmm, name: str, seconds: float = 1.0) -> bool:
+    first = _count(pyvmm, name)
+    time.sleep(seconds)
+    return _count(pyvmm, name) > first
+
+
+def test_pause_freezes_every_process_and_unpause_thaws_them(pyvmm):
+    pyvmm.ok("container", "run", "-d", "--name", "p", "busybox", "sh", "-c",
+             "while :; do echo x >> /count; sleep 0.05; done")  # fmt: skip
+    assert _grows(pyvmm, "p")
+    assert pyvmm.ok("container", "pause", "p") == "p\n"
+    time.sleep(0.2)
+    assert not _grows(pyvmm, "p") and pyvmm.inspect("p")["paused"] is True
+    assert "Up" in pyvmm.ok("container", "ps") and "(Paused)" in pyvmm.ok("container", "ps")
+    for verb in (["pause", "p"], ["exec", "p", "true"]):
+        r = pyvmm("container", *verb)
+        assert r.returncode == 2 and "paused" in one_line_error(r)
+    pyvmm.ok("container", "unpause", "p")
+    assert _grows(pyvmm, "p") and pyvmm.inspect("p")["paused"] is False
+    r = pyvmm("container", "unpause", "p")
+    assert r.returncode == 2 and "not paused" in one_line_error(r)
+    pyvmm.ok("container", "pause", "p")
+    pyvmm.ok("container", "kill", "p")  # a paused container is killed too (thawed after)
+    assert pyvmm.ok("container", "wait", "p") == "137\n"
+
+
+def test_wait_prints_the_exit_status_once_the_container_has_exited(pyvmm):
+    pyvmm.ok("container", "run", "-d", "--name", "w", "busybox", "sh", "-c", "sleep 0.5; exit 9")
+    assert pyvmm.ok("container", "wait", "w") == "9\n"
+    assert pyvmm.inspect("w")["status"] == "exited"
+    assert pyvmm.ok("container", "wait", "w") == "9\n"  # already exited: at once
+    r = pyvmm("container", "wait", "nosuch")
+    assert r.returncode == 2 and "no such container" in one_line_error(r)
+
+
+def test_rename_changes_the_name_everywhere_and_refuses_a_taken_or_bad_one(pyvmm):
+    pyvmm.ok("container", "run", "-d", "--name", "old", "busybox", "sleep", "60")
+    pyvmm.ok("container", "run", "--name", "taken", "busybox", "true")
+    for new, message in (("taken", "already in use"), ("../x", "invalid container name"),
+                         ("old", "already named")):  # fmt: skip
+        r = pyvmm("container", "rename", "old", new)
+        assert r.returncode == 2 and message in one_line_error(r)
+    assert pyvmm.ok("container", "rename", "old", "new") == ""
+    assert pyvmm("container", "inspect", "old").returncode == 2
+    info = pyvmm.inspect("new")
+    assert info["name"] == "new" and info["status"] == "running"
+    config = json.loads((pyvmm.root / "containers" / info["id"] / "config.json").read_text())
+    assert config["annotations"]["org.pyvmm.name"] == "new"
+    assert pyvmm.ok("container", "exec", "new", "echo", "in") == "in\n"
+    assert "new" in pyvmm.ok("container", "ps").split()
+
+
+def test_top_lists_the_processes_in_the_containers_cgroup(pyvmm):
+    pyvmm.ok("container", "run", "-d", "--name", "t", "busybox", "sh", "-c",
+             "sleep 101 & sleep 102 & wait")  # fmt: skip
+    deadline = time.monotonic() + 10
+    while "sleep 102" not in (out := pyvmm.ok("container", "top", "t")):
+        assert time.monotonic() < deadline, out
+        time.sleep(0.1)
+    header, *rows = [line.split(None, 7) for line in out.splitlines()]
+    assert header == ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+    by_cmd = {row[7]: row for row in rows}
+    init = by_cmd["sh -c sleep 101 & sleep 102 & wait"]
+    assert init[1] == str(pyvmm.inspect("t")["pid"])  # host pids, as Docker's top
+    assert by_cmd["sleep 101"][2] == init[1] and by_cmd["sleep 102"][0] == "root"
+    pyvmm.ok("container", "kill", "t")
+    r = pyvmm("container", "top", "t")
+    assert r.returncode == 2 and "not running" in one_line_error(r)
+
+
+def test_stats_reports_cpu_memory_and_pids_from_the_cgroup(pyvmm):
+    pyvmm.ok("container", "run", "-d", "--name", "s", "--memory", "64M", "busybox", "sh", "-c",
+             "head -c 20m /dev/zero > /dev/shm/f; while :; do :; done")  # fmt: skip
+    deadline = time.monotonic() + 20
+    while True:
+        out = pyvmm.ok("container", "stats", "--no-stream", "s")
+        header, row = out.splitlines()
+        cells = [c for c in row.split("   ") if c.strip()]
+        name, cpu, memory, share, pids = (c.strip() for c in cells[1:])
+        used, limit = memory.split(" / ")
+        if used.endswith("MiB") and float(used[:-3]) >= 20 or time.monotonic() > deadline:
+            break
+    assert header.split("   ")[:3] == ["CONTAINER ID", "NAME", "CPU %"]
+    assert name == "s" and limit == "64.0MiB" and float(used[:-3]) >= 20
+    assert float(cpu.rstrip("%")) > 1 and float(share.rstrip("%")) >= 20 / 64 * 100 - 1
+    assert pids == "1"
+    everything = pyvmm.ok("container", "stats", "--no-stream")  # every running one
+    assert " s " in everything and len(everything.splitlines()) >= 2
+    pyvmm.ok("container", "kill", "s")
+    r = pyvmm("container", "stats", "--no-stream", "s")
+    assert r.returncode == 2 and "not running" in one_line_error(r)

@@ -212,7 +212,8 @@ def ps(ctx, show_all, quiet) -> None:
             continue
         cmd = " ".join(r.command)
         cmd = cmd if len(cmd) <= 22 else cmd[:19] + "..."
-        rows.append([r.id[:12], r.image, json.dumps(cmd), _status(r), r.name])
+        paused = " (Paused)" if lifecycle.is_paused(_store(ctx), r) else ""
+        rows.append([r.id[:12], r.image, json.dumps(cmd), _status(r) + paused, r.name])
     _table(rows)
 
 
@@ -253,6 +254,85 @@ def rm(ctx, names, force) -> None:
     for name in names:
         lifecycle.remove(_store(ctx), name, force)
         click.echo(name)
+
+
+@container.command()
+@click.argument("names", nargs=-1, required=True)
+@click.pass_context
+def pause(ctx, names) -> None:
+    """Freeze every process of the containers (the cgroup freezer)."""
+    for name in names:
+        lifecycle.pause(_store(ctx), name, True)
+        click.echo(name)
+
+
+@container.command()
+@click.argument("names", nargs=-1, required=True)
+@click.pass_context
+def unpause(ctx, names) -> None:
+    """Thaw paused containers."""
+    for name in names:
+        lifecycle.pause(_store(ctx), name, False)
+        click.echo(name)
+
+
+@container.command()
+@click.argument("names", nargs=-1, required=True)
+@click.pass_context
+def wait(ctx, names) -> None:
+    """Wait for the containers to exit; print each one's exit status (-1: unknown)."""
+    for name in names:
+        code = lifecycle.wait(_store(ctx), name)
+        click.echo(-1 if code is None else code)
+
+
+@container.command()
+@click.argument("name")
+@click.argument("new_name")
+@click.pass_context
+def rename(ctx, name, new_name) -> None:
+    """Rename a container."""
+    lifecycle.rename(_store(ctx), name, new_name)
+
+
+@container.command()
+@click.argument("name")
+@click.pass_context
+def top(ctx, name) -> None:
+    """The running container's processes (host pids), as ps -ef shows them."""
+    from vmm.container.observe import TOP_COLUMNS
+
+    _table([TOP_COLUMNS, *lifecycle.top(_store(ctx), name)])
+
+
+@container.command()
+@click.option("--no-stream", is_flag=True, help="Print one table and exit.")
+@click.argument("names", nargs=-1)
+@click.pass_context
+def stats(ctx, names, no_stream) -> None:
+    """CPU, memory and process counts of running containers, from their cgroups
+    (all running ones if no NAME), every second."""
+    from vmm.container import observe
+
+    targets = lifecycle.running_cgroups(_store(ctx), list(names))
+    before = {rec.id: observe.sample(cg) for rec, cg in targets}
+    clear = sys.stdout.isatty() and not no_stream
+    while True:
+        time.sleep(0.5 if no_stream else 1.0)
+        rows = [["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS"]]
+        for rec, cg in targets:
+            now = observe.sample(cg)
+            cpu = observe.cpu_percent(before[rec.id], now)
+            memory = f"{human_size(now.memory)} / {human_size(now.limit)}"
+            share = now.memory / now.limit * 100 if now.limit else 0.0
+            rows.append([rec.id[:12], rec.name, f"{cpu:.2f}%", memory, f"{share:.2f}%",
+                         str(now.pids)])  # fmt: skip
+            before[rec.id] = now
+        if clear:
+            click.echo("\033[2J\033[H", nl=False)  # the screen cleared, as docker stats
+        _table(rows)
+        if no_stream:
+            return
 
 
 @container.command()

@@ -180,7 +180,7 @@ def reconcile(store: Store, rec: Container) -> Container | None:
         return rec
     if is_alive(rec.pid, rec.pid_start):
         return rec  # still running; the kernel kills it when it notices the monitor gone
-    cg = cgroups.for_container(rec.id, rec.cgroup, store.cgroup_parent, oci=True)
+    cg = _cgroup(store, rec)
     rec.update(
         status="exited",
         exit_code=None,
@@ -687,9 +687,9 @@ def exec_(store: Store, ref: str, command: list[str], *, env: tuple[str, ...] = 
     environment with ``env`` over it, its user unless ``user``); return its exit status
     (0 at once with ``detach``). Attached, it gets this process's stdout and stderr
     (and stdin with ``interactive``), or with ``tty`` a terminal of its own."""
-    rec = find_usable(store, ref)
-    if rec.status != "running":
-        raise PyvmmError(f"container {rec.name} is not running")
+    rec = _running(store, ref)
+    if is_paused(store, rec):
+        raise PyvmmError(f"container {rec.name} is paused: unpause it first")
     if detach and tty:
         raise PyvmmError("exec: -d with -t is not supported (nothing would hold the terminal)")
     oci_root = str(store.runtime)
@@ -728,6 +728,8 @@ def _signal(store: Store, rec: ContainerRecord, sig: int) -> bool:
     it does not run."""
     try:
         runtime.kill(str(store.runtime), rec.id, sig)
+        if is_paused(store, rec):  # a frozen process takes its signal once thawed (Docker)
+            runtime.pause(str(store.runtime), rec.id, False)
     except runtime.ContainerStateError:
         return False
     return True
@@ -781,6 +783,91 @@ def remove(store: Store, ref: str, force: bool = False) -> None:
             _remove_files(store, rec.id, rec.cgroup)
 
 
+def _cgroup(store: Store, rec: ContainerRecord) -> cgroups.Cgroup:
+    return cgroups.for_container(rec.id, rec.cgroup, store.cgroup_parent, oci=True)
+
+
+def _running(store: Store, ref: str) -> ContainerRecord:
+    rec = find_usable(store, ref)
+    if rec.status != "running":
+        raise PyvmmError(f"container {rec.name} is not running")
+    return rec
+
+
+def is_paused(store: Store, rec: ContainerRecord) -> bool:
+    return rec.status == "running" and _cgroup(store, rec).frozen()
+
+
+def pause(store: Store, ref: str, frozen: bool = True) -> None:
+    """Freeze (or thaw) every process of the container: the OCI core's ``pause`` and
+    ``resume``, its cgroup's freezer."""
+    rec = _running(store, ref)
+    if is_paused(store, rec) == frozen:
+        raise PyvmmError(f"container {rec.name} is {'already' if frozen else 'not'} paused")
+    runtime.pause(str(store.runtime), rec.id, frozen)
+
+
+def wait(store: Store, ref: str) -> int | None:
+    """Block until the container has exited (a created one: until it has run); its
+    exit status, None if unknown (its monitor died)."""
+    rec = find_usable(store, ref)
+    while rec.status != "exited":
+        if rec.status in ACTIVE:
+            wait_dead(rec.monitor_pid, rec.monitor_start, 1.0)
+        else:
+            time.sleep(0.1)
+        try:
+            rec = find_usable(store, rec.id)
+        except PyvmmError:
+            if rec.auto_remove:
+                raise PyvmmError(f"container {rec.name} exited and was removed (--rm)") from None
+            raise
+    return rec.exit_code
+
+
+def rename(store: Store, ref: str, new: str) -> None:
+    """Docker's ``rename``: the container's name, its bundle's annotation, and the name
+    its network peers know it by."""
+    check_name("container", new)
+    rec = find_usable(store, ref)
+    with store.lock():
+        _remove_stale_names(store)
+        rec = _load(store, rec.id)
+        if not isinstance(rec, ContainerRecord):
+            raise PyvmmError(f"no such container: {ref}")
+        if rec.name == new:
+            raise PyvmmError(f"container {new} is already named {new}")
+        if os.path.lexists(store.names / new):
+            raise PyvmmError(f"container name {new} is already in use")
+        old = rec.name
+        rec.name = new
+        bundle.write(store, rec)  # (what can fail goes first: nothing is changed yet)
+        os.symlink(rec.id, store.names / new)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(store.names / old)
+        _save(store, rec)
+        if (store.endpoints / rec.id).exists():
+            from vmm.container import network
+
+            network.rename(store, rec.id, new)
+
+
+def top(store: Store, ref: str) -> list[list[str]]:
+    """The running container's processes (``observe.TOP_COLUMNS``), from its cgroup."""
+    from vmm.container import observe
+
+    return observe.top(_cgroup(store, _running(store, ref)))
+
+
+def running_cgroups(store: Store, refs: list[str]) -> list[tuple[ContainerRecord, cgroups.Cgroup]]:
+    """The containers ``refs`` (every running one if none) and their cgroups, for ``stats``."""
+    if refs:
+        recs = [_running(store, ref) for ref in refs]
+    else:
+        recs = [r for r in records.loaded(list_containers(store)) if r.status == "running"]
+    return [(rec, _cgroup(store, rec)) for rec in recs]
+
+
 def inspect(store: Store, ref: str) -> dict:
     """The container's record, for people: a custom seccomp profile by its path only,
     and, while it runs, the capabilities its first process really has (CapEff); its
@@ -792,6 +879,7 @@ def inspect(store: Store, ref: str) -> dict:
     security = record["security"]
     security.pop("seccomp_profile", None)
     if rec.status == "running" and is_alive(rec.pid, rec.pid_start):
+        record["paused"] = is_paused(store, rec)
         with contextlib.suppress(OSError, StopIteration), open(f"/proc/{rec.pid}/status") as f:
             mask = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
             security["running_capabilities"] = capabilities.decode(mask)
