@@ -406,3 +406,45 @@ def test_stats_reports_cpu_memory_and_pids_from_the_cgroup(pyvmm):
     pyvmm.ok("container", "kill", "s")
     r = pyvmm("container", "stats", "--no-stream", "s")
     assert r.returncode == 2 and "not running" in one_line_error(r)
+
+
+def test_read_only_root_keeps_dev_volumes_and_tmpfs_writable(pyvmm):
+    script = ("touch /x 2>/dev/null || echo root-ro; touch /tmp/y 2>/dev/null || echo tmp-ro; "
+              "touch /dev/z /dev/shm/z /data/z /scratch/z && echo rest-rw")  # fmt: skip
+    out = pyvmm.ok("container", "run", "--rm", "--read-only", "-v", "rov:/data", "--tmpfs",
+                   "/scratch", "busybox", "sh", "-c", script)  # fmt: skip
+    # Docker mounts nothing on /tmp for --read-only: it is read-only too (--tmpfs /tmp)
+    assert out.split() == ["root-ro", "tmp-ro", "rest-rw"]
+
+
+def test_tmpfs_takes_mount_options_over_dockers_defaults(pyvmm):
+    out = pyvmm.ok("container", "run", "--rm", "--tmpfs", "/run", "--tmpfs",
+                   "/fast:size=1m,mode=700,exec", "busybox", "sh", "-c",
+                   "grep -E ' /(run|fast) ' /proc/self/mountinfo; stat -c %a /fast; "
+                   "head -c 2m /dev/zero > /fast/big 2>/dev/null || echo full")  # fmt: skip
+    run, fast, mode, full = out.splitlines()
+    assert "nosuid,nodev,noexec" in run.split()[5] and "tmpfs" in run
+    assert "noexec" not in fast.split()[5] and "size=1024k" in fast and "mode=700" in fast
+    assert (mode, full) == ("700", "full")
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [("relative", "must be absolute"), ("/", "container's root"), ("/proc/x", "under /proc"),
+     ("/t:bogus", "unknown option"), ("/t:bind", "unknown option"), ("/t/../x", "no '..'")],
+)  # fmt: skip
+def test_bad_tmpfs_is_a_one_line_error(pyvmm, spec, message):
+    r = pyvmm("container", "run", "--name", "badtmpfs", "--tmpfs", spec, "busybox", "true")
+    assert r.returncode == 2 and message in one_line_error(r)
+    assert pyvmm("container", "inspect", "badtmpfs").returncode == 2
+
+
+def test_create_makes_a_container_that_start_runs(pyvmm):
+    cid = pyvmm.ok("container", "create", "--name", "made", "-e", "X=1", "busybox", "sh", "-c",
+                   "echo $X; exit 4").strip()  # fmt: skip
+    assert len(cid) == 64 and pyvmm.inspect("made")["status"] == "created"
+    assert "Created" in pyvmm.ok("container", "ps", "-a")
+    r = pyvmm("container", "start", "-a", "made")
+    assert (r.returncode, r.stdout) == (4, "1\n")
+    r = pyvmm("container", "create", "--name", "made", "busybox", "true")
+    assert r.returncode == 2 and "already in use" in one_line_error(r)

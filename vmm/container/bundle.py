@@ -78,6 +78,9 @@ def config(store: Store, rec: ContainerRecord) -> dict:
         options = ["rbind", "ro" if m.ro else "rw"]
         binds.append({"destination": m.target, "type": "bind", "source": source,
                       "options": options})  # fmt: skip
+    for t in rec.tmpfs:
+        binds.append({"destination": t.target, "type": "tmpfs", "source": "tmpfs",
+                      "options": t.options})  # fmt: skip
     resources, limits = {}, rec.limits
     if limits.memory is not None:
         resources["memory"] = {"limit": limits.memory, "swap": limits.memory}
@@ -125,7 +128,7 @@ def config(store: Store, rec: ContainerRecord) -> dict:
             "rlimits": [vars(r) for r in security.rlimits],
             "noNewPrivileges": True,
         },
-        "root": {"path": "merged"},
+        "root": {"path": "merged", "readonly": rec.read_only},
         "hostname": rec.hostname,
         "mounts": [*SYSTEM_MOUNTS, *etc, *binds],
         "annotations": {"org.pyvmm.image": rec.image, "org.pyvmm.name": rec.name},

@@ -102,61 +102,87 @@ def _check_terminal(tty: bool, interactive: bool) -> None:
         raise PyvmmError("the input device is not a TTY: use -i without -t")
 
 
+def _create_options(f):
+    """What ``create`` and ``run`` take: the container's definition, as Docker's flags."""
+    options = [
+        click.option("--rm", "auto_remove", is_flag=True,
+                     help="Remove the container when it exits."),
+        _process_options,
+        click.option("--entrypoint", metavar="CMD",
+                     help="Run CMD instead of the image's entrypoint (\"\": none; no default "
+                     "args)."),
+        click.option("--name", help="Name the container (default: its short id)."),
+        click.option("--hostname", help="Hostname inside the container (default: its short id)."),
+        click.option("-v", "--volume", "volume_specs", multiple=True, metavar="SRC:DEST[:ro]",
+                     help="Named volume (NAME:/path) or bind mount (/host/path:/path)."),
+        click.option("--tmpfs", multiple=True, metavar="PATH[:OPTIONS]",
+                     help="A tmpfs at PATH (nosuid,nodev,noexec unless OPTIONS say otherwise)."),
+        click.option("--read-only", is_flag=True,
+                     help="A read-only root file system (/dev, volumes, tmpfs stay writable)."),
+        click.option("--network", "network_mode",
+                     metavar="bridge|none|host|container:NAME|NETWORK",
+                     help="The container's network (docs/networking.md); default: a namespace "
+                     "of its own with lo only."),
+        click.option("-p", "--publish", multiple=True, metavar="[HOSTIP:]HOSTPORT:PORT[/tcp|udp]",
+                     help="Publish a container port on the host (nftables DNAT, 127.0.0.1 too)."),
+        click.option("--memory", help="Memory limit, e.g. 64M; the OOM killer enforces it."),
+        click.option("--pids", type=click.IntRange(min=1), help="Maximum number of processes."),
+        click.option("--cpus", type=click.FloatRange(min=0.01),
+                     help="CPU time, in CPUs (0.5 = half)."),
+        click.option("--ulimit", "ulimits", multiple=True, metavar="NAME=SOFT[:HARD]",
+                     help="An rlimit, e.g. nofile=1024:2048 (-1: unlimited)."),
+        click.option("--cap-add", multiple=True, metavar="CAP", help="Add a capability (or ALL)."),
+        click.option("--cap-drop", multiple=True, metavar="CAP",
+                     help="Drop a capability (or ALL)."),
+        click.option("--security-opt", "security_opts", multiple=True,
+                     metavar="seccomp=PROFILE.json|unconfined",
+                     help="A Docker seccomp profile instead of the default, or none."),
+        click.option("--privileged", is_flag=True,
+                     help="Every capability, no seccomp filter, no device rules (labs only)."),
+        click.argument("image"),
+        click.argument("command", nargs=-1, type=click.UNPROCESSED),
+        click.pass_context,
+    ]  # fmt: skip
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _definition(memory, pids, cpus, ulimits, cap_add, cap_drop, security_opts, privileged):
+    """The limits and security of ``create``'s and ``run``'s flags (warnings printed)."""
+    limits = Limits(memory=parse_size(memory) if memory else None, pids=pids, cpus=cpus)
+    security = from_options(privileged, security_opts, cap_add, cap_drop, ulimits)
+    for warning in security.warnings(host_version()):
+        click.echo(f"pyvmm: warning: {warning}", err=True)
+    return {"limits": limits, "security": security}
+
+
 @container.command(context_settings={"allow_interspersed_args": False})
-@click.option("--rm", "auto_remove", is_flag=True, help="Remove the container when it exits.")
 @click.option("-d", "--detach", is_flag=True, help="Run in the background; print the id.")
-@_process_options
-@click.option("--entrypoint", metavar="CMD",
-              help="Run CMD instead of the image's entrypoint (\"\": none; no default args).",
-              )  # fmt: skip
-@click.option("--name", help="Name the container (default: its short id).")
-@click.option("--hostname", help="Hostname inside the container (default: its short id).")
-@click.option("-v", "--volume", "volume_specs", multiple=True, metavar="SRC:DEST[:ro]",
-              help="Named volume (NAME:/path) or bind mount (/host/path:/path).")  # fmt: skip
-@click.option("--network", "network_mode", metavar="bridge|none|host|container:NAME|NETWORK",
-              help="The container's network (docs/networking.md); default: a namespace of "
-              "its own with lo only.")  # fmt: skip
-@click.option("-p", "--publish", multiple=True, metavar="[HOSTIP:]HOSTPORT:PORT[/tcp|udp]",
-              help="Publish a container port on the host (nftables DNAT, 127.0.0.1 too).",
-              )  # fmt: skip
-@click.option("--memory", help="Memory limit, e.g. 64M; the OOM killer enforces it.")
-@click.option("--pids", type=click.IntRange(min=1), help="Maximum number of processes.")
-@click.option("--cpus", type=click.FloatRange(min=0.01), help="CPU time, in CPUs (0.5 = half).")
-@click.option("--ulimit", "ulimits", multiple=True, metavar="NAME=SOFT[:HARD]",
-              help="An rlimit, e.g. nofile=1024:2048 (-1: unlimited).")  # fmt: skip
-@click.option("--cap-add", multiple=True, metavar="CAP", help="Add a capability (or ALL).")
-@click.option("--cap-drop", multiple=True, metavar="CAP", help="Drop a capability (or ALL).")
-@click.option("--security-opt", "security_opts", multiple=True,
-              metavar="seccomp=PROFILE.json|unconfined",
-              help="A Docker seccomp profile instead of the default, or none.")  # fmt: skip
-@click.option("--privileged", is_flag=True,
-              help="Every capability, no seccomp filter, no device rules (labs only).")  # fmt: skip
-@click.argument("image")
-@click.argument("command", nargs=-1, type=click.UNPROCESSED)
-@click.pass_context
+@_create_options
 def run(ctx, image, command, memory, pids, cpus, ulimits, cap_add, cap_drop, security_opts,
         privileged, **options) -> None:  # fmt: skip
     """Run COMMAND in a new container from IMAGE; exit with its exit status."""
     t0 = time.perf_counter()  # the run request: pyvmm's own time is measured from here
     _check_terminal(options["tty"], options["interactive"] and not options["detach"])
-    limits = Limits(memory=parse_size(memory) if memory else None, pids=pids, cpus=cpus)
-    security = from_options(privileged, security_opts, cap_add, cap_drop, ulimits)
-    for warning in security.warnings(host_version()):
-        click.echo(f"pyvmm: warning: {warning}", err=True)
-    rec, status = lifecycle.run(
-        _store(ctx),
-        image,
-        list(command),
-        limits=limits,
-        security=security,
-        t0=t0,
-        imports_s=t0 - IMPORT_START,
-        **options,
-    )
+    definition = _definition(memory, pids, cpus, ulimits, cap_add, cap_drop, security_opts,
+                             privileged)  # fmt: skip
+    rec, status = lifecycle.run(_store(ctx), image, list(command), t0=t0,
+                                imports_s=t0 - IMPORT_START, **definition, **options)  # fmt: skip
     if status is None:
         click.echo(rec.id)
         return
     _exit_with(ctx, rec, status)
+
+
+@container.command(context_settings={"allow_interspersed_args": False})
+@_create_options
+def create(ctx, image, command, memory, pids, cpus, ulimits, cap_add, cap_drop, security_opts,
+           privileged, **options) -> None:  # fmt: skip
+    """Create a container from IMAGE without starting it (start it with start); print its id."""
+    definition = _definition(memory, pids, cpus, ulimits, cap_add, cap_drop, security_opts,
+                             privileged)  # fmt: skip
+    click.echo(lifecycle.create(_store(ctx), image, list(command), **definition, **options).id)
 
 
 def _exit_with(ctx: click.Context, rec, status: int) -> None:

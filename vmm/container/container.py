@@ -282,6 +282,8 @@ def create(
     user: str | None = None,
     tty: bool = False,
     interactive: bool = False,
+    read_only: bool = False,
+    tmpfs: tuple[str, ...] = (),
 ) -> ContainerRecord:
     """Record a new container and its empty writable layer; nothing runs yet.
 
@@ -304,6 +306,7 @@ def create(
         check_name("hostname", hostname)
     image = images.get(store, image_ref)
     mounts_ = [volumes.parse(spec) for spec in volume_specs]
+    tmpfs_ = [volumes.parse_tmpfs(spec) for spec in tmpfs]
     config = image.config
     if entrypoint is None:
         command = (config.entrypoint or []) + (list(command) or config.cmd or [])
@@ -336,6 +339,8 @@ def create(
         user=user if user is not None else config.user or "",
         tty=tty,
         interactive=interactive,
+        read_only=read_only,
+        tmpfs=tmpfs_,
     )
     if claim:
         _claimed(rec)

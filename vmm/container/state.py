@@ -114,6 +114,14 @@ class Mount:
 
 
 @dataclass
+class Tmpfs:
+    """One ``--tmpfs``: a tmpfs at ``target`` with these mount options."""
+
+    target: str
+    options: list[str]
+
+
+@dataclass
 class ContainerRecord:
     """One ``pyvmm container``'s ``containers/<id>/container.json``: what it was created
     from (its bundle's config.json is made from these), and its life so far. The
@@ -138,6 +146,8 @@ class ContainerRecord:
     user: str = ""  # -u USER[:GROUP] as given, resolved in the image's files (users.py)
     tty: bool = False  # -t: its stdio is a pseudo-terminal (stdio.py)
     interactive: bool = False  # -i: an attached start passes the caller's stdin on
+    read_only: bool = False  # --read-only: its root file system is
+    tmpfs: list[Tmpfs] = field(default_factory=list)
     status: str = "created"
     monitor_pid: int | None = None  # the pyvmm process supervising it
     monitor_start: int | None = None
