@@ -448,3 +448,40 @@ def test_create_makes_a_container_that_start_runs(pyvmm):
     assert (r.returncode, r.stdout) == (4, "1\n")
     r = pyvmm("container", "create", "--name", "made", "busybox", "true")
     assert r.returncode == 2 and "already in use" in one_line_error(r)
+
+
+def _zombies(pyvmm, name: str) -> int:
+    out = pyvmm.ok("container", "exec", name, "ps", "-o", "stat")
+    return sum(line.startswith("Z") for line in out.splitlines())
+
+
+def test_init_reaps_orphans_and_passes_stops_sigterm_on(pyvmm):
+    # An orphan is reparented to PID 1; sleep as PID 1 never reaps it: a zombie stays.
+    script = "(sleep 0.1 &); exec sleep 60"
+    pyvmm.ok("container", "run", "-d", "--name", "z", "busybox", "sh", "-c", script)
+    pyvmm.ok("container", "run", "-d", "--name", "nz", "--init", "busybox", "sh", "-c", script)
+    deadline = time.monotonic() + 10
+    while _zombies(pyvmm, "z") == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert _zombies(pyvmm, "nz") == 0
+    top = pyvmm.ok("container", "exec", "nz", "ps", "-o", "pid,comm").split()
+    assert top[top.index("1") + 1] == "pyvmm-init"
+    # sleep as PID 1 ignores SIGTERM (stop waits, then SIGKILL: 137); under --init the
+    # signal reaches it and ends it (143), and the exit status is the command's.
+    pyvmm.ok("container", "run", "-d", "--name", "i", "--init", "busybox", "sleep", "60")
+    pyvmm.ok("container", "stop", "-t", "20", "i")
+    assert pyvmm.inspect("i")["exit_code"] == 143
+    assert (
+        pyvmm("container", "run", "--rm", "--init", "busybox", "sh", "-c", "exit 5").returncode == 5
+    )
+    r = pyvmm("container", "run", "--rm", "--init", "busybox", "no-such-command")
+    assert r.returncode == 127 and "no-such-command" in r.stderr
+
+
+def test_init_under_a_terminal_passes_ctrl_c_to_the_command(pyvmm):
+    term = Terminal(pyvmm.root, "container", "run", "--rm", "-it", "--init", "busybox", "sh")
+    try:
+        _drive_shell(term)
+    finally:
+        assert term.close() == 3

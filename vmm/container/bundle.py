@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 from vmm.container import cgroups, inroot, layers, mounts, records, spec, users, volumes
 from vmm.container.atomic import write_json
 from vmm.container.state import ContainerRecord, Store
+from vmm.errors import PyvmmError
 
 # What Docker and runc mount for every container (runc's `spec` default): /proc, a
 # small /dev, a private devpts, /dev/shm, sysfs read-only.
@@ -39,6 +41,25 @@ SYSTEM_MOUNTS = [
 
 def directory(store: Store, rec: ContainerRecord) -> str:
     return str(store.containers / rec.id)
+
+
+# --init's PID 1 (reaper.c, built by setup.py): copied into each container's directory
+# (a privileged container that remounts it writable reaches only its own copy) and
+# bound read-only where the command line finds it.
+INIT = Path(__file__).with_name("pyvmm-init")
+INIT_TARGET = "/sbin/pyvmm-init"
+
+
+def install_init(store: Store, rec: ContainerRecord) -> None:
+    """The container's own copy of ``INIT`` (mode 0555), for ``--init``."""
+    import shutil
+
+    dest = store.containers / rec.id / "init"
+    try:
+        shutil.copyfile(INIT, dest, follow_symlinks=False)
+    except FileNotFoundError:
+        raise PyvmmError(f"--init: {INIT} is missing (run scripts/setup.sh)") from None
+    os.chmod(dest, 0o555)
 
 
 MAX_ID_FILE = 4 << 20  # bytes of an image's /etc/passwd or /etc/group read at most
@@ -78,6 +99,10 @@ def config(store: Store, rec: ContainerRecord) -> dict:
         options = ["rbind", "ro" if m.ro else "rw"]
         binds.append({"destination": m.target, "type": "bind", "source": source,
                       "options": options})  # fmt: skip
+    if rec.init:
+        binds.append({"destination": INIT_TARGET, "type": "bind",
+                      "source": f"{directory(store, rec)}/init",
+                      "options": ["bind", "ro"]})  # fmt: skip
     for t in rec.tmpfs:
         binds.append({"destination": t.target, "type": "tmpfs", "source": "tmpfs",
                       "options": t.options})  # fmt: skip
@@ -119,7 +144,7 @@ def config(store: Store, rec: ContainerRecord) -> dict:
     return {
         "ociVersion": spec.OCI_VERSION,
         "process": {
-            "args": rec.command,
+            "args": [INIT_TARGET, "--", *rec.command] if rec.init else rec.command,
             "env": env,
             "cwd": rec.cwd,
             "terminal": rec.tty,

@@ -117,6 +117,8 @@ def _create_options(f):
                      help="Named volume (NAME:/path) or bind mount (/host/path:/path)."),
         click.option("--tmpfs", multiple=True, metavar="PATH[:OPTIONS]",
                      help="A tmpfs at PATH (nosuid,nodev,noexec unless OPTIONS say otherwise)."),
+        click.option("--init", is_flag=True,
+                     help="A tiny init as PID 1: it reaps orphans and passes signals on."),
         click.option("--read-only", is_flag=True,
                      help="A read-only root file system (/dev, volumes, tmpfs stay writable)."),
         click.option("--network", "network_mode",

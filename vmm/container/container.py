@@ -284,6 +284,7 @@ def create(
     interactive: bool = False,
     read_only: bool = False,
     tmpfs: tuple[str, ...] = (),
+    init: bool = False,
 ) -> ContainerRecord:
     """Record a new container and its empty writable layer; nothing runs yet.
 
@@ -341,6 +342,7 @@ def create(
         interactive=interactive,
         read_only=read_only,
         tmpfs=tmpfs_,
+        init=init,
     )
     if claim:
         _claimed(rec)
@@ -368,6 +370,8 @@ def create(
                     volumes.create(store, m.source)  # refuses a broken one
             if net is not None:
                 network.connect(store, rec, *net)
+            if init:
+                bundle.install_init(store, rec)
             bundle.write(store, rec)
             _save(store, rec)
         except BaseException:

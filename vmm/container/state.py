@@ -148,6 +148,7 @@ class ContainerRecord:
     interactive: bool = False  # -i: an attached start passes the caller's stdin on
     read_only: bool = False  # --read-only: its root file system is
     tmpfs: list[Tmpfs] = field(default_factory=list)
+    init: bool = False  # --init: pyvmm-init (reaper.c) is its PID 1, running the command
     status: str = "created"
     monitor_pid: int | None = None  # the pyvmm process supervising it
     monitor_start: int | None = None
