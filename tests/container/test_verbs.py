@@ -315,25 +315,30 @@ def _count(pyvmm, name: str) -> int:
         return 0
 
 
-def _grows(pyvmm, name: str, seconds: float = 1.0) -> bool:
+def _grows(pyvmm, name: str, seconds: float) -> bool:
+    """Whether the count grows within ``seconds`` (at once, if it does)."""
     first = _count(pyvmm, name)
-    time.sleep(seconds)
-    return _count(pyvmm, name) > first
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        if _count(pyvmm, name) > first:
+            return True
+    return False
 
 
 def test_pause_freezes_every_process_and_unpause_thaws_them(pyvmm):
     pyvmm.ok("container", "run", "-d", "--name", "p", "busybox", "sh", "-c",
              "while :; do echo x >> /count; sleep 0.05; done")  # fmt: skip
-    assert _grows(pyvmm, "p")
+    assert _grows(pyvmm, "p", 20)
     assert pyvmm.ok("container", "pause", "p") == "p\n"
-    time.sleep(0.2)
-    assert not _grows(pyvmm, "p") and pyvmm.inspect("p")["paused"] is True
+    time.sleep(0.2)  # a write under way when the freezer struck lands
+    assert not _grows(pyvmm, "p", 1.5) and pyvmm.inspect("p")["paused"] is True
     assert "Up" in pyvmm.ok("container", "ps") and "(Paused)" in pyvmm.ok("container", "ps")
     for verb in (["pause", "p"], ["exec", "p", "true"]):
         r = pyvmm("container", *verb)
         assert r.returncode == 2 and "paused" in one_line_error(r)
     pyvmm.ok("container", "unpause", "p")
-    assert _grows(pyvmm, "p") and pyvmm.inspect("p")["paused"] is False
+    assert _grows(pyvmm, "p", 20) and pyvmm.inspect("p")["paused"] is False
     r = pyvmm("container", "unpause", "p")
     assert r.returncode == 2 and "not paused" in one_line_error(r)
     pyvmm.ok("container", "pause", "p")
@@ -485,3 +490,63 @@ def test_init_under_a_terminal_passes_ctrl_c_to_the_command(pyvmm):
         _drive_shell(term)
     finally:
         assert term.close() == 3
+
+
+def test_cp_copies_both_ways_running_or_stopped_keeping_modes(pyvmm, tmp_path):
+    tree = tmp_path / "in"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "f").write_text("hello\n")
+    os.chmod(tree / "sub" / "f", 0o751)
+    os.symlink("sub/f", tree / "link")
+    pyvmm.ok("container", "run", "-d", "--name", "cp", "busybox", "sh", "-c",
+             "mkdir /d; echo from-c > /d/x; exec sleep 60")  # fmt: skip
+    deadline = time.monotonic() + 10
+    while pyvmm("container", "exec", "cp", "test", "-e", "/d/x").returncode:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert pyvmm.ok("container", "cp", tree, "cp:/") == ""
+    out = pyvmm.ok("container", "exec", "cp", "sh", "-c",
+                   "cat /in/sub/f; stat -c %a /in/sub/f; readlink /in/link")  # fmt: skip
+    assert out == "hello\n751\nsub/f\n"
+    pyvmm.ok("container", "cp", "cp:/d", tmp_path / "out")  # a new name: made
+    assert (tmp_path / "out" / "x").read_text() == "from-c\n"
+    (tmp_path / "existing").mkdir()
+    pyvmm.ok("container", "cp", "cp:/d/x", tmp_path / "existing")  # a directory: into it
+    assert (tmp_path / "existing" / "x").read_text() == "from-c\n"
+    pyvmm.ok("container", "cp", tree / "sub" / "f", "cp:/d/x")  # a file replaces a file
+    assert pyvmm.ok("container", "exec", "cp", "cat", "/d/x") == "hello\n"
+    pyvmm.ok("container", "stop", "-t", "0.1", "cp")
+    pyvmm.ok("container", "cp", "cp:/in/sub/f", tmp_path / "from-stopped")
+    assert (tmp_path / "from-stopped").read_text() == "hello\n"
+    pyvmm.ok("container", "cp", tree / "sub" / "f", "cp:/into-stopped")
+    diff = pyvmm.ok("container", "diff", "cp").split("\n")
+    assert "A /into-stopped" in diff and "A /in/sub/f" in diff
+
+
+def test_cp_never_leaves_the_container_by_dotdot_or_symlinks(pyvmm, tmp_path):
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "secret").write_text("host secret\n")
+    pyvmm.ok("container", "run", "-d", "--name", "esc", "busybox", "sh", "-c",
+             f"ln -s {host} /abs; ln -s ../../../../../../{host} /rel; ln -s / /root-link; "
+             "exec sleep 60")  # fmt: skip
+    deadline = time.monotonic() + 10
+    while pyvmm("container", "exec", "esc", "test", "-L", "/root-link").returncode:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for path in ("esc:/abs/secret", "esc:/rel/secret", f"esc:/../../../../{host}/secret",
+                 f"esc:/root-link/{host}/secret"):  # fmt: skip
+        r = pyvmm("container", "cp", path, tmp_path / "stolen")
+        assert r.returncode == 2 and "no such file" in one_line_error(r).lower(), path
+        assert not (tmp_path / "stolen").exists()
+    (tmp_path / "payload").write_text("planted\n")
+    for path in ("esc:/abs/planted", "esc:/rel/planted", f"esc:/../../../{host}/planted"):
+        r = pyvmm("container", "cp", tmp_path / "payload", path)
+        assert r.returncode == 2, path
+    assert sorted(p.name for p in host.iterdir()) == ["secret"]  # the host dir untouched
+    # a symlink itself is copied as a symlink, never followed
+    pyvmm.ok("container", "cp", "esc:/abs", tmp_path / "abs-link")
+    assert os.readlink(tmp_path / "abs-link") == str(host)
+    for bad in (["a", "b"], ["esc:/x", "esc:/y"]):
+        r = pyvmm("container", "cp", *bad)
+        assert r.returncode == 2 and "exactly one" in one_line_error(r)

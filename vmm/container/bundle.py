@@ -173,14 +173,20 @@ def ensure(store: Store, rec: ContainerRecord) -> str:
     return directory(store, rec)
 
 
+def mount_image(store: Store, rec: ContainerRecord, rootfs: str) -> None:
+    """The container's writable layer over its image's layers, mounted on ``rootfs``
+    (in a mount namespace of the caller's: ``overlay``, ``cp``)."""
+    cdir = directory(store, rec)
+    lowers = [str(layers.layer_dir(store, d)) for d in reversed(rec.layers)]
+    mounts.mount_overlay(rootfs, lowers, f"{cdir}/upper", f"{cdir}/work")
+
+
 def overlay(store: Store, rec: ContainerRecord) -> Callable[[str], None]:
     """The rootfs step (``init.mount_rootfs``'s ``on_rootfs``): mount the image's
     overlay on ``merged``, and fill new volumes from the image's content."""
 
     def mount_it(rootfs: str) -> None:
-        cdir = directory(store, rec)
-        lowers = [str(layers.layer_dir(store, d)) for d in reversed(rec.layers)]
-        mounts.mount_overlay(rootfs, lowers, f"{cdir}/upper", f"{cdir}/work")
+        mount_image(store, rec, rootfs)
         for m in rec.mounts:
             if m.type == "volume":
                 with inroot.target(rootfs, m.target) as target:

@@ -364,6 +364,16 @@ def stats(ctx, names, no_stream) -> None:
 
 
 @container.command()
+@click.argument("source", metavar="SRC")
+@click.argument("dest", metavar="DEST")
+@click.pass_context
+def cp(ctx, source, dest) -> None:
+    """Copy files between a container and the host: one of SRC and DEST is
+    CONTAINER:PATH (owners, modes and times kept; symlinks copied as symlinks)."""
+    lifecycle.copy(_store(ctx), source, dest)
+
+
+@container.command()
 @click.argument("name")
 @click.pass_context
 def logs(ctx, name) -> None:

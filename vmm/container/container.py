@@ -52,7 +52,7 @@ from vmm.container._libc import lib
 from vmm.container.cgroups import Limits
 from vmm.container.fdtree import remove_tree
 from vmm.container.images import ImageRecord
-from vmm.container.libc import umount2
+from vmm.container.libc import mount, umount2
 from vmm.container.names import check_name
 from vmm.container.proc import is_alive, process_start, wait_dead
 from vmm.container.records import Broken
@@ -875,6 +875,50 @@ def running_cgroups(store: Store, refs: list[str]) -> list[tuple[ContainerRecord
     else:
         recs = [r for r in records.loaded(list_containers(store)) if r.status == "running"]
     return [(rec, _cgroup(store, rec)) for rec in recs]
+
+
+def copy(store: Store, source: str, dest: str) -> None:
+    """Docker's ``cp``: one of ``source`` and ``dest`` is CONTAINER:PATH, the other a
+    host path (``copy.py``). A running container is reached through its own root
+    (/proc/PID/root); a stopped one's overlay is mounted in a child's private mount
+    namespace, under the state lock so that it cannot start meanwhile."""
+    from vmm.container import copy as cp
+    from vmm.container import namespaces
+
+    (src_name, src_path), (dst_name, dst_path) = cp.split(source), cp.split(dest)
+    if (src_name is None) == (dst_name is None):
+        raise PyvmmError("cp: exactly one of SOURCE and DEST must be CONTAINER:PATH")
+    rec = find_usable(store, src_name or dst_name)
+    host = Path(os.path.abspath(dst_path if src_name else src_path))
+
+    def action(root_fd: int) -> None:
+        if src_name:
+            cp.copy_out(root_fd, src_path, host)
+        else:
+            cp.copy_in(root_fd, host, dst_path)
+
+    if rec.status == "running":
+        root = os.open(f"/proc/{rec.pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if not is_alive(rec.pid, rec.pid_start):  # (the pid could be another's now)
+                raise PyvmmError(f"container {rec.name} stopped during cp")
+            action(root)
+        finally:
+            os.close(root)
+        return
+
+    def in_private_namespace() -> None:
+        namespaces.unshare(lib.CLONE_NEWNS)
+        mount(None, "/", None, lib.MS_REC | lib.MS_PRIVATE)
+        merged = str(_dir(store, rec.id) / "merged")
+        bundle.mount_image(store, rec, merged)
+        action(os.open(merged, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+
+    with store.lock():
+        now = _load(store, rec.id)
+        if not isinstance(now, ContainerRecord) or now.status in ACTIVE:
+            raise PyvmmError(f"container {rec.name} changed during cp: try again")
+        cp.in_child(in_private_namespace)
 
 
 def inspect(store: Store, ref: str) -> dict:
