@@ -284,24 +284,20 @@ def rm(ctx, names, force) -> None:
         click.echo(name)
 
 
-@container.command()
-@click.argument("names", nargs=-1, required=True)
-@click.pass_context
-def pause(ctx, names) -> None:
-    """Freeze every process of the containers (the cgroup freezer)."""
-    for name in names:
-        lifecycle.pause(_store(ctx), name, True)
-        click.echo(name)
+def _freezer(verb: str, frozen: bool, doc: str) -> None:
+    """``pause`` (``frozen``) or ``unpause``: the one command, either way."""
+
+    @container.command(verb, help=doc)
+    @click.argument("names", nargs=-1, required=True)
+    @click.pass_context
+    def command(ctx, names) -> None:
+        for name in names:
+            lifecycle.pause(_store(ctx), name, frozen)
+            click.echo(name)
 
 
-@container.command()
-@click.argument("names", nargs=-1, required=True)
-@click.pass_context
-def unpause(ctx, names) -> None:
-    """Thaw paused containers."""
-    for name in names:
-        lifecycle.pause(_store(ctx), name, False)
-        click.echo(name)
+_freezer("pause", True, "Freeze every process of the containers (the cgroup freezer).")
+_freezer("unpause", False, "Thaw paused containers.")
 
 
 @container.command()
