@@ -550,3 +550,15 @@ def test_cp_never_leaves_the_container_by_dotdot_or_symlinks(pyvmm, tmp_path):
     for bad in (["a", "b"], ["esc:/x", "esc:/y"]):
         r = pyvmm("container", "cp", *bad)
         assert r.returncode == 2 and "exactly one" in one_line_error(r)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["-u", "nosuch"], "unable to find user"), (["-w", "rel"], "must be absolute"),
+     (["-d", "-t"], "-d with -t"), (["-e", "=x"], "no variable name")],
+)  # fmt: skip
+def test_bad_exec_flags_are_one_line_errors_and_start_nothing(pyvmm, running, args, message):
+    before = pyvmm.ok("container", "top", running).count("\n")
+    r = pyvmm("container", "exec", *args, running, "sleep", "30")
+    assert r.returncode == 2 and message in one_line_error(r)
+    assert pyvmm.ok("container", "top", running).count("\n") == before
