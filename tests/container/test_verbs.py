@@ -250,10 +250,10 @@ class Terminal:
         fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
         os.killpg(self.proc.pid, signal.SIGWINCH)
 
-    def close(self) -> int:
-        """The command's exit status (killed if it has not ended in 30 s)."""
+    def close(self, timeout: float = 30) -> int:
+        """The command's exit status (killed if it has not ended in ``timeout`` s)."""
         try:
-            return self.proc.wait(timeout=30)
+            return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -294,6 +294,17 @@ def test_exec_it_gives_a_second_shell_a_terminal_of_its_own(pyvmm, running):
     finally:
         assert term.close() == 3
     assert pyvmm.inspect(running)["status"] == "running"
+
+
+def test_exec_it_ends_with_its_shell_though_a_child_keeps_the_terminal(pyvmm, running):
+    term = Terminal(pyvmm.root, "container", "exec", "-it", running, "sh")
+    try:
+        term.read_until(b"# ")
+        term.type(b"sleep 100 & echo bg-$((40+2))\r")
+        term.read_until(b"bg-42")
+        term.type(b"exit 4\r")
+    finally:
+        assert term.close(timeout=10) == 4
 
 
 def test_it_without_a_terminal_is_refused_and_t_alone_runs(pyvmm):

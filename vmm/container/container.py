@@ -725,10 +725,14 @@ def exec_(store: Store, ref: str, command: list[str], *, env: tuple[str, ...] = 
             console.close()
     if detach:
         return 0
+    def exited() -> bool:  # (not reaped: wait_pid does that)
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
     with runtime.forwarding_signals(pid):
         if master is not None:
             with stdio.attached_terminal(master):
-                stdio.relay({master: 1}, None, {0: master} if interactive else {})
+                stdio.relay({master: 1}, None, {0: master} if interactive else {},
+                            until=exited)  # fmt: skip
         return runtime.wait_pid(pid)
 
 

@@ -110,18 +110,29 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def relay(outputs: dict[int, int | None], log_fd: int | None,
           inputs: dict[int, int] | None = None,
-          on_output: Callable[[], None] = lambda: None) -> None:  # fmt: skip
+          on_output: Callable[[], None] = lambda: None,
+          until: Callable[[], bool] | None = None) -> None:  # fmt: skip
     """Copy each of ``outputs`` (the container's pipes, or its terminal's master) to
     its target (None: only the log) and to ``log_fd``, and each of ``inputs`` (the
-    caller's stdin) to its target, until every output reaches its end. The outputs
-    are closed on the way; ``on_output`` is called once, at the first output."""
+    caller's stdin) to its target, until every output reaches its end, or ``until()``
+    says the process is gone (then what it wrote is drained: a process it left
+    behind may hold its terminal open for ever). The outputs are closed on the way;
+    ``on_output`` is called once, at the first output."""
     inputs = dict(inputs or {})
     first = True
+    ending = False
     while outputs:
+        if until is not None and not ending and until():
+            ending, inputs = True, {}
         try:
-            ready, _, _ = select.select([*outputs, *inputs], [], [])
+            waiting = 0 if ending else None if until is None else 0.1
+            ready, _, _ = select.select([*outputs, *inputs], [], [], waiting)
         except InterruptedError:  # (PEP 475 retries; a handler may still raise)
             continue
+        if ending and not ready:
+            for fd in outputs:
+                os.close(fd)
+            return
         for fd in ready:
             try:
                 data = os.read(fd, 65536)
