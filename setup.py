@@ -1,5 +1,6 @@
 """Only here because cffi compiles its extension modules through setuptools' ``cffi_modules``,
-and because ``build_ext`` also compiles ``vmm/container/pyvmm-exec`` (exeseal.py).
+and because ``build_ext`` also compiles ``vmm/container/pyvmm-exec`` (exeseal.py) and
+``pyvmm-init`` (``run --init``'s PID 1, reaper.c).
 
 Everything else about the package lives in pyproject.toml.
 """
@@ -21,7 +22,7 @@ TRAMPOLINE_FLAGS = [
 
 
 class BuildExtAndTrampoline(build_ext):
-    """The cffi modules, then the container runtime's exec trampoline."""
+    """The cffi modules, then the container runtime's exec trampoline and --init's PID 1."""
 
     def run(self):
         super().run()
@@ -30,6 +31,10 @@ class BuildExtAndTrampoline(build_ext):
         cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
         subprocess.run([cc, *TRAMPOLINE_FLAGS, "-o", os.path.join(out, "pyvmm-exec"),
                         "vmm/container/exec_trampoline.c"], check=True)  # fmt: skip
+        # --init's PID 1: static (it runs in any image), with libc for execvp and signals.
+        subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-static", "-s", "-o",
+                        os.path.join(out, "pyvmm-init"), "vmm/container/reaper.c"],
+                       check=True)  # fmt: skip
 
 
 setup(

@@ -65,8 +65,8 @@ if [ -n "$all" ]; then
 fi
 if [ ! -e .venv/.installed ] \
    || ! .venv/bin/python -c "import $modules" 2>/dev/null \
-   || [ ! -x vmm/container/pyvmm-exec ] \
-   || [ -n "$(find pyproject.toml setup.py vmm/kvm/build.py vmm/container/libc_build.py vmm/container/seccomp_build.py vmm/container/exec_trampoline.c -newer .venv/.installed 2>/dev/null)" ]; then
+   || [ ! -x vmm/container/pyvmm-exec ] || [ ! -x vmm/container/pyvmm-init ] \
+   || [ -n "$(find pyproject.toml setup.py vmm/kvm/build.py vmm/container/libc_build.py vmm/container/seccomp_build.py vmm/container/exec_trampoline.c vmm/container/reaper.c -newer .venv/.installed 2>/dev/null)" ]; then
     # "compat" editable mode is a plain path entry: the default installs an import hook
     # that costs every pyvmm start some 20 ms.
     .venv/bin/pip install -q --disable-pip-version-check -e "$package" \

@@ -89,7 +89,8 @@ def test_build_runs_each_step_and_records_the_config(pyvmm, tmp_path):
     assert config["User"] == "1000"
     assert config["Entrypoint"] == ["cat"]
     assert config["Cmd"] == ["/bin/sh", "-c", "echo kept by ENTRYPOINT"]
-    out = pyvmm.ok("container", "run", "--rm", "built", "cat", "/app/greeting", "/app/hello.txt")
+    # (arguments replace CMD, after the ENTRYPOINT: Docker's rule)
+    out = pyvmm.ok("container", "run", "--rm", "built", "/app/greeting", "/app/hello.txt")
     assert out == "hello test from /app\nexec form\nhello\n"
     (ctx / "Containerfile").write_text('FROM built\nENTRYPOINT ["echo"]\n')
     _build(pyvmm, ctx, "built-on")  # the base's CMD goes with a new ENTRYPOINT

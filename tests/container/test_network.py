@@ -252,6 +252,18 @@ def test_containers_on_a_user_network_find_each_other_by_name(host):
     assert "asker" not in hosts  # gone with --rm
 
 
+def test_a_renamed_container_is_found_by_its_new_name_on_its_network(host):
+    ns, pyvmm = host
+    pyvmm.ok("network", "create", "--subnet", "10.85.0.0/24", "n8")
+    serve(pyvmm, "before", "--network", "n8")
+    pyvmm.ok("container", "rename", "before", "after")
+    out = pyvmm.ok("container", "run", "--rm", "--network", "n8", "busybox", "sh", "-c",
+                   "grep -c before /etc/hosts; echo byname | nc after 80")  # fmt: skip
+    assert out.split() == ["0", "byname"], out
+    hosts = (pyvmm.root / "endpoints" / pyvmm.inspect("after")["id"] / "hosts").read_text()
+    assert "10.85.0.2\t" in hosts and hosts.rstrip().endswith(" after"), hosts
+
+
 @needs_kvm
 @pytest.mark.slow
 def test_a_vm_and_a_container_on_one_network(host, linux_build):

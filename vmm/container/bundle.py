@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 
-from vmm.container import cgroups, inroot, layers, mounts, records, spec, volumes
+from vmm.container import cgroups, inroot, layers, mounts, records, spec, users, volumes
 from vmm.container.atomic import write_json
 from vmm.container.state import ContainerRecord, Store
+from vmm.errors import PyvmmError
 
 # What Docker and runc mount for every container (runc's `spec` default): /proc, a
 # small /dev, a private devpts, /dev/shm, sysfs read-only.
@@ -41,6 +43,40 @@ def directory(store: Store, rec: ContainerRecord) -> str:
     return str(store.containers / rec.id)
 
 
+# --init's PID 1 (reaper.c, built by setup.py): copied into each container's directory
+# (a privileged container that remounts it writable reaches only its own copy) and
+# bound read-only where the command line finds it.
+INIT = Path(__file__).with_name("pyvmm-init")
+INIT_TARGET = "/sbin/pyvmm-init"
+
+
+def install_init(store: Store, rec: ContainerRecord) -> None:
+    """The container's own copy of ``INIT`` (mode 0555), for ``--init``."""
+    import shutil
+
+    dest = store.containers / rec.id / "init"
+    try:
+        shutil.copyfile(INIT, dest, follow_symlinks=False)
+    except FileNotFoundError:
+        raise PyvmmError(f"--init: {INIT} is missing (run scripts/setup.sh)") from None
+    os.chmod(dest, 0o555)
+
+
+def process_user(store: Store, rec: ContainerRecord, spec_: str, env: list[str]) -> dict:
+    """config.md's ``user`` for ``spec_`` (``-u``, or the image's ``User``; root if
+    none), resolved in the container's own ``/etc/passwd`` and ``/etc/group`` as its
+    writable layer over its image's has them now; and ``HOME`` added to ``env`` from
+    the user's entry, as runc does when the environment has none."""
+    if not spec_:
+        return {"uid": 0, "gid": 0}
+    tops = [store.containers / rec.id / "upper"]
+    tops += [layers.layer_dir(store, d) for d in reversed(rec.layers)]
+    user = users.in_layers(tops, spec_)
+    if not any(item.startswith("HOME=") for item in env):
+        env.append(f"HOME={user.home}")
+    return {"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids}
+
+
 def config(store: Store, rec: ContainerRecord) -> dict:
     """The container's ``config.json``: the image's defaults and the flags, recorded
     in ``rec`` at create, in the runtime spec's terms."""
@@ -51,6 +87,13 @@ def config(store: Store, rec: ContainerRecord) -> dict:
         options = ["rbind", "ro" if m.ro else "rw"]
         binds.append({"destination": m.target, "type": "bind", "source": source,
                       "options": options})  # fmt: skip
+    if rec.init:
+        binds.append({"destination": INIT_TARGET, "type": "bind",
+                      "source": f"{directory(store, rec)}/init",
+                      "options": ["bind", "ro"]})  # fmt: skip
+    for t in rec.tmpfs:
+        binds.append({"destination": t.target, "type": "tmpfs", "source": "tmpfs",
+                      "options": t.options})  # fmt: skip
     resources, limits = {}, rec.limits
     if limits.memory is not None:
         resources["memory"] = {"limit": limits.memory, "swap": limits.memory}
@@ -84,18 +127,21 @@ def config(store: Store, rec: ContainerRecord) -> dict:
     seccomp = security.oci_seccomp()
     if seccomp is not None:
         linux["seccomp"] = seccomp
+    env = list(rec.env)
+    user = process_user(store, rec, rec.user, env)
     return {
         "ociVersion": spec.OCI_VERSION,
         "process": {
-            "args": rec.command,
-            "env": rec.env,
+            "args": [INIT_TARGET, "--", *rec.command] if rec.init else rec.command,
+            "env": env,
             "cwd": rec.cwd,
-            "user": {"uid": rec.uid, "gid": rec.gid, "additionalGids": rec.additional_gids},
+            "terminal": rec.tty,
+            "user": user,
             "capabilities": security.oci_capabilities(),
             "rlimits": [vars(r) for r in security.rlimits],
             "noNewPrivileges": True,
         },
-        "root": {"path": "merged"},
+        "root": {"path": "merged", "readonly": rec.read_only},
         "hostname": rec.hostname,
         "mounts": [*SYSTEM_MOUNTS, *etc, *binds],
         "annotations": {"org.pyvmm.image": rec.image, "org.pyvmm.name": rec.name},
@@ -115,14 +161,20 @@ def ensure(store: Store, rec: ContainerRecord) -> str:
     return directory(store, rec)
 
 
+def mount_image(store: Store, rec: ContainerRecord, rootfs: str) -> None:
+    """The container's writable layer over its image's layers, mounted on ``rootfs``
+    (in a mount namespace of the caller's: ``overlay``, ``cp``)."""
+    cdir = directory(store, rec)
+    lowers = [str(layers.layer_dir(store, d)) for d in reversed(rec.layers)]
+    mounts.mount_overlay(rootfs, lowers, f"{cdir}/upper", f"{cdir}/work")
+
+
 def overlay(store: Store, rec: ContainerRecord) -> Callable[[str], None]:
     """The rootfs step (``init.mount_rootfs``'s ``on_rootfs``): mount the image's
     overlay on ``merged``, and fill new volumes from the image's content."""
 
     def mount_it(rootfs: str) -> None:
-        cdir = directory(store, rec)
-        lowers = [str(layers.layer_dir(store, d)) for d in reversed(rec.layers)]
-        mounts.mount_overlay(rootfs, lowers, f"{cdir}/upper", f"{cdir}/work")
+        mount_image(store, rec, rootfs)
         for m in rec.mounts:
             if m.type == "volume":
                 with inroot.target(rootfs, m.target) as target:

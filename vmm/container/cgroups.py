@@ -182,14 +182,20 @@ def _write(path: Path, value: str) -> None:
         f.write(value)
 
 
-def _read_key(path: Path, key: str) -> int | None:
-    """The value of ``key`` in a flat-keyed cgroup file such as ``memory.events``."""
+def _read_keys(path: Path) -> dict[str, int]:
+    """A flat-keyed cgroup file such as ``memory.events`` or ``memory.stat``."""
+    values = {}
     with contextlib.suppress(FileNotFoundError):
         for line in path.read_text().splitlines():
             k, _, v = line.partition(" ")
-            if k == key:
-                return int(v)
-    return None
+            with contextlib.suppress(ValueError):
+                values[k] = int(v)
+    return values
+
+
+def _read_key(path: Path, key: str) -> int | None:
+    """The value of ``key`` in a flat-keyed cgroup file."""
+    return _read_keys(path).get(key)
 
 
 def _read_text(path: Path) -> str | None:
@@ -199,15 +205,17 @@ def _read_text(path: Path) -> str | None:
 
 
 def _runc_stats(total: int, percpu: list[int], user_system: list[int], user_hz: bool,
-                memory: dict[str, int], pids: tuple[int, int | None]) -> dict:  # fmt: skip
+                memory: dict[str, int], memory_stat: dict[str, int],
+                pids: tuple[int, int | None]) -> dict:  # fmt: skip
     """The figures in runc's JSON shape (types.Stats): cpu.usage in nanoseconds (v1's
-    cpuacct.stat counts USER_HZ ticks: converted), a limit of "max" as 0, as runc."""
+    cpuacct.stat counts USER_HZ ticks: converted), a limit of "max" as 0, as runc;
+    memory.stat as it is."""
     tick = 1_000_000_000 // os.sysconf("SC_CLK_TCK") if user_hz else 1
     user, system = (n * tick for n in user_system)
     return {
         "cpu": {"usage": {"total": total, "percpu": percpu, "kernel": system, "user": user},
                 "throttling": {}},
-        "memory": {"usage": memory},
+        "memory": {"usage": memory, "stats": memory_stat},
         "pids": {"current": pids[0], "limit": pids[1] or 0},
     }  # fmt: skip
 
@@ -509,6 +517,7 @@ class CgroupV1(Cgroup):
             user_system=[_read_key(acct / "cpuacct.stat", k) or 0 for k in ("user", "system")],
             user_hz=True,
             memory=memory,
+            memory_stat=_read_keys(d["memory"] / "memory.stat"),
             pids=(_read_int(d["pids"] / "pids.current") or 0, _read_int(d["pids"] / "pids.max")),
         )
 
@@ -647,6 +656,7 @@ class CgroupV2(Cgroup):
             user_system=[(_read_key(cpu, k) or 0) * 1000 for k in ("user_usec", "system_usec")],
             user_hz=False,
             memory=memory,
+            memory_stat=_read_keys(self.path / "memory.stat"),
             pids=(_read_int(self.path / "pids.current") or 0, _read_int(self.path / "pids.max")),
         )
 

@@ -81,56 +81,111 @@ def container() -> None:
     """Run and manage containers."""
 
 
-@container.command(context_settings={"allow_interspersed_args": False})
-@click.option("--rm", "auto_remove", is_flag=True, help="Remove the container when it exits.")
-@click.option("-d", "--detach", is_flag=True, help="Run in the background; print the id.")
-@click.option("--name", help="Name the container (default: its short id).")
-@click.option("--hostname", help="Hostname inside the container (default: its short id).")
-@click.option("-v", "--volume", "volume_specs", multiple=True, metavar="SRC:DEST[:ro]",
-              help="Named volume (NAME:/path) or bind mount (/host/path:/path).")  # fmt: skip
-@click.option("--network", "network_mode", metavar="bridge|none|host|container:NAME|NETWORK",
-              help="The container's network (docs/networking.md); default: a namespace of "
-              "its own with lo only.")  # fmt: skip
-@click.option("-p", "--publish", multiple=True, metavar="[HOSTIP:]HOSTPORT:PORT[/tcp|udp]",
-              help="Publish a container port on the host (nftables DNAT, 127.0.0.1 too).",
-              )  # fmt: skip
-@click.option("--memory", help="Memory limit, e.g. 64M; the OOM killer enforces it.")
-@click.option("--pids", type=click.IntRange(min=1), help="Maximum number of processes.")
-@click.option("--cpus", type=click.FloatRange(min=0.01), help="CPU time, in CPUs (0.5 = half).")
-@click.option("--ulimit", "ulimits", multiple=True, metavar="NAME=SOFT[:HARD]",
-              help="An rlimit, e.g. nofile=1024:2048 (-1: unlimited).")  # fmt: skip
-@click.option("--cap-add", multiple=True, metavar="CAP", help="Add a capability (or ALL).")
-@click.option("--cap-drop", multiple=True, metavar="CAP", help="Drop a capability (or ALL).")
-@click.option("--security-opt", "security_opts", multiple=True,
-              metavar="seccomp=PROFILE.json|unconfined",
-              help="A Docker seccomp profile instead of the default, or none.")  # fmt: skip
-@click.option("--privileged", is_flag=True,
-              help="Every capability, no seccomp filter, no device rules (labs only).")  # fmt: skip
-@click.argument("image")
-@click.argument("command", nargs=-1, type=click.UNPROCESSED)
-@click.pass_context
-def run(ctx, image, command, memory, pids, cpus, ulimits, cap_add, cap_drop, security_opts,
-        privileged, **options) -> None:  # fmt: skip
-    """Run COMMAND in a new container from IMAGE; exit with its exit status."""
-    t0 = time.perf_counter()  # the run request: pyvmm's own time is measured from here
+def _process_options(f):
+    """The flags ``run`` and ``exec`` share, as Docker spells them."""
+    for option in reversed([
+        click.option("-i", "--interactive", is_flag=True, help="Pass stdin on to it."),
+        click.option("-t", "--tty", is_flag=True, help="Give it a terminal (with -i: yours)."),
+        click.option("-e", "--env", multiple=True, metavar="NAME[=VALUE]",
+                     help="Set a variable (NAME alone: this shell's value)."),
+        click.option("--env-file", "env_files", multiple=True, type=click.Path(dir_okay=False),
+                     help="Read NAME=VALUE lines (# comments) from a file."),
+        click.option("-w", "--workdir", metavar="DIR", help="Working directory inside it."),
+        click.option("-u", "--user", metavar="NAME|UID[:GROUP|GID]",
+                     help="Run as this user (names from the image's /etc/passwd, /etc/group)."),
+    ]):  # fmt: skip
+        f = option(f)
+    return f
+
+
+def _check_terminal(tty: bool, interactive: bool) -> None:
+    if tty and interactive and not sys.stdin.isatty():
+        raise PyvmmError("the input device is not a TTY: use -i without -t")
+
+
+def _create_options(f):
+    """What ``create`` and ``run`` take: the container's definition, as Docker's flags."""
+    options = [
+        click.option("--rm", "auto_remove", is_flag=True,
+                     help="Remove the container when it exits."),
+        _process_options,
+        click.option("--entrypoint", metavar="CMD",
+                     help="Run CMD instead of the image's entrypoint (\"\": none; no default "
+                     "args)."),
+        click.option("--name", help="Name the container (default: its short id)."),
+        click.option("--hostname", help="Hostname inside the container (default: its short id)."),
+        click.option("-v", "--volume", "volume_specs", multiple=True, metavar="SRC:DEST[:ro]",
+                     help="Named volume (NAME:/path) or bind mount (/host/path:/path)."),
+        click.option("--tmpfs", multiple=True, metavar="PATH[:OPTIONS]",
+                     help="A tmpfs at PATH (nosuid,nodev,noexec unless OPTIONS say otherwise)."),
+        click.option("--init", is_flag=True,
+                     help="A tiny init as PID 1: it reaps orphans and passes signals on."),
+        click.option("--read-only", is_flag=True,
+                     help="A read-only root file system (/dev, volumes, tmpfs stay writable)."),
+        click.option("--network", "network_mode",
+                     metavar="bridge|none|host|container:NAME|NETWORK",
+                     help="The container's network (docs/networking.md); default: a namespace "
+                     "of its own with lo only."),
+        click.option("-p", "--publish", multiple=True, metavar="[HOSTIP:]HOSTPORT:PORT[/tcp|udp]",
+                     help="Publish a container port on the host (nftables DNAT, 127.0.0.1 too)."),
+        click.option("--memory", help="Memory limit, e.g. 64M; the OOM killer enforces it."),
+        click.option("--pids", type=click.IntRange(min=1), help="Maximum number of processes."),
+        click.option("--cpus", type=click.FloatRange(min=0.01),
+                     help="CPU time, in CPUs (0.5 = half)."),
+        click.option("--ulimit", "ulimits", multiple=True, metavar="NAME=SOFT[:HARD]",
+                     help="An rlimit, e.g. nofile=1024:2048 (-1: unlimited)."),
+        click.option("--cap-add", multiple=True, metavar="CAP", help="Add a capability (or ALL)."),
+        click.option("--cap-drop", multiple=True, metavar="CAP",
+                     help="Drop a capability (or ALL)."),
+        click.option("--security-opt", "security_opts", multiple=True,
+                     metavar="seccomp=PROFILE.json|unconfined",
+                     help="A Docker seccomp profile instead of the default, or none."),
+        click.option("--privileged", is_flag=True,
+                     help="Every capability, no seccomp filter, no device rules (labs only)."),
+        click.argument("image"),
+        click.argument("command", nargs=-1, type=click.UNPROCESSED),
+        click.pass_context,
+    ]  # fmt: skip
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _definition(memory, pids, cpus, ulimits, cap_add, cap_drop, security_opts, privileged):
+    """The limits and security of ``create``'s and ``run``'s flags (warnings printed)."""
     limits = Limits(memory=parse_size(memory) if memory else None, pids=pids, cpus=cpus)
     security = from_options(privileged, security_opts, cap_add, cap_drop, ulimits)
     for warning in security.warnings(host_version()):
         click.echo(f"pyvmm: warning: {warning}", err=True)
-    rec, status = lifecycle.run(
-        _store(ctx),
-        image,
-        list(command),
-        limits=limits,
-        security=security,
-        t0=t0,
-        imports_s=t0 - IMPORT_START,
-        **options,
-    )
+    return {"limits": limits, "security": security}
+
+
+@container.command(context_settings={"allow_interspersed_args": False})
+@click.option("-d", "--detach", is_flag=True, help="Run in the background; print the id.")
+@_create_options
+def run(ctx, image, command, memory, pids, cpus, ulimits, cap_add, cap_drop, security_opts,
+        privileged, **options) -> None:  # fmt: skip
+    """Run COMMAND in a new container from IMAGE; exit with its exit status."""
+    t0 = time.perf_counter()  # the run request: pyvmm's own time is measured from here
+    _check_terminal(options["tty"], options["interactive"] and not options["detach"])
+    definition = _definition(memory, pids, cpus, ulimits, cap_add, cap_drop, security_opts,
+                             privileged)  # fmt: skip
+    rec, status = lifecycle.run(_store(ctx), image, list(command), t0=t0,
+                                imports_s=t0 - IMPORT_START, **definition, **options)  # fmt: skip
     if status is None:
         click.echo(rec.id)
         return
     _exit_with(ctx, rec, status)
+
+
+@container.command(context_settings={"allow_interspersed_args": False})
+@_create_options
+def create(ctx, image, command, memory, pids, cpus, ulimits, cap_add, cap_drop, security_opts,
+           privileged, **options) -> None:  # fmt: skip
+    """Create a container from IMAGE without starting it (start it with start); print its id."""
+    definition = _definition(memory, pids, cpus, ulimits, cap_add, cap_drop, security_opts,
+                             privileged)  # fmt: skip
+    click.echo(lifecycle.create(_store(ctx), image, list(command), **definition, **options).id)
 
 
 def _exit_with(ctx: click.Context, rec, status: int) -> None:
@@ -154,6 +209,19 @@ def start(ctx, name, attach) -> None:
         _exit_with(ctx, rec, status)
 
 
+@container.command("exec", context_settings={"allow_interspersed_args": False})
+@click.option("-d", "--detach", is_flag=True, help="Start it and return at once.")
+@_process_options
+@click.argument("name")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def exec_(ctx, name, command, tty, interactive, **options) -> None:
+    """Run COMMAND in the running container NAME; exit with its exit status."""
+    _check_terminal(tty, interactive)
+    ctx.exit(lifecycle.exec_(_store(ctx), name, list(command), tty=tty,
+                             interactive=interactive, **options))  # fmt: skip
+
+
 @container.command()
 @click.option("-a", "--all", "show_all", is_flag=True, help="Show stopped containers too.")
 @click.option("-q", "--quiet", is_flag=True, help="Only ids.")
@@ -173,7 +241,8 @@ def ps(ctx, show_all, quiet) -> None:
             continue
         cmd = " ".join(r.command)
         cmd = cmd if len(cmd) <= 22 else cmd[:19] + "..."
-        rows.append([r.id[:12], r.image, json.dumps(cmd), _status(r), r.name])
+        paused = " (Paused)" if lifecycle.is_paused(_store(ctx), r) else ""
+        rows.append([r.id[:12], r.image, json.dumps(cmd), _status(r) + paused, r.name])
     _table(rows)
 
 
@@ -214,6 +283,91 @@ def rm(ctx, names, force) -> None:
     for name in names:
         lifecycle.remove(_store(ctx), name, force)
         click.echo(name)
+
+
+def _freezer(verb: str, frozen: bool, doc: str) -> None:
+    """``pause`` (``frozen``) or ``unpause``: the one command, either way."""
+
+    @container.command(verb, help=doc)
+    @click.argument("names", nargs=-1, required=True)
+    @click.pass_context
+    def command(ctx, names) -> None:
+        for name in names:
+            lifecycle.pause(_store(ctx), name, frozen)
+            click.echo(name)
+
+
+_freezer("pause", True, "Freeze every process of the containers (the cgroup freezer).")
+_freezer("unpause", False, "Thaw paused containers.")
+
+
+@container.command()
+@click.argument("names", nargs=-1, required=True)
+@click.pass_context
+def wait(ctx, names) -> None:
+    """Wait for the containers to exit; print each one's exit status (-1: unknown)."""
+    for name in names:
+        code = lifecycle.wait(_store(ctx), name)
+        click.echo(-1 if code is None else code)
+
+
+@container.command()
+@click.argument("name")
+@click.argument("new_name")
+@click.pass_context
+def rename(ctx, name, new_name) -> None:
+    """Rename a container."""
+    lifecycle.rename(_store(ctx), name, new_name)
+
+
+@container.command()
+@click.argument("name")
+@click.pass_context
+def top(ctx, name) -> None:
+    """The running container's processes (host pids), as ps -ef shows them."""
+    from vmm.container.observe import TOP_COLUMNS
+
+    _table([TOP_COLUMNS, *lifecycle.top(_store(ctx), name)])
+
+
+@container.command()
+@click.option("--no-stream", is_flag=True, help="Print one table and exit.")
+@click.argument("names", nargs=-1)
+@click.pass_context
+def stats(ctx, names, no_stream) -> None:
+    """CPU, memory and process counts of running containers, from their cgroups
+    (all running ones if no NAME), every second."""
+    from vmm.container import observe
+
+    targets = lifecycle.running_cgroups(_store(ctx), list(names))
+    before = {rec.id: observe.sample(cg) for rec, cg in targets}
+    clear = sys.stdout.isatty() and not no_stream
+    while True:
+        time.sleep(0.5 if no_stream else 1.0)
+        rows = [["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS"]]
+        for rec, cg in targets:
+            now = observe.sample(cg)
+            cpu = observe.cpu_percent(before[rec.id], now)
+            memory = f"{human_size(now.memory)} / {human_size(now.limit)}"
+            share = now.memory / now.limit * 100 if now.limit else 0.0
+            rows.append([rec.id[:12], rec.name, f"{cpu:.2f}%", memory, f"{share:.2f}%",
+                         str(now.pids)])  # fmt: skip
+            before[rec.id] = now
+        if clear:
+            click.echo("\033[2J\033[H", nl=False)  # the screen cleared, as docker stats
+        _table(rows)
+        if no_stream:
+            return
+
+
+@container.command()
+@click.argument("source", metavar="SRC")
+@click.argument("dest", metavar="DEST")
+@click.pass_context
+def cp(ctx, source, dest) -> None:
+    """Copy files between a container and the host: one of SRC and DEST is
+    CONTAINER:PATH (owners, modes and times kept; symlinks copied as symlinks)."""
+    lifecycle.copy(_store(ctx), source, dest)
 
 
 @container.command()

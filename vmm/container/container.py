@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
+import posixpath
 import signal
 import time
 from collections.abc import Callable
@@ -45,13 +45,14 @@ from vmm.container import (
     layers,
     records,
     runtime,
+    stdio,
     volumes,
 )
 from vmm.container._libc import lib
 from vmm.container.cgroups import Limits
 from vmm.container.fdtree import remove_tree
 from vmm.container.images import ImageRecord
-from vmm.container.libc import umount2
+from vmm.container.libc import mount, umount2
 from vmm.container.names import check_name
 from vmm.container.proc import is_alive, process_start, wait_dead
 from vmm.container.records import Broken
@@ -179,7 +180,7 @@ def reconcile(store: Store, rec: Container) -> Container | None:
         return rec
     if is_alive(rec.pid, rec.pid_start):
         return rec  # still running; the kernel kills it when it notices the monitor gone
-    cg = cgroups.for_container(rec.id, rec.cgroup, store.cgroup_parent, oci=True)
+    cg = _cgroup(store, rec)
     rec.update(
         status="exited",
         exit_code=None,
@@ -274,6 +275,16 @@ def create(
     claim: bool = False,
     network_mode: str | None = None,
     publish: tuple[str, ...] = (),
+    entrypoint: str | None = None,
+    env: tuple[str, ...] = (),
+    env_files: tuple[str, ...] = (),
+    workdir: str | None = None,
+    user: str | None = None,
+    tty: bool = False,
+    interactive: bool = False,
+    read_only: bool = False,
+    tmpfs: tuple[str, ...] = (),
+    init: bool = False,
 ) -> ContainerRecord:
     """Record a new container and its empty writable layer; nothing runs yet.
 
@@ -283,7 +294,9 @@ def create(
     ``claim``, the container is created already claimed by this process for starting
     (one locked step instead of two on ``run``'s path). ``network_mode`` and
     ``publish``: ``--network`` and ``-p`` (container/network.py; ``-p`` alone means
-    the default bridge network, as in Docker).
+    the default bridge network, as in Docker). The command is Docker's: the
+    entrypoint (the image's, or ``entrypoint``, "" for none) followed by ``command``,
+    or if that is empty by the image's Cmd (not after an ``entrypoint`` given here).
     """
     net = None
     if network_mode or publish:  # (imported only then: every run pays for an import)
@@ -296,20 +309,19 @@ def create(
         check_name("hostname", hostname)
     image = image_ref if isinstance(image_ref, ImageRecord) else images.get(store, image_ref)
     mounts_ = [volumes.parse(spec) for spec in volume_specs]
+    tmpfs_ = [volumes.parse_tmpfs(spec) for spec in tmpfs]
     config = image.config
-    command = list(command) or (config.entrypoint or []) + (config.cmd or [])
+    if entrypoint is None:
+        command = (config.entrypoint or []) + (list(command) or config.cmd or [])
+    else:
+        command = ([entrypoint] if entrypoint else []) + list(command)
     if not command:
         raise PyvmmError(f"no command given and image {image.ref} has no default command")
-    uid, gid, groups = 0, 0, []
-    if config.user:  # (names looked up in the image's own /etc/passwd and /etc/group)
-        from vmm.container import users
-
-        lowers = [layers.layer_dir(store, d) for d in reversed(image.layers)]
-        uid, gid, groups = users.for_image(lowers, config.user)
+    cwd = check_workdir(workdir) if workdir is not None else config.working_dir or "/"
+    overrides = environment(env, env_files)
     cid = os.urandom(32).hex()
     name = name or cid[:12]
     hostname = hostname or cid[:12]
-    env = config.env or [DEFAULT_PATH]
     security = security or Security()
     limits = replace(limits or Limits(), devices=security.device_rules())
     rec = ContainerRecord(
@@ -319,17 +331,20 @@ def create(
         image_id=image.id,
         layers=image.layers,
         command=command,
-        env=[*env, f"HOSTNAME={hostname}"],
-        cwd=config.working_dir or "/",
+        env=merge_env([*(config.env or [DEFAULT_PATH]), f"HOSTNAME={hostname}"], overrides),
+        cwd=cwd,
         hostname=hostname,
-        uid=uid,
-        gid=gid,
-        additional_gids=groups,
         mounts=mounts_,
         limits=limits,
         security=security,
         auto_remove=auto_remove,
         created=time.time(),
+        user=user if user is not None else config.user or "",
+        tty=tty,
+        interactive=interactive,
+        read_only=read_only,
+        tmpfs=tmpfs_,
+        init=init,
     )
     if claim:
         _claimed(rec)
@@ -348,7 +363,7 @@ def create(
             cdir = _dir(store, cid)
             os.mkdir(cdir, 0o700)
             # The overlay's root takes the upper directory's mode: 0755, as the root of
-            # every image, or a USER other than root could not reach anything (the
+            # every image, or a user other than root could not reach anything (the
             # container's directory, 0700, keeps the host's other users out).
             for sub, mode in (("upper", 0o755), ("work", 0o700), ("merged", 0o700)):
                 os.mkdir(cdir / sub, mode)
@@ -361,6 +376,8 @@ def create(
                     volumes.create(store, m.source)  # refuses a broken one
             if net is not None:
                 network.connect(store, rec, *net)
+            if init:
+                bundle.install_init(store, rec)
             bundle.write(store, rec)
             _save(store, rec)
         except BaseException:
@@ -369,35 +386,57 @@ def create(
     return rec
 
 
+def check_workdir(path: str) -> str:
+    """``-w``: an absolute path (Docker's rule), normalized."""
+    if not path.startswith("/"):
+        raise PyvmmError(f"the working directory {path!r} is invalid: it must be absolute")
+    return posixpath.normpath(path).replace("//", "/")
+
+
+def environment(env: tuple[str, ...], env_files: tuple[str, ...]) -> list[str]:
+    """``--env-file`` lines, then ``-e`` values, as Docker reads them: ``NAME=VALUE``
+    as it is, a bare ``NAME`` takes this process's value (left out where it has none);
+    in a file, blank lines and ``#`` comments are skipped and leading space trimmed."""
+    items = []
+    for path in env_files:
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as f:
+                lines = f.read().splitlines()
+        except OSError as e:
+            raise PyvmmError(f"--env-file {path}: {e.strerror}") from None
+        items += [(f"--env-file {path}", line.lstrip()) for line in lines]
+    items += [("-e", item) for item in env]
+    result = []
+    for where, item in items:
+        if where != "-e" and (not item or item.startswith("#")):
+            continue
+        key, has_value, _ = item.partition("=")
+        if not key:
+            raise PyvmmError(f"{where}: {item!r}: no variable name")
+        if any(c.isspace() for c in key):
+            raise PyvmmError(f"{where}: variable {key!r} contains whitespace")
+        if has_value:
+            result.append(item)
+        elif key in os.environ:
+            result.append(f"{key}={os.environ[key]}")
+    return result
+
+
+def merge_env(base: list[str], overrides: list[str]) -> list[str]:
+    """``base`` with each of ``overrides`` replacing the variable of its name, or
+    appended (Docker's ReplaceOrAppendEnvValues)."""
+    merged = {item.partition("=")[0]: item for item in base}
+    for item in overrides:
+        merged[item.partition("=")[0]] = item
+    return list(merged.values())
+
+
 def _forget(store: Store, rec: ContainerRecord) -> None:
     """Remove a container's files, name and the volumes it created; caller locks."""
     _remove_files(store, rec.id, rec.cgroup)
     for v in rec.new_volumes:
         if not users_of(store, volume=v):
             volumes.remove(store, v, [])
-
-
-def _relay(outputs: dict[int, int], log_fd: int, on_output: Callable[[], None]) -> None:
-    """Copy the container's output pipes to our stdout/stderr and its log, until EOF."""
-    first = True
-    while outputs:
-        ready, _, _ = select.select(list(outputs), [], [])
-        for fd in ready:
-            data = os.read(fd, 65536)
-            if not data:
-                os.close(fd)
-                del outputs[fd]
-                continue
-            if first:
-                on_output()
-                first = False
-            for out in (outputs[fd], log_fd):
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(out, view) :]
-                except OSError:
-                    pass  # our reader went away; keep draining so the container can finish
 
 
 def _claimed(rec: ContainerRecord) -> None:
@@ -442,30 +481,42 @@ def _monitor(store: Store, rec: ContainerRecord, attach: bool, on_started: Calla
 
     mark("claimed")
     fds: list[int] = []
+    console = stdio.ConsoleSocket() if rec.tty else None
     try:
         log_fd = os.open(_dir(store, cid) / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         fds.append(log_fd)
-        if attach:
+        stdin = 0 if attach and rec.interactive else os.open("/dev/null", os.O_RDONLY)
+        if stdin:
+            fds.append(stdin)
+        if attach and not rec.tty:
             fds += os.pipe() + os.pipe()
-            out_r, out_w, err_r, err_w = fds[1:]
-            stdio, outputs, child_only = (0, out_w, err_w), {out_r: 1, err_r: 2}, [out_w, err_w]
-        else:
-            fds.append(os.open("/dev/null", os.O_RDONLY))
-            stdio, outputs, child_only = (fds[-1], log_fd, log_fd), {}, [fds[-1]]
+            out_r, out_w, err_r, err_w = fds[-4:]
+            streams, outputs = (stdin, out_w, err_w), {out_r: 1, err_r: 2}
+            child_only = [out_w, err_w]
+        else:  # detached, or a terminal: what the init writes before it opens one, logged
+            streams, outputs, child_only = (stdin, log_fd, log_fd), {}, []
+        child_only += [stdin] if stdin else []
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
         fds += [report_r, report_w]
-        extras = init.Extras(stdio=stdio, on_rootfs=bundle.overlay(store, rec), pdeathsig=True,
+        extras = init.Extras(stdio=streams, on_rootfs=bundle.overlay(store, rec), pdeathsig=True,
                              exec_report=report_w)  # fmt: skip
         try:
-            oci = runtime.create(oci_root, cid, bundle.ensure(store, rec), extras=extras)
-        except init.InitError as e:  # the command's own fault: Docker's 126 or 127
-            raise ContainerStartError(str(e), e.status if e.status in (126, 127) else 2) from None
+            oci = runtime.create(oci_root, cid, bundle.ensure(store, rec), extras=extras,
+                                 console_socket=console and console.path)  # fmt: skip
+        except init.InitError as e:
+            raise _start_error(e) from None
+        if console is not None:
+            master = console.receive()
+            outputs = {master: 1 if attach else None}
         mark("created")
     except BaseException:
         for fd in fds:
             os.close(fd)
         _finish(store, rec, None, None)
         raise
+    finally:
+        if console is not None:
+            console.close()
     for fd in [*child_only, report_w]:
         os.close(fd)
     pid = oci.state.pid
@@ -496,8 +547,12 @@ def _monitor(store: Store, rec: ContainerRecord, attach: bool, on_started: Calla
     mark("exec")
     on_started(rec)
     try:
-        with runtime.forwarding_signals(pid, end=not forward) as caught:
-            _relay(outputs, log_fd, lambda: mark("first_output"))
+        with (
+            runtime.forwarding_signals(pid, end=not forward) as caught,
+            _terminal(rec, attach, outputs),
+        ):
+            inputs = {0: next(iter(outputs))} if rec.tty and rec.interactive and attach else {}
+            stdio.relay(outputs, log_fd, inputs, lambda: mark("first_output"))
             code = runtime.wait(oci)
     finally:
         os.close(log_fd)
@@ -513,6 +568,19 @@ def _monitor(store: Store, rec: ContainerRecord, attach: bool, on_started: Calla
     if caught and not forward:
         raise KeyboardInterrupt
     return code
+
+
+def _start_error(e: init.InitError) -> ContainerStartError:
+    """The command's own fault (not found, not executable): Docker's 126 or 127."""
+    return ContainerStartError(str(e), e.status if e.status in (126, 127) else 2)
+
+
+def _terminal(rec: ContainerRecord, attach: bool, outputs: dict[int, int | None]):
+    """The caller's terminal attached to the container's (``stdio.attached_terminal``)
+    for an attached start of a ``-t`` container; else nothing to do."""
+    if rec.tty and attach:
+        return stdio.attached_terminal(next(iter(outputs)))
+    return contextlib.nullcontext()
 
 
 def _mark_unrecorded(store: Store, rec: ContainerRecord, code: int, error: OSError) -> None:
@@ -635,11 +703,62 @@ def run(store: Store, image_ref: str | ImageRecord, command: list[str], *, detac
         raise
 
 
+def exec_(store: Store, ref: str, command: list[str], *, env: tuple[str, ...] = (),
+          env_files: tuple[str, ...] = (), workdir: str | None = None, user: str | None = None,
+          tty: bool = False, interactive: bool = False, detach: bool = False) -> int:  # fmt: skip
+    """Docker's ``exec``: run ``command`` in the running container through the OCI
+    core's ``exec`` (its namespaces, cgroup, capabilities and seccomp filter, its
+    environment with ``env`` over it, its user unless ``user``); return its exit status
+    (0 at once with ``detach``). Attached, it gets this process's stdout and stderr
+    (and stdin with ``interactive``), or with ``tty`` a terminal of its own."""
+    rec = _running(store, ref)
+    if is_paused(store, rec):
+        raise PyvmmError(f"container {rec.name} is paused: unpause it first")
+    if detach and tty:
+        raise PyvmmError("exec: -d with -t is not supported (nothing would hold the terminal)")
+    oci_root = str(store.runtime)
+    runtime.seal_for_exec(oci_root, rec.id)  # (first: it may start this command again)
+    process = runtime.exec_process(oci_root, rec.id, list(command), tty)
+    process["env"] = merge_env(process.get("env", []), environment(env, env_files))
+    if workdir is not None:
+        process["cwd"] = check_workdir(workdir)
+    if user:
+        process["user"] = bundle.process_user(store, rec, user, process["env"])
+    console = stdio.ConsoleSocket() if tty else None
+    null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        streams = (null, null, null) if detach else (0 if interactive else null, 1, 2)
+        try:
+            pid = runtime.exec_start(oci_root, rec.id, process, stdio=streams,
+                                     console_socket=console and console.path)  # fmt: skip
+        except init.InitError as e:
+            raise _start_error(e) from None
+        master = console.receive() if console is not None else None
+    finally:
+        os.close(null)
+        if console is not None:
+            console.close()
+    if detach:
+        return 0
+
+    def exited() -> bool:  # (not reaped: wait_pid does that)
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+    with runtime.forwarding_signals(pid):
+        if master is not None:
+            with stdio.attached_terminal(master):
+                stdio.relay({master: 1}, None, {0: master} if interactive else {},
+                            until=exited)  # fmt: skip
+        return runtime.wait_pid(pid)
+
+
 def _signal(store: Store, rec: ContainerRecord, sig: int) -> bool:
     """Send ``sig`` to the container's PID 1 through the OCI core's ``kill``; False if
     it does not run."""
     try:
         runtime.kill(str(store.runtime), rec.id, sig)
+        if is_paused(store, rec):  # a frozen process takes its signal once thawed (Docker)
+            runtime.pause(str(store.runtime), rec.id, False)
     except runtime.ContainerStateError:
         return False
     return True
@@ -693,6 +812,135 @@ def remove(store: Store, ref: str, force: bool = False) -> None:
             _remove_files(store, rec.id, rec.cgroup)
 
 
+def _cgroup(store: Store, rec: ContainerRecord) -> cgroups.Cgroup:
+    return cgroups.for_container(rec.id, rec.cgroup, store.cgroup_parent, oci=True)
+
+
+def _running(store: Store, ref: str) -> ContainerRecord:
+    rec = find_usable(store, ref)
+    if rec.status != "running":
+        raise PyvmmError(f"container {rec.name} is not running")
+    return rec
+
+
+def is_paused(store: Store, rec: ContainerRecord) -> bool:
+    return rec.status == "running" and _cgroup(store, rec).frozen()
+
+
+def pause(store: Store, ref: str, frozen: bool = True) -> None:
+    """Freeze (or thaw) every process of the container: the OCI core's ``pause`` and
+    ``resume``, its cgroup's freezer."""
+    rec = _running(store, ref)
+    if is_paused(store, rec) == frozen:
+        raise PyvmmError(f"container {rec.name} is {'already' if frozen else 'not'} paused")
+    runtime.pause(str(store.runtime), rec.id, frozen)
+
+
+def wait(store: Store, ref: str) -> int | None:
+    """Block until the container has exited (a created one: until it has run); its
+    exit status, None if unknown (its monitor died)."""
+    rec = find_usable(store, ref)
+    while rec.status != "exited":
+        if rec.status in ACTIVE:
+            wait_dead(rec.monitor_pid, rec.monitor_start, 1.0)
+        else:
+            time.sleep(0.1)
+        try:
+            rec = find_usable(store, rec.id)
+        except PyvmmError:
+            if rec.auto_remove:
+                raise PyvmmError(f"container {rec.name} exited and was removed (--rm)") from None
+            raise
+    return rec.exit_code
+
+
+def rename(store: Store, ref: str, new: str) -> None:
+    """Docker's ``rename``: the container's name, its bundle's annotation, and the name
+    its network peers know it by."""
+    check_name("container", new)
+    rec = find_usable(store, ref)
+    with store.lock():
+        _remove_stale_names(store)
+        rec = _load(store, rec.id)
+        if not isinstance(rec, ContainerRecord):
+            raise PyvmmError(f"no such container: {ref}")
+        if rec.name == new:
+            raise PyvmmError(f"container {new} is already named {new}")
+        if os.path.lexists(store.names / new):
+            raise PyvmmError(f"container name {new} is already in use")
+        old = rec.name
+        rec.name = new
+        bundle.write(store, rec)  # (what can fail goes first: nothing is changed yet)
+        os.symlink(rec.id, store.names / new)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(store.names / old)
+        _save(store, rec)
+        if (store.endpoints / rec.id).exists():
+            from vmm.container import network
+
+            network.rename(store, rec.id, new)
+
+
+def top(store: Store, ref: str) -> list[list[str]]:
+    """The running container's processes (``observe.TOP_COLUMNS``), from its cgroup."""
+    from vmm.container import observe
+
+    return observe.top(_cgroup(store, _running(store, ref)))
+
+
+def running_cgroups(store: Store, refs: list[str]) -> list[tuple[ContainerRecord, cgroups.Cgroup]]:
+    """The containers ``refs`` (every running one if none) and their cgroups, for ``stats``."""
+    if refs:
+        recs = [_running(store, ref) for ref in refs]
+    else:
+        recs = [r for r in records.loaded(list_containers(store)) if r.status == "running"]
+    return [(rec, _cgroup(store, rec)) for rec in recs]
+
+
+def copy(store: Store, source: str, dest: str) -> None:
+    """Docker's ``cp``: one of ``source`` and ``dest`` is CONTAINER:PATH, the other a
+    host path (``copy.py``). A running container is reached through its own root
+    (/proc/PID/root); a stopped one's overlay is mounted in a child's private mount
+    namespace, under the state lock so that it cannot start meanwhile."""
+    from vmm.container import copy as cp
+    from vmm.container import namespaces
+
+    (src_name, src_path), (dst_name, dst_path) = cp.split(source), cp.split(dest)
+    if (src_name is None) == (dst_name is None):
+        raise PyvmmError("cp: exactly one of SOURCE and DEST must be CONTAINER:PATH")
+    rec = find_usable(store, src_name or dst_name)
+    host = Path(os.path.abspath(dst_path if src_name else src_path))
+
+    def action(root_fd: int) -> None:
+        if src_name:
+            cp.copy_out(root_fd, src_path, host)
+        else:
+            cp.copy_in(root_fd, host, dst_path)
+
+    if rec.status == "running":
+        root = os.open(f"/proc/{rec.pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if not is_alive(rec.pid, rec.pid_start):  # (the pid could be another's now)
+                raise PyvmmError(f"container {rec.name} stopped during cp")
+            action(root)
+        finally:
+            os.close(root)
+        return
+
+    def in_private_namespace() -> None:
+        namespaces.unshare(lib.CLONE_NEWNS)
+        mount(None, "/", None, lib.MS_REC | lib.MS_PRIVATE)
+        merged = str(_dir(store, rec.id) / "merged")
+        bundle.mount_image(store, rec, merged)
+        action(os.open(merged, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+
+    with store.lock():
+        now = _load(store, rec.id)
+        if not isinstance(now, ContainerRecord) or now.status in ACTIVE:
+            raise PyvmmError(f"container {rec.name} changed during cp: try again")
+        cp.in_child(in_private_namespace)
+
+
 def inspect(store: Store, ref: str) -> dict:
     """The container's record, for people: a custom seccomp profile by its path only,
     and, while it runs, the capabilities its first process really has (CapEff); its
@@ -704,6 +952,7 @@ def inspect(store: Store, ref: str) -> dict:
     security = record["security"]
     security.pop("seccomp_profile", None)
     if rec.status == "running" and is_alive(rec.pid, rec.pid_start):
+        record["paused"] = is_paused(store, rec)
         with contextlib.suppress(OSError, StopIteration), open(f"/proc/{rec.pid}/status") as f:
             mask = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
             security["running_capabilities"] = capabilities.decode(mask)

@@ -231,27 +231,40 @@ def remove_tree(path: Path) -> None:
         raise PyvmmError(f"cannot remove {path}: {e.strerror} ({e.filename})") from None
 
 
-def _copy_metadata(fd: int, st: os.stat_result) -> None:
+def copy_metadata(fd: int, st: os.stat_result) -> None:
+    """``st``'s owner, mode and times onto the file ``fd``."""
     os.fchown(fd, st.st_uid, st.st_gid)  # first: it clears the set-id bits
     os.fchmod(fd, stat.S_IMODE(st.st_mode))
     os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-def _copy_file(name: str, st: os.stat_result, src_dir: int, dst_dir: int) -> None:
+def _copy_file(name: str, st: os.stat_result, src_dir: int, dst_dir: int, dst_name: str) -> None:
     src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
     try:
         if ident(os.fstat(src)) != ident(st):
             raise TreeChanged()
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        dst = os.open(name, flags, 0o600, dir_fd=dst_dir)
+        dst = os.open(dst_name, flags, 0o600, dir_fd=dst_dir)
         try:
             while os.sendfile(dst, src, None, 1 << 30):
                 pass
-            _copy_metadata(dst, st)
+            copy_metadata(dst, st)
         finally:
             os.close(dst)
     finally:
         os.close(src)
+
+
+def copy_one(name: str, st: os.stat_result, src_dir: int, dst_dir: int, dst_name: str) -> None:
+    """Copy the regular file or symlink ``name`` (``st`` its lstat) as ``dst_name``,
+    a new entry of ``dst_dir``; owner, mode and times kept."""
+    if stat.S_ISREG(st.st_mode):
+        _copy_file(name, st, src_dir, dst_dir, dst_name)
+        return
+    os.symlink(os.readlink(name, dir_fd=src_dir), dst_name, dir_fd=dst_dir)
+    os.chown(dst_name, st.st_uid, st.st_gid, dir_fd=dst_dir, follow_symlinks=False)
+    times = (st.st_atime_ns, st.st_mtime_ns)
+    os.utime(dst_name, ns=times, dir_fd=dst_dir, follow_symlinks=False)
 
 
 def copy(src_fd: int, dst_fd: int) -> None:
@@ -269,23 +282,18 @@ def copy(src_fd: int, dst_fd: int) -> None:
             if e.fd is not None:  # a directory, after its content: its mtime is final
                 fd = open_dir(e.name, here)
                 try:
-                    _copy_metadata(fd, e.st)
+                    copy_metadata(fd, e.st)
                 finally:
                     os.close(fd)
             elif stat.S_ISDIR(mode):
                 os.mkdir(e.name, 0o700, dir_fd=here)
-            elif stat.S_ISREG(mode):
-                _copy_file(e.name, e.st, e.dir_fd, here)
-            elif stat.S_ISLNK(mode):
-                os.symlink(os.readlink(e.name, dir_fd=e.dir_fd), e.name, dir_fd=here)
-                os.chown(e.name, e.st.st_uid, e.st.st_gid, dir_fd=here, follow_symlinks=False)
-                times = (e.st.st_atime_ns, e.st.st_mtime_ns)
-                os.utime(e.name, ns=times, dir_fd=here, follow_symlinks=False)
+            elif stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+                copy_one(e.name, e.st, e.dir_fd, here, e.name)
             elif stat.S_ISFIFO(mode):
                 os.mkfifo(e.name, 0o600, dir_fd=here)
                 fd = os.open(e.name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW, dir_fd=here)
                 try:
-                    _copy_metadata(fd, e.st)
+                    copy_metadata(fd, e.st)
                 finally:
                     os.close(fd)
     finally:

@@ -195,7 +195,7 @@ def image_config(value: object, what: str) -> ImageConfig:
 
 def run_defaults(value: object, what: str) -> dict[str, Any]:
     """The fields of an image config's ``config`` a container starts with, checked:
-    ``Cmd``, ``Entrypoint`` and ``Env`` lists of strings, ``WorkingDir`` a string."""
+    ``Cmd``, ``Entrypoint`` and ``Env`` lists of strings, ``WorkingDir``, ``User`` strings."""
     config = _object(value, what)
     for key in ("Cmd", "Entrypoint", "Env"):
         for s in _strings(config, key, what) or []:
@@ -204,8 +204,9 @@ def run_defaults(value: object, what: str) -> dict[str, Any]:
     for env in config.get("Env") or []:
         if "=" not in env:
             raise ImageError(f"{what}: Env entry {env!r:.60} is not NAME=value")
-    if "\0" in (_field(config, "WorkingDir", str, what) or ""):
-        raise ImageError(f"{what}: WorkingDir contains a NUL byte")
+    for key in ("WorkingDir", "User"):
+        if "\0" in (_field(config, key, str, what) or ""):
+            raise ImageError(f"{what}: {key} contains a NUL byte")
     return {k: config[k] for k in RUN_DEFAULTS if config.get(k)}
 
 

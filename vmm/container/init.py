@@ -727,9 +727,11 @@ def become(process: Process, executable: str, trampoline: exeseal.Trampoline,
 
 
 def join(state, process: Process, *, console_socket: str | None = None,
-         preserve_fds: int = 0, seccomp_profile: dict | None = None) -> int:  # fmt: skip
+         preserve_fds: int = 0, seccomp_profile: dict | None = None,
+         stdio: tuple[int, int, int] | None = None) -> int:  # fmt: skip
     """``exec``: start ``process`` in the running container ``state`` (its init's
-    namespaces and cgroup); return its pid, this process its parent's subreaper."""
+    namespaces and cgroup); return its pid, this process its parent's subreaper.
+    ``stdio``, as ``Extras.stdio``: its stdin, stdout, stderr (default: ours)."""
     prctl(lib.PR_SET_CHILD_SUBREAPER, 1)
     console = _connect(console_socket) if console_socket else None
     from_r, from_w = os.pipe2(os.O_CLOEXEC)
@@ -749,6 +751,8 @@ def join(state, process: Process, *, console_socket: str | None = None,
             pid = os.fork()
             if pid == 0:
                 try:
+                    for target, fd in enumerate(stdio or ()):
+                        os.dup2(fd, target)
                     for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # as _init: exec keeps them
                         signal.signal(sig, signal.SIG_DFL)
                     if os.read(to_r, 1) != b"G":

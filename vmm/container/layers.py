@@ -16,6 +16,7 @@ too, which is what ``diff`` reads.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pathlib import Path
 from vmm.container import fdtree, records
 from vmm.container.records import DIGEST, Broken, Digest, check_digest
 from vmm.container.state import Store
+from vmm.errors import PyvmmError
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -208,23 +210,6 @@ def lookup(lowers: list[Path], parts: list[str]) -> os.stat_result | None:
         return lower._lstat(parts[:-1], parts[-1]) if lower else None
 
 
-def read_file(lowers: list[Path], parts: list[str], limit: int) -> bytes | None:
-    """The first ``limit`` bytes of the regular file the overlay of ``lowers`` shows at
-    ``parts``, or None if it shows none there (a symlink is not followed): an image's
-    /etc/passwd, read before any container of it runs."""
-    with contextlib.ExitStack() as stack:
-        lower = _showing(stack, lowers, parts)
-        if lower is None:
-            return None
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        try:
-            fd = os.open(parts[-1], flags, dir_fd=lower.cursor.goto(parts[:-1]))
-        except OSError:
-            return None
-        with os.fdopen(fd, "rb") as f:
-            return f.read(limit) if stat.S_ISREG(os.fstat(fd).st_mode) else None
-
-
 def diff(upper: Path, lowers: list[Path]) -> list[tuple[str, str]]:
     """Docker's ``diff``: sorted ('A'|'C'|'D', path) for each entry of the writable layer.
 
@@ -247,3 +232,33 @@ def diff(upper: Path, lowers: list[Path]) -> list[tuple[str, str]]:
             )
             changes.append(("C" if shown else "A", path))
     return sorted(changes, key=lambda c: c[1])
+
+
+def read_file(tops: list[Path], parts: list[str], limit: int) -> bytes | None:
+    """The regular file the overlay of ``tops`` (topmost first: a container's upper
+    directory, then its image's layers) shows at the path ``parts``, or None if it
+    shows none there: what a container's ``/etc/passwd`` holds, read without mounting
+    anything.
+
+    The layers are the image's (untrusted): every step is a directory fd, a symlink is
+    not followed (refused), nor is anything but a regular file read, and at most
+    ``limit`` bytes."""
+    path = "/" + "/".join(parts)
+    with contextlib.ExitStack() as stack:
+        layer = _showing(stack, tops, parts)
+        if layer is None:
+            return None
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(parts[-1], flags, dir_fd=layer.cursor.goto(parts[:-1]))
+        except OSError as e:
+            why = "is a symbolic link (not followed)" if e.errno == errno.ELOOP else e.strerror
+            raise PyvmmError(f"{path} in the container: {why}") from None
+        stack.callback(os.close, fd)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # (a directory opens, then fails reads)
+            raise PyvmmError(f"{path} in the container is not a regular file")
+        with open(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise PyvmmError(f"{path} in the container is larger than {limit} bytes")
+        return data

@@ -467,6 +467,17 @@ def _refresh_hosts(store, network: str) -> None:
         _write_file(_endpoint_dir(store, ep.container) / "hosts", _hosts(ep, peers))
 
 
+def rename(store, cid: str, name: str) -> None:
+    """A renamed container's endpoint, and every /etc/hosts that names it; caller locks."""
+    ep = endpoint(store, cid)
+    if ep is None or isinstance(ep, Broken):
+        return
+    ep.name = name
+    _save_endpoint(store, ep)
+    if ep.network is not None:
+        _refresh_hosts(store, ep.network)
+
+
 def binds(store, cid: str) -> list[dict]:
     """config.json mounts of the container's /etc files, where pyvmm wrote them (for
     ``container:NAME``, the joined container's, as Docker shares them)."""

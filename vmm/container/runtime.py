@@ -429,18 +429,37 @@ def wait_pid(pid: int) -> int:
     return 128 - code if code < 0 else code
 
 
-def exec_(
-    root: str,
-    cid: str,
-    process_json: dict,
-    *,
-    console_socket: str | None = None,
-    preserve_fds: int = 0,
-    pid_file: str | None = None,
-    detach: bool = False,
-) -> int:
+def exec_process(root: str, cid: str, args: list[str], terminal: bool = False) -> dict:
+    """What ``exec`` runs by default (runc's rules): the container's own ``process``
+    from its bundle, with ``args``, ``terminal`` and no umask (the caller's stays)."""
+    from vmm.container import spec as spec_mod
+
+    process = dict(spec_mod.load(load(root, cid).state.bundle).raw.get("process") or {})
+    process.update(args=args, terminal=terminal, user=dict(process.get("user") or {}))
+    process["user"].pop("umask", None)
+    return process
+
+
+def exec_(root: str, cid: str, process_json: dict, *, console_socket: str | None = None,
+          preserve_fds: int = 0, pid_file: str | None = None,
+          detach: bool = False) -> int:  # fmt: skip
     """Run another process in the running container ``cid`` (``process_json``: an
-    OCI ``process`` object); return its exit status, or 0 once it runs (``detach``)."""
+    OCI ``process`` object); return its exit status (the signals an attached runtime
+    forwards go to it meanwhile), or 0 once it runs (``detach``)."""
+    pid = exec_start(root, cid, process_json, console_socket=console_socket,
+                     preserve_fds=preserve_fds, pid_file=pid_file)  # fmt: skip
+    if detach:
+        return 0
+    with forwarding_signals(pid):
+        return wait_pid(pid)
+
+
+def exec_start(root: str, cid: str, process_json: dict, *, console_socket: str | None = None,
+               preserve_fds: int = 0, pid_file: str | None = None,
+               stdio: tuple[int, int, int] | None = None) -> int:  # fmt: skip
+    """``exec``'s first half: start the process and return its pid, this process its
+    subreaper (to ``wait_pid`` for). ``stdio``: its stdin, stdout and stderr (default:
+    this process's own)."""
     from vmm.container import init
     from vmm.container import spec as spec_mod
     from vmm.container.spec import SpecError
@@ -453,10 +472,8 @@ def exec_(
     process = spec_mod.parse_process(spec_mod.Fields(process_json, "process"))
     bundle_spec = spec_mod.load(c.state.bundle)
     _seal_if_ptrace_reaches(bundle_spec, joining=True)  # (a no-op after seal_for_exec)
-    pid = init.join(c.state, process, console_socket=console_socket,
-                    preserve_fds=preserve_fds, seccomp_profile=bundle_spec.seccomp)  # fmt: skip
+    pid = init.join(c.state, process, console_socket=console_socket, preserve_fds=preserve_fds,
+                    seccomp_profile=bundle_spec.seccomp, stdio=stdio)  # fmt: skip
     if pid_file:
         _write_pid_file(pid_file, pid)
-    if detach:
-        return 0
-    return wait_pid(pid)
+    return pid

@@ -341,7 +341,7 @@ def _exec(args) -> int:
     environment given here (runc's rules)."""
     import json
 
-    from vmm.container import runtime, spec
+    from vmm.container import runtime
 
     runtime.seal_for_exec(args.root, args.id)
     if args.process:
@@ -353,15 +353,11 @@ def _exec(args) -> int:
     else:
         if not args.argv:
             raise PyvmmError("exec: a command (or --process) is required")
-        c = runtime.load(args.root, args.id)
-        process = dict(spec.load(c.state.bundle).raw.get("process") or {})
-        process["args"] = args.argv
-        process["terminal"] = args.tty
+        process = runtime.exec_process(args.root, args.id, args.argv, args.tty)
         process["env"] = [*process.get("env", []), *args.env]
         if args.cwd:
             process["cwd"] = args.cwd
-        user = process["user"] = dict(process.get("user") or {})
-        user.pop("umask", None)  # runc's exec sets none: the caller's stays
+        user = process["user"]
         if args.user:
             uid, _, gid = args.user.partition(":")
             user.update(uid=_number("--user", uid), gid=_number("--user", gid or "0"))

@@ -116,6 +116,14 @@ class Mount:
 
 
 @dataclass
+class Tmpfs:
+    """One ``--tmpfs``: a tmpfs at ``target`` with these mount options."""
+
+    target: str
+    options: list[str]
+
+
+@dataclass
 class ContainerRecord:
     """One ``pyvmm container``'s ``containers/<id>/container.json``: what it was created
     from (its bundle's config.json is made from these), and its life so far. The
@@ -137,10 +145,14 @@ class ContainerRecord:
     auto_remove: bool
     created: float
     new_volumes: list[VolumeName] = field(default_factory=list)  # made for it, removed with it
-    # Who its processes run as: the image's User, resolved at create (``users.py``).
-    uid: int = 0
-    gid: int = 0
-    additional_gids: list[int] = field(default_factory=list)
+    # Who its processes run as: -u USER[:GROUP] as given, or the image's User, resolved
+    # in the container's own files when its config.json is written (users.py).
+    user: str = ""
+    tty: bool = False  # -t: its stdio is a pseudo-terminal (stdio.py)
+    interactive: bool = False  # -i: an attached start passes the caller's stdin on
+    read_only: bool = False  # --read-only: its root file system is
+    tmpfs: list[Tmpfs] = field(default_factory=list)
+    init: bool = False  # --init: pyvmm-init (reaper.c) is its PID 1, running the command
     status: str = "created"
     monitor_pid: int | None = None  # the pyvmm process supervising it
     monitor_start: int | None = None

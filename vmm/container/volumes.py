@@ -25,7 +25,7 @@ from pathlib import Path
 from vmm.container import fdtree, mounts, records
 from vmm.container.names import check_name
 from vmm.container.records import Broken
-from vmm.container.state import Mount, Store, VolumeName
+from vmm.container.state import Mount, Store, Tmpfs, VolumeName
 from vmm.errors import PyvmmError
 
 RECORD = "volume.json"
@@ -45,12 +45,7 @@ def parse(spec: str) -> Mount:
     fields = spec.split(":")
     if len(fields) not in (2, 3) or (len(fields) == 3 and fields[2] not in ("ro", "rw")):
         raise PyvmmError(f"bad volume {spec!r}: use NAME:/path[:ro] or /host/path:/path[:ro]")
-    source, target = fields[0], fields[1]
-    if not target.startswith("/") or ".." in target.split("/"):
-        raise PyvmmError(f"bad volume {spec!r}: the container path must be absolute, no '..'")
-    target = posixpath.normpath(target)
-    if target == "/":
-        raise PyvmmError(f"bad volume {spec!r}: cannot mount over the container's root")
+    source, target = fields[0], _target(spec, fields[1], "volume")
     why = mounts.refused(target, "bind", source)
     if why:
         raise PyvmmError(f"bad volume {spec!r}: {why}")
@@ -60,6 +55,37 @@ def parse(spec: str) -> Mount:
             raise PyvmmError(f"bind mount source {source} does not exist")
         return Mount("bind", os.path.realpath(source), target, read_only)
     return Mount("volume", check_name("volume", source), target, read_only)
+
+
+# Docker's --tmpfs: nosuid, nodev, noexec unless the options say otherwise.
+TMPFS_DEFAULTS = ["nosuid", "nodev", "noexec"]
+TMPFS_DATA = ("size", "mode", "uid", "gid", "nr_inodes", "nr_blocks", "mpol", "huge")
+
+
+def parse_tmpfs(spec: str) -> Tmpfs:
+    """``--tmpfs PATH[:OPTIONS]`` (mount(8)'s tmpfs options, comma-separated)."""
+    target, _, text = spec.partition(":")
+    where = _target(spec, target, "tmpfs")
+    why = mounts.refused(where, "tmpfs", None)
+    if why:
+        raise PyvmmError(f"bad tmpfs {spec!r}: {why}")
+    options = [o for o in text.split(",") if o] if text else []
+    for o in options:
+        key, has_value, _ = o.partition("=")
+        known = key in TMPFS_DATA if has_value else key in mounts.FLAGS
+        if not known or key in ("bind", "rbind", "remount"):
+            raise PyvmmError(f"bad tmpfs {spec!r}: unknown option {o!r}")
+    return Tmpfs(where, [*TMPFS_DEFAULTS, *options])
+
+
+def _target(spec: str, target: str, kind: str) -> str:
+    """A mount's destination in the container, checked: absolute, no '..', not the root."""
+    if not target.startswith("/") or ".." in target.split("/"):
+        raise PyvmmError(f"bad {kind} {spec!r}: the container path must be absolute, no '..'")
+    target = posixpath.normpath(target)
+    if target == "/":
+        raise PyvmmError(f"bad {kind} {spec!r}: cannot mount over the container's root")
+    return target
 
 
 def data_dir(store: Store, name: str) -> str:
