@@ -26,7 +26,7 @@ from vmm.kvm import dirtylog
 from vmm.machine import Machine, MachineConfig
 
 PAGE = mmap.PAGESIZE
-PASSES = 30  # the workload's passes over its buffer: a few seconds
+PASSES = 120  # the workload's passes: 20-85 ms each, so 2-10 s, some 10-40 whole intervals
 BUFFER = re.compile(rb"buffer 0x([0-9a-f]+), pages (\d+)")
 
 
