@@ -9,6 +9,7 @@ start; ``vmm/entry.py`` comes straight here. Everything a plain boot does not ne
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -92,9 +93,23 @@ class _Parser(argparse.ArgumentParser):
         raise PyvmmError(f"boot: {message}")
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's, told the terminal's width: left to itself it asks
+    ``shutil.get_terminal_size``, and ``add_argument`` makes a formatter, so every boot,
+    not only ``--help``, would import shutil (with zlib, bz2 and lzma) for it."""
+
+    def __init__(self, prog: str) -> None:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 80
+        with contextlib.suppress(ValueError):
+            columns = int(os.environ.get("COLUMNS", "")) or columns  # shutil's order
+        super().__init__(prog, width=columns - 2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="pyvmm boot", description=DESCRIPTION,
-                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = _Parser(prog="pyvmm boot", description=DESCRIPTION, formatter_class=_Formatter)
     p.add_argument(
         "--kernel",
         metavar="PATH",

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from vmm import record
 from vmm.boot import layout
-from vmm.devices.serial import SerialState
+from vmm.devices.serial_state import SerialState
 from vmm.devices.virtio.mmio import VirtioMmioState
 from vmm.errors import PyvmmError
 from vmm.kvm import state as kvmstate

@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from vmm.container.exeseal import Trampoline
 from vmm.errors import PyvmmError
+
+if TYPE_CHECKING:  # a type only: the state (State.hooks) is read without it
+    from vmm.container.exeseal import Trampoline
 
 
 @dataclass

@@ -35,11 +35,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from vmm.container import cgroups, records
+from vmm.container import records
 from vmm.container.hooks import Hook
 from vmm.container.proc import is_alive, process_start, wait_dead
 from vmm.errors import PyvmmError
+
+if TYPE_CHECKING:
+    from vmm.container import cgroups
 
 CGROUP_PARENT = "pyvmm-runtime"  # a container without linux.cgroupsPath goes here
 ID = re.compile(r"[\w+\-.]+")  # runc's container id rule
@@ -102,6 +106,10 @@ class Container:
         return self.dir / "exec.fifo"
 
     def cgroup(self) -> cgroups.Cgroup:
+        # Imported here: ``state`` of a container that is created or stopped never
+        # looks at its cgroup, and pyvmm-runtime pays every import on every call.
+        from vmm.container import cgroups
+
         s = self.state
         return cgroups.for_container(s.cgroup_name, s.cgroup_version, s.cgroup_parent, oci=True)
 
@@ -171,7 +179,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
     what was made (cgroup, state directory, the init process) before raising.
     ``extras`` (``init.Extras``) are an engine's additions to the init.
     """
-    from vmm.container import hooks, init
+    from vmm.container import cgroups, hooks, init
     from vmm.container import spec as spec_mod
     from vmm.container.spec import SpecError
 
@@ -381,6 +389,8 @@ def pause(root: str, cid: str, frozen: bool) -> None:
 
 def update(root: str, cid: str, resources: dict) -> None:
     """Change the limits of a live container (``linux.resources`` as JSON)."""
+    from vmm.container import cgroups
+
     c = load(root, cid)
     if c.status() == "stopped":
         raise ContainerStateError("container not running")

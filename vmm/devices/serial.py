@@ -11,7 +11,10 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vmm.devices.serial_state import SerialState
 
 COM1_BASE = 0x3F8
 COM1_IRQ = 4
@@ -75,25 +78,6 @@ UART_FIFO_SIZE = 16
 # Divisor for 115200 baud from the 1.8432 MHz clock; what the chip holds after reset is
 # undefined, and 12 (9600 baud) is what most BIOSes leave.
 UART_RESET_DIVISOR = 12
-
-
-@dataclass
-class SerialState:
-    """The UART as the guest left it, for a snapshot (docs/state.md): the registers, the
-    receive FIFO and the pending THRE interrupt. Bytes typed on the host and not yet in
-    the receiver are the host terminal's, not the guest's, and are not kept."""
-
-    divisor: int
-    ier: int
-    lcr: int
-    mcr: int
-    msr: int
-    scr: int
-    fifo_enabled: bool
-    thr_interrupt: bool
-    overrun: bool
-    irq_level: bool
-    rx: list[int]
 
 
 class Serial:
@@ -269,6 +253,8 @@ class Serial:
     # --- snapshots ----------------------------------------------------------------
 
     def save(self) -> SerialState:
+        from vmm.devices.serial_state import SerialState  # only a snapshot needs it
+
         with self._lock:
             return SerialState(
                 self.divisor, self.ier, self.lcr, self.mcr, self.msr, self.scr,
