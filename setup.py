@@ -1,5 +1,5 @@
 """Only here because cffi compiles its extension modules through setuptools' ``cffi_modules``,
-and because ``build_ext`` also compiles ``vmm/container/pyvmm-exec`` (exeseal.py) and
+and because ``build_ext`` also compiles ``vmm/container/linux/pyvmm-exec`` (exeseal.py) and
 ``pyvmm-init`` (``run --init``'s PID 1, reaper.c).
 
 Everything else about the package lives in pyproject.toml.
@@ -26,22 +26,26 @@ class BuildExtAndTrampoline(build_ext):
 
     def run(self):
         super().run()
-        out = "vmm/container" if self.inplace else os.path.join(self.build_lib, "vmm/container")
+        out = (
+            "vmm/container/linux"
+            if self.inplace
+            else os.path.join(self.build_lib, "vmm/container/linux")
+        )
         os.makedirs(out, exist_ok=True)
         cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
         subprocess.run([cc, *TRAMPOLINE_FLAGS, "-o", os.path.join(out, "pyvmm-exec"),
-                        "vmm/container/exec_trampoline.c"], check=True)  # fmt: skip
+                        "vmm/container/linux/exec_trampoline.c"], check=True)  # fmt: skip
         # --init's PID 1: static (it runs in any image), with libc for execvp and signals.
         subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-static", "-s", "-o",
-                        os.path.join(out, "pyvmm-init"), "vmm/container/reaper.c"],
+                        os.path.join(out, "pyvmm-init"), "vmm/container/linux/reaper.c"],
                        check=True)  # fmt: skip
 
 
 setup(
     cffi_modules=[
         "vmm/kvm/build.py:ffibuilder",
-        "vmm/container/libc_build.py:ffibuilder",
-        "vmm/container/seccomp_build.py:ffibuilder",
+        "vmm/container/linux/libc_build.py:ffibuilder",
+        "vmm/container/linux/seccomp_build.py:ffibuilder",
     ],
     cmdclass={"build_ext": BuildExtAndTrampoline},
 )

@@ -22,9 +22,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from vmm.bench import container_startup as bench
 from vmm.bench.measure import pyvmm_command
-from vmm.container import bench, cgroups
-from vmm.container.state import Store
+from vmm.container.linux import cgroups
+from vmm.container.store.state import Store
 
 REPO = Path(__file__).resolve().parent.parent
 WORKLOAD = REPO / "guest" / "workload" / "workload"
@@ -127,8 +128,8 @@ def report(results: dict) -> None:
             print(f"    (before the request: importing the container modules {imports})")
     i = results["interpreter"]
     print(f"\nwhat stands before pyvmm's own work: python -c pass {ms(i['python_s'])},"
-          f" + import vmm.cli (click) {ms(i['python_vmm_cli_s'])},"
-          f" + vmm.container.cli {ms(i['python_container_cli_s'])}")  # fmt: skip
+          f" + import vmm.cli.group (click) {ms(i['python_vmm_cli_s'])},"
+          f" + vmm.cli.container {ms(i['python_container_cli_s'])}")  # fmt: skip
     c = results["cgroup_attach"]
     print(f"moving a process into a {c['cgroup']} cgroup after 50 ms idle: {ms(c['median_s'])}"
           f" (min {ms(c['min_s'])})")  # fmt: skip

@@ -29,9 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from vmm.container import container as lifecycle
-from vmm.container import images, importer
-from vmm.container.state import Store
+from vmm.container.engine import container as lifecycle
+from vmm.container.image import images, importer
+from vmm.container.store.state import Store
 
 REPO = Path(__file__).resolve().parent.parent
 PYVMM = [str(Path(sys.executable).parent / "pyvmm")]

@@ -31,8 +31,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from vmm.container import importer, unpack
-from vmm.container.state import Store
+from vmm.container.image import importer, unpack
+from vmm.container.store.state import Store
 
 BUSYBOX = Path("/bin/busybox")
 WORKLOAD = Path(__file__).resolve().parent.parent / "guest" / "workload" / "workload"

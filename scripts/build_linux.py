@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vmm import linux_guest  # noqa: E402
 from vmm.errors import PyvmmError  # noqa: E402
+from vmm.guests import linux as linux_guest  # noqa: E402
 
 
 def main() -> int:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vmm import guest  # noqa: E402
 from vmm.bench import linux_vm  # noqa: E402
 from vmm.errors import PyvmmError  # noqa: E402
+from vmm.guests import tiny as guest  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,7 +57,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # (Re)install when something is missing, or the package metadata or the bindings'
 # sources changed since the last install. The test tools only with --all.
-modules="vmm.kvm._kvm, vmm.container._libc, vmm.container._seccomp, click, capstone, pyroute2"
+modules="vmm.kvm._kvm, vmm.container.linux._libc, vmm.container.linux._seccomp, click, capstone, pyroute2"
 package=.
 if [ -n "$all" ]; then
     modules+=", pytest, xdist, hypothesis, matplotlib"
@@ -65,8 +65,8 @@ if [ -n "$all" ]; then
 fi
 if [ ! -e .venv/.installed ] \
    || ! .venv/bin/python -c "import $modules" 2>/dev/null \
-   || [ ! -x vmm/container/pyvmm-exec ] || [ ! -x vmm/container/pyvmm-init ] \
-   || [ -n "$(find pyproject.toml setup.py vmm/kvm/build.py vmm/container/libc_build.py vmm/container/seccomp_build.py vmm/container/exec_trampoline.c vmm/container/reaper.c -newer .venv/.installed 2>/dev/null)" ]; then
+   || [ ! -x vmm/container/linux/pyvmm-exec ] || [ ! -x vmm/container/linux/pyvmm-init ] \
+   || [ -n "$(find pyproject.toml setup.py vmm/kvm/build.py vmm/container/linux/libc_build.py vmm/container/linux/seccomp_build.py vmm/container/linux/exec_trampoline.c vmm/container/linux/reaper.c -newer .venv/.installed 2>/dev/null)" ]; then
     # "compat" editable mode is a plain path entry: the default installs an import hook
     # that costs every pyvmm start some 20 ms.
     .venv/bin/pip install -q --disable-pip-version-check -e "$package" \

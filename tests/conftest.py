@@ -73,7 +73,7 @@ def linux_build(pytestconfig):
     guest/build): built once, minutes the first time on a machine, then found by hash.
     ``scripts/setup.sh --all`` builds it too, so that a test run normally finds it ready;
     if not, the build's progress is shown, not captured: the run is not hung."""
-    from vmm import linux_guest
+    from vmm.guests import linux as linux_guest
 
     capture = pytestconfig.pluginmanager.getplugin("capturemanager")
 
@@ -88,7 +88,7 @@ def linux_build(pytestconfig):
 @pytest.fixture(scope="session")
 def linux_smp_build():
     """The SMP variant of the Linux guest, for --cpus: built on first use (minutes)."""
-    from vmm import linux_guest
+    from vmm.guests import linux as linux_guest
 
     build = linux_guest.build_kernel(say=lambda m: None, smp=True)
     return build, linux_guest.build_initramfs()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from vmtest import kvm_usable
 
-from vmm import lab as labs
+from vmm.course import labs
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,13 @@ import os
 
 import pytest
 
-from vmm.container import records
-from vmm.container.cgroups import DeviceRule, Limits
-from vmm.container.images import ImageRecord, RunDefaults
-from vmm.container.records import Broken
-from vmm.container.rlimits import Rlimit
-from vmm.container.security import Security
-from vmm.container.state import ContainerRecord, Mount
+from vmm.container.engine.record import ContainerRecord, Mount
+from vmm.container.engine.security import Security
+from vmm.container.image.images import ImageRecord, RunDefaults
+from vmm.container.linux.cgroups import DeviceRule, Limits
+from vmm.container.linux.rlimits import Rlimit
+from vmm.container.store import records
+from vmm.container.store.records import Broken
 
 DIGEST = "sha256:" + "a" * 64
 
@@ -118,8 +118,8 @@ def test_the_oci_state_is_a_typed_record_read_through_the_one_loader(tmp_path):
     """``pyvmm-runtime``'s ``state.json`` (``runtime.State``): its hooks come back as
     ``Hook`` records, a wrong type is refused by the field's name in one line, and
     ``delete --force`` removes a state that does not load."""
-    from vmm.container import runtime
-    from vmm.container.hooks import Hook
+    from vmm.container.oci import runtime
+    from vmm.container.oci.hooks import Hook
 
     state = runtime.State(
         id="c1", oci_version="1.0.2", bundle="/b", pid=7, pid_start=9, rootfs="/b/rootfs",
@@ -152,8 +152,8 @@ def test_a_versioned_record_refuses_unknown_fields_by_name():
 def test_a_container_record_by_its_old_name_is_read_and_renamed(tmp_path):
     """A store written before the record was ``container.json`` (it was
     ``state.json``, the OCI core's name) keeps its containers."""
-    from vmm.container import container as lifecycle
-    from vmm.container.state import Store
+    from vmm.container.engine import container as lifecycle
+    from vmm.container.store.state import Store
 
     store = Store(tmp_path)
     cdir = store.containers / ("c" * 64)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vmm.container import containerfile as cf
-from vmm.container.buildcontext import Ignore
+from vmm.container.engine import containerfile as cf
+from vmm.container.engine.buildcontext import Ignore
 
 
 def test_continuations_comments_and_forms():

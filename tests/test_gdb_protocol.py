@@ -10,10 +10,10 @@ import pytest
 from gdbtest import GDB_TIMEOUT, pyvmm_gdb, spinning_program
 from vmtest import GUEST, needs_kvm
 
-from vmm.gdb import debugregs
-from vmm.gdb.packets import Event, PacketReader, checksum, frame, unescape
-from vmm.gdb.registers import I8086, X86_64
-from vmm.gdb.stub import PACKET_SIZE
+from vmm.debug.gdb import debugregs
+from vmm.debug.gdb.packets import Event, PacketReader, checksum, frame, unescape
+from vmm.debug.gdb.registers import I8086, X86_64
+from vmm.debug.gdb.stub import PACKET_SIZE
 
 KERNEL = GUEST / "build" / "kernel.elf"
 LAB_BIN = "guest/build/realmode.bin"

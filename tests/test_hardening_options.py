@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from vmm.container import capabilities, seccomp
-from vmm.container.rlimits import UNLIMITED, Rlimit, RlimitError, from_ulimits, parse_ulimit
-from vmm.container.security import Security
+from vmm.container.engine.security import Security
+from vmm.container.linux import capabilities, seccomp
+from vmm.container.linux.rlimits import UNLIMITED, Rlimit, RlimitError, from_ulimits, parse_ulimit
 
 DEFAULT = list(capabilities.DEFAULT)
 

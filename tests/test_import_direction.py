@@ -40,9 +40,9 @@ def under(names: set[str], package: str) -> list[str]:
         # pyvmm boot learns the kind of KVM from vmm/kvm/kind.py, not from the bench.
         ("boot_cli.py", "vmm.bench"),
         # pyvmm-runtime is the OCI core's command line: the engine's CLI is above it.
-        ("container/runtime_cli.py", "vmm.container.cli"),
-        ("container/runtime.py", "vmm.container.cli"),
-        ("container/runtime.py", "vmm.container.container"),
+        ("container/runtime_cli.py", "vmm.cli.container"),
+        ("container/runtime.py", "vmm.cli.container"),
+        ("container/runtime.py", "vmm.container.engine.container"),
         # The one record loader serves the snapshot and the container store: below both.
         ("record.py", "vmm.container"),
         ("record.py", "vmm.devices"),

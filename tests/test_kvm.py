@@ -4,8 +4,8 @@ import pytest
 from vmm.kvm._kvm import lib
 from vmtest import needs_kvm
 
-from vmm.gdb import debugregs
-from vmm.gdb.probe import probe
+from vmm.debug.gdb import debugregs
+from vmm.debug.gdb.probe import probe
 from vmm.kvm import DebugExit, IoExit, Kvm, KvmError
 from vmm.memory import GuestMemory
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from labmutant import Mutant, missing
 
-from vmm import lab as labs
+from vmm.course import labs
 
 MUTANT_DIR = Path(__file__).parent / "lab_mutants"
 

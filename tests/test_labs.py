@@ -18,7 +18,7 @@ import pytest
 from labmutant import missing as _missing
 from vmtest import assert_one_line_error, run_pyvmm
 
-from vmm import lab as labs
+from vmm.course import labs
 
 LABS = labs.all_labs()
 

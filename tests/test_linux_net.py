@@ -14,11 +14,11 @@ import pytest
 from nettest import links, needs_netns
 from vmtest import needs_kvm
 
-from vmm import netns
 from vmm.bench import net
 from vmm.bench.machineinfo import kvm_kind
-from vmm.linux_guest import NET_LINE
-from vmm.vhost import VHOST_NET_DEVICE
+from vmm.devices.virtio.vhost import VHOST_NET_DEVICE
+from vmm.guests.linux import NET_LINE
+from vmm.hostnet import netns
 
 pytestmark = [needs_kvm, needs_netns, pytest.mark.slow, pytest.mark.root]
 ADDRESS = f"{net.HOST_IP}/{net.PREFIX}"

@@ -2,8 +2,8 @@
 
 import pytest
 
-from vmm.bus import Bus, BusError
 from vmm.memory import GuestMemory, GuestMemoryError, HostMemoryError, parse_size
+from vmm.vm.bus import Bus, BusError
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 import sys
 import threading
 
-from vmm.profile import RipSampler, SymbolMap
+from vmm.debug.profile import RipSampler, SymbolMap
 
 
 def test_samples_are_named_by_the_symbol_at_or_below_them(tmp_path):

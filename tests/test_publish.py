@@ -1,4 +1,4 @@
-"""Published ports (vmm/publish.py): the option, the guest's address from ip=, and the
+"""Published ports (vmm/hostnet/publish.py): the option, the guest's address from ip=, and the
 nft table made and removed in a namespace of the test's own."""
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import pytest
 from nettest import links, needs_netns
 from vmtest import assert_one_line_error, needs_kvm, run_pyvmm
 
-from vmm import guest, netns
 from vmm.errors import PyvmmError
-from vmm.publish import PortTable, Publish, guest_address, parse_publish
+from vmm.guests import tiny as guest
+from vmm.hostnet import netns
+from vmm.hostnet.publish import PortTable, Publish, guest_address, parse_publish
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from vmm.container.reference import Reference, parse
+from vmm.container.image.reference import Reference, parse
 from vmm.errors import PyvmmError
 
 D = "sha256:" + "a" * 64

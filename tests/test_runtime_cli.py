@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from vmm.container.runtime_cli import VERBS, parse
+from vmm.cli.runtime import VERBS, parse
 from vmm.errors import PyvmmError
 
-RUNTIME = [sys.executable, "-c", "import sys; from vmm.container.runtime_cli import main; "
+RUNTIME = [sys.executable, "-c", "import sys; from vmm.cli.runtime import main; "
            "sys.exit(main())"]  # fmt: skip
 
 

@@ -58,8 +58,8 @@ def test_bad_cpu_count(value, said):
 
 GIL_CHECK = """
 import sys, threading, time
-from vmm import guest
-from vmm.machine import Machine, MachineConfig
+from vmm.guests import tiny as guest
+from vmm.vm.machine import Machine, MachineConfig
 
 exits = []
 machine = Machine(MachineConfig(guest.KERNEL, program=sys.argv[1], output=lambda b: None))

@@ -426,9 +426,9 @@ def test_a_vm_with_a_network_card_is_not_saved_or_migrated_and_runs_on(guest_bui
     """A TAP is host state a snapshot does not hold: snapshot and migrate are one line
     each, nothing is written, and the guest (on a bridge in a namespace of the test's
     own) runs on."""
-    from vmm import netns
     from vmm.bench.measure import pyvmm_command
     from vmm.bench.net import Server
+    from vmm.hostnet import netns
 
     sock = tmp_path / "api.sock"
     with netns.scratch("br0") as ns:

@@ -16,7 +16,7 @@ from test_linux_boot import IMAGE_BYTES, host_line, mkimage
 from test_snapshot import ctl_ok
 from vmtest import needs_kvm, run_pyvmm
 
-from vmm import linux_guest
+from vmm.guests import linux as linux_guest
 
 pytestmark = [needs_kvm, pytest.mark.slow]
 BOOT_TIMEOUT = 1200

@@ -28,12 +28,12 @@ HEAVY = ("click", "importlib.metadata", "vmm.bench")
 # shutil for argparse's terminal width (boot_cli._Formatter asks os instead).
 BOOT_LAZY = ("dataclasses", "inspect", "shutil")
 # pyvmm-runtime is the OCI core's command line; the engine above it is not its business.
-ENGINE = ("vmm.container.cli", "vmm.container.container", "vmm.container.images")
+ENGINE = ("vmm.cli.container", "vmm.container.engine.container", "vmm.container.image.images")
 # What ``state`` of a container that is not running does not need: its cgroup (the
 # freezer tells paused from running only), and the hooks' exec trampoline.
-STATE_LAZY = ("vmm.container.cgroups", "vmm.container.exeseal")
+STATE_LAZY = ("vmm.container.linux.cgroups", "vmm.container.linux.exeseal")
 RUNTIME = [sys.executable, "-X", "importtime", "-c",
-           "import sys; from vmm.container.runtime_cli import main; sys.exit(main())"]  # fmt: skip
+           "import sys; from vmm.cli.runtime import main; sys.exit(main())"]  # fmt: skip
 
 
 def imported(argv: list[str], **kw) -> tuple[set[str], subprocess.CompletedProcess]:
@@ -53,7 +53,7 @@ def heavy(modules: set[str], banned: tuple[str, ...]) -> list[str]:
 
 def test_the_check_sees_heavy_modules():
     """The negative case: a run that does import click and the bench is caught."""
-    modules, proc = imported([sys.executable, "-X", "importtime", "-c", "import vmm.bench.cli"])
+    modules, proc = imported([sys.executable, "-X", "importtime", "-c", "import vmm.cli.bench"])
     assert proc.returncode == 0, proc.stderr
     assert {"click", "click.core", "vmm.bench"} <= set(heavy(modules, HEAVY))
 
@@ -63,7 +63,7 @@ def test_boot_imports_no_click_no_metadata_no_bench():
     modules, proc = imported([sys.executable, "-X", "importtime", "-m", "vmm", "boot"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "hello from ring 3" in proc.stdout
-    assert "vmm.machine" in modules  # it did boot through the machine
+    assert "vmm.vm.machine" in modules  # it did boot through the machine
     assert heavy(modules, HEAVY + ENGINE + BOOT_LAZY) == []
 
 

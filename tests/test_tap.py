@@ -1,4 +1,4 @@
-"""TAP interfaces (vmm/tap.py) in a network namespace the test makes: created and gone
+"""TAP interfaces (vmm/hostnet/tap.py) in a network namespace the test makes: created and gone
 with the fd, attached and left alone, enslaved to a bridge, and the bad names."""
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ import sys
 import pytest
 from nettest import links, needs_netns
 
-from vmm.netns import command, scratch
+from vmm.hostnet.netns import command, scratch
 
 pytestmark = [needs_netns, pytest.mark.root]
 
 SCRIPT = """
 import sys
-from vmm.tap import Tap, TapError
+from vmm.hostnet.tap import Tap, TapError
 try:
     tap = Tap.open(tap=sys.argv[1] or None, bridge=sys.argv[2] or None)
 except TapError as e:

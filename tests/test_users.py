@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from vmm.container.users import MAX_DATABASE, in_layers, resolve
+from vmm.container.engine.users import MAX_DATABASE, in_layers, resolve
 from vmm.errors import PyvmmError
 
 PASSWD = (

@@ -1,6 +1,6 @@
-"""vhost-net (vmm/vhost.py): its ioctl numbers and layouts are the kernel headers', and a
-host without /dev/vhost-net (this one: its kernel has no vhost_net) refuses
-``vhost=on`` in one line and leaves nothing behind. The guest on vhost is
+"""vhost-net (vmm/devices/virtio/vhost.py): its ioctl numbers and layouts are the kernel
+headers', and a host without /dev/vhost-net (this one: its kernel has no vhost_net)
+refuses ``vhost=on`` in one line and leaves nothing behind. The guest on vhost is
 tests/test_linux_net.py's, where the host has the device."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import pytest
 from nettest import links, needs_netns
 from vmtest import assert_one_line_error, needs_kvm
 
-from vmm import netns, vhost
+from vmm.devices.virtio import vhost
+from vmm.hostnet import netns
 
 HEADER = "/usr/include/linux/vhost.h"
 NAMES = ["VHOST_GET_FEATURES", "VHOST_SET_FEATURES", "VHOST_SET_OWNER", "VHOST_SET_MEM_TABLE",

@@ -9,11 +9,11 @@ import time
 import pytest
 from virtio_driver import BlkDriver, BlkRig
 
-from vmm.bus import Bus
 from vmm.devices.virtio import mmio
 from vmm.devices.virtio.blk import VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_T_IN, VirtioBlk
 from vmm.devices.virtio.virtqueue import VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_NEXT
 from vmm.memory import GuestMemory
+from vmm.vm.bus import Bus
 
 S = mmio  # register and bit names read as in the spec: S.VIRTIO_MMIO_STATUS
 

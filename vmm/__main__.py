@@ -1,5 +1,5 @@
 """``python -m vmm`` is ``pyvmm``."""
 
-from vmm.entry import main
+from vmm.cli.entry import main
 
 main()

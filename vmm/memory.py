@@ -77,7 +77,7 @@ class GuestMemory:
     """
 
     def __init__(self, regions: list[tuple[int, int]], file: int | None = None):
-        """``file``: a snapshot's memory file (vmm/snapshot.py), the regions one after the
+        """``file``: a snapshot's memory file (vmm/control/snapshot.py), the regions one after the
         other in it, mapped ``MAP_PRIVATE``: pages are read from it only when touched and
         copied only when written, so clones of one snapshot share what none has written
         (Firecracker maps its memory file the same way)."""

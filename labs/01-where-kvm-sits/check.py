@@ -12,7 +12,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from vmm.lab import Check, CheckFailed, run_student, tail
+from vmm.course.labs import Check, CheckFailed, run_student, tail
 
 TITLE = "Where KVM sits: a VM is a process"
 CONCEPT = "type 1 and type 2; the kvm module, /dev/kvm, guest RAM in /proc/PID/maps"
@@ -24,11 +24,11 @@ FILES = ("where_kvm.py",)
 # then the /proc/modules text and the /sys/module entries of the two made-up hosts.
 _HARNESS = """
 import ctypes, json, os, sys
-from vmm import guest
-from vmm.container._libc import lib
-from vmm.container.libc import check, mount
+from vmm.guests import tiny as guest
+from vmm.container.linux._libc import lib
+from vmm.container.linux.libc import check, mount
 from vmm.kvm import Kvm
-from vmm.machine import Machine, MachineConfig
+from vmm.vm.machine import Machine, MachineConfig
 import where_kvm
 
 def ask(f, *args):
@@ -107,7 +107,7 @@ def _scenes() -> list[tuple[str | None, list[str], list[str]]]:
 
 def _answers(workdir: Path) -> dict:
     """The functions' answers about a machine of a size drawn now, with the truth."""
-    from vmm import guest
+    from vmm.guests import tiny as guest
 
     guest.ensure_built(guest.KVMHELLO_LAB)
     size = (32 << 20) + (secrets.randbelow(9) << 22)  # 32 to 64 MiB, a multiple of 4 MiB

@@ -10,8 +10,8 @@ import secrets
 import sys
 from pathlib import Path
 
-from vmm import guest
-from vmm.lab import Check, CheckFailed, require, run_student, tail
+from vmm.course.labs import Check, CheckFailed, require, run_student, tail
+from vmm.guests import tiny as guest
 
 TITLE = "Write the KVM run loop"
 CONCEPT = "KVM_CREATE_VM, a memory slot, a vCPU, registers, KVM_RUN, exits"

@@ -7,8 +7,8 @@ import secrets
 import sys
 from pathlib import Path
 
-from vmm import guest
-from vmm.lab import Check, CheckFailed, run_student, tail
+from vmm.course.labs import Check, CheckFailed, run_student, tail
+from vmm.guests import tiny as guest
 
 TITLE = "A port-I/O device of your own (CMOS RTC)"
 CONCEPT = "port I/O exits, the bus, a device that knows nothing of KVM"
@@ -20,7 +20,7 @@ FILES = ("cmos.py",)
 # check down with it.
 _HARNESS = """
 import sys
-from vmm.bus import Bus
+from vmm.vm.bus import Bus
 from cmos import Cmos
 
 if sys.argv[1] == "bus":
@@ -30,7 +30,7 @@ if sys.argv[1] == "bus":
         bus.write(0x70, bytes([register]))
         print(register, bus.read(0x71, 1)[0])
 else:
-    from vmm.machine import Machine, MachineConfig
+    from vmm.vm.machine import Machine, MachineConfig
     out = lambda data: sys.stdout.write(data.decode("latin-1"))
     with Machine(MachineConfig(sys.argv[2], 1 << 20, output=out)) as machine:
         machine.io_bus.insert(Cmos(), 0x70, 2)

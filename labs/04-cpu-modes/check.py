@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vmm.lab import Check, CheckFailed, run_student, tail
+from vmm.course.labs import Check, CheckFailed, run_student, tail
 
 TITLE = "CPU modes: real, protected, long"
 CONCEPT = "CR0.PE, CR4.PAE, EFER.LME, CR0.PG, far jumps; what --trace shows"

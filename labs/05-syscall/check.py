@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vmm.lab import Check, CheckFailed, build_guest, run_student, tail
+from vmm.course.labs import Check, CheckFailed, build_guest, run_student, tail
 
 TITLE = "Rings and a system call of your own"
 CONCEPT = "ring 3 to ring 0 and back: syscall, the system-call table, the return value"
@@ -35,9 +35,9 @@ def _build(workdir: Path, program: str, source: str) -> Path:
 # vCPU steps one instruction with the breakpoint off, then it is armed again.
 _HARNESS = """
 import sys
-from vmm.gdb import debugregs
+from vmm.debug.gdb import debugregs
 from vmm.kvm import DebugExit
-from vmm.machine import Machine, MachineConfig
+from vmm.vm.machine import Machine, MachineConfig
 
 kernel, program, entry = sys.argv[1], sys.argv[2], int(sys.argv[3], 16)
 armed, calls = debugregs.debugreg([(entry, debugregs.EXECUTE, 1)]), []

@@ -6,9 +6,9 @@ import secrets
 import sys
 from pathlib import Path
 
-from vmm import guest
 from vmm.bench.workload import expected_line
-from vmm.lab import REPO_DIR, Check, CheckFailed, run_student, tail
+from vmm.course.labs import REPO_DIR, Check, CheckFailed, run_student, tail
+from vmm.guests import tiny as guest
 
 TITLE = "virtio: the used ring of a split virtqueue"
 CONCEPT = "descriptor chains, available and used rings, notifications"
@@ -20,7 +20,7 @@ FILES = ("used_ring.py",)
 _HARNESS = """
 import struct, sys
 from used_ring import add_used
-from vmm import guest
+from vmm.guests import tiny as guest
 from vmm.devices.virtio.virtqueue import Virtqueue
 
 def student_add_used(self, head, length):
@@ -61,7 +61,7 @@ elif sys.argv[1] == "order":
         seen.clear()
         idx = new
 else:
-    from vmm.machine import Machine, MachineConfig
+    from vmm.vm.machine import Machine, MachineConfig
     out = lambda data: sys.stdout.write(data.decode("latin-1"))
     config = MachineConfig(guest.KERNEL, cmdline="console=ttyS0 -- /dev/vda",
                            program=guest.WORKLOAD, output=out, disks=((sys.argv[2], False),))

@@ -6,8 +6,8 @@ import secrets
 import subprocess
 from pathlib import Path
 
-from vmm import guest
-from vmm.lab import Check, CheckFailed, require, run_student, tail
+from vmm.course.labs import Check, CheckFailed, require, run_student, tail
+from vmm.guests import tiny as guest
 
 TITLE = "Faults and the exit report"
 CONCEPT = "MMIO exits, triple faults (KVM_EXIT_SHUTDOWN), what a report must show"

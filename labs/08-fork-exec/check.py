@@ -7,7 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "mini-run"))
 from minicheck import FILES, NEEDS, expect, mini, tail  # noqa: E402, F401
 
-from vmm.lab import Check, CheckFailed  # noqa: E402
+from vmm.course.labs import Check, CheckFailed  # noqa: E402
 
 TITLE = "mini-run 1: fork and exec"
 CONCEPT = "a container is a process: fork, exec, wait, exit status"

@@ -7,7 +7,7 @@ from subprocess import CompletedProcess
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "mini-run"))
 from minicheck import FILES, NEEDS, expect, mini  # noqa: E402, F401
 
-from vmm.lab import Check, CheckFailed, tail  # noqa: E402
+from vmm.course.labs import Check, CheckFailed, tail  # noqa: E402
 
 TITLE = "mini-run 2: PID, UTS, mount and IPC namespaces"
 CONCEPT = "unshare(2): what the process sees of the system becomes its own"

@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "mini-run"))
 from minicheck import FILES, NEEDS, expect, host_mounts, own_processes, rootfs  # noqa: E402, F401
 from minicheck import mini as _mini  # noqa: E402
 
-from vmm.lab import Check, CheckFailed, tail  # noqa: E402
+from vmm.course.labs import Check, CheckFailed, tail  # noqa: E402
 
 TITLE = "mini-run 3: pivot_root into the image"
 CONCEPT = "a root filesystem of its own; pivot_root versus chroot; a private /proc"

@@ -7,7 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "mini-run"))
 from minicheck import FILES, NEEDS, expect, mini, rootfs  # noqa: E402, F401
 
-from vmm.lab import Check, CheckFailed  # noqa: E402
+from vmm.course.labs import Check, CheckFailed  # noqa: E402
 
 TITLE = "mini-run 4: an overlay with a writable layer"
 CONCEPT = "overlayfs: read-only image layers, a writable upper layer, copy-up, whiteouts"

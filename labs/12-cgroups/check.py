@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "mini-run"))
 from minicheck import FILES, expect, mini, mini_args, rootfs  # noqa: E402, F401
 
-from vmm.lab import Check, CheckFailed, start_student, tail  # noqa: E402
+from vmm.course.labs import Check, CheckFailed, start_student, tail  # noqa: E402
 
 TITLE = "mini-run 5: cgroups (memory, pids, CPU)"
 CONCEPT = "cgroups v1 and v2: limits, the OOM killer, a fork bomb, CPU throttling; cgroup ns"

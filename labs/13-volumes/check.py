@@ -7,7 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "mini-run"))
 from minicheck import FILES, NEEDS, expect, mini  # noqa: E402, F401
 
-from vmm.lab import Check, CheckFailed, tail  # noqa: E402
+from vmm.course.labs import Check, CheckFailed, tail  # noqa: E402
 
 TITLE = "mini-run 6: volumes and bind mounts"
 CONCEPT = "bind mounts; named volumes that outlive the container; read-only mounts"

@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "mini-run"))
 from minicheck import FILES, NEEDS, expect, own_processes  # noqa: E402, F401
 from minicheck import mini as _mini  # noqa: E402
 
-from vmm.lab import Check, CheckFailed, tail  # noqa: E402
+from vmm.course.labs import Check, CheckFailed, tail  # noqa: E402
 
 TITLE = "mini-run 7: user namespaces"
 CONCEPT = "root inside, nobody outside: uid and gid maps"

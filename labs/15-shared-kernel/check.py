@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vmm.lab import Check, CheckFailed, once, run_student, tail
+from vmm.course.labs import Check, CheckFailed, once, run_student, tail
 
 TITLE = "What a container shares with its host, and a VM does not"
 CONCEPT = "one kernel for all containers: uname -r, sysctls, keyrings, modules"

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from vmm.lab import Check, CheckFailed, run_student, tail
+from vmm.course.labs import Check, CheckFailed, run_student, tail
 
 TITLE = "Closing: the VM-versus-container table, measured"
 CONCEPT = "startup, size, memory, isolation: which claims hold for a tiny kernel"

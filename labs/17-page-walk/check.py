@@ -21,8 +21,8 @@ from vmm.boot.x86 import (
     PTE_WRITE,
     enter_long_mode,
 )
+from vmm.course.labs import Check, CheckFailed, run_student, tail
 from vmm.kvm import Kvm
-from vmm.lab import Check, CheckFailed, run_student, tail
 from vmm.memory import GuestMemory
 
 TITLE = "Memory virtualization: walk the guest's page tables"

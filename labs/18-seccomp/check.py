@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "mini-run"))
 from minicheck import FILES, NEEDS, mini, rootfs  # noqa: E402, F401
 
-from vmm.lab import Check, CheckFailed, tail  # noqa: E402
+from vmm.course.labs import Check, CheckFailed, tail  # noqa: E402
 
 TITLE = "mini-run 8: seccomp, the system calls a container may make"
 CONCEPT = "a seccomp filter built with libseccomp: denied calls fail with an errno of ours"

@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "mini-run"))
 from minicheck import rootfs  # noqa: E402
 
-from vmm.lab import Check, CheckFailed, run_student, tail  # noqa: E402
+from vmm.course.labs import Check, CheckFailed, run_student, tail  # noqa: E402
 
 TITLE = "Images by hand: an OCI layout, its digests, manifest and config"
 CONCEPT = "content addressing: blobs named by sha256, descriptors, diff_ids, the index"
@@ -25,7 +25,7 @@ NEEDS = ("root",)
 FILES = ("make_image.py",)
 COMMAND = "/bin/cat /message"
 
-# What pyvmm's importer says of each broken link (vmm/container/layout.py, importer.py),
+# What pyvmm's importer says of each broken link (vmm/container/image/layout.py, importer.py),
 # and what it means for the layout's writer.
 _MEANING = {
     "diff_id": "a diff_id is the sha256 of the layer's tar *uncompressed*, in layer order",

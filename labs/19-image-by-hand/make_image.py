@@ -26,7 +26,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from vmm.container.unpack import tar_directory
+from vmm.container.image.unpack import tar_directory
 
 # Media types, image-spec media-types.md.
 MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"

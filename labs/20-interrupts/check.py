@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vmm.lab import Check, CheckFailed, build_guest, once, run_student, tail
+from vmm.course.labs import Check, CheckFailed, build_guest, once, run_student, tail
 
 TITLE = "Interrupts: from a device to a handler"
 CONCEPT = "IRQ line, IOAPIC redirection, vector, IDT gate, handler, EOI"

@@ -4,7 +4,7 @@ register changed in the manifest is the one the guest counts with."""
 import re
 from pathlib import Path
 
-from vmm.lab import Check, CheckFailed, run_student, tail
+from vmm.course.labs import Check, CheckFailed, run_student, tail
 
 TITLE = "What is a VM's state: snapshot, change, restore"
 CONCEPT = "registers, memory and devices as data; pause, snapshot, restore (docs/state.md)"
@@ -50,7 +50,7 @@ def a_changed_register_reaches_the_guest(workdir: Path) -> str:
 CHECKS = [
     Check(
         "the restored guest goes on from the snapshot, without a boot",
-        "pause, then snapshot through the control socket (vmm.api.request)",
+        "pause, then snapshot through the control socket (vmm.control.api.request)",
         goes_on_from_the_snapshot,
     ),
     Check(

@@ -15,8 +15,9 @@ import sys
 import tempfile
 import time
 
-from vmm import api, guest
-from vmm.lab import pyvmm, read_until
+from vmm.control import api
+from vmm.course.labs import pyvmm, read_until
+from vmm.guests import tiny as guest
 
 COUNT = re.compile(rb"count (\d+)\n")
 # Where the counter's code is (its ELF's text, linked at 4 MiB).
@@ -26,7 +27,7 @@ PROGRAM_START, PROGRAM_END = 0x400000, 0x600000
 def take_snapshot(sock: str, snap: str) -> None:
     """Stop the guest and save its state into ``snap`` (a new directory)."""
     # >>> 21: pause the guest and snapshot it into snap, through its control socket
-    # ... vmm.api.request(socket, op, **arguments) sends one request (docs/state.md)
+    # ... vmm.control.api.request(socket, op, **arguments) sends one request (docs/state.md)
     #| raise NotImplementedError
     api.request(sock, "pause")
     api.request(sock, "snapshot", dir=snap)

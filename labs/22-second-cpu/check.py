@@ -6,7 +6,7 @@ import re
 import sys
 from pathlib import Path
 
-from vmm.lab import Check, CheckFailed, build_guest, run_student, tail
+from vmm.course.labs import Check, CheckFailed, build_guest, run_student, tail
 
 TITLE = "Bring up a second CPU: INIT, SIPI, SIPI"
 CONCEPT = "local APIC, inter-processor interrupts, the wait-for-SIPI state, a real-mode trampoline"

@@ -6,7 +6,7 @@ import re
 import sys
 from pathlib import Path
 
-from vmm.lab import Check, CheckFailed, build_guest, run_student, tail
+from vmm.course.labs import Check, CheckFailed, build_guest, run_student, tail
 
 TITLE = "A race between two vCPUs, and a lock"
 CONCEPT = "shared device, torn output, atomic fetch-and-add, a fair (ticket) spinlock"

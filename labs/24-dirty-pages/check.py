@@ -6,7 +6,7 @@ import re
 import statistics
 from pathlib import Path
 
-from vmm.lab import Check, CheckFailed, run_student, tail
+from vmm.course.labs import Check, CheckFailed, run_student, tail
 
 TITLE = "Dirty pages: how fast a guest writes its memory"
 CONCEPT = "KVM_MEM_LOG_DIRTY_PAGES, KVM_GET_DIRTY_LOG's bitmap, a dirty rate (pre-copy's input)"

@@ -11,7 +11,7 @@ how many of the buffer's pages each interval saw:
     interval 1: 302 pages dirty, 1510 pages/s, 300 of the buffer's 300
     ...
 
-This is what live migration's pre-copy rounds read (vmm/migration.py), and QEMU's
+This is what live migration's pre-copy rounds read (vmm/control/migration.py), and QEMU's
 `calc-dirty-rate` in its dirty-bitmap mode.
 """
 
@@ -21,9 +21,9 @@ import sys
 import threading
 import time
 
-from vmm import guest
+from vmm.guests import tiny as guest
 from vmm.kvm import dirtylog
-from vmm.machine import Machine, MachineConfig
+from vmm.vm.machine import Machine, MachineConfig
 
 PAGE = mmap.PAGESIZE
 PASSES = 120  # the workload's passes: 20-85 ms each, so 2-10 s, some 10-40 whole intervals

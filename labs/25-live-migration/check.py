@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from vmm.lab import Check, CheckFailed, run_student, tail
+from vmm.course.labs import Check, CheckFailed, run_student, tail
 
 TITLE = "Move a running guest: live migration"
 CONCEPT = "pre-copy rounds over the dirty log, stop-and-copy, downtime; a VM between processes"

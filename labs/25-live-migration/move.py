@@ -15,8 +15,9 @@ import sys
 import tempfile
 import time
 
-from vmm import api, guest
-from vmm.lab import pyvmm, read_until
+from vmm.control import api
+from vmm.course.labs import pyvmm, read_until
+from vmm.guests import tiny as guest
 
 COUNT = re.compile(rb"count (\d+)\n")
 

@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "mini-run"))
 from minicheck import rootfs  # noqa: E402
 
 from vmm.bench.registry import LocalRegistry  # noqa: E402
-from vmm.container.fdtree import remove_tree  # noqa: E402
-from vmm.lab import Check, CheckFailed, run_student, tail  # noqa: E402
-from vmm.lab import pyvmm_on as _pyvmm  # noqa: E402
+from vmm.container.linux.fdtree import remove_tree  # noqa: E402
+from vmm.course.labs import Check, CheckFailed, run_student, tail  # noqa: E402
+from vmm.course.labs import pyvmm_on as _pyvmm  # noqa: E402
 
 TITLE = "A registry is just HTTP and content addresses"
 CONCEPT = "the distribution API: a manifest and blobs by URL, each checked against its digest"

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "mini-run"))
 from minicheck import rootfs  # noqa: E402
 
-from vmm.lab import Check, CheckFailed, once, pyvmm_on, run_student, tail  # noqa: E402
+from vmm.course.labs import Check, CheckFailed, once, pyvmm_on, run_student, tail  # noqa: E402
 
 TITLE = "Build an image, then find each layer in the store"
 CONCEPT = "a build step's layer is its container's writable layer: files, whiteouts, opaque dirs"
@@ -53,7 +53,7 @@ def _build_and_map(workdir: Path) -> tuple[list[list[str]], list[dict]]:
             pyvmm_layers = json.loads(pyvmm_on(state, "image", "inspect", f"lab27:{word}"))
             proc = run_student(["layer_map.py", str(state), f"lab27:{word}"], workdir, 120)
         finally:
-            from vmm.container.fdtree import remove_tree
+            from vmm.container.linux.fdtree import remove_tree
 
             if state.exists():
                 remove_tree(state)

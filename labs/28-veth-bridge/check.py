@@ -1,7 +1,7 @@
 """Lab 28's checks: mini_run --net puts the container on a bridge through a veth pair,
 with its address and default route, reachable both ways, and leaves nothing behind.
 
-Each check makes a network namespace of its own (vmm/netns.py), the "host" of the lab:
+Each check makes a network namespace of its own (vmm/hostnet/netns.py), the "host" of the lab:
 a bridge with the gateway's address on it. mini_run.py runs inside it (nsenter), so
 nothing of the machine's own network changes, and the namespace goes with everything in
 it, whatever the student's code left.
@@ -20,8 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "mini-run"))
 from minicheck import FILES, NEEDS, mini  # noqa: E402, F401
 
-from vmm import netns  # noqa: E402
-from vmm.lab import Check, CheckFailed, tail  # noqa: E402
+from vmm.course.labs import Check, CheckFailed, tail  # noqa: E402
+from vmm.hostnet import netns  # noqa: E402
 
 TITLE = "mini-run 9: veth and a bridge by hand"
 CONCEPT = "a network namespace, a veth pair across it, a bridge, an address and a route"

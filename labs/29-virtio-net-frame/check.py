@@ -2,7 +2,7 @@
 Ethernet frame on the transmit queue, which pyvmm's virtio-net device hands to a TAP, and
 takes from the receive queue a frame the check sent into that TAP.
 
-The check makes a network namespace of its own (vmm/netns.py) holding one TAP, listens
+The check makes a network namespace of its own (vmm/hostnet/netns.py) holding one TAP, listens
 on it with a packet socket for frames of the lab's ethertype, boots the student's kernel
 on that TAP with a MAC of the check's choosing, and answers the kernel's frame with one
 carrying a fresh word. Nothing of the machine's own network is touched, and the
@@ -17,8 +17,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vmm import netns
-from vmm.lab import Check, CheckFailed, build_guest, once, run_student, tail
+from vmm.course.labs import Check, CheckFailed, build_guest, once, run_student, tail
+from vmm.hostnet import netns
 
 TITLE = "A virtio-net frame, end to end"
 CONCEPT = "a frame in guest memory, a descriptor, the available ring, a notify; a TAP's fd"
@@ -28,7 +28,7 @@ TAP = "lab29"
 ETH_P_LAB = 0x88B5  # virtio_net.c's ETH_P_LAB
 ETH_P_ALL = 0x0003  # include/uapi/linux/if_ether.h: a packet socket that sees every frame
 HELLO = b"hello from the tiny kernel"
-# pyvmm boot --stats: what the device did with the chains it was given (vmm/stats.py).
+# pyvmm boot --stats: what the device did with the chains it was given (vmm/debug/stats.py).
 _STATS = re.compile(r"virtio net 0: (\d+) frames sent \((\d+) dropped\), (\d+) received")
 BROADCAST = b"\xff" * 6
 WIRE_MAC = bytes.fromhex("020000000029")  # the check's end of the wire: local, unicast

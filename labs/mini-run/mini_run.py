@@ -17,9 +17,9 @@ import shutil
 import sys
 import tempfile
 
-from vmm.container._libc import ffi, lib
+from vmm.container.linux._libc import ffi, lib
 
-from vmm.container.libc import check, mount, umount2
+from vmm.container.linux.libc import check, mount, umount2
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 CLONE_NEWUSER = 0x10000000  # <linux/sched.h>: a new user namespace (lab 14)
@@ -205,7 +205,7 @@ def build_filter(names: list[str], error: int) -> bytes:
     # ... then the program, exported with seccomp_export_bpf into an os.memfd_create file,
     # ... and seccomp_release. libseccomp returns -errno
     #| return b""
-    from vmm.container import _seccomp as seccomp
+    from vmm.container.linux import _seccomp as seccomp
 
     ctx = seccomp.lib.seccomp_init(seccomp.lib.SCMP_ACT_ALLOW)
     fd = os.memfd_create("seccomp-bpf")

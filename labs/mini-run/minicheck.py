@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vmm.lab import REPO_DIR, CheckFailed, run_student, tail
+from vmm.course.labs import REPO_DIR, CheckFailed, run_student, tail
 
 sys.path.insert(0, str(REPO_DIR / "scripts"))
 from build_images import busybox_rootfs  # noqa: E402

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from containertest import REPO, Pyvmm, core_states, host_state, pyvmm_processes
 
-from vmm.container.fdtree import remove_tree
+from vmm.container.linux.fdtree import remove_tree
 
 LEFT = ("containers", "names", "endpoints")  # what a container leaves in the state root
 

@@ -23,11 +23,11 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from vmm.container.state import RUNTIME_ROOT, Store
+from vmm.container.store.state import RUNTIME_ROOT, Store
 
 REPO = Path(__file__).resolve().parents[2]
-PYVMM = [sys.executable, "-c", "import sys; from vmm.cli import main; sys.exit(main())"]
-RUNTIME = [sys.executable, "-c", "import sys; from vmm.container.runtime_cli import main; "
+PYVMM = [sys.executable, "-c", "import sys; from vmm.cli.group import main; sys.exit(main())"]
+RUNTIME = [sys.executable, "-c", "import sys; from vmm.cli.runtime import main; "
            "sys.exit(main())"]  # fmt: skip
 
 

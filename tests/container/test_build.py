@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from containertest import REPO, make_sentinel, one_line_error, snapshot
 
-from vmm.container import images, layers, unpack
-from vmm.container.cli import human_size
-from vmm.container.state import Store
+from vmm.cli.container import human_size
+from vmm.container.image import images, unpack
+from vmm.container.store import layers
+from vmm.container.store.state import Store
 
 
 def _context(tmp: Path, containerfile: str, **files: str) -> Path:

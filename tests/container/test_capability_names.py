@@ -3,7 +3,7 @@ ones the kernel shows in the container's bounding set."""
 
 from __future__ import annotations
 
-from vmm.container import capabilities
+from vmm.container.linux import capabilities
 
 
 def test_inspect_names_the_bounding_set_the_kernel_shows(pyvmm):

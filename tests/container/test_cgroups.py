@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from containertest import PYVMM
 
-from vmm.container import cgroups
-from vmm.container.cgroups import CgroupV2, Limits
-from vmm.container.state import Store
+from vmm.container.linux import cgroups
+from vmm.container.linux.cgroups import CgroupV2, Limits
+from vmm.container.store.state import Store
 from vmm.errors import PyvmmError
 
 V1 = cgroups.host_version() == "v1"

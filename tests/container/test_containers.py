@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from containertest import PYVMM, entry, one_line_error
 
-from vmm.container import cgroups
-from vmm.container import container as lifecycle
-from vmm.container.state import Store
+from vmm.container.engine import container as lifecycle
+from vmm.container.linux import cgroups
+from vmm.container.store.state import Store
 
 
 def _busybox_layer(pyvmm) -> Path:

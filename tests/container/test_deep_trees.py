@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from containertest import one_line_error
 
-from vmm.container.fdtree import remove_tree
+from vmm.container.linux.fdtree import remove_tree
 
 DEPTH = 10_000
 # Tens of thousands of directories made, copied and removed per test: minutes together.

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 from containertest import make_sentinel, snapshot
 
-from vmm.container import fdtree
+from vmm.container.linux import fdtree
 from vmm.errors import PyvmmError
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from containertest import one_line_error
 
-from vmm.container import cgroups
-from vmm.container.state import Store
+from vmm.container.linux import cgroups
+from vmm.container.store.state import Store
 
 V1 = cgroups.host_version() == "v1"
 CAP_CHOWN, CAP_KILL, CAP_SYS_ADMIN, CAP_MKNOD = 0, 5, 21, 27

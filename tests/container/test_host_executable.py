@@ -40,7 +40,7 @@ from containertest import (
     one_line_error,
 )
 
-from vmm.container.spec import default
+from vmm.container.oci.spec import default
 
 EVIL = """#!/proc/self/exe
 import os
@@ -188,7 +188,7 @@ def test_container_run_of_a_proc_self_exe_entrypoint_runs_no_host_executable(
 def tar_bytes_of(tree: Path) -> bytes:
     import io
 
-    from vmm.container import unpack
+    from vmm.container.image import unpack
 
     buf = io.BytesIO()
     unpack.tar_directory(tree, buf)

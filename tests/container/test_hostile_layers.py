@@ -17,9 +17,9 @@ from containertest import entry, make_sentinel, one_line_error, snapshot
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from vmm.container import importer
-from vmm.container.fdtree import remove_tree
-from vmm.container.state import Store
+from vmm.container.image import importer
+from vmm.container.linux.fdtree import remove_tree
+from vmm.container.store.state import Store
 from vmm.errors import PyvmmError
 
 DIR, SYM, LNK = tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE

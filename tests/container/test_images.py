@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from containertest import entry, image_config, oci_layout, one_line_error, tar_bytes
 
-from vmm.container import images
-from vmm.container.state import Store
+from vmm.container.image import images
+from vmm.container.store.state import Store
 
 DIR, SYM, LNK, CHR = tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE
 
@@ -232,7 +232,7 @@ def test_source_that_is_not_an_image_is_a_one_line_error(pyvmm, tmp_path):
 def test_unpacked_files_keep_every_owner_mode_and_time_whatever_creation_gave(tmp_path):
     """Modes the umask would cut, set-id bits, another owner, mode 000: each as in the
     tar, however the file was created (unpack sets only what creation did not)."""
-    from vmm.container import unpack
+    from vmm.container.image import unpack
 
     cases = {"plain": (0o644, 0, 0), "umasked": (0o666, 0, 0), "setuid": (0o4755, 0, 0),
              "setgid": (0o2711, 0, 0), "none": (0o000, 0, 0), "other": (0o640, 1234, 5678),

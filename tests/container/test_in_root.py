@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from containertest import Runtime, busybox_rootfs, leaves_nothing
 
-from vmm.container.spec import default
+from vmm.container.oci.spec import default
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_a_volume_target_through_an_image_symlink_lands_inside(pyvmm, tmp_path):
 
 def test_the_fd_walk_resolves_as_openat2_does(tmp_path):
     """The walk for kernels without openat2, against the kernel's own answers."""
-    from vmm.container import inroot
+    from vmm.container.linux import inroot
 
     top = tmp_path / "root"
     (top / "a" / "b").mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""Container networks (vmm/container/network.py), inside a test host of the test's own: a
+"""Container networks (vmm/container/engine/network.py), inside a test host of the test's own: a
 network namespace made here, where pyvmm runs (nsenter) and makes its bridges, veths
 and nft tables; nothing of the machine's own network changes, and the traffic goes
 only between addresses made here.
@@ -26,7 +26,7 @@ from containertest import Pyvmm, one_line_error
 from nettest import links, needs_netns
 from vmtest import needs_kvm
 
-from vmm import netns
+from vmm.hostnet import netns
 
 pytestmark = [needs_netns]
 SERVE = "exec busybox nc -ll -p 80 -e busybox cat"  # echo, one connection after another
@@ -271,7 +271,7 @@ def test_a_vm_and_a_container_on_one_network(host, linux_build):
     ip= gives it, answers a container on that network: one wire for both."""
     from vmm.bench import net
     from vmm.bench.machineinfo import kvm_kind
-    from vmm.linux_guest import ECHO_PORT, NET_LINE
+    from vmm.guests.linux import ECHO_PORT, NET_LINE
 
     ns, pyvmm = host
     build, initramfs = linux_build
@@ -368,7 +368,7 @@ def test_an_endpoint_left_without_its_container_is_swept_by_ps(host):
     """What a pyvmm killed half-way through create leaves: a network endpoint of no
     container (made here by removing the container's files behind pyvmm's back). The
     next ``container ps`` removes its veth, namespace, address and record."""
-    from vmm.container.fdtree import remove_tree
+    from vmm.container.linux.fdtree import remove_tree
 
     ns, pyvmm = host
     pyvmm.ok("network", "create", "--subnet", "10.87.0.0/24", "n9")

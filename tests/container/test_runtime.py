@@ -212,7 +212,7 @@ def test_mounts_masked_readonly_paths_and_readonly_root(rt, tmp_path):
 
 
 def rt_default_mounts() -> list[dict]:
-    from vmm.container.spec import default
+    from vmm.container.oci.spec import default
 
     return default()["mounts"]
 
@@ -491,7 +491,7 @@ def test_features_and_kill_signal_names(rt):
 def test_pyvmm_container_writes_a_bundle_the_core_reads(pyvmm, root):
     """``pyvmm container`` is a layer over the core: its container directory is an
     OCI bundle whose config.json says what the flags and the image said."""
-    from vmm.container import spec
+    from vmm.container.oci import spec
 
     pyvmm.ok("container", "run", "--name", "bundled", "--hostname", "h1", "--memory", "32M",
              "-v", "vol1:/data:ro", "busybox", "sh", "-c", "hostname")  # fmt: skip
@@ -519,7 +519,7 @@ def test_failing_poststart_and_poststop_hooks_warn_and_the_rest_run(rt):
 def test_v2_cgroup_freezes_lists_and_joins_an_existing_cgroup():
     """The interface the runtime's pause, ps and cgroupsPath use, on cgroup v2 (the
     host's, or the controller-less one a hybrid host mounts at /sys/fs/cgroup/unified)."""
-    from vmm.container.cgroups import CgroupV2, Limits
+    from vmm.container.linux.cgroups import CgroupV2, Limits
 
     root = next((p for p in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
                  if (p / "cgroup.controllers").exists()), None)  # fmt: skip

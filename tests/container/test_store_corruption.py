@@ -33,8 +33,8 @@ from containertest import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vmm.container import records
-from vmm.container.images import ImageRecord
+from vmm.container.image.images import ImageRecord
+from vmm.container.store import records
 
 # What a record can be turned into (``_corrupt``).
 KINDS = ("missing", "truncated", "empty", "garbage", "not an object", "wrong type", "dotdot")

@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from vmm.container import tarstream
+from vmm.container.image import tarstream
 
 
 def _members(formats: int) -> list[tuple[tarfile.TarInfo, bytes | None]]:

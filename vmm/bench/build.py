@@ -26,7 +26,7 @@ from pathlib import Path
 
 from vmm.bench.containers import IMAGE, private_podman
 from vmm.bench.registry import PYVMM, REPO
-from vmm.container.fdtree import remove_tree
+from vmm.container.linux.fdtree import remove_tree
 from vmm.errors import PyvmmError
 
 CONTAINERFILE = """\

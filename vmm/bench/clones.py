@@ -1,6 +1,6 @@
 """``pyvmm bench clones``: N guests restored from one snapshot, and the memory they share.
 
-Each clone maps the snapshot's memory file ``MAP_PRIVATE`` (vmm/snapshot.py): a page the
+Each clone maps the snapshot's memory file ``MAP_PRIVATE`` (vmm/control/snapshot.py): a page the
 guest only reads is the page cache's one copy for every clone; a page it writes becomes
 that clone's own. The figures come from the kernel's accounting of each process
 (proc(5), /proc/PID/smaps): RSS counts a shared page in every process that maps it, PSS
@@ -15,9 +15,10 @@ import os
 import tempfile
 import time
 
-from vmm import api, guest
 from vmm.bench.measure import pyvmm_command
+from vmm.control import api
 from vmm.errors import PyvmmError
+from vmm.guests import tiny as guest
 
 SETTLE = 1.0  # seconds the clones run before they are measured
 READY_TIMEOUT = 60.0

@@ -37,8 +37,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vmm.container.bench import flat_rootfs, oci_bundle
-from vmm.container.state import Store
+from vmm.bench.container_startup import flat_rootfs, oci_bundle
+from vmm.container.store.state import Store
 
 IMAGE = "localhost/pyvmm-workload:latest"
 # Podman's defaults raise rlimits from the caller's, which needs CAP_SYS_RESOURCE;

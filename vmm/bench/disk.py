@@ -15,12 +15,12 @@ import subprocess
 import tempfile
 import time
 
-from vmm import guest
 from vmm.bench.measure import pyvmm_command, repeat, wall_time
 from vmm.bench.workload import expected_line, make_command
 from vmm.errors import PyvmmError
+from vmm.guests import tiny as guest
 from vmm.kvm import Kvm
-from vmm.machine import Machine, MachineConfig
+from vmm.vm.machine import Machine, MachineConfig
 
 CHUNKS = (64 << 10, 1 << 20)
 

@@ -23,10 +23,10 @@ import sys
 import tempfile
 import time
 
-from vmm import guest
 from vmm.bench.measure import build_c, interleaved, pyvmm_command, repeat, wall_time
+from vmm.guests import tiny as guest
 from vmm.kvm import Kvm
-from vmm.machine import Machine, MachineConfig
+from vmm.vm.machine import Machine, MachineConfig
 
 C_SOURCE = os.path.join(os.path.dirname(__file__), "kvm_exit_loop.c")
 
@@ -77,10 +77,10 @@ class _NullDevice:
 
 def _phase_loops(n: int) -> dict:
     """(d): for each step, a function of a fresh machine that makes ``n`` exits."""
-    from vmm.bus import Bus
     from vmm.devices.serial import COM1_BASE, UART_NR_PORTS
     from vmm.kvm._kvm import lib
-    from vmm.machine import _port_io
+    from vmm.vm.bus import Bus
+    from vmm.vm.machine import _port_io
 
     def ioctl_only(m: Machine) -> None:
         run, fd, request = lib.kvm_ioctl_val, m.vcpu.fd, lib.KVM_RUN

@@ -23,8 +23,8 @@ from typing import NamedTuple
 
 from vmm.bench.measure import CACHE_DIR, apt_get, run_checked
 from vmm.errors import PyvmmError
-from vmm.initramfs import BUSYBOX
-from vmm.initramfs import make as make_initramfs
+from vmm.guests.initramfs import BUSYBOX
+from vmm.guests.initramfs import make as make_initramfs
 from vmm.kvm.kind import kvm_kind
 
 META_PACKAGE = "linux-image-cloud-amd64"

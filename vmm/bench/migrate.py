@@ -28,7 +28,7 @@ from vmm.errors import PyvmmError
 
 BOOT_TIMEOUT = 600.0  # seconds for a Linux boot to /init's wait under PVM on a busy host
 HOP_TIMEOUT = 120.0
-# What /init prints once given its line with no disk (vmm/linux_guest.py's INIT).
+# What /init prints once given its line with no disk (vmm/guests/linux.py's INIT).
 ANSWER = b"init: no /dev/vda"
 _QEMU_FIGURE = re.compile(r"^(total time|downtime|setup): (\d+) ", re.M)
 _QEMU_RAM = re.compile(r"^transferred ram: (\d+) kbytes", re.M)
@@ -73,7 +73,7 @@ class _Pyvmm:
         return proc, control
 
     def migrate(self, control: str, incoming: str) -> dict:
-        from vmm import api
+        from vmm.control import api
 
         figures = api.request(control, "migrate", to=f"unix:{incoming}")
         return {
@@ -85,7 +85,7 @@ class _Pyvmm:
 
     def ready(self, control: str, proc: subprocess.Popen) -> None:
         """The destination serves its control socket once the guest runs there."""
-        from vmm import api
+        from vmm.control import api
 
         started = time.perf_counter()
         while True:
@@ -146,8 +146,8 @@ class _Qemu:
 
 
 def measure(hops: int = 5) -> dict:
-    from vmm import linux_guest
     from vmm.bench import linux_vm
+    from vmm.guests import linux as linux_guest
     from vmm.kvm.kind import kvm_kind
 
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):

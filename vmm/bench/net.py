@@ -1,8 +1,8 @@
 """``pyvmm bench net``: TCP between a test host and a server, on loopback and in VMs.
 
-Everything happens in a network namespace the benchmark makes (vmm/netns.py): a bridge
+Everything happens in a network namespace the benchmark makes (vmm/hostnet/netns.py): a bridge
 with the host's address, and a persistent TAP on it that each VM in turn attaches to.
-The server is busybox's ``nc`` in every row (vmm/linux_guest.py ``NET_SERVICES``: echo
+The server is busybox's ``nc`` in every row (vmm/guests/linux.py ``NET_SERVICES``: echo
 on 7, discard on 9, a 4 MiB source on 19), the same static program on the host and in
 the guests, which run the same kernel and initramfs:
 
@@ -42,11 +42,11 @@ import threading
 import time
 from pathlib import Path
 
-from vmm import netns
 from vmm.bench.measure import pyvmm_command, summary
-from vmm.container.fdtree import remove_tree
+from vmm.container.linux.fdtree import remove_tree
+from vmm.devices.virtio.vhost import VHOST_NET_DEVICE as VHOST_NET
 from vmm.errors import PyvmmError
-from vmm.vhost import VHOST_NET_DEVICE as VHOST_NET
+from vmm.hostnet import netns
 
 BRIDGE, TAP = "br0", "vmtap0"
 HOST_IP, GUEST_IP, PREFIX = "10.0.2.1", "10.0.2.15", 24
@@ -145,7 +145,7 @@ def connect(ns: str, addr: str, port: int, timeout: float = 60.0) -> socket.sock
 def round_trips(ns: str, addr: str, rounds: int = ROUNDS, port: int | None = None) -> list[float]:
     """Seconds per one-byte round trip through the echo service (or a port published
     to it)."""
-    from vmm.linux_guest import ECHO_PORT
+    from vmm.guests.linux import ECHO_PORT
 
     times = []
     with connect(ns, addr, port or ECHO_PORT) as sock:
@@ -161,7 +161,7 @@ def round_trips(ns: str, addr: str, rounds: int = ROUNDS, port: int | None = Non
 
 def upload(ns: str, addr: str, nbytes: int = UPLOAD_BYTES) -> float:
     """MiB/s to the discard service, until it has read everything and closed."""
-    from vmm.linux_guest import DISCARD_PORT
+    from vmm.guests.linux import DISCARD_PORT
 
     chunk = bytes(64 << 10)
     t = time.perf_counter()
@@ -176,7 +176,7 @@ def upload(ns: str, addr: str, nbytes: int = UPLOAD_BYTES) -> float:
 
 def download(ns: str, addr: str) -> float:
     """MiB/s from the source service, whose every byte must arrive."""
-    from vmm.linux_guest import CHARGEN_BYTES, CHARGEN_PORT
+    from vmm.guests.linux import CHARGEN_BYTES, CHARGEN_PORT
 
     received = 0
     t = time.perf_counter()
@@ -213,8 +213,8 @@ def _add_tap(ns: str) -> None:
 
 def measure(runs: int = 5, only: tuple[str, ...] = ()) -> dict:
     """Figures for every row (or those in ``only``), the rows taking turns run by run."""
-    from vmm import linux_guest
     from vmm.bench.machineinfo import kvm_kind
+    from vmm.guests import linux as linux_guest
 
     if os.geteuid() != 0 or not os.path.exists("/dev/net/tun"):
         raise PyvmmError("bench net needs root and /dev/net/tun (a namespace of its own)")
@@ -320,14 +320,14 @@ def _remove(path: Path) -> None:
 
 
 def _published() -> list[str]:
-    from vmm import linux_guest
+    from vmm.guests import linux as linux_guest
 
     ports = [linux_guest.ECHO_PORT, linux_guest.DISCARD_PORT, linux_guest.CHARGEN_PORT]
     return [a for p in ports for a in ("-p", f"{p}:{p}")]
 
 
 def _serve() -> list[str]:
-    from vmm import linux_guest
+    from vmm.guests import linux as linux_guest
 
     return ["sh", "-c", linux_guest.NET_SERVICES + "wait\n"]
 

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vmm.bench.containers import private_podman
-from vmm.container.fdtree import remove_tree
+from vmm.container.linux.fdtree import remove_tree
 
 REPO = Path(__file__).resolve().parents[2]
 PYVMM = [str(Path(sys.executable).parent / "pyvmm")]

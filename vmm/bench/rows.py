@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from vmm import guest
 from vmm.bench.machineinfo import REPO
 from vmm.bench.measure import (
     ProcessResult,
@@ -32,6 +31,7 @@ from vmm.bench.measure import (
 from vmm.bench.workload import result_line
 from vmm.devices.power import EXIT_PORT
 from vmm.errors import PyvmmError
+from vmm.guests import tiny as guest
 
 IMAGE_REF = "workload:latest"
 DATA = "/data"
@@ -142,7 +142,7 @@ class TinyVmRow(Row):
         already behind; and the guest RAM touched."""
         if not detailed:
             return {}
-        from vmm.machine import DEFAULT_MEMORY, Machine, MachineConfig
+        from vmm.vm.machine import DEFAULT_MEMORY, Machine, MachineConfig
 
         output = bytearray()
         marks: list[float] = []  # first byte, then result line
@@ -189,8 +189,8 @@ class TinyVmRow(Row):
 def workload_image(ws: Workspace, commands: list[list[str]]):
     """The container store at ``ws.root`` with the workload image in it, built by the
     project's own script the first time (the command goes into the row's record)."""
-    from vmm.container import images
-    from vmm.container.state import Store
+    from vmm.container.image import images
+    from vmm.container.store.state import Store
 
     store = Store(ws.root)
     try:
@@ -207,7 +207,8 @@ def workload_image(ws: Workspace, commands: list[list[str]]):
 def _same_workload(store) -> None:
     """The comparison is fair only if the image holds the very executable the other rows
     run: compare the topmost layer's /bin/workload with it, byte for byte."""
-    from vmm.container import images, layers
+    from vmm.container.image import images
+    from vmm.container.store import layers
 
     for digest in reversed(images.get(store, IMAGE_REF).layers):
         path = layers.layer_dir(store, digest) / "bin" / "workload"
@@ -239,7 +240,7 @@ class ContainerRow(Row):
     def prepare(self, ws):
         if os.geteuid() != 0:
             raise PyvmmError("containers need root")
-        from vmm.container import volumes
+        from vmm.container.engine import volumes
 
         self.store = workload_image(ws, self.commands)
         if self.volume:
@@ -275,7 +276,7 @@ class ContainerRow(Row):
 
         The workload prints one line only, so when the output starts with it (checked
         here), pyvmm's first output is the result line and the figure stands for both."""
-        from vmm.container import container as lifecycle
+        from vmm.container.engine import container as lifecycle
 
         rec = lifecycle.find(self.store, instance)
         try:
@@ -293,7 +294,8 @@ class ContainerRow(Row):
             lifecycle.remove(self.store, instance, force=True)
 
     def disk(self, ws):
-        from vmm.container import images, layers
+        from vmm.container.image import images
+        from vmm.container.store import layers
 
         digests = images.get(self.store, IMAGE_REF).layers
         parts = {
@@ -312,8 +314,8 @@ class ContainerRow(Row):
         """Remove the containers a failed or interrupted run left, then the volume."""
         if not hasattr(self, "store"):
             return
-        from vmm.container import container as lifecycle
-        from vmm.container import volumes
+        from vmm.container.engine import container as lifecycle
+        from vmm.container.engine import volumes
 
         for rec in lifecycle.list_containers(self.store):
             if rec.name.startswith(instance_prefix()):
@@ -343,7 +345,7 @@ class OciRow(Row):
             raise PyvmmError(f"{self.runtime} needs root")
         if not shutil.which(self.runtime):
             apt_get(["install", "-y", "-qq", self.runtime], self.commands)
-        from vmm.container import bench
+        from vmm.bench import container_startup as bench
 
         store = workload_image(ws, self.commands)
         bundle = Path(ws.scratch) / f"bundle-{self.runtime}"
@@ -356,7 +358,7 @@ class OciRow(Row):
         self.bundle = str(bundle)
 
     def command(self, ws, instance):
-        from vmm.container.bench import runtime_command
+        from vmm.bench.container_startup import runtime_command
 
         return runtime_command(self.runtime, self.bundle, instance)
 
@@ -438,8 +440,8 @@ class LinuxGuestRow(Row):
     def prepare(self, ws):
         if not os.access("/dev/kvm", os.R_OK | os.W_OK):
             raise PyvmmError("no usable /dev/kvm")
-        from vmm import linux_guest
         from vmm.bench.machineinfo import kvm_kind
+        from vmm.guests import linux as linux_guest
 
         # Built on first use, minutes: say so on stderr, away from the report.
         self.build = linux_guest.build_kernel(say=lambda m: print(m, file=sys.stderr, flush=True))
@@ -484,7 +486,7 @@ class LinuxPyvmmRow(LinuxGuestRow):
         ]  # fmt: skip
 
     def collect(self, ws, instance, proc, detailed):
-        from vmm.stats import GUEST_TOUCHED
+        from vmm.debug.stats import GUEST_TOUCHED
 
         figures = super().collect(ws, instance, proc, detailed)
         for line in proc.stderr.decode(errors="replace").splitlines():
@@ -499,7 +501,7 @@ def _waiting_guest(argv: list[str], timeout: float) -> Iterator[float]:
     line (yields the seconds that took); killed afterwards."""
     import subprocess
 
-    from vmm import linux_guest
+    from vmm.guests import linux as linux_guest
 
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
@@ -527,7 +529,8 @@ class LinuxRestoredRow(LinuxGuestRow):
     )
 
     def prepare(self, ws):
-        from vmm import api, linux_guest
+        from vmm.control import api
+        from vmm.guests import linux as linux_guest
 
         super().prepare(ws)
         self.snapshot = os.path.join(ws.scratch, "linux-snapshot")
@@ -623,7 +626,7 @@ class LinuxQemuRestoredRow(LinuxMicrovmRow):
     )
 
     def prepare(self, ws):
-        from vmm import linux_guest
+        from vmm.guests import linux as linux_guest
 
         super().prepare(ws)
         self.saved = os.path.join(ws.scratch, "qemu-saved-vm")

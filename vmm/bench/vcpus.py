@@ -1,6 +1,6 @@
 """``pyvmm bench vcpus``: N busy vCPUs keep N host CPUs busy.
 
-Each vCPU is a thread in ``KVM_RUN`` (vmm/vcpus.py), and the claim is that cffi releases
+Each vCPU is a thread in ``KVM_RUN`` (vmm/vm/vcpus.py), and the claim is that cffi releases
 the GIL around that call: if it did not, one vCPU in the guest would stop the others, and
 the process would never use more than one host CPU however many vCPUs were busy. The
 tiny kernel runs ``spin`` (a ring-3 loop, no exits) on the boot CPU, and with
@@ -17,9 +17,9 @@ import shlex
 import subprocess
 import time
 
-from vmm import guest
 from vmm.bench.measure import pyvmm_command, summary
 from vmm.errors import PyvmmError
+from vmm.guests import tiny as guest
 
 SPIN_MILLIONS = 300  # the boot CPU's loop: about a second here
 

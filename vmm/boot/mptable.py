@@ -13,7 +13,7 @@ with INIT/SIPI through the in-kernel local APICs. Then one ISA bus, the IOAPIC K
 in-kernel irqchip puts at 0xfec00000, and ISA IRQ n wired to IOAPIC pin n: that is how
 KVM's default GSI routing connects them (GSI n to PIC pin n and IOAPIC pin n for n < 16).
 No ACPI MADT is needed: Linux's MP-table parser takes any number of processors (up to its
-NR_CPUS), and power-off without ACPI is a halt either way (vmm/halt.py).
+NR_CPUS), and power-off without ACPI is a halt either way (vmm/vm/halt.py).
 """
 
 from __future__ import annotations

@@ -162,7 +162,7 @@ def _set_half(value: int, word: int, high: bool) -> int:
 class VirtioMmio:
     """One virtio-mmio window, VIRTIO_MMIO_WINDOW_SIZE bytes at any base on the MMIO bus."""
 
-    locks_itself = True  # vmm/bus.py: an I/O thread reaches it by notify, not the bus
+    locks_itself = True  # vmm/vm/bus.py: an I/O thread reaches it by notify, not the bus
 
     def __init__(
         self, device: VirtioDevice, memory: GuestMemory, interrupt: Callable[[], None]

@@ -23,7 +23,7 @@ NIC drops a bad frame. A receive buffer with a bad part comes back with length 0
 driver drops it as too short, 5.1.6.4). A frame larger than the buffers meant for it
 is read into a scratch area behind them and dropped, never written past a buffer.
 
-With ``vhost`` (vmm/vhost.py, ``--net ...,vhost=on``) the host kernel serves both
+With ``vhost`` (vmm/devices/virtio/vhost.py, ``--net ...,vhost=on``) the host kernel serves both
 queues instead: the device then only offers features and config space, hands the rings
 to vhost on activation and takes them back on reset, and ``process`` does nothing.
 
@@ -48,7 +48,7 @@ from vmm.errors import PyvmmError
 from vmm.memory import GuestMemoryError
 
 if TYPE_CHECKING:
-    from vmm.vhost import VhostNet
+    from vmm.devices.virtio.vhost import VhostNet
 
 VIRTIO_ID_NET = 1  # 5: device ID of a network card
 
@@ -102,7 +102,9 @@ class NetOption:
     bridge: str | None = None  # an existing bridge: a new TAP is made and attached to it
     mac: bytes | None = None  # None: derived from the TAP's name
     offload: bool = True  # offer CSUM/TSO and mergeable receive buffers
-    vhost: bool = False  # the host kernel's vhost-net as the data plane (vmm/vhost.py)
+    vhost: bool = (
+        False  # the host kernel's vhost-net as the data plane (vmm/devices/virtio/vhost.py)
+    )
 
 
 def parse_net_option(text: str) -> NetOption:

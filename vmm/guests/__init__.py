@@ -1,0 +1,3 @@
+"""The guests pyvmm builds and boots: the tiny kernel and its programs
+(``guest/``), a Linux guest and its initramfs.
+"""
