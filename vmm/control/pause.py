@@ -17,8 +17,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from vmm.devices.power import GuestStop
 from vmm.errors import PyvmmError
+from vmm.guest_stop import GuestStop
 from vmm.kvm import kick
 
 PAUSE_TIMEOUT = 5.0  # seconds a pause may take before the caller gives up

@@ -2,7 +2,7 @@
 
 Everything an engine asks of a runtime (runtime-spec runtime.md "Operations") lives
 here, over the Linux pieces (``namespaces``, ``mounts``, ``cgroups``,
-``capabilities``); ``runtime_cli.py`` is runc's command line over it, and
+``capabilities``); ``vmm/cli/runtime.py`` is runc's command line over it, and
 ``pyvmm container`` builds a bundle and comes here too.
 
 A container's life, as the spec's state machine (``creating`` → ``created`` →
