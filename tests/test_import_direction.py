@@ -37,7 +37,8 @@ LAYERS: dict[str, set[str]] = {
     "vmm.devices": {"foundation"},  # a device never touches KVM
     "vmm.boot": {"foundation"},
     "vmm.debug": {"vmm.kvm"},  # observers; the machine is above them
-    "vmm.vm": {"vmm.debug", "vmm.devices", "vmm.boot"},
+    "vmm.hostnet": {"foundation"},  # the host's network: a VM's TAP, published ports
+    "vmm.vm": {"vmm.debug", "vmm.devices", "vmm.boot", "vmm.hostnet"},
     "vmm.control": {"vmm.vm"},  # pause, snapshot, migrate a running VM
     "vmm.guests": {"foundation"},  # building the guests; booting them is the machine's
     # The container runtime: engine -> oci -> linux, engine -> image -> store.
@@ -45,7 +46,7 @@ LAYERS: dict[str, set[str]] = {
     "vmm.container.oci": {"vmm.container.linux"},
     "vmm.container.store": {"vmm.container.linux"},
     "vmm.container.image": {"vmm.container.store"},
-    "vmm.container.engine": {"vmm.container.oci", "vmm.container.image"},
+    "vmm.container.engine": {"vmm.container.oci", "vmm.container.image", "vmm.hostnet"},
     # What uses both sides.
     "vmm.course": {"vmm.guests"},
     "vmm.bench": {"vmm.control", "vmm.guests", "vmm.container.engine"},
@@ -61,8 +62,13 @@ HOT = {
     # never loads the container runtime.
     "vmm.cli.boot": ("vmm.bench", "vmm.container", "vmm.cli.group"),
     # pyvmm-runtime is the OCI core's command line: the engine and its CLI are above it.
-    "vmm.cli.runtime": ("vmm.container.engine", "vmm.container.image",
-                        "vmm.container.store", "vmm.cli.container", "vmm.bench"),  # fmt: skip
+    "vmm.cli.runtime": (
+        "vmm.container.engine",
+        "vmm.container.image",
+        "vmm.container.store",
+        "vmm.cli.container",
+        "vmm.bench",
+    ),  # fmt: skip
 }
 
 
