@@ -19,7 +19,7 @@ is made mode 0600 (whoever can connect can read the guest's memory) and removed 
 the VM ends. A VM killed with SIGKILL cannot remove it: a socket at the path that refuses
 connections is such a leftover and is replaced, as QEMU replaces its QMP socket; one that
 answers belongs to a VM still running, and is refused; anything else at the path is
-refused too (``listen_unix``, also for ``--incoming unix:PATH``).
+refused too (``unixsock.listen_unix``, also for ``--incoming unix:PATH``).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from vmm.control.unixsock import listen_unix
 from vmm.errors import PyvmmError
 
 MAX_REQUEST = 64 << 10  # bytes in one request line
@@ -39,43 +40,6 @@ MAX_REQUEST = 64 << 10  # bytes in one request line
 
 class ApiError(PyvmmError):
     pass
-
-
-def _clear_stale(path: str, option: str) -> None:
-    """Remove a socket left at ``path`` by a process that died; refuse anything else."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise ApiError(f"{option} {path}: the path exists already and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    try:
-        probe.connect(path)
-    except ConnectionRefusedError:  # nobody listens: a leftover
-        os.unlink(path)
-        return
-    except OSError as e:
-        raise ApiError(f"{option} {path}: {e.strerror}") from None
-    finally:
-        probe.close()
-    raise ApiError(f"{option} {path}: another process is serving on it")
-
-
-def listen_unix(path: str, option: str, backlog: int = 1) -> socket.socket:
-    """A listening Unix socket at ``path``, mode 0600, after a leftover one is removed."""
-    _clear_stale(path, option)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    old = os.umask(0o177)
-    try:
-        sock.bind(path)
-        sock.listen(backlog)
-    except OSError as e:
-        sock.close()
-        raise ApiError(f"{option} {path}: {e.strerror}") from None
-    finally:
-        os.umask(old)
-    return sock
 
 
 class ApiServer:

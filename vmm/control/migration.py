@@ -34,7 +34,7 @@ import time
 
 from vmm import record
 from vmm.control import snapshot
-from vmm.control.api import ApiError, listen_unix
+from vmm.control.unixsock import SocketPathError, listen_unix
 from vmm.errors import PyvmmError
 from vmm.kvm import dirtylog
 from vmm.memory import GuestMemory, GuestMemoryError
@@ -223,7 +223,7 @@ def _listen(address: str) -> socket.socket:
     if family == socket.AF_UNIX:
         try:
             return listen_unix(target, "--incoming")
-        except ApiError as e:
+        except SocketPathError as e:
             raise MigrationError(str(e)) from None
     listener = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
