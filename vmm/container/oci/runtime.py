@@ -37,8 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vmm import record
+from vmm.container.linux import atomic
 from vmm.container.oci.hooks import Hook
-from vmm.container.store import records
 from vmm.errors import PyvmmError
 from vmm.proc import is_alive, process_start, wait_dead
 
@@ -58,8 +59,10 @@ class ContainerStateError(PyvmmError):
 @dataclass
 class State:
     """One container's ``<root>/<id>/state.json``: the OCI ``state`` (runtime.md
-    "State") and pyvmm's own fields. A typed record (``records.py``), read through
-    the one loader: a damaged file is refused by the field's name, never a crash."""
+    "State") and pyvmm's own fields. A typed record, read through the one loader
+    (``vmm/record.py``) and replaced atomically (``atomic.py``), as the store's records
+    are, without the store, which is above this core: a damaged file is refused by the
+    field's name, never a crash."""
 
     id: str
     oci_version: str
@@ -143,8 +146,8 @@ def load(root: str, cid: str) -> Container:
     check_id(cid)
     if not (_root(root) / cid).is_dir():
         raise ContainerStateError(f"container {cid} does not exist")
-    state = records.load(_root(root) / cid / "state.json", State, id=cid)
-    if isinstance(state, records.Broken):
+    state = record.load(_root(root) / cid / "state.json", State, id=cid)
+    if isinstance(state, record.Broken):
         raise ContainerStateError(f"container {cid}: {state.reason}")
     return Container(_root(root), state)
 
@@ -229,7 +232,7 @@ def create(root: str, cid: str, bundle: str, *, pid_file: str | None = None,
                          console_socket=console_socket, no_pivot=no_pivot,
                          preserve_fds=preserve_fds, subreaper=subreaper, extras=extras)  # fmt: skip
         state.pid, state.pid_start = pid, process_start(pid)
-        records.write(cdir / "state.json", state)
+        atomic.write_json(cdir / "state.json", record.to_json(state))
         if pid_file:
             _write_pid_file(pid_file, pid)
     except BaseException:

@@ -1,10 +1,10 @@
 """The container store's records: written atomically, read through the one loader.
 
 Every record pyvmm keeps in its state directory (a container's ``container.json``,
-an image's ``<tag>.json``, a layer's ``layer.json``, a volume's ``volume.json``) and
-the OCI core's ``state.json`` is a dataclass, read by ``load`` (``vmm/record.py``,
-the one typed loader, shared with the snapshot manifest: a corrupt record is
-``Broken``, never a crash) and written by ``write``, nothing else:
+an image's ``<tag>.json``, a layer's ``layer.json``, a volume's ``volume.json``) is a
+dataclass, read by ``load`` (``vmm/record.py``, the one typed loader, shared with the
+snapshot manifest and the OCI core's ``state.json``: a corrupt record is ``Broken``,
+never a crash) and written by ``write``, nothing else:
 
 - ``write`` replaces the file atomically (``atomic.write_json``): a crash or a full
   disk leaves the old record or the new one, never half of one.
