@@ -1,31 +1,25 @@
 """The container runtime: the same workload as the VM, run as a namespaced process.
 
-Three layers, as Docker → containerd → runc (docs/ARCHITECTURE.md), and the Linux
-pieces under them. Code map (docs/containers.md walks through it as a lab):
+Three layers, as Docker → containerd → runc (docs/ARCHITECTURE.md), each a folder, with
+the Linux pieces under them; imports point down only (tests/test_import_direction.py):
 
-- ``cli.py``: ``pyvmm container|image|volume``; parses and prints, nothing more.
-- ``container.py``: the image-side lifecycle (create, start, run, stop, kill, rm,
-  logs, diff, reconcile) and the monitor, a client of the OCI core (as containerd is
-  of runc); ``bundle.py``: image store → OCI bundle.
-- ``runtime_cli.py``: ``pyvmm-runtime``, runc's command line.
-- The OCI core: ``spec.py`` (config.json, checked), ``runtime.py`` (create, start,
-  kill, delete, exec, pause, update; the state), ``init.py`` (the init from fork to
-  execve), ``hooks.py``.
-- ``namespaces.py``: unshare, the PID namespace for children, hostname, loopback.
-- ``mounts.py``: overlay, mount options and propagation, /dev, masked paths, pivot_root.
-- ``capabilities.py``: the capability sets and no_new_privs.
-- ``cgroups.py``: one interface, ``CgroupV1`` and ``CgroupV2``.
-- ``images.py``: image records; ``importer.py``: directory, tar, OCI layout, docker save.
-- ``imagespec.py``: the OCI image documents, type-checked; ``layout.py``: the files of
-  an import source and of the image layout in it, read verified.
-- ``layers.py``: the layer store and whiteouts; ``unpack.py``: untrusted tar unpacking.
-- ``fdtree.py``: walks, by directory fd and never following symlinks, of the trees
-  images and containers control (remove, size, diff, unpacking).
-- ``volumes.py``: named volumes and bind mounts.
-- ``state.py``: the state directory, its lock and the container record;
-  ``records.py``: the store's records, read through ``vmm/record.py``; ``names.py``: names.
-- ``libc_build.py`` (cffi, compiled at install) and ``libc.py``: the libc calls.
-- ``bench.py``: start-up measurements for ``scripts/bench_container.py``.
+- ``engine/``: the Docker-like front (``pyvmm container``, its command line is
+  ``vmm/cli/container.py``): the lifecycle and its monitor, a client of the OCI core as
+  containerd is of runc; the container's record, bundles, volumes, networks, Docker's
+  hardening options. Over ``oci/`` and ``image/``.
+- ``oci/``: the OCI core, runc's library: ``config.json`` checked (``spec.py``), the
+  lifecycle and its state (``runtime.py``), the init from fork to execve, hooks. Its
+  command line is ``pyvmm-runtime`` (``vmm/cli/runtime.py``).
+- ``image/``: images into and out of the store: records, import (directory, tar, OCI
+  layout, docker save), a registry's pull and push, the image spec's documents,
+  untrusted layer tars read and unpacked.
+- ``store/``: the state directory and its lock, the typed records on disk, names, the
+  content-addressed layer store.
+- ``linux/``: namespaces, mounts and pivot_root, cgroups v1 and v2, capabilities,
+  rlimits, seccomp, the libc calls Python lacks, fd-based tree walks, paths resolved
+  inside a rootfs, the sealed exec trampoline.
+
+engine -> oci -> linux, and engine -> image -> store -> linux.
 """
 
 # The runtime-spec version: what `spec` writes, what `state`, `features` and `--version`
