@@ -162,6 +162,7 @@ def _fragment_settings(fragments: tuple[str, ...]) -> dict[str, str]:
 
 
 def _settings(path: str) -> dict[str, str]:
+    """CONFIG_X -> value of a fragment or a .config ("n" for "is not set")."""
     wanted = {}
     with open(path) as f:
         for line in f:
@@ -172,17 +173,6 @@ def _settings(path: str) -> dict[str, str]:
             elif line.startswith("# CONFIG_") and line.endswith(" is not set"):
                 wanted[line[2:].split()[0]] = "n"
     return wanted
-
-
-def _config_values(config: str) -> dict[str, str]:
-    values = {}
-    with open(config) as f:
-        for line in f:
-            line = line.strip()
-            if line.startswith("CONFIG_") and "=" in line:
-                name, value = line.split("=", 1)
-                values[name] = value
-    return values
 
 
 def _run(argv: list[str], cwd: str, log: str) -> None:
@@ -241,7 +231,7 @@ def _build(build: LinuxBuild, say) -> None:
     _run([*make, "tinyconfig"], src, log)
     _run(["scripts/kconfig/merge_config.sh", "-m", ".config", *build.fragments], src, log)
     _run([*make, "olddefconfig"], src, log)
-    have = _config_values(os.path.join(src, ".config"))
+    have = _settings(os.path.join(src, ".config"))  # (Kconfig writes the fragments' form)
     lost = [k for k, v in _fragment_settings(build.fragments).items() if have.get(k, "n") != v]
     if lost:
         raise PyvmmError(f"building Linux: Kconfig refused {', '.join(lost)} (see {log})")
