@@ -3,6 +3,7 @@ a short directory for unix sockets."""
 
 import fcntl
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -10,6 +11,14 @@ from pathlib import Path
 
 import pytest
 from vmtest import GUEST, ROOT
+
+# A suite started in the background by a shell without job control (``cmd &`` in a
+# script, as a CI runner may) inherits SIGINT ignored, and an ignored signal stays
+# ignored across execve: every pyvmm the tests start would ignore the Ctrl-C the tests
+# send it (exit -9 at the timeout instead of 130). A handler is reset to the default in
+# each child at its execve, so the tests' children take SIGINT as a terminal's would.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Modules whose tests all go to one pytest-xdist worker: the engines start once per module
 # on each worker that runs a test of it (Podman, containerd and dockerd, and the image
