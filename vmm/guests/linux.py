@@ -275,16 +275,21 @@ def _exit_helper() -> None:
 def build_initramfs() -> str:
     """The initramfs, made again whenever one of its parts is newer than it."""
     guest.ensure_built(guest.WORKLOAD)
-    _exit_helper()
-    parts = (guest.WORKLOAD, EXIT_HELPER, initramfs.BUSYBOX, __file__, initramfs.__file__)
-    if os.path.exists(INITRAMFS) and all(
-        os.path.getmtime(INITRAMFS) >= os.path.getmtime(p) for p in parts
-    ):
-        return INITRAMFS
-    initramfs.make(
-        INITRAMFS,
-        INIT,
-        {"bin/pyvmm-exit": EXIT_HELPER, "workload": guest.WORKLOAD},
-        dirs=("dev", "proc", "sys"),
-    )
+    os.makedirs(os.path.dirname(INITRAMFS), exist_ok=True)
+    with open(INITRAMFS + ".lock", "w") as lock:
+        # One maker at a time: two test workers (or two commands) making it at once
+        # share its scratch tree and the helper gcc writes.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _exit_helper()
+        parts = (guest.WORKLOAD, EXIT_HELPER, initramfs.BUSYBOX, __file__, initramfs.__file__)
+        if os.path.exists(INITRAMFS) and all(
+            os.path.getmtime(INITRAMFS) >= os.path.getmtime(p) for p in parts
+        ):
+            return INITRAMFS
+        initramfs.make(
+            INITRAMFS,
+            INIT,
+            {"bin/pyvmm-exit": EXIT_HELPER, "workload": guest.WORKLOAD},
+            dirs=("dev", "proc", "sys"),
+        )
     return INITRAMFS
