@@ -29,9 +29,12 @@ class Console:
             self.flush()
 
     def flush(self) -> None:
-        if self._buf:
-            os.write(self.fd, self._buf)
-            self._buf.clear()
+        # Out of the buffer before the write: Ctrl-C raises KeyboardInterrupt on the main
+        # thread (the boot CPU's) right after a call returns, and a line already written
+        # but still buffered would be written again by close().
+        data, self._buf = self._buf, bytearray()
+        if data:
+            os.write(self.fd, data)
 
     def start_input(self, receive: Callable[[bytes], None]) -> None:
         """Forward keystrokes (or piped input) to the guest."""
