@@ -156,11 +156,39 @@ def test_a_killed_engine_leaves_nothing_after_rm(host):
     deadline = time.monotonic() + 30
     while "Exited" not in pyvmm.ok("container", "ps", "-a") and time.monotonic() < deadline:
         time.sleep(0.2)
-    pyvmm.ok("container", "rm", "victim")
+    # Found dead by ps's reconcile: its veth, port table and address go at once.
     assert not [n for n in links(ns) if n.startswith("pvv")]
     assert "pyvmm-c-" not in nft_tables(ns)
-    assert not os.path.exists(f"/run/netns/pyvmm-c-{rec['id'][:16]}")
     assert json.loads(pyvmm.ok("network", "inspect", "n4"))["containers"] == {}
+    pyvmm.ok("container", "rm", "victim")
+    assert not os.path.exists(f"/run/netns/pyvmm-c-{rec['id'][:16]}")
+    assert not (pyvmm.root / "endpoints" / rec["id"]).exists()
+
+
+def test_a_stopped_container_holds_no_address_or_port_and_start_plugs_it_in_again(host):
+    """Docker's and Podman's rule: what a container holds on a network (its address,
+    veth and published ports) is given up when it stops and taken again at start."""
+    ns, pyvmm = host
+    pyvmm.ok("network", "create", "--subnet", "10.84.0.0/24", "n6")
+    serve(pyvmm, "first", "--network", "n6", "-p", "8084:80")
+    cid = pyvmm.inspect("first")["id"]
+    pyvmm.ok("container", "stop", "-t", "1", "first")
+    assert f"pvv{cid[:12]}" not in links(ns)
+    assert f"pyvmm-c-{cid[:12]}" not in nft_tables(ns)
+    assert json.loads(pyvmm.ok("network", "inspect", "n6"))["containers"] == {}
+    assert pyvmm.inspect("first")["network"]["address"] is None
+    busy = pyvmm("network", "rm", "n6")  # the stopped container still names it
+    assert busy.returncode == 2 and f"in use by container(s) {cid[:12]}" in one_line_error(busy)
+    serve(pyvmm, "second", "--network", "n6", "-p", "8084:80")  # port and address free
+    assert address(pyvmm, "n6", "second") == "10.84.0.2"
+    taken = pyvmm("container", "start", "first")
+    assert taken.returncode == 2
+    assert "8084/tcp is already published" in one_line_error(taken)
+    assert pyvmm.inspect("first")["status"] == "exited" and f"pvv{cid[:12]}" not in links(ns)
+    pyvmm.ok("container", "rm", "-f", "second")
+    pyvmm.ok("container", "start", "first")
+    assert pyvmm.inspect("first")["network"]["address"] == "10.84.0.2"
+    assert echo(ns, "10.84.0.1", 8084) == b"ping\n"
 
 
 def test_addresses_run_out_one_line_and_come_back_on_rm(host):
@@ -372,7 +400,7 @@ def test_an_endpoint_left_without_its_container_is_swept_by_ps(host):
 
     ns, pyvmm = host
     pyvmm.ok("network", "create", "--subnet", "10.87.0.0/24", "n9")
-    pyvmm.ok("container", "run", "--name", "orphan", "--network", "n9", "busybox", "true")
+    pyvmm.ok("container", "create", "--name", "orphan", "--network", "n9", "busybox", "true")
     cid = pyvmm.inspect("orphan")["id"]
     assert f"pvv{cid[:12]}" in links(ns)
     remove_tree(pyvmm.root / "containers" / cid)

@@ -139,15 +139,23 @@ def _remove_files(store: Store, cid: str, cgroup: str | None = None) -> None:
     caller locks. ``cgroup`` is the version it ran under, None for the host's."""
     runtime.delete(str(store.runtime), cid, force=True)
     cgroups.for_container(cid, cgroup, store.cgroup_parent, oci=True).remove()
-    if (store.endpoints / cid).exists():
-        from vmm.container.engine import network
-
-        network.disconnect(store, cid)
+    if net := _networked(store, cid):
+        net.disconnect(store, cid)
     _unmount_under(_dir(store, cid))
     for path in (_dir(store, cid) / "upper", _dir(store, cid)):
         with contextlib.suppress(FileNotFoundError):  # the writable layer first: if it
             remove_tree(path)  # cannot go, the record stays for ``rm`` to report
     _remove_stale_names(store)
+
+
+def _networked(store: Store, cid: str):
+    """The network module if container ``cid`` has an endpoint, else None: a container
+    run without ``--network`` or ``-p`` never pays for its import."""
+    if not (store.endpoints / cid).exists():
+        return None
+    from vmm.container.engine import network
+
+    return network
 
 
 def _remove_stale_names(store: Store) -> None:
@@ -165,8 +173,9 @@ def reconcile(store: Store, rec: Container) -> Container | None:
     """Bring ``rec`` in line with the processes that really exist; caller locks.
 
     A container whose monitor is gone (a killed ``pyvmm``) is recorded as exited with
-    an unknown status and its cgroup removed; with ``--rm`` it is removed entirely
-    and None is returned. A broken record is left as it is, for ``rm -f``.
+    an unknown status, its cgroup removed and its network unplugged, as if it had
+    exited; with ``--rm`` it is removed entirely and None is returned. A broken record
+    is left as it is, for ``rm -f``.
     """
     if isinstance(rec, BrokenContainer):
         return rec
@@ -192,6 +201,8 @@ def reconcile(store: Store, rec: Container) -> Container | None:
             rec.error = f"--rm could not remove it: {e}"
     runtime.delete(str(store.runtime), rec.id, force=True)
     cg.remove()
+    if net := _networked(store, rec.id):
+        net.unplug(store, rec.id)
     with contextlib.suppress(OSError):  # a full disk: shown as it is now, recorded later
         _save(store, rec)
     return rec
@@ -455,6 +466,8 @@ def _claim(store: Store, cid: str) -> ContainerRecord:
             raise PyvmmError(f"container {cid[:12]} is broken ({rec.reason})")
         if rec.status in ACTIVE:
             raise PyvmmError(f"container {rec.name} is already running")
+        if net := _networked(store, cid):
+            net.plug(store, cid)  # a stopped one's address and ports, again
         _claimed(rec)
         _save(store, rec)
         return rec
@@ -617,8 +630,10 @@ def _finish(store: Store, rec: ContainerRecord, code: int | None, result: dict |
         rec.update(**(result or {}))
         if rec.auto_remove and result is not None:
             _remove_files(store, rec.id, rec.cgroup)
-        else:
-            _save(store, rec)
+            return
+        _save(store, rec)  # first: the exit is recorded whatever the network does
+        if net := _networked(store, rec.id):
+            net.unplug(store, rec.id)  # a stopped container holds no address or port
 
 
 def _start_detached(store: Store, cid: str) -> None:
@@ -869,10 +884,8 @@ def rename(store: Store, ref: str, new: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(store.names / old)
         _save(store, rec)
-        if (store.endpoints / rec.id).exists():
-            from vmm.container.engine import network
-
-            network.rename(store, rec.id, new)
+        if net := _networked(store, rec.id):
+            net.rename(store, rec.id, new)
 
 
 def top(store: Store, ref: str) -> list[list[str]]:
@@ -950,10 +963,8 @@ def inspect(store: Store, ref: str) -> dict:
         with contextlib.suppress(OSError, StopIteration), open(f"/proc/{rec.pid}/status") as f:
             mask = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
             security["running_capabilities"] = capabilities.decode(mask)
-    if (store.endpoints / rec.id).exists():  # --network: its mode, address, ports
-        from vmm.container.engine import network
-
-        record["network"] = network.describe(store, rec.id)
+    if net := _networked(store, rec.id):  # --network: its mode, address, ports
+        record["network"] = net.describe(store, rec.id)
     return record
 
 

@@ -16,6 +16,12 @@ nftables DNAT (``vmm/hostnet/publish.py``), 127.0.0.1 included. The container's 
 (``endpoints/ID.json``) says what was made, so that ``rm``, and the sweep that removes
 what a killed pyvmm left (``remove_orphans``), undo exactly that.
 
+A container that stops (it exited, or the pyvmm supervising it was killed and
+``reconcile`` found out) holds no address and no port, as with Docker and Podman: its
+veth, port table and address go (``unplug``), its namespace, /etc files and record
+stay, and ``start`` plugs it in again (``plug``), with the lowest free address, once its
+ports are still free.
+
 ``--network none``: a namespace of its own with ``lo`` only (named too, so that another
 container may join it); ``host``: the host's (no network namespace); ``container:NAME``:
 that container's. Without ``--network`` a container keeps what pyvmm always gave it, a
@@ -230,9 +236,13 @@ def remove(store, name: str) -> None:
     if isinstance(rec, Broken):  # nothing it names can be trusted: only the record goes
         _forget_record(store, name)
         return
-    if rec.addresses:
-        users = ", ".join(c[:12] for c in rec.addresses)
-        raise NetworkError(f"network {name} is in use by container(s) {users}")
+    # A stopped container's too, which holds no address: its start would find the
+    # network gone (Podman's rule).
+    named = [e for e in _all_endpoints(store) if not isinstance(e, Broken) and e.network == name]
+    users = {*rec.addresses, *(e.container for e in named)}
+    if users:
+        listed = ", ".join(sorted(c[:12] for c in users))
+        raise NetworkError(f"network {name} is in use by container(s) {listed}")
     _remove_network(store, rec)
 
 
@@ -358,7 +368,8 @@ def connect(store, container, mode: Mode, ports: list[publish.Publish]) -> Endpo
     if ports and mode.kind != "network":
         raise NetworkError(f"-p with --network {mode.kind}: only a bridge network publishes")
     ep = EndpointRecord(container=cid, mode=mode.kind, name=container.name,
-                        hostname=container.hostname, ports=list(ports))  # fmt: skip
+                        hostname=container.hostname, ports=list(ports),
+                        network=mode.name if mode.kind == "network" else None)  # fmt: skip
     if mode.kind == "container":
         try:
             joined_id = _check_id(os.readlink(store.names / mode.name))
@@ -375,9 +386,7 @@ def connect(store, container, mode: Mode, ports: list[publish.Publish]) -> Endpo
         _check_ports_free(store, ports)
         if mode.name == DEFAULT_NETWORK and not (store.networks / mode.name).exists():
             create(store, DEFAULT_NETWORK)
-        net = get(store, mode.name)
-        ep.network, ep.address = net.name, _allocate(store, net, cid)
-        ep.veth = made_names(cid)["veth"]
+        get(store, mode.name)
     if mode.kind in ("network", "none"):
         ep.netns = made_names(cid)["netns"]
     store.endpoints.mkdir(exist_ok=True)
@@ -389,17 +398,59 @@ def connect(store, container, mode: Mode, ports: list[publish.Publish]) -> Endpo
             _make_namespace(ep.netns)
             _write_etc(store, ep)
         if mode.kind == "network":
-            _make_bridge(net)
-            _plug(net, ep)
-            if ports:
-                ep.ports_table = made_names(cid)["ports_table"]
-                _save_endpoint(store, ep)
-                publish.PortTable(ep.address, ports, ep.ports_table, net.bridge)
-            _refresh_hosts(store, net.name)
+            _attach(store, ep)
     except BaseException:
         disconnect(store, cid)
         raise
     return ep
+
+
+def _attach(store, ep: EndpointRecord) -> None:
+    """An address for ``ep``, its veth on the bridge and its published ports, each
+    recorded before it is made."""
+    net = get(store, ep.network)
+    ep.address = _allocate(store, net, ep.container)
+    ep.veth = made_names(ep.container)["veth"]
+    _save_endpoint(store, ep)
+    _make_bridge(net)
+    _plug(net, ep)
+    if ep.ports:
+        ep.ports_table = made_names(ep.container)["ports_table"]
+        _save_endpoint(store, ep)
+        publish.PortTable(ep.address, ep.ports, ep.ports_table, net.bridge)
+    _refresh_hosts(store, net.name)
+
+
+def plug(store, cid: str) -> None:
+    """At start: give a stopped container on a bridge network what ``unplug`` took,
+    refused in one line if its ports are taken by now; caller locks."""
+    ep = endpoint(store, cid)
+    if isinstance(ep, Broken):
+        raise NetworkError(f"container {cid[:12]}'s network record is broken ({ep.reason})")
+    if ep is None or ep.mode != "network" or ep.address is not None:
+        return
+    _check_ports_free(store, ep.ports)
+    try:
+        _attach(store, ep)
+    except BaseException:
+        unplug(store, cid)
+        raise
+
+
+def unplug(store, cid: str) -> None:
+    """A stopped container's veth, port table and address go; its namespace, /etc
+    files and endpoint record stay, for ``plug``; caller locks."""
+    ep = endpoint(store, cid)
+    if not isinstance(ep, EndpointRecord) or ep.mode != "network":
+        return  # a broken one is undone whole by rm
+    if ep.ports_table:
+        publish.delete_table(ep.ports_table)
+    if ep.veth:
+        _delete_link(ep.veth)
+    _release_address(store, cid)
+    ep.address = ep.veth = ep.ports_table = None
+    _save_endpoint(store, ep)
+    _refresh_hosts(store, ep.network)
 
 
 def _write_etc(store, ep: EndpointRecord) -> None:
@@ -459,7 +510,7 @@ def _refresh_hosts(store, network: str) -> None:
     none, as Docker's does not."""
     members = [
         e for e in _all_endpoints(store)
-        if not isinstance(e, Broken) and e.mode == "network" and e.network == network
+        if not isinstance(e, Broken) and e.network == network and e.address is not None
         and (_endpoint_dir(store, e.container) / "hosts").exists()
     ]  # fmt: skip
     for ep in members:
@@ -504,12 +555,12 @@ def _allocate(store, net: NetworkRecord, cid: str) -> str:
 
 
 def _check_ports_free(store, ports: list[publish.Publish]) -> None:
-    """A port another container publishes (named by its id), a VM publishes, or a host
-    socket holds, is refused (vmm/hostnet/publish.py, ``check_ports_free``)."""
+    """A port another running container publishes (named by its id), a VM publishes,
+    or a host socket holds, is refused (vmm/hostnet/publish.py, ``check_ports_free``)."""
     taken = {
         (p.host_port, p.proto): e.container[:12]
         for e in _all_endpoints(store)
-        if not isinstance(e, Broken)
+        if not isinstance(e, Broken) and e.ports_table is not None
         for p in e.ports
     }
     publish.check_ports_free(ports, {**publish.published_ports(), **taken})
@@ -570,9 +621,7 @@ def disconnect(store, cid: str) -> None:
         _delete_link(names["veth"])
     if broken or ep.netns:
         _remove_namespace(names["netns"])
-    for _, net in list_networks(store):  # the address, by container id: even a broken
-        if not isinstance(net, Broken) and net.addresses.pop(cid, None):  # endpoint's
-            _save(store, net)
+    _release_address(store, cid)
     where = _endpoint_dir(store, cid)
     for name in (*ETC_FILES, ENDPOINT):
         with contextlib.suppress(FileNotFoundError):
@@ -581,6 +630,14 @@ def disconnect(store, cid: str) -> None:
         os.rmdir(where)
     if not isinstance(ep, Broken) and ep.network is not None:
         _refresh_hosts(store, ep.network)
+
+
+def _release_address(store, cid: str) -> None:
+    """The address of container ``cid``, found by its id in every network: even a
+    broken endpoint's."""
+    for _, net in list_networks(store):
+        if not isinstance(net, Broken) and net.addresses.pop(cid, None):
+            _save(store, net)
 
 
 def _delete_link(name: str) -> None:
