@@ -766,10 +766,13 @@ def _signal(store: Store, rec: ContainerRecord, sig: int) -> bool:
     it does not run."""
     try:
         runtime.kill(str(store.runtime), rec.id, sig)
-        if is_paused(store, rec):  # a frozen process takes its signal once thawed (Docker)
-            runtime.pause(str(store.runtime), rec.id, False)
     except runtime.ContainerStateError:
         return False
+    if is_paused(store, rec):  # a frozen process takes its signal once thawed (Docker)
+        # The signal may have ended it meanwhile, its cgroup with it: cgroup v2 lets
+        # SIGKILL through to a frozen task, and a thawed one dies at once.
+        with contextlib.suppress(runtime.ContainerStateError, FileNotFoundError):
+            runtime.pause(str(store.runtime), rec.id, False)
     return True
 
 

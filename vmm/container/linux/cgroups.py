@@ -418,8 +418,10 @@ class CgroupV1(Cgroup):
     def freeze(self, frozen: bool) -> None:
         state = self._dirs()["freezer"] / "freezer.state"
         _write(state, "FROZEN" if frozen else "THAWED")
-        for _ in range(1000):  # FREEZING until every task has stopped
-            if state.read_text().strip() in ("FROZEN", "THAWED") or not frozen:
+        # FREEZING until every task has stopped. A thaw is not waited for: its tasks
+        # may end at once (a SIGKILL was waiting), and their cgroup be removed.
+        for _ in range(1000 if frozen else 0):
+            if state.read_text().strip() in ("FROZEN", "THAWED"):
                 return
             time.sleep(0.001)
 
