@@ -279,3 +279,39 @@ def test_waiting_for_a_guest_line_ends_at_the_timeout_when_nothing_comes():
             read_until(proc, b"init", 30, "true")
     finally:
         interrupt(proc)
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--counts", "1,0"], "--counts '0'"),
+        (["--runs", "0"], "--runs"),
+        (["--size", "lots"], "--size"),
+        (["--json", "/nonexistent/dir/out.json"], "--json"),
+    ],
+)
+def test_parallel_bad_options_are_one_line_errors(bench, args, fragment):
+    assert_one_line_error(bench("parallel", *args), fragment)
+
+
+def test_parallel_counts_every_copy_and_refuses_a_wrong_or_missing_line(guest_build, tmp_path):
+    """``pyvmm bench parallel``'s one run: N real workloads at once, every line checked
+    against the image's own; a wrong line, or fewer lines than copies, is no figure."""
+    from vmm.bench.parallel import run_once
+    from vmm.bench.workload import expected_line as line_of
+    from vmm.errors import PyvmmError
+
+    image = tmp_path / "input.img"
+    mkimage.make_image(image, SIZE)
+    expected = line_of(str(image))
+    workload = str(ROOT / "guest" / "workload" / "workload")
+    figures = run_once([[workload, str(image)]] * 3, 3, expected)
+    assert figures.keys() == {"last_line_s", "cpu_s"}
+    assert figures["last_line_s"] > 0 and figures["cpu_s"] >= 0
+    # One process printing every copy's line (the VM's shape) counts as many.
+    both = f"{workload} {image} & {workload} {image}; wait"
+    assert run_once([["sh", "-c", both]], 2, expected).keys() == {"last_line_s", "cpu_s"}
+    with pytest.raises(PyvmmError, match="not b'workload: bytes"):
+        run_once([["echo", LIAR]], 1, expected)
+    with pytest.raises(PyvmmError, match="1 result lines where 2 copies ran"):
+        run_once([[workload, str(image)]], 2, expected)

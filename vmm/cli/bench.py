@@ -33,10 +33,10 @@ def _positive(name: str, text: str) -> int:
     return value
 
 
-def _scale(text: str | None) -> list[int]:
+def _scale(text: str | None, option: str = "--scale") -> list[int]:
     if not text:
         return []
-    return [_positive("--scale", part.strip()) for part in text.split(",")]
+    return [_positive(option, part.strip()) for part in text.split(",")]
 
 
 def _size(text: str) -> int:
@@ -172,6 +172,30 @@ def vcpus(runs, json_path):
     from vmm.bench.vcpus import measure, table
 
     _emit(measure(_positive("--runs", str(runs))), table, json_path)
+
+
+@bench.command()
+@click.option("--runs", default=3, show_default=True, help="Runs per figure (median reported).")
+@click.option("--counts", default="1,2", show_default=True, metavar="N,N,...",
+              help="How many copies at once (and vCPUs for the VM).")  # fmt: skip
+@click.option("--size", default="16M", show_default=True, help="Input data size.")
+@click.option("--root", metavar="DIR", help="Container state directory (default: pyvmm's --root).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write figures here.")
+@click.pass_context
+def parallel(ctx, runs, counts, size, root, json_path):
+    """The workload N times at once: N host processes, N containers, one Linux VM of N
+    vCPUs running N copies; to the last result line, CPU, and the VM's boot."""
+    from vmm.bench.parallel import measure, table
+
+    _writable("--json", json_path)
+    root = root or (ctx.find_root().obj or {}).get("root") or "/var/lib/pyvmm"
+    show, clear = _progress()
+    try:
+        result = measure(root, _positive("--runs", str(runs)), tuple(_scale(counts, "--counts")),
+                         _size(size), show)  # fmt: skip
+    finally:
+        clear()
+    _emit(result, table, json_path)
 
 
 @bench.command()

@@ -47,6 +47,10 @@ INIT_LINE = "init: running /workload"
 WAIT_PARAM = "pyvmm.wait"
 WAIT_LINE = "init: waiting for a line on the console"
 
+# With "pyvmm.copies=N", /init starts N copies of the workload at once and waits for all:
+# N vCPUs' worth of work in one VM (`pyvmm bench parallel`).
+COPIES_PARAM = "pyvmm.copies"
+
 NET_LINE = "init: serving on eth0"
 # The guest's network services, busybox's own nc (one static program, the same in every
 # VM): echo (port 7: each connection's bytes come back, for request/response latency),
@@ -63,9 +67,10 @@ echo "{NET_LINE}"
 
 # /init: mount what busybox and the workload need, say how many CPUs Linux brought up
 # (`pyvmm boot --cpus N`); with a network card, start the services above; run the
-# workload on /dev/vda when there is one, else serve the network until the VM is
-# stopped, else report and stop; carry the exit status out through pyvmm's exit port
-# with the static helper.
+# workload on /dev/vda when there is one (N copies at once with pyvmm.copies=N; the
+# status is the last failing copy's), else serve the network until the VM is stopped,
+# else report and stop; carry the exit status out through pyvmm's exit port with the
+# static helper.
 INIT = f"""#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sys /sys
@@ -78,10 +83,24 @@ case " $cmdline " in *" {WAIT_PARAM} "*)
     echo "{WAIT_LINE}"
     read -r _
 esac
+copies=1
+for word in $cmdline; do
+    case "$word" in {COPIES_PARAM}=[1-9] | {COPIES_PARAM}=[1-9][0-9])
+        copies=${{word#{COPIES_PARAM}=}} ;;
+    esac
+done
 if [ -b /dev/vda ]; then
     echo "{INIT_LINE} /dev/vda"
-    /workload /dev/vda
-    status=$?
+    pids=
+    while [ $copies -gt 0 ]; do
+        /workload /dev/vda &
+        pids="$pids $!"
+        copies=$((copies - 1))
+    done
+    status=0
+    for pid in $pids; do
+        wait $pid || status=$?
+    done
 elif [ -e /sys/class/net/eth0 ]; then
     wait
     status=0
