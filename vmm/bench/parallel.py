@@ -124,8 +124,9 @@ class Parallel:
         ]]  # fmt: skip
 
 
-def measure(root: str, runs: int = 3, counts: tuple[int, ...] = (1, 2), size: int = DEFAULT_SIZE,
-            show=lambda _text: None) -> dict:  # fmt: skip
+def measure(root: str, runs: int = 3, counts: tuple[int, ...] | None = None,
+            size: int = DEFAULT_SIZE, show=lambda _text: None) -> dict:  # fmt: skip
+    counts = counts or tuple(sorted({1, 2, os.cpu_count() or 1}))
     scratch = tempfile.mkdtemp(prefix="pyvmm-bench-parallel-")
     try:
         bench = Parallel(root, size, scratch)

@@ -98,7 +98,7 @@ def _progress():
 def bench(ctx, runs, size, scale, only, extra, fast, json_path, plot_path, report_path, root):
     """Measure pyvmm: the same workload as VM, container and host (no subcommand); the
     cost of VM exits (``exits``); the virtio-blk path (``disk``); vCPUs in parallel
-    (``vcpus``)."""
+    (``vcpus``); the workload N times at once in each way (``parallel``)."""
     if ctx.invoked_subcommand is not None:
         return
     from vmm.bench import rows as rowdefs
@@ -176,8 +176,9 @@ def vcpus(runs, json_path):
 
 @bench.command()
 @click.option("--runs", default=3, show_default=True, help="Runs per figure (median reported).")
-@click.option("--counts", default="1,2", show_default=True, metavar="N,N,...",
-              help="How many copies at once (and vCPUs for the VM).")  # fmt: skip
+@click.option("--counts", metavar="N,N,...",
+              help="How many copies at once (and vCPUs for the VM).  [default: 1, 2 and "
+                   "the host's CPUs]")  # fmt: skip
 @click.option("--size", default="16M", show_default=True, help="Input data size.")
 @click.option("--root", metavar="DIR", help="Container state directory (default: pyvmm's --root).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write figures here.")
@@ -191,8 +192,8 @@ def parallel(ctx, runs, counts, size, root, json_path):
     root = root or (ctx.find_root().obj or {}).get("root") or "/var/lib/pyvmm"
     show, clear = _progress()
     try:
-        result = measure(root, _positive("--runs", str(runs)), tuple(_scale(counts, "--counts")),
-                         _size(size), show)  # fmt: skip
+        result = measure(root, _positive("--runs", str(runs)),
+                         tuple(_scale(counts, "--counts")) or None, _size(size), show)  # fmt: skip
     finally:
         clear()
     _emit(result, table, json_path)
