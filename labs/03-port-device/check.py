@@ -58,10 +58,12 @@ def _libfaketime() -> str:
 
 def _clock() -> tuple[tuple[int, int, int], dict[str, str]]:
     """A time of day drawn now, every field 10 or more (so that binary and BCD differ)
-    and minutes unlike seconds, and the environment that stops the student's process's
-    clock at it: libfaketime, which answers the C library's clock_gettime and time."""
-    h, m = 10 + secrets.randbelow(14), 10 + secrets.randbelow(50)
-    s = 10 + (m - 10 + 1 + secrets.randbelow(49)) % 50  # 10 to 59, never m
+    and no two fields alike (so that a device answering one for another is caught, every
+    time), and the environment that stops the student's process's clock at it:
+    libfaketime, which answers the C library's clock_gettime and time."""
+    h = 10 + secrets.randbelow(14)
+    m = secrets.choice([v for v in range(10, 60) if v != h])
+    s = secrets.choice([v for v in range(10, 60) if v not in (h, m)])
     env = {
         "LD_PRELOAD": _libfaketime(),
         "FAKETIME": str(_DAY + h * 3600 + m * 60 + s),

@@ -13,6 +13,8 @@ import stat
 
 from vmm.errors import PyvmmError
 
+SUN_PATH_MAX = 108  # sys/un.h: sun_path's size, its terminating NUL included
+
 
 class SocketPathError(PyvmmError):
     pass
@@ -40,13 +42,25 @@ def _clear_stale(path: str, option: str) -> None:
 
 
 def listen_unix(path: str, option: str, backlog: int = 1) -> socket.socket:
-    """A listening Unix socket at ``path``, mode 0600, after a leftover one is removed."""
+    """A listening Unix socket at ``path``, mode 0600, after a leftover one is removed.
+
+    The path appears only once the socket listens: it is bound under a temporary name
+    beside ``path`` and linked into place after ``listen``, so a client that waits for
+    the file and then connects is never refused (bound, not yet listening)."""
     _clear_stale(path, option)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    temporary = os.path.join(os.path.dirname(path), f".{os.getpid()}-{os.urandom(3).hex()}")
+    if len(os.fsencode(temporary)) >= SUN_PATH_MAX:  # no room: bound at the path itself
+        temporary = path
     old = os.umask(0o177)
     try:
-        sock.bind(path)
+        sock.bind(temporary)
         sock.listen(backlog)
+        if temporary != path:
+            try:
+                os.link(temporary, path)  # EEXIST if another has taken the path meanwhile
+            finally:
+                os.unlink(temporary)
     except OSError as e:
         sock.close()
         raise SocketPathError(f"{option} {path}: {e.strerror}") from None
