@@ -53,7 +53,7 @@ def main() -> None:
         before = read_until(source, COUNT, 10)
         destination, figures = move(sock, work)
         try:
-            status = source.wait(timeout=10)
+            status = source.wait(timeout=5)  # it ends within a second of the move
         except subprocess.TimeoutExpired:
             status = "still running"
         before += source.stdout.read() if status != "still running" else b""

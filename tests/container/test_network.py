@@ -191,6 +191,27 @@ def test_a_stopped_container_holds_no_address_or_port_and_start_plugs_it_in_agai
     assert echo(ns, "10.84.0.1", 8084) == b"ping\n"
 
 
+def test_a_created_container_holds_no_address_until_it_starts(host):
+    """``docker create`` allocates nothing on the network: the address, veth and ports
+    come with ``start``, so a created container never keeps them from a running one."""
+    ns, pyvmm = host
+    pyvmm.ok("network", "create", "--subnet", "10.85.0.0/30", "n7")  # one free address
+    pyvmm.ok("container", "create", "--name", "made", "--network", "n7", "-p", "8085:80",
+             "busybox", "sh", "-c", SERVE)  # fmt: skip
+    cid = pyvmm.inspect("made")["id"]
+    assert pyvmm.inspect("made")["network"]["address"] is None
+    assert json.loads(pyvmm.ok("network", "inspect", "n7"))["containers"] == {}
+    assert f"pvv{cid[:12]}" not in links(ns) and f"pyvmm-c-{cid[:12]}" not in nft_tables(ns)
+    serve(pyvmm, "running", "--network", "n7")  # takes the one address
+    full = pyvmm("container", "start", "made")
+    assert full.returncode == 2 and "no free address left" in one_line_error(full)
+    assert pyvmm.inspect("made")["status"] == "created" and f"pvv{cid[:12]}" not in links(ns)
+    pyvmm.ok("container", "rm", "-f", "running")
+    pyvmm.ok("container", "start", "made")
+    assert address(pyvmm, "n7", "made") == "10.85.0.2"
+    assert echo(ns, "10.85.0.1", 8085) == b"ping\n"
+
+
 def test_addresses_run_out_one_line_and_come_back_on_rm(host):
     ns, pyvmm = host
     pyvmm.ok("network", "create", "--subnet", "10.81.0.0/30", "tiny")  # .1 gateway, .2 free
@@ -395,14 +416,15 @@ def test_bench_net_measures_the_container_rows(tmp_path):
 def test_an_endpoint_left_without_its_container_is_swept_by_ps(host):
     """What a pyvmm killed half-way through create leaves: a network endpoint of no
     container (made here by removing the container's files behind pyvmm's back). The
-    next ``container ps`` removes its veth, namespace, address and record."""
+    next ``container ps`` removes its namespace and record (and its veth and address,
+    which a created container does not have yet but one killed in ``run`` would)."""
     from vmm.container.linux.fdtree import remove_tree
 
     ns, pyvmm = host
     pyvmm.ok("network", "create", "--subnet", "10.87.0.0/24", "n9")
     pyvmm.ok("container", "create", "--name", "orphan", "--network", "n9", "busybox", "true")
     cid = pyvmm.inspect("orphan")["id"]
-    assert f"pvv{cid[:12]}" in links(ns)
+    assert os.path.exists(f"/run/netns/pyvmm-c-{cid[:16]}")
     remove_tree(pyvmm.root / "containers" / cid)
     os.unlink(pyvmm.root / "names" / "orphan")
     assert pyvmm.ok("container", "ps", "-a", "-q").split() == []

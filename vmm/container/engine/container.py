@@ -379,8 +379,8 @@ def create(
                     rec.new_volumes.append(m.source)
                 elif m.type == "volume":
                     volumes.create(store, m.source)  # refuses a broken one
-            if net is not None:
-                network.connect(store, rec, *net)
+            if net is not None:  # plugged in when it starts, unless it starts now
+                network.connect(store, rec, *net, attach=claim)
             if init:
                 bundle.install_init(store, rec)
             bundle.write(store, rec)

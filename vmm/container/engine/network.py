@@ -361,9 +361,13 @@ def namespace(store, cid: str) -> dict | None:
     return {"type": "network", "path": f"{NETNS_DIR}/{ep.netns}"}
 
 
-def connect(store, container, mode: Mode, ports: list[publish.Publish]) -> EndpointRecord:
-    """Make ``container``'s (a ContainerRecord's) network as ``mode`` says; caller
-    locks. On failure, nothing made is left."""
+def connect(
+    store, container, mode: Mode, ports: list[publish.Publish], attach: bool = True
+) -> EndpointRecord:
+    """Make ``container``'s (a ContainerRecord's) network as ``mode`` says: its record,
+    namespace and /etc files, and with ``attach`` (a container started at once) its
+    address, veth and ports, which a created one gets only at start (``plug``), as in
+    Docker; caller locks. On failure, nothing made is left."""
     cid = container.id
     if ports and mode.kind != "network":
         raise NetworkError(f"-p with --network {mode.kind}: only a bridge network publishes")
@@ -397,7 +401,7 @@ def connect(store, container, mode: Mode, ports: list[publish.Publish]) -> Endpo
         if ep.netns is not None:
             _make_namespace(ep.netns)
             _write_etc(store, ep)
-        if mode.kind == "network":
+        if mode.kind == "network" and attach:
             _attach(store, ep)
     except BaseException:
         disconnect(store, cid)
@@ -422,8 +426,9 @@ def _attach(store, ep: EndpointRecord) -> None:
 
 
 def plug(store, cid: str) -> None:
-    """At start: give a stopped container on a bridge network what ``unplug`` took,
-    refused in one line if its ports are taken by now; caller locks."""
+    """At start: give a created or stopped container on a bridge network its address,
+    veth and ports (what ``unplug`` took), refused in one line if its ports are taken by
+    now; caller locks."""
     ep = endpoint(store, cid)
     if isinstance(ep, Broken):
         raise NetworkError(f"container {cid[:12]}'s network record is broken ({ep.reason})")
