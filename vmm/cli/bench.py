@@ -9,6 +9,7 @@ long benchmark never fails at the end for want of a writable output path.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -153,35 +154,48 @@ def _emit(result: dict, table, json_path: str | None) -> None:
             json.dump(result, f, indent=2)
 
 
+def _figures(runs: int):
+    """``--runs`` (default ``runs``) and ``--json``: what every measuring subcommand takes."""
+
+    def decorate(command):
+        command = click.option("--json", "json_path", type=click.Path(dir_okay=False),
+                               help="Write figures here.")(command)  # fmt: skip
+        return click.option("--runs", default=runs, show_default=True,
+                            help="Runs per figure (median reported).")(command)  # fmt: skip
+
+    return decorate
+
+
+def _measure(name: str, runs: int, json_path: str | None, *args) -> None:
+    """Run ``vmm.bench.<name>``'s ``measure`` (imported only now: a subcommand pays for
+    its own benchmark's imports alone), print its table, save its figures."""
+    module = importlib.import_module(f"vmm.bench.{name}")
+    _writable("--json", json_path)
+    _emit(module.measure(_positive("--runs", str(runs)), *args), module.table, json_path)
+
+
 @bench.command()
-@click.option("--runs", default=7, show_default=True, help="Runs per figure (median reported).")
+@_figures(runs=7)
 @click.option("--exits", "n_exits", default=20000, show_default=True, help="OUTs per run in (b).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write figures here.")
 def exits(runs, n_exits, json_path):
     """Cost of a VM exit and of booting, beside a minimal C VMM on the same guest."""
-    from vmm.bench.exits import measure, table
-
-    _emit(measure(runs, n_exits), table, json_path)
+    _measure("exits", runs, json_path, n_exits)
 
 
 @bench.command()
-@click.option("--runs", default=3, show_default=True, help="Runs per figure (median reported).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write figures here.")
+@_figures(runs=3)
 def vcpus(runs, json_path):
     """N busy vCPUs, N busy host CPUs: the GIL is released in KVM_RUN."""
-    from vmm.bench.vcpus import measure, table
-
-    _emit(measure(_positive("--runs", str(runs))), table, json_path)
+    _measure("vcpus", runs, json_path)
 
 
 @bench.command()
-@click.option("--runs", default=3, show_default=True, help="Runs per figure (median reported).")
+@_figures(runs=3)
 @click.option("--counts", metavar="N,N,...",
               help="How many copies at once (and vCPUs for the VM).  [default: 1, 2 and "
                    "the host's CPUs]")  # fmt: skip
 @click.option("--size", default="16M", show_default=True, help="Input data size.")
 @click.option("--root", metavar="DIR", help="Container state directory (default: pyvmm's --root).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write figures here.")
 @click.pass_context
 def parallel(ctx, runs, counts, size, root, json_path):
     """The workload N times at once: N host processes, N containers, one Linux VM of N
@@ -200,48 +214,36 @@ def parallel(ctx, runs, counts, size, root, json_path):
 
 
 @bench.command()
-@click.option("--runs", default=5, show_default=True, help="Runs per figure (median reported).")
+@_figures(runs=5)
 @click.option("--size", default="256M", show_default=True, help="Input data size.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write figures here.")
 def disk(runs, size, json_path):
     """The virtio-blk path: the workload and raw reads in the tiny VM, beside the host."""
-    from vmm.bench.disk import measure, table
-
-    _emit(measure(_positive("--runs", str(runs)), _size(size)), table, json_path)
+    _measure("disk", runs, json_path, _size(size))
 
 
 @bench.command()
-@click.option("--runs", default=5, show_default=True, help="Runs per figure (median reported).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write figures here.")
+@_figures(runs=5)
 def containers(runs, json_path):
     """pyvmm-runtime beside runc and crun: under Podman, create+start+delete, start-up."""
-    from vmm.bench.containers import measure, table
-
-    _emit(measure(_positive("--runs", str(runs))), table, json_path)
+    _measure("containers", runs, json_path)
 
 
 @bench.command()
-@click.option("--runs", default=3, show_default=True, help="Runs per figure (median reported).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write figures here.")
+@_figures(runs=3)
 def pull(runs, json_path):
     """pyvmm image pull beside podman pull, from one loopback docker-registry."""
-    from vmm.bench.registry import measure, table
-
-    _emit(measure(_positive("--runs", str(runs))), table, json_path)
+    _measure("registry", runs, json_path)
 
 
 @bench.command()
-@click.option("--runs", default=3, show_default=True, help="Runs per figure (median reported).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write figures here.")
+@_figures(runs=3)
 def build(runs, json_path):
     """pyvmm image build beside buildah bud with runc: cold and cached (root)."""
-    from vmm.bench.build import measure, table
-
-    _emit(measure(_positive("--runs", str(runs))), table, json_path)
+    _measure("build", runs, json_path)
 
 
 @bench.command()
-@click.option("--runs", default=3, show_default=True, help="Runs per figure (median reported).")
+@_figures(runs=3)
 @click.option(
     "--only",
     multiple=True,
@@ -260,13 +262,10 @@ def build(runs, json_path):
     ),
     help="Only these rows (repeatable).",
 )
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write figures here.")
 def net(runs, only, json_path):
     """TCP latency and bulk throughput: loopback, pyvmm containers, Linux VM on pyvmm and
     on QEMU (root)."""
-    from vmm.bench.net import measure, table
-
-    _emit(measure(_positive("--runs", str(runs)), tuple(only)), table, json_path)
+    _measure("net", runs, json_path, tuple(only))
 
 
 @bench.command()
