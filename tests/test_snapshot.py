@@ -311,18 +311,61 @@ def test_failed_migration_leaves_the_guest_running(guest_build, tmp_path):
         source.wait_for(f"count {source.counts()[-1] + 2}\n".encode())
 
 
-def test_incoming_refuses_a_bad_stream_in_one_line(tmp_path):
+def frame(kind: bytes, a: int, payload: bytes) -> bytes:
+    """One frame of the migration stream (vmm/control/migration.py)."""
+    return kind + a.to_bytes(8, "little") + len(payload).to_bytes(8, "little") + payload
+
+
+def header(machine: object, memory: object = ((0, 64 << 20),)) -> bytes:
+    return frame(b"H", 0, json.dumps({"format": "pyvmm-migration", "version": 2,
+                                      "memory": memory, "machine": machine}).encode())  # fmt: skip
+
+
+ONE_CPU = {"cpus": 1, "irqchip": False, "linux": False, "disks": []}
+
+
+@pytest.mark.parametrize(
+    "stream, message",
+    [
+        (frame(b"H", 10, b"hello"), "bad migration header"),
+        (header({**ONE_CPU, "cpus": "two"}), "machine field 'cpus': expected an integer"),
+        (header({**ONE_CPU, "cpus": 4096}), "bad migration header: --cpus 4096"),
+        (header(ONE_CPU) + frame(b"P", 1 << 40, bytes(4096)), "outside guest memory"),
+        (header(ONE_CPU) + frame(b"X", 0, b""), "unexpected frame"),
+    ],
+)
+def test_incoming_refuses_a_bad_stream_in_one_line(tmp_path, stream, message):
     address = tmp_path / "in.sock"
     with GuestProcess("--incoming", f"unix:{address}") as dest:
         while not address.exists():
             time.sleep(0.02)
         with socket.socket(socket.AF_UNIX) as s:
             s.connect(str(address))
-            s.sendall(b"H" + (10).to_bytes(8, "little") + (5).to_bytes(8, "little") + b"hello")
+            s.sendall(stream)
         assert dest.wait() == 2
         err = dest.stderr()
-        assert err.count("\n") == 1 and "bad migration header" in err, err
+        assert err.count("\n") == 1 and message in err, err
         assert not address.exists()
+
+
+def test_incoming_refuses_a_state_that_is_not_the_machine_its_header_promised(
+    guest_build, tmp_path
+):
+    """The destination builds its machine from the header before the state comes; a
+    state of another machine (here one vCPU where the header said two) is refused."""
+    snap, _ = take_snapshot(guest_build, tmp_path)
+    manifest, state = (snap / "manifest.json").read_bytes(), (snap / "state.bin").read_bytes()
+    address = tmp_path / "in.sock"
+    with GuestProcess("--incoming", f"unix:{address}") as dest:
+        while not address.exists():
+            time.sleep(0.02)
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(address))
+            s.sendall(header({**ONE_CPU, "cpus": 2}) + frame(b"S", len(manifest), manifest + state))
+            assert s.recv(100) == b""  # no word that the guest is in
+        assert dest.wait() == 2
+        err = dest.stderr()
+        assert err.count("\n") == 1 and "the state's machine is not the header's" in err, err
 
 
 def test_clones_of_one_snapshot_share_its_pages(guest_build, tmp_path):

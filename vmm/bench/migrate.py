@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -79,9 +78,6 @@ class _Pyvmm:
         figures = api.request(control, "migrate", to=f"unix:{incoming}")
         return {
             "downtime_ms": figures["downtime_ms"],
-            # Its two halves: QEMU's downtime has only the first (it ends at the source).
-            "stop_and_copy_ms": figures["stop_and_copy_ms"],
-            "destination_ms": figures["destination_ms"],
             "total_ms": figures["total_seconds"] * 1e3,
             "rounds": figures["rounds"],
             "mib_sent": figures["bytes_sent"] / (1 << 20),
@@ -227,11 +223,5 @@ def table(r: dict) -> str:
     )
     rounds = [h["rounds"] for h in r["hops"]["pyvmm"]]
     lines.append(f"pyvmm's pre-copy rounds per hop: {rounds}")
-    halves = [statistics.median(h[k] for h in r["hops"]["pyvmm"])
-              for k in ("stop_and_copy_ms", "destination_ms")]  # fmt: skip
-    lines.append(
-        f"pyvmm's downtime in two (medians): {halves[0]:.1f} ms pausing and sending the rest, "
-        f"{halves[1]:.1f} ms the destination putting the state into its KVM (QEMU's figure "
-        "ends with the first)"
-    )
+
     return "\n".join(lines)

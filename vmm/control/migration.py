@@ -8,12 +8,15 @@ state a snapshot holds (vmm/control/snapshot.py's ``capture``), and waits for th
 (``pyvmm boot --incoming ADDRESS``) to say the state is in its KVM. The guest then runs
 there, and the source ends with status 0. The time from the pause to that word is the
 downtime. This is QEMU's pre-copy; a destination that fails before its word leaves the
-source to run on.
+source to run on. As QEMU's ``-incoming`` does, the destination builds its machine (the
+VM, its memory slots, irqchip, vCPUs and disks) from the header, while the pages still
+come: of the downtime it spends only the time to put the state into that machine.
 
 The stream, in both directions frames of a type byte and two 64-bit numbers (little
 endian), then the payload:
 
-    H  0, n          the header: n bytes of JSON (format, version, the memory regions)
+    H  0, n          the header: n bytes of JSON (format, version, the memory regions,
+                     and the machine's shape: vCPUs, irqchip, Linux or not, disks)
     P  gpa, n        n bytes of guest memory from ``gpa`` (whole pages)
     S  m, n          the manifest (m bytes of JSON) and state.bin (n bytes)
     A  0, 0          destination to source: the guest is in; stop
@@ -31,6 +34,7 @@ import os
 import socket
 import struct
 import time
+from dataclasses import dataclass
 
 from vmm import record
 from vmm.control import snapshot
@@ -40,7 +44,7 @@ from vmm.kvm import dirtylog
 from vmm.memory import GuestMemory, GuestMemoryError
 
 MIGRATION_FORMAT = "pyvmm-migration"
-MIGRATION_VERSION = 1
+MIGRATION_VERSION = 2  # 2: the header gives the machine's shape
 _FRAME = struct.Struct("<cQQ")
 MAX_ROUNDS = 30  # pre-copy rounds before the stop whatever is left
 STOP_PAGES = 256  # dirty pages few enough to send with the guest stopped (1 MiB)
@@ -51,6 +55,28 @@ ACK_TIMEOUT = 60.0  # seconds the destination may take to restore
 
 class MigrationError(PyvmmError):
     pass
+
+
+@dataclass
+class DiskShape:
+    path: str
+    readonly: bool
+
+
+@dataclass
+class MachineShape:
+    """What the destination's machine is built of before the state comes: the header's
+    promise, held against the manifest when it arrives."""
+
+    cpus: int
+    irqchip: bool
+    linux: bool
+    disks: list[DiskShape]
+
+    @classmethod
+    def of(cls, manifest: snapshot.Manifest) -> MachineShape:
+        disks = [DiskShape(d.path, d.readonly) for d in manifest.disks]
+        return cls(len(manifest.vcpus), manifest.irqchip, manifest.linux, disks)
 
 
 def parse_address(address: str) -> tuple[int, object]:
@@ -153,7 +179,10 @@ def send(machine, gate, address: str) -> dict:
     page = mmap.PAGESIZE
     try:
         regions = [[r.gpa, r.size] for r in memory.regions]
-        header = {"format": MIGRATION_FORMAT, "version": MIGRATION_VERSION, "memory": regions}
+        disks = [DiskShape(path, readonly) for path, readonly in machine.config.disks]
+        shape = MachineShape(len(machine.vcpus), vm.has_irqchip, machine.linux, disks)
+        header = {"format": MIGRATION_FORMAT, "version": MIGRATION_VERSION, "memory": regions,
+                  "machine": record.to_json(shape)}  # fmt: skip
         stream.send(b"H", 0, json.dumps(header).encode())
         memory.vmm_writes = set()
         dirtylog.set_dirty_logging(vm, True)
@@ -237,7 +266,7 @@ def _listen(address: str) -> socket.socket:
     return listener
 
 
-def _read_header(stream: _Stream) -> list[snapshot.RegionRecord]:
+def _read_header(stream: _Stream) -> tuple[list[snapshot.RegionRecord], MachineShape]:
     kind, _, n = stream.frame()
     if kind != b"H" or n > MAX_HEADER:
         raise MigrationError("the stream does not start with a migration header")
@@ -253,18 +282,90 @@ def _read_header(stream: _Stream) -> list[snapshot.RegionRecord]:
         for gpa, size in header["memory"]:
             regions.append(snapshot.RegionRecord(int(gpa), int(size), offset))
             offset += int(size)
-    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        from vmm.vm.machine import check_cpus
+
+        shape = record.from_json(header["machine"], MachineShape, "machine")
+        check_cpus(shape.cpus)
+    except (ValueError, TypeError, KeyError, AttributeError, PyvmmError) as e:
         raise MigrationError(f"bad migration header: {e}") from None
     try:
         snapshot.check_layout(regions)
     except snapshot.SnapshotError as e:
         raise MigrationError(f"bad migration header: {e}") from None
-    return regions
+    return regions, shape
 
 
-def receive(address: str) -> snapshot.SavedVm:
-    """Wait at ``address`` for one guest; returns it ready to restore. The source hears
-    that it may stop once the machine holds the state (``SavedVm.restored``)."""
+class IncomingVm:
+    """A guest on its way in, known so far by its header: ``Machine`` builds what the
+    header's shape says, then calls ``restore_into``, which takes the rest of the stream
+    (the pages straight into the machine's memory, then the state) and restores it. The
+    source hears that it may stop once the machine holds the state."""
+
+    def __init__(self, stream: _Stream, regions: list[snapshot.RegionRecord],
+                 shape: MachineShape, memory: GuestMemory):  # fmt: skip
+        self._stream, self._regions, self._shape = stream, regions, shape
+        self._memory: GuestMemory | None = memory  # until the machine takes it
+        self.linux = shape.linux
+        self.irqchip = shape.irqchip
+
+    def take_memory(self) -> GuestMemory:
+        memory, self._memory = self._memory, None
+        return memory
+
+    def machine_config(self, output):
+        from vmm.vm.machine import MachineConfig
+
+        disks = tuple((d.path, d.readonly) for d in self._shape.disks)
+        size = sum(r.size for r in self._regions)
+        return MachineConfig("", size, output=output, disks=disks, cpus=self._shape.cpus,
+                             restore=self)  # fmt: skip
+
+    def restore_into(self, machine) -> None:
+        saved = self._receive(machine.memory)
+        saved.on_restored = lambda: _acknowledge(self._stream)
+        saved.restore_into(machine)
+
+    def _receive(self, memory: GuestMemory) -> snapshot.SavedVm:
+        """The pre-copy's pages, into guest memory, up to the state frame; the state."""
+        stream = self._stream
+        try:
+            while True:
+                kind, a, n = stream.frame()
+                if kind == b"P":
+                    if a % mmap.PAGESIZE or n % mmap.PAGESIZE or n > MAX_RUN:
+                        raise MigrationError(f"a page frame at {a:#x}+{n:#x} is not whole pages")
+                    try:
+                        view = memory.view(a, n)
+                    except GuestMemoryError as e:
+                        raise MigrationError(f"a page frame outside guest memory: {e}") from None
+                    with view:
+                        stream.recv_into(view)
+                elif kind == b"S":
+                    break
+                else:
+                    raise MigrationError(f"unexpected frame {kind!r} in the migration stream")
+            if a > snapshot.MAX_MANIFEST or n - a > snapshot.MAX_STATE or a > n:
+                raise MigrationError("the state frame is too large")
+            data = stream.recv_exact(n)
+        except OSError as e:
+            raise MigrationError(f"the migration stream failed: {e.strerror}") from None
+        manifest = snapshot.parse_manifest(data[:a])
+        if [(r.gpa, r.size) for r in manifest.memory] != [(r.gpa, r.size) for r in self._regions]:
+            raise MigrationError("the state's memory is not the header's")
+        if MachineShape.of(manifest) != self._shape:
+            raise MigrationError("the state's machine is not the header's")
+        return snapshot.checked(manifest, data[a:])
+
+    def close(self) -> None:
+        if self._memory is not None:
+            self._memory.close()
+            self._memory = None
+        self._stream.sock.close()
+
+
+def receive(address: str) -> IncomingVm:
+    """Wait at ``address`` for one guest; returns it once its header is read, for
+    ``Machine`` to build and restore."""
     listener = _listen(address)
     try:
         conn, _ = listener.accept()
@@ -274,42 +375,15 @@ def receive(address: str) -> snapshot.SavedVm:
         if family == socket.AF_UNIX:
             os.unlink(target)
     stream = _Stream(conn)
-    memory = None
-    handed = False
     try:
-        regions = _read_header(stream)
-        memory = GuestMemory([(r.gpa, r.size) for r in regions])
-        while True:
-            kind, a, n = stream.frame()
-            if kind == b"P":
-                if a % mmap.PAGESIZE or n % mmap.PAGESIZE or n > MAX_RUN:
-                    raise MigrationError(f"a page frame at {a:#x}+{n:#x} is not whole pages")
-                try:
-                    view = memory.view(a, n)
-                except GuestMemoryError as e:
-                    raise MigrationError(f"a page frame outside guest memory: {e}") from None
-                with view:
-                    stream.recv_into(view)
-            elif kind == b"S":
-                if a > snapshot.MAX_MANIFEST or n - a > snapshot.MAX_STATE or a > n:
-                    raise MigrationError("the state frame is too large")
-                data = stream.recv_exact(n)
-                manifest = snapshot.parse_manifest(data[:a])
-                if [(r.gpa, r.size) for r in manifest.memory] != [(r.gpa, r.size) for r in regions]:
-                    raise MigrationError("the state's memory is not the header's")
-                saved = snapshot.checked(manifest, data[a:], memory=memory)
-                saved.on_restored = lambda: _acknowledge(stream)
-                handed = True
-                return saved
-            else:
-                raise MigrationError(f"unexpected frame {kind!r} in the migration stream")
+        regions, shape = _read_header(stream)
+        return IncomingVm(stream, regions, shape, GuestMemory([(r.gpa, r.size) for r in regions]))
     except OSError as e:
+        conn.close()
         raise MigrationError(f"the migration stream failed: {e.strerror}") from None
-    finally:
-        if not handed:
-            if memory is not None:
-                memory.close()
-            conn.close()
+    except BaseException:
+        conn.close()
+        raise
 
 
 def _acknowledge(stream: _Stream) -> None:
