@@ -223,5 +223,4 @@ def table(r: dict) -> str:
     )
     rounds = [h["rounds"] for h in r["hops"]["pyvmm"]]
     lines.append(f"pyvmm's pre-copy rounds per hop: {rounds}")
-
     return "\n".join(lines)

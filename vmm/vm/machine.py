@@ -82,7 +82,9 @@ class MachineConfig(NamedTuple):
     # The tiny kernel takes device interrupts through the in-kernel irqchip rather than
     # polling (creating the irqchip costs some 3 ms, so a plain boot has none).
     interrupts: bool = False
-    # A saved VM (vmm.control.snapshot.SavedVm) to go on from, instead of booting ``kernel``.
+    # A saved VM to go on from, instead of booting ``kernel``: a snapshot's
+    # (vmm.control.snapshot.SavedVm) or one arriving by migration (migration.IncomingVm),
+    # each giving the memory, linux and irqchip, and ``restore_into`` at the build's end.
     restore: object | None = None
 
 

@@ -16,11 +16,11 @@ nftables DNAT (``vmm/hostnet/publish.py``), 127.0.0.1 included. The container's 
 (``endpoints/ID.json``) says what was made, so that ``rm``, and the sweep that removes
 what a killed pyvmm left (``remove_orphans``), undo exactly that.
 
-A container that stops (it exited, or the pyvmm supervising it was killed and
-``reconcile`` found out) holds no address and no port, as with Docker and Podman: its
-veth, port table and address go (``unplug``), its namespace, /etc files and record
-stay, and ``start`` plugs it in again (``plug``), with the lowest free address, once its
-ports are still free.
+A container that is created but not started, or that stops (it exited, or the pyvmm
+supervising it was killed and ``reconcile`` found out), holds no address and no port, as
+with Docker and Podman: ``create`` makes its namespace, /etc files and record only, a
+stop takes its veth, port table and address away (``unplug``), and ``start`` plugs it in
+(``plug``), with the lowest free address, once its ports are free.
 
 ``--network none``: a namespace of its own with ``lo`` only (named too, so that another
 container may join it); ``host``: the host's (no network namespace); ``container:NAME``:
