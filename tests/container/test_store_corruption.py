@@ -171,6 +171,23 @@ def test_image_rm_never_follows_layer_names_out_of_the_store(pyvmm, tmp_path):
     _ok(store("container", "run", "--rm", "busybox", "true"))  # its layer is still there
 
 
+def test_image_rm_sweeps_what_an_import_killed_mid_write_left_in_any_image_folder(pyvmm, tmp_path):
+    """``kill -9`` between a record's temporary file and its rename leaves a folder
+    holding only that file (seen once in the crash test): the next ``image rm`` of any
+    image removes it, and keeps the other images' records."""
+    root = _private_root(pyvmm.root, tmp_path)
+    for name in ("crashed", "other", "gone"):
+        _add_image(root, name)
+    crashed = root / "images" / "crashed"
+    os.rename(crashed / "latest.json", crashed / ".latest.json.4242.tmp")
+    (root / "images" / "other" / ".v2.json.4243.tmp").write_text("{")
+    store = Pyvmm(root)
+    _ok(store("image", "rm", "gone"))
+    assert not crashed.exists() and not (root / "images" / "gone").exists()
+    assert os.listdir(root / "images" / "other") == ["latest.json"]
+    assert "other" in _ok(store("image", "ls"))
+
+
 def test_broken_volume_and_layer_records_leave_the_rest_working(pyvmm, tmp_path):
     root = _private_root(pyvmm.root, tmp_path)
     store = Pyvmm(root)

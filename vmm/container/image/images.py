@@ -113,6 +113,19 @@ class Users:
     unknown: list[Broken]  # containers whose records do not load: what they use is unknown
 
 
+def _sweep_crashed_imports(store: Store) -> None:
+    """What imports cut short by a crash left in any image's folder: a record's temporary
+    file, then the folder if nothing else is in it. Under the store lock, which every
+    image record's write holds (``importer.store_image``), so no temporary file there is
+    a live write's."""
+    for name in os.listdir(store.images):
+        with contextlib.suppress(OSError):  # not a folder, or one still holding records
+            for file in os.listdir(store.images / name):
+                if atomic.is_tmp(file):
+                    os.unlink(store.images / name / file)
+            os.rmdir(store.images / name)
+
+
 def remove(store: Store, ref: str, users: Users, force: bool = False) -> None:
     """Delete image ``ref``, then the layers nothing else uses; the caller holds the
     store lock.
@@ -143,12 +156,7 @@ def remove(store: Store, ref: str, users: Users, force: bool = False) -> None:
             "first, or use -f (every layer is then kept)"
         )
     os.unlink(_path(store, name, tag))
-    for file in os.listdir(store.images / name):
-        if atomic.is_tmp(file):  # a write cut short by a crash
-            os.unlink(store.images / name / file)
-    for other in os.listdir(store.images):  # this one's, and those crashed imports made
-        with contextlib.suppress(OSError):
-            os.rmdir(store.images / other)
+    _sweep_crashed_imports(store)
     if users.unknown:
         return
     keep = users.layers | {d for _, r in list_images(store) for d in getattr(r, "layers", ())}
