@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import sys
 
+from vmm.cli.finish import finish
+
 
 def main() -> None:
     if sys.argv[1:2] == ["boot"]:
         from vmm.cli import boot as boot_cli
 
-        sys.exit(boot_cli.main(sys.argv[2:]))
+        finish(boot_cli.main(sys.argv[2:]))
     from vmm.cli import group as cli
 
-    cli.main(prog_name="pyvmm")
+    try:
+        cli.main(prog_name="pyvmm")  # click ends with SystemExit, even on success
+    except SystemExit as e:
+        if e.code is None or isinstance(e.code, int):
+            finish(e.code)
+        raise
