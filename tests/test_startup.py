@@ -3,11 +3,11 @@
 ``pyvmm boot`` and ``pyvmm-runtime --version``/``state`` are paid as whole processes, a
 boot by every user and the runtime by an engine on every step, so they must not import
 the modules whose import alone costs a multiple of the interpreter's start: click (its
-package import pulls in click.core, and with it inspect, typing, uuid, datetime), the
-image-side engine and its click CLI, ``importlib.metadata`` (email, zipfile, csv), or
-the benchmark package. Each command runs for real in a child with ``-X importtime``
-and the test asserts on the modules it imported; the time itself is measured by
-scripts/bench_startup.py, never here.
+package import pulls in click.core, and with it inspect, typing, uuid, datetime),
+argparse, the image-side engine and its click CLI, ``importlib.metadata`` (email,
+zipfile, csv), or the benchmark package. Each command runs for real in a child with
+``-X importtime`` and the test asserts on the modules it imported; the time itself is
+measured by scripts/bench_startup.py, never here.
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ from pathlib import Path
 import pytest
 from vmtest import ROOT, needs_kvm
 
-# Modules (with everything below them) that a hot command must not import.
-HEAVY = ("click", "importlib.metadata", "vmm.bench")
+# Modules (with everything below them) that a hot command must not import; argparse
+# (with gettext and locale, which its messages look up) included: both parse their
+# flags from tables (vmm/cli/flags.py).
+HEAVY = ("click", "importlib.metadata", "vmm.bench", "argparse", "gettext")
 # What only some runs of pyvmm boot need, imported where used: dataclasses (and with it
 # inspect, ast, dis, tokenize) for a snapshot's records (vmm/devices/serial_state.py),
-# shutil for argparse's terminal width (boot_cli._Formatter asks os instead).
-BOOT_LAZY = ("dataclasses", "inspect", "shutil")
+# shutil and textwrap for the help screen.
+BOOT_LAZY = ("dataclasses", "inspect", "shutil", "textwrap")
 # pyvmm-runtime is the OCI core's command line; the engine above it is not its business.
 ENGINE = ("vmm.cli.container", "vmm.container.engine.container", "vmm.container.image.images")
 # What ``state`` of a container that is not running does not need: its cgroup (the
@@ -143,3 +145,26 @@ def test_runtime_update_bad_memory_is_one_line(created):
                            "--memory", "lots", "c1"], capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith("pyvmm-runtime: bad memory size 'lots'")
+
+
+def finishing(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "from vmm.cli.finish import finish\n" + code],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+def test_finish_flushes_the_output_and_skips_the_teardown():
+    """A command's output, still in Python's buffers, arrives; what only the interpreter's
+    teardown would run (here an atexit handler) does not: the process ended in _exit."""
+    proc = finishing("import atexit\natexit.register(print, 'teardown ran')\n"
+                     "print('x' * 100000, end='')\nfinish(4)")  # fmt: skip
+    assert proc.returncode == 4
+    assert proc.stdout == "x" * 100000
+
+
+def test_finish_waits_for_a_thread_that_is_not_done():
+    """A thread that is not a daemon would be cut off by _exit: Python's own exit then."""
+    proc = finishing("import threading, time\n"
+                     "threading.Thread(target=lambda: (time.sleep(0.3), print('thread'))).start()\n"
+                     "print('main')\nfinish(None)")  # fmt: skip
+    assert proc.returncode == 0
+    assert proc.stdout == "main\nthread\n"

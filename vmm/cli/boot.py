@@ -1,18 +1,19 @@
 """``pyvmm boot``: build a machine from the options, run it, exit with the guest's status.
 
-A boot is measured as a whole process (docs/bench.md, "Start-up budget"), so this parses
-with argparse, not click, whose import alone costs several times the interpreter's own
-start; ``vmm/cli/entry.py`` comes straight here. Everything a plain boot does not need
-(the tracer, the stats, the profiler, the gdb stub) is imported only when asked for.
+A boot is measured as a whole process (docs/bench.md, "Start-up budget"), so its flags
+are a table parsed by ``flags.py``, not click or argparse, whose imports alone cost
+several times and half the interpreter's own start; ``vmm/cli/entry.py`` comes straight
+here. Everything a plain boot does not need (the tracer, the stats, the profiler, the
+gdb stub, the help screen's formatting) is imported only when asked for.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
 
+from vmm.cli.flags import Args, Optional, help_lines, parse_flags, set_arguments
 from vmm.errors import PyvmmError, report
 from vmm.guests import tiny as guest
 from vmm.memory import parse_size
@@ -61,8 +62,8 @@ _SAVED_BRINGS = (
 def _check_saved_options(options: dict, restore: str | None, incoming: str | None) -> None:
     if restore is not None and incoming is not None:
         raise PyvmmError("--restore and --incoming: a guest comes from one or the other")
-    defaults = _parser()
-    given = [n for n in _SAVED_BRINGS if options[n] != defaults.get_default(n)]
+    defaults = parse([])
+    given = [n for n in _SAVED_BRINGS if options[n] != defaults[n]]
     if given:
         option = "--" + given[0].replace("_address", "")
         raise PyvmmError(
@@ -88,166 +89,102 @@ status is the guest's (the program's exit status for the tiny kernel); 125 when 
 itself failed (triple fault, KVM error), with a report on stderr; 130 after Ctrl-C."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # a usage error: one line, status 2, as click says it
-        raise PyvmmError(f"boot: {message}")
+# The flags (vmm/cli/flags.py says what each field means).
+FLAGS = (
+    ("--kernel", "kernel", str, None,
+     "Kernel to boot: an ELF64 kernel, a Linux vmlinux (PVH) or bzImage, or a flat 16-bit "
+     "binary, a regular file no larger than guest memory. Default: the bundled tiny kernel "
+     "(built on first use).", "PATH"),
+    ("--program", "program", str, None,
+     "Static x86-64 Linux executable (ELF64) for the tiny kernel to run in ring 3, a regular "
+     "file no larger than guest memory. Default: the bundled demo program.", "PATH"),
+    ("--initrd", "initrd", str, None,
+     "Initial RAM disk for a Linux kernel (an ELF vmlinux with a PVH note, or a bzImage).",
+     "PATH"),
+    ("-m --memory", "memory", str, "64M",
+     "Guest RAM, e.g. 64M or 1G; mapped lazily, but no more than the host will map.", "SIZE"),
+    ("--cpus", "cpus", str, "1",
+     "vCPUs, each on a host thread of its own; Linux finds them in the MP table and the "
+     "tiny kernel starts them itself (1 to 16).", "N"),
+    ("--cmdline", "cmdline", str, guest.DEFAULT_CMDLINE,
+     "Kernel command line (UTF-8); words after '--' become the program's arguments.",
+     "TEXT"),
+    ("--disk", "disks", list, None,
+     "Raw disk image (a regular file or a block device) as a virtio-blk device (repeatable: "
+     "/dev/vda, /dev/vdb, ...). ',ro' attaches it read-only; an image pyvmm may not write "
+     "is refused without it. With the bundled kernel and no --program, the workload runs "
+     "on /dev/vda.", "PATH[,ro]"),
+    ("--net", "nets", list, None,
+     "A virtio-net card (repeatable: eth0, eth1, ...) on a TAP: tap=NAME attaches to that "
+     "TAP, or creates it and removes it at the end; bridge=NAME creates a TAP on that "
+     "existing bridge. Needs CAP_NET_ADMIN. Give a Linux guest its address with the "
+     "kernel's ip= on --cmdline (docs/networking.md).",
+     "tap=NAME|bridge=NAME[,mac=MAC][,offload=off]"),
+    ("-p --publish", "publish", list, None,
+     "Forward a host port to the guest's (nftables DNAT, removed when the VM ends); the "
+     "guest's address is the one ip= on --cmdline gives it.",
+     "[HOSTIP:]HOSTPORT:GUESTPORT[/tcp|udp]"),
+    ("--ioeventfd", "ioeventfd", bool, False,
+     "Serve virtqueue notifications on an I/O thread woken by ioeventfd, not in the vCPU's "
+     "exit loop."),
+    ("--interrupts", "interrupts", bool, False,
+     "The tiny kernel takes interrupts (local APIC timer, UART, virtio through the IOAPIC) "
+     "and sleeps in HLT, rather than polling its devices."),
+    ("--trace", "trace", bool, False,
+     "Print every VM exit, with the guest instruction behind it disassembled, to stderr."),
+    ("--stats", "stats", bool, False,
+     "Print exit counts by reason and the time spent in the guest and in the VMM, to "
+     "stderr."),
+    ("--profile", "profile", bool, False,
+     "Sample the guest's RIP every 5 ms and print where it spent its time (named from the "
+     "System.map beside the kernel), to stderr."),
+    ("--gdb", "gdb_address", Optional("127.0.0.1:1234"), None,
+     "Wait for gdb on this address (default 127.0.0.1:1234) before the first instruction; "
+     "then debug the guest from gdb (target remote).", "[HOST:]PORT"),
+    ("--gdb-allow-remote", "gdb_allow_remote", bool, False,
+     "Let --gdb listen on a non-loopback address."),
+    ("--api-sock", "api_sock", str, None,
+     "Serve the control API on this Unix socket (a new path): pyvmm ctl PATH pause, "
+     "resume, stats, snapshot DIR, migrate --to ADDRESS.", "PATH"),
+    ("--restore", "restore", str, None,
+     "Go on from a snapshot (pyvmm ctl ... snapshot DIR) instead of booting: its memory, "
+     "vCPU and devices; its disks are reattached by path.", "DIR"),
+    ("--incoming", "incoming", str, None,
+     "Wait on this address for a guest sent by pyvmm ctl ... migrate, and run it.",
+     "unix:PATH|tcp:HOST:PORT"),
+    ("-h --help", "help", bool, False, "Show this message and exit."),
+)  # fmt: skip
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """argparse's, told the terminal's width: left to itself it asks
-    ``shutil.get_terminal_size``, and ``add_argument`` makes a formatter, so every boot,
-    not only ``--help``, would import shutil (with zlib, bz2 and lzma) for it."""
-
-    def __init__(self, prog: str) -> None:
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
-        except (AttributeError, ValueError, OSError):
-            columns = 80
-        with contextlib.suppress(ValueError):
-            columns = int(os.environ.get("COLUMNS", "")) or columns  # shutil's order
-        super().__init__(prog, width=columns - 2)
+def parse(argv: list[str]) -> dict:
+    """The options of ``pyvmm boot ARGV``, by name (``boot``'s parameters, and help)."""
+    args = Args()
+    set_arguments(args, parse_flags(args, argv, FLAGS, (), "boot: "), (), "boot: ")
+    return vars(args)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="pyvmm boot", description=DESCRIPTION, formatter_class=_Formatter)
-    p.add_argument(
-        "--kernel",
-        metavar="PATH",
-        help="Kernel to boot: an ELF64 kernel, a Linux vmlinux (PVH) or bzImage, or a flat "
-        "16-bit binary, a regular file no larger than guest memory. Default: the bundled tiny "
-        "kernel (built on first use).",
-    )
-    p.add_argument(
-        "--program",
-        metavar="PATH",
-        help="Static x86-64 Linux executable (ELF64) for the tiny kernel to run in ring 3, a "
-        "regular file no larger than guest memory. Default: the bundled demo program.",
-    )
-    p.add_argument(
-        "--initrd",
-        metavar="PATH",
-        help="Initial RAM disk for a Linux kernel (an ELF vmlinux with a PVH note, or a bzImage).",
-    )
-    p.add_argument(
-        "--memory",
-        "-m",
-        default="64M",
-        metavar="SIZE",
-        help="Guest RAM, e.g. 64M or 1G; mapped lazily, but no more than the host will map. "
-        "Default: 64M.",
-    )
-    p.add_argument(
-        "--cpus",
-        default="1",
-        metavar="N",
-        help="vCPUs, each on a host thread of its own; Linux finds them in the MP table and "
-        "the tiny kernel starts them itself (1 to 16). Default: 1.",
-    )
-    p.add_argument(
-        "--cmdline",
-        default=guest.DEFAULT_CMDLINE,
-        help="Kernel command line (UTF-8); words after '--' become the program's arguments. "
-        f"Default: {guest.DEFAULT_CMDLINE}.",
-    )
-    p.add_argument(
-        "--disk",
-        dest="disks",
-        action="append",
-        default=[],
-        metavar="PATH[,ro]",
-        help="Raw disk image (a regular file or a block device) as a virtio-blk device "
-        "(repeatable: /dev/vda, /dev/vdb, ...). ',ro' attaches it read-only; an image pyvmm "
-        "may not write is refused without it. With the bundled kernel and no --program, the "
-        "workload runs on /dev/vda.",
-    )
-    p.add_argument(
-        "--net",
-        dest="nets",
-        action="append",
-        default=[],
-        metavar="tap=NAME|bridge=NAME[,mac=MAC][,offload=off]",
-        help="A virtio-net card (repeatable: eth0, eth1, ...) on a TAP: tap=NAME attaches to "
-        "that TAP, or creates it and removes it at the end; bridge=NAME creates a TAP on that "
-        "existing bridge. Needs CAP_NET_ADMIN. Give a Linux guest its address with the "
-        "kernel's ip= on --cmdline (docs/networking.md).",
-    )
-    p.add_argument(
-        "--publish",
-        "-p",
-        dest="publish",
-        action="append",
-        default=[],
-        metavar="[HOSTIP:]HOSTPORT:GUESTPORT[/tcp|udp]",
-        help="Forward a host port to the guest's (nftables DNAT, removed when the VM ends); "
-        "the guest's address is the one ip= on --cmdline gives it.",
-    )
-    p.add_argument(
-        "--ioeventfd",
-        action="store_true",
-        help="Serve virtqueue notifications on an I/O thread woken by ioeventfd, not in the "
-        "vCPU's exit loop.",
-    )
-    p.add_argument(
-        "--interrupts",
-        action="store_true",
-        help="The tiny kernel takes interrupts (local APIC timer, UART, virtio through the "
-        "IOAPIC) and sleeps in HLT, rather than polling its devices.",
-    )
-    p.add_argument(
-        "--trace",
-        action="store_true",
-        help="Print every VM exit, with the guest instruction behind it disassembled, to stderr.",
-    )
-    p.add_argument(
-        "--stats",
-        action="store_true",
-        help="Print exit counts by reason and the time spent in the guest and in the VMM, to "
-        "stderr.",
-    )
-    p.add_argument(
-        "--profile",
-        action="store_true",
-        help="Sample the guest's RIP every 5 ms and print where it spent its time (named from "
-        "the System.map beside the kernel), to stderr.",
-    )
-    p.add_argument(
-        "--gdb",
-        dest="gdb_address",
-        nargs="?",
-        const="127.0.0.1:1234",
-        metavar="[HOST:]PORT",
-        help="Wait for gdb on this address (default 127.0.0.1:1234) before the first "
-        "instruction; then debug the guest from gdb (target remote).",
-    )
-    p.add_argument(
-        "--gdb-allow-remote",
-        action="store_true",
-        help="Let --gdb listen on a non-loopback address.",
-    )
-    p.add_argument(
-        "--api-sock",
-        metavar="PATH",
-        help="Serve the control API on this Unix socket (a new path): pyvmm ctl PATH pause, "
-        "resume, stats, snapshot DIR, migrate --to ADDRESS.",
-    )
-    p.add_argument(
-        "--restore",
-        metavar="DIR",
-        help="Go on from a snapshot (pyvmm ctl ... snapshot DIR) instead of booting: its "
-        "memory, vCPU and devices; its disks are reattached by path.",
-    )
-    p.add_argument(
-        "--incoming",
-        metavar="unix:PATH|tcp:HOST:PORT",
-        help="Wait on this address for a guest sent by pyvmm ctl ... migrate, and run it.",
-    )
-    return p
+def _help() -> str:
+    """The help screen, as wide as the terminal (``COLUMNS`` first, as shutil says)."""
+    try:
+        columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        columns = 80
+    with contextlib.suppress(ValueError):
+        columns = int(os.environ.get("COLUMNS", "")) or columns
+    import textwrap
+
+    about = [textwrap.fill(p, columns - 2) for p in DESCRIPTION.split("\n\n")]
+    lines = ["usage: pyvmm boot [flags]", "", "\n\n".join(about), "", "flags:"]
+    return "\n".join(lines + help_lines(FLAGS, columns - 2))
 
 
 def main(argv: list[str]) -> int:
     """``pyvmm boot ARGS``: its exit status. Errors are one line (``report``)."""
     try:
-        options = vars(_parser().parse_args(argv))
+        options = parse(argv)
+        if options.pop("help"):
+            print(_help())
+            return 0
         if options["restore"] is not None or options["incoming"] is not None:
             _check_saved_options(options, options["restore"], options["incoming"])
         return boot(**options)

@@ -66,7 +66,7 @@ def _stdout_closed() -> bool:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def boot(ctx: click.Context, args: tuple[str, ...]) -> None:
-    """``pyvmm boot`` parses its own options (argparse, ``vmm/cli/boot.py``); this hands
+    """``pyvmm boot`` parses its own options (``vmm/cli/boot.py``'s table); this hands
     them over when the boot came through the group (``pyvmm --root DIR boot``)."""
     from vmm.cli import boot as boot_cli
 

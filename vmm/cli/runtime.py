@@ -2,12 +2,11 @@
 
 Engines (Podman's conmon, containerd's shim) call one executable for every step of a
 container's life, so start-up is paid on each (docs/bench.md, "Start-up budget": at
-most twice ``python -c pass`` for ``--version`` and ``state``). This module therefore
-parses runc's command line itself, from the tables below, rather than importing
-argparse, whose import and parser construction alone cost more than half of that
-budget; and each verb imports what it alone needs, json included. Errors are one line
-on stderr (and a JSON record in ``--log`` with ``--log-format json``, where containerd
-looks for them), exit status 1, as runc.
+most twice ``python -c pass`` for ``--version`` and ``state``). So runc's command line
+is the tables below, parsed by ``flags.py`` rather than argparse, and each verb imports
+what it alone needs, json included; the process ends without Python's teardown
+(``finish.py``). Errors are one line on stderr (and a JSON record in ``--log`` with
+``--log-format json``, where containerd looks for them), exit status 1, as runc.
 """
 
 from __future__ import annotations
@@ -15,17 +14,12 @@ from __future__ import annotations
 import os
 import sys
 
+from vmm.cli.flags import Args, help_lines, parse_flags, set_arguments
 from vmm.errors import PyvmmError
 
 DEFAULT_ROOT = "/run/pyvmm-runtime"  # runc's is /run/runc
 
-# A flag: its names, the attribute it sets, what it takes, its default, and its line of
-# help (None: not shown). It takes nothing (bool; Go's --name=true and =false too), a
-# string (str), a number (int), one of a tuple of choices, or is repeatable (list). As
-# in runc (urfave/cli over Go's flag package): --name VALUE, --name=VALUE, and -name
-# for a long name too; flags may come before, between and after the arguments; "--"
-# ends them. A verb's arguments: "id" is required, "signal=SIGTERM" optional with its
-# default, "argv..." takes the rest as it is.
+# The flags and verbs (vmm/cli/flags.py says what each field means), runc's.
 GLOBAL_FLAGS = (
     ("--root", "root", str, DEFAULT_ROOT, "state directory"),
     ("--log", "log", str, None, "log file (errors), default stderr only"),
@@ -95,97 +89,10 @@ VERBS = {
 }  # fmt: skip
 
 
-# What Go's strconv.ParseBool takes, for --name=VALUE of a flag that takes no value.
-BOOLEANS = {v: True for v in ("1", "t", "T", "TRUE", "true", "True")} | {
-    v: False for v in ("0", "f", "F", "FALSE", "false", "False")
-}
-
-
-class Args:
-    """What the command line said: ``command`` and each flag's and argument's value."""
-
-    command: str | None = None
-
-
-def _flag_value(verb: str, name: str, kind, text: str):
-    if kind is int:
-        try:
-            return int(text)
-        except ValueError:
-            raise PyvmmError(f"{verb}{name}: invalid number {text!r}") from None
-    if isinstance(kind, tuple) and text not in kind:
-        raise PyvmmError(f"{verb}{name}: {text!r} is not one of {', '.join(kind)}")
-    return text
-
-
-def _parse_flags(args: Args, tokens: list[str], flags: tuple, arguments: tuple,
-                 verb: str) -> list[str]:  # fmt: skip
-    """Set ``flags`` on ``args`` from ``tokens``; return the arguments among them. With
-    ``arguments`` empty (the global flags) the first argument ends the flags."""
-    by_name = {n: flag for flag in flags for n in flag[0].split()}
-    for _, dest, kind, default, _ in flags:
-        setattr(args, dest, [] if kind is list else default)
-    rest = arguments[-1].endswith("...") if arguments else False
-    fixed = len(arguments) - rest
-    where = f"{verb}: " if verb else ""
-    found: list[str] = []
-    i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        i += 1
-        if token == "--":
-            found += tokens[i:]
-            break
-        if not token.startswith("-") or token == "-" or (rest and len(found) >= fixed):
-            found.append(token)
-            if not arguments or (rest and len(found) > fixed):
-                found += tokens[i:]  # the command and its own flags, or the verb's tokens
-                break
-            continue
-        name, eq, value = token.partition("=")
-        if name not in by_name and f"-{name}" in by_name:
-            name = f"-{name}"  # -root: Go's flag package takes one dash as well as two
-        if name not in by_name:
-            raise PyvmmError(f"{where}flag provided but not defined: {name}")
-        _, dest, kind, _, _ = by_name[name]
-        if kind is bool:  # --name, or Go's --name=true and --name=false
-            if eq and value not in BOOLEANS:
-                raise PyvmmError(f"{where}{name}: {value!r} is not true or false")
-            setattr(args, dest, BOOLEANS.get(value, True))
-            continue
-        if not eq:
-            if i == len(tokens):
-                raise PyvmmError(f"{where}{name} needs a value")
-            value = tokens[i]
-            i += 1
-        value = _flag_value(where, name, str if kind is list else kind, value)
-        if kind is list:
-            getattr(args, dest).append(value)
-        else:
-            setattr(args, dest, value)
-    return found
-
-
-def _arguments(args: Args, found: list[str], arguments: tuple, verb: str) -> None:
-    for i, spec in enumerate(arguments):
-        name, _, default = spec.partition("=")
-        if name.endswith("..."):
-            setattr(args, name[:-3], found[i:])
-            return
-        if i < len(found):
-            setattr(args, name, found[i])
-        elif default:
-            setattr(args, name, default)
-        else:
-            raise PyvmmError(f"{verb}: the following arguments are required: {name}")
-    if len(found) > len(arguments):
-        raise PyvmmError(f"{verb}: unexpected arguments: {' '.join(found[len(arguments) :])}")
-
-
 def parse(argv: list[str]) -> Args:
     """runc's command line: global flags, the verb, its flags and arguments."""
     args = Args()
-    found = _parse_flags(args, argv, GLOBAL_FLAGS, (), "")
+    found = parse_flags(args, argv, GLOBAL_FLAGS, (), "")
     if not found or args.help or args.version:
         return args
     verb, tokens = found[0], found[1:]
@@ -193,9 +100,9 @@ def parse(argv: list[str]) -> Args:
         raise PyvmmError(f"unknown command {verb!r} (see --help)")
     args.command = verb
     _, arguments, flags = VERBS[verb]
-    found = _parse_flags(args, tokens, (*flags, _HELP), arguments, verb)
+    found = parse_flags(args, tokens, (*flags, _HELP), arguments, f"{verb}: ")
     if not args.help:
-        _arguments(args, found, arguments, verb)
+        set_arguments(args, found, arguments, f"{verb}: ")
     return args
 
 
@@ -210,13 +117,7 @@ def _usage(verb: str | None) -> str:
         names = " ".join(a.partition("=")[0] for a in arguments)
         lines = [f"usage: pyvmm-runtime {verb} [flags] {names}".rstrip(), about]
         flags = (*flags, _HELP)
-    lines += ["", "flags:"]
-    for names, _, kind, default, about in flags:
-        if about is not None:
-            value = "" if kind is bool else " " + ("|".join(kind) if isinstance(kind, tuple)
-                                                   else "VALUE")  # fmt: skip
-            shown = f" (default {default})" if default not in (None, False) else ""
-            lines.append(f"  {names.replace(' ', ', ') + value:<28} {about}{shown}")
+    lines += ["", "flags:", *help_lines(flags)]
     return "\n".join(lines)
 
 
@@ -555,4 +456,6 @@ COMMANDS = {
 
 
 def entry() -> None:
-    sys.exit(main())
+    from vmm.cli.finish import finish
+
+    finish(main())
