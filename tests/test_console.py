@@ -2,7 +2,10 @@
 once, also when Ctrl-C lands in the middle of writing it."""
 
 import os
+import signal
 import sys
+
+from vmtest import needs_kvm
 
 from vmm.vm.console import Console
 
@@ -52,3 +55,40 @@ def _read(fd: int) -> bytes:
         return os.read(fd, 4096)
     except BlockingIOError:
         return b""
+
+
+def test_a_reader_gone_drops_the_output_and_the_guest_runs_on():
+    """``pyvmm boot | head -1``: once the pipe's reader has gone, output is dropped
+    (as QEMU's and Firecracker's serial ports do) rather than raising in the vCPU's exit
+    loop, where it would end the run and skip its clean-up."""
+    r, w = os.pipe()
+    os.close(r)
+    console = Console(w)
+    try:
+        console.output(b"line 1\n")
+        console.output(b"line 2\n")
+        console.close()
+    finally:
+        os.close(w)
+    assert console.fd is None
+
+
+def _closed_stdout(argv: list[str]) -> tuple[int, bytes]:
+    import subprocess
+
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    return proc.wait(timeout=60), err
+
+
+@needs_kvm
+def test_boot_into_a_closed_pipe_ends_with_the_guests_status_and_no_traceback():
+    status, err = _closed_stdout([sys.executable, "-m", "vmm", "boot", "--cmdline", "-- 7"])
+    assert (status, err) == (7, b"")
+
+
+def test_help_into_a_closed_pipe_ends_as_ls_does():
+    """Killed by SIGPIPE, no message: what ``ls | head -0`` gives the shell."""
+    status, err = _closed_stdout([sys.executable, "-m", "vmm", "boot", "--help"])
+    assert (status, err) == (-signal.SIGPIPE, b"")

@@ -13,6 +13,7 @@ import contextlib
 import os
 import sys
 
+from vmm.cli.finish import end_if_stdout_gone
 from vmm.cli.flags import Args, Optional, help_lines, parse_flags, set_arguments
 from vmm.errors import PyvmmError, report
 from vmm.guests import tiny as guest
@@ -190,6 +191,9 @@ def main(argv: list[str]) -> int:
         return boot(**options)
     except (PyvmmError, KeyboardInterrupt) as e:
         return report(e)
+    except BrokenPipeError:  # `pyvmm boot --help | head -1`
+        end_if_stdout_gone()
+        raise
 
 
 def boot(

@@ -27,6 +27,9 @@ def finish(status: int | None) -> NoReturn:
     try:
         sys.stdout.flush()
         sys.stderr.flush()
+    except BrokenPipeError:
+        end_if_stdout_gone()
+        sys.exit(status)
     except (OSError, ValueError):
         sys.exit(status)
     threading = sys.modules.get("threading")
@@ -36,3 +39,19 @@ def finish(status: int | None) -> NoReturn:
     ):
         sys.exit(status)
     os._exit(status)
+
+
+def end_if_stdout_gone() -> None:
+    """``pyvmm volume ls | head -1``: if our stdout is a pipe whose reader has gone, end as
+    ``ls | head -1`` does, killed by the SIGPIPE that Python ignores: no message, and the
+    shell sees 128 + SIGPIPE. Returns if stdout is fine: the broken pipe was another one
+    (a socket's). Only for a command whose work is done or undone by then: the signal
+    runs no ``finally`` block."""
+    import select
+    import signal
+
+    poll = select.poll()
+    poll.register(1, select.POLLOUT)
+    if any(events & select.POLLERR for _, events in poll.poll(0)):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGPIPE)

@@ -9,11 +9,10 @@ runtime or the benchmark. ``pyvmm boot`` does not come through here at all
 from __future__ import annotations
 
 import importlib
-import os
-import signal
 
 import click
 
+from vmm.cli.finish import end_if_stdout_gone
 from vmm.errors import PyvmmError, report
 
 
@@ -42,21 +41,8 @@ class LazyGroup(click.Group):
         except (PyvmmError, KeyboardInterrupt) as e:
             ctx.exit(report(e))
         except BrokenPipeError:
-            if not _stdout_closed():
-                raise
-            # `pyvmm volume ls | head -1`: end as `ls | head -1` does, killed by the
-            # SIGPIPE Python ignores: no message, and the shell sees 128 + SIGPIPE.
-            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGPIPE)
-
-
-def _stdout_closed() -> bool:
-    """Whether our stdout is a pipe whose reader has gone (poll says POLLERR)."""
-    import select  # only here, on the way out
-
-    poll = select.poll()
-    poll.register(1, select.POLLOUT)
-    return any(events & select.POLLERR for _, events in poll.poll(0))
+            end_if_stdout_gone()
+            raise
 
 
 @click.command(

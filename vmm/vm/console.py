@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 class Console:
     def __init__(self, fd: int = 1):
-        self.fd = fd
+        self.fd: int | None = fd  # None once the reader has gone
         self._buf = bytearray()
         self._saved_tty = None
 
@@ -33,8 +33,14 @@ class Console:
         # thread (the boot CPU's) right after a call returns, and a line already written
         # but still buffered would be written again by close().
         data, self._buf = self._buf, bytearray()
-        if data:
-            os.write(self.fd, data)
+        if data and self.fd is not None:
+            try:
+                os.write(self.fd, data)
+            except BrokenPipeError:
+                # The reader has gone (`pyvmm boot | head -1`): the guest runs on to its
+                # own end, its output dropped, as QEMU's and Firecracker's serial ports
+                # do; ending here would skip the clean-up of TAPs and published ports.
+                self.fd = None
 
     def start_input(self, receive: Callable[[bytes], None]) -> None:
         """Forward keystrokes (or piped input) to the guest."""
