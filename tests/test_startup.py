@@ -168,3 +168,17 @@ def test_finish_waits_for_a_thread_that_is_not_done():
                      "print('main')\nfinish(None)")  # fmt: skip
     assert proc.returncode == 0
     assert proc.stdout == "main\nthread\n"
+
+
+def test_delete_force_of_a_deleted_container_needs_no_oci_core(tmp_path):
+    """Docker's shim deletes each container a second time with --force: runc's answer,
+    status 0, without importing the OCI core; a bad id is still refused by name."""
+    root = ["--root", str(tmp_path)]
+    modules, proc = imported([*RUNTIME, *root, "delete", "--force", "gone"])
+    said = [line for line in proc.stderr.splitlines() if not line.startswith("import time:")]
+    assert proc.returncode == 0 and said == [], said
+    assert "vmm.container.oci.runtime" not in modules and "vmm.container.oci.statedir" in modules
+    modules, proc = imported([*RUNTIME, *root, "delete", "gone"])
+    assert proc.returncode == 1 and "container gone does not exist" in proc.stderr
+    modules, proc = imported([*RUNTIME, *root, "delete", "--force", "../etc"])
+    assert proc.returncode == 1 and "invalid container id '../etc'" in proc.stderr

@@ -231,6 +231,10 @@ def _kill(args) -> int:
 
 
 def _delete(args) -> int:
+    from vmm.container.oci import statedir
+
+    if args.force and statedir.gone(args.root, args.id):
+        return 0  # runc: --force of a missing container succeeds (Docker's second delete)
     from vmm.container.oci import runtime
 
     runtime.delete(args.root, args.id, args.force)

@@ -22,14 +22,14 @@ A container's life, as the spec's state machine (``creating`` â†’ ``created`` â†
    then runs ``poststop``.
 
 State lives in ``<root>/<id>/`` (``--root``, by default ``/run/pyvmm-runtime``):
-``state.json`` (``State``) and ``exec.fifo``.
+``state.json`` (``State``) and ``exec.fifo``; ``statedir.py`` holds the id rule, light
+enough to check before this module is imported.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import time
 from collections.abc import Iterator
@@ -40,20 +40,13 @@ from typing import TYPE_CHECKING
 from vmm import record
 from vmm.container.linux import atomic
 from vmm.container.oci.hooks import Hook
-from vmm.errors import PyvmmError
+from vmm.container.oci.statedir import ID, ContainerStateError, check_id
 from vmm.proc import is_alive, process_start, wait_dead
 
 if TYPE_CHECKING:
     from vmm.container.linux import cgroups
 
 CGROUP_PARENT = "pyvmm-runtime"  # a container without linux.cgroupsPath goes here
-ID = re.compile(r"[\w+\-.]+")  # runc's container id rule
-
-
-class ContainerStateError(PyvmmError):
-    """An operation the container's state does not allow; runc exits 1."""
-
-    exit_code = 1
 
 
 @dataclass
@@ -134,12 +127,6 @@ class Container:
 
 def _root(root: str) -> Path:
     return Path(root).absolute()
-
-
-def check_id(cid: str) -> str:
-    if not cid or not ID.fullmatch(cid) or cid in (".", ".."):
-        raise ContainerStateError(f"invalid container id {cid!r}: use letters, digits, + - . _")
-    return cid
 
 
 def load(root: str, cid: str) -> Container:
