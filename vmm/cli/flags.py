@@ -131,7 +131,7 @@ def help_lines(flags: tuple, width: int = 80) -> list[str]:
             continue
         shown = metavar[0] if metavar else "|".join(kind) if isinstance(kind, tuple) else "VALUE"
         value = "" if kind is bool else f" [{shown}]" if isinstance(kind, Optional) else " " + shown
-        if default not in (None, False, ()) and not isinstance(kind, Optional):
+        if default not in (None, False):
             about += f" (default {default})"
         left = f"  {names.replace(' ', ', ') + value:<28} "
         text = textwrap.wrap(about, max(width - 31, 20))

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 from vmm import record
 from vmm.container.linux import atomic
 from vmm.container.oci.hooks import Hook
-from vmm.container.oci.statedir import ID, ContainerStateError, check_id
+from vmm.container.oci.statedir import ContainerStateError, check_id
 from vmm.proc import is_alive, process_start, wait_dead
 
 if TYPE_CHECKING:
@@ -345,10 +345,10 @@ def delete(root: str, cid: str, force: bool = False) -> None:
         if not force:
             raise
         # runc: delete --force of a missing container succeeds; an unreadable state
-        # is removed (its cgroup and init, if any, are unknown: nothing names them).
-        if ID.fullmatch(cid) and cid not in (".", ".."):
-            with contextlib.suppress(FileNotFoundError):
-                _remove_dir(_root(root) / cid)
+        # is removed (its cgroup and init, if any, are unknown: nothing names them); an
+        # invalid id names no directory.
+        with contextlib.suppress(ContainerStateError, FileNotFoundError):
+            _remove_dir(_root(root) / check_id(cid))
         return
     status = c.status()
     if status in ("running", "paused") and not force:
