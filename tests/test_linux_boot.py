@@ -9,6 +9,7 @@ copied by emulated ring-0 code, cost little on top.
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -135,6 +136,38 @@ def test_reboot_and_poweroff_end_pyvmm_cleanly(linux_build, command, said):
     )  # fmt: skip
     assert vm.returncode == 0, (vm.stdout[-2000:], vm.stderr)
     assert said in vm.stdout
+
+
+def test_init_waits_for_the_line_runs_the_copies_and_carries_their_status(tmp_path, linux_build):
+    """With pyvmm.wait and pyvmm.copies=2 the exit helper, exec'd by /init, says it
+    waits and runs nothing until the console line comes (given once the guest says so:
+    Linux's 8250 driver drops what arrived before the console was opened), then says
+    what it runs, starts two copies at once and ends the VM with their status: 2, from a
+    truncated image (the workload's "short read")."""
+    from guestproc import GuestProcess
+
+    from vmm.guests.linux import COPIES_PARAM, WAIT_LINE, WAIT_PARAM
+
+    build, initramfs = linux_build
+    path = tmp_path / "short.img"
+    mkimage.make_image(path, 64 * 1024, seed=3)
+    with open(path, "r+b") as f:
+        f.truncate(8 * 1024)
+    with GuestProcess(
+        "--kernel", build.vmlinux, "--initrd", initramfs, "--memory", "256M",
+        "--disk", str(path), "--cmdline", f"console=ttyS0 {WAIT_PARAM} {COPIES_PARAM}=2",
+        stdin=subprocess.PIPE,
+    ) as vm:  # fmt: skip
+        vm.wait_for(WAIT_LINE.encode(), timeout=TIMEOUT)
+        time.sleep(0.5)
+        assert b"init: running" not in vm.output()
+        vm.proc.stdin.write(b"\n")
+        vm.proc.stdin.flush()
+        assert vm.wait(TIMEOUT) == 2, vm.output()[-3000:]
+        out = vm.output().decode(errors="replace").replace("\r\n", "\n")
+    after = out[out.index(WAIT_LINE + "\n") :]
+    assert "init: running /workload /dev/vda\n" in after, after
+    assert after.count("short read: the data length runs past the end of the file") == 2, after
 
 
 def test_linux_brings_up_every_cpu_and_runs_a_copy_of_the_workload_on_each(

@@ -43,7 +43,8 @@ EXIT_HELPER_SOURCE = os.path.join(LINUX_DIR, "pyvmm-exit.c")
 INIT_LINE = "init: running /workload"
 # With "pyvmm.wait" on the command line, /init waits for a line on the console before it
 # runs the workload: a snapshot taken then is a VM ready to serve, restored to run it
-# (docs/state.md).
+# (docs/state.md). The exit helper says both lines when it runs the workload
+# (guest/linux/pyvmm-exit.c), the shell the second when it does not.
 WAIT_PARAM = "pyvmm.wait"
 WAIT_LINE = "init: waiting for a line on the console"
 
@@ -70,7 +71,9 @@ echo "{NET_LINE}"
 # workload on /dev/vda when there is one (N copies at once with pyvmm.copies=N; the
 # status is the last failing copy's), else serve the network until the VM is stopped,
 # else report and stop; carry the exit status out through pyvmm's exit port with the
-# static helper.
+# static helper. With a disk, the shell execs the helper, which waits for the console
+# line (pyvmm.wait) and starts the copies itself: the shell's fork would copy pages that
+# the helper's vfork does not (guest/linux/pyvmm-exit.c says why that matters under PVM).
 INIT = f"""#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sys /sys
@@ -79,10 +82,8 @@ echo "init: nproc=$(/bin/busybox nproc)"
 if [ -e /sys/class/net/eth0 ]; then
 {NET_SERVICES}fi
 read -r cmdline < /proc/cmdline
-case " $cmdline " in *" {WAIT_PARAM} "*)
-    echo "{WAIT_LINE}"
-    read -r _
-esac
+wait=
+case " $cmdline " in *" {WAIT_PARAM} "*) wait=--wait ;; esac
 copies=1
 for word in $cmdline; do
     case "$word" in {COPIES_PARAM}=[1-9] | {COPIES_PARAM}=[1-9][0-9])
@@ -90,18 +91,13 @@ for word in $cmdline; do
     esac
 done
 if [ -b /dev/vda ]; then
-    echo "{INIT_LINE} /dev/vda"
-    pids=
-    while [ $copies -gt 0 ]; do
-        /workload /dev/vda &
-        pids="$pids $!"
-        copies=$((copies - 1))
-    done
-    status=0
-    for pid in $pids; do
-        wait $pid || status=$?
-    done
-elif [ -e /sys/class/net/eth0 ]; then
+    exec /bin/pyvmm-exit run $wait $copies /workload /dev/vda
+fi
+if [ -n "$wait" ]; then
+    echo "{WAIT_LINE}"
+    read -r _
+fi
+if [ -e /sys/class/net/eth0 ]; then
     wait
     status=0
 else
@@ -277,7 +273,8 @@ def _build(build: LinuxBuild, say) -> None:
 
 
 def _exit_helper() -> None:
-    """The static program /init ends with: ioperm, then the status to the exit port."""
+    """The static program /init ends with: it runs the workload's copies, then hands
+    their status to the exit port (ioperm, then an OUT)."""
     if os.path.exists(EXIT_HELPER) and os.path.getmtime(EXIT_HELPER) >= os.path.getmtime(
         EXIT_HELPER_SOURCE
     ):
