@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 from pathlib import Path
@@ -73,6 +74,27 @@ def test_v2_cgroup_holds_a_process_and_removal_kills_it(unified):
         assert not cg.exists() and not cg.path.parent.exists()
     finally:
         sleeper.kill()
+        cg.remove()
+
+
+def test_a_cgroup_removed_under_an_open_file_counts_as_gone(unified):
+    """A file of a cgroup opened before another process removed it answers ENODEV, not
+    ENOENT (`rm -f` reading cgroup.procs while the container's monitor removes the
+    cgroup: a clean clone's run saw "pyvmm: No such device"). The cgroup code takes
+    both for "gone"; any other error still stops it."""
+    cg = CgroupV2(os.urandom(8).hex(), "pyvmm-test-" + os.urandom(4).hex(), unified)
+    cg.create(Limits())
+    try:
+        with open(cg.path / "cgroup.procs") as f:
+            cg.remove()
+            with pytest.raises(OSError) as e:
+                f.read()
+            assert e.value.errno == errno.ENODEV
+            with cgroups._unless_gone():
+                f.read()
+        with pytest.raises(PermissionError), cgroups._unless_gone():
+            raise PermissionError(errno.EACCES, "not gone")
+    finally:
         cg.remove()
 
 

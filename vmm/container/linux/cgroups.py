@@ -112,10 +112,23 @@ def _write(path: Path, value: str) -> None:
         f.write(value)
 
 
+@contextlib.contextmanager
+def _unless_gone():
+    """Reading or writing a cgroup's file while another process removes the cgroup (a
+    container's monitor cleaning up as `rm -f` does): before the rmdir the path is gone
+    (ENOENT); a file opened before it answers ENODEV (the kernel finds the cgroup
+    dying). Either way the cgroup holds nothing more, and there is nothing to do."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in (errno.ENOENT, errno.ENODEV):
+            raise
+
+
 def _read_keys(path: Path) -> dict[str, int]:
     """A flat-keyed cgroup file such as ``memory.events`` or ``memory.stat``."""
     values = {}
-    with contextlib.suppress(FileNotFoundError):
+    with _unless_gone():
         for line in path.read_text().splitlines():
             k, _, v = line.partition(" ")
             with contextlib.suppress(ValueError):
@@ -129,7 +142,7 @@ def _read_key(path: Path, key: str) -> int | None:
 
 
 def _read_text(path: Path) -> str | None:
-    with contextlib.suppress(FileNotFoundError):
+    with _unless_gone():
         return path.read_text()
     return None
 
@@ -151,7 +164,7 @@ def _runc_stats(total: int, percpu: list[int], user_system: list[int], user_hz: 
 
 
 def _read_int(path: Path) -> int | None:
-    with contextlib.suppress(FileNotFoundError, ValueError):
+    with _unless_gone(), contextlib.suppress(ValueError):
         return int(path.read_text())
     return None
 
@@ -197,9 +210,10 @@ def _rmdir(path: Path, kill_file: Path | None) -> None:
         return
     for _ in range(200):
         if kill_file is not None and kill_file.exists():
-            _write(kill_file, "1")
+            with _unless_gone():
+                _write(kill_file, "1")
         else:
-            with contextlib.suppress(FileNotFoundError):
+            with _unless_gone():
                 for pid in (path / "cgroup.procs").read_text().split():
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(int(pid), signal.SIGKILL)
@@ -285,7 +299,7 @@ class Cgroup(ABC):
 
 
 def _read_pids(path: Path) -> list[int]:
-    with contextlib.suppress(FileNotFoundError):
+    with _unless_gone():
         return [int(p) for p in path.read_text().split()]
     return []
 
@@ -426,7 +440,7 @@ class CgroupV1(Cgroup):
             time.sleep(0.001)
 
     def frozen(self) -> bool:
-        with contextlib.suppress(FileNotFoundError):
+        with _unless_gone():
             return (self._dirs()["freezer"] / "freezer.state").read_text().strip() == "FROZEN"
         return False
 
@@ -455,7 +469,8 @@ class CgroupV1(Cgroup):
 
     def remove(self) -> None:
         if self.frozen():  # frozen tasks cannot die
-            self.freeze(False)
+            with _unless_gone():
+                self.freeze(False)
         for path in self._dirs().values():
             _rmdir(path, None)
 
