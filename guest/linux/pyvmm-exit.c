@@ -1,12 +1,11 @@
 /* pyvmm-exit: the last thing the Linux guest's /init runs, in one of two ways:
  *
  *   pyvmm-exit STATUS                      hand STATUS to pyvmm's exit port
- *   pyvmm-exit run [--wait] N PROGRAM [ARG...]
+ *   pyvmm-exit run [--wait LINE] N PROGRAM [ARG...]
  *       say "init: running PROGRAM ARG...", run N copies of PROGRAM at once, wait for
  *       them all, then hand on the last failing copy's status (as a shell's `wait`
- *       gives it: 128+N for signal N). With --wait, first say "init: waiting for a line
- *       on the console" and read one line from standard input (vmm/guests/linux.py
- *       names both lines: WAIT_LINE, INIT_LINE).
+ *       gives it: 128+N for signal N). With --wait, first say LINE (vmm/guests/linux.py's
+ *       WAIT_LINE, given by /init) and read one line from standard input.
  *
  * The exit port (0x501, vmm/devices/power.py) ends the VM with that status: Linux
  * without ACPI can only halt on "poweroff", and a halted vCPU never exits to the VMM.
@@ -141,16 +140,20 @@ static long run_copies(long copies, char **argv, char **envp)
 
 static __attribute__((noreturn)) void run_command(long argc, char **argv, char **envp)
 {
-    int wait = argc > 0 && same(argv[0], "--wait");
-    argv += wait, argc -= wait;
+    const char *wait_line = 0;
+    if (argc > 1 && same(argv[0], "--wait")) {
+        wait_line = argv[1];
+        argv += 2, argc -= 2;
+    }
     long copies = argc > 0 ? number(argv[0]) : -1;
     if (argc < 2 || copies < 1 || copies > MAX_COPIES) {
-        say("pyvmm-exit: usage: run [--wait] N PROGRAM [ARG...], N from 1 to 99; got ",
+        say("pyvmm-exit: usage: run [--wait LINE] N PROGRAM [ARG...], N from 1 to 99; got ",
             argc > 0 ? argv[0] : "nothing");
         exit_vm(2);
     }
-    if (wait) {
-        put(1, "init: waiting for a line on the console\n");
+    if (wait_line) {
+        put(1, wait_line);
+        put(1, "\n");
         read_line();
     }
     put(1, "init: running");

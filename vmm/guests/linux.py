@@ -40,11 +40,11 @@ JOBS = "-j2"
 INITRAMFS = os.path.join(guest.GUEST_DIR, "build", "linux-initramfs.cpio")
 EXIT_HELPER = os.path.join(guest.GUEST_DIR, "build", "pyvmm-exit")
 EXIT_HELPER_SOURCE = os.path.join(LINUX_DIR, "pyvmm-exit.c")
-INIT_LINE = "init: running /workload"
 # With "pyvmm.wait" on the command line, /init waits for a line on the console before it
 # runs the workload: a snapshot taken then is a VM ready to serve, restored to run it
-# (docs/state.md). The exit helper says both lines when it runs the workload
-# (guest/linux/pyvmm-exit.c), the shell the second when it does not.
+# (docs/state.md). The exit helper says WAIT_LINE and waits when it runs the workload
+# (guest/linux/pyvmm-exit.c), the shell when it does not; either way the line comes from
+# here.
 WAIT_PARAM = "pyvmm.wait"
 WAIT_LINE = "init: waiting for a line on the console"
 
@@ -83,7 +83,7 @@ if [ -e /sys/class/net/eth0 ]; then
 {NET_SERVICES}fi
 read -r cmdline < /proc/cmdline
 wait=
-case " $cmdline " in *" {WAIT_PARAM} "*) wait=--wait ;; esac
+case " $cmdline " in *" {WAIT_PARAM} "*) wait=yes ;; esac
 copies=1
 for word in $cmdline; do
     case "$word" in {COPIES_PARAM}=[1-9] | {COPIES_PARAM}=[1-9][0-9])
@@ -91,7 +91,9 @@ for word in $cmdline; do
     esac
 done
 if [ -b /dev/vda ]; then
-    exec /bin/pyvmm-exit run $wait $copies /workload /dev/vda
+    set -- $copies /workload /dev/vda
+    [ -n "$wait" ] && set -- --wait "{WAIT_LINE}" "$@"
+    exec /bin/pyvmm-exit run "$@"
 fi
 if [ -n "$wait" ]; then
     echo "{WAIT_LINE}"
