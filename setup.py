@@ -1,6 +1,6 @@
 """Only here because cffi compiles its extension modules through setuptools' ``cffi_modules``,
-and because ``build_ext`` also compiles ``vmm/container/linux/pyvmm-exec`` (exeseal.py) and
-``pyvmm-init`` (``run --init``'s PID 1, reaper.c).
+because ``build_ext`` also compiles ``vmm/container/linux/pyvmm-exec`` (exeseal.py) and
+``pyvmm-init`` (``run --init``'s PID 1, reaper.c), and for the two commands' scripts.
 
 Everything else about the package lives in pyproject.toml.
 """
@@ -48,4 +48,7 @@ setup(
         "vmm/container/linux/seccomp_build.py:ffibuilder",
     ],
     cmdclass={"build_ext": BuildExtAndTrampoline},
+    # The commands, as plain scripts rather than [project.scripts] entry points (whose
+    # generated wrappers import re): scripts/pyvmm says why.
+    scripts=["scripts/pyvmm", "scripts/pyvmm-runtime"],
 )

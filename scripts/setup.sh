@@ -66,7 +66,7 @@ fi
 if [ ! -e .venv/.installed ] \
    || ! .venv/bin/python -c "import $modules" 2>/dev/null \
    || [ ! -x vmm/container/linux/pyvmm-exec ] || [ ! -x vmm/container/linux/pyvmm-init ] \
-   || [ -n "$(find pyproject.toml setup.py vmm/kvm/build.py vmm/container/linux/libc_build.py vmm/container/linux/seccomp_build.py vmm/container/linux/exec_trampoline.c vmm/container/linux/reaper.c -newer .venv/.installed 2>/dev/null)" ]; then
+   || [ -n "$(find pyproject.toml setup.py scripts/pyvmm scripts/pyvmm-runtime vmm/kvm/build.py vmm/container/linux/libc_build.py vmm/container/linux/seccomp_build.py vmm/container/linux/exec_trampoline.c vmm/container/linux/reaper.c -newer .venv/.installed 2>/dev/null)" ]; then
     # "compat" editable mode is a plain path entry: the default installs an import hook
     # that costs every pyvmm start some 20 ms.
     .venv/bin/pip install -q --disable-pip-version-check -e "$package" \

@@ -26,6 +26,7 @@ FOUNDATION = {
     "vmm.memory",
     "vmm.guest_stop",
     "vmm.proc",
+    "vmm.typedtuple",
 }
 
 # Each layer and the layers right below it; a module may import its own layer and

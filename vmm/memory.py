@@ -10,12 +10,10 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
-import re
 import struct
 
 from vmm.errors import PyvmmError
 
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kKmMgGtT]?)(i?[bB])?\s*$")
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -40,11 +38,17 @@ def _mib(n: int) -> str:
 
 
 def parse_size(text: str) -> int:
-    """Parse a size such as ``64M``, ``1G``, ``512k`` or ``4096`` into bytes (binary units)."""
-    m = _SIZE_RE.match(text)
-    if not m:
+    """Parse a size such as ``64M``, ``1G``, ``2GiB``, ``512k`` or ``4096`` into bytes
+    (binary units). By hand rather than with ``re``, which a boot does not otherwise
+    import (vmm/typedtuple.py says why that matters)."""
+    body = text.strip()
+    digits = body[: len(body) - len(body.lstrip("0123456789"))]
+    unit = body[len(digits) :].lstrip().lower()
+    scale = _SIZE_UNITS.get(unit[:1], 1)
+    suffix = unit[1:] if unit[:1] in _SIZE_UNITS else unit
+    if not digits or suffix not in ("", "b", "ib"):
         raise ValueError(f"bad size {text!r}: expected a number with an optional K, M, G suffix")
-    return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+    return int(digits) * scale
 
 
 class Region:

@@ -20,7 +20,7 @@ CACHE_DIR = os.environ.get("PYVMM_CACHE", os.path.expanduser("~/.cache/pyvmm"))
 
 
 def pyvmm_command() -> list[str]:
-    """The installed console script when there is one: what a user runs."""
+    """The installed command (scripts/pyvmm) when there is one: what a user runs."""
     script = os.path.join(os.path.dirname(sys.executable), "pyvmm")
     return [script] if os.path.exists(script) else [sys.executable, "-m", "vmm"]
 

@@ -27,7 +27,8 @@ The layout is mirrored by ``guest/include/bootinfo.h``; change both together.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+
+from vmm.typedtuple import typed_tuple
 
 BOOT_INFO_MAGIC = 0x4D565950
 BOOT_INFO_VERSION = 2  # 2: nr_cpus, flags
@@ -39,13 +40,15 @@ _VIRTIO = struct.Struct("<QII")
 _CPUS = struct.Struct("<II")
 
 
-class VirtioSlot(NamedTuple):
+@typed_tuple
+class VirtioSlot:
     base: int
     size: int
     irq: int
 
 
-class BootInfo(NamedTuple):
+@typed_tuple
+class BootInfo:
     mem_size: int
     low_mem_end: int
     cmdline_addr: int

@@ -16,11 +16,11 @@ size before use, and the values against what this loader and guest memory can do
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
 
 from vmm.boot import e820, layout, linux
 from vmm.boot.x86 import CpuStart, write_linux_gdt, write_page_tables
 from vmm.memory import GuestMemory
+from vmm.typedtuple import typed_tuple
 
 # Setup header fields: offset in the file and in the zero page (boot.rst, "The Real-Mode
 # Kernel Header"), struct format, and the protocol version that introduced them.
@@ -63,7 +63,8 @@ E820_ENTRY = struct.Struct("<QQI")
 E820_MAX_ENTRIES_ZEROPAGE = 128
 
 
-class SetupHeader(NamedTuple):
+@typed_tuple
+class SetupHeader:
     version: int
     setup_size: int  # bytes before the protected-mode kernel in the file
     kernel_size: int  # bytes of protected-mode kernel in the file

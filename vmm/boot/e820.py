@@ -7,16 +7,16 @@ spec 6.5, 15.1 "INT 15H, E820H - Query System Address Map", Table 15.1).
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from vmm.boot import layout
 from vmm.memory import GuestMemory
+from vmm.typedtuple import typed_tuple
 
 E820_RAM = 1  # AddressRangeMemory: usable by the OS
 E820_RESERVED = 2  # AddressRangeReserved
 
 
-class E820Entry(NamedTuple):
+@typed_tuple
+class E820Entry:
     addr: int
     size: int
     type: int

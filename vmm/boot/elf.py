@@ -8,9 +8,9 @@ before it is used (ELF spec: the ELF header, program headers, PT_LOAD segments).
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
 
 from vmm.errors import PyvmmError
+from vmm.typedtuple import typed_tuple
 
 ELF_MAGIC = b"\x7fELF"
 ELFCLASS64 = 2
@@ -30,7 +30,8 @@ class ElfError(PyvmmError):
     """An ELF file that pyvmm cannot or will not load."""
 
 
-class Segment(NamedTuple):
+@typed_tuple
+class Segment:
     """A PT_LOAD segment: ``filesz`` bytes from ``offset`` in the file at ``addr``, then zeros
     up to ``memsz``."""
 
@@ -41,13 +42,15 @@ class Segment(NamedTuple):
     executable: bool
 
 
-class Note(NamedTuple):
+@typed_tuple
+class Note:
     name: bytes  # without the NUL
     type: int
     desc: bytes
 
 
-class ElfImage(NamedTuple):
+@typed_tuple
+class ElfImage:
     entry: int
     segments: tuple[Segment, ...]
 

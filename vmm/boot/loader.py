@@ -13,14 +13,13 @@ Formats are told apart by their contents, never by trusting a name alone:
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from vmm.boot import bzimage, elf, layout, mptable, pvh
 from vmm.boot.bootinfo import BOOT_FLAG_INTERRUPTS, BootInfo, VirtioSlot
 from vmm.boot.x86 import CpuStart, write_boot_gdt, write_page_tables
 from vmm.errors import PyvmmError
 from vmm.inputfile import read_input
 from vmm.memory import GuestMemory
+from vmm.typedtuple import typed_tuple
 
 BOOT_SIGNATURE = b"\x55\xaa"  # last two bytes of a PC boot sector
 LINUX_FORMATS = ("pvh", "bzimage")
@@ -31,7 +30,8 @@ class KernelError(PyvmmError):
     """A kernel or program file that cannot be loaded; the message says which and why."""
 
 
-class BootRequest(NamedTuple):
+@typed_tuple
+class BootRequest:
     kernel: str
     cmdline: str = ""
     program: str | None = None
@@ -42,7 +42,8 @@ class BootRequest(NamedTuple):
     interrupts: bool = False  # the tiny kernel takes interrupts rather than polling
 
 
-class KernelImage(NamedTuple):
+@typed_tuple
+class KernelImage:
     """A kernel file read and recognised: ``format`` is one of "elf", "pvh", "bzimage",
     "flat"; ``pvh_entry`` is the PVH entry point of a "pvh" image."""
 

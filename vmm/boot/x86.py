@@ -8,10 +8,10 @@ and sets the control registers (Intel SDM vol. 3, 9.8.5 "Initializing IA-32e Mod
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
 
 from vmm.boot import layout
 from vmm.memory import GuestMemory
+from vmm.typedtuple import typed_tuple
 
 # Control register and EFER bits (Intel SDM vol. 3, 2.5 and 2.2.1).
 X86_CR0_PE = 1 << 0  # protected mode
@@ -52,7 +52,8 @@ LINUX_SELECTOR_TSS = 0x20
 RFLAGS_RESERVED = 1 << 1  # bit 1 always reads as 1
 
 
-class CpuStart(NamedTuple):
+@typed_tuple
+class CpuStart:
     """Where and how the first vCPU starts: real mode, 32-bit protected mode with paging
     off (``protected32``, the PVH entry), or long mode. The registers a boot protocol
     passes its data in are RDI (pyvmm's boot info), RSI (Linux's zero page) and RBX

@@ -11,8 +11,8 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # as in vmm/vm/bus.py: a boot does not import typing
 if TYPE_CHECKING:
     from vmm.devices.serial_state import SerialState
 

@@ -25,13 +25,17 @@ from __future__ import annotations
 
 import bisect
 import threading
-from typing import Protocol
 
+# typing's own constant, without importing typing: a boot does not (vmm/typedtuple.py
+# says why); a static type checker takes the name for True and reads the Protocol.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
 
-class Device(Protocol):
-    def read(self, offset: int, size: int) -> bytes: ...
+    class Device(Protocol):
+        def read(self, offset: int, size: int) -> bytes: ...
 
-    def write(self, offset: int, data: bytes) -> None: ...
+        def write(self, offset: int, data: bytes) -> None: ...
 
 
 class BusError(ValueError):

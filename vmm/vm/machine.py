@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import NamedTuple
 
 from vmm.boot import layout, linux, loader
 from vmm.boot.bootinfo import VirtioSlot
@@ -40,6 +39,7 @@ from vmm.kvm import (
     internal_error_name,
 )
 from vmm.memory import GuestMemory
+from vmm.typedtuple import typed_tuple
 from vmm.vm.bus import Bus
 from vmm.vm.vcpus import VcpuGroup, VcpuThreads
 
@@ -63,7 +63,8 @@ class ConfigError(PyvmmError):
     pass
 
 
-class MachineConfig(NamedTuple):
+@typed_tuple
+class MachineConfig:
     kernel: str
     memory: int = DEFAULT_MEMORY
     cmdline: str = ""
@@ -88,7 +89,8 @@ class MachineConfig(NamedTuple):
     restore: object | None = None
 
 
-class RunResult(NamedTuple):
+@typed_tuple
+class RunResult:
     """How a run ended. ``report`` explains a failure: registers and the instruction."""
 
     status: int

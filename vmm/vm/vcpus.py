@@ -20,14 +20,8 @@ before it goes on up.
 from __future__ import annotations
 
 import contextlib
-import signal
 import threading
 from collections.abc import Callable, Sequence
-
-from vmm.kvm import kick
-
-# Signals meant for the process as a whole: only the main thread takes them.
-_MAIN_THREAD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 class Stopped(Exception):
@@ -61,6 +55,10 @@ class VcpuThreads:
 
     def kick(self, index: int | None = None) -> None:
         """Kick the thread of vCPU ``index``, or of every vCPU but the caller's."""
+        # signal is imported where it is used: a boot of one vCPU never kicks, and the
+        # module (with the enum it needs) is part of a boot's start-up (tests/test_startup.py).
+        from vmm.kvm import kick
+
         me = threading.get_ident()
         with self._lock:
             for i, thread in self._threads.items():
@@ -81,6 +79,8 @@ class VcpuGroup:
         self._stopping = False
 
     def run(self):
+        from vmm.kvm import kick
+
         kick.prepare()
         others = [
             threading.Thread(target=self._run_on_thread, args=(v,), name=f"vcpu{v.index}")
@@ -101,7 +101,10 @@ class VcpuGroup:
     def _run_on_thread(self, vcpu) -> None:
         """A vCPU's loop on a thread of its own; what it raises ends the run for all and
         is raised again on the calling thread, as it would have been with one vCPU."""
-        signal.pthread_sigmask(signal.SIG_BLOCK, _MAIN_THREAD_SIGNALS)
+        import signal
+
+        # Signals meant for the process as a whole: only the main thread takes them.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
         try:
             self._run(vcpu)
         except BaseException as e:
