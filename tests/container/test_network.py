@@ -385,6 +385,7 @@ def test_outbound_connections_are_masqueraded_as_the_hosts_address(host):
     assert out.strip() == "192.0.2.1" and seen == ["192.0.2.1"], (out, seen)
 
 
+@pytest.mark.slow  # Podman, where it is installed, and a benchmark's runs
 def test_bench_net_measures_the_container_rows(tmp_path):
     """pyvmm bench net's container rows (in its own namespace and state root), and
     Podman's beside them where Podman and runc are installed: every figure measured,
