@@ -81,7 +81,7 @@ def test_ctrl_c_during_boot_of_a_spinning_guest_with_a_disk(guest_build, tmp_pat
 
 
 def test_ctrl_c_during_bench_kills_its_runs_and_removes_its_scratch(guest_build, tmp_path):
-    # A benchmark row that would sleep for a minute: interrupted in its warm-up run.
+    # A benchmark row that would sleep for a minute: interrupted in its one run.
     marker = ["sleep", f"61.{os.getpid()}"]
     scratch = tmp_path / "tmp"  # its TMPDIR: another bench on the machine has its own
     scratch.mkdir()

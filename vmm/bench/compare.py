@@ -1,11 +1,11 @@
 """``pyvmm bench``: the same workload every way, timed, checked and summarised alike.
 
-For each row: get ready (or record why it cannot), one warm-up run, then ``runs``
-measured runs, each one process started as a user would start it; every run must
-print the expected result line or the row is an error, not a number. The figures of a
-row are medians with min and max over its runs. With ``scale``, N instances are then
-started at once, N for each value given, and the time until all have finished and the
-memory they took together are summarised the same way.
+For each row: get ready (or record why it cannot), one warm-up run (none for a quick
+check, ``--fast``), then ``runs`` measured runs, each one process started as a user
+would start it; every run must print the expected result line or the row is an error,
+not a number. The figures of a row are medians with min and max over its runs. With
+``scale``, N instances are then started at once, N for each value given, and the time
+until all have finished and the memory they took together are summarised the same way.
 """
 
 from __future__ import annotations
@@ -63,13 +63,14 @@ class Bench:
         scale: list[int],
         root: str,
         progress: Progress = lambda _text: None,
+        warmup: int = WARMUP,
     ):
         if runs < 1:
             raise PyvmmError("--runs must be at least 1")
         if any(n < 1 for n in scale):
             raise PyvmmError("--scale values must be at least 1")
         self.rows, self.runs, self.size, self.scale = rows, runs, size, scale
-        self.root = root
+        self.root, self.warmup = root, warmup
         self.progress = progress
         self._instances = 0
 
@@ -94,7 +95,7 @@ class Bench:
             "machine": machine,
             "settings": {
                 "runs": self.runs,
-                "warmup_runs": WARMUP,
+                "warmup_runs": self.warmup,
                 "input_bytes": self.size,
                 "scale": self.scale,
                 "container_root": self.root,
@@ -157,15 +158,15 @@ class Bench:
             return {**entry, "status": "could not run", "reason": str(e)}
         try:
             samples = []
-            for i in range(WARMUP + self.runs):
-                run = "warm-up" if i < WARMUP else f"run {i - WARMUP + 1}/{self.runs}"
+            for i in range(self.warmup + self.runs):
+                run = "warm-up" if i < self.warmup else f"run {i - self.warmup + 1}/{self.runs}"
                 self.progress(f"{where}: {run}")
                 samples += self._once(ws, row, 1, detailed=True)
             entry["label"] = row.label  # a row may name itself better once prepared
             entry["kernel"] = row.kernel or f"the host's, Linux {os.uname().release}"
             entry["run_command"] = row.last_command
             entry["result_line"] = ws.expected.decode()
-            entry["figures"] = _summarise(samples[WARMUP:])
+            entry["figures"] = _summarise(samples[self.warmup :])
             parts = row.disk(ws)
             total = sum(parts.values())
             entry["disk"] = {

@@ -114,7 +114,7 @@ def table(result: dict) -> str:
         _machine_line(result),
         f"input {s['input_bytes']} bytes; expected: {result['input']['expected_line']}",
         "",
-        f"time, ms: median [min-max] of {s['runs']} runs after {s['warmup_runs']} warm-up",
+        f"time, ms: median [min-max] of {s['runs']} runs {_after_warmup(s)}",
         *_grid(time_rows(result)),
         "",
         "size and memory, MiB",
@@ -208,7 +208,7 @@ def markdown(result: dict) -> str:
         "",
         f"Workload input: {s['input_bytes']} bytes; every row had to print "
         f"`{result['input']['expected_line']}`. Times are medians [min-max] of {s['runs']} "
-        f"runs after {s['warmup_runs']} warm-up; each run is one process started as a user "
+        f"runs {_after_warmup(s)}; each run is one process started as a user "
         "would start it.",
         "",
         "## The seed's claims beside the figures",
@@ -239,3 +239,8 @@ def markdown(result: dict) -> str:
         out += ["", "## Rows without figures", "", *(f"- {f}" for f in fails)]
     out += ["", f"Input made with: `{shlex.join(result['input']['command'])}`", ""]
     return "\n".join(out)
+
+
+def _after_warmup(settings: dict) -> str:
+    n = settings["warmup_runs"]
+    return f"after {n} warm-up" if n else "with no warm-up (--fast)"

@@ -89,7 +89,8 @@ def _progress():
 @click.option(
     "--fast",
     is_flag=True,
-    help=f"A quick check: 1 run, {FAST_SIZE} input, rows {','.join(FAST_ROWS)} unless --rows.",
+    help=f"A quick check: 1 run and no warm-up, {FAST_SIZE} input, rows "
+    f"{','.join(FAST_ROWS)} unless --rows.",
 )
 @click.option("--json", "json_path", metavar="FILE", help="Write every figure and command here.")
 @click.option("--plot", "plot_path", metavar="FILE.png", help="Charts (needs matplotlib).")
@@ -103,7 +104,7 @@ def bench(ctx, runs, size, scale, only, extra, fast, json_path, plot_path, repor
     if ctx.invoked_subcommand is not None:
         return
     from vmm.bench import rows as rowdefs
-    from vmm.bench.compare import Bench
+    from vmm.bench.compare import WARMUP, Bench
     from vmm.bench.report import markdown, table
 
     if fast:
@@ -121,8 +122,11 @@ def bench(ctx, runs, size, scale, only, extra, fast, json_path, plot_path, repor
     root = root or (ctx.find_root().obj or {}).get("root") or "/var/lib/pyvmm"
     show, clear = _progress()
     try:
+        # A quick check's one run need not wait for a warm-up: it says whether every
+        # row works, not how fast (a Linux row's warm-up is a whole boot).
+        warmup = 0 if fast else WARMUP
         result = Bench(
-            chosen, _positive("--runs", runs), _size(size), _scale(scale), root, show
+            chosen, _positive("--runs", runs), _size(size), _scale(scale), root, show, warmup
         ).run()
     finally:
         clear()
