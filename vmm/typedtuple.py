@@ -6,8 +6,9 @@ own start: it imports ``re``, which imports ``enum``. The records a boot builds 
 machine config, the kernel image, the boot request, the boot-info block) are declared
 with ``@typed_tuple`` instead of ``class X(NamedTuple)``: the same fields with the same
 types and defaults, made into the same ``collections.namedtuple`` that typing.NamedTuple
-makes, with the class's methods and properties kept. Modules that import typing anyway
-(the debugger, the benchmarks, the container side) use typing.NamedTuple.
+makes, with the class's methods and properties kept. Modules a plain boot does not
+import (a snapshot's vCPU state, the debugger, the benchmarks, the container side) use
+typing.NamedTuple.
 """
 
 from __future__ import annotations
